@@ -1,0 +1,258 @@
+"""Overlay application: base + overlay stream -> launch disk and launch memory.
+
+The overlay is consumed as a stream, one verified segment at a time, so memory
+stays bounded by the segment limits whatever the overlay's size, and applying
+starts with the first segment while the rest is still arriving.
+
+Every offset an item carries is checked before it is used: disk offsets must
+be chunk-aligned and inside the disk, copies must come from inside the base
+or from launch chunks already written, and the memory image may not grow past
+the size the header declared. Any failure removes the launch files.
+"""
+
+import dataclasses
+import os
+import time
+
+from cloudlet_nova.engine import chunks
+from cloudlet_nova.engine import codecs
+from cloudlet_nova.engine import errors
+from cloudlet_nova.engine import format as fmt
+from cloudlet_nova.engine import qcow2
+from cloudlet_nova.engine import savefile
+
+LAUNCH_DISK = 'disk.qcow2'
+LAUNCH_MEMORY = 'memory.save'
+CHUNK = chunks.CHUNK
+
+
+@dataclasses.dataclass
+class Launch:
+    disk_path: str
+    memory_path: str
+    meta: dict
+    overlay_bytes: int = 0
+    restored_bytes: int = 0        # disk chunks written + memory image bytes
+    seconds: float = 0.0
+
+
+class _MemoryTarget:
+    """The launch memory file, written front to back through a small buffer."""
+
+    def __init__(self, path, size):
+        self.size = size
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        self.read_fd = os.open(path, os.O_RDONLY)
+        self.position = 0          # bytes appended so far
+        self._flushed = 0
+        self._buffer = bytearray()
+
+    def append(self, data):
+        if self.position + len(data) > self.size:
+            raise errors.CorruptOverlay('memory image grows past its declared %d bytes' % self.size)
+        self._buffer += data
+        self.position += len(data)
+        if len(self._buffer) >= 8 << 20:
+            self.flush()
+
+    def read(self, offset):
+        if offset + CHUNK > self.position:
+            raise errors.CorruptOverlay('copy from launch memory offset %d, not written yet' % offset)
+        if offset + CHUNK > self._flushed:
+            self.flush()
+        return os.pread(self.read_fd, CHUNK, offset)
+
+    def flush(self):
+        view = memoryview(self._buffer)
+        while view:
+            view = view[os.write(self.fd, view):]
+        self._flushed = self.position
+        self._buffer = bytearray()
+
+    def close(self):
+        self.flush()
+        os.close(self.fd)
+        os.close(self.read_fd)
+
+
+class _Applier:
+    def __init__(self, base, launch_dir, meta, workdir):
+        self.base = base
+        self.workdir = workdir
+        self.disk_size = meta['disk_size']
+        self.base_disk_fd = os.open(base.disk_path, os.O_RDONLY)
+        self.base_memory_fd = os.open(base.memory_path, os.O_RDONLY)
+        self.base_memory_size = base.memory_size
+        self.disk_path = os.path.join(launch_dir, LAUNCH_DISK)
+        self.memory_path = os.path.join(launch_dir, LAUNCH_MEMORY)
+        self.memory = None
+        self.disk = None
+        self.memory = _MemoryTarget(self.memory_path, meta['memory_size'])
+        self.disk = qcow2.Qcow2Writer(self.disk_path, base.disk_size, base.disk_path, 'raw')
+        self.restored_bytes = 0
+
+    # -- sources -------------------------------------------------------------
+
+    def _check_disk_offset(self, offset, what):
+        if offset % CHUNK or offset + CHUNK > self.disk_size:
+            raise errors.CorruptOverlay('%s: disk offset %d is unaligned or outside the %d-byte disk'
+                                        % (what, offset, self.disk_size))
+
+    def base_disk_chunk(self, offset, what):
+        if offset % CHUNK or offset + CHUNK > self.base.disk_size:
+            raise errors.CorruptOverlay('%s: base disk offset %d out of range' % (what, offset))
+        return os.pread(self.base_disk_fd, CHUNK, offset)
+
+    def base_memory_chunk(self, offset, what):
+        if offset + CHUNK > self.base_memory_size:
+            raise errors.CorruptOverlay('%s: base memory offset %d out of range' % (what, offset))
+        return os.pread(self.base_memory_fd, CHUNK, offset)
+
+    def copy_source(self, area, offset, what):
+        if area == fmt.AREA_BASE_DISK:
+            return self.base_disk_chunk(offset, what)
+        if area == fmt.AREA_BASE_MEMORY:
+            return self.base_memory_chunk(offset, what)
+        if area == fmt.AREA_LAUNCH_MEMORY:
+            return self.memory.read(offset)
+        if area == fmt.AREA_LAUNCH_DISK:
+            self._check_disk_offset(offset, what)
+            data = self.disk.read_chunk(offset)
+            if data is None:
+                raise errors.CorruptOverlay('%s: copy from launch disk offset %d, not written yet'
+                                            % (what, offset))
+            return bytes(CHUNK) if data is qcow2.ZERO else data
+        raise errors.CorruptOverlay('%s: unknown copy source area %d' % (what, area))
+
+    def counterparts(self, items, what):
+        """The base chunks the segment's data was encoded against, in item order."""
+        parts = []
+        for item in items:
+            if item.kind == fmt.DISK_DATA:
+                self._check_disk_offset(item.offset, what)
+                parts.append(self.base_disk_chunk(item.offset, what))
+            elif item.kind == fmt.MEM_PAGE_DATA and item.source != fmt.NO_COUNTERPART:
+                parts.append(self.base_memory_chunk(item.source, what))
+        return b''.join(parts)
+
+    # -- one segment ---------------------------------------------------------
+
+    def apply_segment(self, segment):
+        what = 'segment %d' % segment.index
+        items_raw = codecs.decompress(segment.codec, segment.items_stored, segment.items_raw_len,
+                                      what + ' items')
+        items = fmt.decode_items(items_raw, segment.item_count)
+        data_len = sum(item.data_length for item in items)
+        if data_len != segment.data_raw_len:
+            raise errors.CorruptOverlay('%s: items need %d data bytes, the segment has %d'
+                                        % (what, data_len, segment.data_raw_len))
+        data = codecs.decode_data(segment, self.counterparts(items, what), what + ' data', self.workdir)
+        view, cursor = memoryview(data), 0
+        for item in items:
+            kind = item.kind
+            if kind == fmt.MEM_PAGE_COPY:
+                self.memory.append(self.copy_source(item.area, item.source, what))
+            elif kind in (fmt.MEM_PAGE_DATA, fmt.MEM_BYTES):
+                size = item.data_length
+                self.memory.append(view[cursor:cursor + size])
+                cursor += size
+            elif kind == fmt.MEM_PAGE_ZERO:
+                self.memory.append(chunks.ZERO_CHUNK)
+            else:
+                self._check_disk_offset(item.offset, what)
+                if kind == fmt.DISK_DATA:
+                    self.disk.write_chunk(item.offset, bytes(view[cursor:cursor + CHUNK]))
+                    cursor += CHUNK
+                elif kind == fmt.DISK_ZERO:
+                    self.disk.write_zero(item.offset)
+                else:
+                    self.disk.write_chunk(item.offset, self.copy_source(item.area, item.source, what))
+                self.restored_bytes += CHUNK
+
+    def finish(self):
+        if self.memory.position != self.memory.size:
+            raise errors.CorruptOverlay('memory image has %d of its declared %d bytes'
+                                        % (self.memory.position, self.memory.size))
+        self.restored_bytes += self.memory.position
+        self.memory.close()
+        self.disk.close()
+
+    def close_sources(self):
+        os.close(self.base_disk_fd)
+        os.close(self.base_memory_fd)
+
+    def abort(self):
+        for closer in (lambda: self.memory and self.memory.close(), lambda: self.disk and self.disk.abort()):
+            try:
+                closer()
+            except Exception:   # noqa: BLE001 - cleanup must go on
+                pass
+        for path in (self.memory_path, self.disk_path):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+
+def check_overlay_base(meta, base):
+    if meta['base_id'] != base.base_id:
+        raise errors.WrongBase('overlay was made for base %s, not for base %s'
+                               % (meta['base_id'], base.base_id))
+    if meta['disk_size'] != base.disk_size:
+        raise errors.WrongBase('overlay expects a %d-byte base disk, base %s has %d bytes'
+                               % (meta['disk_size'], base.base_id, base.disk_size))
+
+
+def apply_overlay(base, fileobj, launch_dir, limits=None, progress=None):
+    """Apply the overlay read from `fileobj` to `base`, writing into `launch_dir`.
+
+    Returns a Launch. On any error the launch files are removed and the error
+    (an errors.OverlayError for bad input) propagates.
+    """
+    started = time.monotonic()
+    reader = fmt.OverlayReader(fileobj, limits)
+    check_overlay_base(reader.meta, base)
+    os.makedirs(launch_dir, exist_ok=True)
+    applier = _Applier(base, launch_dir, reader.meta, launch_dir)
+    try:
+        for segment in reader.segments():
+            applier.apply_segment(segment)
+            if progress:
+                progress.update('applying overlay', reader.position)
+        applier.finish()
+        savefile.read_save_image(applier.memory_path)
+    except BaseException:
+        applier.abort()
+        raise
+    finally:
+        applier.close_sources()
+    return Launch(applier.disk_path, applier.memory_path, reader.meta, reader.position,
+                  applier.restored_bytes, time.monotonic() - started)
+
+
+def empty_launch(base, launch_dir):
+    """Launch files that resume the base itself: an empty layer and a memory copy."""
+    os.makedirs(launch_dir, exist_ok=True)
+    disk_path = os.path.join(launch_dir, LAUNCH_DISK)
+    memory_path = os.path.join(launch_dir, LAUNCH_MEMORY)
+    try:
+        with qcow2.Qcow2Writer(disk_path, base.disk_size, base.disk_path, 'raw'):
+            pass
+        _copy_file(base.memory_path, memory_path)
+    except BaseException:
+        for path in (disk_path, memory_path):
+            if os.path.exists(path):
+                os.unlink(path)
+        raise
+    return Launch(disk_path, memory_path, {'base_id': base.base_id})
+
+
+def _copy_file(src, dst):
+    with open(src, 'rb') as fin, open(dst, 'xb') as fout:
+        size = os.fstat(fin.fileno()).st_size
+        copied = 0
+        while copied < size:   # copy_file_range shares extents where the filesystem can
+            sent = os.copy_file_range(fin.fileno(), fout.fileno(), size - copied)
+            if not sent:
+                break
+            copied += sent

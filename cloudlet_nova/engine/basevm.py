@@ -1,0 +1,340 @@
+"""Base VMs: what is cached on a cloudlet, its identity, its package.
+
+A base VM directory holds:
+
+    manifest.json   versioned description (see doc/base-vm-package.md)
+    disk.raw        the base disk, raw
+    memory.save     the libvirt save image (memory snapshot) of the running base
+    disk.hashes     SHA-256 per 4 KiB disk chunk
+    memory.pages    one record per RAM page of memory.save
+
+The base identity is a digest over the disk content, the memory snapshot and
+what a restore has to match (machine type, CPU, devices: `domainxml.abi_summary`),
+so an overlay can never be applied to a base it was not made against.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+import zipfile
+
+from cloudlet_nova.engine import chunks
+from cloudlet_nova.engine import domainxml
+from cloudlet_nova.engine import errors
+from cloudlet_nova.engine import savefile
+
+MANIFEST = 'manifest.json'
+MANIFEST_FORMAT = 'openstack-cloudlet-base'
+MANIFEST_VERSION = 1
+DISK, MEMORY, DISK_HASHES, MEMORY_PAGES = 'disk.raw', 'memory.save', 'disk.hashes', 'memory.pages'
+FILES = (DISK, MEMORY, DISK_HASHES, MEMORY_PAGES)
+MAX_MANIFEST_BYTES = 1 << 20
+
+
+def compute_base_id(disk_hashes_sha256, memory_sha256, abi_digest):
+    identity = {'disk_chunks_sha256': disk_hashes_sha256, 'memory_sha256': memory_sha256,
+                'abi_digest': abi_digest}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+class BaseVM:
+    """A base VM directory; indexes are loaded on first use."""
+
+    def __init__(self, path):
+        self.path = path
+        manifest_path = os.path.join(path, MANIFEST)
+        try:
+            with open(manifest_path, 'rb') as f:
+                raw = f.read(MAX_MANIFEST_BYTES + 1)
+        except OSError as exc:
+            raise errors.BaseVMError('no base VM at %s: %s' % (path, exc.strerror))
+        self.manifest = parse_manifest(raw, manifest_path)
+        for name in FILES:
+            if not os.path.isfile(os.path.join(path, name)):
+                raise errors.BaseVMError('base VM at %s lacks %s' % (path, name))
+        self._disk_hashes = None
+        self._memory = None
+        self._disk_index = None
+
+    @property
+    def base_id(self):
+        return self.manifest['base_id']
+
+    @property
+    def name(self):
+        return self.manifest.get('name', '')
+
+    @property
+    def disk_path(self):
+        return os.path.join(self.path, DISK)
+
+    @property
+    def memory_path(self):
+        return os.path.join(self.path, MEMORY)
+
+    @property
+    def disk_size(self):
+        return self.manifest['disk']['size']
+
+    @property
+    def memory_size(self):
+        return self.manifest['memory']['size']
+
+    @property
+    def abi(self):
+        return self.manifest['abi']
+
+    def disk_digest(self, offset):
+        """SHA-256 of the base disk chunk at `offset` (None past the end)."""
+        hashes = self._load_disk_hashes()
+        index = offset // chunks.CHUNK
+        if index * 32 >= len(hashes):
+            return None
+        return hashes[index * 32:index * 32 + 32]
+
+    def _load_disk_hashes(self):
+        if self._disk_hashes is None:
+            with open(os.path.join(self.path, DISK_HASHES), 'rb') as f:
+                self._disk_hashes = f.read()
+        return self._disk_hashes
+
+    def disk_index(self):
+        """digest -> first base disk offset holding it (zero chunks left out)."""
+        if self._disk_index is None:
+            hashes = self._load_disk_hashes()
+            index = {}
+            for i in range(len(hashes) // 32 - 1, -1, -1):
+                index[hashes[i * 32:i * 32 + 32]] = i * chunks.CHUNK
+            index.pop(chunks.ZERO_DIGEST, None)
+            self._disk_index = index
+        return self._disk_index
+
+    def memory_index(self):
+        """(page key -> (offset, digest), digest -> offset) over the base memory pages."""
+        if self._memory is None:
+            with open(os.path.join(self.path, MEMORY_PAGES), 'rb') as f:
+                records = f.read()
+            blocks = self.manifest['memory']['blocks']
+            by_key, by_digest = {}, {}
+            for offset, addr, block, digest in chunks.iter_memory_records(records):
+                by_key[savefile.page_key(blocks[block], addr)] = (offset, digest)
+                by_digest.setdefault(digest, offset)
+            by_digest.pop(chunks.ZERO_DIGEST, None)
+            self._memory = (by_key, by_digest)
+        return self._memory
+
+    def describe(self):
+        m = self.manifest
+        return {'base_id': m['base_id'], 'name': m.get('name'), 'created_at': m.get('created_at'),
+                'disk_size': m['disk']['size'], 'memory_size': m['memory']['size'],
+                'memory_mib': m['abi'].get('memory_kib', 0) // 1024, 'vcpus': m['abi'].get('vcpus'),
+                'machine': m['abi'].get('machine'), 'abi_digest': m['abi_digest'], 'path': self.path}
+
+
+def parse_manifest(raw, where):
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise errors.BaseVMError('%s is larger than %d bytes' % (where, MAX_MANIFEST_BYTES))
+    try:
+        manifest = json.loads(raw.decode('utf-8'))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise errors.BaseVMError('%s is not valid JSON: %s' % (where, exc))
+    if not isinstance(manifest, dict) or manifest.get('format') != MANIFEST_FORMAT:
+        raise errors.BaseVMError('%s is not an openstack-cloudlet base manifest' % where)
+    if manifest.get('version') != MANIFEST_VERSION:
+        raise errors.BaseVMError('%s has version %r; this engine reads version %d'
+                                 % (where, manifest.get('version'), MANIFEST_VERSION))
+    try:
+        for name in FILES:
+            entry = manifest['files'][name]
+            if not isinstance(entry['size'], int) or not isinstance(entry['sha256'], str):
+                raise TypeError(name)
+        int(manifest['base_id'], 16)
+        manifest['disk']['size'] + manifest['memory']['size']
+        list(manifest['memory']['blocks'])
+        manifest['abi']['machine']
+    except (KeyError, TypeError, ValueError) as exc:
+        raise errors.BaseVMError('%s is incomplete or malformed (%s)' % (where, exc))
+    return manifest
+
+
+def build_base(workdir, disk_raw_path, memory_save_path, name, progress=None):
+    """Index a disk image and a memory snapshot in `workdir`; write the manifest.
+
+    The two files are moved into `workdir` (if not already there). Returns a BaseVM.
+    """
+    image = savefile.read_save_image(memory_save_path)
+    abi = domainxml.abi_summary(image.xml)
+    for src, dst in ((disk_raw_path, DISK), (memory_save_path, MEMORY)):
+        dst_path = os.path.join(workdir, dst)
+        if os.path.abspath(src) != os.path.abspath(dst_path):
+            shutil.move(src, dst_path)
+    disk_hashes = chunks.hash_disk(os.path.join(workdir, DISK), progress)
+    memory_pages, blocks = chunks.hash_memory(os.path.join(workdir, MEMORY), progress)
+    for name_, data in ((DISK_HASHES, disk_hashes), (MEMORY_PAGES, memory_pages)):
+        with open(os.path.join(workdir, name_), 'wb') as f:
+            f.write(data)
+    files = {}
+    for file_name in FILES:
+        path = os.path.join(workdir, file_name)
+        files[file_name] = {'size': os.path.getsize(path), 'sha256': chunks.sha256_file(path)}
+    abi_digest = domainxml.abi_digest(image.xml)
+    manifest = {
+        'format': MANIFEST_FORMAT, 'version': MANIFEST_VERSION, 'name': name,
+        'base_id': compute_base_id(files[DISK_HASHES]['sha256'], files[MEMORY]['sha256'], abi_digest),
+        'created_at': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
+        'disk': {'size': files[DISK]['size'], 'chunk_size': chunks.CHUNK},
+        'memory': {'size': files[MEMORY]['size'], 'blocks': blocks},
+        'abi': abi, 'abi_digest': abi_digest, 'files': files,
+    }
+    _write_json(os.path.join(workdir, MANIFEST), manifest)
+    return BaseVM(workdir)
+
+
+def _write_json(path, data):
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+        f.write('\n')
+    os.replace(tmp, path)
+
+
+class BaseStore:
+    """The bases cached on this host: `<root>/<base_id>/`."""
+
+    def __init__(self, root):
+        self.root = root
+
+    def path(self, base_id):
+        return os.path.join(self.root, base_id)
+
+    def get(self, base_id):
+        if not base_id or not all(c in '0123456789abcdef' for c in base_id):
+            raise errors.BaseVMError('invalid base id %r' % base_id)
+        path = self.path(base_id)
+        if not os.path.isdir(path):
+            raise errors.BaseVMError('base %s is not cached on this host (%s)' % (base_id, self.root))
+        return BaseVM(path)
+
+    def list(self):
+        if not os.path.isdir(self.root):
+            return []
+        bases = []
+        for entry in sorted(os.listdir(self.root)):
+            if entry.startswith('.'):
+                continue
+            try:
+                bases.append(BaseVM(os.path.join(self.root, entry)))
+            except errors.BaseVMError:
+                continue
+        return bases
+
+    def new_workdir(self):
+        os.makedirs(self.root, exist_ok=True)
+        return tempfile.mkdtemp(prefix='.incoming-', dir=self.root)
+
+    def adopt(self, workdir, base):
+        """Move a finished base from its workdir to its id; idempotent."""
+        final = self.path(base.base_id)
+        if os.path.isdir(final):
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            os.rename(workdir, final)
+        return BaseVM(final)
+
+    def delete(self, base_id):
+        shutil.rmtree(self.get(base_id).path)
+
+
+def export_package(base, package_path, progress=None):
+    """Write a base VM package: a zip of the manifest and the four files."""
+    tmp = package_path + '.part'
+    try:
+        with zipfile.ZipFile(tmp, 'w', compression=zipfile.ZIP_DEFLATED, compresslevel=1,
+                             allowZip64=True) as zf:
+            zf.write(os.path.join(base.path, MANIFEST), MANIFEST)
+            for name in FILES:
+                if progress:
+                    progress.update('exporting %s' % name, 0, None)
+                zf.write(os.path.join(base.path, name), name)
+        os.replace(tmp, package_path)
+    except BaseException:
+        _unlink(tmp)
+        raise
+    return package_path
+
+
+def import_package(store, package_path, progress=None):
+    """Validate a base VM package and add it to `store`; return the BaseVM.
+
+    Idempotent: importing a base that is already cached returns it unchanged.
+    Every file is checked against the manifest's size and SHA-256, and the
+    hash lists and the base id are recomputed, so a package can't lie.
+    """
+    try:
+        zf = zipfile.ZipFile(package_path)
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise errors.BaseVMError('%s is not a base VM package: %s' % (package_path, exc))
+    with zf:
+        try:
+            info = zf.getinfo(MANIFEST)
+        except KeyError:
+            raise errors.BaseVMError('%s has no %s' % (package_path, MANIFEST))
+        if info.file_size > MAX_MANIFEST_BYTES:
+            raise errors.BaseVMError('%s: manifest too large' % package_path)
+        manifest = parse_manifest(zf.read(MANIFEST), '%s:%s' % (package_path, MANIFEST))
+        existing = store.path(manifest['base_id'])
+        if os.path.isdir(existing):
+            return BaseVM(existing)
+        workdir = store.new_workdir()
+        try:
+            for name in FILES:
+                _extract_checked(zf, name, manifest['files'][name], workdir, progress)
+            base = build_base(workdir, os.path.join(workdir, DISK), os.path.join(workdir, MEMORY),
+                              manifest.get('name', ''), progress)
+            if base.base_id != manifest['base_id']:
+                raise errors.BaseVMError('%s: content does not match its base id %s'
+                                         % (package_path, manifest['base_id']))
+            return store.adopt(workdir, base)
+        except BaseException:
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
+
+
+def _extract_checked(zf, name, expected, workdir, progress):
+    try:
+        info = zf.getinfo(name)
+    except KeyError:
+        raise errors.BaseVMError('package lacks %s' % name)
+    if info.file_size != expected['size']:
+        raise errors.BaseVMError('%s: %d bytes in the package, manifest says %d'
+                                 % (name, info.file_size, expected['size']))
+    h, done = hashlib.sha256(), 0
+    with zf.open(info) as src, open(os.path.join(workdir, name), 'wb') as dst:
+        while True:
+            block = src.read(4 << 20)
+            if not block:
+                break
+            done += len(block)
+            if done > expected['size']:
+                raise errors.BaseVMError('%s is larger than its manifest says' % name)
+            h.update(block)
+            # Keep zero runs as holes: base disks are mostly empty.
+            if block.count(0) == len(block):
+                dst.seek(len(block), os.SEEK_CUR)
+            else:
+                dst.write(block)
+            if progress:
+                progress.update('importing %s' % name, done, expected['size'])
+        dst.truncate(done)
+    if h.hexdigest() != expected['sha256']:
+        raise errors.BaseVMError('%s: SHA-256 mismatch with the manifest' % name)
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

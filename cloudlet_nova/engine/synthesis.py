@@ -1,0 +1,87 @@
+"""Synthesis: base + overlay -> a running VM with a new identity, no boot.
+
+libvirt refuses a new name or uuid when restoring a save image, so the domain
+XML stored inside the launch memory image's header is rewritten (name, uuid,
+disk path, console log, forwarded ports) before the restore: the header has
+64 KiB of slack for this (running-openstack-here.md §10).
+"""
+
+import dataclasses
+import os
+import shutil
+import time
+import uuid as uuidlib
+
+from cloudlet_nova.engine import apply
+from cloudlet_nova.engine import domainxml
+from cloudlet_nova.engine import errors
+from cloudlet_nova.engine import hypervisor
+from cloudlet_nova.engine import savefile
+from cloudlet_nova.engine import source as sources
+
+
+@dataclasses.dataclass
+class Synthesized:
+    name: str
+    uuid: str
+    launch_dir: str
+    disk_path: str
+    overlay_bytes: int = 0
+    restored_bytes: int = 0
+    timings: dict = dataclasses.field(default_factory=dict)
+
+
+def launch_xml(image_xml, name, uuid, disk_path, console_log=None, port_forwards=None):
+    """The stored domain XML, retargeted at the new VM's identity and files."""
+    return domainxml.retarget(image_xml, name=name, uuid=uuid, disk_path=disk_path,
+                              disk_format='qcow2', console_log=console_log,
+                              port_forwards=port_forwards)
+
+
+def restore_launch(conn, launch, name, uuid, console_log=None, port_forwards=None):
+    """Give the launch memory image its identity and restore it, running."""
+    image = savefile.read_save_image(launch.memory_path)
+    savefile.rewrite_xml(launch.memory_path, launch_xml(image.xml, name, uuid, launch.disk_path,
+                                                         console_log, port_forwards))
+    return hypervisor.restore_domain(conn, launch.memory_path)
+
+
+def synthesize(base, overlay_location, launch_dir, name, uuid=None, port_forwards=None,
+               conn=None, limits=None, max_bytes=sources.DEFAULT_MAX_BYTES, progress=None,
+               keep_memory_image=False):
+    """Fetch and apply an overlay (None: resume the base as it is), then restore.
+
+    On failure nothing is left: the launch directory is removed and no domain
+    stays defined.
+    """
+    uuid = uuid or str(uuidlib.uuid4())
+    timings = {}
+    started = time.monotonic()
+    if os.path.exists(launch_dir) and os.listdir(launch_dir):
+        raise errors.CloudletError('launch directory %s is not empty' % launch_dir)
+    os.makedirs(launch_dir, exist_ok=True)
+    console_log = os.path.join(launch_dir, 'console.log')
+    try:
+        if overlay_location is None:
+            launch = apply.empty_launch(base, launch_dir)
+            overlay_bytes = 0
+        else:
+            with sources.open_overlay(overlay_location, max_bytes=max_bytes) as stream:
+                launch = apply.apply_overlay(base, stream, launch_dir, limits, progress)
+            overlay_bytes = launch.overlay_bytes
+        timings['fetch_and_apply'] = time.monotonic() - started
+        mark = time.monotonic()
+        conn = conn or hypervisor.connect()
+        restore_launch(conn, launch, name, uuid, console_log, port_forwards)
+        timings['restore'] = time.monotonic() - mark
+    except BaseException:
+        if conn is not None:
+            hypervisor.destroy_domain(conn, name)
+        shutil.rmtree(launch_dir, ignore_errors=True)
+        raise
+    if not keep_memory_image:
+        # QEMU has read the memory image; only the disk stays in use.
+        os.unlink(launch.memory_path)
+    timings['total'] = time.monotonic() - started
+    return Synthesized(name, uuid, launch_dir, launch.disk_path, overlay_bytes,
+                       launch.restored_bytes, timings)

@@ -1,0 +1,185 @@
+import io
+import struct
+
+import pytest
+
+from cloudlet_nova.engine import codecs
+from cloudlet_nova.engine import errors
+from cloudlet_nova.engine import format as fmt
+
+META = {'base_id': 'ab' * 32, 'disk_size': 1 << 20, 'memory_size': 8192}
+
+
+def _items():
+    return [fmt.Item(fmt.DISK_DATA, offset=4096),
+            fmt.Item(fmt.DISK_ZERO, offset=8192),
+            fmt.Item(fmt.DISK_COPY, offset=12288, area=fmt.AREA_BASE_MEMORY, source=77),
+            fmt.Item(fmt.MEM_BYTES, length=10),
+            fmt.Item(fmt.MEM_PAGE_DATA, source=fmt.NO_COUNTERPART),
+            fmt.Item(fmt.MEM_PAGE_ZERO),
+            fmt.Item(fmt.MEM_PAGE_COPY, area=fmt.AREA_LAUNCH_MEMORY, source=0)]
+
+
+def make_overlay(segments=2, codec=fmt.CODEC_ZSTD, meta=META):
+    out = io.BytesIO()
+    writer = fmt.OverlayWriter(out, meta)
+    for i in range(segments):
+        items = fmt.encode_items(_items())
+        data = bytes([i]) * (4096 + 10 + 4096)
+        writer.add_segment(codec, fmt.DELTA_NONE, len(_items()), len(items),
+                           codecs.compress(codec, items), len(data), codecs.compress(codec, data))
+    writer.finish()
+    return out.getvalue()
+
+
+def read_all(blob, limits=None):
+    reader = fmt.OverlayReader(io.BytesIO(blob), limits)
+    return reader, list(reader.segments())
+
+
+def test_items_roundtrip():
+    items = _items()
+    assert fmt.decode_items(fmt.encode_items(items), len(items)) == items
+
+
+def test_item_data_lengths():
+    assert [i.data_length for i in _items()] == [4096, 0, 0, 10, 4096, 0, 0]
+
+
+@pytest.mark.parametrize('codec', [fmt.CODEC_NONE, fmt.CODEC_XZ, fmt.CODEC_ZSTD])
+def test_roundtrip(codec):
+    reader, segments = read_all(make_overlay(3, codec))
+    assert reader.meta['base_id'] == META['base_id']
+    assert reader.meta['version'] == fmt.VERSION
+    assert [s.index for s in segments] == [0, 1, 2]
+    assert reader.segment_count == 3
+    seg = segments[1]
+    data = codecs.decompress(seg.codec, seg.data_stored, seg.data_raw_len, 'data')
+    assert data == bytes([1]) * (4096 + 10 + 4096)
+
+
+def test_index_points_at_segments(tmp_path):
+    blob = make_overlay(4)
+    path = tmp_path / 'o.clo'
+    path.write_bytes(blob)
+    index = fmt.read_index(str(path))
+    assert len(index) == 4
+    for offset, length in index:
+        assert blob[offset:offset + 4] == b'SEG\0'
+    assert index[1][0] == index[0][0] + index[0][1]
+
+
+def test_bad_magic():
+    blob = make_overlay()
+    with pytest.raises(errors.CorruptOverlay, match='bad magic'):
+        read_all(b'X' + blob[1:])
+
+
+def test_unsupported_version():
+    blob = bytearray(make_overlay())
+    struct.pack_into('<H', blob, 8, 99)
+    with pytest.raises(errors.UnsupportedVersion, match='version 99'):
+        read_all(bytes(blob))
+
+
+def test_meta_checksum():
+    blob = bytearray(make_overlay())
+    blob[20] ^= 1
+    with pytest.raises(errors.OverlayError):
+        read_all(bytes(blob))
+
+
+def test_truncated_anywhere_is_reported():
+    blob = make_overlay()
+    for cut in (5, 30, len(blob) // 2, len(blob) - 1):
+        with pytest.raises(errors.TruncatedOverlay, match='truncated'):
+            read_all(blob[:cut])
+
+
+def test_segment_bitflip_is_a_checksum_error():
+    blob = bytearray(make_overlay())
+    blob[len(blob) // 2] ^= 0x40
+    with pytest.raises(errors.CorruptOverlay):
+        read_all(bytes(blob))
+
+
+def test_dropped_segment_fails_the_root_checksum():
+    blob = make_overlay(3)
+    reader, _ = read_all(blob)
+    import tempfile
+    with tempfile.NamedTemporaryFile() as f:
+        f.write(blob)
+        f.flush()
+        index = fmt.read_index(f.name)
+    # Splice segment 1 out and renumber nothing: the index check catches it.
+    (o1, l1) = index[1]
+    spliced = blob[:o1] + blob[o1 + l1:]
+    with pytest.raises(errors.CorruptOverlay):
+        read_all(spliced)
+
+
+def test_oversized_segment_refused_before_reading():
+    blob = bytearray(make_overlay(1))
+    limits = fmt.Limits(max_data_bytes=1000)
+    with pytest.raises(errors.LimitExceeded, match='exceeds the limit'):
+        read_all(bytes(blob), limits)
+
+
+def test_memory_size_limit():
+    blob = make_overlay(1, meta=dict(META, memory_size=1 << 40))
+    with pytest.raises(errors.LimitExceeded, match='memory image'):
+        read_all(blob)
+
+
+def test_meta_missing_field():
+    with pytest.raises(errors.CorruptOverlay, match='base_id'):
+        read_all(make_overlay(1, meta={'disk_size': 0, 'memory_size': 0}))
+
+
+def test_unknown_item_kind():
+    with pytest.raises(errors.CorruptOverlay, match='unknown item kind'):
+        fmt.decode_items(b'\x7f' + bytes(8), 1)
+
+
+def test_item_table_length_mismatch():
+    raw = fmt.encode_items(_items())
+    with pytest.raises(errors.CorruptOverlay):
+        fmt.decode_items(raw + b'\0', len(_items()))
+    with pytest.raises(errors.CorruptOverlay):
+        fmt.decode_items(raw[:-1], len(_items()))
+
+
+def test_zstd_declared_size_is_enforced():
+    stored = codecs.compress(fmt.CODEC_ZSTD, bytes(100000))
+    with pytest.raises(errors.CorruptOverlay, match='declares'):
+        codecs.decompress(fmt.CODEC_ZSTD, stored, 1000, 'data')
+
+
+def test_xz_output_is_bounded():
+    stored = codecs.compress(fmt.CODEC_XZ, bytes(100000))
+    with pytest.raises(errors.CorruptOverlay, match='more than 1000'):
+        codecs.decompress(fmt.CODEC_XZ, stored, 1000, 'data')
+
+
+@pytest.mark.parametrize('codec', [fmt.CODEC_ZSTD, fmt.CODEC_XZ])
+def test_delta_against_counterparts(codec):
+    import os
+    base = os.urandom(4096 * 8)
+    target = bytearray(base)
+    for i in range(0, len(target), 4096):
+        target[i + 100:i + 104] = b'EDIT'
+    delta, stored = codecs.encode_data(codec, bytes(target), base)
+    assert delta != fmt.DELTA_NONE
+    assert len(stored) < 2000          # a few edits, not 32 KiB of random bytes
+    seg = fmt.Segment(0, codec, delta, 0, 0, len(target), b'', stored)
+    assert codecs.decode_data(seg, base, 'data') == bytes(target)
+
+
+def test_xdelta3_with_wrong_counterparts_fails_cleanly():
+    import os
+    base = os.urandom(8192)
+    delta, stored = codecs.encode_data(fmt.CODEC_XZ, base[:4000] + b'x' * 4192, base)
+    assert delta == fmt.DELTA_XDELTA3
+    seg = fmt.Segment(0, fmt.CODEC_XZ, delta, 0, 0, 8192, b'', stored)
+    with pytest.raises(errors.CorruptOverlay):
+        codecs.decode_data(seg, os.urandom(8192), 'data')
