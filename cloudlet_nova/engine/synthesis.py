@@ -41,8 +41,9 @@ def launch_xml(image_xml, name, uuid, disk_path, console_log=None, port_forwards
 def restore_launch(conn, launch, name, uuid, console_log=None, port_forwards=None):
     """Give the launch memory image its identity and restore it, running."""
     image = savefile.read_save_image(launch.memory_path)
+    # No fsync: the image is read once by the restore, then deleted.
     savefile.rewrite_xml(launch.memory_path, launch_xml(image.xml, name, uuid, launch.disk_path,
-                                                         console_log, port_forwards))
+                                                         console_log, port_forwards), fsync=False)
     return hypervisor.restore_domain(conn, launch.memory_path)
 
 
