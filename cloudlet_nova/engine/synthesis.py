@@ -41,9 +41,12 @@ def launch_xml(image_xml, name, uuid, disk_path, console_log=None, port_forwards
 def restore_launch(conn, launch, name, uuid, console_log=None, port_forwards=None):
     """Give the launch memory image its identity and restore it, running."""
     image = savefile.read_save_image(launch.memory_path)
+    try:
+        new_xml = launch_xml(image.xml, name, uuid, launch.disk_path, console_log, port_forwards)
+    except ValueError as exc:     # e.g. a port forward for a port the base does not forward
+        raise errors.CloudletError('cannot give the VM its identity: %s' % exc)
     # No fsync: the image is read once by the restore, then deleted.
-    savefile.rewrite_xml(launch.memory_path, launch_xml(image.xml, name, uuid, launch.disk_path,
-                                                         console_log, port_forwards), fsync=False)
+    savefile.rewrite_xml(launch.memory_path, new_xml, fsync=False)
     return hypervisor.restore_domain(conn, launch.memory_path)
 
 
