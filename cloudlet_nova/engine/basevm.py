@@ -238,6 +238,11 @@ class BaseStore:
     def adopt(self, workdir, base):
         """Move a finished base from its workdir to its id; idempotent."""
         final = self.path(base.base_id)
+        # mkdtemp made the workdir 0700; QEMU (another user) opens the base
+        # disk as the backing file of every launch disk.
+        os.chmod(workdir, 0o755)
+        for name in os.listdir(workdir):
+            os.chmod(os.path.join(workdir, name), 0o644)
         if os.path.isdir(final):
             shutil.rmtree(workdir, ignore_errors=True)
         else:
