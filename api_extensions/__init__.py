@@ -1,0 +1,1 @@
+"""The cloudlet API inside nova-api (plugged in through api-paste.ini)."""

@@ -1,0 +1,1 @@
+"""The Glance model of openstack-cloudlet: base VMs as linked images, overlays as images."""

@@ -1,0 +1,41 @@
+"""Glance image property names and values: the one place they are spelled.
+
+A base VM is four linked images (openstackpp-reference.md §4 kept the names):
+the base disk carries the ids of its three companions, which are hidden.
+An overlay is one hidden image. Values are short strings (Glance v2 properties
+are strings; nova keeps at most 255 characters of them in system_metadata).
+"""
+
+CLOUDLET_TYPE = 'cloudlet_type'
+BASE_DISK = 'cloudlet_base_disk'
+BASE_MEMORY = 'cloudlet_base_memory'
+BASE_DISK_HASH = 'cloudlet_base_disk_hash'
+BASE_MEMORY_HASH = 'cloudlet_base_memory_hash'
+OVERLAY = 'cloudlet_overlay'
+TYPES = (BASE_DISK, BASE_MEMORY, BASE_DISK_HASH, BASE_MEMORY_HASH, OVERLAY)
+COMPANION_TYPES = (BASE_MEMORY, BASE_DISK_HASH, BASE_MEMORY_HASH)
+
+# On the base disk image: the companions' image ids, keyed by their type.
+COMPANION_ID_KEYS = {BASE_MEMORY: 'cloudlet_base_memory', BASE_DISK_HASH: 'cloudlet_base_disk_hash',
+                     BASE_MEMORY_HASH: 'cloudlet_base_memory_hash'}
+BASE_ID = 'cloudlet_base_id'              # on every image of a base and on overlays
+BASE_NAME = 'cloudlet_base_name'
+ABI_DIGEST = 'cloudlet_abi_digest'        # on the base disk
+MEMORY_MB = 'cloudlet_memory_mb'          # what a flavor must match (base disk)
+VCPUS = 'cloudlet_vcpus'
+MACHINE = 'cloudlet_machine'
+FORMAT_VERSION = 'cloudlet_format_version'
+MEMORY_BLOCKS = 'cloudlet_memory_blocks'  # comma-separated RAM block names (base memory hash image)
+
+# Schedules instances of base images onto cloudlet hosts only.
+TRAIT = 'CUSTOM_CLOUDLET_V1'
+TRAIT_PROPERTY = 'trait:%s' % TRAIT
+
+# Server metadata keys read by the driver at spawn.
+META_OVERLAY_URL = 'overlay_url'
+META_OVERLAY_ID = 'cloudlet_overlay_id'
+
+
+def system_metadata_key(prop):
+    """nova copies image properties into instance.system_metadata as image_<key>."""
+    return 'image_' + prop
