@@ -39,3 +39,11 @@ META_OVERLAY_ID = 'cloudlet_overlay_id'
 def system_metadata_key(prop):
     """nova copies image properties into instance.system_metadata as image_<key>."""
     return 'image_' + prop
+
+
+# Standard Glance/nova names the model sets or filters on (spelled here too, so
+# that every name the model writes comes from this module).
+HW_MACHINE_TYPE = 'hw_machine_type'   # nova's own image property (base disk)
+MIN_RAM = 'min_ram'                   # Glance image attributes (integers, not extra
+MIN_DISK = 'min_disk'                 # properties): MB and GiB
+OS_HIDDEN = 'os_hidden'               # Glance attribute; also the list filter for hidden images

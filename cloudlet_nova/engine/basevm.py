@@ -20,6 +20,7 @@ import shutil
 import tempfile
 import time
 import zipfile
+import zlib
 
 from cloudlet_nova.engine import chunks
 from cloudlet_nova.engine import domainxml
@@ -313,6 +314,13 @@ def _extract_checked(zf, name, expected, workdir, progress):
         info = zf.getinfo(name)
     except KeyError:
         raise errors.BaseVMError('package lacks %s' % name)
+    try:
+        _copy_member(zf, info, name, expected, workdir, progress)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:   # bad CRC, bad deflate stream, cut file
+        raise errors.BaseVMError('package member %s is damaged: %s' % (name, exc))
+
+
+def _copy_member(zf, info, name, expected, workdir, progress):
     if info.file_size != expected['size']:
         raise errors.BaseVMError('%s: %d bytes in the package, manifest says %d'
                                  % (name, info.file_size, expected['size']))

@@ -283,3 +283,16 @@ def test_hostile_items_are_refused(scenario, tmp_path, case):
     with pytest.raises(errors.CorruptOverlay):
         apply.apply_overlay(scenario.base, io.BytesIO(blob), str(launch_dir))
     assert os.listdir(launch_dir) == []
+
+
+def test_damaged_package_is_a_base_error(scenario, tmp_path):
+    package = tmp_path / 'base.zip'
+    basevm.export_package(scenario.base, str(package))
+    blob = bytearray(package.read_bytes())
+    middle = len(blob) // 2             # inside the deflated disk image
+    blob[middle:middle + 64] = bytes(64)
+    package.write_bytes(bytes(blob))
+    store = basevm.BaseStore(str(tmp_path / 'store'))
+    with pytest.raises(errors.BaseVMError):
+        basevm.import_package(store, str(package))
+    assert [e for e in os.listdir(store.root) if e.startswith('.incoming')] == []

@@ -1,0 +1,359 @@
+"""The Glance model over a fake image service, with synthetic bases built by the engine."""
+
+import io
+import os
+
+import pytest
+
+from cloudlet_glance import errors
+from cloudlet_glance import model
+from cloudlet_glance import properties as props
+from cloudlet_nova.engine import basevm
+from cloudlet_nova.engine import create
+from cloudlet_nova.engine import errors as engine_errors
+from cloudlet_nova.engine import progress as progress_mod
+from tests.unit.glance import fakes
+
+
+class RecordingProgress(progress_mod.Progress):
+    def __init__(self):
+        self.stages = {}
+
+    def update(self, stage, done, total=None):
+        self.stages[stage] = (done, total)
+
+
+def _read(path):
+    with open(path, 'rb') as f:
+        return f.read()
+
+
+def _by_type(fake):
+    return {image[props.CLOUDLET_TYPE]: image for image in fake.images.values()}
+
+
+# ---------------------------------------------------------------- import
+
+
+def test_import_creates_four_linked_images(fake_images, package, tmp_path):
+    base, path = package
+    progress = RecordingProgress()
+    result = model.import_base_package(fake_images, path, visibility='public', progress=progress,
+                                       workdir=str(tmp_path))
+    assert len(fake_images.images) == 4
+    images = _by_type(fake_images)
+    disk, memory = images[props.BASE_DISK], images[props.BASE_MEMORY]
+    disk_hash, memory_hash = images[props.BASE_DISK_HASH], images[props.BASE_MEMORY_HASH]
+    assert result == model.BaseImages(base.base_id, disk['id'], memory['id'], disk_hash['id'],
+                                      memory_hash['id'], 'demo-base')
+
+    # The disk image: visible, linked to its companions, with the flavor hints.
+    assert disk['os_hidden'] is False and disk['name'] == 'demo-base'
+    assert disk[props.COMPANION_ID_KEYS[props.BASE_MEMORY]] == memory['id']
+    assert disk[props.COMPANION_ID_KEYS[props.BASE_DISK_HASH]] == disk_hash['id']
+    assert disk[props.COMPANION_ID_KEYS[props.BASE_MEMORY_HASH]] == memory_hash['id']
+    assert disk[props.BASE_NAME] == 'demo-base'
+    assert disk[props.ABI_DIGEST] == base.manifest['abi_digest']
+    assert disk[props.MEMORY_MB] == '64' and disk[props.VCPUS] == '2'
+    assert disk[props.MACHINE] == disk[props.HW_MACHINE_TYPE] == 'pc-i440fx-7.2'
+    assert disk[props.FORMAT_VERSION] == '1'
+    assert disk[props.TRAIT_PROPERTY] == 'required'
+    assert disk[props.MIN_RAM] == 64 and disk[props.MIN_DISK] == 1
+    # The companions: hidden, typed, carrying the base id.
+    for image in (memory, disk_hash, memory_hash):
+        assert image['os_hidden'] is True
+        assert image['name'].startswith('demo-base-')
+    assert memory_hash[props.MEMORY_BLOCKS] == 'pc.ram,vga.vram'
+    for image in images.values():
+        assert image[props.BASE_ID] == base.base_id
+        assert image['status'] == 'active'
+        assert image['visibility'] == 'public'
+        assert (image['disk_format'], image['container_format']) == ('raw', 'bare')
+
+    # Each image holds its file, byte for byte.
+    for image, name in ((disk, basevm.DISK), (memory, basevm.MEMORY), (disk_hash, basevm.DISK_HASHES),
+                        (memory_hash, basevm.MEMORY_PAGES)):
+        assert fake_images.read_data(image['id']) == _read(os.path.join(base.path, name))
+    # Companions are created (and uploaded) first, the disk image last.
+    creates = [name for method, name in fake_images.calls if method == 'create']
+    assert creates[-1] == 'demo-base' and len(creates) == 4
+    assert progress.stages['uploading disk'] == (base.disk_size, base.disk_size)
+    # The temporary copy of the base is gone.
+    assert os.listdir(str(tmp_path)) == ['glance-data']
+
+
+def test_import_twice_returns_the_same_images(fake_images, package):
+    first = model.import_base_package(fake_images, package[1])
+    uploads = fake_images.count('upload')
+    second = model.import_base_package(fake_images, package[1], name='another-name')
+    assert second == first
+    assert fake_images.count('upload') == uploads and fake_images.count('create') == 4
+    assert len(fake_images.images) == 4
+
+
+def test_import_does_not_reuse_an_incomplete_base(fake_images, package):
+    first = model.import_base_package(fake_images, package[1])
+    fake_images.delete(first.memory_id)
+    second = model.import_base_package(fake_images, package[1])
+    assert second.disk_id != first.disk_id and second.base_id == first.base_id
+    assert model.find_complete_base(fake_images, first.base_id) == second
+
+
+@pytest.mark.parametrize('failing_upload', [1, 2, 3, 4])
+def test_failed_upload_leaves_no_image(fake_images, package, failing_upload):
+    seen = []
+
+    def fail(image):
+        seen.append(image['id'])
+        if len(seen) == failing_upload:
+            raise errors.ImageServiceError('injected failure')
+
+    fake_images.before_upload = fail
+    with pytest.raises(errors.ImageServiceError, match='injected'):
+        model.import_base_package(fake_images, package[1])
+    assert fake_images.images == {}
+    assert fake_images.count('create') == failing_upload
+
+
+@pytest.mark.parametrize('damage', [{'status': 'killed'}, {'size': 1}, {'os_hash_value': 'f' * 128}])
+def test_upload_that_glance_stores_wrongly_is_undone(fake_images, package, monkeypatch, damage):
+    upload = fake_images.upload
+
+    def upload_then_damage(image_id, fileobj, size=None):
+        upload(image_id, fileobj, size)
+        if fake_images.images[image_id][props.CLOUDLET_TYPE] == props.BASE_DISK_HASH:
+            fake_images.images[image_id].update(damage)
+
+    monkeypatch.setattr(fake_images, 'upload', upload_then_damage)
+    with pytest.raises(errors.ImageServiceError, match='image '):
+        model.import_base_package(fake_images, package[1])
+    assert fake_images.images == {}
+
+
+def test_corrupt_package_creates_nothing(fake_images, package, tmp_path):
+    corrupt = tmp_path / 'corrupt.zip'
+    data = bytearray(_read(package[1]))
+    data[len(data) // 2] ^= 0xFF
+    corrupt.write_bytes(bytes(data))
+    with pytest.raises(engine_errors.BaseVMError):
+        model.import_base_package(fake_images, str(corrupt))
+    assert fake_images.calls == []
+
+
+# ---------------------------------------------------------------- export
+
+
+def test_export_gives_a_package_of_the_same_base(fake_images, package, tmp_path):
+    imported = model.import_base_package(fake_images, package[1])
+    out = str(tmp_path / 'exported.zip')
+    assert model.export_base_package(fake_images, 'demo-base', out, workdir=str(tmp_path)) == out
+    rebuilt = basevm.import_package(basevm.BaseStore(str(tmp_path / 'store')), out)
+    assert rebuilt.base_id == imported.base_id
+    assert _read(rebuilt.memory_path) == _read(package[0].memory_path)
+    # ... and it imports into another cloud as the same base.
+    other_cloud = fakes.FakeImageService(tmp_path / 'other-cloud')
+    assert model.import_base_package(other_cloud, out).base_id == imported.base_id
+    assert sorted(os.listdir(str(tmp_path))) == ['exported.zip', 'glance-data', 'other-cloud', 'store']
+
+
+def test_export_refuses_content_that_is_not_the_base(fake_images, package, tmp_path):
+    imported = model.import_base_package(fake_images, package[1])
+    disk = bytearray(fake_images.read_data(imported.disk_id))
+    disk[0] ^= 1
+    fake_images.replace_data(imported.disk_id, bytes(disk))
+    with pytest.raises(engine_errors.BaseVMError, match=imported.base_id):
+        model.export_base_package(fake_images, imported.disk_id, str(tmp_path / 'out.zip'))
+    assert not os.path.exists(str(tmp_path / 'out.zip'))
+
+
+def test_export_refuses_a_wrong_hash_list_image(fake_images, package, tmp_path):
+    imported = model.import_base_package(fake_images, package[1])
+    fake_images.replace_data(imported.disk_hash_id, b'\0' * 64)
+    with pytest.raises(engine_errors.BaseVMError, match=imported.disk_hash_id):
+        model.export_base_package(fake_images, imported.disk_id, str(tmp_path / 'out.zip'))
+
+
+# ---------------------------------------------------------------- fetch_base
+
+
+def test_fetch_base_downloads_once_then_uses_the_cache(fake_images, package, tmp_path):
+    imported = model.import_base_package(fake_images, package[1])
+    store = basevm.BaseStore(str(tmp_path / 'cache'))
+    progress = RecordingProgress()
+    base = model.fetch_base(fake_images, imported.disk_id, store, progress)
+    assert base.base_id == imported.base_id and base.path == store.path(imported.base_id)
+    assert _read(base.disk_path) == _read(package[0].disk_path)
+    assert _read(base.memory_path) == _read(package[0].memory_path)
+    # Only disk and memory travel; the engine recomputes the hash lists.
+    downloaded = {image_id for method, image_id in fake_images.calls if method == 'download'}
+    assert downloaded == {imported.disk_id, imported.memory_id}
+    assert progress.stages['downloading base disk'] == (base.disk_size, base.disk_size)
+
+    downloads = fake_images.count('download')
+    again = model.fetch_base(fake_images, imported.disk_id, store)
+    assert again.path == base.path and fake_images.count('download') == downloads
+    assert os.listdir(store.root) == [imported.base_id]
+
+
+def test_fetch_base_refuses_content_with_another_id(fake_images, package, other_package, tmp_path):
+    imported = model.import_base_package(fake_images, package[1])
+    other = other_package[0]
+    # The memory image now holds another base's snapshot: the content is a different base.
+    fake_images.replace_data(imported.memory_id, _read(other.memory_path))
+    store = basevm.BaseStore(str(tmp_path / 'cache'))
+    with pytest.raises(engine_errors.BaseVMError) as caught:
+        model.fetch_base(fake_images, imported.disk_id, store)
+    message = str(caught.value)
+    assert imported.base_id in message and imported.disk_id in message
+    assert os.listdir(store.root) == []          # the work directory is gone
+
+
+@pytest.mark.parametrize('claimed', ['../../etc', 'ABC', ''])
+def test_fetch_base_refuses_a_bad_base_id(fake_images, package, tmp_path, claimed):
+    imported = model.import_base_package(fake_images, package[1])
+    fake_images.update(imported.disk_id, {props.BASE_ID: claimed})
+    with pytest.raises(engine_errors.BaseVMError, match='invalid'):
+        model.fetch_base(fake_images, imported.disk_id, basevm.BaseStore(str(tmp_path / 'cache')))
+    assert not os.path.exists(str(tmp_path / 'cache'))
+
+
+def test_fetch_base_refuses_an_image_that_is_not_a_base(fake_images, package, tmp_path):
+    imported = model.import_base_package(fake_images, package[1])
+    with pytest.raises(engine_errors.BaseVMError, match='not a cloudlet base disk'):
+        model.fetch_base(fake_images, imported.memory_id, basevm.BaseStore(str(tmp_path / 'cache')))
+    with pytest.raises(errors.ImageNotFound):
+        model.fetch_base(fake_images, '00000000-0000-0000-0000-000000000000', basevm.BaseStore(str(tmp_path)))
+
+
+# ---------------------------------------------------------------- find, list, delete
+
+
+def test_list_and_find_bases(fake_images, package, other_package):
+    demo = model.import_base_package(fake_images, package[1])
+    other = model.import_base_package(fake_images, other_package[1])
+    assert [b['id'] for b in model.list_bases(fake_images)] == [demo.disk_id, other.disk_id]
+    for ref in (demo.disk_id, demo.base_id, 'demo-base', demo.base_id[:12]):
+        assert model.find_base(fake_images, ref)['id'] == demo.disk_id
+    with pytest.raises(errors.ImageNotFound):
+        model.find_base(fake_images, 'no-such-base')
+    with pytest.raises(errors.ImageNotFound):
+        model.find_base(fake_images, '00000000-0000-0000-0000-000000000000')
+    with pytest.raises(engine_errors.BaseVMError):
+        model.find_base(fake_images, demo.memory_id)       # a companion is not a base
+    with pytest.raises(errors.ImageNotFound):
+        model.find_base(fake_images, '')                    # not a prefix of everything
+
+
+def test_find_base_prefers_a_name_to_an_id_prefix(fake_images, package, other_package):
+    demo = model.import_base_package(fake_images, package[1])
+    prefix = demo.base_id[:4]
+    named = model.import_base_package(fake_images, other_package[1], name=prefix)
+    assert model.find_base(fake_images, prefix)['id'] == named.disk_id
+    assert model.find_base(fake_images, demo.base_id[:5])['id'] == demo.disk_id
+
+
+def test_same_base_twice_is_ambiguous_by_base_id(fake_images, package):
+    first = model.import_base_package(fake_images, package[1])
+    # Another project's copy of the same base (the fake shows everything to everyone).
+    second = model._upload_base(fake_images, package[0], 'copy', 'private', None)
+    with pytest.raises(errors.AmbiguousImage, match=first.disk_id):
+        model.find_base(fake_images, first.base_id)
+    assert model.find_base(fake_images, second.disk_id)['id'] == second.disk_id
+
+
+def test_delete_base_deletes_the_disk_first_then_its_companions(fake_images, package, other_package):
+    demo = model.import_base_package(fake_images, package[1])
+    other = model.import_base_package(fake_images, other_package[1])
+    deleted = model.delete_base(fake_images, 'demo-base')
+    assert deleted == [demo.disk_id, demo.memory_id, demo.disk_hash_id, demo.memory_hash_id]
+    assert [image_id for method, image_id in fake_images.calls if method == 'delete'] == deleted
+    assert set(fake_images.images) == {other.disk_id, other.memory_id, other.disk_hash_id,
+                                       other.memory_hash_id}
+
+
+def test_delete_base_tolerates_missing_companions(fake_images, package):
+    demo = model.import_base_package(fake_images, package[1])
+    fake_images.delete(demo.disk_hash_id)
+    assert model.delete_base(fake_images, demo.base_id) == [demo.disk_id, demo.memory_id,
+                                                             demo.memory_hash_id]
+    assert fake_images.images == {}
+
+
+def test_delete_base_leaves_images_that_are_not_its_companions(fake_images, package, other_package):
+    demo = model.import_base_package(fake_images, package[1])
+    other = model.import_base_package(fake_images, other_package[1])
+    # A disk image that names another base's memory image must not delete it.
+    fake_images.update(demo.disk_id, {props.COMPANION_ID_KEYS[props.BASE_MEMORY]: other.memory_id})
+    model.delete_base(fake_images, demo.disk_id)
+    assert other.memory_id in fake_images.images and demo.memory_id in fake_images.images
+    assert model.find_complete_base(fake_images, other.base_id) == other
+
+
+def test_delete_base_touches_nothing_when_the_disk_cannot_go(fake_images, package):
+    demo = model.import_base_package(fake_images, package[1])
+    fake_images.images[demo.disk_id]['protected'] = True
+    with pytest.raises(errors.ImageServiceError, match='protected'):
+        model.delete_base(fake_images, demo.disk_id)
+    assert len(fake_images.images) == 4
+
+
+# ---------------------------------------------------------------- overlays
+
+
+@pytest.fixture(scope='session')
+def overlay_path(package, tmp_path_factory):
+    """A real overlay of the package's base (the base itself, unchanged: small but valid)."""
+    base = package[0]
+    path = str(tmp_path_factory.mktemp('overlay') / 'app.clo')
+    with open(path, 'wb') as out:
+        create.create_overlay(base, base.disk_path, base.memory_path, out, 'zstd',
+                              workdir=os.path.dirname(path))
+    return path
+
+
+def test_overlays_upload_list_download(fake_images, package, overlay_path):
+    base_id = package[0].base_id
+    image_id = model.upload_overlay(fake_images, overlay_path, 'my-app', base_id,
+                                    extra_properties={'app': 'web', props.CLOUDLET_TYPE: 'other'})
+    image = fake_images.get(image_id)
+    assert image['os_hidden'] is True and image['visibility'] == 'private'
+    assert image[props.CLOUDLET_TYPE] == props.OVERLAY and image[props.BASE_ID] == base_id
+    assert image['app'] == 'web'
+    assert fake_images.read_data(image_id) == _read(overlay_path)
+
+    second = model.upload_overlay(fake_images, overlay_path, 'another-app', base_id)
+    assert [o['id'] for o in model.list_overlays(fake_images)] == [second, image_id]
+    assert [o['id'] for o in model.list_overlays(fake_images, base_id=base_id)] == [second, image_id]
+    assert model.list_overlays(fake_images, base_id='0' * 64) == []
+    assert model.list_bases(fake_images) == []                  # overlays are not bases
+
+    for ref in (image_id, 'my-app'):
+        out = io.BytesIO()
+        assert model.download_overlay(fake_images, ref, out) == len(_read(overlay_path))
+        assert out.getvalue() == _read(overlay_path)
+    with pytest.raises(errors.ImageNotFound):
+        model.download_overlay(fake_images, 'no-such-overlay', io.BytesIO())
+
+
+def test_overlay_of_another_base_is_refused(fake_images, overlay_path):
+    with pytest.raises(engine_errors.WrongBase):
+        model.upload_overlay(fake_images, overlay_path, 'my-app', 'f' * 64)
+    assert fake_images.calls == []
+
+
+def test_failed_overlay_upload_leaves_no_image(fake_images, package, overlay_path):
+    def fail(image):
+        raise errors.ImageServiceError('injected failure')
+    fake_images.before_upload = fail
+    with pytest.raises(errors.ImageServiceError):
+        model.upload_overlay(fake_images, overlay_path, 'my-app', package[0].base_id)
+    assert fake_images.images == {}
+
+
+def test_fake_lists_hidden_images_only_when_asked(fake_images):
+    visible = fake_images.create('visible', {'k': 'v'})
+    hidden = fake_images.create('hidden', {'k': 'v'}, hidden=True)
+    assert [i['id'] for i in fake_images.list({'k': 'v'})] == [visible]
+    assert [i['id'] for i in fake_images.list({'k': 'v', props.OS_HIDDEN: True})] == [hidden]
+    fake_images.update(visible, {'other': 'x'})
+    assert fake_images.get(visible)['k'] == 'v'
