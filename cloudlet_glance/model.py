@@ -439,10 +439,3 @@ def delete_quietly(images, image_ids):
         except Exception:
             LOG.exception('could not delete image %s while undoing a failed upload', image_id)
 
-
-# Earlier private spellings, used by cloudlet_nova/virt/capture.py (which uploads a
-# captured base the same way, into nova's snapshot image); drop once it uses the above.
-_companion_properties = companion_properties
-_disk_properties = disk_properties
-_upload_file = upload_file
-_delete_quietly = delete_quietly

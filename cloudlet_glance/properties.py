@@ -25,6 +25,7 @@ MEMORY_MB = 'cloudlet_memory_mb'          # what a flavor must match (base disk)
 VCPUS = 'cloudlet_vcpus'
 MACHINE = 'cloudlet_machine'
 FORMAT_VERSION = 'cloudlet_format_version'
+CODEC = 'cloudlet_codec'                  # on an overlay's target image: zstd or xz, chosen by the client
 MEMORY_BLOCKS = 'cloudlet_memory_blocks'  # comma-separated RAM block names (base memory hash image)
 
 # Schedules instances of base images onto cloudlet hosts only.

@@ -1,0 +1,66 @@
+"""GET /os-cloudlet: what this cloud's cloudlet API offers (nova-34-integration.md §7).
+
+We add no nova microversions; the extension is versioned here instead, and
+clients discover actions, property names, codecs and limits before using
+them (what the API-SIG asks of driver-dependent features).
+"""
+
+from nova.api.openstack import common
+from nova.api.openstack import wsgi
+from nova.api import validation
+import nova.conf
+
+from cloudlet_glance import properties
+from cloudlet_nova.engine import basevm
+from cloudlet_nova.engine import format as overlay_format
+
+from api_extensions import policies
+from api_extensions import policy
+from api_extensions import schemas
+from api_extensions import servers
+
+CONF = nova.conf.CONF
+
+VERSION = '1.0'
+MIN_VERSION = '1.0'
+
+# Every image property the cloudlet model sets (cloudlet_glance.properties),
+# plus the codec choice the create-overlay action stores for the driver.
+IMAGE_PROPERTY_KEYS = sorted({
+    properties.CLOUDLET_TYPE, properties.BASE_ID, properties.BASE_NAME, properties.ABI_DIGEST,
+    properties.MEMORY_MB, properties.VCPUS, properties.MACHINE, properties.FORMAT_VERSION,
+    properties.MEMORY_BLOCKS, properties.TRAIT_PROPERTY, servers.CODEC_PROPERTY,
+    *properties.COMPANION_ID_KEYS.values()})
+SERVER_METADATA_KEYS = [properties.META_OVERLAY_URL, properties.META_OVERLAY_ID]
+
+
+class CloudletDiscoveryController(wsgi.Controller):
+
+    @wsgi.expected_errors(())
+    @validation.query_schema(schemas.discovery_query)
+    @validation.response_body_schema(schemas.discovery_response)
+    def index(self, req):
+        context = req.environ['nova.context']
+        policy.authorize(context, policies.DISCOVER,
+                         {'project_id': context.project_id, 'user_id': context.user_id})
+        prefix = common.ViewBuilder()._update_compute_link_prefix(req.application_url)
+        return {'cloudlet': {
+            'version': VERSION,
+            'min_version': MIN_VERSION,
+            'actions': list(servers.ACTIONS),
+            'action_aliases': dict(servers.ACTION_ALIASES),
+            'server_metadata_keys': list(SERVER_METADATA_KEYS),
+            'image_property_keys': list(IMAGE_PROPERTY_KEYS),
+            'codecs': list(schemas.CODECS),
+            'overlay_format_version': overlay_format.VERSION,
+            'base_package_format_version': basevm.MANIFEST_VERSION,
+            'limits': {
+                'max_overlay_bytes': CONF.cloudlet.max_overlay_bytes,
+                'overlay_url_schemes': [s for s in CONF.cloudlet.overlay_url_schemes
+                                        if s.lower() != 'file'],
+            },
+            'links': [
+                {'rel': 'self', 'href': prefix + '/os-cloudlet'},
+                {'rel': 'bases', 'href': prefix + '/os-cloudlet/bases'},
+            ],
+        }}

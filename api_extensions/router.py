@@ -1,0 +1,104 @@
+"""nova's compute API router plus the cloudlet API (nova-34-integration.md §5.3).
+
+api-paste.ini names this class in place of nova's:
+
+    [app:osapi_compute_app_v21]
+    paste.app_factory = api_extensions.router:APIRouter.factory
+
+It adds, through nova's own `custom_routes`:
+
+    GET                 /os-cloudlet                discovery document
+    GET, POST           /os-cloudlet/bases          base VM package imports
+    GET, DELETE         /os-cloudlet/bases/{id}
+
+and registers `CloudletServerActionsController` on nova's existing
+`/servers/{id}/action` Resource, so `cloudlet-*` actions go through exactly
+the machinery of stock actions (microversion headers, JSON-schema validation,
+expected_errors, faults). Every reach into nova internals is checked at load
+time: on an incompatible nova the API refuses to start instead of serving a
+silently broken cloudlet API.
+"""
+
+from nova.api.openstack.compute import routes
+from nova.api.openstack import wsgi
+import nova.conf
+
+from cloudlet_nova import conf as cloudlet_conf
+
+from api_extensions import bases
+from api_extensions import discovery
+from api_extensions import servers
+
+CONF = nova.conf.CONF
+SERVER_ACTION_PATH = '/servers/{id}/action'
+
+
+def register_opts(conf=CONF):
+    """The [cloudlet] options on nova's CONF; registering them again is a no-op."""
+    cloudlet_conf.register_opts(conf)
+
+
+def cloudlet_routes(importer=None):
+    """The route entries (nova's ROUTE_LIST shape) of the cloudlet API.
+
+    The factories return one shared Resource per controller, so all the
+    bases routes share one importer (one thread pool) per router.
+    """
+    discovery_resource = wsgi.Resource(discovery.CloudletDiscoveryController())
+    bases_resource = wsgi.Resource(bases.CloudletBasesController(importer))
+    return (
+        ('/os-cloudlet', {
+            'GET': [lambda: discovery_resource, 'index'],
+        }),
+        ('/os-cloudlet/bases', {
+            'GET': [lambda: bases_resource, 'index'],
+            'POST': [lambda: bases_resource, 'create'],
+        }),
+        ('/os-cloudlet/bases/{id}', {
+            'GET': [lambda: bases_resource, 'show'],
+            'DELETE': [lambda: bases_resource, 'delete'],
+        }),
+    )
+
+
+def server_action_resources(mapper):
+    """The distinct wsgi.Resource objects serving POST /servers/{id}/action.
+
+    ProjectMapper connects each route twice (with and without /{project_id})
+    with the same Resource; a Resource is returned once.
+    """
+    found = []
+    for route in mapper.matchlist:
+        if not (route.routepath.endswith(SERVER_ACTION_PATH) and
+                route.defaults.get('action') == 'action' and
+                'POST' in ((route.conditions or {}).get('method') or ())):
+            continue
+        controller = route.defaults.get('controller')
+        if isinstance(controller, wsgi.Resource) and not any(controller is r for r in found):
+            found.append(controller)
+    return found
+
+
+class APIRouter(routes.APIRouterV21):
+    """nova's APIRouterV21 with the cloudlet routes and server actions."""
+
+    def __init__(self, custom_routes=None):
+        register_opts()
+        self.importer = bases.BaseImporter()
+        super().__init__(custom_routes=cloudlet_routes(self.importer) + tuple(custom_routes or ()))
+        resources = server_action_resources(self.map)
+        if not resources:
+            raise RuntimeError(
+                'openstack-cloudlet: nova\'s POST %s route (a wsgi.Resource) was not found in '
+                'the compute API router; this nova release is not compatible with '
+                'api_extensions.router' % SERVER_ACTION_PATH)
+        for resource in resources:
+            clashes = set(resource.wsgi_actions) & (set(servers.ACTIONS) | set(servers.ACTION_ALIASES))
+            if clashes:
+                raise RuntimeError('openstack-cloudlet: nova already serves server action(s) %s'
+                                   % ', '.join(sorted(clashes)))
+            resource.register_subcontroller_actions(servers.CloudletServerActionsController())
+
+    @classmethod
+    def factory(cls, global_config, **local_config):
+        return cls()

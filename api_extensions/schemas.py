@@ -1,0 +1,207 @@
+"""JSON schemas of the cloudlet API: request bodies, query strings, responses.
+
+Every object sets `additionalProperties` (nova's validator insists, and an
+unknown key is a client error, not something to ignore). nova validates
+response bodies in its tests (`[api] response_validation = error`), so each
+method has a response schema too.
+"""
+
+import copy
+
+from nova.api.validation import parameter_types
+
+CODECS = ('zstd', 'xz')
+VISIBILITIES = ('private', 'shared', 'community', 'public')
+STATUSES = ('queued', 'downloading', 'validating', 'uploading', 'active', 'error')
+RUNNING_STATUSES = ('queued', 'downloading', 'validating', 'uploading')
+
+# Free-form image properties, exactly as createImage takes them (keys
+# ^[a-zA-Z0-9-_:. ]{1,255}$, string values of at most 255 characters).
+# The cloudlet_* keys are refused by the controller with a clear message.
+_metadata = parameter_types.metadata
+
+_capture = {
+    'type': 'object',
+    'properties': {
+        'name': parameter_types.name,
+        'metadata': _metadata,
+    },
+    'required': ['name'],
+    'additionalProperties': False,
+}
+
+_overlay = copy.deepcopy(_capture)
+_overlay['properties']['options'] = {
+    'type': 'object',
+    'properties': {
+        'codec': {'type': 'string', 'enum': list(CODECS)},
+    },
+    'additionalProperties': False,
+}
+
+
+def _action(name, entity):
+    return {
+        'type': 'object',
+        'properties': {name: entity},
+        'required': [name],
+        'additionalProperties': False,
+    }
+
+
+# POST /servers/{id}/action
+create_base = _action('cloudlet-create-base', _capture)
+create_base_alias = _action('cloudlet-base', _capture)     # OpenStack++'s name
+create_overlay = _action('cloudlet-create-overlay', _overlay)
+
+capture_response = {
+    'type': 'object',
+    'properties': {
+        'image_id': {'type': 'string', 'format': 'uuid'},
+    },
+    'required': ['image_id'],
+    'additionalProperties': False,
+}
+
+# GET /os-cloudlet
+_link = {
+    'type': 'object',
+    'properties': {
+        'rel': {'type': 'string'},
+        'href': {'type': 'string', 'format': 'uri'},
+    },
+    'required': ['rel', 'href'],
+    'additionalProperties': False,
+}
+
+_string_list = {'type': 'array', 'items': {'type': 'string'}}
+
+discovery_query = {
+    'type': 'object',
+    'properties': {},
+    'additionalProperties': False,
+}
+
+discovery_response = {
+    'type': 'object',
+    'properties': {
+        'cloudlet': {
+            'type': 'object',
+            'properties': {
+                'version': {'type': 'string'},
+                'min_version': {'type': 'string'},
+                'actions': _string_list,
+                'action_aliases': {
+                    'type': 'object',
+                    'patternProperties': {'^.+$': {'type': 'string'}},
+                    'additionalProperties': False,
+                },
+                'server_metadata_keys': _string_list,
+                'image_property_keys': _string_list,
+                'codecs': _string_list,
+                'overlay_format_version': {'type': 'integer'},
+                'base_package_format_version': {'type': 'integer'},
+                'limits': {
+                    'type': 'object',
+                    'properties': {
+                        'max_overlay_bytes': {'type': 'integer'},
+                        'overlay_url_schemes': _string_list,
+                    },
+                    'required': ['max_overlay_bytes', 'overlay_url_schemes'],
+                    'additionalProperties': False,
+                },
+                'links': {'type': 'array', 'items': _link},
+            },
+            'required': ['version', 'min_version', 'actions', 'server_metadata_keys',
+                         'image_property_keys', 'codecs', 'overlay_format_version',
+                         'limits', 'links'],
+            'additionalProperties': False,
+        },
+    },
+    'required': ['cloudlet'],
+    'additionalProperties': False,
+}
+
+# POST /os-cloudlet/bases
+base_import = {
+    'type': 'object',
+    'properties': {
+        'base': {
+            'type': 'object',
+            'properties': {
+                'url': {'type': 'string', 'minLength': 1, 'maxLength': 2048},
+                'name': parameter_types.name,
+                'visibility': {'type': 'string', 'enum': list(VISIBILITIES)},
+            },
+            'required': ['url'],
+            'additionalProperties': False,
+        },
+    },
+    'required': ['base'],
+    'additionalProperties': False,
+}
+
+# GET /os-cloudlet/bases
+base_list_query = {
+    'type': 'object',
+    'properties': {},
+    'additionalProperties': False,
+}
+
+_nullable_string = {'type': ['string', 'null']}
+_nullable_uuid = {'type': ['string', 'null'], 'format': 'uuid'}
+
+_base_record = {
+    'type': 'object',
+    'properties': {
+        'id': {'type': 'string', 'format': 'uuid'},
+        'name': _nullable_string,
+        'url': {'type': 'string'},
+        'visibility': {'type': 'string', 'enum': list(VISIBILITIES)},
+        'status': {'type': 'string', 'enum': list(STATUSES)},
+        'progress': {
+            'type': 'object',
+            'properties': {
+                'stage': _nullable_string,
+                'bytes_done': {'type': 'integer', 'minimum': 0},
+                'bytes_total': {'type': ['integer', 'null'], 'minimum': 0},
+            },
+            'required': ['stage', 'bytes_done', 'bytes_total'],
+            'additionalProperties': False,
+        },
+        'error': _nullable_string,
+        'base_id': _nullable_string,
+        'image_id': _nullable_uuid,
+        'companion_image_ids': {
+            'type': 'object',
+            'patternProperties': {'^cloudlet_[a-z_]+$': {'type': 'string'}},
+            'additionalProperties': False,
+        },
+        'project_id': {'type': 'string'},
+        'user_id': {'type': 'string'},
+        'created_at': {'type': 'string', 'format': 'date-time'},
+        'updated_at': {'type': 'string', 'format': 'date-time'},
+        'links': {'type': 'array', 'items': _link},
+    },
+    'required': ['id', 'name', 'url', 'visibility', 'status', 'progress', 'error', 'base_id',
+                 'image_id', 'project_id', 'user_id', 'created_at', 'updated_at', 'links'],
+    'additionalProperties': False,
+}
+
+base_show_response = {
+    'type': 'object',
+    'properties': {'base': _base_record},
+    'required': ['base'],
+    'additionalProperties': False,
+}
+
+base_import_response = base_show_response
+
+base_list_response = {
+    'type': 'object',
+    'properties': {'bases': {'type': 'array', 'items': _base_record}},
+    'required': ['bases'],
+    'additionalProperties': False,
+}
+
+base_delete_response = {'type': 'null'}

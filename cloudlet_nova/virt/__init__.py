@@ -1,0 +1,1 @@
+"""The nova side: CloudletDriver (a LibvirtDriver) and the modules it delegates to."""

@@ -1,0 +1,230 @@
+"""CloudletDriver: nova's LibvirtDriver that resumes VMs from memory instead of booting them.
+
+Thin glue; the work is in the sibling modules:
+
+- launch.py   what a spawn restores (base, overlay URL, overlay image) and its launch files;
+- restore.py  the per-spawn restore flag, the domain's identity, restore + NIC hot-plug;
+- capture.py  create-base / create-overlay through snapshot();
+- state.py    `<instance dir>/cloudlet.json`;
+- faults.py   engine errors -> nova exceptions.
+
+Loaded by nova as `compute_driver = cloudlet.CloudletDriver` through the shim
+`nova/virt/cloudlet/__init__.py`. Which lifecycle operations work on cloudlet
+instances, and which are refused, is tabled in doc/nova-driver.md. Everything
+here runs in nova 34's native threads: no eventlet.
+"""
+
+import os
+
+from oslo_log import log as logging
+from oslo_service import loopingcall
+
+from nova.compute import task_states
+import nova.conf
+from nova import exception
+from nova.virt.libvirt import driver as libvirt_driver
+from nova.virt.libvirt import utils as libvirt_utils
+
+from cloudlet_glance import properties as props
+from cloudlet_nova import conf as cloudlet_conf
+from cloudlet_nova.virt import capture
+from cloudlet_nova.virt import faults
+from cloudlet_nova.virt import launch
+from cloudlet_nova.virt import restore
+from cloudlet_nova.virt import state
+
+CONF = nova.conf.CONF
+LOG = logging.getLogger(__name__)
+
+SHELVING_STATES = (task_states.SHELVING, task_states.SHELVING_IMAGE_PENDING_UPLOAD,
+                   task_states.SHELVING_IMAGE_UPLOADING)
+
+
+class CloudletDriver(libvirt_driver.LibvirtDriver):
+
+    def __init__(self, virtapi, read_only=False):
+        super().__init__(virtapi, read_only)
+        cloudlet_conf.register_opts(CONF)
+        self._restores = restore.PendingRestores()
+
+    def init_host(self, host):
+        cloudlet_conf.register_opts(CONF)
+        super().init_host(host)
+        os.makedirs(launch.base_store().root, exist_ok=True)
+        removed, captures = state.sweep(CONF.instances_path)
+        for path in removed:
+            LOG.info('removed launch files of an interrupted cloudlet spawn: %s', path)
+        for path in captures:
+            LOG.warning('work files of an interrupted cloudlet capture are left in %s: if the '
+                        'instance is not running, its memory may be in %s/memory.save', path, path)
+
+    def update_provider_tree(self, provider_tree, nodename, allocations=None):
+        super().update_provider_tree(provider_tree, nodename, allocations=allocations)
+        provider_tree.add_traits(nodename, props.TRAIT)
+
+    # -- spawn: restore instead of boot ----------------------------------------------
+
+    def spawn(self, context, instance, image_meta, injected_files, admin_password, allocations,
+              network_info=None, block_device_info=None, power_on=True, accel_info=None):
+        spawn_plan = launch.plan(instance)
+        instance_dir = libvirt_utils.get_instance_path(instance)
+        if spawn_plan is None:
+            state.remove(instance_dir)     # e.g. rebuilt from a base image to an ordinary one
+            return super().spawn(context, instance, image_meta, injected_files, admin_password,
+                                 allocations, network_info=network_info,
+                                 block_device_info=block_device_info, power_on=power_on,
+                                 accel_info=accel_info)
+        if self._is_booted_from_volume(block_device_info):
+            raise faults.CloudletSpawnFailed(reason='cloudlet instances need a local root disk: '
+                                                    'boot from volume is not supported')
+        base, prepared = launch.prepare(context, instance, spawn_plan, instance_dir)
+        try:
+            state.save(instance_dir, state.new_record(instance.uuid, base, spawn_plan.base_image_id,
+                                                      spawn_plan.source_record()))
+            with self._restores.pending(instance.uuid, restore.Pending(prepared, base.name)):
+                super().spawn(context, instance, image_meta, injected_files, admin_password,
+                              allocations, network_info=network_info,
+                              block_device_info=block_device_info, power_on=power_on,
+                              accel_info=accel_info)
+        except BaseException:
+            state.remove(instance_dir)
+            raise
+        finally:
+            # QEMU has read the memory image; the launch disk was moved in as the root disk.
+            state.remove_launch_dir(instance_dir)
+
+    def _create_image(self, context, instance, disk_mapping, injection_info=None, suffix='',
+                      disk_images=None, block_device_info=None, fallback_from_host=None,
+                      ignore_bdi_for_swap=False):
+        created_dir, created_disks = super()._create_image(
+            context, instance, disk_mapping, injection_info=injection_info, suffix=suffix,
+            disk_images=disk_images, block_device_info=block_device_info,
+            fallback_from_host=fallback_from_host, ignore_bdi_for_swap=ignore_bdi_for_swap)
+        pending = self._restores.get(instance.uuid)
+        if pending is not None and not suffix:
+            placed = restore.place_launch_disk(pending.launch, libvirt_utils.get_instance_path(instance))
+            created_disks = created_disks or placed
+        return created_dir, created_disks
+
+    def _create_and_inject_local_root(self, context, instance, disk_mapping, booted_from_volume,
+                                      suffix, disk_images, injection_info, fallback_from_host):
+        # A cloudlet root disk is the launch disk: no download of the image
+        # into _base (the base store has the base disk), no file injection.
+        pending = self._restores.get(instance.uuid)
+        if pending is None or suffix or booted_from_volume:
+            return super()._create_and_inject_local_root(
+                context, instance, disk_mapping, booted_from_volume, suffix, disk_images,
+                injection_info, fallback_from_host)
+        restore.place_launch_disk(pending.launch, libvirt_utils.get_instance_path(instance))
+        return True
+
+    def _create_guest(self, context, xml, instance, power_on=True, pause=False,
+                      post_xml_callback=None):
+        pending = self._restores.claim(instance.uuid) if (power_on or pause) else None
+        if pending is None:
+            return super()._create_guest(context, xml, instance, power_on=power_on, pause=pause,
+                                         post_xml_callback=post_xml_callback)
+        LOG.info('restoring instance from the memory of base %s', pending.base_name,
+                 instance=instance)
+        return restore.restore_guest(self, xml, instance, pending.launch, pending.base_name,
+                                     pause=pause, post_xml_callback=post_xml_callback)
+
+    # -- capture -------------------------------------------------------------------
+
+    def snapshot(self, context, instance, image_id, update_task_state):
+        if instance.task_state in SHELVING_STATES and launch.is_cloudlet_instance(instance):
+            self._delete_image_quietly(context, image_id)    # shelve has no delete_image_on_error
+            raise faults.CloudletOperationRefused('shelved')
+        image = self._image_api.get(context, image_id)
+        kind = capture.requested_type(image)
+        if kind is None:
+            return super().snapshot(context, instance, image_id, update_task_state)
+        LOG.info('capturing a cloudlet %s into image %s', kind, image_id, instance=instance)
+        capture.Capture(self, context, instance, image_id, image, kind).run(update_task_state)
+
+    def _delete_image_quietly(self, context, image_id):
+        try:
+            self._image_api.delete(context, image_id)
+        except Exception:   # noqa: BLE001 - the refusal below matters more
+            LOG.warning('could not delete image %s', image_id, exc_info=True)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def power_off(self, instance, timeout=0, retry_interval=0):
+        if instance.task_state == task_states.SHELVING and launch.is_cloudlet_instance(instance):
+            # shelve stops the VM before it snapshots it; stopping would lose
+            # the memory of a VM whose shelve snapshot() refuses anyway.
+            LOG.info('not stopping the cloudlet instance for a shelve', instance=instance)
+            return
+        return super().power_off(instance, timeout=timeout, retry_interval=retry_interval)
+
+    def _hard_reboot(self, context, instance, network_info, share_info, block_device_info=None,
+                     accel_info=None):
+        # Also power_on and resume_state_on_host_boot. Stock hard reboot would
+        # regenerate nova's XML: other devices than the base's, so the VM
+        # could never be captured as an overlay of its base again.
+        if state.load(libvirt_utils.get_instance_path(instance)) is None:
+            return super()._hard_reboot(context, instance, network_info, share_info,
+                                        block_device_info=block_device_info, accel_info=accel_info)
+        self._cold_boot(instance, network_info)
+
+    def _cold_boot(self, instance, network_info):
+        """Boot the instance's own definition (the base's devices) from its disk; never a restore."""
+        try:
+            guest = self._host.get_guest(instance)
+        except exception.InstanceNotFound:
+            raise faults.CloudletOperationRefused(
+                'rebooted', advice='its libvirt domain is gone; delete it and synthesize it again')
+        LOG.info('cloudlet instance: cold boot of its domain definition (memory state discarded)',
+                 instance=instance)
+        if guest.is_active():
+            guest.poweroff()
+        if guest._domain.hasManagedSaveImage(0):
+            guest._domain.managedSaveRemove(0)
+        self.plug_vifs(instance, network_info)
+        self.cpu_api.power_up_for_instance(instance)
+        guest.launch()
+        loopingcall.FixedIntervalLoopingCall(self._wait_for_running, instance).start(
+            interval=0.5).wait()
+
+    def rebuild(self, context, instance, image_meta, injected_files, admin_password, allocations,
+                bdms, detach_block_devices, attach_block_devices, network_info=None, evacuate=False,
+                block_device_info=None, preserve_ephemeral=False, accel_uuids=None,
+                reimage_boot_volume=False):
+        if evacuate and launch.is_cloudlet_instance(instance):
+            raise faults.CloudletOperationRefused(
+                'evacuated', advice='their state lived in the memory of the failed host; '
+                                    'synthesize a new instance from an overlay instead')
+        # nova's default rebuild (destroy + spawn) resumes the base again.
+        raise NotImplementedError()
+
+    def migrate_disk_and_power_off(self, context, instance, dest, flavor, network_info,
+                                   block_device_info=None, timeout=0, retry_interval=0):
+        if launch.is_cloudlet_instance(instance):
+            # InstanceFaultRollback: the manager puts the instance back to its
+            # vm_state and records the inner exception as the fault.
+            raise exception.InstanceFaultRollback(
+                inner_exception=faults.CloudletOperationRefused('resized or migrated'))
+        return super().migrate_disk_and_power_off(
+            context, instance, dest, flavor, network_info, block_device_info=block_device_info,
+            timeout=timeout, retry_interval=retry_interval)
+
+    def check_can_live_migrate_destination(self, context, instance, src_compute_info,
+                                           dst_compute_info, block_migration=False,
+                                           disk_over_commit=False):
+        self._refuse_live_migration(instance)
+        return super().check_can_live_migrate_destination(
+            context, instance, src_compute_info, dst_compute_info,
+            block_migration=block_migration, disk_over_commit=disk_over_commit)
+
+    def check_can_live_migrate_source(self, context, instance, dest_check_data,
+                                      block_device_info=None):
+        self._refuse_live_migration(instance)
+        return super().check_can_live_migrate_source(context, instance, dest_check_data,
+                                                     block_device_info=block_device_info)
+
+    @staticmethod
+    def _refuse_live_migration(instance):
+        if launch.is_cloudlet_instance(instance):
+            raise exception.MigrationPreCheckError(
+                reason=faults.CloudletOperationRefused('live-migrated').format_message())

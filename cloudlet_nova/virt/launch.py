@@ -1,0 +1,259 @@
+"""Before nova's spawn: decide what a cloudlet spawn restores, and write its launch files.
+
+A spawn is a cloudlet spawn when the instance's image is a base disk image
+(image properties reach the driver only through
+`instance.system_metadata['image_*']`, nova-34-integration.md §14.1). Then:
+
+- no overlay in the server metadata: resume the base itself (`apply.empty_launch`);
+- `overlay_url`: stream the overlay over http(s) from an allowed host;
+- `cloudlet_overlay_id`: stream the overlay image out of Glance.
+
+The base is fetched into the host's base store (`<state_dir>/bases`) first;
+the flavor must match the memory and vCPUs the base's memory snapshot was
+taken with. Launch files go to `<instance dir>/cloudlet-launch/`, under
+instances_path so disk accounting sees them; any failure removes them.
+"""
+
+import dataclasses
+import os
+import shutil
+import threading
+import time
+import urllib.parse
+
+from oslo_log import log as logging
+
+import nova.conf
+
+from cloudlet_glance import images as glance_images
+from cloudlet_glance import model
+from cloudlet_glance import properties as props
+from cloudlet_nova.engine import apply
+from cloudlet_nova.engine import basevm
+from cloudlet_nova.engine import errors
+from cloudlet_nova.engine import format as overlay_format
+from cloudlet_nova.engine import progress as progress_mod
+from cloudlet_nova.engine import source
+from cloudlet_nova.virt import faults
+from cloudlet_nova.virt import state
+
+CONF = nova.conf.CONF
+LOG = logging.getLogger(__name__)
+
+BASE, URL, GLANCE = 'base', 'url', 'glance'
+ALWAYS_REFUSED_SCHEMES = ('file', '')
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What a cloudlet spawn restores: the base disk image, and an overlay or none."""
+    base_image_id: str
+    kind: str                  # BASE, URL or GLANCE
+    ref: str = None            # the URL or the overlay image id
+
+    def source_record(self):
+        return {'kind': self.kind, 'ref': faults.redact(self.ref) if self.ref else None}
+
+
+def is_cloudlet_instance(instance):
+    """Was the instance's image a cloudlet base disk image?"""
+    sysmeta = instance.system_metadata or {}
+    return sysmeta.get(props.system_metadata_key(props.CLOUDLET_TYPE)) == props.BASE_DISK
+
+
+def plan(instance):
+    """The Plan of a spawn, None for an ordinary spawn; CloudletSpawnFailed for bad requests."""
+    metadata = instance.metadata or {}
+    url = metadata.get(props.META_OVERLAY_URL)
+    overlay_id = metadata.get(props.META_OVERLAY_ID)
+    if not is_cloudlet_instance(instance):
+        if url or overlay_id:
+            raise faults.CloudletSpawnFailed(
+                reason='server metadata names an overlay (%s) but image %s is not a cloudlet base disk'
+                       % (props.META_OVERLAY_URL if url else props.META_OVERLAY_ID, instance.image_ref))
+        return None
+    if url and overlay_id:
+        raise faults.CloudletSpawnFailed(reason='server metadata has both %s and %s: give one'
+                                                % (props.META_OVERLAY_URL, props.META_OVERLAY_ID))
+    if url:
+        check_overlay_url(url)
+        return Plan(instance.image_ref, URL, url)
+    if overlay_id:
+        return Plan(instance.image_ref, GLANCE, overlay_id)
+    return Plan(instance.image_ref, BASE)
+
+
+def check_overlay_url(url):
+    """http(s) only (never file://), and a host from overlay_url_allowed_hosts when that is set."""
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
+    allowed_schemes = [s.lower() for s in CONF.cloudlet.overlay_url_schemes
+                       if s.lower() in ('http', 'https')]
+    if scheme in ALWAYS_REFUSED_SCHEMES or scheme not in allowed_schemes:
+        raise faults.CloudletSpawnFailed(
+            reason='overlay_url scheme %r is not allowed (allowed: %s)'
+                   % (scheme or 'none', ', '.join(allowed_schemes) or 'none'))
+    host = (parts.hostname or '').lower()
+    if not host:
+        raise faults.CloudletSpawnFailed(reason='overlay_url has no host')
+    allowed_hosts = [h.lower() for h in CONF.cloudlet.overlay_url_allowed_hosts]
+    if allowed_hosts and host not in allowed_hosts:
+        raise faults.CloudletSpawnFailed(reason='overlay_url host %s is not allowed on this cloud '
+                                                '([cloudlet] overlay_url_allowed_hosts)' % host)
+
+
+def base_store():
+    return basevm.BaseStore(os.path.join(CONF.cloudlet.state_dir, 'bases'))
+
+
+def flavor_fit_error(flavor, base_name, needs_mb, needs_vcpus):
+    """The message of a flavor that does not fit a base, or None when it fits."""
+    if flavor.memory_mb == needs_mb and flavor.vcpus == needs_vcpus:
+        return None
+    return ('flavor %s has %d MB / %d vCPUs; base %s needs %d MB / %d vCPUs'
+            % (flavor.name, flavor.memory_mb, flavor.vcpus, base_name, needs_mb, needs_vcpus))
+
+
+def check_flavor_hint(instance):
+    """Before any download: the flavor against the base disk image's memory/vCPU properties."""
+    sysmeta = instance.system_metadata or {}
+    try:
+        needs_mb = int(sysmeta[props.system_metadata_key(props.MEMORY_MB)])
+        needs_vcpus = int(sysmeta[props.system_metadata_key(props.VCPUS)])
+    except (KeyError, TypeError, ValueError):
+        return      # not on the image: check_flavor decides once the base is here
+    name = sysmeta.get(props.system_metadata_key(props.BASE_NAME)) or instance.image_ref
+    message = flavor_fit_error(instance.flavor, name, needs_mb, needs_vcpus)
+    if message:
+        raise faults.CloudletFlavorMismatch(reason=message)
+
+
+def check_flavor(flavor, base):
+    """The flavor against what the base's memory snapshot was taken with (authoritative)."""
+    abi = base.abi
+    message = flavor_fit_error(flavor, base.name or base.base_id[:12],
+                               (abi.get('memory_kib') or 0) // 1024, abi.get('vcpus') or 0)
+    if message:
+        raise faults.CloudletFlavorMismatch(reason=message)
+
+
+def prepare(context, instance, spawn_plan, instance_dir):
+    """Fetch the base, check the flavor, write the launch files. Returns (BaseVM, apply.Launch)."""
+    check_flavor_hint(instance)
+    images = glance_images.NovaImages(context)
+    started = time.monotonic()
+    with faults.spawn_errors('cannot fetch base image %s' % spawn_plan.base_image_id):
+        base = model.fetch_base(images, spawn_plan.base_image_id, base_store(),
+                                LogProgress(instance.uuid))
+    check_flavor(instance.flavor, base)
+    launch_dir = state.launch_dir(instance_dir)
+    shutil.rmtree(launch_dir, ignore_errors=True)     # a spawn interrupted earlier
+    try:
+        with faults.spawn_errors():
+            if spawn_plan.kind == BASE:
+                launch = apply.empty_launch(base, launch_dir)
+            else:
+                limits = overlay_format.Limits(max_memory_bytes=CONF.cloudlet.max_memory_image_bytes)
+                with open_overlay(images, spawn_plan, base) as stream:
+                    launch = apply.apply_overlay(base, stream, launch_dir, limits=limits,
+                                                 progress=LogProgress(instance.uuid))
+    except BaseException:
+        shutil.rmtree(launch_dir, ignore_errors=True)
+        raise
+    LOG.info('cloudlet launch files for base %s (%s) ready in %.1f s: %d overlay bytes',
+             base.base_id[:12], spawn_plan.kind, time.monotonic() - started, launch.overlay_bytes)
+    return base, launch
+
+
+def open_overlay(images, spawn_plan, base):
+    """A readable stream of the plan's overlay (engine SourceError etc. on failure)."""
+    if spawn_plan.kind == URL:
+        return source.open_overlay(spawn_plan.ref, max_bytes=CONF.cloudlet.max_overlay_bytes,
+                                   timeout=CONF.cloudlet.fetch_timeout, allow_files=False)
+    try:
+        image = images.get(spawn_plan.ref)
+    except Exception as exc:    # cloudlet_glance errors are CloudletErrors already
+        if isinstance(exc, errors.CloudletError):
+            raise
+        raise errors.SourceError('overlay image %s: %s' % (spawn_plan.ref, exc)) from exc
+    if image.get(props.CLOUDLET_TYPE) != props.OVERLAY:
+        raise errors.SourceError('image %s is not a cloudlet overlay (%s=%s)'
+                                 % (spawn_plan.ref, props.CLOUDLET_TYPE, image.get(props.CLOUDLET_TYPE)))
+    if image.get(props.BASE_ID) and image[props.BASE_ID] != base.base_id:
+        raise errors.WrongBase('overlay image %s was made for base %s, not for base %s'
+                               % (spawn_plan.ref, image[props.BASE_ID][:12], base.base_id[:12]))
+    return GlanceOverlayStream(images, spawn_plan.ref, CONF.cloudlet.max_overlay_bytes,
+                               CONF.cloudlet.fetch_timeout)
+
+
+class GlanceOverlayStream:
+    """An overlay image streamed out of Glance through a pipe.
+
+    A thread runs `images.download(image_id, <pipe writer>)` while the applier
+    reads the other end, so applying starts with the first segment and memory
+    stays bounded (no temporary copy of the overlay). Closing the read end
+    early (the applier found a bad segment) makes the writer fail with EPIPE
+    and end.
+    """
+
+    def __init__(self, images, image_id, max_bytes, timeout):
+        self.image_id, self.max_bytes, self.timeout = image_id, max_bytes, timeout
+        read_fd, write_fd = os.pipe()
+        self._reader = os.fdopen(read_fd, 'rb')
+        self._writer = os.fdopen(write_fd, 'wb')
+        self._images = images
+        self._error = None
+        self.count = 0
+        self._thread = threading.Thread(target=self._download, name='cloudlet-overlay-download',
+                                        daemon=True)
+        self._thread.start()
+
+    def _download(self):
+        try:
+            self._images.download(self.image_id, self._writer)
+        except BaseException as exc:        # handed to the reader
+            self._error = exc
+        finally:
+            try:
+                self._writer.close()
+            except OSError:
+                pass
+
+    def read(self, size=-1):
+        data = self._reader.read(size)
+        self.count += len(data)
+        if self.count > self.max_bytes:
+            raise errors.LimitExceeded('overlay image %s is larger than the limit of %d bytes'
+                                       % (self.image_id, self.max_bytes))
+        if size < 0 or len(data) < size:        # end of the pipe: did the download finish?
+            self._thread.join(self.timeout)
+            if self._error is not None:
+                raise errors.SourceError('downloading overlay image %s failed: %s'
+                                         % (self.image_id, self._error)) from self._error
+        return data
+
+    def close(self):
+        self._reader.close()
+        self._thread.join(self.timeout)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class LogProgress(progress_mod.Progress):
+    """Engine progress -> a log line per stage every 10 s (nova-compute has no terminal)."""
+
+    def __init__(self, instance_uuid, interval=10.0):
+        self.instance_uuid, self.interval = instance_uuid, interval
+        self._stage, self._last = None, 0.0
+
+    def update(self, stage, done, total=None):
+        now = time.monotonic()
+        if stage == self._stage and now - self._last < self.interval:
+            return
+        self._stage, self._last = stage, now
+        LOG.info('instance %s: %s: %.1f MB%s', self.instance_uuid, stage, done / 1e6,
+                 ' of %.1f MB' % (total / 1e6) if total else '')

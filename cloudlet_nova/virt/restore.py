@@ -1,0 +1,249 @@
+"""Restore instead of boot: the per-spawn restore flag, the domain's identity, the NICs.
+
+Why a per-spawn flag (nova-34-integration.md §11): LibvirtDriver._create_guest
+is also what hard reboot, power-on, resume, rescue/unrescue and
+finish_migration call. Deciding "restore" from the instance's properties
+would make them restore the launch memory again, over a disk that has moved
+on. The flag (the launch files of one spawn) exists only while that spawn
+runs, and `claim()` hands it out once.
+
+Identity: libvirt refuses a restore under another name or uuid, and the base's
+memory snapshot was taken as another domain. So the domain XML stored in the
+launch memory image (the base's own: it matches the memory state) is
+retargeted to nova's identity (name, uuid, disks, console log, kernel paths,
+nova's <metadata>) and written back into the image header
+(`savefile.rewrite_xml`, within libvirt's 64 KiB of slack); the restore then
+needs no replacement XML. Devices stay the base's.
+
+NICs: bases and overlays are captured without NICs (capture.py unplugs them
+first), because libvirt refuses a restore whose NIC MACs or count differ from
+the snapshot's (running-openstack-here.md, addendum). After the restore, the
+<interface> elements of nova's XML (nova's Neutron ports, already plugged by
+plug_vifs) are hot-plugged, live and into the persistent definition.
+"""
+
+import collections
+import contextlib
+import os
+import threading
+import time
+
+from lxml import etree
+
+import nova.conf
+from nova.virt.libvirt import driver as libvirt_driver
+from nova.virt.libvirt import guest as libvirt_guest
+
+from cloudlet_nova.engine import domainxml
+from cloudlet_nova.engine import savefile
+from cloudlet_nova.virt import faults
+
+CONF = nova.conf.CONF
+ROOT_DISK = 'disk'
+
+# What a spawn hands to its _create_guest: the launch files and the base's name.
+Pending = collections.namedtuple('Pending', 'launch base_name')
+
+
+class PendingRestores:
+    """instance uuid -> the launch of the spawn running for it; thread-safe.
+
+    nova 34 runs spawns in parallel native threads, hence the lock.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._launches = {}      # uuid -> [launch, claimed]
+
+    @contextlib.contextmanager
+    def pending(self, instance_uuid, launch):
+        with self._lock:
+            if instance_uuid in self._launches:
+                raise faults.CloudletSpawnFailed(
+                    reason='a cloudlet spawn of instance %s is already running' % instance_uuid)
+            self._launches[instance_uuid] = [launch, False]
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._launches.pop(instance_uuid, None)
+
+    def get(self, instance_uuid):
+        """The pending launch (claimed or not), or None."""
+        with self._lock:
+            entry = self._launches.get(instance_uuid)
+            return entry[0] if entry else None
+
+    def claim(self, instance_uuid):
+        """The pending launch the first time it is asked for, then None."""
+        with self._lock:
+            entry = self._launches.get(instance_uuid)
+            if entry is None or entry[1]:
+                return None
+            entry[1] = True
+            return entry[0]
+
+    def __len__(self):
+        with self._lock:
+            return len(self._launches)
+
+
+def place_launch_disk(launch, instance_dir):
+    """Move the launch disk (qcow2 over the base disk) in as the instance's root disk.
+
+    Idempotent: returns True when it moved the disk, False when it was in
+    place already. Everything nova does with `<instance dir>/disk` (XML,
+    snapshots, console, cleanup) then works on the VM's real disk.
+    """
+    target = os.path.join(instance_dir, ROOT_DISK)
+    if launch.disk_path == target:
+        return False
+    if not os.path.exists(launch.disk_path):
+        if os.path.exists(target):
+            return False
+        raise faults.CloudletSpawnFailed(reason='launch disk %s vanished' % launch.disk_path)
+    os.replace(launch.disk_path, target)
+    launch.disk_path = target
+    return True
+
+
+# -- the domain XML -------------------------------------------------------------
+
+def _disks_by_target(root):
+    disks = {}
+    for disk in root.iterfind('devices/disk'):
+        target = disk.find('target')
+        if target is not None and target.get('dev'):
+            disks[target.get('dev')] = disk
+    return disks
+
+
+def _source_file(disk):
+    source = disk.find('source')
+    return source.get('file') if source is not None else None
+
+
+def restore_xml(image_xml, nova_xml, base_name):
+    """The launch memory image's XML with nova's identity and host side.
+
+    Disks are matched by target device: every disk of nova's XML (root disk,
+    config drive, ephemeral, swap) must exist in the base, and the reverse.
+    """
+    nova_root = etree.fromstring(nova_xml.encode())
+    base_root = etree.fromstring(image_xml.encode())
+    nova_disks, base_disks = _disks_by_target(nova_root), _disks_by_target(base_root)
+    missing = sorted(set(nova_disks) - set(base_disks))
+    extra = sorted(set(base_disks) - set(nova_disks))
+    if missing or extra:
+        raise faults.CloudletSpawnFailed(
+            reason='base %s has disks %s, the instance needs %s: capture bases with the flavor '
+                   'disks, disk bus and config drive of the instances made from them'
+                   % (base_name, ','.join(sorted(base_disks)) or 'none',
+                      ','.join(sorted(nova_disks)) or 'none'))
+    first = base_root.find('devices/disk')
+    root_target = first.find('target').get('dev') if first is not None else None
+    console_logs = [log.get('file') for log in nova_root.iterfind('devices/serial/log')]
+    xml = domainxml.retarget(
+        image_xml, name=nova_root.findtext('name'), uuid=nova_root.findtext('uuid'),
+        disk_path=_source_file(nova_disks[root_target]) if root_target else None,
+        disk_format='qcow2' if root_target else None,
+        console_log=console_logs[0] if console_logs else None)
+    root = etree.fromstring(xml.encode())
+    for target, disk in _disks_by_target(root).items():
+        if target == root_target:
+            continue
+        nova_file = _source_file(nova_disks[target])
+        if nova_file:
+            source = disk.find('source')
+            if source is None:
+                source = etree.SubElement(disk, 'source')
+            source.set('file', nova_file)
+            for backing in disk.findall('backingStore'):
+                disk.remove(backing)
+    for tag in ('kernel', 'initrd'):
+        ours, theirs = root.find('os/' + tag), nova_root.find('os/' + tag)
+        if ours is not None and theirs is not None:
+            ours.text = theirs.text
+    nova_metadata = nova_root.find('metadata')
+    if nova_metadata is not None:
+        old = root.find('metadata')
+        if old is not None:
+            root.replace(old, nova_metadata)
+        else:
+            root.insert(2, nova_metadata)
+    return etree.tostring(root, encoding='unicode')
+
+
+def interfaces(xml):
+    """The <interface> elements of a domain XML, as XML strings."""
+    root = etree.fromstring(xml.encode())
+    return [etree.tostring(iface, encoding='unicode') for iface in root.iterfind('devices/interface')]
+
+
+class _RawDevice:
+    """What nova's Guest.attach_device/detach_device need from a device config."""
+
+    def __init__(self, xml):
+        self.xml = xml
+
+    def to_xml(self, pretty_print=True):
+        return self.xml
+
+
+# -- the restore -------------------------------------------------------------------
+
+def restore_guest(driver, nova_xml, instance, launch, base_name, pause=False, post_xml_callback=None):
+    """Define the domain, restore the launch memory, plug nova's NICs; return the Guest.
+
+    Mirrors LibvirtDriver._create_guest (define, config drive callback,
+    CPU power-up, start) with the start being a restore. `pause`: restore
+    paused, as nova asks when it waits for Neutron's vif-plugged events (it
+    resumes the guest itself once they arrive).
+    """
+    libvirt = libvirt_driver.libvirt
+    with faults.spawn_errors('cloudlet restore failed'):
+        image = savefile.read_save_image(launch.memory_path)
+        xml = restore_xml(image.xml, nova_xml, base_name)
+        savefile.rewrite_xml(launch.memory_path, xml, fsync=False)
+    guest = libvirt_guest.Guest.create(xml, driver._host)
+    if post_xml_callback is not None:
+        post_xml_callback()
+    driver.cpu_api.power_up_for_instance(instance)
+    flags = libvirt.VIR_DOMAIN_SAVE_PAUSED if pause else libvirt.VIR_DOMAIN_SAVE_RUNNING
+    try:
+        driver._host.get_connection().restoreFlags(launch.memory_path, None, flags)
+    except libvirt.libvirtError as exc:
+        raise faults.CloudletSpawnFailed(
+            reason='libvirt could not restore the memory of base %s: %s'
+                   % (base_name, exc.get_error_message() or exc)) from exc
+    guest = driver._host.get_guest(instance)
+    for iface in interfaces(nova_xml):
+        guest.attach_device(_RawDevice(iface), persistent=True, live=True)
+    return guest
+
+
+def unplug_nics(guest, timeout=None):
+    """Hot-unplug every NIC from the live domain (the persistent definition keeps them).
+
+    Returns their live XML, for `replug_nics`. Waits until libvirt no longer
+    lists them: the guest acknowledges the unplug (ACPI), which takes a moment.
+    """
+    nics = interfaces(guest.get_xml_desc())
+    if not nics:
+        return []
+    for nic in nics:
+        guest.detach_device(_RawDevice(nic), persistent=False, live=True)
+    timeout = CONF.libvirt.device_detach_timeout if timeout is None else timeout
+    deadline = time.monotonic() + timeout
+    while interfaces(guest.get_xml_desc()):
+        if time.monotonic() > deadline:
+            replug_nics(guest, [n for n in nics if n not in interfaces(guest.get_xml_desc())])
+            raise faults.CloudletCaptureFailed(
+                reason='the guest did not release its network interfaces within %d s' % timeout)
+        time.sleep(0.2)
+    return nics
+
+
+def replug_nics(guest, nics):
+    for nic in nics:
+        guest.attach_device(_RawDevice(nic), persistent=False, live=True)

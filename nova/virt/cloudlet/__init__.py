@@ -1,0 +1,1 @@
+from cloudlet_nova.virt.driver import CloudletDriver  # noqa

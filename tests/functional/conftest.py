@@ -1,0 +1,3 @@
+from tests.functional import pytest_shim
+
+pytest_shim.install()

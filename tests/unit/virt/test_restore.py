@@ -1,0 +1,171 @@
+"""cloudlet_nova.virt.restore: the per-spawn restore flag, the identity rewrite, the launch disk."""
+
+import os
+import threading
+import types
+
+import fixtures
+from lxml import etree
+import testtools
+
+from cloudlet_nova.virt import faults
+from cloudlet_nova.virt import restore
+
+BASE_XML = """<domain type='kvm'>
+  <name>instance-000000ff</name>
+  <uuid>11111111-1111-1111-1111-111111111111</uuid>
+  <metadata><old/></metadata>
+  <memory unit='KiB'>262144</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='pc-i440fx-7.2'>hvm</type>
+      <kernel>/old/kernel</kernel><initrd>/old/ramdisk</initrd></os>
+  <devices>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='raw'/>
+      <source file='/old/disk'/>
+      <backingStore type='file'><source file='/old/base'/></backingStore>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <disk type='file' device='cdrom'>
+      <driver name='qemu' type='raw'/>
+      <source file='/old/disk.config'/>
+      <target dev='hda' bus='ide'/>
+    </disk>
+    <serial type='pty'><log file='/old/console.log' append='off'/><target port='0'/></serial>
+  </devices>
+</domain>"""
+
+NOVA_XML = """<domain type='kvm'>
+  <uuid>22222222-2222-2222-2222-222222222222</uuid>
+  <name>instance-00000001</name>
+  <metadata><nova:instance xmlns:nova="http://openstack.org/xmlns/libvirt/nova/1.1">
+    <nova:name>web</nova:name></nova:instance></metadata>
+  <memory>262144</memory>
+  <vcpu>1</vcpu>
+  <os><type machine='pc-i440fx-7.2'>hvm</type>
+      <kernel>/inst/kernel</kernel><initrd>/inst/ramdisk</initrd></os>
+  <devices>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2' cache='none'/>
+      <source file='/inst/disk'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <disk type='file' device='cdrom'>
+      <driver name='qemu' type='raw'/>
+      <source file='/inst/disk.config'/>
+      <target dev='hda' bus='ide'/>
+    </disk>
+    <interface type='bridge'><mac address='fa:16:3e:00:00:01'/><source bridge='br-int'/>
+      <model type='virtio'/><target dev='tap1'/></interface>
+    <interface type='bridge'><mac address='fa:16:3e:00:00:02'/><source bridge='br-int'/>
+      <model type='virtio'/><target dev='tap2'/></interface>
+    <serial type='pty'><log file='/inst/console.log' append='off'/><target port='0'/></serial>
+  </devices>
+</domain>"""
+
+
+class PendingRestoresTest(testtools.TestCase):
+
+    def test_flag_lives_only_during_the_spawn(self):
+        restores = restore.PendingRestores()
+        launch = object()
+        self.assertIsNone(restores.get('a'))
+        with restores.pending('a', launch):
+            self.assertIs(launch, restores.get('a'))
+            self.assertIsNone(restores.get('b'))
+            self.assertEqual(1, len(restores))
+        self.assertIsNone(restores.get('a'))
+        self.assertIsNone(restores.claim('a'))
+        self.assertEqual(0, len(restores))
+
+    def test_claimed_once(self):
+        restores = restore.PendingRestores()
+        launch = object()
+        with restores.pending('a', launch):
+            self.assertIs(launch, restores.claim('a'))
+            self.assertIsNone(restores.claim('a'))       # a second _create_guest boots
+            self.assertIs(launch, restores.get('a'))      # _create_image still sees it
+
+    def test_cleared_on_failure(self):
+        restores = restore.PendingRestores()
+        with testtools.ExpectedException(RuntimeError):
+            with restores.pending('a', object()):
+                raise RuntimeError()
+        self.assertIsNone(restores.get('a'))
+
+    def test_one_spawn_per_instance(self):
+        restores = restore.PendingRestores()
+        with restores.pending('a', object()):
+            with testtools.ExpectedException(faults.CloudletSpawnFailed, '.*already running'):
+                with restores.pending('a', object()):
+                    pass
+            self.assertIsNotNone(restores.get('a'))
+
+    def test_parallel_spawns(self):
+        restores = restore.PendingRestores()
+        barrier = threading.Barrier(8)
+        seen = {}
+
+        def spawn(uuid):
+            launch = object()
+            with restores.pending(uuid, launch):
+                barrier.wait(5)
+                seen[uuid] = restores.claim(uuid) is launch and restores.claim(uuid) is None
+        threads = [threading.Thread(target=spawn, args=('u%d' % i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        self.assertEqual({'u%d' % i: True for i in range(8)}, seen)
+        self.assertEqual(0, len(restores))
+
+
+class RestoreXMLTest(testtools.TestCase):
+
+    def test_identity_and_host_side_are_nova_s(self):
+        root = etree.fromstring(restore.restore_xml(BASE_XML, NOVA_XML, 'b').encode())
+        self.assertEqual('instance-00000001', root.findtext('name'))
+        self.assertEqual('22222222-2222-2222-2222-222222222222', root.findtext('uuid'))
+        disk, cdrom = root.findall('devices/disk')
+        self.assertEqual('/inst/disk', disk.find('source').get('file'))
+        self.assertEqual('qcow2', disk.find('driver').get('type'))
+        self.assertIsNone(disk.find('backingStore'))
+        self.assertEqual('/inst/disk.config', cdrom.find('source').get('file'))
+        self.assertEqual('/inst/console.log', root.find('devices/serial/log').get('file'))
+        self.assertEqual('/inst/kernel', root.findtext('os/kernel'))
+        self.assertEqual('/inst/ramdisk', root.findtext('os/initrd'))
+        self.assertIn('web', etree.tostring(root.find('metadata'), encoding='unicode'))
+        # The devices stay the base's: no NICs (they are hot-plugged), same machine.
+        self.assertEqual([], root.findall('devices/interface'))
+        self.assertEqual('pc-i440fx-7.2', root.find('os/type').get('machine'))
+
+    def test_disks_must_match(self):
+        nova = NOVA_XML.replace("<target dev='hda' bus='ide'/>", "<target dev='sda' bus='sata'/>")
+        exc = self.assertRaises(faults.CloudletSpawnFailed, restore.restore_xml, BASE_XML, nova, 'b1')
+        self.assertIn('base b1 has disks hda,vda, the instance needs sda,vda', exc.format_message())
+
+    def test_interfaces(self):
+        nics = restore.interfaces(NOVA_XML)
+        self.assertEqual(2, len(nics))
+        self.assertIn('fa:16:3e:00:00:02', nics[1])
+        self.assertEqual([], restore.interfaces(BASE_XML))
+
+
+class LaunchDiskTest(testtools.TestCase):
+
+    def test_placed_once(self):
+        root = self.useFixture(fixtures.TempDir()).path
+        os.makedirs(os.path.join(root, 'launch'))
+        launch = types.SimpleNamespace(disk_path=os.path.join(root, 'launch', 'disk.qcow2'))
+        with open(launch.disk_path, 'w') as f:
+            f.write('qcow2')
+        self.assertTrue(restore.place_launch_disk(launch, root))
+        self.assertFalse(restore.place_launch_disk(launch, root))
+        self.assertEqual(os.path.join(root, 'disk'), launch.disk_path)
+        with open(os.path.join(root, 'disk')) as f:
+            self.assertEqual('qcow2', f.read())
+
+    def test_vanished(self):
+        root = self.useFixture(fixtures.TempDir()).path
+        launch = types.SimpleNamespace(disk_path=os.path.join(root, 'gone.qcow2'))
+        self.assertRaises(faults.CloudletSpawnFailed, restore.place_launch_disk, launch, root)
