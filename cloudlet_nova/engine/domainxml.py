@@ -120,6 +120,17 @@ def _retarget_hostfwd(arg, port_forwards, seen):
     return ','.join(options)
 
 
+def set_disk_source(disk, path):
+    """Point a <disk> element at `path`, dropping the backing chain recorded
+    for its old file (libvirt probes the new one)."""
+    source = disk.find('source')
+    if source is None:
+        source = etree.SubElement(disk, 'source')
+    source.set('file', path)
+    for backing in disk.findall('backingStore'):
+        disk.remove(backing)
+
+
 def retarget(xml_text, name=None, uuid=None, disk_path=None, console_log=None, port_forwards=None,
              disk_format=None):
     """Return `xml_text` with the VM's identity and host side replaced.
@@ -142,12 +153,7 @@ def retarget(xml_text, name=None, uuid=None, disk_path=None, console_log=None, p
         disk = root.find('devices/disk')
         if disk is None:
             raise ValueError('the domain has no disk to point at %s' % disk_path)
-        source = disk.find('source')
-        if source is None:
-            source = etree.SubElement(disk, 'source')
-        source.set('file', disk_path)
-        for backing in disk.findall('backingStore'):
-            disk.remove(backing)
+        set_disk_source(disk, disk_path)
     if disk_format is not None:
         disk = root.find('devices/disk')
         driver = disk.find('driver') if disk is not None else None

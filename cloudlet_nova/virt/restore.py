@@ -154,12 +154,7 @@ def restore_xml(image_xml, nova_xml, base_name):
             continue
         nova_file = _source_file(nova_disks[target])
         if nova_file:
-            source = disk.find('source')
-            if source is None:
-                source = etree.SubElement(disk, 'source')
-            source.set('file', nova_file)
-            for backing in disk.findall('backingStore'):
-                disk.remove(backing)
+            domainxml.set_disk_source(disk, nova_file)
     for tag in ('kernel', 'initrd'):
         ours, theirs = root.find('os/' + tag), nova_root.find('os/' + tag)
         if ours is not None and theirs is not None:

@@ -14,7 +14,6 @@ placement fixture, compute) with:
 Runs in native-threading mode (OS_NOVA_DISABLE_EVENTLET_PATCHING=1), as nova 34 services do.
 """
 
-import http.server
 import importlib.util
 import io
 import os
@@ -23,7 +22,6 @@ import random
 import shutil
 import subprocess
 import sys
-import threading
 import time
 import warnings
 
@@ -35,6 +33,7 @@ from nova import context as nova_context
 from nova import objects
 from nova.tests.functional.libvirt import base
 
+from tests.fixtures import http_server
 from cloudlet_glance import images as glance_images
 from cloudlet_glance import model
 from cloudlet_nova import conf as cloudlet_conf
@@ -164,33 +163,7 @@ def load_driver_shim():
     spec.loader.exec_module(module)
 
 
-class OverlayHTTPServer(fixtures.Fixture):
-    """A local http.server on 127.0.0.1 serving a directory (for overlay_url)."""
-
-    def __init__(self, directory):
-        super().__init__()
-        self.directory = directory
-
-    def _setUp(self):
-        directory = self.directory
-
-        class Handler(http.server.SimpleHTTPRequestHandler):
-            def __init__(self, *args, **kwargs):
-                super().__init__(*args, directory=directory, **kwargs)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
-        thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        thread.start()
-        self.addCleanup(thread.join, 5)
-        self.addCleanup(self.server.server_close)
-        self.addCleanup(self.server.shutdown)
-
-    def url(self, name):
-        return 'http://127.0.0.1:%d/%s' % (self.server.server_address[1], name)
-
+OverlayHTTPServer = http_server.DirectoryHTTPServer   # serves overlays for overlay_url
 
 class CloudletTestBase(base.ServersTestBase):
     """nova's libvirt functional base, with CloudletDriver and a base VM in Glance."""

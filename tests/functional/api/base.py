@@ -9,9 +9,7 @@ request goes through the real pipeline and `api_extensions.router.APIRouter`.
 """
 
 import copy
-import http.server
 import os
-import threading
 import warnings
 
 import fixtures
@@ -22,6 +20,7 @@ from nova.tests import fixtures as nova_fixtures
 from nova.tests.functional.api import client as api_client
 from nova.tests.functional import integrated_helpers
 
+from tests.fixtures import http_server
 from cloudlet_glance import properties
 
 from api_extensions import bases
@@ -161,33 +160,4 @@ class CloudletAPITestBase(integrated_helpers._IntegratedTestBase):
             instance.save()
 
 
-class PackageServer(fixtures.Fixture):
-    """A local HTTP server for base packages: GET /<file> from a directory."""
-
-    def __init__(self, directory):
-        super().__init__()
-        self.directory = directory
-
-    def setUp(self):
-        super().setUp()
-        directory = self.directory
-
-        class Handler(http.server.SimpleHTTPRequestHandler):
-            def __init__(self, *args, **kwargs):
-                super().__init__(*args, directory=directory, **kwargs)
-
-            def log_message(self, *args):
-                pass
-
-        class Server(http.server.ThreadingHTTPServer):
-            def handle_error(self, request, client_address):
-                pass   # clients that stop reading (size limits) are expected
-
-        self.server = Server(('127.0.0.1', 0), Handler)
-        thread = threading.Thread(target=self.server.serve_forever, name='package-server',
-                                  daemon=True)
-        thread.start()
-        self.addCleanup(thread.join, 5)
-        self.addCleanup(self.server.server_close)
-        self.addCleanup(self.server.shutdown)
-        self.url = 'http://127.0.0.1:%d' % self.server.server_address[1]
+PackageServer = http_server.DirectoryHTTPServer   # GET /<file> from a directory

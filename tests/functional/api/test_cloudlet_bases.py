@@ -83,7 +83,7 @@ class BasesTest(base.CloudletAPITestBase):
 
     def import_package(self, name='api-test-base', **extra):
         package, base_id = build_package(self.www, name=name)
-        status, body = self.post({'base': dict({'url': '%s/%s' % (self.http.url,
+        status, body = self.post({'base': dict({'url': '%s/%s' % (self.http.base_url,
                                                                  os.path.basename(package))},
                                                **extra)})
         self.assertEqual(202, status, body)
@@ -150,7 +150,7 @@ class BasesTest(base.CloudletAPITestBase):
 
     def test_host_allow_list(self):
         self.flags(overlay_url_allowed_hosts=['bases.example.com'], group='cloudlet')
-        status, body = self.post({'base': {'url': self.http.url + '/x.zip'}})
+        status, body = self.post({'base': {'url': self.http.url('x.zip')}})
         self.assertEqual(400, status, body)
         self.assertIn('not in the allowed hosts', body['badRequest']['message'])
 
@@ -198,7 +198,7 @@ class BasesTest(base.CloudletAPITestBase):
         self.assertIn('refused', done['error'].lower())
 
     def test_missing_file(self):
-        status, body = self.post({'base': {'url': self.http.url + '/nothing.zip'}})
+        status, body = self.post({'base': {'url': self.http.url('nothing.zip')}})
         self.assertEqual(202, status, body)
         done = self.wait_for(body['base']['id'])
         self.assertEqual('error', done['status'])
@@ -207,7 +207,7 @@ class BasesTest(base.CloudletAPITestBase):
     def test_too_large(self):
         package, _ = build_package(self.www)
         self.flags(max_overlay_bytes=1000, group='cloudlet')
-        status, body = self.post({'base': {'url': '%s/%s' % (self.http.url,
+        status, body = self.post({'base': {'url': '%s/%s' % (self.http.base_url,
                                                             os.path.basename(package))}})
         self.assertEqual(202, status, body)
         done = self.wait_for(body['base']['id'])
@@ -217,7 +217,7 @@ class BasesTest(base.CloudletAPITestBase):
     def test_not_a_package(self):
         with open(os.path.join(self.www, 'junk.zip'), 'wb') as f:
             f.write(b'this is not a zip file')
-        status, body = self.post({'base': {'url': self.http.url + '/junk.zip'}})
+        status, body = self.post({'base': {'url': self.http.url('junk.zip')}})
         done = self.wait_for(body['base']['id'])
         self.assertEqual('error', done['status'])
         self.assertIn('not a base VM package', done['error'])
@@ -280,7 +280,7 @@ class BasesTest(base.CloudletAPITestBase):
     def test_reimport_is_idempotent_and_delete_keeps_shared_images(self):
         first, _ = self.import_package()
         first = self.wait_for(first['id'])
-        status, body = self.post({'base': {'url': '%s/api-test-base.zip' % self.http.url}})
+        status, body = self.post({'base': {'url': self.http.url('api-test-base.zip')}})
         second = self.wait_for(body['base']['id'])
         self.assertEqual(first['image_id'], second['image_id'])
         self.assertEqual(204, self.delete(first['id'])[0])
