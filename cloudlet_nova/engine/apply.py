@@ -108,6 +108,16 @@ class _Applier:
             raise errors.CorruptOverlay('%s: base memory offset %d out of range' % (what, offset))
         return os.pread(self.base_memory_fd, CHUNK, offset)
 
+    def copy_base_memory_range(self, offset, length, what):
+        """Append a run of the base memory image: unchanged pages and their record headers."""
+        if offset + length > self.base_memory_size:
+            raise errors.CorruptOverlay('%s: base memory range %d+%d out of range' % (what, offset, length))
+        end = offset + length
+        while offset < end:
+            size = min(end - offset, 8 << 20)
+            self.memory.append(os.pread(self.base_memory_fd, size, offset))
+            offset += size
+
     def copy_source(self, area, offset, what):
         if area == fmt.AREA_BASE_DISK:
             return self.base_disk_chunk(offset, what)
@@ -152,6 +162,8 @@ class _Applier:
             kind = item.kind
             if kind == fmt.MEM_PAGE_COPY:
                 self.memory.append(self.copy_source(item.area, item.source, what))
+            elif kind == fmt.MEM_RANGE_COPY:
+                self.copy_base_memory_range(item.source, item.length, what)
             elif kind in (fmt.MEM_PAGE_DATA, fmt.MEM_BYTES):
                 size = item.data_length
                 self.memory.append(view[cursor:cursor + size])

@@ -157,14 +157,55 @@ def create_overlay(base, disk_path, memory_path, out, codec='zstd', level=None,
     return stats
 
 
+class _BaseMemoryRun:
+    """Coalesces what equals a stretch of the base memory image into one MEM_RANGE_COPY.
+
+    Unchanged pages and the record headers between them are usually byte for
+    byte where they were in the base save image: one item covers the whole run.
+    """
+
+    MAX_LENGTH = 1 << 30
+
+    def __init__(self, builder, base_memory_fd):
+        self.builder, self.base_memory_fd = builder, base_memory_fd
+        self.start, self.length = None, 0
+
+    def _open(self):
+        return self.start is not None and self.length < self.MAX_LENGTH
+
+    def add_page(self, base_offset):
+        if not (self._open() and base_offset == self.start + self.length):
+            self.flush()
+            self.start = base_offset
+        self.length += chunks.CHUNK
+
+    def try_add_bytes(self, data):
+        """Extend the run with `data` if the base has exactly these bytes next."""
+        if not self._open() or os.pread(self.base_memory_fd, len(data), self.start + self.length) != data:
+            return False
+        self.length += len(data)
+        return True
+
+    def flush(self):
+        if self.start is not None:
+            self.builder.add(fmt.Item(fmt.MEM_RANGE_COPY, area=fmt.AREA_BASE_MEMORY, source=self.start,
+                                      length=self.length))
+            self.start, self.length = None, 0
+
+
 def _add_memory(builder, classifier, memory_path, image, progress):
     stats = builder.stats
     by_key = classifier.memory_by_key
-    with open(memory_path, 'rb') as f:
+    with open(memory_path, 'rb') as f, open(builder.base.memory_path, 'rb') as base_memory:
         fd = f.fileno()
+        run = _BaseMemoryRun(builder, base_memory.fileno())
         _add_memory_bytes(builder, fd, 0, image.stream_offset)
         for piece in savefile.scan_stream(f, image.stream_offset, image.file_size):
             if isinstance(piece, savefile.Opaque):
+                if piece.length <= 65536 and run.try_add_bytes(os.pread(fd, piece.length, piece.file_offset)):
+                    stats.memory_bytes_opaque += piece.length
+                    continue
+                run.flush()
                 _add_memory_bytes(builder, fd, piece.file_offset, piece.length)
                 continue
             stats.memory_pages += 1
@@ -173,8 +214,10 @@ def _add_memory(builder, classifier, memory_path, image, progress):
             same_place = by_key.get(savefile.page_key(piece.block, piece.addr))
             if same_place is not None and same_place[1] == digest:
                 stats.from_base_memory += 1
-                builder.add(fmt.Item(fmt.MEM_PAGE_COPY, area=fmt.AREA_BASE_MEMORY, source=same_place[0]))
-            elif digest == chunks.ZERO_DIGEST:
+                run.add_page(same_place[0])
+                continue
+            run.flush()
+            if digest == chunks.ZERO_DIGEST:
                 stats.zero += 1
                 builder.add(fmt.Item(fmt.MEM_PAGE_ZERO))
             else:
@@ -191,6 +234,7 @@ def _add_memory(builder, classifier, memory_path, image, progress):
                                     builder.memory_counterpart(same_place[0]))
             if progress and stats.memory_pages % 4096 == 0:
                 progress.update('memory', piece.file_offset, image.file_size)
+        run.flush()
 
 
 def _add_memory_bytes(builder, fd, offset, length):

@@ -36,6 +36,7 @@ END_MAGIC = b'CLOVLEND'
 # Items: one kind byte, then fixed fields (see doc/overlay-format.md, "Items").
 DISK_DATA, DISK_ZERO, DISK_COPY = 0x01, 0x02, 0x03
 MEM_BYTES, MEM_PAGE_DATA, MEM_PAGE_ZERO, MEM_PAGE_COPY = 0x11, 0x12, 0x13, 0x14
+MEM_RANGE_COPY = 0x15
 # Source areas of a COPY item.
 AREA_BASE_DISK, AREA_BASE_MEMORY, AREA_LAUNCH_DISK, AREA_LAUNCH_MEMORY = 1, 2, 3, 4
 AREA_NAMES = {AREA_BASE_DISK: 'base disk', AREA_BASE_MEMORY: 'base memory',
@@ -50,6 +51,7 @@ _ITEM_FIELDS = {
     MEM_PAGE_DATA: struct.Struct('<Q'),   # base memory offset of the same page, or NO_COUNTERPART
     MEM_PAGE_ZERO: struct.Struct(''),
     MEM_PAGE_COPY: struct.Struct('<BQ'),  # source area, source offset
+    MEM_RANGE_COPY: struct.Struct('<QI'),  # base memory offset, byte count
 }
 
 
@@ -86,6 +88,8 @@ def encode_items(items):
             out += fields.pack(item.source)
         elif item.kind == MEM_PAGE_COPY:
             out += fields.pack(item.area, item.source)
+        elif item.kind == MEM_RANGE_COPY:
+            out += fields.pack(item.source, item.length)
     return bytes(out)
 
 
@@ -114,6 +118,8 @@ def decode_items(raw, count):
             items.append(Item(kind, source=values[0]))
         elif kind == MEM_PAGE_COPY:
             items.append(Item(kind, area=values[0], source=values[1]))
+        elif kind == MEM_RANGE_COPY:
+            items.append(Item(kind, area=AREA_BASE_MEMORY, source=values[0], length=values[1]))
         else:
             items.append(Item(kind))
     if pos != size:

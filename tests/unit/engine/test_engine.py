@@ -113,6 +113,19 @@ def test_classification(scenario):
     assert stats.segments_delta >= 1
 
 
+def test_unchanged_memory_is_copied_in_runs(scenario):
+    from cloudlet_nova import cli
+    blob, stats = scenario.create()
+    path = os.path.join(scenario.root, 'runs.clo')
+    with open(path, 'wb') as f:
+        f.write(blob)
+    items = cli.inspect_overlay(path)['items']
+    # 71 unchanged pages, interrupted by 11 changed ones: a dozen runs, not 71 page copies.
+    assert stats.from_base_memory >= 60
+    assert items['mem_range_copy'] <= 15
+    assert 'mem_page_copy' not in items or items['mem_page_copy'] <= 5
+
+
 def test_small_edits_cost_little(scenario):
     blob, _ = scenario.create()
     # 2 new random pages + 2 new random disk chunks are incompressible: ~16 KiB.
@@ -269,6 +282,10 @@ def _hostile_cases():
         'copy from unwritten launch disk': ([Item(fmt.DISK_COPY, offset=0, area=fmt.AREA_LAUNCH_DISK,
                                                   source=PAGE)], b''),
         'unknown area': ([Item(fmt.MEM_PAGE_COPY, area=9, source=0)], b''),
+        'base memory range past the end': ([Item(fmt.MEM_RANGE_COPY, area=fmt.AREA_BASE_MEMORY,
+                                                 source=1 << 40, length=PAGE)], b''),
+        'base memory range longer than the image': ([Item(fmt.MEM_RANGE_COPY, area=fmt.AREA_BASE_MEMORY,
+                                                          source=0, length=2 * PAGE)], b''),
         'memory grows past its size': ([Item(fmt.MEM_PAGE_ZERO), Item(fmt.MEM_PAGE_ZERO)], b''),
         'memory shorter than declared': ([], b''),
         'data length mismatch': ([Item(fmt.MEM_BYTES, length=10)], b'x' * 11),
