@@ -34,6 +34,7 @@ MEM_BYTES_PIECE = 1 << 20
 @dataclasses.dataclass
 class CreateStats:
     memory_pages: int = 0
+    memory_pages_changed: int = 0     # differ from the base page at the same address
     memory_pages_data: int = 0
     memory_bytes_opaque: int = 0
     disk_chunks_changed: int = 0
@@ -50,7 +51,7 @@ class CreateStats:
     @property
     def changed_bytes(self):
         """State the overlay describes beyond what the base has at the same place."""
-        return (self.memory_pages_data + self.disk_chunks_changed) * chunks.CHUNK
+        return (self.memory_pages_changed + self.disk_chunks_changed) * chunks.CHUNK
 
 
 class _SegmentBuilder:
@@ -216,6 +217,7 @@ def _add_memory(builder, classifier, memory_path, image, progress):
                 stats.from_base_memory += 1
                 run.add_page(same_place[0])
                 continue
+            stats.memory_pages_changed += 1
             run.flush()
             if digest == chunks.ZERO_DIGEST:
                 stats.zero += 1

@@ -47,6 +47,12 @@ class _Bounded:
     def close(self):
         self.raw.close()
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
 
 def open_overlay(location, max_bytes=DEFAULT_MAX_BYTES, timeout=DEFAULT_TIMEOUT,
                  allow_files=True, prefetch=True):

@@ -110,6 +110,8 @@ def test_classification(scenario):
     assert stats.from_self >= 2                 # duplicate disk chunk, disk chunk = new memory page
     assert stats.from_base_disk >= 1            # memory page equal to a base disk chunk
     assert stats.memory_pages_data == 5         # three edits, two new pages
+    assert stats.memory_pages_changed == 8      # those, a moved page, a disk chunk, a zero page
+    assert stats.changed_bytes == (8 + 7) * PAGE
     assert stats.segments_delta >= 1
 
 
@@ -313,3 +315,11 @@ def test_damaged_package_is_a_base_error(scenario, tmp_path):
     with pytest.raises(errors.BaseVMError):
         basevm.import_package(store, str(package))
     assert [e for e in os.listdir(store.root) if e.startswith('.incoming')] == []
+
+
+def test_unprefetched_source_is_a_context_manager(scenario, tmp_path):
+    from cloudlet_nova.engine import source
+    path = tmp_path / 'o.clo'
+    path.write_bytes(scenario.create()[0])
+    with source.open_overlay(str(path), prefetch=False) as stream:
+        assert stream.read(8) == b'\x89CLOVL\r\n'

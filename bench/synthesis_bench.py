@@ -1,0 +1,686 @@
+#!/usr/bin/env python3
+"""VM synthesis benchmark: overlay size, create/apply throughput, synthesis time.
+
+Run as root on a host set up by tools/setup.sh (libvirtd, QEMU, the test guest):
+
+    PYTHONPATH=. /opt/openstack-cloudlet/venv/bin/python bench/synthesis_bench.py [--keep] [--rate 25mbit]
+
+Prints one table (ours next to the baselines, measured in this run) with the
+conditions above it. See bench/README.md for what each row means.
+"""
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid as uuidlib
+
+import libvirt
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+from bench import baselines                      # noqa: E402
+from bench import linkemu                        # noqa: E402
+from cloudlet_nova.engine import apply           # noqa: E402
+from cloudlet_nova.engine import basevm          # noqa: E402
+from cloudlet_nova.engine import capture         # noqa: E402
+from cloudlet_nova.engine import chunks          # noqa: E402
+from cloudlet_nova.engine import codecs          # noqa: E402
+from cloudlet_nova.engine import create          # noqa: E402
+from cloudlet_nova.engine import domainxml       # noqa: E402
+from cloudlet_nova.engine import format as fmt   # noqa: E402
+from cloudlet_nova.engine import hypervisor      # noqa: E402
+from cloudlet_nova.engine import savefile        # noqa: E402
+from cloudlet_nova.engine import synthesis       # noqa: E402
+
+GUEST_HTTP_PORT = 8080
+GUEST_MEMORY_MIB = 256
+FILL_MB = 16
+RAM_TOKEN = 'ram-bench-4711'
+DISK_TOKEN = 'disk-bench-0815'
+APP_TIMEOUT = 180.0
+INSTALL_TIMEOUT = 600.0
+MB = 1e6
+PREPARED = 'prepared.json'
+
+GOALS = {
+    'vs_a': 0.25,            # ours <= 25 % of CMU's xdelta3 + LZMA baseline
+    'vs_c': 1.05,            # ours <= 1.05 x zstd --patch-from
+    'create_zstd': 100.0,    # MB/s per core of changed state
+    'apply_zstd': 500.0,     # MB/s per core, uncompressed
+    'apply_xz': 45.0,
+    'link_ratio': 1.2,       # synthesis wall time / transfer floor
+}
+
+_started = time.monotonic()
+
+
+def log(message):
+    print('[bench %6.1fs] %s' % (time.monotonic() - _started, message), file=sys.stderr, flush=True)
+
+
+# -- measuring --------------------------------------------------------------------------
+
+class CpuMeter:
+    """Wall time and CPU seconds of this process plus its waited-for children."""
+
+    def __enter__(self):
+        self._wall = time.monotonic()
+        self._cpu = time.process_time()
+        self._children = self._children_cpu()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall = time.monotonic() - self._wall
+        self.cpu = (time.process_time() - self._cpu) + (self._children_cpu() - self._children)
+
+    @staticmethod
+    def _children_cpu():
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(8 << 20), b''):
+            h.update(block)
+    return h.hexdigest()
+
+
+def run(*argv):
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError('%s failed: %s' % (' '.join(argv), proc.stderr.strip()))
+    return proc.stdout
+
+
+def fetch_discard(url, timeout=120):
+    """Download `url` to nowhere; return (bytes, seconds)."""
+    started = time.monotonic()
+    count = 0
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        while True:
+            block = response.read(256 << 10)
+            if not block:
+                break
+            count += len(block)
+    return count, time.monotonic() - started
+
+
+# -- guests -----------------------------------------------------------------------------
+
+def _cpu_times():
+    with open('/proc/stat') as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]           # idle + iowait
+    return sum(fields[:8]), idle           # user .. steal
+
+
+def host_busy(seconds=1.0):
+    """Fraction of all cores busy over the next `seconds` (0.0 - 1.0)."""
+    total0, idle0 = _cpu_times()
+    time.sleep(seconds)
+    total1, idle1 = _cpu_times()
+    return 1.0 - (idle1 - idle0) / max(1, total1 - total0)
+
+
+class Neighbours:
+    """Other activity on the host before each timed step: waits for quiet, records what it saw."""
+
+    QUIET = 0.15    # at most this fraction of all cores busy (our process idles meanwhile)
+
+    def __init__(self, conn, prefix, max_wait):
+        self.conn, self.prefix, self.max_wait = conn, prefix, max_wait
+        self.seen = {}
+
+    def sample(self, step):
+        deadline = time.monotonic() + self.max_wait
+        busy = host_busy()
+        if busy > self.QUIET and self.max_wait > 0:
+            log('host busy (%.0f %% of the cores) before %s: waiting up to %d s for quiet'
+                % (busy * 100, step, self.max_wait))
+        while busy > self.QUIET and time.monotonic() < deadline:
+            busy = host_busy(2.0)
+        names = sorted(dom.name() for dom in self.conn.listAllDomains(1)   # 1: active
+                       if not dom.name().startswith(self.prefix))
+        self.seen[step] = (names, busy)
+        if names or busy > self.QUIET:
+            log('note: %s starts with %.0f %% of the cores busy; other guests: %s'
+                % (step, busy * 100, ', '.join(names) or 'none'))
+
+    def summary(self):
+        return ('host activity before each timed step (other guests; share of all cores busy): %s'
+                % '; '.join('%s: %s, %.0f %%' % (step, ', '.join(names) or 'none', busy * 100)
+                            for step, (names, busy) in self.seen.items()))
+
+
+@dataclasses.dataclass
+class Guests:
+    """Every domain this run starts, so that all of them are destroyed at the end."""
+    conn: object
+    prefix: str
+    names: list = dataclasses.field(default_factory=list)
+
+    def name(self, role):
+        name = '%s-%s' % (self.prefix, role)
+        self.names.append(name)
+        return name
+
+    def destroy(self, name):
+        hypervisor.destroy_domain(self.conn, name)
+
+    def destroy_all(self):
+        for name in self.names:
+            try:
+                hypervisor.destroy_domain(self.conn, name)
+            except Exception as exc:   # noqa: BLE001 - cleanup goes on
+                log('could not destroy %s: %s' % (name, exc))
+
+
+def forwards():
+    return {GUEST_HTTP_PORT: hypervisor.free_tcp_port()}
+
+
+def app_url(port_forwards, path='/cgi-bin/state'):
+    return 'http://127.0.0.1:%d%s' % (port_forwards[GUEST_HTTP_PORT], path)
+
+
+def wait_for_state(port_forwards, timeout=APP_TIMEOUT):
+    return hypervisor.parse_state(hypervisor.wait_for_http(app_url(port_forwards), timeout, interval=0.05))
+
+
+def app_call(port_forwards, path, timeout):
+    """One GET (never repeated: install and fill are not idempotent while running)."""
+    with urllib.request.urlopen(app_url(port_forwards, path), timeout=timeout) as response:
+        state = hypervisor.parse_state(response.read().decode())
+    if 'error' in state:
+        raise RuntimeError('guest app %s: %s' % (path, state['error']))
+    return state
+
+
+def check_state(state, expected_app, where):
+    wrong = {key: state.get(key) for key, want in
+             (('ram', RAM_TOKEN), ('disk', DISK_TOKEN), ('app', expected_app)) if state.get(key) != want}
+    if wrong:
+        raise RuntimeError('%s: the app answered with the wrong state %s' % (where, wrong))
+
+
+def boot_guest(conn, image, workdir, name, port_forwards):
+    """Start the test guest from a fresh qcow2 layer over its disk; return the domain."""
+    disk = os.path.join(workdir, '%s.qcow2' % name)
+    run('qemu-img', 'create', '-q', '-f', 'qcow2', '-F', 'raw', '-b', image['disk'], disk)
+    xml = domainxml.guest_domain_xml(
+        name, str(uuidlib.uuid4()), image['vmlinuz'], image['initrd'], disk, 'qcow2',
+        memory_mib=GUEST_MEMORY_MIB, port_forwards=port_forwards,
+        console_log=os.path.join(workdir, '%s.console.log' % name), virt_type=hypervisor.virt_type())
+    return hypervisor.start_domain(conn, xml)
+
+
+def guest_image():
+    out = run(os.path.join(REPO, 'tools', 'build-guest.sh'))
+    paths = dict(line.split('=', 1) for line in out.splitlines() if '=' in line)
+    return {key: paths[key] for key in ('vmlinuz', 'initrd', 'disk')}
+
+
+# -- the steps --------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Prepared:
+    base: object
+    disk_qcow2: str
+    disk_raw: str
+    memory_save: str
+    app: str
+
+
+def prepare(conn, guests, image, work):
+    """Boot, capture a base, resume it, change it, save it (step 1)."""
+    store = basevm.BaseStore(os.path.join(work, 'bases'))
+    origin = guests.name('origin')
+    fwd = forwards()
+    log('booting the test guest (%d MiB, TCG)' % GUEST_MEMORY_MIB)
+    boot_guest(conn, image, work, origin, fwd)
+    wait_for_state(fwd)
+    log('capturing the base')
+    base = capture.capture_base(conn, origin, store, 'bench-base')
+    guests.destroy(origin)
+
+    changed = guests.name('changed')
+    fwd = forwards()
+    launch_dir = os.path.join(work, 'instances', changed)
+    synthesis.synthesize(base, None, launch_dir, changed, port_forwards=fwd, conn=conn)
+    wait_for_state(fwd)
+    log('resumed the base; installing the app in the guest')
+    mark = time.monotonic()
+    installed = app_call(fwd, '/cgi-bin/install', INSTALL_TIMEOUT)
+    log('install took %.1f s; fill?%d' % (time.monotonic() - mark, FILL_MB))
+    app_call(fwd, '/cgi-bin/fill?%d' % FILL_MB, INSTALL_TIMEOUT)
+    state = app_call(fwd, '/cgi-bin/set?ram=%s&disk=%s' % (RAM_TOKEN, DISK_TOKEN), APP_TIMEOUT)
+    check_state(state, installed['app'], 'after set')
+
+    inputs = os.path.join(work, 'changed')
+    os.makedirs(inputs)
+    memory_save = os.path.join(inputs, 'memory.save')
+    log('saving the changed VM')
+    hypervisor.save_domain(hypervisor.lookup(conn, changed), memory_save)
+    guests.destroy(changed)
+    disk_qcow2 = os.path.join(inputs, 'disk.qcow2')
+    shutil.move(os.path.join(launch_dir, apply.LAUNCH_DISK), disk_qcow2)
+    shutil.rmtree(launch_dir)
+    disk_raw = os.path.join(inputs, 'disk.raw')
+    run('qemu-img', 'convert', '-O', 'raw', disk_qcow2, disk_raw)
+    prep = Prepared(base, disk_qcow2, disk_raw, memory_save, installed['app'])
+    with open(os.path.join(work, PREPARED), 'w') as f:
+        json.dump({'base': base.path, 'disk_qcow2': disk_qcow2, 'disk_raw': disk_raw,
+                   'memory_save': memory_save, 'app': installed['app']}, f, indent=1)
+    return prep
+
+
+def load_prepared(work):
+    """The inputs a kept work directory holds (--reuse); everything else there is removed."""
+    with open(os.path.join(work, PREPARED)) as f:
+        data = json.load(f)
+    for entry in os.listdir(work):
+        if entry not in ('bases', 'changed', PREPARED):
+            path = os.path.join(work, entry)
+            shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)
+    data['base'] = basevm.BaseVM(data['base'])
+    return Prepared(**data)
+
+
+@dataclasses.dataclass
+class Runs:
+    """Repeated runs of one measurement: the result and CPU/wall seconds of each."""
+    result: object = None
+    cpu: list = dataclasses.field(default_factory=list)
+    wall: list = dataclasses.field(default_factory=list)
+
+    def add(self, result, meter):
+        if not self.cpu or meter.cpu < min(self.cpu):
+            self.result = result
+        self.cpu.append(meter.cpu)
+        self.wall.append(meter.wall)
+
+    @property
+    def best_cpu(self):
+        return min(self.cpu)
+
+    def spread(self):
+        return 'CPU %s s' % '/'.join('%.2f' % c for c in self.cpu)
+
+
+def create_ours(prep, work, codec, repeat):
+    """Create our overlay `repeat` times; keep the file and every run's times."""
+    out = os.path.join(work, 'ours-%s.clo' % codec)
+    scratch = os.path.join(work, 'scratch')
+    os.makedirs(scratch, exist_ok=True)
+    runs = Runs()
+    for _ in range(repeat):
+        base = basevm.BaseVM(prep.base.path)   # fresh: loading the indexes is part of creating
+        with open(out + '.part', 'wb') as f, CpuMeter() as meter:
+            stats = create.create_overlay(base, prep.disk_qcow2, prep.memory_save, f, codec=codec,
+                                          workdir=scratch)
+        runs.add(stats, meter)
+    os.replace(out + '.part', out)
+    log('ours %s: %d bytes; %.1f MB changed; %s; wall %.2f s'
+        % (codec, os.path.getsize(out), runs.result.changed_bytes / MB, runs.spread(), min(runs.wall)))
+    return out, runs
+
+
+def apply_ours(prep, work, overlay, codec, repeat):
+    """Apply `overlay` `repeat` times; check the result once; keep every run's times."""
+    runs = Runs()
+    for attempt in range(repeat):
+        launch_dir = os.path.join(work, 'apply-%s' % codec)
+        try:
+            with open(overlay, 'rb') as f, CpuMeter() as meter:
+                launch = apply.apply_overlay(prep.base, f, launch_dir)
+            if attempt == 0:
+                # Outside the measurement: the launch files must equal what was captured.
+                if sha256_file(launch.memory_path) != sha256_file(prep.memory_save):
+                    raise RuntimeError('applying the %s overlay gave a different memory image' % codec)
+                run('qemu-img', 'compare', '-q', '-f', 'qcow2', '-F', 'raw', launch.disk_path, prep.disk_raw)
+        finally:
+            shutil.rmtree(launch_dir, ignore_errors=True)
+        runs.add(launch, meter)
+    log('apply %s: %.1f MB restored; %s' % (codec, runs.result.restored_bytes / MB, runs.spread()))
+    return runs
+
+
+def memory_pages_changed(base, memory_save):
+    """RAM pages of the changed image that differ from the base page at the same address.
+
+    CreateStats.changed_bytes counts only the memory pages stored as DATA (a
+    page found elsewhere is not counted) but every changed disk chunk; this is
+    the memory count defined like the disk one, for comparison.
+    """
+    by_key, _ = base.memory_index()
+    image = savefile.read_save_image(memory_save)
+    changed = 0
+    with open(memory_save, 'rb') as f:
+        for piece in savefile.scan_stream(f, image.stream_offset, image.file_size):
+            if isinstance(piece, savefile.Opaque):
+                continue
+            digest = chunks.digest(os.pread(f.fileno(), chunks.CHUNK, piece.file_offset))
+            same_place = by_key.get(savefile.page_key(piece.block, piece.addr))
+            changed += same_place is None or same_place[1] != digest
+    return changed
+
+
+def overlay_split(path):
+    """Stored bytes of an overlay's memory segments and disk segments (headers left out)."""
+    split = {'memory': 0, 'disk': 0}
+    with open(path, 'rb') as f:
+        for segment in fmt.OverlayReader(f).segments():
+            items = fmt.decode_items(codecs.decompress(segment.codec, segment.items_stored,
+                                                       segment.items_raw_len, 'items'), segment.item_count)
+            memory_items = sum(1 for item in items if item.kind >= fmt.MEM_BYTES)
+            split['memory' if 2 * memory_items >= len(items) else 'disk'] += \
+                len(segment.items_stored) + len(segment.data_stored)
+    return split
+
+
+def run_baselines(prep, work):
+    out = os.path.join(work, 'baselines')
+    os.makedirs(out)
+    base = prep.base
+    a_jobs, window = baselines.cmu_jobs(out, base.disk_path, prep.disk_raw, base.memory_path, prep.memory_save)
+    b_jobs = baselines.naive_jobs(out, prep.disk_qcow2, prep.memory_save)
+    c_jobs = baselines.patch_from_jobs(out, base.disk_path, prep.disk_raw, base.memory_path, prep.memory_save)
+    by_part = {(j.baseline, j.part): j for j in a_jobs + b_jobs + c_jobs}
+    # Longest first, so that the two workers finish together.
+    order = [('b', 'memory'), ('c', 'memory'), ('a', 'memory'), ('c', 'disk'), ('a', 'disk'), ('b', 'disk')]
+    log('baselines: %d jobs, 2 at a time, each single-threaded (xdelta3 -B %d)' % (len(order), window))
+    baselines.run_jobs([by_part[key] for key in order], workers=2, log=log)
+    sizes = {}
+    for (name, part), job in by_part.items():
+        sizes.setdefault(name, {})[part] = job.size
+        os.unlink(job.output)
+    return sizes, window
+
+
+def synthesize_over_link(prep, conn, guests, work, overlay, rate):
+    """Step 5: serve the overlay from a shaped namespace, synthesize from it."""
+    www = os.path.join(work, 'www')
+    os.makedirs(www)
+    os.link(overlay, os.path.join(www, 'app.clo'))
+    size = os.path.getsize(overlay)
+    result = {'bytes': size}
+    with linkemu.EmulatedLink(rate=rate) as link:
+        result['qdisc'] = link.qdisc()
+        base_url = link.serve_directory(www, log_path=os.path.join(work, 'httpd.log'))
+        url = base_url + '/app.clo'
+        log('link up: %s; plain download of %d bytes' % (result['qdisc'], size))
+        got, result['download'] = fetch_discard(url)
+        if got != size:
+            raise RuntimeError('plain download got %d of %d bytes' % (got, size))
+        name = guests.name('link')
+        fwd = forwards()
+        log('synthesis from %s' % url)
+        started = time.monotonic()
+        synthesized = synthesis.synthesize(prep.base, url, os.path.join(work, 'instances', name), name,
+                                           port_forwards=fwd, conn=conn)
+        result['synthesis'] = time.monotonic() - started
+        state = wait_for_state(fwd)
+        result['app'] = time.monotonic() - started
+        check_state(state, prep.app, 'synthesis over the link')
+        if synthesized.overlay_bytes != size:
+            raise RuntimeError('synthesis read %d of %d overlay bytes' % (synthesized.overlay_bytes, size))
+        result['timings'] = synthesized.timings
+    guests.destroy(name)
+    shutil.rmtree(os.path.join(work, 'instances', name))
+    return result
+
+
+def local_vs_cold_boot(prep, conn, guests, image, work, overlay):
+    """Step 6: local-file synthesis -> app answers, vs cold boot -> app answers."""
+    name = guests.name('local')
+    fwd = forwards()
+    started = time.monotonic()
+    synthesized = synthesis.synthesize(prep.base, overlay, os.path.join(work, 'instances', name), name,
+                                       port_forwards=fwd, conn=conn)
+    restored = time.monotonic() - started
+    state = wait_for_state(fwd)
+    local = time.monotonic() - started
+    check_state(state, prep.app, 'local synthesis')
+    guests.destroy(name)
+    shutil.rmtree(synthesized.launch_dir)
+    log('local synthesis: restored after %.2f s, app answered after %.2f s' % (restored, local))
+
+    name = guests.name('cold')
+    fwd = forwards()
+    started = time.monotonic()
+    boot_guest(conn, image, work, name, fwd)
+    state = wait_for_state(fwd)
+    cold = time.monotonic() - started
+    guests.destroy(name)
+    log('cold boot: app answered after %.2f s' % cold)
+    return {'local_restore': restored, 'local_app': local, 'cold_boot': cold}
+
+
+# -- the report -------------------------------------------------------------------------
+
+def conditions(prep, rate, changed_bytes):
+    model = platform.processor() or 'unknown'
+    with open('/proc/cpuinfo') as f:
+        for line in f:
+            if line.startswith('model name'):
+                model = line.split(':', 1)[1].strip()
+                break
+    qemu = run('qemu-system-x86_64', '--version').splitlines()[0]
+    v = libvirt.getVersion()
+    libvirt_version = '%d.%d.%d' % (v // 1000000, v // 1000 % 1000, v % 1000)
+    base = prep.base
+    lines = [
+        'date        %s' % time.strftime('%Y-%m-%d %H:%M:%S %Z'),
+        'host        CPU %s, %d cores, %s; load avg at start %s'
+        % (model, os.cpu_count(), platform.platform(), _load_at_start),
+        'hypervisor  %s, libvirt %s, TCG (no KVM), 1 vCPU' % (qemu, libvirt_version),
+        'guest       %d MiB RAM, disk %.0f MiB (raw base), base memory image %.1f MB'
+        % (GUEST_MEMORY_MIB, base.disk_size / 2**20, base.memory_size / MB),
+        'changes     app installed (/cgi-bin/install) + fill?%d + ram/disk tokens; changed memory image '
+        '%.1f MB, qcow2 top layer %.1f MB; changed state (create stats) %.1f MB'
+        % (FILL_MB, os.path.getsize(prep.memory_save) / MB, os.path.getsize(prep.disk_qcow2) / MB,
+           changed_bytes / MB),
+        'link        veth to a private netns, tc tbf rate %s burst 32kbit latency 400ms (server -> client)'
+        % rate,
+        'units       MB = 10^6 bytes; "per core" = per CPU second (user + system, this process + children)',
+    ]
+    return lines
+
+
+def verdict(ok):
+    return 'ok' if ok else 'MISSED'
+
+
+def render(rows):
+    header = ('measure', 'ours zstd', 'ours xz', 'reference (same run)', 'goal')
+    widths = [max(len(str(row[i])) for row in [header] + rows) for i in range(len(header))]
+    line = lambda cells: '| ' + ' | '.join(str(c).ljust(w) for c, w in zip(cells, widths)) + ' |'
+    sep = '|' + '|'.join('-' * (w + 2) for w in widths) + '|'
+    return '\n'.join([line(header), sep] + [line(row) for row in rows])
+
+
+def report(rate, sizes, window, ours, created, applied, changed_like_disk, link, boot):
+    """The table, and notes under it; `created`/`applied`: codec -> Runs."""
+    size = {codec: os.path.getsize(path) for codec, path in ours.items()}
+    total = {name: parts['disk'] + parts['memory'] for name, parts in sizes.items()}
+    mbs = lambda n: '%.2f MB' % (n / MB)
+    parts = lambda name: '%s = %d B (disk %s + memory %s)' % (
+        mbs(total[name]), total[name], mbs(sizes[name]['disk']), mbs(sizes[name]['memory']))
+    codecs_ = ('zstd', 'xz')
+
+    def vs(name, goal=None):
+        cells = []
+        for codec in codecs_:
+            r = size[codec] / total[name]
+            cells.append('%.3f' % r + (' %s' % verdict(r <= goal) if goal else ''))
+        return cells
+
+    changed = created['zstd'].result.changed_bytes
+    c_rate = {codec: created[codec].result.changed_bytes / MB / created[codec].best_cpu for codec in codecs_}
+    c_rate_like_disk = {codec: changed_like_disk / MB / created[codec].best_cpu for codec in codecs_}
+    restored = applied['zstd'].result.restored_bytes
+    a_rate = {codec: applied[codec].result.restored_bytes / MB / applied[codec].best_cpu for codec in codecs_}
+    floor = link['bytes'] * 8 / linkemu_rate_bps(rate)
+    link_ratio = link['synthesis'] / floor
+    plain_mbps = link['bytes'] * 8 / link['download'] / 1e6
+    rows = [
+        ('overlay size', '%s (%d B)' % (mbs(size['zstd']), size['zstd']),
+         '%s (%d B)' % (mbs(size['xz']), size['xz']), '', ''),
+        ['  ÷ (a) CMU: xdelta3 -9 -S none -B %d, then xz -9' % window] + vs('a', GOALS['vs_a'])
+        + [parts('a'), '≤ %.2f' % GOALS['vs_a']],
+        ['  ÷ (b) naive: qcow2 top layer + save file, each xz -6'] + vs('b') + [parts('b'), ''],
+        ['  ÷ (c) zstd -19 --long=27 --patch-from=base'] + vs('c', GOALS['vs_c'])
+        + [parts('c'), '≤ %.2f' % GOALS['vs_c']],
+        ('  (c) ÷ (a)', '', '', '%.3f' % (total['c'] / total['a']), ''),
+        ('create, MB/s per core of changed state',
+         '%.0f %s' % (c_rate['zstd'], verdict(c_rate['zstd'] >= GOALS['create_zstd'])), '%.1f' % c_rate['xz'],
+         'stats.changed_bytes %s; CPU %.2f s (zstd), %.2f s (xz)'
+         % (mbs(changed), created['zstd'].best_cpu, created['xz'].best_cpu),
+         '≥ %.0f (zstd)' % GOALS['create_zstd']),
+        ('  same, memory pages counted like disk chunks *',
+         '%.0f' % c_rate_like_disk['zstd'], '%.1f' % c_rate_like_disk['xz'], 'changed state %s' % mbs(changed_like_disk),
+         ''),
+        ('apply, MB/s per core (uncompressed)',
+         '%.0f %s' % (a_rate['zstd'], verdict(a_rate['zstd'] >= GOALS['apply_zstd'])),
+         '%.1f %s' % (a_rate['xz'], verdict(a_rate['xz'] >= GOALS['apply_xz'])),
+         'launch.restored_bytes %s; CPU %.2f s (zstd), %.2f s (xz)'
+         % (mbs(restored), applied['zstd'].best_cpu, applied['xz'].best_cpu),
+         '≥ %.0f zstd, ≥ %.0f xz' % (GOALS['apply_zstd'], GOALS['apply_xz'])),
+        ('synthesis over %s: call → restore done' % rate, '%.2f s' % link['synthesis'], '',
+         'transfer floor %.2f s = %s × 8 / %s' % (floor, mbs(link['bytes']), rate), ''),
+        ('  = fetch + apply, + restore (libvirt)', '%.2f s + %.2f s' % (link['timings']['fetch_and_apply'],
+                                                                      link['timings']['restore']), '', '', ''),
+        ('  ÷ transfer floor', '%.3f %s' % (link_ratio, verdict(link_ratio <= GOALS['link_ratio'])), '',
+         '', '≤ %.1f' % GOALS['link_ratio']),
+        ('  ÷ plain download of the overlay', '%.3f' % (link['synthesis'] / link['download']), '',
+         'plain download %.2f s = %.2f Mbit/s goodput' % (link['download'], plain_mbps), ''),
+        ('  call → app answers (right ram/disk/app)', '%.2f s' % link['app'], '', '', ''),
+        ('local overlay file: call → restore done', '%.2f s' % boot['local_restore'], '', '', ''),
+        ('  call → app answers (right ram/disk/app)', '%.2f s' % boot['local_app'], '',
+         'cold boot: start → app answers %.2f s' % boot['cold_boot'], ''),
+        ('  ÷ cold boot', '%.3f' % (boot['local_app'] / boot['cold_boot']), '', '', ''),
+    ]
+    stats = created['zstd'].result
+    split = overlay_split(ours['zstd'])
+    notes = [
+        'ours zstd: memory segments %s, disk segments %s; RAM pages %d (stored as data %d), disk chunks changed '
+        '%d (stored as data %d); copied from base memory %d, base disk %d, the overlay itself %d'
+        % (mbs(split['memory']), mbs(split['disk']), stats.memory_pages, stats.memory_pages_data,
+           stats.disk_chunks_changed, stats.disk_chunks_data, stats.from_base_memory, stats.from_base_disk,
+           stats.from_self),
+        'create/apply: best of %d runs by CPU time; every run: create %s (zstd), %s (xz); apply %s (zstd), %s (xz)'
+        % (len(created['zstd'].cpu), created['zstd'].spread(), created['xz'].spread(),
+           applied['zstd'].spread(), applied['xz'].spread()),
+        '* CreateStats.changed_bytes counts every changed disk chunk but only the memory pages stored as '
+        'DATA; this row counts every RAM page that differs from the base page at its address.',
+        'baselines: each tool single-threaded, disk and memory jobs 2 at a time; (a) whole raw disk and '
+        'whole save image, (b) the files as they are, (c) raw disk and save image against the base files.',
+    ]
+    return render(rows) + '\n\n' + '\n'.join(notes)
+
+
+def linkemu_rate_bps(rate):
+    """tc rate syntax (kbit, mbit, gbit, bit) -> bits per second."""
+    text = rate.strip().lower()
+    for suffix, factor in (('gbit', 1e9), ('mbit', 1e6), ('kbit', 1e3), ('bit', 1.0)):
+        if text.endswith(suffix):
+            return float(text[:-len(suffix)]) * factor
+    raise ValueError('rate %r: use e.g. 25mbit' % rate)
+
+
+# -- main -------------------------------------------------------------------------------
+
+_load_at_start = ''
+
+
+def _terminate(signum, _frame):
+    raise KeyboardInterrupt('signal %d' % signum)
+
+
+def main(argv=None):
+    global _load_at_start
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--keep', action='store_true', help='keep the work directory')
+    parser.add_argument('--rate', default='25mbit', help='emulated link rate, tc syntax (default 25mbit)')
+    parser.add_argument('--repeat', type=int, default=3,
+                        help='create/apply runs per codec; the fastest counts (default 3)')
+    parser.add_argument('--quiet-wait', type=float, default=30, metavar='SECONDS',
+                        help='before each timed step, wait up to this long for the host to be idle (default 30)')
+    parser.add_argument('--report', metavar='FILE', help='also write the conditions and table to FILE')
+    parser.add_argument('--workdir-parent', default='/var/tmp')
+    parser.add_argument('--reuse', metavar='WORKDIR',
+                        help='skip step 1: reuse the base and changed VM of a run kept with --keep '
+                             '(for working on the later steps; the directory is kept)')
+    args = parser.parse_args(argv)
+    linkemu_rate_bps(args.rate)
+    if os.geteuid() != 0:
+        parser.error('run as root (libvirt qemu:///system, network namespaces)')
+    signal.signal(signal.SIGTERM, _terminate)
+    with open('/proc/loadavg') as f:
+        _load_at_start = ' '.join(f.read().split()[:3])
+
+    run(os.path.join(REPO, 'tools', 'libvirtd.sh'), 'start')
+    image = guest_image()
+    conn = hypervisor.connect()
+    if args.reuse:
+        work = os.path.abspath(args.reuse)
+        args.keep = True
+    else:
+        work = tempfile.mkdtemp(prefix='cloudlet-bench-', dir=args.workdir_parent)
+        os.chmod(work, 0o755)   # QEMU runs as libvirt-qemu and must reach the files
+    guests = Guests(conn, 'clbench-%d' % os.getpid())
+    neighbours = Neighbours(conn, guests.prefix, args.quiet_wait)
+    log('work directory %s' % work)
+    try:
+        prep = load_prepared(work) if args.reuse else prepare(conn, guests, image, work)
+        ours, created, applied = {}, {}, {}
+        neighbours.sample('create')
+        for codec in ('zstd', 'xz'):
+            ours[codec], created[codec] = create_ours(prep, work, codec, args.repeat)
+        changed_like_disk = (memory_pages_changed(prep.base, prep.memory_save)
+                             + created['zstd'].result.disk_chunks_changed) * chunks.CHUNK
+        neighbours.sample('apply')
+        for codec in ('zstd', 'xz'):
+            applied[codec] = apply_ours(prep, work, ours[codec], codec, args.repeat)
+        sizes, window = run_baselines(prep, work)
+        neighbours.sample('link')
+        link = synthesize_over_link(prep, conn, guests, work, ours['zstd'], args.rate)
+        log('over the link: restore done %.2f s, app %.2f s, plain download %.2f s'
+            % (link['synthesis'], link['app'], link['download']))
+        neighbours.sample('local/cold boot')
+        boot = local_vs_cold_boot(prep, conn, guests, image, work, ours['zstd'])
+        lines = conditions(prep, args.rate, created['zstd'].result.changed_bytes) + [neighbours.summary()]
+        text = '\n'.join(lines) + '\n\n' + \
+            report(args.rate, sizes, window, ours, created, applied, changed_like_disk, link, boot) + '\n'
+        text += '\ntotal run time %.0f s\n' % (time.monotonic() - _started)
+        print(text, end='')
+        if args.report:
+            with open(args.report, 'w') as f:
+                f.write(text)
+        return 0
+    finally:
+        guests.destroy_all()
+        conn.close()
+        if args.keep:
+            log('kept %s' % work)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
