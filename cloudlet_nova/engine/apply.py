@@ -80,16 +80,21 @@ class _Applier:
         self.base = base
         self.workdir = workdir
         self.disk_size = meta['disk_size']
-        self.base_disk_fd = os.open(base.disk_path, os.O_RDONLY)
-        self.base_memory_fd = os.open(base.memory_path, os.O_RDONLY)
         self.base_memory_size = base.memory_size
         self.disk_path = os.path.join(launch_dir, LAUNCH_DISK)
         self.memory_path = os.path.join(launch_dir, LAUNCH_MEMORY)
-        self.memory = None
-        self.disk = None
-        self.memory = _MemoryTarget(self.memory_path, meta['memory_size'])
-        self.disk = qcow2.Qcow2Writer(self.disk_path, base.disk_size, base.disk_path, 'raw')
         self.restored_bytes = 0
+        self.base_disk_fd = self.base_memory_fd = self.memory = self.disk = None
+        try:
+            self.base_disk_fd = os.open(base.disk_path, os.O_RDONLY)
+            self.base_memory_fd = os.open(base.memory_path, os.O_RDONLY)
+            self.memory = _MemoryTarget(self.memory_path, meta['memory_size'])
+            self.disk = qcow2.Qcow2Writer(self.disk_path, base.disk_size, base.disk_path, 'raw')
+        except BaseException:
+            # Half-built: remove what was created, close what was opened.
+            self.abort()
+            self.close_sources()
+            raise
 
     # -- sources -------------------------------------------------------------
 
@@ -190,8 +195,10 @@ class _Applier:
         self.disk.close()
 
     def close_sources(self):
-        os.close(self.base_disk_fd)
-        os.close(self.base_memory_fd)
+        for fd in (self.base_disk_fd, self.base_memory_fd):
+            if fd is not None:
+                os.close(fd)
+        self.base_disk_fd = self.base_memory_fd = None
 
     def abort(self):
         for closer in (lambda: self.memory and self.memory.close(), lambda: self.disk and self.disk.abort()):
@@ -199,7 +206,11 @@ class _Applier:
                 closer()
             except Exception:   # noqa: BLE001 - cleanup must go on
                 pass
-        for path in (self.memory_path, self.disk_path):
+        # Only files this applier created: a memory image that already existed
+        # (O_EXCL refused it) belongs to someone else.
+        for target, path in ((self.memory, self.memory_path), (self.disk, self.disk_path)):
+            if target is None:
+                continue
             try:
                 os.unlink(path)
             except FileNotFoundError:

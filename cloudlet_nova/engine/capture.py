@@ -48,7 +48,7 @@ def capture_base(conn, domain_name, store, name, keep_running=False, progress=No
     try:
         disk_path = _save(conn, domain_name, memory_path)
         try:
-            _convert_to_raw(disk_path, disk_raw)
+            convert_to_raw(disk_path, disk_raw, force_share=True)
         finally:
             if keep_running:
                 # Restore from a copy: the base's own file must stay untouched.
@@ -68,9 +68,15 @@ def capture_base(conn, domain_name, store, name, keep_running=False, progress=No
         raise
 
 
-def _convert_to_raw(disk_path, raw_path):
-    proc = subprocess.run(['qemu-img', 'convert', '-U', '-O', 'raw', disk_path, raw_path],
-                          capture_output=True, text=True)
+def convert_to_raw(disk_path, raw_path, disk_format=None, force_share=False):
+    """qemu-img convert to a raw (sparse) image; BaseVMError with qemu-img's message.
+
+    force_share (-U) skips the image lock, for a disk whose domain still holds it.
+    """
+    command = ['qemu-img', 'convert', '-O', 'raw'] + (['-U'] if force_share else [])
+    if disk_format:
+        command += ['-f', disk_format]
+    proc = subprocess.run(command + [disk_path, raw_path], capture_output=True, text=True)
     if proc.returncode:
         raise errors.BaseVMError('qemu-img convert %s failed: %s' % (disk_path, proc.stderr.strip()))
 

@@ -63,6 +63,11 @@ def synthesize(base, overlay_location, launch_dir, name, uuid=None, port_forward
     started = time.monotonic()
     if os.path.exists(launch_dir) and os.listdir(launch_dir):
         raise errors.CloudletError('launch directory %s is not empty' % launch_dir)
+    conn = conn or hypervisor.connect()
+    # Checked first: the cleanup below destroys the domain of that name, and
+    # must never touch a VM that was not ours.
+    if hypervisor.lookup(conn, name) is not None:
+        raise errors.CloudletError('a domain named %s exists already' % name)
     os.makedirs(launch_dir, exist_ok=True)
     console_log = os.path.join(launch_dir, 'console.log')
     try:
@@ -75,12 +80,10 @@ def synthesize(base, overlay_location, launch_dir, name, uuid=None, port_forward
             overlay_bytes = launch.overlay_bytes
         timings['fetch_and_apply'] = time.monotonic() - started
         mark = time.monotonic()
-        conn = conn or hypervisor.connect()
         restore_launch(conn, launch, name, uuid, console_log, port_forwards)
         timings['restore'] = time.monotonic() - mark
     except BaseException:
-        if conn is not None:
-            hypervisor.destroy_domain(conn, name)
+        hypervisor.destroy_domain(conn, name)
         shutil.rmtree(launch_dir, ignore_errors=True)
         raise
     if not keep_memory_image:

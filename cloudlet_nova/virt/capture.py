@@ -24,7 +24,6 @@ instances of it start here without a download.
 
 import os
 import shutil
-import subprocess
 
 from lxml import etree
 from oslo_log import log as logging
@@ -41,6 +40,7 @@ from cloudlet_glance import images as glance_images
 from cloudlet_glance import model
 from cloudlet_glance import properties as props
 from cloudlet_nova.engine import basevm
+from cloudlet_nova.engine import capture as engine_capture
 from cloudlet_nova.engine import chunks
 from cloudlet_nova.engine import codecs
 from cloudlet_nova.engine import create
@@ -191,13 +191,10 @@ class Capture:
             shutil.copyfile(disk_path, copy)
             return copy
         copy = os.path.join(self.workdir, basevm.DISK)
-        command = ['qemu-img', 'convert', '-O', 'raw']
-        if disk_format:
-            command += ['-f', disk_format]
-        proc = subprocess.run(command + [disk_path, copy], capture_output=True, text=True)
-        if proc.returncode:
-            raise faults.CloudletCaptureFailed(reason='qemu-img convert failed: %s'
-                                                      % proc.stderr.strip()[-150:])
+        try:
+            engine_capture.convert_to_raw(disk_path, copy, disk_format)
+        except errors.BaseVMError as exc:
+            raise faults.CloudletCaptureFailed(reason=str(exc)[-150:])
         return copy
 
     # -- the VM runs again: build and upload -----------------------------------------

@@ -113,6 +113,11 @@ def test_capture_resume_overlay_synthesize(running_guest, guest_workdir, libvirt
     assert state['disk'] == 'disk-token-7'
     assert state['app'] == installed['app']
     assert int(state['counter']) >= int(changed['counter'])
+    # A second VM of the same name is refused before anything is touched: the first keeps running.
+    with pytest.raises(errors.CloudletError, match='exists already'):
+        synthesis.synthesize(base, url + '/app.clo', os.path.join(instances, 'cl-it-other'), 'cl-it-synth',
+                             port_forwards=_forwards(), conn=conn)
+    assert _app_state(fwd)['ram'] == 'ram-token-42'
     # The launch memory image is gone once QEMU has it; the disk stays in use.
     assert os.listdir(result.launch_dir) == ['console.log', 'disk.qcow2'] or \
         sorted(os.listdir(result.launch_dir)) == ['console.log', 'disk.qcow2']

@@ -323,3 +323,14 @@ def test_unprefetched_source_is_a_context_manager(scenario, tmp_path):
     path.write_bytes(scenario.create()[0])
     with source.open_overlay(str(path), prefetch=False) as stream:
         assert stream.read(8) == b'\x89CLOVL\r\n'
+
+
+def test_existing_launch_file_is_left_alone(scenario, tmp_path):
+    blob, _ = scenario.create()
+    launch_dir = tmp_path / 'launch'
+    launch_dir.mkdir()
+    (launch_dir / apply.LAUNCH_MEMORY).write_bytes(b'not ours')
+    with pytest.raises(FileExistsError):
+        apply.apply_overlay(scenario.base, io.BytesIO(blob), str(launch_dir))
+    assert (launch_dir / apply.LAUNCH_MEMORY).read_bytes() == b'not ours'
+    assert os.listdir(launch_dir) == [apply.LAUNCH_MEMORY]
