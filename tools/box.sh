@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Cloudlet in a box: a real single-node OpenStack (MariaDB, RabbitMQ, Keystone,
+# Glance, Placement, Neutron, Nova with CloudletDriver) on this machine.
+#   tools/box.sh up        set the machine up (tools/setup.sh + the services' packages), then bring
+#                          the cloud up; idempotent; prints the time of each step
+#   tools/box.sh stop      stop the box's daemons (data kept; `up` restarts them)
+#   tools/box.sh status    which daemons run, where their logs are
+#   tools/box.sh logs [S]  the log directory, or the end of service S's log
+#   tools/box.sh destroy   stop, and delete the box's databases, data and logs
+# CLOUDLET_BOX names the box (default `box`); CLOUDLET_BOX_PORT_OFFSET shifts its ports.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+VENV=${CLOUDLET_VENV:-/opt/openstack-cloudlet/venv}
+STAMP_DIR=${CLOUDLET_CACHE:-/var/cache/openstack-cloudlet}
+command=${1:-status}
+
+if [ "$command" = up ]; then
+  "$here/tools/setup.sh"
+  missing=()
+  for pkg in mariadb-server mariadb-client rabbitmq-server; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+  done
+  if ((${#missing[@]})); then
+    echo "[box] installing Debian packages: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+  requirements="$here/tools/cloudlet_box/requirements.txt"
+  digest=$(cat "$here/requirements.txt" "$requirements" | sha256sum | cut -c1-16)
+  if [ "$(cat "$STAMP_DIR/box-requirements.stamp" 2>/dev/null)" != "$digest" ]; then
+    echo "[box] installing the services' Python packages (first time: about 2 minutes)"
+    "$VENV/bin/pip" install -q -r "$here/requirements.txt" -r "$requirements"
+    echo "$digest" > "$STAMP_DIR/box-requirements.stamp"
+  fi
+fi
+cd "$here/tools"
+PYTHONPATH="$here/tools" exec "$VENV/bin/python" -m cloudlet_box "$@"

@@ -1,0 +1,5 @@
+import sys
+
+from cloudlet_box import cli
+
+sys.exit(cli.main())

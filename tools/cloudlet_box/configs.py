@@ -1,0 +1,184 @@
+"""The box's configuration files, written from the box's layout and secrets.
+
+The box owns these files and rewrites them on every `up` (the content only
+depends on the layout and the stored secrets, so a rewrite changes nothing).
+The cloudlet-specific part of nova's configuration is NOT written here: it is
+applied afterwards by `cloudlet-configure`, the same step the devstack plugin
+runs (see bringup.configure_cloudlet).
+"""
+
+import shutil
+
+from cloudlet_box import layout
+
+
+def write_ini(path, sections):
+    """Write {section: {option: value}} as an ini file (values as given)."""
+    lines = []
+    for section, options in sections.items():
+        lines.append('[%s]' % section)
+        lines.extend('%s = %s' % (key, value) for key, value in options.items())
+        lines.append('')
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = '\n'.join(lines)
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+    path.chmod(0o600)
+
+
+def authtoken(box, user):
+    """keystonemiddleware's section for a service validating tokens as `user`."""
+    return {
+        'www_authenticate_uri': box.keystone_url,
+        'auth_url': box.keystone_url,
+        'auth_type': 'password',
+        'project_domain_name': 'Default',
+        'user_domain_name': 'Default',
+        'project_name': 'service',
+        'username': user,
+        'password': box.secrets()[user],
+        'service_token_roles_required': 'true',
+    }
+
+
+def service_auth(box, user):
+    """A keystoneauth password section (nova -> placement, neutron, ...)."""
+    return {
+        'auth_type': 'password',
+        'auth_url': box.keystone_url,
+        'project_domain_name': 'Default',
+        'user_domain_name': 'Default',
+        'project_name': 'service',
+        'username': user,
+        'password': box.secrets()[user],
+        'region_name': box.region,
+    }
+
+
+def keystone(box):
+    etc = box.etc / 'keystone'
+    write_ini(etc / 'keystone.conf', {
+        'DEFAULT': {'log_file': box.logs / 'keystone-app.log'},
+        'database': {'connection': box.db_url('keystone')},
+        'token': {'provider': 'fernet'},
+        'fernet_tokens': {'key_repository': etc / 'fernet-keys'},
+        'credential': {'key_repository': etc / 'credential-keys'},
+    })
+    return etc
+
+
+def glance(box):
+    etc = box.etc / 'glance'
+    data = box.root / 'glance'
+    write_ini(etc / 'glance-api.conf', {
+        'DEFAULT': {'enabled_backends': 'fs:file', 'log_file': box.logs / 'glance-app.log',
+                    'bind_host': '127.0.0.1', 'bind_port': box.port('glance')},
+        'database': {'connection': box.db_url('glance')},
+        'glance_store': {'default_backend': 'fs'},
+        'fs': {'filesystem_store_datadir': data / 'images'},
+        'os_glance_staging_store': {'filesystem_store_datadir': data / 'staging'},
+        'os_glance_tasks_store': {'filesystem_store_datadir': data / 'tasks'},
+        'keystone_authtoken': authtoken(box, 'glance'),
+        'paste_deploy': {'flavor': 'keystone'},
+        'oslo_concurrency': {'lock_path': box.root / 'locks' / 'glance'},
+    })
+    shutil.copyfile(layout.VENV / 'etc' / 'glance' / 'glance-api-paste.ini',
+                    etc / 'glance-api-paste.ini')
+    for sub in ('images', 'staging', 'tasks'):
+        (data / sub).mkdir(parents=True, exist_ok=True)
+    return etc
+
+
+def placement(box):
+    etc = box.etc / 'placement'
+    write_ini(etc / 'placement.conf', {
+        'DEFAULT': {'log_file': box.logs / 'placement-app.log'},
+        'placement_database': {'connection': box.db_url('placement')},
+        'api': {'auth_strategy': 'keystone'},
+        'keystone_authtoken': authtoken(box, 'placement'),
+    })
+    return etc
+
+
+def neutron(box):
+    """Neutron's API server, ML2 with flat networks and no mechanism driver.
+
+    No agents run here, so a port cannot bind: servers boot without ports
+    (`networks: none`). Nova still needs a real network endpoint for them
+    (security groups, port lookups), which this serves.
+    """
+    etc = box.etc / 'neutron'
+    write_ini(etc / 'neutron.conf', {
+        'DEFAULT': {
+            'core_plugin': 'ml2', 'service_plugins': '', 'auth_strategy': 'keystone',
+            'transport_url': box.transport_url(), 'log_file': box.logs / 'neutron-app.log',
+            'api_paste_config': etc / 'api-paste.ini', 'state_path': box.root / 'neutron',
+            # No nova notifications: no port ever changes status here.
+            'notify_nova_on_port_status_changes': 'false',
+            'notify_nova_on_port_data_changes': 'false',
+        },
+        'database': {'connection': box.db_url('neutron')},
+        'keystone_authtoken': authtoken(box, 'neutron'),
+        'nova': service_auth(box, 'nova'),
+        'oslo_concurrency': {'lock_path': box.root / 'locks' / 'neutron'},
+    })
+    write_ini(etc / 'plugins' / 'ml2' / 'ml2_conf.ini', {
+        'ml2': {'type_drivers': 'flat', 'tenant_network_types': '', 'mechanism_drivers': '',
+                'extension_drivers': ''},
+        'ml2_type_flat': {'flat_networks': '*'},
+    })
+    shutil.copyfile(layout.VENV / 'etc' / 'neutron' / 'api-paste.ini', etc / 'api-paste.ini')
+    return etc
+
+
+def _nova_common(box):
+    return {
+        'DEFAULT': {
+            'transport_url': box.transport_url(),
+            'my_ip': '127.0.0.1',
+            'state_path': box.root / 'nova',
+            'instances_path': box.root / 'nova' / 'instances',
+            'use_rootwrap_daemon': 'false',
+        },
+        'keystone_authtoken': authtoken(box, 'nova'),
+        'service_user': dict(service_auth(box, 'nova'), send_service_user_token='true'),
+        'placement': service_auth(box, 'nova'),
+        'neutron': service_auth(box, 'nova'),
+        'glance': {'region_name': box.region},
+        'oslo_concurrency': {'lock_path': box.root / 'locks' / 'nova'},
+        # No sudo here: privsep helpers start directly (the box runs as root).
+        'nova_sys_admin': {'helper_command': '%s/bin/privsep-helper' % layout.VENV},
+        'vnc': {'enabled': 'false'},
+        'spice': {'enabled': 'false'},
+        'serial_console': {'enabled': 'false'},
+        'oslo_messaging_notifications': {'driver': 'noop'},
+    }
+
+
+def nova(box):
+    """nova.conf (API, conductor, scheduler) and nova-cpu.conf (compute), as devstack splits them."""
+    etc = box.etc / 'nova'
+    (box.root / 'nova' / 'instances').mkdir(parents=True, exist_ok=True)
+    api_conf = _nova_common(box)
+    api_conf['DEFAULT'].update({'log_file': box.logs / 'nova-api-app.log',
+                                'osapi_compute_workers': '1'})
+    api_conf.update({
+        'api_database': {'connection': box.db_url('nova_api')},
+        'database': {'connection': box.db_url('nova_cell1')},
+        'wsgi': {'api_paste_config': etc / 'api-paste.ini'},
+        'conductor': {'workers': '1'},
+        'scheduler': {'workers': '1', 'discover_hosts_in_cells_interval': '-1'},
+        'api': {'auth_strategy': 'keystone'},
+    })
+    write_ini(etc / 'nova.conf', api_conf)
+    cpu_conf = _nova_common(box)
+    cpu_conf.update({
+        'libvirt': {'cpu_mode': 'none'},
+        # TCG guests of a few hundred MB: plenty of RAM, two real cores.
+        'compute': {'cpu_allocation_ratio': '8.0'},
+    })
+    write_ini(etc / 'nova-cpu.conf', cpu_conf)
+    # Stock nova 34 api-paste; cloudlet-configure then plugs our router into it.
+    stock = layout.VENV / 'etc' / 'nova' / 'api-paste.ini'
+    shutil.copyfile(stock, etc / 'api-paste.ini')
+    return etc

@@ -1,0 +1,136 @@
+"""Starting, watching and stopping the box's daemons without systemd.
+
+Each daemon runs in its own session with its output in <logs>/<name>.log
+and its pid in <run>/<name>.pid. Stopping sends SIGTERM, waits a bounded
+time, then SIGKILLs the whole process group: nova's services and uwsgi
+workers can take tens of seconds to honour SIGTERM.
+"""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+
+class StartError(RuntimeError):
+    pass
+
+
+def pid_of(pidfile):
+    """The live pid recorded in `pidfile`, or None."""
+    try:
+        pid = int(pidfile.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid
+    # A zombie or a reused pid of another program is not our daemon.
+    try:
+        state = open('/proc/%d/stat' % pid).read().rsplit(')', 1)[1].split()[0]
+    except OSError:
+        return None
+    return None if state == 'Z' else pid
+
+
+def start(name, argv, run_dir, log_dir, env=None):
+    """Start `argv` detached unless it already runs; return its pid."""
+    pidfile = run_dir / (name + '.pid')
+    pid = pid_of(pidfile)
+    if pid:
+        return pid
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with open(log_dir / (name + '.log'), 'ab') as log:
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                   env=dict(os.environ, **(env or {})), start_new_session=True,
+                                   close_fds=True)
+    pidfile.write_text('%d\n' % process.pid)
+    return process.pid
+
+
+def stop(name, run_dir, grace=10.0):
+    """Stop the daemon recorded as `name`; True if one was running."""
+    pidfile = run_dir / (name + '.pid')
+    pid = pid_of(pidfile)
+    if not pid:
+        pidfile.unlink(missing_ok=True)
+        return False
+    _signal_group(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and pid_of(pidfile):
+        time.sleep(0.2)
+    if pid_of(pidfile):
+        _signal_group(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and pid_of(pidfile):
+            time.sleep(0.1)
+    pidfile.unlink(missing_ok=True)
+    return True
+
+
+def _signal_group(pid, signum):
+    try:
+        os.killpg(pid, signum)
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        os.kill(pid, signum)
+
+
+# nova's services log a fatal start-up error through the top-level `nova`
+# logger and, on native threads, may then hang instead of exiting.
+NOVA_FATAL = re.compile(rb' ERROR nova [^.\s]')
+
+
+def log_size(log):
+    return log.stat().st_size if log.exists() else 0
+
+
+def wait_for(what, probe, timeout, pid_check=None, log=None, fatal=None, log_start=0):
+    """Poll `probe()` until it is true; fail early if the daemon died, or
+    if its log, from byte `log_start` on, has a line matching `fatal`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if probe():
+            return
+        if pid_check is not None and not pid_check():
+            raise StartError('%s exited during start-up%s' % (what, _log_hint(log)))
+        if fatal is not None and log.exists():
+            with open(log, 'rb') as handle:
+                handle.seek(log_start)
+                if fatal.search(handle.read()):
+                    raise StartError('%s failed during start-up%s' % (what, _log_hint(log)))
+        time.sleep(0.25)
+    raise StartError('%s did not come up within %d s%s' % (what, timeout, _log_hint(log)))
+
+
+def _log_hint(log):
+    if not log or not log.exists():
+        return ''
+    tail = log.read_bytes()[-1500:].decode('utf-8', 'replace')
+    return '; see %s, which ends:\n%s' % (log, tail)
+
+
+def tcp_open(port, host='127.0.0.1'):
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def http_answers(url):
+    """True once `url` answers HTTP at all (any status: 401 means it is up)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except (OSError, ValueError):
+        return False

@@ -1,0 +1,84 @@
+"""What a fresh box offers its users: flavors, the test guest's images, clouds.yaml."""
+
+import pathlib
+import subprocess
+
+import yaml
+from glanceclient import client as glance_client
+from novaclient import client as nova_client
+
+from cloudlet_box import identity
+from cloudlet_box import layout
+
+CLOUDS_YAML = pathlib.Path('/etc/openstack/clouds.yaml')
+# name: (RAM MB, vCPUs, disk GB). m1.tiny fits the test guest and its bases
+# (256 MiB, one vCPU); m1.small is a second size for tempest.
+FLAVORS = {'m1.tiny': (256, 1, 1), 'm1.small': (384, 1, 2)}
+GUEST_IMAGE = 'cloudlet-guest'
+
+
+def guest_files():
+    """vmlinuz, initrd and disk of the test guest (tools/build-guest.sh caches them)."""
+    out = subprocess.run([str(layout.REPO / 'tools' / 'build-guest.sh')], check=True,
+                         capture_output=True, text=True).stdout
+    return dict(line.split('=', 1) for line in out.splitlines() if '=' in line)
+
+
+def ensure_flavors(nova):
+    existing = {flavor.name for flavor in nova.flavors.list(is_public=None)}
+    for name, (ram, vcpus, disk) in FLAVORS.items():
+        if name not in existing:
+            nova.flavors.create(name, ram, vcpus, disk)
+
+
+def _find_image(glance, name):
+    for image in glance.images.list(filters={'name': name}):
+        if image['status'] == 'active':
+            return image
+        glance.images.delete(image['id'])   # a half-made one from an interrupted run
+    return None
+
+
+def _upload(glance, name, path, **fields):
+    image = glance.images.create(name=name, visibility='public', **fields)
+    with open(path, 'rb') as data:
+        glance.images.upload(image['id'], data)
+    return image['id']
+
+
+def ensure_guest_image(glance):
+    """The test guest as a public image (kernel and ramdisk as aki/ari, the
+    disk raw), bootable the stock way; tempest and the demo use it."""
+    image = _find_image(glance, GUEST_IMAGE)
+    if image:
+        return image['id']
+    files = guest_files()
+    kernel = _find_image(glance, GUEST_IMAGE + '-kernel')
+    kernel_id = kernel['id'] if kernel else _upload(
+        glance, GUEST_IMAGE + '-kernel', files['vmlinuz'], disk_format='aki', container_format='aki')
+    ramdisk = _find_image(glance, GUEST_IMAGE + '-initrd')
+    ramdisk_id = ramdisk['id'] if ramdisk else _upload(
+        glance, GUEST_IMAGE + '-initrd', files['initrd'], disk_format='ari', container_format='ari')
+    return _upload(glance, GUEST_IMAGE, files['disk'], disk_format='raw', container_format='bare',
+                   kernel_id=kernel_id, ramdisk_id=ramdisk_id, hw_disk_bus='virtio')
+
+
+def write_clouds_yaml(box):
+    """Merge this box's clouds into /etc/openstack/clouds.yaml (other entries kept)."""
+    data = {}
+    if CLOUDS_YAML.exists():
+        data = yaml.safe_load(CLOUDS_YAML.read_text()) or {}
+    clouds = data.setdefault('clouds', {})
+    clouds.update(identity.clouds(box))
+    CLOUDS_YAML.parent.mkdir(parents=True, exist_ok=True)
+    text = yaml.safe_dump(data, default_flow_style=False, sort_keys=True)
+    if not CLOUDS_YAML.exists() or CLOUDS_YAML.read_text() != text:
+        CLOUDS_YAML.write_text(text)
+    CLOUDS_YAML.chmod(0o600)
+
+
+def populate(box):
+    session = identity.admin_session(box)
+    ensure_flavors(nova_client.Client('2.1', session=session, region_name=box.region))
+    ensure_guest_image(glance_client.Client('2', session=session, region_name=box.region))
+    write_clouds_yaml(box)

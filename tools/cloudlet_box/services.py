@@ -1,0 +1,67 @@
+"""The box's own daemons: how each starts and how we know it is up."""
+
+import dataclasses
+
+from cloudlet_box import layout
+
+
+@dataclasses.dataclass(frozen=True)
+class Service:
+    name: str
+    argv: tuple
+    env: dict
+    ready_url: str = None     # answers HTTP once the API is up
+
+
+def uwsgi(box, name, module, config_env, config_dir, extra=()):
+    """An API under uwsgi as the recipes say: `Connection: close` on every
+    answer (pooled keystoneauth connections otherwise see resets)."""
+    argv = (
+        str(layout.VENV / 'bin' / 'uwsgi'),
+        '--http', '127.0.0.1:%d' % box.port(name), '--module', module,
+        '--master', '--processes', '1', '--threads', '4', '--die-on-term',
+        '--virtualenv', str(layout.VENV), '--add-header', 'Connection: close',
+        '--http-timeout', '3600', '--buffer-size', '65535',
+        '--pidfile', str(box.run / (name + '.uwsgi.pid')),
+    ) + tuple(extra)
+    return Service(name, argv, {config_env: str(config_dir)}, box.url(name) + '/')
+
+
+# glance takes image uploads as chunked request bodies (as devstack runs it).
+GLANCE_UWSGI = ('--http-chunked-input', '--http-raw-body', '--http-auto-chunked',
+                '--chunked-input-limit', '4096000')
+
+
+def api_services(box):
+    etc = box.etc
+    return {
+        'keystone': uwsgi(box, 'keystone', 'keystone.wsgi.api:application',
+                          'OS_KEYSTONE_CONFIG_DIR', etc / 'keystone'),
+        'glance': uwsgi(box, 'glance', 'glance.wsgi.api:application',
+                        'OS_GLANCE_CONFIG_DIR', etc / 'glance', GLANCE_UWSGI),
+        'placement': uwsgi(box, 'placement', 'placement.wsgi.api:application',
+                           'OS_PLACEMENT_CONFIG_DIR', etc / 'placement'),
+        'neutron': uwsgi(box, 'neutron', 'neutron.wsgi.api:application',
+                         'OS_NEUTRON_CONFIG_DIR', etc / 'neutron'),
+        'nova-api': uwsgi(box, 'nova-api', 'nova.wsgi.osapi_compute:application',
+                          'OS_NOVA_CONFIG_DIR', etc / 'nova'),
+    }
+
+
+def nova_service(box, binary, config_file):
+    argv = (str(layout.VENV / 'bin' / binary), '--config-file', str(box.etc / 'nova' / config_file),
+            '--log-file', str(box.logs / (binary + '.log')))
+    return Service(binary, argv, {})
+
+
+def nova_services(box):
+    return {
+        'nova-conductor': nova_service(box, 'nova-conductor', 'nova.conf'),
+        'nova-scheduler': nova_service(box, 'nova-scheduler', 'nova.conf'),
+        'nova-compute': nova_service(box, 'nova-compute', 'nova-cpu.conf'),
+    }
+
+
+def all_services(box):
+    """In start order (stop goes the other way)."""
+    return {**api_services(box), **nova_services(box)}
