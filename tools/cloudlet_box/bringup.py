@@ -90,18 +90,17 @@ def configure_cloudlet(box):
     plugin runs (cloudlet-configure), so bringing the box up exercises it."""
     etc = box.etc / 'nova'
     configure = VENV_BIN / 'cloudlet-configure'
-    if not configure.exists():  # TEMPHACK until helper delivers
-        t = (etc / 'nova-cpu.conf').read_text().replace('[DEFAULT]\n', '[DEFAULT]\ncompute_driver = cloudlet.CloudletDriver\n').replace('[libvirt]\n', '[libvirt]\nvirt_type = qemu\n') + '\n[cloudlet]\nstate_dir = %s\noverlay_url_allowed_hosts = 127.0.0.1,localhost\n' % (box.root / 'cloudlet')
-        (etc / 'nova-cpu.conf').write_text(t)
-        p = (etc / 'api-paste.ini').read_text().replace('nova.api.openstack.compute:APIRouterV21.factory', 'api_extensions.router:APIRouter.factory')
-        (etc / 'api-paste.ini').write_text(p)
-        return
-    run([configure, 'nova', '--config-file', etc / 'nova.conf', '--role', 'api',
-         '--api-paste', etc / 'api-paste.ini'])
-    run([configure, 'nova', '--config-file', etc / 'nova-cpu.conf', '--role', 'compute',
-         '--virt-type', 'qemu', '--state-dir', box.root / 'cloudlet',
-         # The demo and the tests serve overlays from this machine.
-         '--set', 'cloudlet.overlay_url_allowed_hosts=127.0.0.1,localhost'])
+    # The demo and the tests serve overlays and base packages from this
+    # machine; nova-api fetches base package URLs, compute fetches overlays.
+    allowed_hosts = 'cloudlet.overlay_url_allowed_hosts=127.0.0.1,localhost'
+    api = [configure, 'nova', '--config-file', etc / 'nova.conf', '--role', 'api',
+           '--api-paste', etc / 'api-paste.ini',
+           '--set', allowed_hosts, 'cloudlet.api_state_dir=%s' % (box.root / 'cloudlet-api')]
+    compute = [configure, 'nova', '--config-file', etc / 'nova-cpu.conf', '--role', 'compute',
+               '--virt-type', 'qemu', '--state-dir', box.root / 'cloudlet', '--set', allowed_hosts]
+    for command in (api, compute):
+        run(command)
+        run(command + ['--check'])
 
 
 def warm_neutron(box):

@@ -1,0 +1,147 @@
+#!/bin/bash
+#
+# openstack-cloudlet devstack plugin: CloudletDriver on n-cpu, the cloudlet API
+# in n-api. devstack sources it as `plugin.sh <mode> [phase]` from stack.sh
+# (stack pre-install|install|post-config|extra|test-config), unstack.sh
+# (unstack) and clean.sh (clean); settings are in devstack/settings.
+#
+# The configuration itself is `cloudlet-configure nova` (cloudlet_nova/
+# configure.py), the same command the single-node box runs.
+
+# Save trace setting
+_XTRACE_CLOUDLET=$(set +o | grep xtrace)
+set -o xtrace
+
+
+# Installs openstack-cloudlet into devstack's Python environment.
+function install_cloudlet {
+    # Not editable (devstack's setup_develop is pip install -e): nova loads
+    # compute_driver = cloudlet.CloudletDriver by importing nova.virt.cloudlet,
+    # so our shim package has to sit inside nova's own nova/virt/ directory. An
+    # editable install only puts our checkout on the import path, where its
+    # nova/ (no __init__.py) never wins over nova's package: no driver.
+    # --no-deps: requirements.txt pins nova==34.0.0 for the box, which would
+    # replace devstack's nova from git; the few packages nova does not bring are
+    # in CLOUDLET_PIP_PACKAGES (pip_install applies upper-constraints).
+    pip_install --no-deps "$CLOUDLET_DIR"
+    # shellcheck disable=SC2086 # a word-split list of packages
+    pip_install $CLOUDLET_PIP_PACKAGES
+    _cloudlet_put_shim_into_editable_nova
+}
+
+# devstack installs nova itself editable (setup_develop $NOVA_DIR), so pip's
+# copy of our shim, <site-packages>/nova/virt/cloudlet/ (a nova/ without
+# __init__.py), is of no use: nova's package is in the checkout. Worse, when
+# `import nova` goes through setuptools' editable finder, Python asks it only
+# after its normal path search, which takes that nova/ for a namespace package
+# and returns it first: nova itself would no longer import. So with an editable
+# nova the shim goes into nova's checkout (a symlink to ours) and pip's copy
+# is removed.
+function _cloudlet_put_shim_into_editable_nova {
+    if [[ ! -f $NOVA_DIR/nova/__init__.py ]]; then
+        return 0    # no nova checkout: pip's copy sits in nova's package
+    fi
+    local site_packages
+    site_packages=$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+    if [[ -z $site_packages ]]; then
+        die $LINENO "cannot tell where pip installs for $PYTHON"
+    fi
+    if [[ -f $site_packages/nova/__init__.py ]]; then
+        return 0    # nova installed from a wheel after all: pip's copy is right
+    fi
+    rm -rf "$site_packages/nova/virt/cloudlet"
+    # Only the directories pip made for the shim, and only if now empty.
+    rmdir "$site_packages/nova/virt" "$site_packages/nova" 2>/dev/null || true
+    local shim_link=$NOVA_DIR/nova/virt/cloudlet
+    if [[ -L $shim_link || -e $shim_link ]]; then
+        rm -rf "$shim_link"
+    fi
+    ln -s "$CLOUDLET_DIR/nova/virt/cloudlet" "$shim_link"
+}
+
+# Plugs the cloudlet API into nova-api and CloudletDriver into nova-compute.
+function configure_cloudlet {
+    local configure
+    configure=$(get_python_exec_prefix)/cloudlet-configure
+    local allowed_hosts=()
+    if [[ -n $CLOUDLET_OVERLAY_ALLOWED_HOSTS ]]; then
+        allowed_hosts=(--set "cloudlet.overlay_url_allowed_hosts=$CLOUDLET_OVERLAY_ALLOWED_HOSTS")
+    fi
+
+    if is_service_enabled n-api; then
+        "$configure" nova --role api --config-file "$NOVA_CONF" --api-paste "$NOVA_API_PASTE_INI" \
+            --set "cloudlet.api_state_dir=$CLOUDLET_API_STATE_DIR" "${allowed_hosts[@]}" \
+            || die $LINENO "cloudlet-configure failed for nova-api"
+    fi
+
+    if is_service_enabled n-cpu; then
+        if [[ $VIRT_DRIVER != libvirt ]]; then
+            die $LINENO "openstack-cloudlet needs VIRT_DRIVER=libvirt (CloudletDriver), not $VIRT_DRIVER"
+        fi
+        # $NOVA_CONF, not $NOVA_CPU_CONF: start_nova_compute (lib/nova) makes
+        # $NOVA_CPU_CONF after this phase by copying $NOVA_CONF over it, so
+        # what we wrote there now would be lost. devstack's own compute
+        # settings (compute_driver, virt_type) are in $NOVA_CONF for the same
+        # reason. LIBVIRT_TYPE is what configure_nova settled on (qemu when
+        # /dev/kvm is missing).
+        "$configure" nova --role compute --config-file "$NOVA_CONF" \
+            --virt-type "$LIBVIRT_TYPE" --state-dir "$CLOUDLET_STATE_DIR" "${allowed_hosts[@]}" \
+            || die $LINENO "cloudlet-configure failed for nova-compute"
+    fi
+}
+
+# Imports CLOUDLET_BASE_PACKAGE through the cloudlet API (nova-api runs by now).
+function import_cloudlet_base {
+    if [[ -z $CLOUDLET_BASE_PACKAGE ]] || ! is_service_enabled n-api; then
+        return 0
+    fi
+    echo_summary "Importing the cloudlet base VM package $CLOUDLET_BASE_PACKAGE"
+    local extra_args=()
+    read -r -a extra_args <<< "$CLOUDLET_BASE_IMPORT_ARGS"
+    openstack --os-cloud "$CLOUDLET_BASE_IMPORT_CLOUD" cloudlet base import \
+        "${extra_args[@]}" "$CLOUDLET_BASE_PACKAGE" \
+        || die $LINENO "importing the base VM package $CLOUDLET_BASE_PACKAGE failed"
+}
+
+# Removes the state the driver and nova-api kept (code and packages stay, as
+# clean.sh leaves them).
+function cleanup_cloudlet {
+    local dir
+    for dir in "$CLOUDLET_STATE_DIR" "$CLOUDLET_API_STATE_DIR"; do
+        if [[ -n $dir && $dir != / ]]; then
+            sudo rm -rf "$dir"
+        fi
+    done
+}
+
+
+if is_service_enabled cloudlet; then
+    if [[ "$1" == "stack" && "$2" == "pre-install" ]]; then
+        # Debian packages come from devstack/files/debs/openstack-cloudlet.
+        :
+    elif [[ "$1" == "stack" && "$2" == "install" ]]; then
+        echo_summary "Installing openstack-cloudlet"
+        install_cloudlet
+    elif [[ "$1" == "stack" && "$2" == "post-config" ]]; then
+        echo_summary "Configuring nova for openstack-cloudlet"
+        configure_cloudlet
+    elif [[ "$1" == "stack" && "$2" == "extra" ]]; then
+        import_cloudlet_base
+    elif [[ "$1" == "stack" && "$2" == "test-config" ]]; then
+        # No tempest plugin yet.
+        :
+    fi
+
+    if [[ "$1" == "unstack" ]]; then
+        # Nothing of ours runs on its own: the driver lives in n-cpu, the API
+        # in n-api, which devstack stops.
+        :
+    fi
+
+    if [[ "$1" == "clean" ]]; then
+        cleanup_cloudlet
+    fi
+fi
+
+# Restore xtrace
+$_XTRACE_CLOUDLET

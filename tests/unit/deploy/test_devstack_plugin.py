@@ -1,0 +1,291 @@
+"""devstack/settings and devstack/plugin.sh, run by bash against FAKE devstack functions.
+
+fake_devstack_functions.sh stands in for devstack's functions (pip_install,
+is_service_enabled, die...) and fake commands (cloudlet-configure, openstack,
+python) stand in for programs; every call is recorded, and each test asserts
+which commands a phase ran with which arguments. devstack itself is not run.
+"""
+
+import os
+import shlex
+import shutil
+import subprocess
+import textwrap
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
+FAKES = os.path.join(HERE, 'fake_devstack_functions.sh')
+SETTINGS = os.path.join(REPO, 'devstack', 'settings')
+PLUGIN = os.path.join(REPO, 'devstack', 'plugin.sh')
+
+# A recording command: logs its name and arguments like the fake functions do.
+FAKE_COMMAND = textwrap.dedent("""\
+    #!/bin/bash
+    source {fakes}
+    fake_record "$(basename "$0")" "$@"
+    {extra}
+    """)
+
+
+class FakeDevstack:
+    """A tmp_path laid out like a devstack host, and a way to run plugin phases in it."""
+
+    def __init__(self, root):
+        self.root = root
+        self.log = root / 'calls.log'
+        self.bin = root / 'bin'
+        self.site_packages = root / 'venv' / 'site-packages'
+        self.env = {
+            'PATH': '%s:/usr/bin:/bin' % self.bin,
+            'HOME': str(root),
+            'FAKE_DEVSTACK_LOG': str(self.log),
+            'FAKE_BIN_DIR': str(self.bin),
+            'FAKE_SITE_PACKAGES': str(self.site_packages),
+            # What devstack has defined by the time plugins run (stackrc, lib/nova).
+            'DEST': str(root / 'opt-stack'),
+            'DATA_DIR': str(root / 'opt-stack' / 'data'),
+            'NOVA_DIR': str(root / 'opt-stack' / 'nova'),
+            'NOVA_INSTANCES_PATH': str(root / 'opt-stack' / 'data' / 'nova' / 'instances'),
+            'NOVA_CONF': '/etc/nova/nova.conf',
+            'NOVA_CPU_CONF': '/etc/nova/nova-cpu.conf',
+            'NOVA_API_PASTE_INI': '/etc/nova/api-paste.ini',
+            'VIRT_DRIVER': 'libvirt',
+            'LIBVIRT_TYPE': 'qemu',
+            'PYTHON': str(self.bin / 'python3'),
+            'ENABLED_SERVICES': 'key,n-api,n-cpu,n-cond,n-sch,placement-api,g-api',
+        }
+        self.bin.mkdir()
+        self.site_packages.mkdir(parents=True)
+        self._command('cloudlet-configure')
+        self._command('openstack')
+        self._command('python3', extra='echo "$FAKE_SITE_PACKAGES"')
+        # devstack cloned this repository as $DEST/openstack-cloudlet: its shim is all we need of it.
+        self.cloudlet_dir = root / 'opt-stack' / 'openstack-cloudlet'
+        (self.cloudlet_dir / 'nova' / 'virt' / 'cloudlet').mkdir(parents=True)
+        shutil.copy(os.path.join(REPO, 'nova', 'virt', 'cloudlet', '__init__.py'),
+                    self.cloudlet_dir / 'nova' / 'virt' / 'cloudlet')
+
+    def _command(self, name, extra=''):
+        path = self.bin / name
+        path.write_text(FAKE_COMMAND.format(fakes=FAKES, extra=extra))
+        path.chmod(0o755)
+
+    def editable_nova(self):
+        """nova as devstack installs it: setup_develop, from the $NOVA_DIR checkout."""
+        (self.root / 'opt-stack' / 'nova' / 'nova' / 'virt').mkdir(parents=True)
+        (self.root / 'opt-stack' / 'nova' / 'nova' / '__init__.py').write_text('')
+
+    def run(self, *phase, before_settings='', after_settings='', after_plugin=''):
+        """Source the fakes, the settings (local.conf lines around them) and plugin.sh <phase>."""
+        if self.log.exists():
+            self.log.unlink()
+        script = '\n'.join([
+            'set -o errexit',          # as stack.sh runs
+            'source %s' % shlex.quote(FAKES),
+            before_settings,           # local.conf's localrc
+            'source %s' % shlex.quote(SETTINGS),
+            after_settings,
+            'source %s %s' % (shlex.quote(PLUGIN), ' '.join(shlex.quote(p) for p in phase)),
+            after_plugin,
+        ])
+        done = subprocess.run(['bash', '-c', script], env=self.env, capture_output=True, text=True,
+                              cwd=self.root)
+        return done.returncode, done.stdout + done.stderr
+
+    def calls(self, name=None):
+        if not self.log.exists():
+            return []
+        calls = [shlex.split(line) for line in self.log.read_text().splitlines()]
+        return [c for c in calls if name is None or c[0] == name]
+
+
+@pytest.fixture
+def devstack(tmp_path):
+    return FakeDevstack(tmp_path)
+
+
+def run_ok(devstack, *phase, **kwargs):
+    code, output = devstack.run(*phase, **kwargs)
+    assert code == 0, output
+    return output
+
+
+# --------------------------------------------------------------------------- settings
+
+def test_settings_define_the_plugin_and_enable_its_service(devstack):
+    run_ok(devstack, 'stack', 'pre-install')
+    assert ['define_plugin', 'openstack-cloudlet'] in devstack.calls()
+    assert ['enable_service', 'cloudlet'] in devstack.calls()
+    # pre-install: the Debian packages come from devstack/files/debs, nothing runs.
+    assert devstack.calls('pip_install') == devstack.calls('cloudlet-configure') == []
+
+
+def test_settings_defaults_and_local_conf_overrides(devstack):
+    script = 'echo "$CLOUDLET_DIR|$CLOUDLET_STATE_DIR|$CLOUDLET_API_STATE_DIR|$CLOUDLET_BASE_IMPORT_CLOUD"'
+    output = run_ok(devstack, 'stack', 'pre-install', after_settings=script)
+    dest = devstack.env['DEST']
+    assert '%s/openstack-cloudlet|%s/_cloudlet|%s/openstack-cloudlet/api|devstack' % (
+        dest, devstack.env['NOVA_INSTANCES_PATH'], devstack.env['DATA_DIR']) in output
+    output = run_ok(devstack, 'stack', 'pre-install', before_settings='CLOUDLET_STATE_DIR=/srv/cloudlet',
+                    after_settings=script)
+    assert '|/srv/cloudlet|' in output
+
+
+def test_debian_packages(devstack):
+    path = os.path.join(REPO, 'devstack', 'files', 'debs', 'openstack-cloudlet')   # named after the plugin
+    packages = [line.split('#')[0].strip() for line in open(path)]
+    assert packages == ['xdelta3', 'qemu-utils', 'zstd']
+
+
+# --------------------------------------------------------------------------- stack install
+
+def test_install_is_a_non_editable_pip_install_without_nova_pin(devstack):
+    run_ok(devstack, 'stack', 'install')
+    installs = devstack.calls('pip_install')
+    assert installs == [['pip_install', '--no-deps', str(devstack.cloudlet_dir)],
+                        ['pip_install', 'zstandard']]
+    assert not any('-e' in call or '--editable' in call for call in installs)
+
+
+def test_install_with_devstack_editable_nova_moves_the_shim_into_nova_checkout(devstack):
+    devstack.editable_nova()
+    run_ok(devstack, 'stack', 'install')
+    link = devstack.root / 'opt-stack' / 'nova' / 'nova' / 'virt' / 'cloudlet'
+    assert os.readlink(link) == str(devstack.cloudlet_dir / 'nova' / 'virt' / 'cloudlet')
+    # pip's copy would make site-packages/nova a namespace package hiding nova: gone.
+    assert not (devstack.site_packages / 'nova').exists()
+    # Again (a re-stack): the same result.
+    run_ok(devstack, 'stack', 'install')
+    assert os.readlink(link) == str(devstack.cloudlet_dir / 'nova' / 'virt' / 'cloudlet')
+    assert not (devstack.site_packages / 'nova').exists()
+
+
+def test_install_with_nova_from_a_wheel_leaves_pip_s_shim(devstack):
+    devstack.editable_nova()
+    (devstack.site_packages / 'nova').mkdir()
+    (devstack.site_packages / 'nova' / '__init__.py').write_text('')   # nova's own package is here
+    run_ok(devstack, 'stack', 'install')
+    assert (devstack.site_packages / 'nova' / 'virt' / 'cloudlet' / '__init__.py').exists()
+    assert not os.path.lexists(devstack.root / 'opt-stack' / 'nova' / 'nova' / 'virt' / 'cloudlet')
+
+
+# --------------------------------------------------------------------------- stack post-config
+
+def test_post_config_configures_the_api_and_compute(devstack):
+    run_ok(devstack, 'stack', 'post-config')
+    env = devstack.env
+    state_dir = '%s/_cloudlet' % env['NOVA_INSTANCES_PATH']
+    api_state_dir = '%s/openstack-cloudlet/api' % env['DATA_DIR']
+    assert devstack.calls('cloudlet-configure') == [
+        ['cloudlet-configure', 'nova', '--role', 'api', '--config-file', '/etc/nova/nova.conf',
+         '--api-paste', '/etc/nova/api-paste.ini', '--set', 'cloudlet.api_state_dir=%s' % api_state_dir],
+        # NOVA_CONF for compute too: start_nova_compute copies it over NOVA_CPU_CONF after this phase.
+        ['cloudlet-configure', 'nova', '--role', 'compute', '--config-file', '/etc/nova/nova.conf',
+         '--virt-type', 'qemu', '--state-dir', state_dir],
+    ]
+    assert not any('/etc/nova/nova-cpu.conf' in call for call in devstack.calls())
+
+
+def test_post_config_passes_allowed_hosts_and_kvm(devstack):
+    run_ok(devstack, 'stack', 'post-config',
+           before_settings='CLOUDLET_OVERLAY_ALLOWED_HOSTS=overlays.example,10.0.0.5\nLIBVIRT_TYPE=kvm')
+    api, compute = devstack.calls('cloudlet-configure')
+    assert api[-2:] == ['--set', 'cloudlet.overlay_url_allowed_hosts=overlays.example,10.0.0.5']
+    assert compute[-2:] == ['--set', 'cloudlet.overlay_url_allowed_hosts=overlays.example,10.0.0.5']
+    assert compute[compute.index('--virt-type') + 1] == 'kvm'
+
+
+def test_post_config_on_a_compute_only_host(devstack):
+    devstack.env['ENABLED_SERVICES'] = 'n-cpu,placement-client'
+    run_ok(devstack, 'stack', 'post-config')
+    [call] = devstack.calls('cloudlet-configure')
+    assert call[1:4] == ['nova', '--role', 'compute']
+
+
+def test_post_config_refuses_a_non_libvirt_compute(devstack):
+    devstack.env['VIRT_DRIVER'] = 'fake'
+    code, _ = devstack.run('stack', 'post-config')
+    assert code != 0
+    [die] = devstack.calls('die')
+    assert 'VIRT_DRIVER=libvirt' in die[-1]
+
+
+def test_a_failing_cloudlet_configure_stops_stack(devstack):
+    (devstack.bin / 'cloudlet-configure').write_text('#!/bin/bash\nexit 2\n')
+    code, _ = devstack.run('stack', 'post-config')
+    assert code != 0
+    assert 'cloudlet-configure failed for nova-api' in devstack.calls('die')[0][-1]
+
+
+# --------------------------------------------------------------------------- stack extra
+
+def test_extra_imports_nothing_without_a_base_package(devstack):
+    run_ok(devstack, 'stack', 'extra')
+    assert devstack.calls('openstack') == []
+
+
+def test_extra_imports_the_base_package_through_our_osc_plugin(devstack):
+    run_ok(devstack, 'stack', 'extra', before_settings='CLOUDLET_BASE_PACKAGE=https://bases.example/demo.zip')
+    assert devstack.calls('openstack') == [
+        ['openstack', '--os-cloud', 'devstack', 'cloudlet', 'base', 'import', 'https://bases.example/demo.zip']]
+    run_ok(devstack, 'stack', 'extra', before_settings='\n'.join([
+        'CLOUDLET_BASE_PACKAGE="/srv/my base.zip"', 'CLOUDLET_BASE_IMPORT_CLOUD=devstack-admin',
+        'CLOUDLET_BASE_IMPORT_ARGS="--name demo"']))
+    assert devstack.calls('openstack') == [
+        ['openstack', '--os-cloud', 'devstack-admin', 'cloudlet', 'base', 'import', '--name', 'demo',
+         '/srv/my base.zip']]
+
+
+def test_extra_imports_only_where_nova_api_runs(devstack):
+    devstack.env['ENABLED_SERVICES'] = 'n-cpu'
+    run_ok(devstack, 'stack', 'extra', before_settings='CLOUDLET_BASE_PACKAGE=/srv/base.zip')
+    assert devstack.calls('openstack') == []
+
+
+# --------------------------------------------------------------------------- unstack, clean, disabled
+
+def test_unstack_does_nothing(devstack):
+    run_ok(devstack, 'unstack')
+    assert [call[0] for call in devstack.calls()] == ['define_plugin', 'enable_service']
+
+
+def test_clean_removes_the_state_dirs(devstack):
+    state = devstack.root / 'state'
+    api_state = devstack.root / 'api-state'
+    for directory in (state, api_state):
+        (directory / 'bases').mkdir(parents=True)
+    run_ok(devstack, 'clean', before_settings='CLOUDLET_STATE_DIR=%s\nCLOUDLET_API_STATE_DIR=%s'
+           % (state, api_state))
+    assert devstack.calls('sudo') == [['sudo', 'rm', '-rf', str(state)], ['sudo', 'rm', '-rf', str(api_state)]]
+    assert not state.exists() and not api_state.exists()
+
+
+@pytest.mark.parametrize('phase', [('stack', 'install'), ('stack', 'post-config'), ('stack', 'extra'),
+                                   ('clean',)])
+def test_nothing_runs_with_the_service_disabled(devstack, phase):
+    # local.conf: enable_plugin ... then disable_service cloudlet (after the settings enabled it).
+    run_ok(devstack, *phase, before_settings='CLOUDLET_BASE_PACKAGE=/srv/base.zip',
+           after_settings='ENABLED_SERVICES=${ENABLED_SERVICES//,cloudlet/}')
+    assert [call[0] for call in devstack.calls()] == ['define_plugin', 'enable_service']
+
+
+def test_the_plugin_restores_the_callers_xtrace(devstack):
+    for setting, expected in (('set +o xtrace', 'off'), ('set -o xtrace', 'on')):
+        output = run_ok(devstack, 'stack', 'test-config', after_settings=setting,
+                        after_plugin='if [[ -o xtrace ]]; then echo XTRACE=on; else echo XTRACE=off; fi')
+        assert 'XTRACE=%s' % expected in output
+
+
+# --------------------------------------------------------------------------- static checks
+
+def test_bash_syntax():
+    for path in (SETTINGS, PLUGIN, FAKES):
+        subprocess.run(['bash', '-n', path], check=True)
+
+
+@pytest.mark.skipif(shutil.which('shellcheck') is None, reason='shellcheck is not installed')
+def test_shellcheck():
+    # settings and plugin.sh are sourced by devstack: their variables come from there (SC2154).
+    subprocess.run(['shellcheck', '-s', 'bash', '-e', 'SC2154,SC1090,SC1091', SETTINGS, PLUGIN], check=True)
