@@ -1,0 +1,1 @@
+"""`openstack cloudlet ...`: the python-openstackclient plugin of openstack-cloudlet."""

@@ -1,0 +1,190 @@
+"""The cloudlet client: nova's compute API over the OSC session, and the Glance model's image service.
+
+Compute calls go through one keystoneauth Adapter (service type `compute`,
+the caller's region and interface, one fixed microversion). The cloudlet API
+adds no microversions of its own; the stock calls need one that accepts
+`"networks": "none"`. Failed calls raise osc-lib's ClientException family
+carrying nova's own message, so the commands can show it on one line.
+
+Glance goes through `cloudlet_glance` (GlanceClientImages over the same
+session): the commands hand `client.images` to `cloudlet_glance.model`.
+"""
+
+import functools
+import urllib.parse
+import uuid
+
+from keystoneauth1 import adapter
+from osc_lib import exceptions
+
+# >= 2.37 for "networks": "none"/"auto"; >= 2.47 embeds the flavor in a
+# server (its name shows without another call). nova 34 serves 2.1 to 2.104.
+COMPUTE_MICROVERSION = '2.96'
+OVERLAY_ACTION = 'cloudlet-create-overlay'
+
+_HTTP_ERRORS = {cls.http_status: cls for cls in (
+    exceptions.BadRequest, exceptions.Unauthorized, exceptions.Forbidden, exceptions.NotFound,
+    exceptions.Conflict, exceptions.OverLimit, exceptions.HTTPNotImplemented)}
+
+
+def http_error(response):
+    """The osc-lib exception for a failed response, with the service's own message."""
+    cls = _HTTP_ERRORS.get(response.status_code, exceptions.ClientException)
+    return cls(response.status_code, _message(response))
+
+
+def _message(response):
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    # nova's faults: {"itemNotFound": {"code": 404, "message": "..."}}
+    if isinstance(body, dict) and len(body) == 1:
+        fault = next(iter(body.values()))
+        if isinstance(fault, dict) and fault.get('message'):
+            return str(fault['message'])
+    text = ' '.join((response.text or '').split())[:300]
+    return text or response.reason or 'HTTP %d' % response.status_code
+
+
+def is_uuid(value):
+    try:
+        uuid.UUID(str(value))
+    except ValueError:
+        return False
+    return True
+
+
+def _quote(value):
+    return urllib.parse.quote(str(value), safe='')
+
+
+def _next_marker(links):
+    for link in links or ():
+        if link.get('rel') == 'next':
+            query = urllib.parse.parse_qs(urllib.parse.urlsplit(link.get('href', '')).query)
+            return (query.get('marker') or [None])[0]
+    return None
+
+
+class CloudletClient:
+    """What `openstack cloudlet` calls: compute (stock and cloudlet API) and Glance."""
+
+    def __init__(self, session, region_name=None, interface=None, microversion=COMPUTE_MICROVERSION):
+        self.session = session
+        self.region_name = region_name
+        self.interface = interface
+        self.compute = adapter.Adapter(session, service_type='compute', region_name=region_name,
+                                       interface=interface, default_microversion=microversion,
+                                       raise_exc=False)
+
+    @functools.cached_property
+    def images(self):
+        """The cloudlet_glance image service (GlanceClientImages) for cloudlet_glance.model."""
+        from cloudlet_glance import images
+        return images.GlanceClientImages(self.session, region_name=self.region_name,
+                                         interface=self.interface or 'public')
+
+    # ------------------------------------------------------------ plumbing
+
+    def _call(self, method, path, **kwargs):
+        response = self.compute.request(path, method, **kwargs)
+        if response.status_code >= 400:
+            raise http_error(response)
+        if response.status_code == 204 or not response.content:
+            return None
+        return response.json()
+
+    def _list(self, path, key, params=None):
+        """Every item of a paginated nova collection (follows `<key>_links` rel=next)."""
+        params = dict(params or {})
+        items = []
+        while True:
+            body = self._call('GET', path, params=params)
+            items.extend(body[key])
+            marker = _next_marker(body.get(key + '_links'))
+            if not marker or not body[key]:
+                return items
+            params['marker'] = marker
+
+    def _find(self, kind, ref, get, candidates):
+        """By id first (GET), then by exact name; one clear error when missing or ambiguous."""
+        try:
+            return get(ref)
+        except exceptions.NotFound:
+            pass
+        matches = [item for item in candidates() if item.get('name') == ref]
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            raise exceptions.CommandError('more than one %s is named %r (%s); use an ID'
+                                          % (kind, ref, ', '.join(m['id'] for m in matches)))
+        raise exceptions.NotFound(404, 'no %s with a name or ID of %r exists' % (kind, ref))
+
+    # ------------------------------------------------------------ discovery
+
+    def discover(self):
+        """GET /os-cloudlet: version, actions, metadata keys, codecs and limits of the cloudlet API."""
+        return self._call('GET', '/os-cloudlet')['cloudlet']
+
+    # ------------------------------------------------------------ servers
+
+    def create_server(self, name, image_id, flavor_id, networks='none', metadata=None):
+        """POST /servers; returns nova's (short) server record."""
+        server = {'name': name, 'imageRef': image_id, 'flavorRef': flavor_id, 'networks': networks}
+        if metadata:
+            server['metadata'] = dict(metadata)
+        return self._call('POST', '/servers', json={'server': server})['server']
+
+    def get_server(self, server_id):
+        return self._call('GET', '/servers/%s' % _quote(server_id))['server']
+
+    def find_server(self, ref):
+        def get(server_id):
+            if not is_uuid(server_id):      # names never reach a URL path
+                raise exceptions.NotFound(404)
+            return self.get_server(server_id)
+        # nova's name filter is a regular expression: filter exact names here.
+        return self._find('server', ref, get,
+                          lambda: self._list('/servers/detail', 'servers', {'name': ref}))
+
+    def create_overlay(self, server_id, name, metadata=None, codec=None):
+        """The cloudlet-create-overlay action; returns the overlay's Glance image id."""
+        entity = {'name': name}
+        if metadata:
+            entity['metadata'] = dict(metadata)
+        if codec:
+            entity['options'] = {'codec': codec}
+        body = self._call('POST', '/servers/%s/action' % _quote(server_id),
+                          json={OVERLAY_ACTION: entity})
+        return body['image_id']
+
+    # ------------------------------------------------------------ flavors
+
+    def list_flavors(self):
+        """The flavors the caller may boot (nova's default listing: public and shared ones)."""
+        return self._list('/flavors/detail', 'flavors')
+
+    def find_flavor(self, ref):
+        return self._find(
+            'flavor', ref, lambda flavor_id: self._call('GET', '/flavors/%s' % _quote(flavor_id))['flavor'],
+            lambda: self._list('/flavors/detail', 'flavors', {'is_public': 'None'}))
+
+    # ------------------------------------------------------------ server-side base imports
+
+    def import_base(self, url, name=None, visibility='private'):
+        """POST /os-cloudlet/bases: nova-api downloads and imports a base package; returns the record."""
+        base = {'url': url, 'visibility': visibility}
+        if name:
+            base['name'] = name
+        return self._call('POST', '/os-cloudlet/bases', json={'base': base})['base']
+
+    def get_base_import(self, import_id):
+        return self._call('GET', '/os-cloudlet/bases/%s' % _quote(import_id))['base']
+
+    def list_base_imports(self):
+        return self._call('GET', '/os-cloudlet/bases')['bases']
+
+    def delete_base_import(self, import_id):
+        """DELETE /os-cloudlet/bases/{id}: the record, and the Glance images of an active import."""
+        self._call('DELETE', '/os-cloudlet/bases/%s' % _quote(import_id))

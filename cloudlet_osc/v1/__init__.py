@@ -1,0 +1,1 @@
+"""The commands of `openstack cloudlet` (command group openstack.cloudlet.v1)."""

@@ -1,0 +1,144 @@
+"""Fixtures of the OSC plugin's tests: a mocked Keystone + nova, a fake Glance, a fake OSC app.
+
+nova is requests-mock behind a real keystoneauth session (v3 password against
+a mocked Keystone whose catalog has two regions), so the tests see the very
+requests the client sends. Glance is `FakeImageService` (tests/unit/glance),
+set as the client's image service: the commands drive the real
+cloudlet_glance.model on it. Commands run through cliff's own `run`, so their
+`-f json` output is what a user gets.
+"""
+
+import io
+import json
+
+import pytest
+import requests_mock
+from keystoneauth1 import fixture as ksa_fixture
+from keystoneauth1 import session as ksa_session
+from keystoneauth1.identity import v3
+
+from cloudlet_glance import model
+from cloudlet_nova.engine import format as overlay_format
+from cloudlet_osc import client as client_mod
+from cloudlet_osc import wait
+# The Glance model tests' synthetic bases (64 MB, 2 vCPUs; "demo-base" and "other-base") and fake Glance.
+from tests.unit.glance.conftest import fake_images, other_package, package  # noqa: F401
+
+AUTH_URL = 'http://keystone.test/v3'
+NOVA = 'http://nova-two.test/compute/v2.1'
+SERVER_ID = '6f1c5a8e-3b0e-4c1a-9d55-0e6a1f1b2c3d'
+
+
+@pytest.fixture
+def nova():
+    """requests-mock with Keystone; the compute endpoint of RegionTwo is NOVA."""
+    token = ksa_fixture.V3Token()
+    compute = token.add_service('compute', name='nova')
+    compute.add_standard_endpoints(public='http://nova-one.test/compute/v2.1', region='RegionOne')
+    compute.add_standard_endpoints(public=NOVA, internal='http://nova-two.internal/compute/v2.1',
+                                   region='RegionTwo')
+    with requests_mock.Mocker() as mock:
+        mock.post(AUTH_URL + '/auth/tokens', json=token, headers={'X-Subject-Token': 'fake-token'})
+        yield mock
+
+
+@pytest.fixture
+def cloudlet(nova, fake_images):
+    """A CloudletClient on a real session (RegionTwo), its Glance replaced by the fake."""
+    auth = v3.Password(auth_url=AUTH_URL, username='demo', password='secret', project_name='demo',
+                       user_domain_id='default', project_domain_id='default')
+    client = client_mod.CloudletClient(ksa_session.Session(auth=auth), region_name='RegionTwo',
+                                       interface='public')
+    client.images = fake_images
+    return client
+
+
+class FakeStream(io.StringIO):
+    """stderr/stdout of the fake app; `tty` decides what isatty() answers."""
+
+    def __init__(self, tty=False):
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self):
+        return self.tty
+
+
+class FakeBinaryStdout(io.TextIOWrapper):
+    """A text stdout with a binary .buffer, like sys.stdout (for overlay download)."""
+
+    def __init__(self):
+        super().__init__(io.BytesIO(), encoding='utf-8')
+
+    def isatty(self):
+        return False
+
+
+class FakeOSCApp:
+    """Stands in for OSC's shell: its client manager (with the cloudlet client) and streams."""
+
+    def __init__(self, cloudlet, stdout=None, stderr=None):
+        self.client_manager = type('FakeClientManager', (), {'cloudlet': cloudlet})()
+        self.stdout = stdout or FakeStream()
+        self.stderr = stderr or FakeStream()
+        self.options = None
+
+
+@pytest.fixture
+def app(cloudlet):
+    return FakeOSCApp(cloudlet)
+
+
+def run(app, command_class, *argv):
+    """Run a command as cliff would (parse, take_action, format); return its `-f json` output."""
+    command = command_class(app, None)
+    parsed_args = command.get_parser('openstack cloudlet').parse_args(list(argv))
+    start = app.stdout.tell()
+    assert command.run(parsed_args) == 0
+    if '-f' not in argv:
+        return None
+    app.stdout.seek(start)
+    return json.loads(app.stdout.read())
+
+
+@pytest.fixture(autouse=True)
+def no_real_waiting(monkeypatch):
+    """--wait polls without sleeping; `polls` counts the sleeps."""
+    polls = []
+    monkeypatch.setattr(wait, 'sleep', polls.append)
+    return polls
+
+
+@pytest.fixture
+def base(fake_images, package):
+    """The package's base imported into the fake Glance: (BaseVM, model.BaseImages)."""
+    return package[0], model.import_base_package(fake_images, package[1])
+
+
+def write_overlay(path, base_vm, padding=0):
+    """A valid overlay header (+ trailer) against `base_vm`, and `padding` bytes after it."""
+    with open(path, 'wb') as f:
+        overlay_format.OverlayWriter(f, {'base_id': base_vm.base_id, 'base_name': base_vm.name,
+                                         'disk_size': base_vm.disk_size,
+                                         'memory_size': 4096}).finish()
+        f.write(b'\0' * padding)
+    return str(path)
+
+
+def flavor(flavor_id, name, ram, vcpus, disk, ephemeral=0, swap=0, disabled=False):
+    return {'id': flavor_id, 'name': name, 'ram': ram, 'vcpus': vcpus, 'disk': disk,
+            'OS-FLV-EXT-DATA:ephemeral': ephemeral, 'swap': swap, 'OS-FLV-DISABLED:disabled': disabled}
+
+
+def server(status='BUILD', **fields):
+    body = {'id': SERVER_ID, 'name': 'app', 'status': status,
+            'flavor': {'original_name': 'c1.base', 'ram': 64, 'vcpus': 2, 'disk': 1},
+            'image': {'id': 'set-by-test'}, 'metadata': {}}
+    body.update(fields)
+    return body
+
+
+def bodies(nova_mock, method, url):
+    """JSON bodies of the requests made to one URL (without query string)."""
+    return [r.json() for r in nova_mock.request_history
+            if r.method == method and r.url.split('?')[0] == url]
