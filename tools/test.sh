@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Run the test suite, by tier (see README.md, "Tests"):
 #   quick        unit tests: format, engine, codecs, qcow2, save images, fuzzing,
-#                Glance model, API pieces, driver pieces (default)
+#                Glance model, API pieces, driver pieces, OSC plugin, configure
+#                tool, devstack plugin (default)
 #   functional   nova 34's own functional harness: real nova-api (our api-paste),
 #                conductor, scheduler, placement, compute running CloudletDriver
 #                on nova's fake libvirt (extended with save/restore)
 #   integration  real libvirtd + QEMU guests: save/restore, base capture, overlay, synthesis
+#   e2e          the real box (tools/box.sh up: Keystone, Glance, Placement, Neutron,
+#                Nova with CloudletDriver, libvirtd + QEMU), through the `openstack` CLI
+#                and raw HTTP, two projects
 #   all          all of the above (what CI runs)
 # Extra arguments go to pytest.
 set -euo pipefail
@@ -14,18 +18,28 @@ tier=${1:-quick}
 [ $# -gt 0 ] && shift
 VENV=${CLOUDLET_VENV:-/opt/openstack-cloudlet/venv}
 
-"$here/tools/setup.sh"
-cd "$here"
 case "$tier" in
   quick)       selection=(tests/unit) ;;
   functional)  selection=(tests/functional) ;;
   integration) selection=(tests/integration) ;;
+  e2e)         selection=() ;;
   all)         selection=(tests/unit tests/functional tests/integration) ;;
-  *) echo "usage: $0 [quick|functional|integration|all] [pytest args]" >&2; exit 2 ;;
+  *) echo "usage: $0 [quick|functional|integration|e2e|all] [pytest args]" >&2; exit 2 ;;
 esac
+"$here/tools/setup.sh"
+cd "$here"
 # Run from the checkout so the tests exercise these sources.
 export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
 # nova 34 services run on native threads; nova's test packages would switch
 # the whole run to eventlet without this.
 export OS_NOVA_DISABLE_EVENTLET_PATCHING=1
-exec "$VENV/bin/python" -m pytest -q -ra "${selection[@]}" "$@"
+pytest=("$VENV/bin/python" -m pytest -q -ra)
+if ((${#selection[@]})); then
+  "${pytest[@]}" "${selection[@]}" "$@"
+fi
+if [ "$tier" = e2e ] || [ "$tier" = all ]; then
+  # The box's nova-compute must start against a libvirt without leftover
+  # domains: the tiers above clean up theirs.
+  "$here/tools/box.sh" up
+  "${pytest[@]}" tests/e2e "$@"
+fi
