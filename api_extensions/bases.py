@@ -28,8 +28,6 @@ from nova.api.openstack import wsgi
 from nova.api import validation
 import nova.conf
 
-from cloudlet_glance import properties
-
 from api_extensions import policies
 from api_extensions import policy
 from api_extensions import records as records_mod
@@ -163,14 +161,11 @@ class BaseImporter:
             result = model.import_base_package(
                 images.NovaImages(context), download, name=name, visibility=visibility,
                 progress=_RecordProgress(store, record_id, 'validating'), workdir=workdir)
-            companions = {properties.BASE_MEMORY: result.memory_id,
-                          properties.BASE_DISK_HASH: result.disk_hash_id,
-                          properties.BASE_MEMORY_HASH: result.memory_hash_id}
+            # Keyed by cloudlet_type (the kernel and ramdisk only for a base that boots one).
             store.update(
                 record_id, status='active', error=None, base_id=result.base_id,
                 image_id=result.disk_id, name=name or result.name,
-                companion_image_ids={properties.COMPANION_ID_KEYS[kind]: image_id
-                                     for kind, image_id in companions.items()},
+                companion_image_ids=result.companion_ids(),
                 progress={'stage': 'done'})
             LOG.info('Base VM import %s: base %s is active as image %s',
                      record_id, result.base_id, result.disk_id)

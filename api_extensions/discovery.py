@@ -25,11 +25,13 @@ VERSION = '1.0'
 MIN_VERSION = '1.0'
 
 # Every image property the cloudlet model sets (cloudlet_glance.properties),
-# plus the codec choice the create-overlay action stores for the driver.
+# nova's own ones it sets for a base's boot companions included, plus the
+# codec choice the create-overlay action stores for the driver.
 IMAGE_PROPERTY_KEYS = sorted({
     properties.CLOUDLET_TYPE, properties.BASE_ID, properties.BASE_NAME, properties.ABI_DIGEST,
     properties.MEMORY_MB, properties.VCPUS, properties.MACHINE, properties.FORMAT_VERSION,
     properties.MEMORY_BLOCKS, properties.TRAIT_PROPERTY, servers.CODEC_PROPERTY,
+    properties.KERNEL_ID, properties.RAMDISK_ID, properties.OS_COMMAND_LINE,
     *properties.COMPANION_ID_KEYS.values()})
 SERVER_METADATA_KEYS = [properties.META_OVERLAY_URL, properties.META_OVERLAY_ID]
 

@@ -1,13 +1,23 @@
-"""The Glance model: a base VM as four linked images, an overlay as one hidden image.
+"""The Glance model: a base VM as four (or six) linked images, an overlay as one hidden image.
 
 A base VM (doc/base-vm-package.md) is stored as:
 
     <name>            the base disk (raw/bare): cloudlet_type=cloudlet_base_disk, the base
-                      identity, the ids of the three companions, flavor hints, the trait
+                      identity, the ids of its companions, flavor hints, the trait
                       that schedules it onto cloudlet hosts, min_ram/min_disk
     <name>-memory     memory snapshot  } hidden (os_hidden=true), cloudlet_type and
     <name>-diskhash   disk hash list   } cloudlet_base_id set; same visibility as the
     <name>-memhash    memory page list } disk, or whoever boots the disk can't fetch them
+    <name>-kernel     kernel (aki)     } boot companions, only for a base that boots a
+    <name>-ramdisk    initrd (ari)     } kernel directly
+
+The disk image names the boot companions with nova's own kernel_id and
+ramdisk_id (and the command line with os_command_line), so nova fetches them
+into the instance directory as for any AMI-style image, and the restore finds
+them there. A base captured through nova before bases carried boot files has
+kernel_id/ramdisk_id too, inherited from the image of the server it was
+captured from: images it shares, not its companions, so delete_base leaves
+them alone, and export_base_package downloads them as its boot files.
 
 The disk image is created last, once its companions are uploaded, and is the
 only handle users see: a base whose disk image exists is complete. Every
@@ -32,29 +42,78 @@ from cloudlet_glance import properties as props
 from cloudlet_glance import streams
 from cloudlet_nova.engine import basevm
 from cloudlet_nova.engine import chunks
+from cloudlet_nova.engine import domainxml
 from cloudlet_nova.engine import errors as engine_errors
 from cloudlet_nova.engine import format as overlay_format
+from cloudlet_nova.engine import savefile
 
 LOG = logging.getLogger(__name__)
 
 GIB = 1024 ** 3
-# Companion type -> (file of the engine's base directory, image name suffix).
-COMPANIONS = {
-    props.BASE_MEMORY: (basevm.MEMORY, 'memory'),
-    props.BASE_DISK_HASH: (basevm.DISK_HASHES, 'diskhash'),
-    props.BASE_MEMORY_HASH: (basevm.MEMORY_PAGES, 'memhash'),
-}
+
+
+@dataclasses.dataclass(frozen=True)
+class Companion:
+    """One of the hidden images of a base, besides its disk image."""
+    kind: str                   # its cloudlet_type
+    file_name: str              # the file of the engine's base directory it holds
+    suffix: str                 # its image is named <base name>-<suffix>
+    id_key: str                 # the base disk image property naming it
+    disk_format: str = 'raw'
+
+    @property
+    def container_format(self):
+        # Glance wants an aki or ari image to be one in both formats.
+        return 'bare' if self.disk_format == 'raw' else self.disk_format
+
+
+COMPANIONS = (
+    Companion(props.BASE_MEMORY, basevm.MEMORY, 'memory', props.COMPANION_ID_KEYS[props.BASE_MEMORY]),
+    Companion(props.BASE_DISK_HASH, basevm.DISK_HASHES, 'diskhash',
+              props.COMPANION_ID_KEYS[props.BASE_DISK_HASH]),
+    Companion(props.BASE_MEMORY_HASH, basevm.MEMORY_PAGES, 'memhash',
+              props.COMPANION_ID_KEYS[props.BASE_MEMORY_HASH]),
+)
+# A base has these only if it boots a kernel directly; its disk image may
+# also name shared images there (see the module doc).
+BOOT_COMPANIONS = (
+    Companion(props.BASE_KERNEL, basevm.KERNEL, 'kernel', props.KERNEL_ID, 'aki'),
+    Companion(props.BASE_RAMDISK, basevm.INITRD, 'ramdisk', props.RAMDISK_ID, 'ari'),
+)
+_COMPANION_BY_KIND = {companion.kind: companion for companion in COMPANIONS + BOOT_COMPANIONS}
+
+
+def companions_of(base):
+    """The companions of a base (engine BaseVM): the three, and one per boot file."""
+    boot_files = base.boot_files()
+    return COMPANIONS + tuple(c for c in BOOT_COMPANIONS if c.file_name in boot_files)
 
 
 @dataclasses.dataclass(frozen=True)
 class BaseImages:
-    """The four images of one base VM in the image service."""
+    """The images of one base VM in the image service."""
     base_id: str
     disk_id: str
     memory_id: str
     disk_hash_id: str
     memory_hash_id: str
     name: str
+    kernel_id: str = None       # its boot companions; None where it has none
+    ramdisk_id: str = None
+
+    def companion_ids(self):
+        """cloudlet_type -> image id, for each companion the base has."""
+        ids = {props.BASE_MEMORY: self.memory_id, props.BASE_DISK_HASH: self.disk_hash_id,
+               props.BASE_MEMORY_HASH: self.memory_hash_id, props.BASE_KERNEL: self.kernel_id,
+               props.BASE_RAMDISK: self.ramdisk_id}
+        return {kind: image_id for kind, image_id in ids.items() if image_id}
+
+
+def _base_images(base_id, disk_id, name, companion_ids):
+    """BaseImages from {cloudlet_type: image id}."""
+    return BaseImages(base_id, disk_id, companion_ids[props.BASE_MEMORY],
+                      companion_ids[props.BASE_DISK_HASH], companion_ids[props.BASE_MEMORY_HASH], name,
+                      companion_ids.get(props.BASE_KERNEL), companion_ids.get(props.BASE_RAMDISK))
 
 
 # ---------------------------------------------------------------- bases
@@ -62,13 +121,14 @@ class BaseImages:
 
 def import_base_package(images, package_path, name=None, visibility='private', progress=None,
                         workdir=None):
-    """Upload a base VM package as four linked images; return their BaseImages.
+    """Upload a base VM package as four (with boot files, six) linked images; return their BaseImages.
 
     The package is validated by the engine first (unpacked into a temporary
     directory under `workdir`, default the system temp directory: it needs
     the base's full size) and the validated files are uploaded. Idempotent: if
-    a complete, active base with the same base id is visible already, it is
-    returned and nothing is uploaded. On failure no image is left behind.
+    a complete, active base with the same base id (and boot companions, if
+    the package has boot files) is visible already, it is returned and
+    nothing is uploaded. On failure no image is left behind.
     """
     scratch = tempfile.mkdtemp(prefix='cloudlet-import-', dir=workdir)
     try:
@@ -78,7 +138,7 @@ def import_base_package(images, package_path, name=None, visibility='private', p
             # The engine checks sizes and digests, but zipfile raises these on
             # a damaged member (bad CRC, bad deflate data) before it can.
             raise engine_errors.BaseVMError('%s is damaged: %s' % (package_path, exc)) from exc
-        existing = find_complete_base(images, base.base_id)
+        existing = find_complete_base(images, base.base_id, base.boot_files())
         if existing is not None:
             LOG.info('base %s is in the image service already (image %s)', base.base_id, existing.disk_id)
             return existing
@@ -91,14 +151,7 @@ def import_base_package(images, package_path, name=None, visibility='private', p
 def _upload_base(images, base, name, visibility, progress):
     created = []
     try:
-        companion_ids = {}
-        for kind, (file_name, suffix) in COMPANIONS.items():
-            image_id = images.create('%s-%s' % (name, suffix), companion_properties(base, kind, name),
-                                     visibility=visibility, hidden=True)
-            created.append(image_id)
-            upload_file(images, image_id, os.path.join(base.path, file_name), 'uploading ' + suffix,
-                        progress)
-            companion_ids[kind] = image_id
+        companion_ids = upload_companions(images, base, name, visibility, progress, created)
         disk_id = images.create(name, disk_properties(base, name, companion_ids), visibility=visibility)
         created.append(disk_id)
         upload_file(images, disk_id, base.disk_path, 'uploading disk', progress)
@@ -106,8 +159,26 @@ def _upload_base(images, base, name, visibility, progress):
         # Disk image first (reversed): never leave a visible, incomplete base.
         delete_quietly(images, reversed(created))
         raise
-    return BaseImages(base.base_id, disk_id, companion_ids[props.BASE_MEMORY],
-                      companion_ids[props.BASE_DISK_HASH], companion_ids[props.BASE_MEMORY_HASH], name)
+    return _base_images(base.base_id, disk_id, name, companion_ids)
+
+
+def upload_companions(images, base, name, visibility, progress, created):
+    """Create and upload the companion images of a base (engine BaseVM); return {cloudlet_type: image id}.
+
+    Each image id is appended to `created` as soon as the image exists, for
+    the caller to delete if anything fails.
+    """
+    companion_ids = {}
+    for companion in companions_of(base):
+        image_id = images.create('%s-%s' % (name, companion.suffix),
+                                 companion_properties(base, companion.kind, name), visibility=visibility,
+                                 hidden=True, disk_format=companion.disk_format,
+                                 container_format=companion.container_format)
+        created.append(image_id)
+        upload_file(images, image_id, os.path.join(base.path, companion.file_name),
+                    'uploading ' + companion.suffix, progress)
+        companion_ids[companion.kind] = image_id
+    return companion_ids
 
 
 def companion_properties(base, kind, name):
@@ -123,7 +194,8 @@ def disk_properties(base, name, companion_ids):
 
     Includes the Glance attributes min_ram (MB) and min_disk (GiB, rounded
     up), which ImageService.create()/update() set as attributes, not as
-    extra properties.
+    extra properties, and for boot companions nova's kernel_id, ramdisk_id
+    and os_command_line.
     """
     abi = base.abi
     properties = {
@@ -131,13 +203,15 @@ def disk_properties(base, name, companion_ids):
         props.BASE_ID: base.base_id,
         props.BASE_NAME: name,
         props.ABI_DIGEST: base.manifest['abi_digest'],
-        props.FORMAT_VERSION: str(basevm.MANIFEST_VERSION),
+        props.FORMAT_VERSION: str(base.manifest['version']),
         props.TRAIT_PROPERTY: 'required',
         # Glance attributes: nova refuses a flavor with less disk or RAM.
         props.MIN_DISK: math.ceil(base.disk_size / GIB),
     }
     for kind, image_id in companion_ids.items():
-        properties[props.COMPANION_ID_KEYS[kind]] = image_id
+        properties[_COMPANION_BY_KIND[kind].id_key] = image_id
+    if base.kernel_cmdline is not None:
+        properties[props.OS_COMMAND_LINE] = base.kernel_cmdline
     memory_mb = (abi.get('memory_kib') or 0) // 1024
     if memory_mb:
         properties[props.MEMORY_MB] = str(memory_mb)
@@ -150,40 +224,78 @@ def disk_properties(base, name, companion_ids):
     return properties
 
 
-def find_complete_base(images, base_id):
-    """The first complete, active base with this id visible to the caller, or None."""
+def find_complete_base(images, base_id, boot_files=()):
+    """The first complete, active base with this id visible to the caller, or None.
+
+    A base counts with or without boot companions, unless `boot_files`
+    (engine names: 'kernel', 'initrd') says which it must have: an import of
+    a package with boot files does not settle for a base uploaded without.
+    """
+    needed = [c.kind for c in BOOT_COMPANIONS if c.file_name in boot_files]
     candidates = images.list({props.CLOUDLET_TYPE: props.BASE_DISK, props.BASE_ID: base_id})
     for image in sorted(candidates, key=lambda i: (str(i.get('created_at') or ''), i['id'])):
         if image.get('status') != 'active':
             continue
         try:
-            return linked_images(images, image, require_active=True)
+            links = linked_images(images, image, require_active=True)
         except (errors.ImageNotFound, engine_errors.BaseVMError) as exc:
             LOG.info('ignoring incomplete base image %s: %s', image['id'], exc)
+            continue
+        missing = [kind for kind in needed if kind not in links.companion_ids()]
+        if not missing:
+            return links
+        LOG.info('ignoring base image %s: it has no %s image', image['id'], ' or '.join(missing))
     return None
 
 
 def linked_images(images, disk_image, require_active=False):
-    """BaseImages of a base disk image, after checking that its companions belong to it."""
+    """BaseImages of a base disk image, after checking that its companions belong to it.
+
+    A kernel or ramdisk image it names that is not its companion (a shared
+    one, see the module doc) is not in the result; with `require_active` it
+    must be active all the same, as nova boots it.
+    """
     base_id = base_id_of(disk_image)
     ids = {}
-    for kind in COMPANIONS:
-        image_id = disk_image.get(props.COMPANION_ID_KEYS[kind])
-        if not image_id:
+    for companion in COMPANIONS + BOOT_COMPANIONS:
+        image_id = named_image_id(disk_image, companion)
+        is_boot = companion in BOOT_COMPANIONS
+        if image_id is None and is_boot:
+            continue
+        if image_id is None:
             raise engine_errors.BaseVMError('base image %s does not name its %s image'
-                                            % (disk_image['id'], kind))
-        _check_companion(images.get(image_id), kind, base_id, require_active)
-        ids[kind] = image_id
-    return BaseImages(base_id, disk_image['id'], ids[props.BASE_MEMORY], ids[props.BASE_DISK_HASH],
-                      ids[props.BASE_MEMORY_HASH], disk_image.get(props.BASE_NAME) or disk_image.get('name'))
+                                            % (disk_image['id'], companion.kind))
+        image = images.get(image_id)
+        if is_boot and not _is_companion(image, companion.kind, base_id):
+            if require_active:
+                _check_active(image, 'the %s of base %s' % (companion.suffix, base_id))
+            continue
+        _check_companion(image, companion.kind, base_id, require_active)
+        ids[companion.kind] = image_id
+    return _base_images(base_id, disk_image['id'], disk_image.get(props.BASE_NAME) or disk_image.get('name'),
+                        ids)
+
+
+def named_image_id(disk_image, companion):
+    """The image id a base disk image names for a companion, or None (nova's 'nokernel' is none)."""
+    image_id = disk_image.get(companion.id_key)
+    return None if image_id in (None, '', props.NO_KERNEL) else image_id
+
+
+def _is_companion(image, kind, base_id):
+    return image.get(props.CLOUDLET_TYPE) == kind and image.get(props.BASE_ID) == base_id
 
 
 def _check_companion(image, kind, base_id, require_active):
-    if image.get(props.CLOUDLET_TYPE) != kind or image.get(props.BASE_ID) != base_id:
+    if not _is_companion(image, kind, base_id):
         raise engine_errors.BaseVMError('image %s is not the %s of base %s' % (image['id'], kind, base_id))
-    if require_active and image.get('status') != 'active':
-        raise engine_errors.BaseVMError('image %s (%s of base %s) is %s'
-                                        % (image['id'], kind, base_id, image.get('status')))
+    if require_active:
+        _check_active(image, '%s of base %s' % (kind, base_id))
+
+
+def _check_active(image, role):
+    if image.get('status') != 'active':
+        raise engine_errors.BaseVMError('image %s (%s) is %s' % (image['id'], role, image.get('status')))
 
 
 def base_id_of(disk_image):
@@ -228,24 +340,27 @@ def delete_base(images, ref):
     The disk image goes first: it is the base's only handle, so the base
     disappears at once, and if Glance refuses to delete it (not the owner,
     protected) nothing has been touched. Companions already gone are fine; an
-    image the disk names that is not its companion is left alone.
+    image the disk names that is not its companion (e.g. a shared kernel) is
+    left alone.
     """
     disk_image = find_base(images, ref)
     base_id = base_id_of(disk_image)
     images.delete(disk_image['id'])
     deleted, failed = [disk_image['id']], []
-    for kind in COMPANIONS:
-        image_id = disk_image.get(props.COMPANION_ID_KEYS[kind])
+    for companion in COMPANIONS + BOOT_COMPANIONS:
+        image_id = named_image_id(disk_image, companion)
         if not image_id:
             continue
         try:
-            _check_companion(images.get(image_id), kind, base_id, require_active=False)
+            _check_companion(images.get(image_id), companion.kind, base_id, require_active=False)
             images.delete(image_id)
             deleted.append(image_id)
         except errors.ImageNotFound:
             continue
         except engine_errors.BaseVMError as exc:
-            LOG.warning('not deleting %s: %s', image_id, exc)
+            # A kernel or ramdisk the base shares is expected; another base's memory is not.
+            log = LOG.info if companion in BOOT_COMPANIONS else LOG.warning
+            log('not deleting %s: %s', image_id, exc)
         except errors.ImageServiceError as exc:
             failed.append('%s (%s)' % (image_id, exc))
     if failed:
@@ -255,11 +370,13 @@ def delete_base(images, ref):
 
 
 def export_base_package(images, base_ref, package_path, progress=None, workdir=None):
-    """Download a base's four images and write a base VM package; return its path.
+    """Download a base's images and write a base VM package; return its path.
 
     The engine re-indexes the downloaded disk and memory; the result must be
     the base the image claims (else BaseVMError), and the hash list images
-    must equal what it computed.
+    must equal what it computed. The kernel and initrd its memory snapshot
+    boots come from the images the disk image names (its boot companions,
+    or shared ones it inherited).
     """
     disk_image = find_base(images, base_ref)
     links = linked_images(images, disk_image)
@@ -269,12 +386,13 @@ def export_base_package(images, base_ref, package_path, progress=None, workdir=N
         _download_file(images, links.disk_id, disk_path, 'downloading disk', progress)
         _download_file(images, links.memory_id, memory_path, 'downloading memory', progress)
         hash_lists = {}
-        for kind, image_id in ((props.BASE_DISK_HASH, links.disk_hash_id),
-                               (props.BASE_MEMORY_HASH, links.memory_hash_id)):
-            path = os.path.join(scratch, 'downloaded-' + COMPANIONS[kind][0])
-            _download_file(images, image_id, path, 'downloading ' + COMPANIONS[kind][1], progress)
-            hash_lists[COMPANIONS[kind][0]] = (image_id, path)
-        base = basevm.build_base(scratch, disk_path, memory_path, links.name, progress)
+        for kind in (props.BASE_DISK_HASH, props.BASE_MEMORY_HASH):
+            companion, image_id = _COMPANION_BY_KIND[kind], links.companion_ids()[kind]
+            path = os.path.join(scratch, 'downloaded-' + companion.file_name)
+            _download_file(images, image_id, path, 'downloading ' + companion.suffix, progress)
+            hash_lists[companion.file_name] = (image_id, path)
+        boot_files = _download_boot_files(images, disk_image, memory_path, scratch, progress)
+        base = basevm.build_base(scratch, disk_path, memory_path, links.name, progress, boot_files)
         _check_base_id(base, disk_image)
         for file_name, (image_id, path) in hash_lists.items():
             if chunks.sha256_file(path) != base.manifest['files'][file_name]['sha256']:
@@ -283,6 +401,27 @@ def export_base_package(images, base_ref, package_path, progress=None, workdir=N
         return basevm.export_package(base, package_path, progress)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _download_boot_files(images, disk_image, memory_path, scratch, progress):
+    """{'kernel': path, 'initrd': path}: the boot files the memory snapshot boots, downloaded; or {}.
+
+    {} for a snapshot that boots from its disk, and, with a warning, for a
+    base whose disk image does not name an image for each: it is exported
+    without boot files, as before there were any.
+    """
+    booted = domainxml.direct_boot_files(savefile.read_save_image(memory_path).xml)
+    image_ids = {c.file_name: named_image_id(disk_image, c) for c in BOOT_COMPANIONS if c.file_name in booted}
+    if not all(image_ids.values()):
+        LOG.warning('base image %s boots %s, but names no %s image: exporting it without boot files',
+                    disk_image['id'], booted['kernel'],
+                    ' or '.join(name for name, image_id in image_ids.items() if not image_id))
+        return {}
+    paths = {}
+    for file_name, image_id in image_ids.items():
+        paths[file_name] = os.path.join(scratch, file_name)
+        _download_file(images, image_id, paths[file_name], 'downloading ' + file_name, progress)
+    return paths
 
 
 def fetch_base(images, disk_image_id, store, progress=None):
@@ -347,11 +486,18 @@ def upload_overlay(images, path, name, base_id, extra_properties=None, visibilit
 
 
 def list_overlays(images, base_id=None):
-    """Overlay images visible to the caller (all, or those of one base), sorted by name."""
-    filters = {props.CLOUDLET_TYPE: props.OVERLAY, props.OS_HIDDEN: True}
-    if base_id:
-        filters[props.BASE_ID] = base_id
-    return sorted(images.list(filters), key=lambda i: (i.get('name') or '', i['id']))
+    """Overlay images visible to the caller (all, or those of one base), sorted by name.
+
+    Both hidden and listed images: uploads are hidden, but overlays captured
+    through nova's snapshot path (cloudlet-create-overlay) are ordinary images.
+    """
+    found = {}
+    for hidden in (True, False):   # Glance lists hidden images only when asked to
+        filters = {props.CLOUDLET_TYPE: props.OVERLAY, props.OS_HIDDEN: hidden}
+        if base_id:
+            filters[props.BASE_ID] = base_id
+        found.update((image['id'], image) for image in images.list(filters))
+    return sorted(found.values(), key=lambda i: (i.get('name') or '', i['id']))
 
 
 def find_overlay(images, ref):

@@ -1,8 +1,10 @@
 """Glance image property names and values: the one place they are spelled.
 
 A base VM is four linked images (openstackpp-reference.md §4 kept the names):
-the base disk carries the ids of its three companions, which are hidden.
-An overlay is one hidden image. Values are short strings (Glance v2 properties
+the base disk carries the ids of its three companions, which are hidden; a
+base that boots a kernel directly has two more hidden companions, its kernel
+and ramdisk, named by nova's own kernel_id and ramdisk_id. An overlay is one
+hidden image. Values are short strings (Glance v2 properties
 are strings; nova keeps at most 255 characters of them in system_metadata).
 """
 
@@ -11,9 +13,12 @@ BASE_DISK = 'cloudlet_base_disk'
 BASE_MEMORY = 'cloudlet_base_memory'
 BASE_DISK_HASH = 'cloudlet_base_disk_hash'
 BASE_MEMORY_HASH = 'cloudlet_base_memory_hash'
+BASE_KERNEL = 'cloudlet_base_kernel'      # boot companions: only for a direct kernel boot
+BASE_RAMDISK = 'cloudlet_base_ramdisk'
 OVERLAY = 'cloudlet_overlay'
-TYPES = (BASE_DISK, BASE_MEMORY, BASE_DISK_HASH, BASE_MEMORY_HASH, OVERLAY)
+TYPES = (BASE_DISK, BASE_MEMORY, BASE_DISK_HASH, BASE_MEMORY_HASH, BASE_KERNEL, BASE_RAMDISK, OVERLAY)
 COMPANION_TYPES = (BASE_MEMORY, BASE_DISK_HASH, BASE_MEMORY_HASH)
+BOOT_COMPANION_TYPES = (BASE_KERNEL, BASE_RAMDISK)
 
 # On the base disk image: the companions' image ids, keyed by their type.
 COMPANION_ID_KEYS = {BASE_MEMORY: 'cloudlet_base_memory', BASE_DISK_HASH: 'cloudlet_base_disk_hash',
@@ -45,6 +50,12 @@ def system_metadata_key(prop):
 # Standard Glance/nova names the model sets or filters on (spelled here too, so
 # that every name the model writes comes from this module).
 HW_MACHINE_TYPE = 'hw_machine_type'   # nova's own image property (base disk)
+# nova's own image properties of an AMI-style image (base disk): nova fetches
+# these images into the instance directory and boots them with this command line.
+KERNEL_ID = 'kernel_id'
+RAMDISK_ID = 'ramdisk_id'
+OS_COMMAND_LINE = 'os_command_line'
+NO_KERNEL = 'nokernel'                # kernel_id value meaning "none" to nova
 MIN_RAM = 'min_ram'                   # Glance image attributes (integers, not extra
 MIN_DISK = 'min_disk'                 # properties): MB and GiB
 OS_HIDDEN = 'os_hidden'               # Glance attribute; also the list filter for hidden images

@@ -10,6 +10,7 @@
 #   e2e          the real box (tools/box.sh up: Keystone, Glance, Placement, Neutron,
 #                Nova with CloudletDriver, libvirtd + QEMU), through the `openstack` CLI
 #                and raw HTTP, two projects
+#   tempest      tempest's compute API smoke tests against the box (tools/tempest.sh)
 #   all          all of the above (what CI runs)
 # Extra arguments go to pytest.
 set -euo pipefail
@@ -22,9 +23,9 @@ case "$tier" in
   quick)       selection=(tests/unit) ;;
   functional)  selection=(tests/functional) ;;
   integration) selection=(tests/integration) ;;
-  e2e)         selection=() ;;
+  e2e|tempest) selection=() ;;
   all)         selection=(tests/unit tests/functional tests/integration) ;;
-  *) echo "usage: $0 [quick|functional|integration|e2e|all] [pytest args]" >&2; exit 2 ;;
+  *) echo "usage: $0 [quick|functional|integration|e2e|tempest|all] [pytest args]" >&2; exit 2 ;;
 esac
 "$here/tools/setup.sh"
 cd "$here"
@@ -42,4 +43,9 @@ if [ "$tier" = e2e ] || [ "$tier" = all ]; then
   # domains: the tiers above clean up theirs.
   "$here/tools/box.sh" up
   "${pytest[@]}" tests/e2e "$@"
+fi
+if [ "$tier" = tempest ] || [ "$tier" = all ]; then
+  # Stock nova behaviour with the extension loaded (counts printed at the end).
+  "$here/tools/box.sh" up
+  "$here/tools/tempest.sh"
 fi

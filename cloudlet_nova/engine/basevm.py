@@ -7,10 +7,16 @@ A base VM directory holds:
     memory.save     the libvirt save image (memory snapshot) of the running base
     disk.hashes     SHA-256 per 4 KiB disk chunk
     memory.pages    one record per RAM page of memory.save
+    kernel, initrd  only for a base whose domain boots a kernel directly
+                    (libvirt <os><kernel>): QEMU opens them even to restore
+                    the memory, and boots them again on a reboot
 
 The base identity is a digest over the disk content, the memory snapshot and
 what a restore has to match (machine type, CPU, devices: `domainxml.abi_summary`),
-so an overlay can never be applied to a base it was not made against.
+so an overlay can never be applied to a base it was not made against. The
+boot files are not part of it: the kernel that runs is in the memory
+snapshot already, and a base keeps its identity (and its overlays) whether or
+not its package carries them.
 """
 
 import hashlib
@@ -29,9 +35,16 @@ from cloudlet_nova.engine import savefile
 
 MANIFEST = 'manifest.json'
 MANIFEST_FORMAT = 'openstack-cloudlet-base'
-MANIFEST_VERSION = 1
+# Version 2 adds the boot files and is written only for bases that have them:
+# every other base stays version 1, readable by engines that know only
+# version 1, and those refuse a base with boot files instead of dropping them.
+PLAIN_VERSION, BOOT_VERSION = 1, 2
+MANIFEST_VERSION = BOOT_VERSION          # the newest this engine reads and writes
 DISK, MEMORY, DISK_HASHES, MEMORY_PAGES = 'disk.raw', 'memory.save', 'disk.hashes', 'memory.pages'
 FILES = (DISK, MEMORY, DISK_HASHES, MEMORY_PAGES)
+# Each stored under the name of its libvirt <os> element.
+KERNEL, INITRD = domainxml.BOOT_TAGS
+BOOT_FILES = (KERNEL, INITRD)
 MAX_MANIFEST_BYTES = 1 << 20
 
 
@@ -53,7 +66,7 @@ class BaseVM:
         except OSError as exc:
             raise errors.BaseVMError('no base VM at %s: %s' % (path, exc.strerror))
         self.manifest = parse_manifest(raw, manifest_path)
-        for name in FILES:
+        for name in all_files(self.manifest):
             if not os.path.isfile(os.path.join(path, name)):
                 raise errors.BaseVMError('base VM at %s lacks %s' % (path, name))
         self._disk_hashes = None
@@ -87,6 +100,15 @@ class BaseVM:
     @property
     def abi(self):
         return self.manifest['abi']
+
+    def boot_files(self):
+        """{'kernel': path, 'initrd': path} of the base's own boot files; {} when it has none."""
+        return {name: os.path.join(self.path, name) for name in boot_file_names(self.manifest)}
+
+    @property
+    def kernel_cmdline(self):
+        """The command line its kernel boots with (None without boot files or without a <cmdline>)."""
+        return (self.manifest.get('boot') or {}).get('cmdline')
 
     def disk_digest(self, offset):
         """SHA-256 of the base disk chunk at `offset` (None past the end)."""
@@ -132,7 +154,8 @@ class BaseVM:
         return {'base_id': m['base_id'], 'name': m.get('name'), 'created_at': m.get('created_at'),
                 'disk_size': m['disk']['size'], 'memory_size': m['memory']['size'],
                 'memory_mib': m['abi'].get('memory_kib', 0) // 1024, 'vcpus': m['abi'].get('vcpus'),
-                'machine': m['abi'].get('machine'), 'abi_digest': m['abi_digest'], 'path': self.path}
+                'machine': m['abi'].get('machine'), 'abi_digest': m['abi_digest'],
+                'boot_files': list(boot_file_names(m)), 'path': self.path}
 
 
 def parse_manifest(raw, where):
@@ -144,11 +167,12 @@ def parse_manifest(raw, where):
         raise errors.BaseVMError('%s is not valid JSON: %s' % (where, exc))
     if not isinstance(manifest, dict) or manifest.get('format') != MANIFEST_FORMAT:
         raise errors.BaseVMError('%s is not an openstack-cloudlet base manifest' % where)
-    if manifest.get('version') != MANIFEST_VERSION:
-        raise errors.BaseVMError('%s has version %r; this engine reads version %d'
-                                 % (where, manifest.get('version'), MANIFEST_VERSION))
+    if manifest.get('version') not in (PLAIN_VERSION, BOOT_VERSION):
+        raise errors.BaseVMError('%s has version %r; this engine reads versions %d and %d'
+                                 % (where, manifest.get('version'), PLAIN_VERSION, BOOT_VERSION))
+    _check_boot(manifest, where)
     try:
-        for name in FILES:
+        for name in all_files(manifest):
             entry = manifest['files'][name]
             if not isinstance(entry['size'], int) or not isinstance(entry['sha256'], str):
                 raise TypeError(name)
@@ -161,37 +185,104 @@ def parse_manifest(raw, where):
     return manifest
 
 
-def build_base(workdir, disk_raw_path, memory_save_path, name, progress=None):
+def _check_boot(manifest, where):
+    """The optional `boot` entry: {"files": ["kernel"] or ["kernel", "initrd"], "cmdline": str or null}."""
+    boot = manifest.get('boot')
+    if boot is None:
+        return
+    if manifest['version'] < BOOT_VERSION:
+        raise errors.BaseVMError('%s: a version %d manifest has no boot files' % (where, manifest['version']))
+    files = boot.get('files') if isinstance(boot, dict) else None
+    if files not in ([KERNEL], [KERNEL, INITRD]):
+        raise errors.BaseVMError('%s: boot files %r are not ["kernel"] or ["kernel", "initrd"]'
+                                 % (where, files))
+    if not isinstance(boot.get('cmdline'), (str, type(None))):
+        raise errors.BaseVMError('%s: the kernel command line is not a string' % where)
+
+
+def boot_file_names(manifest):
+    """The boot files a (parsed) manifest lists: (), ('kernel',) or ('kernel', 'initrd')."""
+    return tuple((manifest.get('boot') or {}).get('files', ()))
+
+
+def all_files(manifest):
+    """Every file of the base besides the manifest: the four of every base, then its boot files."""
+    return FILES + boot_file_names(manifest)
+
+
+def build_base(workdir, disk_raw_path, memory_save_path, name, progress=None, boot_files=None):
     """Index a disk image and a memory snapshot in `workdir`; write the manifest.
 
-    The two files are moved into `workdir` (if not already there). Returns a BaseVM.
+    The two files are moved into `workdir` (if not already there). `boot_files`
+    ({'kernel': path, 'initrd': path}) are copied in (the domain they come from
+    may still use them): all the memory snapshot's domain boots, or none.
+    Returns a BaseVM.
     """
     image = savefile.read_save_image(memory_save_path)
     abi = domainxml.abi_summary(image.xml)
+    boot_names = _boot_names(boot_files or {}, image.xml)
     for src, dst in ((disk_raw_path, DISK), (memory_save_path, MEMORY)):
-        dst_path = os.path.join(workdir, dst)
-        if os.path.abspath(src) != os.path.abspath(dst_path):
-            shutil.move(src, dst_path)
+        _put(src, os.path.join(workdir, dst), shutil.move)
+    for boot_name in boot_names:
+        _put(boot_files[boot_name], os.path.join(workdir, boot_name), shutil.copyfile)
     disk_hashes = chunks.hash_disk(os.path.join(workdir, DISK), progress)
     memory_pages, blocks = chunks.hash_memory(os.path.join(workdir, MEMORY), progress)
     for name_, data in ((DISK_HASHES, disk_hashes), (MEMORY_PAGES, memory_pages)):
         with open(os.path.join(workdir, name_), 'wb') as f:
             f.write(data)
     files = {}
-    for file_name in FILES:
+    for file_name in FILES + boot_names:
         path = os.path.join(workdir, file_name)
         files[file_name] = {'size': os.path.getsize(path), 'sha256': chunks.sha256_file(path)}
     abi_digest = domainxml.abi_digest(image.xml)
     manifest = {
-        'format': MANIFEST_FORMAT, 'version': MANIFEST_VERSION, 'name': name,
+        'format': MANIFEST_FORMAT, 'version': BOOT_VERSION if boot_names else PLAIN_VERSION, 'name': name,
         'base_id': compute_base_id(files[DISK_HASHES]['sha256'], files[MEMORY]['sha256'], abi_digest),
         'created_at': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
         'disk': {'size': files[DISK]['size'], 'chunk_size': chunks.CHUNK},
         'memory': {'size': files[MEMORY]['size'], 'blocks': blocks},
         'abi': abi, 'abi_digest': abi_digest, 'files': files,
     }
+    if boot_names:
+        manifest['boot'] = {'files': list(boot_names), 'cmdline': domainxml.kernel_cmdline(image.xml)}
     _write_json(os.path.join(workdir, MANIFEST), manifest)
     return BaseVM(workdir)
+
+
+def _put(src, dst, transfer):
+    if os.path.abspath(src) != os.path.abspath(dst):
+        transfer(src, dst)
+
+
+def _boot_names(boot_files, snapshot_xml):
+    """The names of the boot files to store, in BOOT_FILES order; checked against the snapshot's domain."""
+    if not boot_files:
+        return ()
+    booted = domainxml.direct_boot_files(snapshot_xml)
+    if set(boot_files) != set(booted):
+        raise errors.BaseVMError('boot files %s given, but the memory snapshot boots %s'
+                                 % ('+'.join(sorted(boot_files)),
+                                    '+'.join(sorted(booted)) or 'from its disk'))
+    return tuple(name for name in BOOT_FILES if name in boot_files)
+
+
+def restore_boot_files(snapshot_xml, base_name, *sources):
+    """{'kernel': path, 'initrd': path} for a restore of `snapshot_xml`: the first source holding each.
+
+    QEMU opens the kernel and initrd of a direct kernel boot even to restore
+    the memory, so every boot file the snapshot's domain names needs a file
+    that exists. `sources` are {'kernel': path, ...} maps in order of
+    preference; a path counts only where its file exists. None found: a
+    BaseVMError naming the base and the file, before libvirt is asked.
+    """
+    chosen = {}
+    for tag, recorded in domainxml.direct_boot_files(snapshot_xml).items():
+        found = [source[tag] for source in sources if source.get(tag) and os.path.isfile(source[tag])]
+        if not found:
+            raise errors.BaseVMError('base %s needs the %s %s, which is not on this host'
+                                     % (base_name, tag, recorded))
+        chosen[tag] = found[0]
+    return chosen
 
 
 def _write_json(path, data):
@@ -240,11 +331,12 @@ class BaseStore:
         """Move a finished base from its workdir to its id; idempotent."""
         final = self.path(base.base_id)
         # mkdtemp made the workdir 0700; QEMU (another user) opens the base
-        # disk as the backing file of every launch disk.
+        # disk as the backing file of every launch disk, and the boot files.
         os.chmod(workdir, 0o755)
         for name in os.listdir(workdir):
             os.chmod(os.path.join(workdir, name), 0o644)
         if os.path.isdir(final):
+            _add_boot_files(BaseVM(final), base)
             shutil.rmtree(workdir, ignore_errors=True)
         else:
             os.rename(workdir, final)
@@ -254,14 +346,25 @@ class BaseStore:
         shutil.rmtree(self.get(base_id).path)
 
 
+def _add_boot_files(cached, new_copy):
+    """Give a cached base the boot files a new copy of it brings (same id: same disk and memory)."""
+    if cached.boot_files() or not new_copy.boot_files():
+        return
+    for name, path in new_copy.boot_files().items():
+        os.replace(path, os.path.join(cached.path, name))
+    manifest = dict(cached.manifest, version=BOOT_VERSION, boot=new_copy.manifest['boot'],
+                    files=new_copy.manifest['files'])
+    _write_json(os.path.join(cached.path, MANIFEST), manifest)
+
+
 def export_package(base, package_path, progress=None):
-    """Write a base VM package: a zip of the manifest and the four files."""
+    """Write a base VM package: a zip of the manifest, the four files and the boot files."""
     tmp = package_path + '.part'
     try:
         with zipfile.ZipFile(tmp, 'w', compression=zipfile.ZIP_DEFLATED, compresslevel=1,
                              allowZip64=True) as zf:
             zf.write(os.path.join(base.path, MANIFEST), MANIFEST)
-            for name in FILES:
+            for name in all_files(base.manifest):
                 if progress:
                     progress.update('exporting %s' % name, 0, None)
                 zf.write(os.path.join(base.path, name), name)
@@ -275,9 +378,11 @@ def export_package(base, package_path, progress=None):
 def import_package(store, package_path, progress=None):
     """Validate a base VM package and add it to `store`; return the BaseVM.
 
-    Idempotent: importing a base that is already cached returns it unchanged.
-    Every file is checked against the manifest's size and SHA-256, and the
-    hash lists and the base id are recomputed, so a package can't lie.
+    Idempotent: importing a base that is already cached returns it unchanged
+    (it only gains the boot files the package carries, if it had none).
+    Every file is checked against the manifest's size and SHA-256, a member
+    the manifest does not list is refused, and the hash lists and the base id
+    are recomputed, so a package can't lie.
     """
     try:
         zf = zipfile.ZipFile(package_path)
@@ -291,15 +396,20 @@ def import_package(store, package_path, progress=None):
         if info.file_size > MAX_MANIFEST_BYTES:
             raise errors.BaseVMError('%s: manifest too large' % package_path)
         manifest = parse_manifest(zf.read(MANIFEST), '%s:%s' % (package_path, MANIFEST))
+        unexpected = sorted(set(zf.namelist()) - {MANIFEST, *all_files(manifest)})
+        if unexpected:
+            raise errors.BaseVMError('%s holds members its manifest does not list: %s'
+                                     % (package_path, ', '.join(unexpected)))
         existing = store.path(manifest['base_id'])
-        if os.path.isdir(existing):
+        if os.path.isdir(existing) and (BaseVM(existing).boot_files() or not boot_file_names(manifest)):
             return BaseVM(existing)
         workdir = store.new_workdir()
         try:
-            for name in FILES:
+            for name in all_files(manifest):
                 _extract_checked(zf, name, manifest['files'][name], workdir, progress)
+            boot_files = {name: os.path.join(workdir, name) for name in boot_file_names(manifest)}
             base = build_base(workdir, os.path.join(workdir, DISK), os.path.join(workdir, MEMORY),
-                              manifest.get('name', ''), progress)
+                              manifest.get('name', ''), progress, boot_files)
             if base.base_id != manifest['base_id']:
                 raise errors.BaseVMError('%s: content does not match its base id %s'
                                          % (package_path, manifest['base_id']))

@@ -1,7 +1,8 @@
 """Capture from a running libvirt domain: a base VM, or an overlay.
 
 Both save the domain's memory with libvirt (the domain stops), read its disk,
-and, if asked, restore the domain so that it keeps running.
+and, if asked, restore the domain so that it keeps running. A base also keeps
+a copy of the kernel and initrd of a domain that boots one directly.
 """
 
 import os
@@ -13,6 +14,7 @@ import xml.etree.ElementTree as ET
 from cloudlet_nova.engine import basevm
 from cloudlet_nova.engine import chunks
 from cloudlet_nova.engine import create
+from cloudlet_nova.engine import domainxml
 from cloudlet_nova.engine import errors
 from cloudlet_nova.engine import hypervisor
 
@@ -28,12 +30,14 @@ def domain_disk_path(xml_text):
 
 
 def _save(conn, domain_name, memory_path):
+    """Save the domain's memory (the domain stops); return (its disk path, its XML)."""
     dom = hypervisor.lookup(conn, domain_name)
     if dom is None:
         raise errors.HypervisorError('no domain named %s' % domain_name)
-    disk_path = domain_disk_path(dom.XMLDesc(0))
+    xml = dom.XMLDesc(0)
+    disk_path = domain_disk_path(xml)
     hypervisor.save_domain(dom, memory_path)
-    return disk_path
+    return disk_path, xml
 
 
 def _resume(conn, memory_path):
@@ -46,7 +50,7 @@ def capture_base(conn, domain_name, store, name, keep_running=False, progress=No
     memory_path = os.path.join(workdir, basevm.MEMORY)
     disk_raw = os.path.join(workdir, basevm.DISK)
     try:
-        disk_path = _save(conn, domain_name, memory_path)
+        disk_path, xml = _save(conn, domain_name, memory_path)
         try:
             convert_to_raw(disk_path, disk_raw, force_share=True)
         finally:
@@ -61,7 +65,8 @@ def capture_base(conn, domain_name, store, name, keep_running=False, progress=No
         if os.path.getsize(disk_raw) % chunks.CHUNK:
             raise errors.BaseVMError('base disk size %d is not a multiple of %d bytes'
                                      % (os.path.getsize(disk_raw), chunks.CHUNK))
-        base = basevm.build_base(workdir, disk_raw, memory_path, name, progress)
+        base = basevm.build_base(workdir, disk_raw, memory_path, name, progress,
+                                 boot_files=domainxml.direct_boot_files(xml))
         return store.adopt(workdir, base)
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -89,7 +94,7 @@ def capture_overlay(conn, domain_name, base, overlay_path, codec='zstd', level=N
     memory_path = os.path.join(workdir, 'memory.save')
     part = overlay_path + '.part'
     try:
-        disk_path = _save(conn, domain_name, memory_path)
+        disk_path, _ = _save(conn, domain_name, memory_path)
         try:
             with open(part, 'xb') as out:
                 stats = create.create_overlay(base, disk_path, memory_path, out, codec, level,

@@ -44,6 +44,8 @@ _BACKEND_TYPED = {'disk', 'interface', 'serial', 'console', 'channel', 'parallel
                   'filesystem', 'hostdev', 'rng', 'smartcard', 'redirdev', 'shmem'}
 # Elements under <devices> that are purely host side.
 _HOST_ONLY = {'emulator', 'graphics', 'audio'}
+# The <os> elements naming the files of a direct kernel boot.
+BOOT_TAGS = ('kernel', 'initrd')
 
 
 def _sub(parent, tag, text=None, **attrs):
@@ -131,16 +133,37 @@ def set_disk_source(disk, path):
         disk.remove(backing)
 
 
+def direct_boot_files(xml_text):
+    """{'kernel': path, 'initrd': path} of a domain that boots a kernel directly; {} for one that does not.
+
+    'initrd' only where the domain names one. An <initrd> without a <kernel>
+    boots nothing (libvirt ignores it), so it is left out too.
+    """
+    os_element = _parse(xml_text).find('os')
+    if os_element is None:
+        return {}
+    paths = {tag: (os_element.findtext(tag) or '').strip() for tag in BOOT_TAGS}
+    if not paths['kernel']:
+        return {}
+    return {tag: path for tag, path in paths.items() if path}
+
+
+def kernel_cmdline(xml_text):
+    """The kernel command line of a direct kernel boot (<os><cmdline>), or None."""
+    return _parse(xml_text).findtext('os/cmdline')
+
+
 def retarget(xml_text, name=None, uuid=None, disk_path=None, console_log=None, port_forwards=None,
-             disk_format=None):
+             disk_format=None, boot_files=None):
     """Return `xml_text` with the VM's identity and host side replaced.
 
     Only the given fields change: `name`; `uuid` (also the SMBIOS uuid in
     <sysinfo>); the first disk's source file (its recorded backing chain is
     dropped, as it described the old file; libvirt probes the new one);
     the first disk's driver type (`disk_format`, e.g. 'qcow2'); the serial
-    console's log file, where there is one; and for `port_forwards` ({guest_port:
-    new_host_port}) the host side of the matching `hostfwd=` forwards.
+    console's log file, where there is one; for `port_forwards` ({guest_port:
+    new_host_port}) the host side of the matching `hostfwd=` forwards; and for
+    `boot_files` ({'kernel': path, 'initrd': path}) the files of a direct kernel boot.
     """
     root = _parse(xml_text)
     if name is not None:
@@ -173,6 +196,11 @@ def retarget(xml_text, name=None, uuid=None, disk_path=None, console_log=None, p
         missing = sorted(set(wanted) - seen)
         if missing:
             raise ValueError('no hostfwd for guest port(s) %s' % ', '.join(map(str, missing)))
+    for tag, path in (boot_files or {}).items():
+        element = root.find('os/' + tag)
+        if element is None:
+            raise ValueError('the domain has no <%s> to point at %s' % (tag, path))
+        element.text = path
     return etree.tostring(root, encoding='unicode')
 
 

@@ -2,8 +2,8 @@
 
 libvirt refuses a new name or uuid when restoring a save image, so the domain
 XML stored inside the launch memory image's header is rewritten (name, uuid,
-disk path, console log, forwarded ports) before the restore: the header has
-64 KiB of slack for this (running-openstack-here.md §10).
+disk path, console log, forwarded ports, kernel and initrd) before the restore:
+the header has 64 KiB of slack for this (running-openstack-here.md §10).
 """
 
 import dataclasses
@@ -13,6 +13,7 @@ import time
 import uuid as uuidlib
 
 from cloudlet_nova.engine import apply
+from cloudlet_nova.engine import basevm
 from cloudlet_nova.engine import domainxml
 from cloudlet_nova.engine import errors
 from cloudlet_nova.engine import hypervisor
@@ -31,18 +32,23 @@ class Synthesized:
     timings: dict = dataclasses.field(default_factory=dict)
 
 
-def launch_xml(image_xml, name, uuid, disk_path, console_log=None, port_forwards=None):
+def launch_xml(image_xml, name, uuid, disk_path, console_log=None, port_forwards=None, boot_files=None):
     """The stored domain XML, retargeted at the new VM's identity and files."""
     return domainxml.retarget(image_xml, name=name, uuid=uuid, disk_path=disk_path,
                               disk_format='qcow2', console_log=console_log,
-                              port_forwards=port_forwards)
+                              port_forwards=port_forwards, boot_files=boot_files)
 
 
-def restore_launch(conn, launch, name, uuid, console_log=None, port_forwards=None):
+def restore_launch(conn, base, launch, name, uuid, console_log=None, port_forwards=None):
     """Give the launch memory image its identity and restore it, running."""
     image = savefile.read_save_image(launch.memory_path)
+    # The base's own kernel and initrd; for a base without them, the files
+    # the snapshot names, if this host still has them.
+    boot_files = basevm.restore_boot_files(image.xml, base.name or base.base_id, base.boot_files(),
+                                           domainxml.direct_boot_files(image.xml))
     try:
-        new_xml = launch_xml(image.xml, name, uuid, launch.disk_path, console_log, port_forwards)
+        new_xml = launch_xml(image.xml, name, uuid, launch.disk_path, console_log, port_forwards,
+                             boot_files)
     except ValueError as exc:     # e.g. a port forward for a port the base does not forward
         raise errors.CloudletError('cannot give the VM its identity: %s' % exc)
     # No fsync: the image is read once by the restore, then deleted.
@@ -80,7 +86,7 @@ def synthesize(base, overlay_location, launch_dir, name, uuid=None, port_forward
             overlay_bytes = launch.overlay_bytes
         timings['fetch_and_apply'] = time.monotonic() - started
         mark = time.monotonic()
-        restore_launch(conn, launch, name, uuid, console_log, port_forwards)
+        restore_launch(conn, base, launch, name, uuid, console_log, port_forwards)
         timings['restore'] = time.monotonic() - mark
     except BaseException:
         hypervisor.destroy_domain(conn, name)

@@ -14,7 +14,8 @@ what to capture. Both captures:
 4. restore the VM from the saved file and plug the NICs back, in a `finally`:
    the VM keeps running whatever happens next (its downtime is steps 2-4);
 5. offline, with the VM running: build the overlay (engine create_overlay) or
-   the base (engine build_base), and upload it into the target image.
+   the base (engine build_base, with a copy of the instance's kernel and
+   initrd when it boots one directly), and upload it into the target image.
 
 The manager deletes the target image when snapshot() raises
 (@delete_image_on_error); base captures also delete the companion images
@@ -44,7 +45,9 @@ from cloudlet_nova.engine import capture as engine_capture
 from cloudlet_nova.engine import chunks
 from cloudlet_nova.engine import codecs
 from cloudlet_nova.engine import create
+from cloudlet_nova.engine import domainxml
 from cloudlet_nova.engine import errors
+from cloudlet_nova.engine import savefile
 from cloudlet_nova.virt import faults
 from cloudlet_nova.virt import launch as launch_mod
 from cloudlet_nova.virt import restore
@@ -211,6 +214,14 @@ class Capture:
         return stats
 
     def _upload_base(self, disk_raw, memory_path):
+        """Upload the base: its companions, then its disk into the target image.
+
+        An instance that boots a kernel directly (nova's kernel and ramdisk in
+        its directory, as its memory snapshot names them) gives the base its
+        own copies, uploaded as its boot companions and named by the target's
+        kernel_id and ramdisk_id. These replace the ones inherited from the
+        server's image: the base never depends on images it does not own.
+        """
         if os.path.getsize(disk_raw) % chunks.CHUNK:
             raise errors.BaseVMError('disk size %d is not a multiple of %d bytes'
                                      % (os.path.getsize(disk_raw), chunks.CHUNK))
@@ -218,18 +229,12 @@ class Capture:
         base_workdir = store.new_workdir()
         try:
             name = self.image.get('name') or 'base-of-%s' % self.instance.uuid
+            boot_files = domainxml.direct_boot_files(savefile.read_save_image(memory_path).xml)
             base = basevm.build_base(base_workdir, disk_raw, memory_path, name,
-                                     launch_mod.LogProgress(self.instance.uuid))
+                                     launch_mod.LogProgress(self.instance.uuid), boot_files)
             visibility = 'public' if self.image.get('is_public') else 'private'
-            companion_ids = {}
-            for kind, (file_name, suffix) in model.COMPANIONS.items():
-                image_id = self.images.create('%s-%s' % (name, suffix),
-                                              model.companion_properties(base, kind, name),
-                                              visibility=visibility, hidden=True)
-                self.created_images.append(image_id)
-                model.upload_file(self.images, image_id, os.path.join(base.path, file_name),
-                                   'uploading ' + suffix, None)
-                companion_ids[kind] = image_id
+            companion_ids = model.upload_companions(self.images, base, name, visibility, None,
+                                                    self.created_images)
             self._upload_into_target(base.disk_path, model.disk_properties(base, name, companion_ids))
             store.adopt(base_workdir, base)
         except BaseException:

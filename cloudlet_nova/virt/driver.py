@@ -81,7 +81,8 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
         try:
             state.save(instance_dir, state.new_record(instance.uuid, base, spawn_plan.base_image_id,
                                                       spawn_plan.source_record()))
-            with self._restores.pending(instance.uuid, restore.Pending(prepared, base.name)):
+            with self._restores.pending(instance.uuid,
+                                        restore.Pending(prepared, base.name, base.boot_files())):
                 super().spawn(context, instance, image_meta, injected_files, admin_password,
                               allocations, network_info=network_info,
                               block_device_info=block_device_info, power_on=power_on,
@@ -127,7 +128,8 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
         LOG.info('restoring instance from the memory of base %s', pending.base_name,
                  instance=instance)
         return restore.restore_guest(self, xml, instance, pending.launch, pending.base_name,
-                                     pause=pause, post_xml_callback=post_xml_callback)
+                                     pause=pause, post_xml_callback=post_xml_callback,
+                                     base_boot_files=pending.base_boot_files)
 
     # -- capture -------------------------------------------------------------------
 

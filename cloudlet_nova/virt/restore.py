@@ -15,6 +15,12 @@ nova's <metadata>) and written back into the image header
 (`savefile.rewrite_xml`, within libvirt's 64 KiB of slack); the restore then
 needs no replacement XML. Devices stay the base's.
 
+Kernel and initrd: QEMU opens those of a direct kernel boot even for a
+restore. nova's XML names them when the base disk image has kernel_id /
+ramdisk_id (nova fetched them into the instance directory); otherwise the
+base's own copies in the host's base store; and if neither exists the spawn
+fails naming the file, before libvirt is asked.
+
 NICs: bases and overlays are captured without NICs (capture.py unplugs them
 first), because libvirt refuses a restore whose NIC MACs or count differ from
 the snapshot's (running-openstack-here.md, addendum). After the restore, the
@@ -34,6 +40,7 @@ import nova.conf
 from nova.virt.libvirt import driver as libvirt_driver
 from nova.virt.libvirt import guest as libvirt_guest
 
+from cloudlet_nova.engine import basevm
 from cloudlet_nova.engine import domainxml
 from cloudlet_nova.engine import savefile
 from cloudlet_nova.virt import faults
@@ -41,8 +48,9 @@ from cloudlet_nova.virt import faults
 CONF = nova.conf.CONF
 ROOT_DISK = 'disk'
 
-# What a spawn hands to its _create_guest: the launch files and the base's name.
-Pending = collections.namedtuple('Pending', 'launch base_name')
+# What a spawn hands to its _create_guest: the launch files, the base's name
+# and its own boot files ({} when it has none).
+Pending = collections.namedtuple('Pending', 'launch base_name base_boot_files', defaults=({},))
 
 
 class PendingRestores:
@@ -123,11 +131,13 @@ def _source_file(disk):
     return source.get('file') if source is not None else None
 
 
-def restore_xml(image_xml, nova_xml, base_name):
+def restore_xml(image_xml, nova_xml, base_name, base_boot_files=None):
     """The launch memory image's XML with nova's identity and host side.
 
     Disks are matched by target device: every disk of nova's XML (root disk,
     config drive, ephemeral, swap) must exist in the base, and the reverse.
+    The kernel and initrd the image boots are nova's, else the base's own
+    (`base_boot_files`); a missing one is a BaseVMError naming it.
     """
     nova_root = etree.fromstring(nova_xml.encode())
     base_root = etree.fromstring(image_xml.encode())
@@ -143,11 +153,13 @@ def restore_xml(image_xml, nova_xml, base_name):
     first = base_root.find('devices/disk')
     root_target = first.find('target').get('dev') if first is not None else None
     console_logs = [log.get('file') for log in nova_root.iterfind('devices/serial/log')]
+    boot_files = basevm.restore_boot_files(image_xml, base_name, domainxml.direct_boot_files(nova_xml),
+                                           base_boot_files or {})
     xml = domainxml.retarget(
         image_xml, name=nova_root.findtext('name'), uuid=nova_root.findtext('uuid'),
         disk_path=_source_file(nova_disks[root_target]) if root_target else None,
         disk_format='qcow2' if root_target else None,
-        console_log=console_logs[0] if console_logs else None)
+        console_log=console_logs[0] if console_logs else None, boot_files=boot_files)
     root = etree.fromstring(xml.encode())
     for target, disk in _disks_by_target(root).items():
         if target == root_target:
@@ -155,10 +167,6 @@ def restore_xml(image_xml, nova_xml, base_name):
         nova_file = _source_file(nova_disks[target])
         if nova_file:
             domainxml.set_disk_source(disk, nova_file)
-    for tag in ('kernel', 'initrd'):
-        ours, theirs = root.find('os/' + tag), nova_root.find('os/' + tag)
-        if ours is not None and theirs is not None:
-            ours.text = theirs.text
     nova_metadata = nova_root.find('metadata')
     if nova_metadata is not None:
         old = root.find('metadata')
@@ -187,7 +195,8 @@ class _RawDevice:
 
 # -- the restore -------------------------------------------------------------------
 
-def restore_guest(driver, nova_xml, instance, launch, base_name, pause=False, post_xml_callback=None):
+def restore_guest(driver, nova_xml, instance, launch, base_name, pause=False, post_xml_callback=None,
+                  base_boot_files=None):
     """Define the domain, restore the launch memory, plug nova's NICs; return the Guest.
 
     Mirrors LibvirtDriver._create_guest (define, config drive callback,
@@ -198,7 +207,7 @@ def restore_guest(driver, nova_xml, instance, launch, base_name, pause=False, po
     libvirt = libvirt_driver.libvirt
     with faults.spawn_errors('cloudlet restore failed'):
         image = savefile.read_save_image(launch.memory_path)
-        xml = restore_xml(image.xml, nova_xml, base_name)
+        xml = restore_xml(image.xml, nova_xml, base_name, base_boot_files)
         savefile.rewrite_xml(launch.memory_path, xml, fsync=False)
     guest = libvirt_guest.Guest.create(xml, driver._host)
     if post_xml_callback is not None:

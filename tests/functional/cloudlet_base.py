@@ -8,6 +8,8 @@ placement fixture, compute) with:
   there is one, else this repository's `nova/virt/cloudlet/__init__.py`;
 - fakelibvirt extended with save/restore (fake_libvirt_save.py);
 - nova's GlanceFixture keeping the data of uploads (it drops them);
+- nova's mocked-out `_create_image` writing an instance's kernel and ramdisk
+  (kernel_id / ramdisk_id) into its directory, as nova does;
 - a synthetic base VM (fake save image + small raw disk, built by the engine)
   imported into Glance as the four linked images of the Glance model.
 
@@ -32,6 +34,7 @@ import nova.conf
 from nova import context as nova_context
 from nova import objects
 from nova.tests.functional.libvirt import base
+from nova.virt.libvirt import utils as libvirt_utils
 
 from tests.fixtures import http_server
 from cloudlet_glance import images as glance_images
@@ -42,6 +45,7 @@ from cloudlet_nova.engine import basevm
 from cloudlet_nova.engine import create
 from cloudlet_nova.engine import format as overlay_format
 from cloudlet_nova.engine import savefile
+from tests.fixtures import boot_files as fake_boot_files
 from tests.fixtures import fake_savefile
 from tests.functional import fake_libvirt_save
 
@@ -61,7 +65,7 @@ BASE_XML = """<domain type='kvm'>
   <vcpu>%(vcpus)d</vcpu>
   <os>
     <type arch='x86_64' machine='pc-i440fx-2.11'>hvm</type>
-    <boot dev='hd'/>
+    %(boot)s
   </os>
   <features><acpi/><apic/></features>
   <devices>
@@ -79,6 +83,11 @@ BASE_XML = """<domain type='kvm'>
   </devices>
 </domain>
 """
+DISK_BOOT = "<boot dev='hd'/>"
+# What nova writes for an instance of an AMI-style image (kernel_id, ramdisk_id).
+KERNEL_BOOT = """<kernel>/var/lib/nova/instances/0b3a8e2c-1111-4222-8333-000000000001/kernel</kernel>
+    <initrd>/var/lib/nova/instances/0b3a8e2c-1111-4222-8333-000000000001/ramdisk</initrd>
+    <cmdline>root=/dev/vda console=tty0 console=ttyS0</cmdline>"""
 
 
 def _page(rng):
@@ -89,7 +98,8 @@ class SyntheticBase:
     """A base VM built by the engine from a fake save image and a small raw disk."""
 
     def __init__(self, root, seed=1, name='test-base', memory_mib=MEMORY_MIB, vcpus=VCPUS,
-                 disk_chunks=64, memory_pages=24):
+                 disk_chunks=64, memory_pages=24, boots_kernel=False, with_boot_files=True):
+        """`boots_kernel`: a direct kernel boot, the base with its boot files unless not `with_boot_files`."""
         self.root, self.name = root, name
         rng = random.Random(seed)
         self.rng = rng
@@ -98,15 +108,17 @@ class SyntheticBase:
         for i in range(0, disk_chunks, 2):
             disk[i * PAGE:(i + 1) * PAGE] = _page(rng)
         self.disk = bytes(disk)
-        self.xml = BASE_XML % {'memory_kib': memory_mib * 1024, 'vcpus': vcpus}
+        self.xml = BASE_XML % {'memory_kib': memory_mib * 1024, 'vcpus': vcpus,
+                               'boot': KERNEL_BOOT if boots_kernel else DISK_BOOT}
         self.pages = [('pc.ram', i * PAGE, _page(rng) if i % 4 else None) for i in range(memory_pages)]
         work = os.path.join(root, 'base-%s' % seed)
         os.makedirs(work)
         with open(os.path.join(work, 'disk.raw'), 'wb') as f:
             f.write(self.disk)
         fake_savefile.build_fake_save_image(os.path.join(work, 'memory.save'), self.xml, self.pages)
+        boot_files = fake_boot_files.write_boot_files(work) if boots_kernel and with_boot_files else {}
         self.base = basevm.build_base(work, os.path.join(work, 'disk.raw'),
-                                      os.path.join(work, 'memory.save'), name)
+                                      os.path.join(work, 'memory.save'), name, boot_files=boot_files)
 
     def changed(self, seed=7):
         """A VM state derived from this base: (disk bytes, pages), a few chunks and pages changed."""
@@ -181,6 +193,10 @@ class CloudletTestBase(base.ServersTestBase):
         warnings.filterwarnings('ignore', message=r'The noload\(\) option is deprecated',
                                 category=sqlalchemy_exc.SADeprecationWarning)
         store_uploads(self.glance)
+        # nova's base class mocks _create_image out; fetch kernel and ramdisk as nova's does.
+        # (A bound method as class attribute stays bound to the test: no driver argument.)
+        self.useFixture(fixtures.MonkeyPatch('nova.virt.libvirt.LibvirtDriver._create_image',
+                                             self.create_image_as_nova))
         self.flags(overlay_url_allowed_hosts=['127.0.0.1'], group='cloudlet')
         self.work = self.useFixture(fixtures.TempDir()).path
         self.admin_context = nova_context.get_admin_context()
@@ -199,6 +215,17 @@ class CloudletTestBase(base.ServersTestBase):
 
     def _setup_compute_service(self):
         self.flags(compute_driver='cloudlet.CloudletDriver')
+
+    def create_image_as_nova(self, context, instance, disk_mapping, *args, **kwargs):
+        """What LibvirtDriver._create_image does that the tests need: <instance dir>/kernel and ramdisk."""
+        if instance.kernel_id:
+            instance_dir = libvirt_utils.get_instance_path(instance)
+            os.makedirs(instance_dir, exist_ok=True)
+            for file_name, image_id in (('kernel', instance.kernel_id), ('ramdisk', instance.ramdisk_id)):
+                if image_id:
+                    with open(os.path.join(instance_dir, file_name), 'wb') as f:
+                        f.write(self.glance._imagedata.get(image_id, b''))
+        return False, False
 
     # -- Glance -------------------------------------------------------------------
 
@@ -224,6 +251,22 @@ class CloudletTestBase(base.ServersTestBase):
             body['metadata'] = metadata
         server = self.api.post_server({'server': body})
         return self._wait_for_state_change(server, expected_state)
+
+    def create_image(self, server, name, metadata=None):
+        """createImage (a cloudlet capture when metadata has cloudlet_type); the image id."""
+        body = {'createImage': {'name': name}}
+        if metadata is not None:
+            body['createImage']['metadata'] = metadata
+        image_id = self.api.post_server_action(server['id'], body)['image_id']
+        self.wait_for_task(server)
+        return image_id
+
+    def create_image_ok(self, server, name, metadata=None):
+        image_id = self.create_image(server, name, metadata)
+        if image_id not in self.glance.images:
+            self.fail('capture failed: %s\n%s'
+                      % (self.latest_fault(server), self.latest_fault_details(server)))
+        return image_id
 
     def wait_for_task(self, server, status='ACTIVE'):
         """Until the server's task (snapshot, shelve... they run in background threads) is over."""

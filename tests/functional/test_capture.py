@@ -17,21 +17,6 @@ PAGE = cloudlet_base.PAGE
 
 class CaptureTest(cloudlet_base.CloudletTestBase):
 
-    def create_image(self, server, name, metadata=None):
-        body = {'createImage': {'name': name}}
-        if metadata is not None:
-            body['createImage']['metadata'] = metadata
-        image_id = self.api.post_server_action(server['id'], body)['image_id']
-        self.wait_for_task(server)
-        return image_id
-
-    def create_image_ok(self, server, name, metadata=None):
-        image_id = self.create_image(server, name, metadata)
-        if image_id not in self.glance.images:
-            self.fail('capture failed: %s\n%s'
-                      % (self.latest_fault(server), self.latest_fault_details(server)))
-        return image_id
-
     def change_guest(self, server, seed=11):
         """What an app does in the guest: some RAM pages and a disk chunk change."""
         rng = random.Random(seed)
@@ -109,6 +94,9 @@ class CaptureTest(cloudlet_base.CloudletTestBase):
         links = model.linked_images(self.images, disk_image, require_active=True)
         self.assertEqual(image_id, links.disk_id)
         self.assertNotEqual(self.synthetic.base.base_id, links.base_id)
+        # The instance booted from its disk: no kernel for nova to fetch.
+        self.assertEqual((None, None), (links.kernel_id, links.ramdisk_id))
+        self.assertNotIn(props.KERNEL_ID, disk_image)
         for companion in (links.memory_id, links.disk_hash_id, links.memory_hash_id):
             self.assertTrue(self.images.get(companion)[props.OS_HIDDEN])
         self.assertEqual(disk, self.image_data(image_id))

@@ -172,11 +172,9 @@ def nova(box):
     })
     write_ini(etc / 'nova.conf', api_conf)
     cpu_conf = _nova_common(box)
-    cpu_conf.update({
-        'libvirt': {'cpu_mode': 'none'},
-        # TCG guests of a few hundred MB: plenty of RAM, two real cores.
-        'compute': {'cpu_allocation_ratio': '8.0'},
-    })
+    # TCG guests of a few hundred MB: plenty of RAM, two real cores.
+    cpu_conf['DEFAULT']['cpu_allocation_ratio'] = '8.0'
+    cpu_conf['libvirt'] = {'cpu_mode': 'none'}
     write_ini(etc / 'nova-cpu.conf', cpu_conf)
     # Stock nova 34 api-paste; cloudlet-configure then plugs our router into it.
     stock = layout.VENV / 'etc' / 'nova' / 'api-paste.ini'

@@ -59,8 +59,11 @@ def ensure_guest_image(glance):
     ramdisk = _find_image(glance, GUEST_IMAGE + '-initrd')
     ramdisk_id = ramdisk['id'] if ramdisk else _upload(
         glance, GUEST_IMAGE + '-initrd', files['initrd'], disk_format='ari', container_format='ari')
+    # The busybox guest ignores the ACPI power button: without a short
+    # os_shutdown_timeout every stop waits nova's default 60 s.
     return _upload(glance, GUEST_IMAGE, files['disk'], disk_format='raw', container_format='bare',
-                   kernel_id=kernel_id, ramdisk_id=ramdisk_id, hw_disk_bus='virtio')
+                   kernel_id=kernel_id, ramdisk_id=ramdisk_id, hw_disk_bus='virtio',
+                   os_shutdown_timeout='3')
 
 
 def write_clouds_yaml(box):

@@ -311,6 +311,17 @@ def overlay_path(package, tmp_path_factory):
     return path
 
 
+def test_overlays_captured_through_nova_are_listed_and_found_by_name(fake_images, package):
+    # nova's snapshot path creates ordinary (not hidden) images.
+    base_id = package[0].base_id
+    captured = fake_images.create('captured-app', {props.CLOUDLET_TYPE: props.OVERLAY,
+                                                   props.BASE_ID: base_id})
+    fake_images.create('ordinary', {})
+    assert [o['id'] for o in model.list_overlays(fake_images)] == [captured]
+    assert [o['id'] for o in model.list_overlays(fake_images, base_id=base_id)] == [captured]
+    assert model.find_overlay(fake_images, 'captured-app')['id'] == captured
+
+
 def test_overlays_upload_list_download(fake_images, package, overlay_path):
     base_id = package[0].base_id
     image_id = model.upload_overlay(fake_images, overlay_path, 'my-app', base_id,
@@ -357,3 +368,136 @@ def test_fake_lists_hidden_images_only_when_asked(fake_images):
     assert [i['id'] for i in fake_images.list({'k': 'v', props.OS_HIDDEN: True})] == [hidden]
     fake_images.update(visible, {'other': 'x'})
     assert fake_images.get(visible)['k'] == 'v'
+
+
+# ---------------------------------------------------------------- bases that boot a kernel directly
+
+
+def _add_shared_boot_images(fake):
+    """A kernel and ramdisk image of an AMI-style boot image: no cloudlet companions of anything."""
+    kernel = fake.create('cirros-kernel', {}, visibility='public', disk_format='aki', container_format='aki')
+    fake.upload(kernel, io.BytesIO(b'shared kernel'))
+    ramdisk = fake.create('cirros-ramdisk', {}, visibility='public', disk_format='ari',
+                          container_format='ari')
+    fake.upload(ramdisk, io.BytesIO(b'shared ramdisk'))
+    return kernel, ramdisk
+
+
+def test_import_uploads_the_boot_files_as_nova_s_kernel_and_ramdisk(fake_images, boot_package):
+    base, path = boot_package
+    result = model.import_base_package(fake_images, path, visibility='public')
+    assert len(fake_images.images) == 6
+    images = _by_type(fake_images)
+    disk, kernel, ramdisk = images[props.BASE_DISK], images[props.BASE_KERNEL], images[props.BASE_RAMDISK]
+    assert (result.kernel_id, result.ramdisk_id) == (kernel['id'], ramdisk['id'])
+    assert result.companion_ids()[props.BASE_KERNEL] == kernel['id']
+    # nova fetches them into the instance directory and boots them with this command line.
+    assert disk[props.KERNEL_ID] == kernel['id'] and disk[props.RAMDISK_ID] == ramdisk['id']
+    assert disk[props.OS_COMMAND_LINE] == 'root=/dev/vda console=ttyS0'
+    assert disk[props.FORMAT_VERSION] == '2'
+    for image, image_format, name, file_name in ((kernel, 'aki', 'boot-base-kernel', basevm.KERNEL),
+                                                 (ramdisk, 'ari', 'boot-base-ramdisk', basevm.INITRD)):
+        assert (image['disk_format'], image['container_format']) == (image_format, image_format)
+        assert image['os_hidden'] is True and image['visibility'] == 'public' and image['name'] == name
+        assert image[props.BASE_ID] == base.base_id and image[props.BASE_NAME] == 'boot-base'
+        assert fake_images.read_data(image['id']) == _read(base.boot_files()[file_name])
+    # The disk image still comes last.
+    assert [name for method, name in fake_images.calls if method == 'create'][-1] == 'boot-base'
+
+
+def test_a_base_without_boot_files_names_no_kernel(fake_images, package):
+    model.import_base_package(fake_images, package[1])
+    disk = _by_type(fake_images)[props.BASE_DISK]
+    assert not {props.KERNEL_ID, props.RAMDISK_ID, props.OS_COMMAND_LINE} & set(disk)
+
+
+def test_failed_boot_file_upload_leaves_no_image(fake_images, boot_package):
+    def fail(image):
+        if image[props.CLOUDLET_TYPE] == props.BASE_RAMDISK:
+            raise errors.ImageServiceError('injected failure')
+    fake_images.before_upload = fail
+    with pytest.raises(errors.ImageServiceError, match='injected'):
+        model.import_base_package(fake_images, boot_package[1])
+    assert fake_images.images == {}
+
+
+def test_import_with_boot_files_does_not_settle_for_a_base_without(
+        fake_images, boot_package, boot_package_without_boot_files):
+    without = model.import_base_package(fake_images, boot_package_without_boot_files[1])
+    assert without.kernel_id is None and len(fake_images.images) == 4
+    with_boot = model.import_base_package(fake_images, boot_package[1])
+    assert with_boot.base_id == without.base_id and with_boot.disk_id != without.disk_id
+    assert with_boot.kernel_id and with_boot.ramdisk_id
+    # Both are complete bases; who needs the boot companions gets the one that has them.
+    assert model.find_complete_base(fake_images, without.base_id) == without
+    assert model.find_complete_base(fake_images, without.base_id, ('kernel', 'initrd')) == with_boot
+    assert model.import_base_package(fake_images, boot_package[1]) == with_boot
+
+
+def test_a_base_whose_kernel_image_is_gone_is_incomplete(fake_images, boot_package):
+    imported = model.import_base_package(fake_images, boot_package[1])
+    fake_images.delete(imported.kernel_id)
+    assert model.find_complete_base(fake_images, imported.base_id) is None
+
+
+def test_export_brings_the_boot_files_back(fake_images, boot_package, tmp_path):
+    base = boot_package[0]
+    model.import_base_package(fake_images, boot_package[1])
+    out = model.export_base_package(fake_images, 'boot-base', str(tmp_path / 'exported.zip'),
+                                    workdir=str(tmp_path))
+    rebuilt = basevm.import_package(basevm.BaseStore(str(tmp_path / 'store')), out)
+    assert rebuilt.base_id == base.base_id and rebuilt.manifest['version'] == 2
+    for file_name in (basevm.KERNEL, basevm.INITRD):
+        assert _read(rebuilt.boot_files()[file_name]) == _read(base.boot_files()[file_name])
+    assert rebuilt.kernel_cmdline == base.kernel_cmdline
+
+
+def test_delete_base_deletes_its_boot_companions(fake_images, boot_package):
+    imported = model.import_base_package(fake_images, boot_package[1])
+    assert model.delete_base(fake_images, imported.disk_id) == [
+        imported.disk_id, imported.memory_id, imported.disk_hash_id, imported.memory_hash_id,
+        imported.kernel_id, imported.ramdisk_id]
+    assert fake_images.images == {}
+
+
+def test_a_base_captured_through_nova_before_boot_files(fake_images, boot_package_without_boot_files,
+                                                        tmp_path):
+    # Its disk image inherited kernel_id/ramdisk_id from the image the server was booted from.
+    imported = model.import_base_package(fake_images, boot_package_without_boot_files[1])
+    kernel, ramdisk = _add_shared_boot_images(fake_images)
+    fake_images.update(imported.disk_id, {props.KERNEL_ID: kernel, props.RAMDISK_ID: ramdisk})
+    links = model.linked_images(fake_images, fake_images.get(imported.disk_id), require_active=True)
+    assert links == imported                        # shared images are not its companions
+    assert model.find_complete_base(fake_images, imported.base_id) == imported
+
+    # Exported, it carries them as its boot files: a package that restores anywhere.
+    out = model.export_base_package(fake_images, imported.disk_id, str(tmp_path / 'out.zip'))
+    rebuilt = basevm.import_package(basevm.BaseStore(str(tmp_path / 'store')), out)
+    assert rebuilt.base_id == imported.base_id
+    assert _read(rebuilt.boot_files()[basevm.KERNEL]) == b'shared kernel'
+    assert _read(rebuilt.boot_files()[basevm.INITRD]) == b'shared ramdisk'
+
+    # Deleted, it leaves the shared images to the image they belong to.
+    assert model.delete_base(fake_images, imported.disk_id) == [
+        imported.disk_id, imported.memory_id, imported.disk_hash_id, imported.memory_hash_id]
+    assert set(fake_images.images) == {kernel, ramdisk}
+
+
+def test_export_without_kernel_images_gives_a_package_without_boot_files(
+        fake_images, boot_package_without_boot_files, tmp_path):
+    imported = model.import_base_package(fake_images, boot_package_without_boot_files[1])
+    fake_images.update(imported.disk_id, {props.KERNEL_ID: 'nokernel'})     # nova's "none"
+    out = model.export_base_package(fake_images, imported.disk_id, str(tmp_path / 'out.zip'))
+    rebuilt = basevm.import_package(basevm.BaseStore(str(tmp_path / 'store')), out)
+    assert rebuilt.base_id == imported.base_id and rebuilt.boot_files() == {}
+
+
+def test_a_shared_kernel_image_must_be_active_for_a_complete_base(fake_images,
+                                                                  boot_package_without_boot_files):
+    imported = model.import_base_package(fake_images, boot_package_without_boot_files[1])
+    kernel, _ = _add_shared_boot_images(fake_images)
+    fake_images.update(imported.disk_id, {props.KERNEL_ID: kernel})
+    fake_images.images[kernel]['status'] = 'deactivated'
+    with pytest.raises(engine_errors.BaseVMError, match='kernel of base .* is deactivated'):
+        model.linked_images(fake_images, fake_images.get(imported.disk_id), require_active=True)
+    assert model.find_complete_base(fake_images, imported.base_id) is None

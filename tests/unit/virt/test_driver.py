@@ -54,7 +54,8 @@ class DriverTestCase(test.NoDBTestCase):
                                 image_ref='base-image', numa_topology=None)
 
     def pending(self):
-        return self.driver._restores.pending(UUID, restore.Pending(self.launch, 'test-base'))
+        return self.driver._restores.pending(
+            UUID, restore.Pending(self.launch, 'test-base', {'kernel': '/store/base/kernel'}))
 
 
 class RestoreFlagTest(DriverTestCase):
@@ -76,8 +77,9 @@ class RestoreFlagTest(DriverTestCase):
             guest = self.driver._create_guest(self.context, '<domain/>', self.instance, pause=True,
                                               post_xml_callback=callback)
             self.assertIs(restore_guest.return_value, guest)
-            restore_guest.assert_called_once_with(self.driver, '<domain/>', self.instance, self.launch,
-                                                  'test-base', pause=True, post_xml_callback=callback)
+            restore_guest.assert_called_once_with(
+                self.driver, '<domain/>', self.instance, self.launch, 'test-base', pause=True,
+                post_xml_callback=callback, base_boot_files={'kernel': '/store/base/kernel'})
             self.driver._create_guest(self.context, '<domain/>', self.instance)
         create_guest.assert_called_once()
         self.assertEqual(0, len(self.driver._restores))
@@ -124,7 +126,7 @@ class SpawnTest(DriverTestCase):
     @mock.patch.object(LibvirtDriver, 'spawn', side_effect=exception.VirtualInterfaceCreateException())
     @mock.patch('cloudlet_nova.virt.launch.prepare')
     def test_failed_spawn_leaves_no_cloudlet_files(self, prepare, super_spawn):
-        base = types.SimpleNamespace(base_id='ab' * 32, name='test-base')
+        base = types.SimpleNamespace(base_id='ab' * 32, name='test-base', boot_files=dict)
         prepare.return_value = (base, self.launch)
         self.assertRaises(exception.VirtualInterfaceCreateException, self.driver.spawn,
                           self.context, self.instance, None, [], 'pw', {})
@@ -135,12 +137,14 @@ class SpawnTest(DriverTestCase):
     @mock.patch.object(LibvirtDriver, 'spawn')
     @mock.patch('cloudlet_nova.virt.launch.prepare')
     def test_spawn_records_the_state(self, prepare, super_spawn):
-        base = types.SimpleNamespace(base_id='ab' * 32, name='test-base')
+        base = types.SimpleNamespace(base_id='ab' * 32, name='test-base',
+                                     boot_files=lambda: {'kernel': '/store/base/kernel'})
         prepare.return_value = (base, self.launch)
         seen = []
         super_spawn.side_effect = lambda *a, **k: seen.append(self.driver._restores.get(UUID))
         self.driver.spawn(self.context, self.instance, None, [], 'pw', {})
         self.assertIs(self.launch, seen[0].launch)
+        self.assertEqual({'kernel': '/store/base/kernel'}, seen[0].base_boot_files)
         self.assertEqual(base.base_id, state.load(self.instance_dir)['base_id'])
         self.assertFalse(os.path.exists(os.path.join(self.instance_dir, state.LAUNCH_DIR)))
 
@@ -232,7 +236,8 @@ class RestoreGuestTest(DriverTestCase):
         from tests.functional import fake_libvirt_save
         from tests.unit.virt import test_restore
         self.fake_libvirt = self.useFixture(fake_libvirt_save.FakeLibvirtSaveRestore())
-        self.nova_xml = test_restore.NOVA_XML.replace('22222222-2222-2222-2222-222222222222', UUID)
+        self.nova_xml = test_restore.with_boot_files(
+            test_restore.NOVA_XML.replace('22222222-2222-2222-2222-222222222222', UUID), self.instance_dir)
         self.pages = [('pc.ram', 0, b'A' * 4096), ('pc.ram', 4096, None)]
         fake_savefile.build_fake_save_image(self.launch.memory_path, test_restore.BASE_XML, self.pages)
 
@@ -255,6 +260,17 @@ class RestoreGuestTest(DriverTestCase):
         header = savefile.read_save_image(self.launch.memory_path)
         self.assertIn('<name>instance-00000001</name>', header.xml)
         self.assertNotIn('<interface', header.xml)
+
+    def test_missing_kernel_is_a_spawn_fault_before_libvirt(self):
+        # The reported case: nova's XML has no <kernel> (the base disk image has no
+        # kernel_id), the base carries no copy, the snapshot's kernel is long gone.
+        nova_xml = self.nova_xml.replace(os.path.join(self.instance_dir, 'kernel'), '/gone/kernel')
+        exc = self.assertRaises(faults.CloudletSpawnFailed, restore.restore_guest, self.driver, nova_xml,
+                                self.instance, self.launch, 'demo-base', base_boot_files={})
+        self.assertEqual('cloudlet restore failed: base VM unusable: base demo-base needs the kernel '
+                         '/old/kernel, which is not on this host', exc.format_message())
+        self.assertEqual([], self.fake_libvirt.restores)
+        self.assertEqual([], self.driver._host.get_connection().listAllDomains())
 
     def test_libvirt_refusal_is_a_spawn_fault(self):
         from nova.tests.fixtures import libvirt as fakelibvirt

@@ -8,6 +8,7 @@ import fixtures
 from lxml import etree
 import testtools
 
+from cloudlet_nova.engine import errors
 from cloudlet_nova.virt import faults
 from cloudlet_nova.virt import restore
 
@@ -62,6 +63,15 @@ NOVA_XML = """<domain type='kvm'>
     <serial type='pty'><log file='/inst/console.log' append='off'/><target port='0'/></serial>
   </devices>
 </domain>"""
+
+
+def with_boot_files(xml, directory, tags=('kernel', 'ramdisk')):
+    """`xml` with its /inst/ kernel and ramdisk moved to `directory`, where they now exist."""
+    for tag in tags:
+        with open(os.path.join(directory, tag), 'wb') as f:
+            f.write(b'boot file')
+        xml = xml.replace('/inst/' + tag, os.path.join(directory, tag))
+    return xml
 
 
 class PendingRestoresTest(testtools.TestCase):
@@ -122,8 +132,20 @@ class PendingRestoresTest(testtools.TestCase):
 
 class RestoreXMLTest(testtools.TestCase):
 
+    def setUp(self):
+        super().setUp()
+        self.instance_dir = self.useFixture(fixtures.TempDir()).path
+        self.base_dir = self.useFixture(fixtures.TempDir()).path
+        # The base's own copies, as a base store holds them.
+        self.base_boot_files = {}
+        for name in ('kernel', 'initrd'):
+            self.base_boot_files[name] = os.path.join(self.base_dir, name)
+            with open(self.base_boot_files[name], 'wb') as f:
+                f.write(b'base ' + name.encode())
+
     def test_identity_and_host_side_are_nova_s(self):
-        root = etree.fromstring(restore.restore_xml(BASE_XML, NOVA_XML, 'b').encode())
+        nova_xml = with_boot_files(NOVA_XML, self.instance_dir)
+        root = etree.fromstring(restore.restore_xml(BASE_XML, nova_xml, 'b').encode())
         self.assertEqual('instance-00000001', root.findtext('name'))
         self.assertEqual('22222222-2222-2222-2222-222222222222', root.findtext('uuid'))
         disk, cdrom = root.findall('devices/disk')
@@ -132,12 +154,44 @@ class RestoreXMLTest(testtools.TestCase):
         self.assertIsNone(disk.find('backingStore'))
         self.assertEqual('/inst/disk.config', cdrom.find('source').get('file'))
         self.assertEqual('/inst/console.log', root.find('devices/serial/log').get('file'))
-        self.assertEqual('/inst/kernel', root.findtext('os/kernel'))
-        self.assertEqual('/inst/ramdisk', root.findtext('os/initrd'))
+        self.assertEqual(os.path.join(self.instance_dir, 'kernel'), root.findtext('os/kernel'))
+        self.assertEqual(os.path.join(self.instance_dir, 'ramdisk'), root.findtext('os/initrd'))
         self.assertIn('web', etree.tostring(root.find('metadata'), encoding='unicode'))
         # The devices stay the base's: no NICs (they are hot-plugged), same machine.
         self.assertEqual([], root.findall('devices/interface'))
         self.assertEqual('pc-i440fx-7.2', root.find('os/type').get('machine'))
+
+    def boot_files_chosen(self, nova_xml, base_boot_files):
+        root = etree.fromstring(restore.restore_xml(BASE_XML, nova_xml, 'b', base_boot_files).encode())
+        return root.findtext('os/kernel'), root.findtext('os/initrd')
+
+    def test_nova_s_boot_files_come_first(self):
+        nova_xml = with_boot_files(NOVA_XML, self.instance_dir)
+        nova_s = (os.path.join(self.instance_dir, 'kernel'), os.path.join(self.instance_dir, 'ramdisk'))
+        self.assertEqual(nova_s, self.boot_files_chosen(nova_xml, self.base_boot_files))
+
+    def test_the_base_s_own_boot_files_when_nova_has_none(self):
+        # A base disk image without kernel_id/ramdisk_id: nova's XML boots from the disk.
+        nova_xml = NOVA_XML.replace('<kernel>/inst/kernel</kernel><initrd>/inst/ramdisk</initrd>', '')
+        self.assertEqual((self.base_boot_files['kernel'], self.base_boot_files['initrd']),
+                         self.boot_files_chosen(nova_xml, self.base_boot_files))
+        # Also file by file: nova's kernel, but no ramdisk of nova's on this host.
+        nova_xml = with_boot_files(NOVA_XML, self.instance_dir, tags=('kernel',))
+        self.assertEqual((os.path.join(self.instance_dir, 'kernel'), self.base_boot_files['initrd']),
+                         self.boot_files_chosen(nova_xml, self.base_boot_files))
+
+    def test_no_boot_file_anywhere_is_refused_naming_it(self):
+        nova_xml = NOVA_XML.replace('<kernel>/inst/kernel</kernel><initrd>/inst/ramdisk</initrd>', '')
+        exc = self.assertRaises(errors.BaseVMError, restore.restore_xml, BASE_XML, nova_xml, 'demo-base', {})
+        self.assertEqual('base demo-base needs the kernel /old/kernel, which is not on this host', str(exc))
+        # nova names a kernel that is not there: no path to a missing file is ever kept.
+        self.assertRaises(errors.BaseVMError, restore.restore_xml, BASE_XML, NOVA_XML, 'demo-base', {})
+
+    def test_a_base_that_boots_from_its_disk_needs_no_boot_files(self):
+        base_xml = BASE_XML.replace('<kernel>/old/kernel</kernel><initrd>/old/ramdisk</initrd>', '')
+        root = etree.fromstring(restore.restore_xml(base_xml, NOVA_XML, 'b').encode())
+        self.assertIsNone(root.find('os/kernel'))
+        self.assertIsNone(root.find('os/initrd'))
 
     def test_disks_must_match(self):
         nova = NOVA_XML.replace("<target dev='hda' bus='ide'/>", "<target dev='sda' bus='sata'/>")

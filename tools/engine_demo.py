@@ -6,18 +6,15 @@ new VM from the overlay served over HTTP, checks that the app answers with its
 state, and prints a table. Everything it started is destroyed at the end; the
 base stays cached under $CLOUDLET_STATE_DIR/bases.
 
-Run through tools/demo.sh (which sets the machine up first).
+Run through tools/engine-demo.sh (which sets the machine up first).
 """
 
 import contextlib
-import functools
-import http.server
 import os
 import pathlib
 import shutil
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 import uuid as uuidlib
@@ -27,6 +24,7 @@ from cloudlet_nova.engine import capture
 from cloudlet_nova.engine import domainxml
 from cloudlet_nova.engine import hypervisor
 from cloudlet_nova.engine import synthesis
+from cloudlet_box import http_serve   # tools/ is this script's directory
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 STATE_DIR = pathlib.Path(os.environ.get('CLOUDLET_STATE_DIR', '/var/lib/openstack-cloudlet'))
@@ -65,19 +63,6 @@ def app(fwd, path, timeout=600):
 def wait_app(fwd, timeout=180):
     url = 'http://127.0.0.1:%d/cgi-bin/state' % fwd[8080]
     return hypervisor.parse_state(hypervisor.wait_for_http(url, timeout, interval=0.1))
-
-
-@contextlib.contextmanager
-def http_server(root):
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield 'http://127.0.0.1:%d' % server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def run(conn, rows):
@@ -127,7 +112,7 @@ def run(conn, rows):
         note['detail'] = '%.1f MB changed state -> %.1f MB overlay' % (stats.changed_bytes / 1e6,
                                                                       overlay.stat().st_size / 1e6)
 
-    with http_server(work / 'www') as url:
+    with http_serve.serve(work / 'www') as url:
         with step(rows, 'synthesize a new VM from the overlay over HTTP, until its app answers') as note:
             fwd = forwards()
             result = synthesis.synthesize(base, url + '/app.clo', str(work / NAMES[2]), NAMES[2],
