@@ -113,6 +113,18 @@ class Servers:
             cloud.delete_server(self.conn, server_id)
 
 
+@pytest.fixture(scope='session', autouse=True)
+def no_servers_left(box):
+    """At the end, delete every `e2e-` server of the test projects, including
+    any a failed CLI call created without telling us its id."""
+    yield
+    for user in ('demo', 'alt'):
+        conn = cloud.connect('%s-%s' % (box.name, user))
+        for server in conn.compute.servers():
+            if server.name.startswith('e2e-'):
+                cloud.delete_server(conn, server.id)
+
+
 @pytest.fixture
 def servers(demo):
     made = Servers(demo)

@@ -79,7 +79,10 @@ class GuestApp:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                with urllib.request.urlopen(url, timeout=10) as reply:
+                # A slow answer (/cgi-bin/install takes ~15 s under TCG) gets
+                # all the time left: a retry would start the work over.
+                remaining = max(5.0, deadline - time.monotonic())
+                with urllib.request.urlopen(url, timeout=remaining) as reply:
                     text = reply.read().decode()
                 return dict(line.split('=', 1) for line in text.splitlines() if '=' in line)
             except (OSError, urllib.error.URLError):
