@@ -85,17 +85,7 @@ def admin(box):
     return cloud.connect('%s-admin' % box.name)
 
 
-def app_get(server_id, *paths):
-    """Plug the test access NIC, GET each path from the guest app, unplug; the last answer."""
-    app = guest_access.GuestApp(server_id)
-    try:
-        app.plug()
-        for path in paths:
-            state = app.get(path, timeout=300)
-        app.unplug()
-        return state
-    finally:
-        app.close()
+app_get = guest_access.app_answers
 
 
 class Servers:

@@ -49,24 +49,11 @@ class Table:
             print('%-*s  %8.2f  %s' % (width, label, seconds, detail))
 
 
-def app_state(server_id, *paths):
-    """Plug the access NIC, GET each path, unplug; return the last answer and the time to it."""
-    app = guest_access.GuestApp(server_id)
-    try:
-        app.plug()
-        for path in paths:
-            state = app.get(path, timeout=300)
-        app.unplug()
-        return state
-    finally:
-        app.close()
-
-
 def active_then_app(note, server_id):
     """Detail for a step that made a server: when it went ACTIVE, and when its
     app answered (through the access NIC: its DHCP in the guest takes most of that)."""
     active = time.monotonic() - note['started']
-    note['state'] = app_state(server_id, '/cgi-bin/state')
+    note['state'] = guest_access.app_answers(server_id, '/cgi-bin/state')
     return 'ACTIVE at %.1f s, app answers %.1f s later (access NIC plug + guest DHCP)' % (
         active, time.monotonic() - note['started'] - active)
 
@@ -80,7 +67,7 @@ def run(conn, work, table, created):
         booted_id = cloud.create_server(conn, 'demo-boot', guest_image.id)
         created.append(booted_id)
         cloud.wait_server(conn, booted_id)
-        booted = app_state(booted_id, '/cgi-bin/state')
+        booted = guest_access.app_answers(booted_id, '/cgi-bin/state')
         note['detail'] = 'bootid %s' % booted['bootid']
 
     with table.step('capture it as a base VM (cloudlet-create-base)') as note:
@@ -111,7 +98,7 @@ def run(conn, work, table, created):
         note['detail'] += '; same bootid'
 
     with table.step('install the app in it and set RAM and disk state') as note:
-        state = app_state(resumed_id, '/cgi-bin/install', '/cgi-bin/fill?8',
+        state = guest_access.app_answers(resumed_id, '/cgi-bin/install', '/cgi-bin/fill?8',
                           '/cgi-bin/set?ram=%s&disk=%s' % (RAM_STATE, DISK_STATE))
         installed_app = state['app']
         note['detail'] = 'app sha256 %s…' % installed_app[:12]

@@ -92,3 +92,16 @@ class GuestApp:
 
     def close(self):
         self.conn.close()
+
+
+def app_answers(server_id, *paths):
+    """Plug the access NIC, GET each path from the app, unplug; return the last answer."""
+    app = GuestApp(server_id)
+    try:
+        app.plug()
+        for path in paths:
+            state = app.get(path, timeout=300)
+        app.unplug()
+        return state
+    finally:
+        app.close()
