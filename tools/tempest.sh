@@ -26,6 +26,19 @@ wall=$SECONDS   # the whole script, config included
 
 count() { sed -n "s/^ - $1: *\([0-9]*\).*/\1/p" "$workspace/logs/last-run.txt" | tail -1; }
 passed=$(count Passed); failed=$(count Failed); skipped=$(count Skipped)
+if [ "${failed:-0}" != 0 ] && [ "${TEMPEST_RERUN_FAILED:-1}" = 1 ]; then
+  # Once seen on a freshly started box: two security-group tests got a 403 from
+  # Neutron's policy, then passed on every later run. Re-run the failures once
+  # and say so, rather than hide them or fail on a cold start.
+  echo "[tempest] first run: passed=$passed failed=$failed skipped=$skipped; re-running the failures once"
+  first_failed=$failed
+  set +e
+  "$VENV/bin/stestr" run --failing 2>&1 | tee "$workspace/logs/last-run.txt"
+  set -e
+  rerun_passed=$(count Passed); failed=$(count Failed)
+  passed=$((passed + ${rerun_passed:-0}))
+  echo "[tempest] re-run of the $first_failed failure(s): passed=${rerun_passed:-0} failed=${failed:-?}"
+fi
 echo "[tempest] compute smoke: passed=${passed:-?} failed=${failed:-?} skipped=${skipped:-?}" \
      "wall=$((wall / 60))m$((wall % 60))s (concurrency $CONCURRENCY; log $workspace/logs/tempest.log)"
 [ -n "$passed" ] && [ "${failed:-1}" = 0 ]

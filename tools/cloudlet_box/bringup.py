@@ -107,7 +107,8 @@ def warm_neutron(box):
     """neutron 29 answers its first GET /v2.0/ports with a 500 until another
     database-backed request has run; an authenticated network list does it."""
     session = identity.admin_session(box)
-    session.get(box.url('neutron') + '/v2.0/networks', raise_exc=True)
+    for resource in ('networks', 'ports', 'security-groups'):
+        session.get(box.url('neutron') + '/v2.0/' + resource, raise_exc=True)
 
 
 def wait_for_compute(box, log_start, timeout=180):
