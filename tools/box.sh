@@ -16,22 +16,11 @@ command=${1:-status}
 
 if [ "$command" = up ]; then
   "$here/tools/setup.sh"
-  missing=()
-  for pkg in mariadb-server mariadb-client rabbitmq-server; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
-  done
-  if ((${#missing[@]})); then
-    echo "[box] installing Debian packages: ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  fi
-  requirements="$here/tools/cloudlet_box/requirements.txt"
-  digest=$(cat "$here/requirements.txt" "$requirements" | sha256sum | cut -c1-16)
-  if [ "$(cat "$STAMP_DIR/box-requirements.stamp" 2>/dev/null)" != "$digest" ]; then
-    echo "[box] installing the services' Python packages (first time: about 2 minutes)"
-    "$VENV/bin/pip" install -q -r "$here/requirements.txt" -r "$requirements"
-    echo "$digest" > "$STAMP_DIR/box-requirements.stamp"
-  fi
+  # shellcheck source=tools/lib/ensure.sh
+  . "$here/tools/lib/ensure.sh"
+  ensure_debian_packages box mariadb-server mariadb-client rabbitmq-server
+  ensure_requirements box "$VENV" "$STAMP_DIR/box-requirements.stamp" \
+    "$here/requirements.txt" "$here/tools/cloudlet_box/requirements.txt"
 fi
 cd "$here/tools"
 PYTHONPATH="$here/tools" exec "$VENV/bin/python" -m cloudlet_box "$@"

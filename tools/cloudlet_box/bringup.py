@@ -47,12 +47,15 @@ def run(argv, **kwargs):
     return result.stdout
 
 
-def start_service(box, service, timeout=120):
-    processes.start(service.name, list(service.argv), box.run, box.logs, env=service.env)
-    if service.ready_url:
-        processes.wait_for(service.name, lambda: processes.http_answers(service.ready_url), timeout,
-                           pid_check=lambda: processes.pid_of(box.run / (service.name + '.pid')),
-                           log=box.logs / (service.name + '.log'))
+def start_services(box, to_start, timeout=120):
+    """Start them all, then wait for each API to answer (they come up in parallel)."""
+    for service in to_start:
+        processes.start(service.name, list(service.argv), box.run, box.logs, env=service.env)
+    for service in to_start:
+        if service.ready_url:
+            processes.wait_for(service.name, lambda: processes.http_answers(service.ready_url), timeout,
+                               pid_check=lambda: processes.pid_of(box.run / (service.name + '.pid')),
+                               log=box.logs / (service.name + '.log'))
 
 
 def keystone(box):
@@ -67,7 +70,7 @@ def keystone(box):
                   '--bootstrap-internal-url', box.keystone_url,
                   '--bootstrap-public-url', box.keystone_url,
                   '--bootstrap-region-id', box.region])
-    start_service(box, services.api_services(box)['keystone'])
+    start_services(box, [services.api_services(box)['keystone']])
 
 
 def sync_databases(box):
@@ -149,16 +152,11 @@ def up(box, timings):
         sync_databases(box)
     with timings.step('Glance, Placement, Neutron, nova-api (uwsgi)'):
         apis = services.api_services(box)
-        for name in ('glance', 'placement', 'neutron', 'nova-api'):
-            processes.start(apis[name].name, list(apis[name].argv), box.run, box.logs,
-                            env=apis[name].env)
-        for name in ('glance', 'placement', 'neutron', 'nova-api'):
-            start_service(box, apis[name])
+        start_services(box, [apis[name] for name in ('glance', 'placement', 'neutron', 'nova-api')])
         warm_neutron(box)
     with timings.step('nova-conductor, nova-scheduler, nova-compute'):
         compute_log_start = processes.log_size(box.logs / 'nova-compute.log')
-        for service in services.nova_services(box).values():
-            start_service(box, service)
+        start_services(box, list(services.nova_services(box).values()))
         wait_for_compute(box, compute_log_start)
     with timings.step('flavors, guest image, clouds.yaml'):
         resources.populate(box)

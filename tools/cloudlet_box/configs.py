@@ -26,21 +26,6 @@ def write_ini(path, sections):
     path.chmod(0o600)
 
 
-def authtoken(box, user):
-    """keystonemiddleware's section for a service validating tokens as `user`."""
-    return {
-        'www_authenticate_uri': box.keystone_url,
-        'auth_url': box.keystone_url,
-        'auth_type': 'password',
-        'project_domain_name': 'Default',
-        'user_domain_name': 'Default',
-        'project_name': 'service',
-        'username': user,
-        'password': box.secrets()[user],
-        'service_token_roles_required': 'true',
-    }
-
-
 def service_auth(box, user):
     """A keystoneauth password section (nova -> placement, neutron, ...)."""
     return {
@@ -53,6 +38,14 @@ def service_auth(box, user):
         'password': box.secrets()[user],
         'region_name': box.region,
     }
+
+
+def authtoken(box, user):
+    """keystonemiddleware's section for a service validating tokens as `user`."""
+    section = service_auth(box, user)
+    del section['region_name']
+    section.update(www_authenticate_uri=box.keystone_url, service_token_roles_required='true')
+    return section
 
 
 def keystone(box):

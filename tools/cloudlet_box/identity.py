@@ -12,14 +12,12 @@ from keystoneauth1.identity import v3
 from keystoneclient.v3 import client as ks_client
 
 SERVICES = (
-    # (service user, service name, type, path after the service's root URL)
-    ('glance', 'glance', 'image', ''),
+    # (service user and name, type, API in layout.BASE_PORTS, path after its root URL)
+    ('glance', 'image', 'glance', ''),
     ('placement', 'placement', 'placement', ''),
-    ('nova', 'nova', 'compute', '/v2.1'),
-    ('neutron', 'neutron', 'network', ''),
+    ('nova', 'compute', 'nova-api', '/v2.1'),
+    ('neutron', 'network', 'neutron', ''),
 )
-SERVICE_PORT_NAME = {'glance': 'glance', 'placement': 'placement', 'nova': 'nova-api',
-                     'neutron': 'neutron'}
 USER_PROJECTS = ('demo', 'alt')
 
 
@@ -57,13 +55,13 @@ def populate(box):
     keystone = ks_client.Client(session=admin_session(box))
     secrets = box.secrets()
     service_project = _ensure_project(keystone, 'service', 'OpenStack service users')
-    for user_name, service_name, service_type, path in SERVICES:
-        user = _ensure_user(keystone, user_name, secrets[user_name], service_project)
+    for service_name, service_type, api, path in SERVICES:
+        user = _ensure_user(keystone, service_name, secrets[service_name], service_project)
         for role in ('admin', 'service'):
             _grant(keystone, role, user, service_project)
         service = _one(keystone.services, type=service_type) or keystone.services.create(
             service_name, service_type)
-        url = box.url(SERVICE_PORT_NAME[service_name]) + path
+        url = box.url(api) + path
         existing = {endpoint.interface: endpoint
                     for endpoint in keystone.endpoints.list(service=service)}
         for interface in ('public', 'internal', 'admin'):

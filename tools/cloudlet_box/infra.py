@@ -28,18 +28,18 @@ def start_mariadb():
     processes.start('mariadb', ['/usr/sbin/mariadbd', '--user=mysql', '--bind-address=127.0.0.1',
                                 '--socket=' + layout.MARIADB_SOCKET, '--max-connections=500'],
                     RUN, LOGS)
-    processes.wait_for('MariaDB', lambda: _sql_ok('SELECT 1'), 60,
+    processes.wait_for('MariaDB', lambda: _mariadb('SELECT 1').returncode == 0, 60,
                        pid_check=lambda: processes.pid_of(RUN / 'mariadb.pid'), log=LOGS / 'mariadb.log')
 
 
-def _sql_ok(statement):
+def _mariadb(statement, check=False):
+    """Run SQL as MariaDB's root through its socket (no password: root's unix account)."""
     return subprocess.run(['mariadb', '-uroot', '-S', layout.MARIADB_SOCKET, '-e', statement],
-                          capture_output=True).returncode == 0
+                          check=check, capture_output=True)
 
 
 def sql(statement):
-    subprocess.run(['mariadb', '-uroot', '-S', layout.MARIADB_SOCKET, '-e', statement],
-                   check=True, capture_output=True)
+    _mariadb(statement, check=True)
 
 
 def create_databases(box):

@@ -80,8 +80,15 @@ def write_clouds_yaml(box):
     CLOUDS_YAML.chmod(0o600)
 
 
-def populate(box):
+def admin_clients(box):
+    """(nova, glance) clients as the box's admin."""
     session = identity.admin_session(box)
-    ensure_flavors(nova_client.Client('2.1', session=session, region_name=box.region))
-    ensure_guest_image(glance_client.Client('2', session=session, region_name=box.region))
+    return (nova_client.Client('2.1', session=session, region_name=box.region),
+            glance_client.Client('2', session=session, region_name=box.region))
+
+
+def populate(box):
+    nova, glance = admin_clients(box)
+    ensure_flavors(nova)
+    ensure_guest_image(glance)
     write_clouds_yaml(box)

@@ -11,9 +11,6 @@ Cinder or Swift, and no consoles but the console log.
 import subprocess
 import sys
 
-from glanceclient import client as glance_client
-from novaclient import client as nova_client
-
 from cloudlet_box import configs
 from cloudlet_box import identity
 from cloudlet_box import layout
@@ -40,15 +37,14 @@ def ensure_workspace(box):
 
 def _lookups(box):
     """Image and flavor ids, and the Neutron extensions that are really loaded."""
-    session = identity.admin_session(box)
-    glance = glance_client.Client('2', session=session, region_name=box.region)
-    nova = nova_client.Client('2.1', session=session, region_name=box.region)
+    nova, glance = resources.admin_clients(box)
     image = next(glance.images.list(filters={'name': resources.GUEST_IMAGE, 'status': 'active'}),
                  None)
     if image is None:
         sys.exit('no active image %s: run tools/box.sh up' % resources.GUEST_IMAGE)
     flavors = {f.name: f.id for f in nova.flavors.list(is_public=None)}
-    extensions = session.get(box.url('neutron') + '/v2.0/extensions').json()['extensions']
+    extensions = identity.admin_session(box).get(
+        box.url('neutron') + '/v2.0/extensions').json()['extensions']
     return image['id'], flavors, sorted(e['alias'] for e in extensions)
 
 
