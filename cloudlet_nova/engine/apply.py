@@ -39,8 +39,9 @@ class Launch:
 class _MemoryTarget:
     """The launch memory file, written front to back through a small buffer."""
 
-    def __init__(self, path, size):
-        self.size = size
+    def __init__(self, path, size, limit):
+        self.size = size           # None: not declared (a streamed overlay); `limit` bounds it
+        self.limit = limit if size is None else size
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         self.read_fd = os.open(path, os.O_RDONLY)
         self.position = 0          # bytes appended so far
@@ -48,7 +49,9 @@ class _MemoryTarget:
         self._buffer = bytearray()
 
     def append(self, data):
-        if self.position + len(data) > self.size:
+        if self.position + len(data) > self.limit:
+            if self.size is None:
+                raise errors.LimitExceeded('memory image grows past the limit of %d bytes' % self.limit)
             raise errors.CorruptOverlay('memory image grows past its declared %d bytes' % self.size)
         self._buffer += data
         self.position += len(data)
@@ -76,7 +79,7 @@ class _MemoryTarget:
 
 
 class _Applier:
-    def __init__(self, base, launch_dir, meta, workdir):
+    def __init__(self, base, launch_dir, meta, workdir, max_memory_bytes):
         self.base = base
         self.workdir = workdir
         self.disk_size = meta['disk_size']
@@ -88,7 +91,7 @@ class _Applier:
         try:
             self.base_disk_fd = os.open(base.disk_path, os.O_RDONLY)
             self.base_memory_fd = os.open(base.memory_path, os.O_RDONLY)
-            self.memory = _MemoryTarget(self.memory_path, meta['memory_size'])
+            self.memory = _MemoryTarget(self.memory_path, meta['memory_size'], max_memory_bytes)
             self.disk = qcow2.Qcow2Writer(self.disk_path, base.disk_size, base.disk_path, 'raw')
         except BaseException:
             # Half-built: remove what was created, close what was opened.
@@ -187,7 +190,7 @@ class _Applier:
                 self.restored_bytes += CHUNK
 
     def finish(self):
-        if self.memory.position != self.memory.size:
+        if self.memory.size is not None and self.memory.position != self.memory.size:
             raise errors.CorruptOverlay('memory image has %d of its declared %d bytes'
                                         % (self.memory.position, self.memory.size))
         self.restored_bytes += self.memory.position
@@ -236,7 +239,7 @@ def apply_overlay(base, fileobj, launch_dir, limits=None, progress=None):
     reader = fmt.OverlayReader(fileobj, limits)
     check_overlay_base(reader.meta, base)
     os.makedirs(launch_dir, exist_ok=True)
-    applier = _Applier(base, launch_dir, reader.meta, launch_dir)
+    applier = _Applier(base, launch_dir, reader.meta, launch_dir, reader.limits.max_memory_bytes)
     try:
         for segment in reader.segments():
             applier.apply_segment(segment)

@@ -54,12 +54,17 @@ class CreateStats:
         return (self.memory_pages_changed + self.disk_chunks_changed) * chunks.CHUNK
 
 
-class _SegmentBuilder:
-    """Collects items and data; emits a segment when it is full."""
+class SegmentBuilder:
+    """Collects items and data; emits a segment when it is full.
 
-    def __init__(self, writer, base, codec, level, workdir, stats):
+    `codec` is a codec id, or a chooser (adaptive.CodecChooser) asked for a
+    codec at each segment and told what each segment cost.
+    """
+
+    def __init__(self, writer, base, codec, level, workdir, stats, segment_bytes=SEGMENT_DATA_BYTES):
         self.writer, self.base, self.codec, self.level = writer, base, codec, level
         self.workdir, self.stats = workdir, stats
+        self.segment_bytes = segment_bytes
         self._base_disk = open(base.disk_path, 'rb')
         self._base_memory = open(base.memory_path, 'rb')
         self._reset()
@@ -73,7 +78,7 @@ class _SegmentBuilder:
             self.data += data
         if counterpart is not None:
             self.counterparts += counterpart
-        if len(self.data) >= SEGMENT_DATA_BYTES or len(self.items) >= SEGMENT_MAX_ITEMS:
+        if len(self.data) >= self.segment_bytes or len(self.items) >= SEGMENT_MAX_ITEMS:
             self.flush()
 
     def disk_counterpart(self, offset):
@@ -87,11 +92,17 @@ class _SegmentBuilder:
     def flush(self):
         if not self.items:
             return
+        chooser = None if isinstance(self.codec, int) else self.codec
+        codec = self.codec if chooser is None else chooser.choose(len(self.data))
+        started = time.thread_time()
         items_raw = fmt.encode_items(self.items)
-        delta, data_stored = codecs.encode_data(self.codec, bytes(self.data), bytes(self.counterparts),
+        delta, data_stored = codecs.encode_data(codec, bytes(self.data), bytes(self.counterparts),
                                                 self.level, self.workdir)
-        self.writer.add_segment(self.codec, delta, len(self.items), len(items_raw),
-                                codecs.compress(self.codec, items_raw, self.level),
+        items_stored = codecs.compress(codec, items_raw, self.level)
+        if chooser is not None:
+            chooser.observe(codec, len(self.data) + len(items_raw), len(data_stored) + len(items_stored),
+                            time.thread_time() - started)
+        self.writer.add_segment(codec, delta, len(self.items), len(items_raw), items_stored,
                                 len(self.data), data_stored)
         self.stats.segments += 1
         self.stats.segments_delta += delta != fmt.DELTA_NONE
@@ -102,7 +113,7 @@ class _SegmentBuilder:
         self._base_memory.close()
 
 
-class _Classifier:
+class Classifier:
     """Finds where a chunk's content already is: base memory, base disk, self."""
 
     def __init__(self, base, stats):
@@ -145,8 +156,8 @@ def create_overlay(base, disk_path, memory_path, out, codec='zstd', level=None,
             'memory_size': image.file_size, 'codec': codec,
             'created_at': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}
     writer = fmt.OverlayWriter(out, meta)
-    builder = _SegmentBuilder(writer, base, codec_id, level, workdir, stats)
-    classifier = _Classifier(base, stats)
+    builder = SegmentBuilder(writer, base, codec_id, level, workdir, stats)
+    classifier = Classifier(base, stats)
     try:
         _add_memory(builder, classifier, memory_path, image, progress)
         _add_disk(builder, classifier, base, disk_path, progress)
@@ -195,22 +206,38 @@ class _BaseMemoryRun:
 
 
 def _add_memory(builder, classifier, memory_path, image, progress):
+    with open(memory_path, 'rb') as f:
+        fd = f.fileno()
+        add_memory_pieces(builder, classifier, lambda length, offset: os.pread(fd, length, offset),
+                          image.stream_offset,
+                          savefile.scan_stream(f, image.stream_offset, image.file_size),
+                          progress, image.file_size)
+
+
+def add_memory_pieces(builder, classifier, read, stream_offset, pieces, progress=None, total=None):
+    """Memory items for a save image: its first `stream_offset` bytes (libvirt
+    header) and `pieces` (savefile.scan_stream of its QEMU stream).
+
+    read(length, offset) returns the image's bytes there.
+    """
     stats = builder.stats
     by_key = classifier.memory_by_key
-    with open(memory_path, 'rb') as f, open(builder.base.memory_path, 'rb') as base_memory:
-        fd = f.fileno()
+    with open(builder.base.memory_path, 'rb') as base_memory:
         run = _BaseMemoryRun(builder, base_memory.fileno())
-        _add_memory_bytes(builder, fd, 0, image.stream_offset)
-        for piece in savefile.scan_stream(f, image.stream_offset, image.file_size):
+        _add_memory_bytes(builder, read, 0, stream_offset)
+        for piece in pieces:
             if isinstance(piece, savefile.Opaque):
-                if piece.length <= 65536 and run.try_add_bytes(os.pread(fd, piece.length, piece.file_offset)):
+                if piece.length <= 65536 and run.try_add_bytes(read(piece.length, piece.file_offset)):
                     stats.memory_bytes_opaque += piece.length
                     continue
                 run.flush()
-                _add_memory_bytes(builder, fd, piece.file_offset, piece.length)
+                _add_memory_bytes(builder, read, piece.file_offset, piece.length)
                 continue
             stats.memory_pages += 1
-            data = os.pread(fd, chunks.CHUNK, piece.file_offset)
+            data = read(chunks.CHUNK, piece.file_offset)
+            if len(data) != chunks.CHUNK:
+                raise errors.SaveImageError('memory snapshot ends inside the page at offset %d'
+                                            % piece.file_offset)
             digest = chunks.digest(data)
             same_place = by_key.get(savefile.page_key(piece.block, piece.addr))
             if same_place is not None and same_place[1] == digest:
@@ -234,24 +261,24 @@ def _add_memory(builder, classifier, memory_path, image, progress):
                     else:
                         builder.add(fmt.Item(fmt.MEM_PAGE_DATA, source=same_place[0]), data,
                                     builder.memory_counterpart(same_place[0]))
-            if progress and stats.memory_pages % 4096 == 0:
-                progress.update('memory', piece.file_offset, image.file_size)
+            if progress and total and stats.memory_pages % 4096 == 0:
+                progress.update('memory', piece.file_offset, total)
         run.flush()
 
 
-def _add_memory_bytes(builder, fd, offset, length):
+def _add_memory_bytes(builder, read, offset, length):
     builder.stats.memory_bytes_opaque += length
     end = offset + length
     while offset < end:
         size = min(MEM_BYTES_PIECE, end - offset)
-        data = os.pread(fd, size, offset)
+        data = read(size, offset)
         if len(data) != size:
             raise errors.SaveImageError('memory snapshot changed while it was read')
         builder.add(fmt.Item(fmt.MEM_BYTES, length=size), data)
         offset += size
 
 
-def _iter_disk_chunks(base, disk_path):
+def iter_disk_chunks(base, disk_path):
     """(offset, data or None for zeros) of every chunk that may differ from the base."""
     if _is_qcow2(disk_path):
         info = qcow2.top_layer_info(disk_path)
@@ -284,7 +311,7 @@ def _iter_raw_chunks(path, size):
 
 def _add_disk(builder, classifier, base, disk_path, progress):
     stats = builder.stats
-    for offset, data in _iter_disk_chunks(base, disk_path):
+    for offset, data in iter_disk_chunks(base, disk_path):
         digest = chunks.ZERO_DIGEST if data is None else chunks.digest(data)
         if digest == base.disk_digest(offset):
             continue

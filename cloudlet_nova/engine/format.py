@@ -276,14 +276,18 @@ class OverlayReader:
             raise errors.CorruptOverlay('overlay metadata is not valid JSON: %s' % exc)
         if not isinstance(meta, dict):
             raise errors.CorruptOverlay('overlay metadata is not a JSON object')
-        for key, kind in (('base_id', str), ('disk_size', int), ('memory_size', int),
+        if meta.get('memory_size', 0) is None:
+            # A streamed overlay (a handoff residue) does not know its memory
+            # image's size up front: the applier enforces the limit as it grows.
+            meta = dict(meta, memory_size=None)
+        for key, kind in (('base_id', str), ('disk_size', int), ('memory_size', (int, type(None))),
                           ('chunk_size', int)):
-            if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool):
+            if key not in meta or not isinstance(meta[key], kind) or isinstance(meta[key], bool):
                 raise errors.CorruptOverlay('overlay metadata lacks a valid %r' % key)
         if meta['chunk_size'] != CHUNK_SIZE:
             raise errors.UnsupportedVersion('chunk size %d; this engine supports %d'
                                             % (meta['chunk_size'], CHUNK_SIZE))
-        if not 0 <= meta['memory_size'] <= self.limits.max_memory_bytes:
+        if meta['memory_size'] is not None and not 0 <= meta['memory_size'] <= self.limits.max_memory_bytes:
             raise errors.LimitExceeded('memory image of %d bytes exceeds the limit of %d'
                                        % (meta['memory_size'], self.limits.max_memory_bytes))
         if not 0 <= meta['disk_size'] <= self.limits.max_disk_bytes or meta['disk_size'] % CHUNK_SIZE:

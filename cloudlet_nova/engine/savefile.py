@@ -773,7 +773,9 @@ def _parse_block_list(w, pos, total, ignore_shared, blocks, stats):
 # --- public scanners ---------------------------------------------------------------
 
 def _walk_any(fileobj, stream_offset, file_size, stats, include_zero):
-    if isinstance(fileobj, _Source):
+    if isinstance(fileobj, _Source) or hasattr(fileobj, 'pread'):
+        # Ours, or a caller's source with the same pread(length, offset)
+        # contract (e.g. a memory image that is still arriving).
         yield from _walk(fileobj, stream_offset, file_size, stats, include_zero)
         return
     source, fd = _open_for_read(fileobj)
@@ -801,6 +803,10 @@ def iter_pages(fileobj, stream_offset, file_size, *, include_zero=False, stats=N
     return _walk_any(fileobj, stream_offset, file_size, stats, include_zero)
 
 
+# The size a growing stream is walked with: its real end is only known at its end.
+_UNKNOWN_SIZE = 1 << 62
+
+
 def scan_stream(fileobj, stream_offset, file_size, *, stats=None):
     """Split the QEMU stream into pieces that tile [stream_offset, file_size).
 
@@ -813,17 +819,24 @@ def scan_stream(fileobj, stream_offset, file_size, *, stats=None):
     positional reads in blocks of `SCAN_WINDOW` bytes (a file object without
     fileno() is seeked), so memory stays bounded whatever the file size.
     `stream_offset` and `file_size` normally come from `read_save_image`.
+    `file_size` None: the stream is still being written (a live migration);
+    `fileobj` is then an object with `pread(length, offset)` that blocks until
+    the bytes exist or the stream has ended (short read), and `size()` that
+    blocks until it has ended.
     `stats` (a `ScanStats`) is filled in as the scan goes.  Errors as for
     `iter_pages`: `SaveImageError` may come after pieces were yielded.
     """
     if stats is None:
         stats = ScanStats()
     pos = stream_offset
-    for page in _walk_any(fileobj, stream_offset, file_size, stats, False):
+    walk_size = _UNKNOWN_SIZE if file_size is None else file_size
+    for page in _walk_any(fileobj, stream_offset, walk_size, stats, False):
         if page.file_offset > pos:
             yield Opaque(pos, page.file_offset - pos)
         yield page
         pos = page.file_offset + PAGE_SIZE
+    if file_size is None:
+        file_size = fileobj.size()
     if file_size > pos:
         yield Opaque(pos, file_size - pos)
 

@@ -334,3 +334,19 @@ def test_existing_launch_file_is_left_alone(scenario, tmp_path):
         apply.apply_overlay(scenario.base, io.BytesIO(blob), str(launch_dir))
     assert (launch_dir / apply.LAUNCH_MEMORY).read_bytes() == b'not ours'
     assert os.listdir(launch_dir) == [apply.LAUNCH_MEMORY]
+
+
+def test_streamed_memory_image_is_bounded_by_the_limit(scenario, tmp_path):
+    """memory_size null (a handoff residue): the applier stops at the memory limit."""
+    from cloudlet_nova.engine import format as fmt
+    out = io.BytesIO()
+    writer = fmt.OverlayWriter(out, {'base_id': scenario.base.base_id, 'disk_size': scenario.base.disk_size,
+                                     'memory_size': None})
+    raw = fmt.encode_items([fmt.Item(fmt.MEM_PAGE_ZERO)] * 3)
+    writer.add_segment(fmt.CODEC_NONE, fmt.DELTA_NONE, 3, len(raw), raw, 0, b'')
+    writer.finish()
+    limits = fmt.Limits(max_memory_bytes=2 * PAGE)
+    launch_dir = tmp_path / 'launch'
+    with pytest.raises(errors.LimitExceeded, match='memory image grows past the limit'):
+        apply.apply_overlay(scenario.base, io.BytesIO(out.getvalue()), str(launch_dir), limits)
+    assert not list(launch_dir.iterdir())

@@ -183,3 +183,13 @@ def test_xdelta3_with_wrong_counterparts_fails_cleanly():
     seg = fmt.Segment(0, fmt.CODEC_XZ, delta, 0, 0, 8192, b'', stored)
     with pytest.raises(errors.CorruptOverlay):
         codecs.decode_data(seg, os.urandom(8192), 'data')
+
+
+def test_streamed_overlay_has_no_declared_memory_size():
+    reader, segments = read_all(make_overlay(2, meta=dict(META, memory_size=None)))
+    assert reader.meta['memory_size'] is None and len(segments) == 2
+
+
+def test_memory_size_must_be_a_number_or_null():
+    with pytest.raises(errors.CorruptOverlay, match='memory_size'):
+        read_all(make_overlay(1, meta=dict(META, memory_size='big')))
