@@ -21,6 +21,9 @@ from osc_lib import exceptions
 # server (its name shows without another call). nova 34 serves 2.1 to 2.104.
 COMPUTE_MICROVERSION = '2.96'
 OVERLAY_ACTION = 'cloudlet-create-overlay'
+HANDOFF_ACTION = 'cloudlet-handoff'
+# nova answers every request with its id; instance actions are recorded under it.
+REQUEST_ID_HEADERS = ('x-openstack-request-id', 'x-compute-request-id')
 
 _HTTP_ERRORS = {cls.http_status: cls for cls in (
     exceptions.BadRequest, exceptions.Unauthorized, exceptions.Forbidden, exceptions.NotFound,
@@ -87,10 +90,14 @@ class CloudletClient:
 
     # ------------------------------------------------------------ plumbing
 
-    def _call(self, method, path, **kwargs):
+    def _send(self, method, path, **kwargs):
         response = self.compute.request(path, method, **kwargs)
         if response.status_code >= 400:
             raise http_error(response)
+        return response
+
+    def _call(self, method, path, **kwargs):
+        response = self._send(method, path, **kwargs)
         if response.status_code == 204 or not response.content:
             return None
         return response.json()
@@ -158,6 +165,35 @@ class CloudletClient:
         body = self._call('POST', '/servers/%s/action' % _quote(server_id),
                           json={OVERLAY_ACTION: entity})
         return body['image_id']
+
+    def handoff(self, server_id, destination, credential, name=None, codec=None):
+        """The cloudlet-handoff action; returns (handoff_id, the request id nova records the action under).
+
+        The body carries a credential of the destination: it is sent with
+        log=False, so that --debug never prints it.
+        """
+        entity = {'destination': dict(destination), 'credential': dict(credential)}
+        if name:
+            entity['name'] = name
+        if codec:
+            entity['options'] = {'codec': codec}
+        response = self._send('POST', '/servers/%s/action' % _quote(server_id), json={HANDOFF_ACTION: entity},
+                              log=False)
+        request_id = next((response.headers[h] for h in REQUEST_ID_HEADERS if response.headers.get(h)), None)
+        return response.json()['handoff_id'], request_id
+
+    def list_servers(self, params=None):
+        """GET /servers/detail with nova's filters (every page)."""
+        return self._list('/servers/detail', 'servers', params)
+
+    def list_instance_actions(self, server_id):
+        """The server's instance actions, newest first (also of a deleted server)."""
+        return self._call('GET', '/servers/%s/os-instance-actions' % _quote(server_id))['instanceActions']
+
+    def get_instance_action(self, server_id, request_id):
+        """One instance action with its events (their `details` since microversion 2.84)."""
+        return self._call('GET', '/servers/%s/os-instance-actions/%s'
+                          % (_quote(server_id), _quote(request_id)))['instanceAction']
 
     # ------------------------------------------------------------ flavors
 

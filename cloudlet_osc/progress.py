@@ -90,3 +90,37 @@ def reporting(parsed_args, stream):
         yield bar
     finally:
         bar.close()
+
+
+class StatusLine:
+    """One line of status text redrawn in place (a step without a byte count: --wait of a handoff)."""
+
+    def __init__(self, stream, show):
+        self.stream, self.show = stream, show
+        self._line = ''
+
+    def update(self, text):
+        if not self.show or text == self._line:
+            return
+        self.stream.write('\r' + text.ljust(len(self._line)))
+        self.stream.flush()
+        self._line = text
+
+    def close(self):
+        if self.show and self._line:
+            self.stream.write('\n')
+            self.stream.flush()
+        self._line = ''
+
+
+@contextlib.contextmanager
+def status_line(parsed_args, stream):
+    """A StatusLine on `stream` for a with block: shown as ProgressBar is (a terminal, or --progress)."""
+    show = parsed_args.progress
+    if show is None:
+        show = hasattr(stream, 'isatty') and stream.isatty()
+    line = StatusLine(stream, show)
+    try:
+        yield line
+    finally:
+        line.close()

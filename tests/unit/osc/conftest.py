@@ -8,8 +8,12 @@ cloudlet_glance.model on it. Commands run through cliff's own `run`, so their
 `-f json` output is what a user gets.
 """
 
+import configparser
 import io
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import requests_mock
@@ -142,3 +146,47 @@ def bodies(nova_mock, method, url):
     """JSON bodies of the requests made to one URL (without query string)."""
     return [r.json() for r in nova_mock.request_history
             if r.method == method and r.url.split('?')[0] == url]
+
+
+# ---------------------------------------------------------------- the real `openstack` shell
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+
+def entry_points():
+    """setup.cfg's OSC entry point groups: {group: {name: target}}."""
+    config = configparser.ConfigParser()
+    config.optionxform = str
+    config.read(os.path.join(ROOT, 'setup.cfg'))
+    return {group: dict(line.replace(' ', '').split('=', 1)
+                        for line in config['entry_points'][group].splitlines() if line.strip())
+            for group in ('openstack.cli.extension', 'openstack.cloudlet.v1')}
+
+
+@pytest.fixture
+def openstack(tmp_path):
+    """Run `openstack ARGS` (OSC's shell, subprocess) against answers; return (rc, out, err, requests)."""
+    dist_info = tmp_path / 'site' / 'openstack_cloudlet_entry_points-0.dist-info'
+    dist_info.mkdir(parents=True)
+    (dist_info / 'METADATA').write_text('Metadata-Version: 2.1\nName: openstack-cloudlet-entry-points\n'
+                                        'Version: 0\n')
+    (dist_info / 'entry_points.txt').write_text(''.join(
+        '[%s]\n%s\n' % (group, ''.join('%s = %s\n' % item for item in commands.items()))
+        for group, commands in entry_points().items()))
+    no_clouds = tmp_path / 'no-clouds.yaml'
+    no_clouds.write_text('clouds: {}\n')
+
+    def run(args, answers=(), env=None):
+        answers_path, seen_path = tmp_path / 'answers.json', tmp_path / 'seen.json'
+        answers_path.write_text(json.dumps(list(answers)))
+        clean_env = {'PATH': os.environ.get('PATH', '/usr/bin:/bin'), 'HOME': str(tmp_path),
+                     'XDG_CACHE_HOME': str(tmp_path / 'cache'), 'OS_CLIENT_CONFIG_FILE': str(no_clouds),
+                     'PYTHONPATH': os.pathsep.join([str(tmp_path / 'site'), ROOT]),
+                     'OS_NOVA_DISABLE_EVENTLET_PATCHING': '1'}
+        clean_env.update(env or {})
+        done = subprocess.run([sys.executable, os.path.join(ROOT, 'tests/unit/osc/fake_cloud_shell.py'),
+                               str(answers_path), str(seen_path)] + list(args),
+                              env=clean_env, cwd=str(tmp_path), capture_output=True, text=True, timeout=120)
+        seen = json.loads(seen_path.read_text()) if seen_path.exists() else []
+        return done.returncode, done.stdout, done.stderr, seen
+    return run

@@ -8,11 +8,7 @@ are all OSC's real behaviour.
 """
 
 import argparse
-import configparser
 import json
-import os
-import subprocess
-import sys
 import types
 
 import pytest
@@ -22,9 +18,8 @@ from osc_lib import exceptions
 
 from cloudlet_osc import client as client_mod
 from cloudlet_osc import plugin
-from tests.unit.osc.conftest import AUTH_URL, NOVA
+from tests.unit.osc.conftest import AUTH_URL, NOVA, entry_points as _entry_points
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 COMMANDS = {
     'cloudlet base import': command.ShowOne, 'cloudlet base export': command.Command,
     'cloudlet base list': command.Lister, 'cloudlet base show': command.ShowOne,
@@ -32,18 +27,10 @@ COMMANDS = {
     'cloudlet overlay list': command.Lister, 'cloudlet overlay show': command.ShowOne,
     'cloudlet overlay download': command.Command, 'cloudlet overlay delete': command.Command,
     'cloudlet server synthesize': command.ShowOne, 'cloudlet server resume-base': command.ShowOne,
+    'cloudlet server handoff': command.ShowOne,
 }
 IMPORT_ID = '0c3f3b44-7b83-4f4e-9d6e-7d3b9a1e2f10'
 URL = 'https://packages.example/demo-base.zip'
-
-
-def _entry_points():
-    config = configparser.ConfigParser()
-    config.optionxform = str
-    config.read(os.path.join(ROOT, 'setup.cfg'))
-    return {group: dict(line.replace(' ', '').split('=', 1)
-                        for line in config['entry_points'][group].splitlines() if line.strip())
-            for group in ('openstack.cli.extension', 'openstack.cloudlet.v1')}
 
 
 def test_setup_cfg_declares_the_plugin_and_every_command():
@@ -83,35 +70,6 @@ def test_make_client_uses_the_client_managers_session_region_and_interface():
 
 
 # ---------------------------------------------------------------- the real `openstack` shell
-
-
-@pytest.fixture
-def openstack(tmp_path):
-    """Run `openstack ARGS` (OSC's shell, subprocess) against answers; return (rc, out, err, requests)."""
-    dist_info = tmp_path / 'site' / 'openstack_cloudlet_entry_points-0.dist-info'
-    dist_info.mkdir(parents=True)
-    (dist_info / 'METADATA').write_text('Metadata-Version: 2.1\nName: openstack-cloudlet-entry-points\n'
-                                        'Version: 0\n')
-    (dist_info / 'entry_points.txt').write_text(''.join(
-        '[%s]\n%s\n' % (group, ''.join('%s = %s\n' % item for item in commands.items()))
-        for group, commands in _entry_points().items()))
-    no_clouds = tmp_path / 'no-clouds.yaml'
-    no_clouds.write_text('clouds: {}\n')
-
-    def run(args, answers=(), env=None):
-        answers_path, seen_path = tmp_path / 'answers.json', tmp_path / 'seen.json'
-        answers_path.write_text(json.dumps(list(answers)))
-        clean_env = {'PATH': os.environ.get('PATH', '/usr/bin:/bin'), 'HOME': str(tmp_path),
-                     'XDG_CACHE_HOME': str(tmp_path / 'cache'), 'OS_CLIENT_CONFIG_FILE': str(no_clouds),
-                     'PYTHONPATH': os.pathsep.join([str(tmp_path / 'site'), ROOT]),
-                     'OS_NOVA_DISABLE_EVENTLET_PATCHING': '1'}
-        clean_env.update(env or {})
-        done = subprocess.run([sys.executable, os.path.join(ROOT, 'tests/unit/osc/fake_cloud_shell.py'),
-                               str(answers_path), str(seen_path)] + list(args),
-                              env=clean_env, cwd=str(tmp_path), capture_output=True, text=True, timeout=120)
-        seen = json.loads(seen_path.read_text()) if seen_path.exists() else []
-        return done.returncode, done.stdout, done.stderr, seen
-    return run
 
 
 def _keystone():

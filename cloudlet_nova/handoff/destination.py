@@ -1,0 +1,826 @@
+"""The destination cloud of a VM handoff, as the source compute host sees it.
+
+`Destination` is everything the source compute host asks of the other cloud
+(doc/handoff.md, "Flow"): authenticate with the credential of the request,
+find the base disk image there, pick a flavor, create the hidden residue
+image, stream the residue into it, create the server and wait for it, and
+clean up. It talks HTTP only (keystoneauth1 sessions and requests): no nova
+imports, so it runs and is tested on its own.
+
+Errors are `HandoffDestinationError`; `refused` tells a destination that
+answered and said no (4xx, no matching base, no fitting flavor, a build that
+ended in ERROR) from one that could not be reached, timed out or stalled.
+Messages never hold the credential: every message built here goes through
+`Destination._redact`, and nothing here logs more than the Keystone URL and
+ids. Every network call has a timeout (`connect_timeout` for connecting and
+for each API call; the upload adds `stall_timeout`): nothing waits forever.
+"""
+
+import collections
+import logging
+import re
+import socket
+import threading
+import time
+import urllib.parse
+
+from keystoneauth1 import access
+from keystoneauth1 import exceptions as ksa_exc
+from keystoneauth1.identity import access as access_plugin
+from keystoneauth1.identity import v3
+from keystoneauth1 import session as ksa_session
+import requests
+import requests.adapters
+import urllib3.connection
+
+from cloudlet_glance import properties as props
+
+LOG = logging.getLogger(__name__)
+
+# Spelled here until cloudlet_glance.properties has them: the handoff id on
+# the residue image and in the destination server's metadata.
+HANDOFF_ID = 'cloudlet_handoff_id'
+META_HANDOFF_ID = 'cloudlet_handoff_id'
+
+# >= 2.37: "networks": "none" | "auto". The lowest that works: destinations run
+# other nova releases than ours.
+COMPUTE_MICROVERSION = '2.37'
+INTERFACES = ('public', 'internal', 'admin')
+
+# The residue upload: write() hands pieces of at most CHUNK_BYTES to the HTTP
+# body; at most BUFFER_BYTES wait in memory (write() blocks beyond that).
+CHUNK_BYTES = 64 * 1024
+# Small on purpose: bytes queued here or unsent in the kernel are bytes the VM
+# waits for after it paused (the residue's downtime), and the queue's
+# backpressure paces QEMU's migration.
+BUFFER_BYTES = 256 * 1024
+NOTSENT_LOWAT_BYTES = 128 * 1024
+BANDWIDTH_WINDOW = 2.0      # seconds of history bandwidth() averages over
+BANDWIDTH_MIN_SPAN = 0.5    # seconds of history before bandwidth() answers
+MAX_LIST_PAGES = 50         # bounds a paginated listing (Glance images, nova flavors)
+
+_KEYSTONE_URI = re.compile(r'keystone\s+uri\s*=\s*"([^"]+)"', re.IGNORECASE)
+
+# Module attributes so that tests can run time-based loops without waiting.
+clock = time.monotonic
+sleep = time.sleep
+
+
+class HandoffDestinationError(Exception):
+    """The destination failed or refused; str() is safe to show users (no credential in it).
+
+    `refused` is True when the destination answered and said no (4xx, no
+    matching base, no fitting flavor, a build that ended in ERROR), False when
+    it could not be reached, timed out or stalled.
+    """
+
+    def __init__(self, message, refused=False):
+        super().__init__(message)
+        self.refused = bool(refused)
+
+    def __reduce__(self):
+        return self.__class__, (str(self), self.refused)
+
+
+def _message(response):
+    """The service's own message of a failed response (nova, Glance, Keystone), one line."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    # nova: {"badRequest": {"message": ...}}; Keystone: {"error": {"message": ...}}
+    if isinstance(body, dict) and isinstance(body.get('message'), str):
+        return ' '.join(body['message'].split())[:500]
+    if isinstance(body, dict) and len(body) == 1:
+        fault = next(iter(body.values()))
+        if isinstance(fault, dict) and fault.get('message'):
+            return ' '.join(str(fault['message']).split())[:500]
+    text = ' '.join(re.sub(r'<[^>]*>', ' ', response.text or '').split())[:500]
+    return text or response.reason or 'HTTP %d' % response.status_code
+
+
+def keystone_v3_url(url):
+    """A Keystone URL as the v3 API's root: https://host:5000 -> https://host:5000/v3."""
+    url = url.strip().rstrip('/')
+    if url.endswith('/v3'):
+        return url
+    if url.endswith('/v2.0'):
+        url = url[:-len('/v2.0')]
+    return url + '/v3'
+
+
+def _image_api_root(url):
+    """Glance's catalog endpoint without a version: /v2/images is appended to it."""
+    url = url.rstrip('/')
+    return re.sub(r'/v2(\.\d+)?$', '', url)
+
+
+def _check_http_url(url, what):
+    parts = urllib.parse.urlsplit(url or '')
+    if parts.scheme not in ('http', 'https') or not parts.netloc:
+        raise HandoffDestinationError('%s %r is not an http(s) URL' % (what, url), refused=True)
+    return url
+
+
+class Destination:
+    """The destination cloud of one handoff (see the module doc)."""
+
+    def __init__(self, destination, credential, *, known_clouds=None, ca_file=None, insecure=False,
+                 connect_timeout=30, stall_timeout=60):
+        destination = dict(destination or {})
+        forms = [key for key in ('auth_url', 'compute_endpoint', 'cloud') if destination.get(key)]
+        if len(forms) != 1:
+            raise HandoffDestinationError('the destination needs exactly one of auth_url, compute_endpoint '
+                                          'and cloud', refused=True)
+        self._form = forms[0]
+        self.region_name = destination.get('region_name') or None
+        self.interface = destination.get('interface') or 'public'
+        if self.interface not in INTERFACES:
+            raise HandoffDestinationError('destination interface %r is not one of %s'
+                                          % (self.interface, ', '.join(INTERFACES)), refused=True)
+        self.flavor_id = destination.get('flavor') or None
+        self.connect_timeout = float(connect_timeout)
+        self.stall_timeout = float(stall_timeout)
+        self._verify = False if insecure else (ca_file or True)
+        self._secrets = []
+        self._credential = self._parse_credential(credential)
+        self.compute_endpoint = None
+        self.auth_url = None
+        if self._form == 'auth_url':
+            self.auth_url = keystone_v3_url(_check_http_url(destination['auth_url'], 'destination auth_url'))
+        elif self._form == 'cloud':
+            clouds = dict(known_clouds or {})
+            name = destination['cloud']
+            if name not in clouds:
+                raise HandoffDestinationError(
+                    'destination cloud %r is not configured here (known: %s)'
+                    % (name, ', '.join(sorted(clouds)) or 'none'), refused=True)
+            self.auth_url = keystone_v3_url(_check_http_url(clouds[name], 'destination cloud %s' % name))
+        else:
+            self.compute_endpoint = _check_http_url(destination['compute_endpoint'].rstrip('/'),
+                                                    'destination compute_endpoint')
+        self.project_id = self.user_id = None
+        self.image_url = self.compute_url = None
+        self.base_image = None
+        self._session = None
+
+    def __repr__(self):
+        return '<Destination %s>' % (self.auth_url or self.compute_endpoint)
+
+    # ------------------------------------------------------------ plumbing
+
+    def _parse_credential(self, credential):
+        credential = credential if isinstance(credential, dict) else {}
+        kinds = [key for key in ('token', 'application_credential') if credential.get(key)]
+        if len(kinds) != 1:
+            raise HandoffDestinationError('the credential needs exactly one of token and '
+                                          'application_credential', refused=True)
+        if kinds[0] == 'token':
+            token = credential['token']
+            if not isinstance(token, str):
+                raise HandoffDestinationError('the credential token must be a string', refused=True)
+            self._secrets.append(token)
+            return ('token', token)
+        app = credential['application_credential']
+        if not isinstance(app, dict) or not app.get('id') or not app.get('secret'):
+            raise HandoffDestinationError('the application credential needs an id and a secret', refused=True)
+        self._secrets.append(str(app['secret']))
+        return ('application_credential', (str(app['id']), str(app['secret'])))
+
+    def _redact(self, text):
+        text = str(text)
+        for secret in self._secrets:
+            if secret:
+                text = text.replace(secret, '***')
+        return text
+
+    def _error(self, message, refused=False):
+        return HandoffDestinationError(self._redact(message), refused=refused)
+
+    def _unreachable(self, what, exc):
+        return self._error('destination %s: %s failed: %s' % (self.auth_url or self.compute_endpoint, what,
+                                                              exc or exc.__class__.__name__))
+
+    def _new_session(self, auth=None):
+        return ksa_session.Session(auth=auth, verify=self._verify, timeout=self.connect_timeout,
+                                   user_agent='openstack-cloudlet-handoff')
+
+    def _request(self, method, url, what, **kwargs):
+        """One authenticated API call; connection problems become HandoffDestinationError."""
+        if self._session is None:
+            raise HandoffDestinationError('destination: connect() first')
+        kwargs.setdefault('raise_exc', False)
+        try:
+            return self._session.request(url, method, **kwargs)
+        except ksa_exc.HttpError as exc:      # re-authentication refused
+            raise self._error('destination %s: %s refused: %s' % (self.auth_url, what, exc),
+                              refused=True) from None
+        except (ksa_exc.ClientException, requests.exceptions.RequestException) as exc:
+            raise self._unreachable(what, exc) from None
+
+    def _compute(self, method, path, what, **kwargs):
+        if self.compute_url is None:
+            raise HandoffDestinationError('destination: connect() first')
+        return self._request(method, self.compute_url + path, what, microversion=COMPUTE_MICROVERSION,
+                             microversion_service_type='compute', **kwargs)
+
+    def _image(self, method, path, what, **kwargs):
+        if self.image_url is None:
+            raise HandoffDestinationError('destination: connect() first')
+        return self._request(method, self.image_url + path, what, **kwargs)
+
+    def _check(self, response, what):
+        """The response of a call that must succeed: 4xx -> refused, anything else -> not."""
+        if response.status_code < 400:
+            return response
+        refused = 400 <= response.status_code < 500
+        raise self._error('destination %s: %s: %s (HTTP %d)' % (self.auth_url, what, _message(response),
+                                                                response.status_code), refused=refused)
+
+    # ------------------------------------------------------------ connect
+
+    def _discover_auth_url(self):
+        """Keystone's URL from the WWW-Authenticate header the compute endpoint sends with its 401."""
+        session = self._new_session()
+        for url in (self.compute_endpoint, self.compute_endpoint + '/servers'):
+            try:
+                response = session.get(url, authenticated=False, raise_exc=False, log=False)
+            except (ksa_exc.ClientException, requests.exceptions.RequestException) as exc:
+                raise self._error('destination compute endpoint %s: cannot reach it: %s'
+                                  % (self.compute_endpoint, exc)) from None
+            match = _KEYSTONE_URI.search(response.headers.get('WWW-Authenticate') or '')
+            if match:
+                return keystone_v3_url(_check_http_url(match.group(1), 'the Keystone URL the destination '
+                                                                       'compute endpoint names'))
+        raise self._error('destination compute endpoint %s does not name its Keystone (no WWW-Authenticate: '
+                          'Keystone uri="..." header in its answer): give the destination auth_url'
+                          % self.compute_endpoint, refused=True)
+
+    def _token_auth(self):
+        """Validate a token (GET /v3/auth/tokens on itself): its catalog and project, used as is."""
+        token = self._credential[1]
+        try:
+            response = self._new_session().get(
+                self.auth_url + '/auth/tokens', headers={'X-Auth-Token': token, 'X-Subject-Token': token},
+                authenticated=False, raise_exc=False, log=False)
+        except (ksa_exc.ClientException, requests.exceptions.RequestException) as exc:
+            raise self._error('destination %s: cannot reach Keystone: %s' % (self.auth_url, exc)) from None
+        if response.status_code in (401, 403, 404):
+            raise self._error('destination %s refused the token: it is invalid or expired (HTTP %d)'
+                              % (self.auth_url, response.status_code), refused=True)
+        self._check(response, 'validating the token')
+        try:
+            auth_ref = access.create(body=response.json(), auth_token=token)
+        except ValueError:
+            raise self._error('destination %s: Keystone answered the token validation with no token'
+                              % self.auth_url, refused=True) from None
+        return access_plugin.AccessInfoPlugin(auth_ref, auth_url=self.auth_url)
+
+    def connect(self):
+        """Authenticate and resolve the image and compute endpoints from the catalog."""
+        if self._form == 'compute_endpoint' and self.auth_url is None:
+            self.auth_url = self._discover_auth_url()
+        if self._credential[0] == 'token':
+            auth = self._token_auth()
+        else:
+            app_id, secret = self._credential[1]
+            auth = v3.ApplicationCredential(auth_url=self.auth_url, application_credential_id=app_id,
+                                            application_credential_secret=secret)
+        session = self._new_session(auth)
+        try:
+            auth_ref = auth.get_access(session)
+        except ksa_exc.HttpError as exc:
+            code = getattr(exc, 'http_status', None)
+            if code and code >= 500:
+                raise self._error('destination %s: Keystone failed to authenticate the credential (HTTP %s)'
+                                  % (self.auth_url, code)) from None
+            raise self._error('destination %s refused the credential%s'
+                              % (self.auth_url, ' (HTTP %s)' % code if code else ''),
+                              refused=True) from None
+        except (ksa_exc.ClientException, requests.exceptions.RequestException) as exc:
+            raise self._error('destination %s: cannot reach Keystone: %s' % (self.auth_url, exc)) from None
+        if not auth_ref.project_id:
+            raise self._error('destination %s: the credential is not scoped to a project' % self.auth_url,
+                              refused=True)
+        self.project_id, self.user_id = auth_ref.project_id, auth_ref.user_id
+        catalog = auth_ref.service_catalog
+        urls = {}
+        for service_type, name in (('image', 'image (Glance)'), ('compute', 'compute (nova)')):
+            try:
+                urls[service_type] = catalog.url_for(service_type=service_type, interface=self.interface,
+                                                     region_name=self.region_name)
+            except ksa_exc.EndpointNotFound:
+                urls[service_type] = None
+            if not urls[service_type]:
+                raise self._error('destination %s: no %s endpoint for interface %s%s in the catalog'
+                                  % (self.auth_url, name, self.interface,
+                                     ' in region %s' % self.region_name if self.region_name else ''),
+                                  refused=True)
+        self.image_url = _image_api_root(urls['image'])
+        self.compute_url = urls['compute'].rstrip('/')
+        self._session = session
+        LOG.info('handoff destination %s: project %s, image %s, compute %s', self.auth_url, self.project_id,
+                 self.image_url, self.compute_url)
+        return self
+
+    # ------------------------------------------------------------ Glance
+
+    def _list_images(self, filters):
+        params = dict(filters)
+        path = '/v2/images'
+        for _ in range(MAX_LIST_PAGES):
+            body = self._check(self._image('GET', path, 'listing images', params=params),
+                               'listing images').json()
+            yield from body.get('images') or []
+            following = body.get('next')
+            if not following:
+                return
+            # Glance's next link is /v2/images?marker=...&<the same filters>
+            parts = urllib.parse.urlsplit(following)
+            path, params = parts.path, dict(urllib.parse.parse_qsl(parts.query))
+            if path.startswith('/v2/'):
+                path = path[path.index('/v2/'):]
+
+    def _get_image(self, image_id):
+        response = self._image('GET', '/v2/images/%s' % urllib.parse.quote(image_id, safe=''),
+                               'getting image %s' % image_id)
+        if response.status_code == 404:
+            return None
+        return self._check(response, 'getting image %s' % image_id).json()
+
+    def _base_problem(self, image, base_id):
+        """Why a base disk image cannot be restored there (a companion missing or not active), or None."""
+        for kind, key in props.COMPANION_ID_KEYS.items():
+            companion_id = image.get(key)
+            if not companion_id:
+                return 'it does not name its %s image' % kind
+            companion = self._get_image(companion_id)
+            if companion is None:
+                return 'its %s image %s is not visible' % (kind, companion_id)
+            if companion.get(props.CLOUDLET_TYPE) != kind or companion.get(props.BASE_ID) != base_id:
+                return 'image %s is not its %s' % (companion_id, kind)
+            if companion.get('status') != 'active':
+                return 'its %s image %s is %s' % (kind, companion_id, companion.get('status'))
+        for key in (props.KERNEL_ID, props.RAMDISK_ID):
+            boot_id = image.get(key)
+            if boot_id and boot_id != props.NO_KERNEL:
+                boot = self._get_image(boot_id)
+                if boot is None or boot.get('status') != 'active':
+                    return 'its %s %s is %s' % (key, boot_id, 'not visible' if boot is None
+                                                else boot.get('status'))
+        return None
+
+    def find_base_image(self, base_id):
+        """The destination's active, complete base disk image of this base, visible to the project."""
+        candidates = self._list_images({props.CLOUDLET_TYPE: props.BASE_DISK, props.BASE_ID: base_id})
+        problems = []
+        for image in sorted(candidates, key=lambda i: (str(i.get('created_at') or ''), i['id'])):
+            if image.get(props.CLOUDLET_TYPE) != props.BASE_DISK or image.get(props.BASE_ID) != base_id:
+                continue        # a Glance that ignored the property filters
+            if image.get('status') != 'active':
+                problems.append('image %s is %s' % (image['id'], image.get('status')))
+                continue
+            problem = self._base_problem(image, base_id)
+            if problem:
+                problems.append('image %s: %s' % (image['id'], problem))
+                continue
+            self.base_image = image
+            return image
+        raise self._error('destination %s has no active base disk image of base %s visible to project %s%s: '
+                          'import the base there first'
+                          % (self.auth_url, base_id, self.project_id,
+                             ' (%s)' % '; '.join(problems) if problems else ''), refused=True)
+
+    def create_residue_image(self, name, base_id, base_name, handoff_id):
+        """POST /v2/images: the hidden, private overlay image the residue is uploaded into; its id."""
+        body = {'name': name, 'disk_format': 'raw', 'container_format': 'bare', 'visibility': 'private',
+                'os_hidden': True, props.CLOUDLET_TYPE: props.OVERLAY, props.BASE_ID: str(base_id),
+                HANDOFF_ID: str(handoff_id)}
+        if base_name:
+            body[props.BASE_NAME] = str(base_name)[:255]
+        response = self._check(self._image('POST', '/v2/images', 'creating the residue image', json=body),
+                               'creating the residue image')
+        image_id = response.json()['id']
+        LOG.info('handoff %s: residue image %s created on %s', handoff_id, image_id, self.auth_url)
+        return image_id
+
+    def upload(self, image_id):
+        """The streaming upload of the residue image's data (a context manager: `with d.upload(id) as up`)."""
+        if self._session is None:
+            raise HandoffDestinationError('destination: connect() first')
+        try:
+            headers = dict(self._session.get_auth_headers() or {})
+        except (ksa_exc.ClientException, requests.exceptions.RequestException) as exc:
+            raise self._unreachable('authenticating for the upload', exc) from None
+        headers['Content-Type'] = 'application/octet-stream'
+        url = '%s/v2/images/%s/file' % (self.image_url, urllib.parse.quote(image_id, safe=''))
+        return Upload(url, headers, verify=self._verify, connect_timeout=self.connect_timeout,
+                      stall_timeout=self.stall_timeout, describe='upload of image %s to %s' % (image_id, url),
+                      redact=self._redact)
+
+    def delete_image(self, image_id):
+        """Best effort: never raises."""
+        try:
+            response = self._image('DELETE', '/v2/images/%s' % urllib.parse.quote(image_id, safe=''),
+                                   'deleting image %s' % image_id)
+            if response.status_code >= 400 and response.status_code != 404:
+                LOG.warning('destination %s: deleting image %s: HTTP %d', self.auth_url, image_id,
+                            response.status_code)
+        except Exception as exc:      # best effort, by contract
+            LOG.warning('destination %s: deleting image %s failed: %s', self.auth_url, image_id,
+                        self._redact(exc))
+
+    # ------------------------------------------------------------ nova
+
+    def _list_flavors(self):
+        path, params = '/flavors/detail', {}
+        for _ in range(MAX_LIST_PAGES):
+            body = self._check(self._compute('GET', path, 'listing flavors', params=params),
+                               'listing flavors').json()
+            flavors = body.get('flavors') or []
+            yield from flavors
+            marker = None
+            for link in body.get('flavors_links') or ():
+                if link.get('rel') == 'next':
+                    query = urllib.parse.parse_qs(urllib.parse.urlsplit(link.get('href', '')).query)
+                    marker = (query.get('marker') or [None])[0]
+            if not marker or not flavors:
+                return
+            params = {'marker': marker}
+
+    def pick_flavor(self, memory_mb, vcpus, flavor_id=None, *, min_disk_gb=None):
+        """The flavor for the new server.
+
+        `flavor_id` (else the destination's `flavor`): it must have exactly
+        this RAM and these vCPUs. Otherwise the enabled flavor with exactly
+        these, a root disk of at least `min_disk_gb` (default: the min_disk of
+        the base image find_base_image found), zero-disk flavors left out (nova
+        lets only admins boot images on them), flavors with an ephemeral or
+        swap disk last, then the smallest root disk, then the name.
+        """
+        memory_mb, vcpus = int(memory_mb), int(vcpus)
+        flavor_id = flavor_id or self.flavor_id
+        if flavor_id:
+            response = self._compute('GET', '/flavors/%s' % urllib.parse.quote(str(flavor_id), safe=''),
+                                     'getting flavor %s' % flavor_id)
+            if response.status_code == 404:
+                raise self._error('destination %s has no flavor %s' % (self.auth_url, flavor_id),
+                                  refused=True)
+            flavor = self._check(response, 'getting flavor %s' % flavor_id).json()['flavor']
+            if flavor.get('ram') != memory_mb or flavor.get('vcpus') != vcpus:
+                raise self._error('destination flavor %s has %s MB / %s vCPUs; the server needs %d MB / %d '
+                                  'vCPUs' % (flavor.get('name') or flavor_id, flavor.get('ram'),
+                                             flavor.get('vcpus'), memory_mb, vcpus), refused=True)
+            return flavor
+        if min_disk_gb is None:
+            min_disk_gb = int((self.base_image or {}).get(props.MIN_DISK) or 0)
+
+        def extra_disks(flavor):
+            return int(flavor.get('OS-FLV-EXT-DATA:ephemeral') or 0) + int(flavor.get('swap') or 0)
+        fitting = [f for f in self._list_flavors()
+                   if f.get('ram') == memory_mb and f.get('vcpus') == vcpus and f.get('disk')
+                   and f['disk'] >= min_disk_gb and not f.get('OS-FLV-DISABLED:disabled')]
+        if not fitting:
+            raise self._error('destination %s has no flavor with %d MB RAM, %d vCPUs and a root disk of at '
+                              'least %d GB available to project %s'
+                              % (self.auth_url, memory_mb, vcpus, max(min_disk_gb, 1), self.project_id),
+                              refused=True)
+        return min(fitting, key=lambda f: (extra_disks(f) > 0, f['disk'], extra_disks(f),
+                                           str(f.get('name')), str(f['id'])))
+
+    def create_server(self, name, image_id, flavor_id, metadata, networks='none'):
+        """POST /servers (microversion 2.37); the new server's id."""
+        server = {'name': name, 'imageRef': image_id, 'flavorRef': flavor_id, 'networks': networks}
+        if metadata:
+            server['metadata'] = {str(k): str(v) for k, v in metadata.items()}
+        response = self._check(
+            self._compute('POST', '/servers', 'creating the server', json={'server': server}),
+            'creating the server')
+        server_id = response.json()['server']['id']
+        LOG.info('destination %s: server %s created (image %s, flavor %s)', self.auth_url, server_id,
+                 image_id, flavor_id)
+        return server_id
+
+    def get_server(self, server_id, timeout=None):
+        """The server, or None when the destination does not know it (404)."""
+        path = '/servers/%s' % urllib.parse.quote(server_id, safe='')
+        response = self._compute('GET', path, 'getting server %s' % server_id,
+                                 **({'timeout': timeout} if timeout else {}))
+        if response.status_code == 404:
+            return None
+        return self._check(response, 'getting server %s' % server_id).json()['server']
+
+    def wait_active(self, server_id, timeout, poll=0.2):
+        """Poll the server until ACTIVE (returned); ERROR, disappearance or `timeout` s -> error.
+
+        A poll that cannot reach the destination is retried until the
+        deadline (a WAN hiccup is not a failed build).
+        """
+        deadline = clock() + timeout
+        last_problem = None
+        while True:
+            remaining = deadline - clock()
+            try:
+                server = self.get_server(server_id, timeout=max(1.0, min(self.connect_timeout, remaining)))
+            except HandoffDestinationError as exc:
+                if exc.refused:
+                    raise
+                server, last_problem = False, str(exc)
+            if server is None:
+                raise self._error('destination %s: server %s disappeared' % (self.auth_url, server_id),
+                                  refused=True)
+            if server:
+                status = server.get('status')
+                if status == 'ACTIVE':
+                    return server
+                if status in ('ERROR', 'DELETED', 'SOFT_DELETED'):
+                    fault = (server.get('fault') or {}).get('message')
+                    raise self._error('destination %s: server %s is %s: %s'
+                                      % (self.auth_url, server_id, status, fault or 'nova recorded no fault'),
+                                      refused=True)
+                last_problem = 'it is %s' % status
+            if clock() >= deadline:
+                raise self._error('destination %s: server %s is not ACTIVE after %d s (%s)'
+                                  % (self.auth_url, server_id, timeout, last_problem))
+            sleep(max(0.0, min(poll, deadline - clock())))
+
+    def delete_server(self, server_id):
+        """Best effort: never raises."""
+        try:
+            response = self._compute('DELETE', '/servers/%s' % urllib.parse.quote(server_id, safe=''),
+                                     'deleting server %s' % server_id)
+            if response.status_code >= 400 and response.status_code != 404:
+                LOG.warning('destination %s: deleting server %s: HTTP %d', self.auth_url, server_id,
+                            response.status_code)
+        except Exception as exc:      # best effort, by contract
+            LOG.warning('destination %s: deleting server %s failed: %s', self.auth_url, server_id,
+                        self._redact(exc))
+
+
+# ---------------------------------------------------------------- the streaming upload
+
+
+class _Aborted(Exception):
+    """Raised inside the HTTP body generator: the request is abandoned, its connection closed."""
+
+
+class _TrackingAdapter(requests.adapters.HTTPAdapter):
+    """An HTTPAdapter that remembers the connections it opens, so that abort() can shut them."""
+
+    def __init__(self, connections):
+        self._connections = connections
+        super().__init__(max_retries=0)
+
+    def init_poolmanager(self, *args, **kwargs):
+        # Keep little unsent data in the kernel: what waits in a socket buffer
+        # (Linux grows it to MBs) crosses the WAN only after the VM paused, and
+        # the backpressure that paces QEMU's migration would come late.
+        kwargs['socket_options'] = urllib3.connection.HTTPConnection.default_socket_options + [
+            (socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, NOTSENT_LOWAT_BYTES)]
+        super().init_poolmanager(*args, **kwargs)
+        connections = self._connections
+
+        def tracking(pool_class):
+            class TrackingPool(pool_class):
+                def _new_conn(self):
+                    conn = super()._new_conn()
+                    connections.append(conn)
+                    return conn
+            return TrackingPool
+        manager = self.poolmanager
+        manager.pool_classes_by_scheme = {scheme: tracking(cls)
+                                          for scheme, cls in manager.pool_classes_by_scheme.items()}
+
+
+class Upload:
+    """Glance `PUT /v2/images/{id}/file`, chunked, its body fed by write() from a bounded buffer.
+
+    A background thread runs the request; its body is a generator that takes
+    pieces from the buffer. write() blocks while the buffer is full (the
+    sender is ahead of the network) and raises HandoffDestinationError when
+    the request failed or nothing moved for `stall_timeout` seconds.
+
+    bandwidth() is the rate at which the HTTP body generator hands bytes to
+    the connection, averaged over the last BANDWIDTH_WINDOW seconds: the
+    generator is asked for the next piece only once the socket took the
+    previous one, so once the socket's send buffer is full (after the first
+    few MB on a fast host) this is the rate the network drains it at. Before
+    that it overstates the link; None until BANDWIDTH_MIN_SPAN seconds of
+    history exist.
+
+    Timeouts: connecting takes at most `connect_timeout`; while the body is
+    sent each socket write has `stall_timeout`; Glance's answer after the
+    body, max(connect_timeout, stall_timeout). __exit__ without an exception
+    ends the body and waits for Glance's answer (non-2xx raises); with one,
+    it aborts: the body generator stops and the connection is shut down.
+    Behind an HTTP proxy the connection is not tracked, and abort() relies on
+    those timeouts.
+    """
+
+    def __init__(self, url, headers, *, verify=True, connect_timeout=30, stall_timeout=60,
+                 buffer_bytes=BUFFER_BYTES, chunk_bytes=CHUNK_BYTES, describe=None, redact=str):
+        self.url = url
+        self._headers = dict(headers)
+        self._verify = verify
+        self.connect_timeout = float(connect_timeout)
+        self.stall_timeout = float(stall_timeout)
+        self.response_timeout = max(self.connect_timeout, self.stall_timeout)
+        self._buffer_bytes, self._chunk_bytes = int(buffer_bytes), int(chunk_bytes)
+        self._describe = describe or 'upload to %s' % url
+        self._redact = redact
+        self._cond = threading.Condition()
+        self._buffer = collections.deque()
+        self._buffered = 0
+        self._closed = self._aborted = self._done = False
+        self._failure = None                    # HandoffDestinationError once the request failed
+        self.status_code = None
+        self.bytes_written = 0                  # accepted by write()
+        self.bytes_sent = 0                     # handed to the connection by the body generator
+        self._samples = collections.deque()     # (time, bytes_sent)
+        self._last_progress = None
+        self._connections = []
+        self._http = requests.Session()
+        adapter = _TrackingAdapter(self._connections)
+        self._http.mount('http://', adapter)
+        self._http.mount('https://', adapter)
+        self._thread = threading.Thread(target=self._run, name='cloudlet-handoff-upload', daemon=True)
+
+    # ------------------------------------------------------------ context manager
+
+    def __enter__(self):
+        self._last_progress = clock()
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            self.abort()
+            return False
+        self.finish()
+        return False
+
+    # ------------------------------------------------------------ the request thread
+
+    def _error(self, message, refused=False):
+        return HandoffDestinationError(self._redact('%s: %s' % (self._describe, message)), refused=refused)
+
+    def _run(self):
+        failure = None
+        try:
+            response = self._http.put(self.url, data=self._body(), headers=self._headers, verify=self._verify,
+                                      timeout=(self.connect_timeout, self.response_timeout),
+                                      allow_redirects=False)
+            with response:
+                self.status_code = response.status_code
+                if not 200 <= response.status_code < 300:
+                    failure = self._error('%s (HTTP %d)' % (_message(response), response.status_code),
+                                          refused=400 <= response.status_code < 500)
+                elif not self._closed:
+                    failure = self._error('the destination answered before the upload ended (HTTP %d)'
+                                          % response.status_code)
+        except _Aborted:
+            failure = self._error('aborted')
+        except requests.exceptions.Timeout as exc:
+            failure = self._error('timed out (%s)' % exc.__class__.__name__)
+        except Exception as exc:        # reported to write()/finish() in the caller's thread
+            failure = self._error(str(exc) or exc.__class__.__name__)
+        finally:
+            with self._cond:
+                self._failure = failure
+                self._done = True
+                self._cond.notify_all()
+            self._http.close()
+
+    def _body(self):
+        """The chunked request body: pieces from the buffer until finish() (or _Aborted)."""
+        # Connected and the headers sent: from here each socket write may take stall_timeout.
+        for conn in list(self._connections):
+            sock = getattr(conn, 'sock', None)
+            if sock is not None:
+                sock.settimeout(self.stall_timeout)
+        with self._cond:
+            self._samples.append((clock(), 0))
+        while True:
+            with self._cond:
+                while not self._buffer and not self._closed and not self._aborted:
+                    self._cond.wait(1.0)
+                if self._aborted:
+                    raise _Aborted()
+                if not self._buffer:
+                    return
+                piece = self._buffer.popleft()
+                self._buffered -= len(piece)
+                self._cond.notify_all()
+            yield piece
+            # Resumed: the connection has taken the piece.
+            with self._cond:
+                now = clock()
+                self.bytes_sent += len(piece)
+                self._last_progress = now
+                self._samples.append((now, self.bytes_sent))
+                self._prune(now)
+                self._cond.notify_all()
+
+    # ------------------------------------------------------------ the caller's side
+
+    def _prune(self, now):
+        while len(self._samples) >= 2 and self._samples[1][0] <= now - BANDWIDTH_WINDOW:
+            self._samples.popleft()
+
+    def bandwidth(self):
+        """Upstream bits/s over the last ~BANDWIDTH_WINDOW s (see the class doc), or None."""
+        with self._cond:
+            if not self._samples:
+                return None
+            now = clock()
+            self._prune(now)
+            since, sent = self._samples[0]
+            span = now - since
+            if span < BANDWIDTH_MIN_SPAN:
+                return None
+            return (self.bytes_sent - sent) * 8 / span
+
+    def _raise_if_failed(self):
+        if self._failure is not None:
+            raise self._failure
+        if self._done:
+            raise self._error('the request ended early')
+
+    def _wait_for_room(self, size, waiting_since):
+        """Under the lock: until `size` more bytes fit, or raise (failure, stall)."""
+        while True:
+            self._raise_if_failed()
+            if self._aborted:
+                raise self._error('aborted')
+            if self._buffered == 0 or self._buffered + size <= self._buffer_bytes:
+                return
+            since = max(self._last_progress, waiting_since)
+            remaining = since + self.stall_timeout - clock()
+            if remaining <= 0:
+                raise self._error('nothing moved for %d s (stalled)' % self.stall_timeout)
+            self._cond.wait(min(remaining, 1.0))
+
+    def write(self, data):
+        """Queue `data` for the body; blocks while the buffer is full (see the class doc)."""
+        if not self._thread.is_alive() and not self._done:
+            raise RuntimeError('Upload.write() outside its with block')
+        view = memoryview(data).cast('B')
+        waiting_since = clock()
+        for offset in range(0, len(view), self._chunk_bytes):
+            piece = bytes(view[offset:offset + self._chunk_bytes])
+            with self._cond:
+                if self._closed:
+                    raise ValueError('write() after the upload ended')
+                self._wait_for_room(len(piece), waiting_since)
+                self._buffer.append(piece)
+                self._buffered += len(piece)
+                self.bytes_written += len(piece)
+                self._cond.notify_all()
+
+    def finish(self):
+        """End the body and wait for Glance's answer; raise HandoffDestinationError unless 2xx."""
+        problem = None
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+            waiting_since = clock()
+            drained_at = None
+            while not self._done:
+                now = clock()
+                if self._buffered:
+                    remaining = max(self._last_progress, waiting_since) + self.stall_timeout - now
+                    if remaining <= 0:
+                        problem = 'nothing moved for %d s (stalled)' % self.stall_timeout
+                        break
+                else:
+                    # The last piece may still be in flight, then Glance answers.
+                    drained_at = drained_at or now
+                    remaining = drained_at + self.stall_timeout + self.response_timeout + 5 - now
+                    if remaining <= 0:
+                        problem = 'no answer after the whole body was sent'
+                        break
+                self._cond.wait(min(remaining, 1.0))
+        if problem:
+            self.abort()
+            raise self._error(problem)
+        if self._failure is not None:
+            raise self._failure
+
+    def abort(self):
+        """Abandon the request: stop the body, shut the connection down, let the thread end."""
+        with self._cond:
+            if not self._done:
+                self._aborted = True
+            self._cond.notify_all()
+        for conn in list(self._connections):
+            sock = getattr(conn, 'sock', None)
+            if sock is not None:
+                try:
+                    # The plain socket's shutdown, also under TLS: it unblocks a send or
+                    # recv in the request thread at once.
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+        self._http.close()

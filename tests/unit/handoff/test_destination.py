@@ -1,0 +1,762 @@
+"""cloudlet_nova.handoff.destination: the destination cloud as the source compute host talks to it.
+
+Keystone, Glance and nova are requests-mock answers behind the real
+keystoneauth session, so the tests see the very requests Destination sends.
+The streaming upload runs against a real HTTP server on 127.0.0.1 that reads
+the chunked PUT (fast, slow, or not at all).
+"""
+
+import hashlib
+import http.server
+import json
+import socket
+import ssl
+import threading
+import time
+
+import pytest
+import requests
+import requests_mock
+from keystoneauth1 import fixture as ksa_fixture
+
+from cloudlet_glance import properties as props
+from cloudlet_nova.handoff import destination as dest_mod
+from cloudlet_nova.handoff.destination import Destination, HandoffDestinationError, Upload
+
+KEYSTONE = 'https://keystone-b.test:5000/v3'
+GLANCE = 'https://glance-b.test:9292'
+NOVA = 'https://nova-b.test:8774/v2.1'
+PROJECT = 'b0c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5'
+TOKEN = 'gAAAAABsecret-token-of-the-destination'
+APP_ID = 'a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6'
+APP_SECRET = 'very-secret-application-credential-secret'
+BASE_ID = 'ab' * 32
+HANDOFF_ID = '3d2c1b0a-9f8e-4d7c-8b6a-5f4e3d2c1b0a'
+SERVER_ID = '9e8d7c6b-5a49-4837-a625-1403f2e1d0c9'
+DISK_ID, MEMORY_ID, DISKHASH_ID, MEMHASH_ID = ('11111111-0000-4000-8000-00000000000%d' % i for i in range(4))
+RESIDUE_ID = '22222222-0000-4000-8000-000000000001'
+
+
+def _token():
+    token = ksa_fixture.V3Token(project_id=PROJECT, project_name='demo', user_id='user-b')
+    token.add_role(name='member')
+    image = token.add_service('image', name='glance')
+    image.add_standard_endpoints(public='https://glance-other.test:9292', region='RegionOne')
+    image.add_standard_endpoints(public=GLANCE + '/', internal='http://glance-b.internal:9292/v2',
+                                 region='RegionB')
+    compute = token.add_service('compute', name='nova')
+    compute.add_standard_endpoints(public='https://nova-other.test/v2.1', region='RegionOne')
+    compute.add_standard_endpoints(public=NOVA, internal='http://nova-b.internal/v2.1', region='RegionB')
+    return token
+
+
+@pytest.fixture
+def keystone():
+    """requests-mock with the destination's Keystone: app credentials and token validation."""
+    with requests_mock.Mocker() as mock:
+        mock.post(KEYSTONE + '/auth/tokens', status_code=201, json=_token(),
+                  headers={'X-Subject-Token': 'token-from-app-cred'})
+        mock.get(KEYSTONE + '/auth/tokens', json=_token(), headers={'X-Subject-Token': TOKEN})
+        yield mock
+
+
+APP_CREDENTIAL = {'application_credential': {'id': APP_ID, 'secret': APP_SECRET}}
+REGION_B = {'auth_url': KEYSTONE, 'region_name': 'RegionB'}
+
+
+@pytest.fixture
+def dest(keystone):
+    """A connected Destination (application credential, RegionB, public)."""
+    return Destination(REGION_B, APP_CREDENTIAL).connect()
+
+
+@pytest.fixture
+def no_waiting(monkeypatch):
+    """wait_active's clock runs on the sleeps: each sleep advances it."""
+    now = [1000.0]
+    monkeypatch.setattr(dest_mod, 'clock', lambda: now[0])
+    monkeypatch.setattr(dest_mod, 'sleep', lambda seconds: now.__setitem__(0, now[0] + max(seconds, 0.01)))
+    return now
+
+
+def _requests(mock, method, url):
+    return [r for r in mock.request_history if r.method == method and r.url.split('?')[0] == url]
+
+
+# ---------------------------------------------------------------- the destination and the credential
+
+
+def test_auth_url_with_an_application_credential(keystone):
+    dest = Destination({'auth_url': 'https://keystone-b.test:5000/', 'region_name': 'RegionB'},
+                       APP_CREDENTIAL)
+    assert dest.auth_url == KEYSTONE            # /v3 appended, known before connect()
+    dest.connect()
+    [auth] = _requests(keystone, 'POST', KEYSTONE + '/auth/tokens')
+    assert auth.json() == {'auth': {'identity': {
+        'methods': ['application_credential'],
+        'application_credential': {'id': APP_ID, 'secret': APP_SECRET}}}}
+    assert (dest.project_id, dest.image_url, dest.compute_url) == (PROJECT, GLANCE, NOVA)
+    keystone.get(NOVA + '/servers/' + SERVER_ID, json={'server': {'id': SERVER_ID, 'status': 'BUILD'}})
+    dest.get_server(SERVER_ID)
+    request = keystone.last_request
+    assert request.headers['X-Auth-Token'] == 'token-from-app-cred'
+    assert request.headers['OpenStack-API-Version'] == 'compute 2.37'
+
+
+def test_internal_interface_and_a_versioned_glance_endpoint(keystone):
+    dest = Destination(dict(REGION_B, interface='internal'), APP_CREDENTIAL).connect()
+    assert (dest.image_url, dest.compute_url) == ('http://glance-b.internal:9292',
+                                                  'http://nova-b.internal/v2.1')
+
+
+def test_token_is_validated_and_used_as_is(keystone):
+    dest = Destination(REGION_B, {'token': TOKEN}).connect()
+    [validation] = _requests(keystone, 'GET', KEYSTONE + '/auth/tokens')
+    assert validation.headers['X-Auth-Token'] == TOKEN and validation.headers['X-Subject-Token'] == TOKEN
+    assert _requests(keystone, 'POST', KEYSTONE + '/auth/tokens') == []
+    assert dest.project_id == PROJECT
+    keystone.get(GLANCE + '/v2/images', json={'images': []})
+    with pytest.raises(HandoffDestinationError):
+        dest.find_base_image(BASE_ID)
+    assert keystone.last_request.headers['X-Auth-Token'] == TOKEN
+
+
+def test_compute_endpoint_discovers_keystone_from_www_authenticate(keystone):
+    # nova's unversioned answer has no header; the authenticated path's 401 names Keystone.
+    keystone.get(NOVA, json={'version': {'id': 'v2.1'}})
+    keystone.get(NOVA + '/servers', status_code=401, json={'error': {'message': 'authenticate'}},
+                 headers={'WWW-Authenticate': 'Keystone uri="https://keystone-b.test:5000"'})
+    dest = Destination({'compute_endpoint': NOVA + '/', 'region_name': 'RegionB'}, APP_CREDENTIAL)
+    assert dest.auth_url is None
+    dest.connect()
+    assert dest.auth_url == KEYSTONE
+    discovery = [r for r in keystone.request_history if r.url.startswith(NOVA)]
+    assert [r.url for r in discovery] == [NOVA, NOVA + '/servers']
+    assert all('X-Auth-Token' not in r.headers for r in discovery)
+
+
+def test_compute_endpoint_without_a_keystone_header_is_refused(keystone):
+    keystone.get(NOVA, status_code=200, json={})
+    keystone.get(NOVA + '/servers', status_code=404, text='not found')
+    with pytest.raises(HandoffDestinationError, match='does not name its Keystone') as caught:
+        Destination({'compute_endpoint': NOVA}, APP_CREDENTIAL).connect()
+    assert caught.value.refused
+
+
+def test_compute_endpoint_unreachable_is_not_refused(keystone):
+    keystone.get(NOVA, exc=requests.exceptions.ConnectTimeout('timed out'))
+    with pytest.raises(HandoffDestinationError, match='cannot reach it') as caught:
+        Destination({'compute_endpoint': NOVA}, APP_CREDENTIAL).connect()
+    assert not caught.value.refused
+
+
+def test_known_cloud(keystone):
+    dest = Destination({'cloud': 'edge-b', 'region_name': 'RegionB'}, APP_CREDENTIAL,
+                       known_clouds={'edge-b': 'https://keystone-b.test:5000/v3', 'edge-c': 'http://c/v3'})
+    assert dest.auth_url == KEYSTONE
+    assert dest.connect().project_id == PROJECT
+
+
+def test_unknown_cloud_is_refused():
+    with pytest.raises(HandoffDestinationError, match="destination cloud 'edge-z' is not configured here "
+                                                      r"\(known: edge-b\)") as caught:
+        Destination({'cloud': 'edge-z'}, APP_CREDENTIAL, known_clouds={'edge-b': KEYSTONE})
+    assert caught.value.refused
+
+
+@pytest.mark.parametrize('destination, credential, message', [
+    ({}, APP_CREDENTIAL, 'exactly one of auth_url, compute_endpoint and cloud'),
+    ({'auth_url': KEYSTONE, 'cloud': 'x'}, APP_CREDENTIAL, 'exactly one of auth_url'),
+    ({'auth_url': 'file:///etc/passwd'}, APP_CREDENTIAL, 'is not an http'),
+    ({'auth_url': KEYSTONE, 'interface': 'private'}, APP_CREDENTIAL, 'interface'),
+    (REGION_B, {}, 'exactly one of token and application_credential'),
+    (REGION_B, {'token': TOKEN, **APP_CREDENTIAL}, 'exactly one of token'),
+    (REGION_B, {'application_credential': {'id': APP_ID}}, 'needs an id and a secret'),
+])
+def test_bad_destination_or_credential(destination, credential, message):
+    with pytest.raises(HandoffDestinationError, match=message) as caught:
+        Destination(destination, credential)
+    assert caught.value.refused
+    assert TOKEN not in str(caught.value)
+
+
+def test_refused_application_credential_never_shows_the_secret(keystone):
+    keystone.post(KEYSTONE + '/auth/tokens', status_code=401, json={'error': {
+        'code': 401, 'title': 'Unauthorized', 'message': 'Invalid application credential: %s' % APP_SECRET}})
+    with pytest.raises(HandoffDestinationError) as caught:
+        Destination(REGION_B, APP_CREDENTIAL).connect()
+    assert caught.value.refused
+    assert str(caught.value) == 'destination %s refused the credential (HTTP 401)' % KEYSTONE
+    assert APP_SECRET not in repr(caught.value) and caught.value.__cause__ is None
+
+
+def test_keystone_failing_is_not_a_refusal(keystone):
+    keystone.post(KEYSTONE + '/auth/tokens', status_code=503, text='Service Unavailable')
+    with pytest.raises(HandoffDestinationError, match=r'Keystone failed .* \(HTTP 503\)') as caught:
+        Destination(REGION_B, APP_CREDENTIAL).connect()
+    assert not caught.value.refused
+
+
+def test_refused_token_never_shows_the_token(keystone):
+    keystone.get(KEYSTONE + '/auth/tokens', status_code=404,
+                 json={'error': {'code': 404, 'message': 'Could not find token: %s.' % TOKEN}})
+    with pytest.raises(HandoffDestinationError) as caught:
+        Destination(REGION_B, {'token': TOKEN}).connect()
+    assert caught.value.refused
+    assert 'refused the token' in str(caught.value) and TOKEN not in str(caught.value)
+
+
+def test_unreachable_keystone_is_not_refused(keystone):
+    keystone.post(KEYSTONE + '/auth/tokens', exc=requests.exceptions.ConnectionError('Connection refused'))
+    with pytest.raises(HandoffDestinationError, match='cannot reach Keystone') as caught:
+        Destination(REGION_B, APP_CREDENTIAL).connect()
+    assert not caught.value.refused
+    assert APP_SECRET not in str(caught.value)
+
+
+def test_unscoped_token_is_refused(keystone):
+    unscoped = ksa_fixture.V3Token(user_id='user-b')
+    keystone.get(KEYSTONE + '/auth/tokens', json=unscoped, headers={'X-Subject-Token': TOKEN})
+    with pytest.raises(HandoffDestinationError, match='not scoped to a project') as caught:
+        Destination(REGION_B, {'token': TOKEN}).connect()
+    assert caught.value.refused
+
+
+def test_no_endpoint_in_the_region_is_refused(keystone):
+    with pytest.raises(HandoffDestinationError, match=r'no image \(Glance\) endpoint for interface public '
+                                                      'in region RegionZ') as caught:
+        Destination(dict(REGION_B, region_name='RegionZ'), APP_CREDENTIAL).connect()
+    assert caught.value.refused
+
+
+def test_error_pickles_with_refused():
+    import pickle
+    error = pickle.loads(pickle.dumps(HandoffDestinationError('no', refused=True)))
+    assert (str(error), error.refused) == ('no', True)
+
+
+# ---------------------------------------------------------------- Glance: the base, the residue image
+
+
+def _image(image_id, kind, status='active', **fields):
+    image = {'id': image_id, 'name': kind, 'status': status, 'visibility': 'private', 'os_hidden': False,
+             'created_at': '2026-01-01T00:00:00Z', props.CLOUDLET_TYPE: kind, props.BASE_ID: BASE_ID}
+    image.update(fields)
+    return image
+
+
+def _disk(image_id=DISK_ID, status='active', **fields):
+    fields = dict({'min_disk': 2, props.COMPANION_ID_KEYS[props.BASE_MEMORY]: MEMORY_ID,
+                   props.COMPANION_ID_KEYS[props.BASE_DISK_HASH]: DISKHASH_ID,
+                   props.COMPANION_ID_KEYS[props.BASE_MEMORY_HASH]: MEMHASH_ID}, **fields)
+    return _image(image_id, props.BASE_DISK, status, **fields)
+
+
+@pytest.fixture
+def companions(keystone):
+    for image_id, kind in ((MEMORY_ID, props.BASE_MEMORY), (DISKHASH_ID, props.BASE_DISK_HASH),
+                           (MEMHASH_ID, props.BASE_MEMORY_HASH)):
+        keystone.get(GLANCE + '/v2/images/' + image_id, json=_image(image_id, kind, os_hidden=True))
+
+
+def test_find_base_image(dest, keystone, companions):
+    keystone.get(GLANCE + '/v2/images', json={'images': [_disk()]})
+    assert dest.find_base_image(BASE_ID)['id'] == DISK_ID
+    [listing] = _requests(keystone, 'GET', GLANCE + '/v2/images')
+    assert listing.qs == {props.CLOUDLET_TYPE: [props.BASE_DISK], props.BASE_ID: [BASE_ID]}
+
+
+def test_find_base_image_follows_pages_and_skips_incomplete_bases(dest, keystone, companions):
+    other = '33333333-0000-4000-8000-000000000001'
+    broken = _disk(other, created_at='2025-01-01T00:00:00Z')
+    broken[props.COMPANION_ID_KEYS[props.BASE_MEMORY]] = '44444444-0000-4000-8000-000000000001'
+    keystone.get(GLANCE + '/v2/images/44444444-0000-4000-8000-000000000001', status_code=404, text='')
+    keystone.get(GLANCE + '/v2/images', [
+        {'json': {'images': [broken], 'next': '/v2/images?marker=%s&cloudlet_type=x' % other}},
+        {'json': {'images': [_disk()]}}])
+    assert dest.find_base_image(BASE_ID)['id'] == DISK_ID
+    assert _requests(keystone, 'GET', GLANCE + '/v2/images')[1].qs['marker'] == [other]
+
+
+def test_find_base_image_none(dest, keystone):
+    keystone.get(GLANCE + '/v2/images', json={'images': []})
+    with pytest.raises(HandoffDestinationError) as caught:
+        dest.find_base_image(BASE_ID)
+    assert caught.value.refused
+    assert str(caught.value) == ('destination %s has no active base disk image of base %s visible to project '
+                                 '%s: import the base there first' % (KEYSTONE, BASE_ID, PROJECT))
+
+
+def test_find_base_image_not_active(dest, keystone, companions):
+    keystone.get(GLANCE + '/v2/images', json={'images': [_disk(status='queued')]})
+    with pytest.raises(HandoffDestinationError, match=r'\(image %s is queued\)' % DISK_ID) as caught:
+        dest.find_base_image(BASE_ID)
+    assert caught.value.refused
+
+
+def test_find_base_image_with_a_companion_not_active(dest, keystone, companions):
+    keystone.get(GLANCE + '/v2/images/' + MEMHASH_ID,
+                 json=_image(MEMHASH_ID, props.BASE_MEMORY_HASH, status='saving'))
+    keystone.get(GLANCE + '/v2/images', json={'images': [_disk()]})
+    with pytest.raises(HandoffDestinationError, match='its cloudlet_base_memory_hash image %s is saving'
+                                                      % MEMHASH_ID):
+        dest.find_base_image(BASE_ID)
+
+
+def test_create_residue_image_body(dest, keystone):
+    keystone.post(GLANCE + '/v2/images', status_code=201, json={'id': RESIDUE_ID, 'status': 'queued'})
+    assert dest.create_residue_image('app-residue', BASE_ID, 'demo-base', HANDOFF_ID) == RESIDUE_ID
+    assert keystone.last_request.json() == {
+        'name': 'app-residue', 'disk_format': 'raw', 'container_format': 'bare', 'os_hidden': True,
+        'visibility': 'private', 'cloudlet_type': 'cloudlet_overlay', 'cloudlet_base_id': BASE_ID,
+        'cloudlet_base_name': 'demo-base', 'cloudlet_handoff_id': HANDOFF_ID}
+
+
+def test_create_residue_image_refused(dest, keystone):
+    keystone.post(GLANCE + '/v2/images', status_code=413, text='<html><body>413 Request Entity Too Large\n'
+                                                               'Image storage media is full</body></html>')
+    expected = (r'creating the residue image: 413 Request Entity Too Large Image storage media is full '
+                r'\(HTTP 413\)')
+    with pytest.raises(HandoffDestinationError, match=expected) as caught:
+        dest.create_residue_image('r', BASE_ID, None, HANDOFF_ID)
+    assert caught.value.refused
+
+
+def test_delete_image_is_best_effort(dest, keystone):
+    keystone.delete(GLANCE + '/v2/images/' + RESIDUE_ID, status_code=204)
+    dest.delete_image(RESIDUE_ID)
+    keystone.delete(GLANCE + '/v2/images/' + RESIDUE_ID, status_code=500, text='boom')
+    dest.delete_image(RESIDUE_ID)
+    keystone.delete(GLANCE + '/v2/images/' + RESIDUE_ID, exc=requests.exceptions.ConnectionError('down'))
+    dest.delete_image(RESIDUE_ID)
+    assert len(_requests(keystone, 'DELETE', GLANCE + '/v2/images/' + RESIDUE_ID)) == 3
+
+
+# ---------------------------------------------------------------- nova: flavor, server
+
+
+def _flavor(flavor_id, ram, vcpus, disk, **fields):
+    flavor = {'id': flavor_id, 'name': 'f-' + flavor_id, 'ram': ram, 'vcpus': vcpus, 'disk': disk,
+              'OS-FLV-EXT-DATA:ephemeral': 0, 'swap': 0, 'OS-FLV-DISABLED:disabled': False}
+    flavor.update(fields)
+    return flavor
+
+
+FLAVORS = [_flavor('big', 256, 1, 20), _flavor('zero', 256, 1, 0), _flavor('swap', 256, 1, 1, swap=512),
+           _flavor('fit', 256, 1, 5), _flavor('other', 512, 1, 1),
+           _flavor('off', 256, 1, 1, **{'OS-FLV-DISABLED:disabled': True})]
+
+
+def test_pick_flavor_exact_smallest_disk(dest, keystone):
+    keystone.get(NOVA + '/flavors/detail', json={'flavors': FLAVORS})
+    assert dest.pick_flavor(256, 1)['id'] == 'fit'
+    assert dest.pick_flavor(256, 1, min_disk_gb=6)['id'] == 'big'
+
+
+def test_pick_flavor_uses_the_base_images_min_disk(dest, keystone, companions):
+    keystone.get(GLANCE + '/v2/images', json={'images': [_disk(min_disk=10)]})
+    keystone.get(NOVA + '/flavors/detail', json={'flavors': FLAVORS})
+    dest.find_base_image(BASE_ID)
+    assert dest.pick_flavor(256, 1)['id'] == 'big'
+
+
+def test_pick_flavor_none(dest, keystone):
+    keystone.get(NOVA + '/flavors/detail', json={'flavors': FLAVORS})
+    with pytest.raises(HandoffDestinationError, match='no flavor with 1024 MB RAM, 2 vCPUs') as caught:
+        dest.pick_flavor(1024, 2)
+    assert caught.value.refused
+
+
+def test_pick_flavor_given_id(dest, keystone):
+    keystone.get(NOVA + '/flavors/other', json={'flavor': FLAVORS[4]})
+    with pytest.raises(HandoffDestinationError, match='destination flavor f-other has 512 MB / 1 vCPUs; the '
+                                                      'server needs 256 MB / 1 vCPUs') as caught:
+        dest.pick_flavor(256, 1, 'other')
+    assert caught.value.refused
+    keystone.get(NOVA + '/flavors/fit', json={'flavor': FLAVORS[3]})
+    assert dest.pick_flavor(256, 1, 'fit')['id'] == 'fit'
+    keystone.get(NOVA + '/flavors/gone', status_code=404, json={'itemNotFound': {'message': 'gone'}})
+    with pytest.raises(HandoffDestinationError, match='has no flavor gone'):
+        dest.pick_flavor(256, 1, 'gone')
+
+
+def test_pick_flavor_from_the_destination_dict(keystone):
+    dest = Destination(dict(REGION_B, flavor='fit'), APP_CREDENTIAL).connect()
+    keystone.get(NOVA + '/flavors/fit', json={'flavor': FLAVORS[3]})
+    assert dest.pick_flavor(256, 1)['id'] == 'fit'
+
+
+def test_create_server_body(dest, keystone):
+    keystone.post(NOVA + '/servers', status_code=202, json={'server': {'id': SERVER_ID}})
+    metadata = {props.META_OVERLAY_ID: RESIDUE_ID, dest_mod.META_HANDOFF_ID: HANDOFF_ID}
+    assert dest.create_server('app-b', DISK_ID, 'fit', metadata) == SERVER_ID
+    request = keystone.last_request
+    assert request.json() == {'server': {'name': 'app-b', 'imageRef': DISK_ID, 'flavorRef': 'fit',
+                                         'networks': 'none', 'metadata': metadata}}
+    assert request.headers['OpenStack-API-Version'] == 'compute 2.37'
+    dest.create_server('app-b', DISK_ID, 'fit', metadata, networks='auto')
+    assert keystone.last_request.json()['server']['networks'] == 'auto'
+
+
+def test_create_server_refused_with_novas_message(dest, keystone):
+    message = 'Quota exceeded for instances: Requested 1, but already used 10 of 10 instances'
+    keystone.post(NOVA + '/servers', status_code=403, json={'forbidden': {'code': 403, 'message': message}})
+    with pytest.raises(HandoffDestinationError) as caught:
+        dest.create_server('app-b', DISK_ID, 'fit', {})
+    assert caught.value.refused
+    assert str(caught.value) == 'destination %s: creating the server: %s (HTTP 403)' % (KEYSTONE, message)
+    keystone.post(NOVA + '/servers', status_code=503, text='Service Unavailable')
+    with pytest.raises(HandoffDestinationError) as caught:
+        dest.create_server('app-b', DISK_ID, 'fit', {})
+    assert not caught.value.refused
+
+
+def _server(status, **fields):
+    return {'server': dict({'id': SERVER_ID, 'status': status}, **fields)}
+
+
+def test_wait_active(dest, keystone, no_waiting):
+    keystone.get(NOVA + '/servers/' + SERVER_ID, [
+        {'json': _server('BUILD')}, {'exc': requests.exceptions.ConnectTimeout('wan hiccup')},
+        {'json': _server('BUILD')}, {'json': _server('ACTIVE')}])
+    assert dest.wait_active(SERVER_ID, timeout=60)['status'] == 'ACTIVE'
+    assert len(_requests(keystone, 'GET', NOVA + '/servers/' + SERVER_ID)) == 4
+
+
+def test_wait_active_error_with_fault(dest, keystone, no_waiting):
+    fault = {'code': 500, 'message': 'Build of instance aborted: overlay was made for base abc'}
+    keystone.get(NOVA + '/servers/' + SERVER_ID, [{'json': _server('BUILD')},
+                                                 {'json': _server('ERROR', fault=fault)}])
+    with pytest.raises(HandoffDestinationError) as caught:
+        dest.wait_active(SERVER_ID, timeout=60)
+    assert caught.value.refused
+    assert str(caught.value) == 'destination %s: server %s is ERROR: %s' % (KEYSTONE, SERVER_ID,
+                                                                            fault['message'])
+
+
+def test_wait_active_timeout(dest, keystone, no_waiting):
+    keystone.get(NOVA + '/servers/' + SERVER_ID, json=_server('BUILD'))
+    start = no_waiting[0]
+    with pytest.raises(HandoffDestinationError, match=r'is not ACTIVE after 5 s \(it is BUILD\)') as caught:
+        dest.wait_active(SERVER_ID, timeout=5, poll=0.5)
+    assert not caught.value.refused
+    assert 5 <= no_waiting[0] - start < 5.6
+
+
+def test_wait_active_server_gone(dest, keystone, no_waiting):
+    keystone.get(NOVA + '/servers/' + SERVER_ID, status_code=404, json={'itemNotFound': {'message': 'x'}})
+    with pytest.raises(HandoffDestinationError, match='disappeared') as caught:
+        dest.wait_active(SERVER_ID, timeout=5)
+    assert caught.value.refused
+
+
+def test_delete_server_is_best_effort(dest, keystone):
+    keystone.delete(NOVA + '/servers/' + SERVER_ID, status_code=204)
+    dest.delete_server(SERVER_ID)
+    keystone.delete(NOVA + '/servers/' + SERVER_ID, status_code=409,
+                    json={'conflictingRequest': {'message': 'x'}})
+    dest.delete_server(SERVER_ID)
+    keystone.delete(NOVA + '/servers/' + SERVER_ID, exc=requests.exceptions.ReadTimeout('slow'))
+    dest.delete_server(SERVER_ID)
+    assert len(_requests(keystone, 'DELETE', NOVA + '/servers/' + SERVER_ID)) == 3
+
+
+def test_calls_before_connect_fail_clearly():
+    dest = Destination(REGION_B, APP_CREDENTIAL)
+    with pytest.raises(HandoffDestinationError, match='connect'):
+        dest.create_server('a', DISK_ID, 'fit', {})
+    dest.delete_server(SERVER_ID)        # best effort, even now
+
+
+def test_secrets_never_logged(keystone, caplog):
+    caplog.set_level('DEBUG')
+    keystone.post(GLANCE + '/v2/images', status_code=201, json={'id': RESIDUE_ID})
+    dest = Destination(REGION_B, APP_CREDENTIAL).connect()
+    dest.create_residue_image('r', BASE_ID, 'b', HANDOFF_ID)
+    Destination(REGION_B, {'token': TOKEN}).connect()
+    assert APP_SECRET not in caplog.text and TOKEN not in caplog.text
+
+
+# ---------------------------------------------------------------- the streaming upload (real HTTP server)
+
+
+class _GlanceStandIn(http.server.ThreadingHTTPServer):
+    """Reads chunked PUTs on 127.0.0.1: `mode` = 'read' (at `rate` bytes/s, None: as fast as it can)
+    or 'hang' (reads the headers, then nothing); answers `status`. Records each request."""
+
+    daemon_threads = True
+
+    def __init__(self, mode='read', rate=None, status=204, tls=None):
+        self.mode, self.rate, self.status = mode, rate, status
+        self.requests = []
+        self.release = threading.Event()
+        super().__init__(('127.0.0.1', 0), _Handler)
+        self.scheme = 'http'
+        if tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.socket = context.wrap_socket(self.socket, server_side=True)
+            self.scheme = 'https'
+        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self):
+        return '%s://127.0.0.1:%d' % (self.scheme, self.server_address[1])
+
+    def handle_error(self, request, client_address):
+        pass
+
+    def stop(self):
+        self.release.set()
+        self.shutdown()
+        self.server_close()
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = 'HTTP/1.1'
+
+    def log_message(self, *args):
+        pass
+
+    def do_PUT(self):
+        server = self.server
+        record = {'path': self.path, 'headers': dict(self.headers), 'data': bytearray(), 'complete': False,
+                  'error': None}
+        server.requests.append(record)
+        if server.mode == 'hang':
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            server.release.wait(30)
+            return
+        try:
+            while True:
+                size = int(self.rfile.readline().split(b';')[0], 16)
+                if size == 0:
+                    self.rfile.readline()
+                    break
+                remaining = size
+                while remaining:
+                    block = self.rfile.read(min(remaining, 16384))
+                    if not block:
+                        raise EOFError('connection closed inside a chunk')
+                    record['data'] += block
+                    remaining -= len(block)
+                    if server.rate:
+                        time.sleep(len(block) / server.rate)
+                self.rfile.readline()
+            record['complete'] = True
+        except (OSError, ValueError, EOFError) as exc:
+            record['error'] = exc
+            return
+        body = json.dumps({'message': 'refused by the stand-in'}).encode() if server.status >= 300 else b''
+        self.send_response(server.status)
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def glance_server():
+    servers = []
+
+    def start(**kwargs):
+        servers.append(_GlanceStandIn(**kwargs))
+        return servers[-1]
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def _upload(server, **kwargs):
+    kwargs.setdefault('connect_timeout', 5)
+    kwargs.setdefault('stall_timeout', 5)
+    return Upload(server.url + '/v2/images/%s/file' % RESIDUE_ID,
+                  {'X-Auth-Token': 'upload-token', 'Content-Type': 'application/octet-stream'}, **kwargs)
+
+
+def test_upload_through_destination_arrives_intact(keystone, glance_server):
+    server = glance_server()
+    token = _token()
+    token.remove_service('image')
+    image = token.add_service('image', name='glance')
+    image.add_standard_endpoints(public=server.url, region='RegionB')
+    keystone.post(KEYSTONE + '/auth/tokens', status_code=201, json=token,
+                  headers={'X-Subject-Token': 'token-from-app-cred'})
+    dest = Destination(REGION_B, APP_CREDENTIAL).connect()
+    keystone.stop()            # the upload goes to the real server
+    data = bytes(range(256)) * 40000 + b'tail'     # ~10 MB, not a multiple of the chunk size
+    with dest.upload(RESIDUE_ID) as upload:
+        for offset in range(0, len(data), 1000003):
+            upload.write(data[offset:offset + 1000003])
+    [request] = server.requests
+    assert request['complete'] and hashlib.sha256(request['data']).digest() == hashlib.sha256(data).digest()
+    assert request['path'] == '/v2/images/%s/file' % RESIDUE_ID
+    headers = {k.lower(): v for k, v in request['headers'].items()}
+    assert headers['transfer-encoding'] == 'chunked'
+    assert headers['content-type'] == 'application/octet-stream'
+    assert headers['x-auth-token'] == 'token-from-app-cred'
+    assert upload.bytes_sent == upload.bytes_written == len(data)
+    assert upload.status_code == 204
+
+
+def test_upload_bandwidth_is_measured_with_a_slow_server(glance_server):
+    rate = 4 * 1024 * 1024                                  # the server reads 4 MiB/s = 33.5 Mbit/s
+    server = glance_server(rate=rate)
+    upload = _upload(server, buffer_bytes=256 * 1024)
+    samples = []
+    with upload:
+        assert upload.bandwidth() is None
+        started = time.monotonic()
+        # The first MBs fill the socket buffers at once; after the 2 s window the rate is the server's.
+        while time.monotonic() - started < 3.5:
+            upload.write(b'x' * 65536)
+            samples.append(upload.bandwidth())
+    assert server.requests[0]['complete']
+    assert samples[0] is None and samples[-1] is not None
+    assert 0.3 * rate * 8 < samples[-1] < 1.5 * rate * 8
+
+
+def test_upload_write_raises_when_the_server_stops_reading(glance_server):
+    server = glance_server(mode='hang')
+    upload = _upload(server, stall_timeout=1.0, buffer_bytes=256 * 1024)
+    started = time.monotonic()
+    with pytest.raises(HandoffDestinationError) as caught:
+        with upload:
+            while time.monotonic() - started < 60:
+                upload.write(b'y' * 65536)
+    elapsed = time.monotonic() - started
+    assert not caught.value.refused
+    assert 'stalled' in str(caught.value) or 'timed out' in str(caught.value)
+    # Filling the kernel's socket buffers takes a moment; then at most ~stall_timeout passes.
+    assert elapsed < 10
+    assert not upload._thread.is_alive()
+
+
+def test_upload_exit_with_an_exception_aborts_the_request(glance_server):
+    server = glance_server(rate=1024 * 1024)
+    upload = _upload(server)
+    with pytest.raises(KeyError):
+        with upload:
+            upload.write(b'z' * (512 * 1024))
+            time.sleep(0.3)
+            raise KeyError('the residue failed')
+    assert not upload._thread.is_alive()
+    deadline = time.monotonic() + 5
+    while not server.requests or (not server.requests[0]['error'] and time.monotonic() < deadline):
+        time.sleep(0.05)
+    [request] = server.requests
+    assert not request['complete'] and request['error'] is not None
+
+
+def test_upload_abort_unblocks_a_stuck_connection_at_once(glance_server):
+    server = glance_server(mode='hang')
+    upload = _upload(server, stall_timeout=30, buffer_bytes=256 * 1024)
+    writer_errors = []
+
+    def writer():
+        try:
+            for _ in range(2000):               # far more than the socket buffers hold
+                upload.write(b'w' * 65536)
+        except HandoffDestinationError as exc:
+            writer_errors.append(exc)
+    started = time.monotonic()
+    with pytest.raises(KeyError):
+        with upload:
+            thread = threading.Thread(target=writer, daemon=True)
+            thread.start()
+            time.sleep(1.0)                     # the writer blocks, the request thread is stuck in send
+            raise KeyError('the residue failed')
+    thread.join(5)
+    assert time.monotonic() - started < 5       # not stall_timeout: the connection was shut down
+    assert not upload._thread.is_alive() and not thread.is_alive()
+    assert writer_errors and 'aborted' in str(writer_errors[0])
+
+
+def test_upload_non_2xx_answer_raises_with_glances_message(glance_server):
+    server = glance_server(status=413)
+    upload = _upload(server)
+    with pytest.raises(HandoffDestinationError, match=r'refused by the stand-in \(HTTP 413\)') as caught:
+        with upload:
+            upload.write(b'a' * 1000)
+    assert caught.value.refused
+
+
+def test_upload_to_nowhere_fails_on_write_or_exit(glance_server):
+    with socket.socket() as unused:
+        unused.bind(('127.0.0.1', 0))
+        port = unused.getsockname()[1]
+    upload = Upload('http://127.0.0.1:%d/v2/images/x/file' % port, {}, connect_timeout=2, stall_timeout=2)
+    with pytest.raises(HandoffDestinationError) as caught:
+        with upload:
+            for _ in range(200):
+                upload.write(b'b' * 65536)
+    assert not caught.value.refused
+
+
+@pytest.fixture(scope='module')
+def certificate(tmp_path_factory):
+    """A self-signed certificate for 127.0.0.1: (cert file, key file)."""
+    import datetime
+    import ipaddress
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, 'glance-stand-in')])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address('127.0.0.1'))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    directory = tmp_path_factory.mktemp('tls')
+    cert_file, key_file = directory / 'cert.pem', directory / 'key.pem'
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_file), str(key_file)
+
+
+@pytest.mark.parametrize('verify', ['ca_file', 'insecure'])
+def test_upload_over_https(glance_server, certificate, verify):
+    server = glance_server(tls=certificate)
+    upload = _upload(server, verify=certificate[0] if verify == 'ca_file' else False)
+    with upload:
+        upload.write(b'tls' * 100000)
+    assert server.requests[0]['complete'] and len(server.requests[0]['data']) == 300000
+
+
+def test_upload_over_https_refuses_an_unknown_certificate(glance_server, certificate):
+    server = glance_server(tls=certificate)
+    with pytest.raises(HandoffDestinationError, match='CERTIFICATE_VERIFY_FAILED') as caught:
+        with _upload(server) as upload:
+            upload.write(b'x' * 1000)
+    assert not caught.value.refused
+
+
+@pytest.mark.parametrize('kwargs, verify', [({}, True), ({'ca_file': '/etc/ca.pem'}, '/etc/ca.pem'),
+                                            ({'insecure': True, 'ca_file': '/etc/ca.pem'}, False)])
+def test_tls_verification_reaches_every_session(keystone, kwargs, verify):
+    dest = Destination(REGION_B, APP_CREDENTIAL, **kwargs).connect()
+    assert dest._session.verify == verify
+    assert dest.upload(RESIDUE_ID)._verify == verify
+
+
+def test_bandwidth_window(monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr(dest_mod, 'clock', lambda: now[0])
+    upload = Upload('http://127.0.0.1:9/x', {})
+    assert upload.bandwidth() is None
+    upload._samples.append((100.0, 0))
+    now[0] = 100.2
+    assert upload.bandwidth() is None              # less than BANDWIDTH_MIN_SPAN of history
+    for t in range(1, 11):                         # 1 MB per second for 10 s
+        now[0] = 100.0 + t
+        upload.bytes_sent = t * 1000000
+        upload._samples.append((now[0], upload.bytes_sent))
+    assert upload.bandwidth() == pytest.approx(8e6)
+    now[0] += 2                                    # nothing moved for 2 s: the rate falls
+    assert upload.bandwidth() == pytest.approx(0.0)
