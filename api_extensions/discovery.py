@@ -14,6 +14,7 @@ from cloudlet_glance import properties
 from cloudlet_nova.engine import basevm
 from cloudlet_nova.engine import format as overlay_format
 
+from api_extensions import handoff
 from api_extensions import policies
 from api_extensions import policy
 from api_extensions import schemas
@@ -21,7 +22,7 @@ from api_extensions import servers
 
 CONF = nova.conf.CONF
 
-VERSION = '1.0'
+VERSION = '1.1'   # 1.1: cloudlet-handoff
 MIN_VERSION = '1.0'
 
 # Every image property the cloudlet model sets (cloudlet_glance.properties),
@@ -49,7 +50,7 @@ class CloudletDiscoveryController(wsgi.Controller):
         return {'cloudlet': {
             'version': VERSION,
             'min_version': MIN_VERSION,
-            'actions': list(servers.ACTIONS),
+            'actions': list(servers.ACTIONS) + [handoff.ACTION],
             'action_aliases': dict(servers.ACTION_ALIASES),
             'server_metadata_keys': list(SERVER_METADATA_KEYS),
             'image_property_keys': list(IMAGE_PROPERTY_KEYS),
@@ -60,6 +61,12 @@ class CloudletDiscoveryController(wsgi.Controller):
                 'max_overlay_bytes': CONF.cloudlet.max_overlay_bytes,
                 'overlay_url_schemes': [s for s in CONF.cloudlet.overlay_url_schemes
                                         if s.lower() != 'file'],
+            },
+            'handoff': {
+                'codecs': list(schemas.HANDOFF_CODECS),
+                # Names users may give as destination.cloud (their URLs stay private).
+                'destinations': sorted(CONF.cloudlet_handoff.destinations or {}),
+                'credential_kinds': ['token', 'application_credential'],
             },
             'links': [
                 {'rel': 'self', 'href': prefix + '/os-cloudlet'},

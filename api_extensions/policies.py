@@ -14,6 +14,7 @@ PREFIX = 'cloudlet:%s'
 
 CREATE_BASE = PREFIX % 'create-base'
 CREATE_OVERLAY = PREFIX % 'create-overlay'
+HANDOFF = PREFIX % 'handoff'
 DISCOVER = PREFIX % 'discover'
 BASE_IMPORT = PREFIX % 'base:import'
 BASE_IMPORT_PUBLIC = PREFIX % 'base:import:public'
@@ -46,6 +47,14 @@ rules = [
         description='Capture a VM overlay (its difference from its base VM) of a server '
                     'synthesized or resumed from a base VM.',
         operations=[{'method': 'POST', 'path': _ACTION_PATH % 'cloudlet-create-overlay'}],
+        scope_types=['project']),
+    policy.DocumentedRuleDefault(
+        name=HANDOFF,
+        check_str=ADMIN_OR_MEMBER,
+        description='Hand a running cloudlet server off to another OpenStack cloud: its residue '
+                    'streams into the destination\'s Glance, the destination builds the server, '
+                    'and this server is deleted once the destination server is ACTIVE.',
+        operations=[{'method': 'POST', 'path': _ACTION_PATH % 'cloudlet-handoff'}],
         scope_types=['project']),
     policy.DocumentedRuleDefault(
         name=DISCOVER,

@@ -11,7 +11,8 @@ It adds, through nova's own `custom_routes`:
     GET, POST           /os-cloudlet/bases          base VM package imports
     GET, DELETE         /os-cloudlet/bases/{id}
 
-and registers `CloudletServerActionsController` on nova's existing
+and registers `CloudletServerActionsController` (captures) and
+`CloudletHandoffController` (handoff) on nova's existing
 `/servers/{id}/action` Resource, so `cloudlet-*` actions go through exactly
 the machinery of stock actions (microversion headers, JSON-schema validation,
 expected_errors, faults). Every reach into nova internals is checked at load
@@ -27,10 +28,13 @@ from cloudlet_nova import conf as cloudlet_conf
 
 from api_extensions import bases
 from api_extensions import discovery
+from api_extensions import handoff
 from api_extensions import servers
 
 CONF = nova.conf.CONF
 SERVER_ACTION_PATH = '/servers/{id}/action'
+# Every server action the cloudlet API adds (the aliases included).
+SERVER_ACTIONS = tuple(servers.ACTIONS) + tuple(servers.ACTION_ALIASES) + (handoff.ACTION,)
 
 
 def register_opts(conf=CONF):
@@ -93,11 +97,12 @@ class APIRouter(routes.APIRouterV21):
                 'the compute API router; this nova release is not compatible with '
                 'api_extensions.router' % SERVER_ACTION_PATH)
         for resource in resources:
-            clashes = set(resource.wsgi_actions) & (set(servers.ACTIONS) | set(servers.ACTION_ALIASES))
+            clashes = set(resource.wsgi_actions) & set(SERVER_ACTIONS)
             if clashes:
                 raise RuntimeError('openstack-cloudlet: nova already serves server action(s) %s'
                                    % ', '.join(sorted(clashes)))
             resource.register_subcontroller_actions(servers.CloudletServerActionsController())
+            resource.register_subcontroller_actions(handoff.CloudletHandoffController())
 
     @classmethod
     def factory(cls, global_config, **local_config):

@@ -11,6 +11,8 @@ import copy
 from nova.api.validation import parameter_types
 
 CODECS = ('zstd', 'xz')
+HANDOFF_CODECS = ('auto',) + CODECS
+INTERFACES = ('public', 'internal')
 VISIBILITIES = ('private', 'shared', 'community', 'public')
 STATUSES = ('queued', 'downloading', 'validating', 'uploading', 'active', 'error')
 RUNNING_STATUSES = ('queued', 'downloading', 'validating', 'uploading')
@@ -63,6 +65,92 @@ capture_response = {
     'additionalProperties': False,
 }
 
+# POST /servers/{id}/action {"cloudlet-handoff": ...} (doc/handoff.md). Every
+# string the destination sees is bounded; the secret values are not echoed in
+# validation errors (api_extensions.handoff masks them).
+_url = {'type': 'string', 'minLength': 1, 'maxLength': 2048, 'pattern': '^[hH][tT][tT][pP][sS]?://'}
+_short = {'type': 'string', 'minLength': 1, 'maxLength': 255}
+_secret = {'type': 'string', 'minLength': 1, 'maxLength': 65536}
+
+_destination_extras = {
+    'region_name': _short,
+    'interface': {'type': 'string', 'enum': list(INTERFACES)},
+    'flavor': _short,                     # a flavor id on the destination
+}
+
+
+def _destination_kind(key, value):
+    return {
+        'type': 'object',
+        'properties': dict({key: value}, **_destination_extras),
+        'required': [key],
+        'additionalProperties': False,
+    }
+
+
+_handoff_destination = {
+    'type': 'object',
+    'oneOf': [
+        _destination_kind('auth_url', _url),             # the destination's Keystone v3
+        _destination_kind('compute_endpoint', _url),     # its nova endpoint (Keystone discovered)
+        _destination_kind('cloud', _short),              # [cloudlet_handoff] destinations
+    ],
+}
+
+_handoff_credential = {
+    'type': 'object',
+    'oneOf': [
+        {
+            'type': 'object',
+            'properties': {'token': _secret},
+            'required': ['token'],
+            'additionalProperties': False,
+        },
+        {
+            'type': 'object',
+            'properties': {
+                'application_credential': {
+                    'type': 'object',
+                    'properties': {'id': _short, 'secret': _secret},
+                    'required': ['id', 'secret'],
+                    'additionalProperties': False,
+                },
+            },
+            'required': ['application_credential'],
+            'additionalProperties': False,
+        },
+    ],
+}
+
+_handoff = {
+    'type': 'object',
+    'properties': {
+        'destination': _handoff_destination,
+        'credential': _handoff_credential,
+        'name': parameter_types.name,
+        'options': {
+            'type': 'object',
+            'properties': {
+                'codec': {'type': 'string', 'enum': list(HANDOFF_CODECS)},
+            },
+            'additionalProperties': False,
+        },
+    },
+    'required': ['destination', 'credential', 'name'],
+    'additionalProperties': False,
+}
+
+handoff = _action('cloudlet-handoff', _handoff)
+
+handoff_response = {
+    'type': 'object',
+    'properties': {
+        'handoff_id': {'type': 'string', 'format': 'uuid'},
+    },
+    'required': ['handoff_id'],
+    'additionalProperties': False,
+}
+
 # GET /os-cloudlet
 _link = {
     'type': 'object',
@@ -108,6 +196,16 @@ discovery_response = {
                         'overlay_url_schemes': _string_list,
                     },
                     'required': ['max_overlay_bytes', 'overlay_url_schemes'],
+                    'additionalProperties': False,
+                },
+                'handoff': {
+                    'type': 'object',
+                    'properties': {
+                        'codecs': _string_list,
+                        'destinations': _string_list,
+                        'credential_kinds': _string_list,
+                    },
+                    'required': ['codecs', 'destinations', 'credential_kinds'],
                     'additionalProperties': False,
                 },
                 'links': {'type': 'array', 'items': _link},

@@ -1,4 +1,4 @@
-"""Every oslo.config option of openstack-cloudlet, in the [cloudlet] group.
+"""Every oslo.config option of openstack-cloudlet: [cloudlet] and [cloudlet_handoff].
 
 `list_opts()` feeds oslo-config-generator (etc/cloudlet-config-generator.conf).
 Services register the options on nova's CONF with `register_opts(CONF)`.
@@ -32,13 +32,51 @@ opts = [
                help='Base VM package imports run at the same time by one nova-api process.'),
     cfg.StrOpt('api_state_dir', default='/var/lib/openstack-cloudlet/api',
                help='Where nova-api keeps the records of base VM imports (one JSON file each).'),
+    cfg.IntOpt('handoff_receive_timeout', default=600, min=1,
+               help='Destination side of a VM handoff: seconds a spawn waits for its residue image '
+                    '(an overlay image with cloudlet_handoff_id, still being uploaded by the source '
+                    'cloud) to become active before the build fails.'),
+]
+
+HANDOFF_GROUP = cfg.OptGroup(
+    'cloudlet_handoff', title='openstack-cloudlet VM handoff (source side)',
+    help='The cloudlet-handoff server action: this cloud streams a running server\'s residue to '
+         'another OpenStack cloud and the server continues there (doc/handoff.md).')
+
+handoff_opts = [
+    cfg.DictOpt('destinations', default={},
+                help='Destinations users may name with destination.cloud: name:auth_url pairs '
+                     '(the Keystone v3 URL of each destination cloud), e.g. '
+                     '"edge-b:https://edge-b.example.net:5000/v3".'),
+    cfg.StrOpt('ca_file',
+               help='CA bundle to verify the destination clouds\' TLS certificates with. Unset: '
+                    'the system\'s trust store.'),
+    cfg.BoolOpt('insecure', default=False,
+                help='Do not verify the destination clouds\' TLS certificates (tests only).'),
+    cfg.IntOpt('connect_timeout', default=30, min=1,
+               help='Seconds to wait for a connection to a destination cloud\'s API.'),
+    cfg.IntOpt('stall_timeout', default=60, min=1,
+               help='Seconds without progress of the residue upload (or without an answer from the '
+                    'destination) after which the handoff fails and the server stays here.'),
+    cfg.IntOpt('activate_timeout', default=300, min=1,
+               help='Seconds to wait, once the residue is uploaded, for the destination server to '
+                    'become ACTIVE; the VM stays paused here meanwhile. Past it the handoff fails, '
+                    'the destination server is deleted and the VM resumes here.'),
+    cfg.StrOpt('destination_networks', default='none', choices=['none', 'auto'],
+               help='The "networks" of the destination server: none (no ports) or auto (nova\'s '
+                    'automatic allocation in the destination project).'),
+    cfg.IntOpt('max_downtime_ms', default=300, min=1,
+               help='Longest pause of the VM for the last memory iteration of a handoff, in '
+                    'milliseconds (QEMU\'s migration downtime limit).'),
 ]
 
 
 def register_opts(conf):
     conf.register_group(GROUP)
     conf.register_opts(opts, group=GROUP)
+    conf.register_group(HANDOFF_GROUP)
+    conf.register_opts(handoff_opts, group=HANDOFF_GROUP)
 
 
 def list_opts():
-    return [(GROUP, opts)]
+    return [(GROUP, opts), (HANDOFF_GROUP, handoff_opts)]

@@ -27,6 +27,9 @@ from nova.virt.libvirt import utils as libvirt_utils
 
 from cloudlet_glance import properties as props
 from cloudlet_nova import conf as cloudlet_conf
+from cloudlet_nova.handoff import records as handoff_records
+from cloudlet_nova.handoff import rpc as handoff_rpc
+from cloudlet_nova.handoff import sender as handoff_sender
 from cloudlet_nova.virt import capture
 from cloudlet_nova.virt import faults
 from cloudlet_nova.virt import launch
@@ -46,6 +49,8 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
         super().__init__(virtapi, read_only)
         cloudlet_conf.register_opts(CONF)
         self._restores = restore.PendingRestores()
+        self._handoffs = None
+        self._handoff_server = None
 
     def init_host(self, host):
         cloudlet_conf.register_opts(CONF)
@@ -57,6 +62,28 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
         for path in captures:
             LOG.warning('work files of an interrupted cloudlet capture are left in %s: if the '
                         'instance is not running, its memory may be in %s/memory.save', path, path)
+        for record in handoff_records.mark_interrupted(CONF.cloudlet.state_dir):
+            LOG.warning('handoff %s of instance %s was interrupted by a nova-compute stop; check '
+                        'that its VM runs and has its NICs, and delete its destination server %s',
+                        record.get('handoff_id'), record.get('instance_uuid'),
+                        record.get('destination_server_id'))
+        handoff_sender.sweep_workdirs(CONF.instances_path)
+        # The `cloudlet` RPC topic (handoffs), after nova's own init_host as its
+        # RPC servers are (nova-34-integration.md §15.3).
+        self._handoffs = handoff_sender.Handoffs(self, host)
+        self._handoff_server = handoff_rpc.HandoffServer(
+            host, handoff_rpc.HandoffEndpoint(self._handoffs.run))
+        self._handoff_server.start()
+
+    def cleanup_host(self, host):
+        if self._handoff_server is not None:
+            self._handoff_server.stop()
+            self._handoff_server = None
+        if self._handoffs is not None and self._handoffs.running():
+            LOG.warning('nova-compute is stopping: cancelling %d running handoff(s)',
+                        len(self._handoffs.running()))
+            self._handoffs.cancel_all('nova-compute is stopping')
+        super().cleanup_host(host)
 
     def update_provider_tree(self, provider_tree, nodename, allocations=None):
         super().update_provider_tree(provider_tree, nodename, allocations=allocations)

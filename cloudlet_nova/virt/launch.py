@@ -6,7 +6,10 @@ A spawn is a cloudlet spawn when the instance's image is a base disk image
 
 - no overlay in the server metadata: resume the base itself (`apply.empty_launch`);
 - `overlay_url`: stream the overlay over http(s) from an allowed host;
-- `cloudlet_overlay_id`: stream the overlay image out of Glance.
+- `cloudlet_overlay_id`: stream the overlay image out of Glance; the residue
+  image of a handoff (`cloudlet_handoff_id`) is still being uploaded by the
+  source cloud when the spawn starts, so the spawn waits for it to become
+  active (up to `[cloudlet] handoff_receive_timeout`).
 
 The base is fetched into the host's base store (`<state_dir>/bases`) first;
 the flavor must match the memory and vCPUs the base's memory snapshot was
@@ -25,6 +28,7 @@ from oslo_log import log as logging
 
 import nova.conf
 
+from cloudlet_glance import errors as glance_errors
 from cloudlet_glance import images as glance_images
 from cloudlet_glance import model
 from cloudlet_glance import properties as props
@@ -42,6 +46,13 @@ LOG = logging.getLogger(__name__)
 
 BASE, URL, GLANCE = 'base', 'url', 'glance'
 ALWAYS_REFUSED_SCHEMES = ('file', '')
+
+# The residue image of a handoff (doc/handoff.md): the source cloud creates it,
+# then the server here, then uploads into it while this spawn runs.
+HANDOFF_ID = getattr(props, 'HANDOFF_ID', 'cloudlet_handoff_id')
+RESIDUE_PENDING_STATUSES = ('queued', 'saving', 'uploading', 'importing')
+RESIDUE_POLL_SECONDS = 0.5
+_clock, _sleep = time.monotonic, time.sleep      # tests replace them
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,6 +187,8 @@ def open_overlay(images, spawn_plan, base):
         if isinstance(exc, errors.CloudletError):
             raise
         raise errors.SourceError('overlay image %s: %s' % (spawn_plan.ref, exc)) from exc
+    if image.get(HANDOFF_ID) and image.get('status') != 'active':
+        image = wait_for_residue(images, spawn_plan.ref, image)
     if image.get(props.CLOUDLET_TYPE) != props.OVERLAY:
         raise errors.SourceError('image %s is not a cloudlet overlay (%s=%s)'
                                  % (spawn_plan.ref, props.CLOUDLET_TYPE, image.get(props.CLOUDLET_TYPE)))
@@ -184,6 +197,49 @@ def open_overlay(images, spawn_plan, base):
                                % (spawn_plan.ref, image[props.BASE_ID][:12], base.base_id[:12]))
     return GlanceOverlayStream(images, spawn_plan.ref, CONF.cloudlet.max_overlay_bytes,
                                CONF.cloudlet.fetch_timeout)
+
+
+def wait_for_residue(images, image_id, image, timeout=None):
+    """Wait until a handoff's residue image is active (the source cloud uploads it); the image.
+
+    CloudletSpawnFailed when it is killed, deleted or gone (the source cloud
+    gave up the handoff), or still not active after
+    `[cloudlet] handoff_receive_timeout` seconds. A failing Glance request is
+    retried until then.
+    """
+    timeout = CONF.cloudlet.handoff_receive_timeout if timeout is None else timeout
+    handoff_id = image.get(HANDOFF_ID)
+    started = _clock()
+    deadline = started + timeout
+    status, problem = image.get('status'), None
+    if status in RESIDUE_PENDING_STATUSES:
+        LOG.info('waiting for residue image %s of handoff %s (%s) to become active',
+                 image_id, handoff_id, status)
+    while status in RESIDUE_PENDING_STATUSES or problem is not None:
+        if _clock() >= deadline:
+            raise faults.CloudletSpawnFailed(
+                reason='residue image %s of handoff %s is still %s after %d s '
+                       '([cloudlet] handoff_receive_timeout)%s'
+                       % (image_id, handoff_id, status, timeout,
+                          ': %s' % problem if problem else ''))
+        _sleep(RESIDUE_POLL_SECONDS)
+        try:
+            image = images.get(image_id)
+        except glance_errors.ImageNotFound:
+            raise faults.CloudletSpawnFailed(
+                reason='residue image %s of handoff %s disappeared: the source cloud gave up '
+                       'the handoff' % (image_id, handoff_id)) from None
+        except Exception as exc:      # noqa: BLE001 - Glance hiccup: retried until the deadline
+            problem = faults.redact(str(exc))[:120]
+            continue
+        status, problem = image.get('status'), None
+    if status != 'active':
+        raise faults.CloudletSpawnFailed(
+            reason='residue image %s of handoff %s is %s: the source cloud gave up the handoff'
+                   % (image_id, handoff_id, status))
+    LOG.info('residue image %s of handoff %s active after %.1f s', image_id, handoff_id,
+             _clock() - started)
+    return image
 
 
 class GlanceOverlayStream:

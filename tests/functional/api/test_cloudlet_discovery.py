@@ -13,9 +13,10 @@ class DiscoveryTest(base.CloudletAPITestBase):
         resp = self.api.api_get('/os-cloudlet')
         self.assertEqual(200, resp.status)
         doc = resp.body['cloudlet']
-        self.assertEqual('1.0', doc['version'])
+        self.assertEqual('1.1', doc['version'])
         self.assertEqual('1.0', doc['min_version'])
-        self.assertEqual(['cloudlet-create-base', 'cloudlet-create-overlay'], doc['actions'])
+        self.assertEqual(['cloudlet-create-base', 'cloudlet-create-overlay', 'cloudlet-handoff'],
+                         doc['actions'])
         self.assertEqual({'cloudlet-base': 'cloudlet-create-base'}, doc['action_aliases'])
         self.assertEqual(['overlay_url', 'cloudlet_overlay_id'], doc['server_metadata_keys'])
         for key in (properties.CLOUDLET_TYPE, properties.BASE_ID, 'cloudlet_base_memory',
@@ -26,9 +27,19 @@ class DiscoveryTest(base.CloudletAPITestBase):
         # file:// is never offered, whatever the configuration says.
         self.assertEqual({'max_overlay_bytes': 12345, 'overlay_url_schemes': ['https', 'http']},
                          doc['limits'])
+        self.assertEqual({'codecs': ['auto', 'zstd', 'xz'], 'destinations': [],
+                          'credential_kinds': ['token', 'application_credential']}, doc['handoff'])
         links = {link['rel']: link['href'] for link in doc['links']}
         self.assertTrue(links['self'].endswith('/v2.1/os-cloudlet'), links)
         self.assertTrue(links['bases'].endswith('/v2.1/os-cloudlet/bases'), links)
+
+    def test_handoff_destinations_by_name_only(self):
+        self.flags(destinations={'edge-b': 'https://edge-b.internal:5000/v3',
+                                 'core': 'https://core.internal/identity/v3'},
+                   group='cloudlet_handoff')
+        doc = self.api.api_get('/os-cloudlet').body['cloudlet']
+        self.assertEqual(['core', 'edge-b'], doc['handoff']['destinations'])
+        self.assertNotIn('internal', repr(doc))
 
     def test_any_authenticated_user_and_any_microversion(self):
         self.api.microversion = None   # no microversion header: 2.1

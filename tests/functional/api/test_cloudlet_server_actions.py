@@ -125,7 +125,7 @@ class ServerActionsTest(base.CloudletAPITestBase):
 
     def test_unknown_action_still_400(self):
         server = self.create_cloudlet_server()
-        resp = self.action(server['id'], {'cloudlet-handoff': {}})
+        resp = self.action(server['id'], {'cloudlet-teleport': {}})
         self.assertEqual(400, resp.status)
 
     # --- 404 / 403 -------------------------------------------------------

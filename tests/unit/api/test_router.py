@@ -25,9 +25,11 @@ class RouterTest(test.NoDBTestCase):
                  and r.defaults.get('action') == 'action']
         self.assertEqual(2, len(paths))
         for name in ('cloudlet-create-base', 'cloudlet-base', 'cloudlet-create-overlay',
-                     'createImage', 'suspend'):
+                     'cloudlet-handoff', 'createImage', 'suspend'):
             self.assertIn(name, resources[0].wsgi_actions)
         self.assertEqual(1, sum(isinstance(c, router.servers.CloudletServerActionsController)
+                                for c in resources[0].sub_controllers))
+        self.assertEqual(1, sum(isinstance(c, router.handoff.CloudletHandoffController)
                                 for c in resources[0].sub_controllers))
 
     def test_cloudlet_routes(self):
@@ -48,8 +50,14 @@ class RouterTest(test.NoDBTestCase):
         self.assertIn('not compatible', str(error))
 
     def test_action_name_clash_fails_loudly(self):
+        self._assert_clash_refused('cloudlet-create-overlay')
+
+    def test_handoff_action_name_clash_fails_loudly(self):
+        self._assert_clash_refused('cloudlet-handoff')
+
+    def _assert_clash_refused(self, action_name):
         class Clash(wsgi.Controller):
-            @wsgi.action('cloudlet-create-overlay')
+            @wsgi.action(action_name)
             def _x(self, req, id, body):
                 pass
 

@@ -9,9 +9,11 @@ from nova import exception
 from api_extensions import schemas
 
 REQUEST_SCHEMAS = [schemas.create_base, schemas.create_base_alias, schemas.create_overlay,
-                   schemas.base_import, schemas.discovery_query, schemas.base_list_query]
+                   schemas.base_import, schemas.discovery_query, schemas.base_list_query,
+                   schemas.handoff]
 RESPONSE_SCHEMAS = [schemas.capture_response, schemas.discovery_response,
-                    schemas.base_show_response, schemas.base_list_response]
+                    schemas.base_show_response, schemas.base_list_response,
+                    schemas.handoff_response]
 
 
 @pytest.mark.parametrize('schema', REQUEST_SCHEMAS + RESPONSE_SCHEMAS)
@@ -74,3 +76,56 @@ def test_create_base_has_no_options():
 ])
 def test_base_import(body, ok):
     assert _valid(schemas.base_import, body) is ok
+
+
+APP_CRED = {'application_credential': {'id': 'a1b2', 'secret': 's3cr3t'}}
+AUTH_URL = {'auth_url': 'https://edge-b.example:5000/v3'}
+
+
+def _handoff(**entity):
+    body = {'destination': AUTH_URL, 'credential': APP_CRED, 'name': 'app-b'}
+    body.update(entity)
+    return {'cloudlet-handoff': {k: v for k, v in body.items() if v is not None}}
+
+
+@pytest.mark.parametrize('body', [
+    _handoff(),
+    _handoff(credential={'token': 'gAAAAAB-token'}),
+    _handoff(destination={'compute_endpoint': 'http://nova-b:8774/v2.1'}),
+    _handoff(destination={'cloud': 'edge-b', 'region_name': 'R2', 'interface': 'internal',
+                          'flavor': 'f1'}),
+    _handoff(destination=dict(AUTH_URL, interface='public'), options={'codec': 'auto'}),
+    _handoff(options={'codec': 'xz'}, name='x' * 255),
+    _handoff(options={}),
+])
+def test_handoff_valid(body):
+    assert _valid(schemas.handoff, body)
+
+
+@pytest.mark.parametrize('body', [
+    {},
+    {'cloudlet-handoff': {}},
+    _handoff(destination=None),                                           # no destination
+    _handoff(destination={}),
+    _handoff(destination=dict(AUTH_URL, cloud='edge-b')),                 # two kinds
+    _handoff(destination={'auth_url': 'ftp://h/v3'}),
+    _handoff(destination={'auth_url': ''}),
+    _handoff(destination=dict(AUTH_URL, interface='admin')),
+    _handoff(destination=dict(AUTH_URL, port=5000)),                     # extra key
+    _handoff(credential=None),                                            # no credential
+    _handoff(credential={}),
+    _handoff(credential=dict(APP_CRED, token='t0k3n')),                   # both kinds
+    _handoff(credential={'token': ''}),
+    _handoff(credential={'application_credential': {'id': 'a1b2'}}),
+    _handoff(credential={'application_credential': {'id': 'a', 'secret': 's', 'name': 'n'}}),
+    _handoff(credential={'password': 'p'}),
+    _handoff(name=None),
+    _handoff(name=''),
+    _handoff(name='x' * 256),
+    _handoff(options={'codec': 'gzip'}),
+    _handoff(options={'codec': 'xz', 'level': 3}),
+    _handoff(colour='red'),
+    dict(_handoff(), extra=1),
+])
+def test_handoff_invalid(body):
+    assert not _valid(schemas.handoff, body)

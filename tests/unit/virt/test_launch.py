@@ -5,6 +5,7 @@ import types
 import nova.conf
 from nova import test
 
+from cloudlet_glance import errors as glance_errors
 from cloudlet_glance import properties as props
 from cloudlet_nova import conf as cloudlet_conf
 from cloudlet_nova.virt import faults
@@ -125,3 +126,115 @@ class OverlayURLTest(LaunchTestCase):
 
     def test_no_host(self):
         self.assertRaises(faults.CloudletSpawnFailed, launch.check_overlay_url, 'http:///a.clo')
+
+
+class FakeResidueImages:
+    """Glance as the destination of a handoff sees it: the residue image's status changes per get()."""
+
+    def __init__(self, statuses, handoff_id='h-1', data=b''):
+        self.statuses = list(statuses)
+        self.handoff_id, self.data = handoff_id, data
+        self.gets = 0
+
+    def image(self, status):
+        image = {'id': 'residue-1', 'status': status, props.CLOUDLET_TYPE: props.OVERLAY,
+                 props.BASE_ID: 'ab' * 32}
+        if self.handoff_id:
+            image[launch.HANDOFF_ID] = self.handoff_id
+        return image
+
+    def get(self, image_id):
+        self.gets += 1
+        status = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
+        if isinstance(status, Exception):
+            raise status
+        return self.image(status)
+
+    def download(self, image_id, fileobj):
+        fileobj.write(self.data)
+        return len(self.data)
+
+
+class FakeClock:
+    def __init__(self):
+        self.now, self.sleeps = 1000.0, []
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+class ResidueWaitTest(LaunchTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.clock = FakeClock()
+        self.useFixture(test.fixtures.MonkeyPatch('cloudlet_nova.virt.launch._clock', self.clock))
+        self.useFixture(test.fixtures.MonkeyPatch('cloudlet_nova.virt.launch._sleep', self.clock.sleep))
+
+    def wait(self, images, timeout=None):
+        first = images.get('residue-1')
+        return launch.wait_for_residue(images, 'residue-1', first, timeout=timeout)
+
+    def test_waits_until_active(self):
+        images = FakeResidueImages(['queued', 'saving', 'saving', 'active'])
+        image = self.wait(images)
+        self.assertEqual('active', image['status'])
+        self.assertEqual(4, images.gets)
+        self.assertEqual([launch.RESIDUE_POLL_SECONDS] * 3, self.clock.sleeps)
+
+    def test_active_at_once_does_not_poll(self):
+        images = FakeResidueImages(['active'])
+        self.assertEqual('active', self.wait(images)['status'])
+        self.assertEqual([], self.clock.sleeps)
+
+    def test_killed_upload_fails_the_spawn(self):
+        images = FakeResidueImages(['queued', 'saving', 'killed'])
+        exc = self.assertRaises(faults.CloudletSpawnFailed, self.wait, images)
+        self.assertEqual('residue image residue-1 of handoff h-1 is killed: the source cloud gave up '
+                         'the handoff', exc.format_message())
+
+    def test_deleted_image_fails_the_spawn(self):
+        images = FakeResidueImages(['queued', glance_errors.ImageNotFound('image residue-1 not found')])
+        exc = self.assertRaises(faults.CloudletSpawnFailed, self.wait, images)
+        self.assertIn('residue image residue-1 of handoff h-1 disappeared', exc.format_message())
+
+    def test_timeout(self):
+        self.flags(handoff_receive_timeout=3, group='cloudlet')
+        images = FakeResidueImages(['saving'])
+        exc = self.assertRaises(faults.CloudletSpawnFailed, self.wait, images)
+        self.assertIn('is still saving after 3 s ([cloudlet] handoff_receive_timeout)',
+                      exc.format_message())
+        self.assertEqual(3.0, sum(self.clock.sleeps))
+
+    def test_glance_hiccups_are_retried(self):
+        images = FakeResidueImages(['queued', glance_errors.ImageServiceError('HTTP 503'), 'active'])
+        self.assertEqual('active', self.wait(images)['status'])
+
+    def test_hiccup_until_the_deadline_names_it(self):
+        images = FakeResidueImages(['queued', glance_errors.ImageServiceError('HTTP 503')])
+        exc = self.assertRaises(faults.CloudletSpawnFailed, self.wait, images, 2)
+        self.assertIn('HTTP 503', exc.format_message())
+
+    def test_open_overlay_waits_for_a_residue_then_streams_it(self):
+        images = FakeResidueImages(['queued', 'uploading', 'active'], data=b'overlay bytes')
+        spawn_plan = launch.Plan('base-image', launch.GLANCE, 'residue-1')
+        with launch.open_overlay(images, spawn_plan, FakeBaseVM()) as stream:
+            self.assertEqual(b'overlay bytes', stream.read())
+        self.assertEqual(2, len(self.clock.sleeps))
+
+    def test_an_ordinary_overlay_image_is_not_waited_for(self):
+        # Without cloudlet_handoff_id a queued image is not waited for (nothing is uploading it).
+        images = FakeResidueImages(['queued', 'active'], handoff_id=None)
+        spawn_plan = launch.Plan('base-image', launch.GLANCE, 'residue-1')
+        with launch.open_overlay(images, spawn_plan, FakeBaseVM()) as stream:
+            stream.read()
+        self.assertEqual([], self.clock.sleeps)
+        self.assertEqual(1, images.gets)
+
+    def test_handoff_metadata_key_is_accepted_by_the_plan(self):
+        plan = launch.plan(instance({props.META_OVERLAY_ID: 'residue-1', launch.HANDOFF_ID: 'h-1'}))
+        self.assertEqual(launch.Plan('base-image', launch.GLANCE, 'residue-1'), plan)

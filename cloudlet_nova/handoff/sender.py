@@ -1,0 +1,506 @@
+"""A handoff on the source compute host (doc/handoff.md, "Flow").
+
+One `Handoff` per `handoff` RPC message, run in nova's long-task thread
+pool, inside `EventReporter(context, 'cloudlet_handoff', host, uuid)`, so
+the instance action `cloudlet-handoff` started by nova-api gets an event that
+ends in Success or Error with the reason. Steps 1-3 and any roll back run
+under the instance lock (`utils.synchronized(instance.uuid)`, the compute
+manager's own):
+
+1. destination: authenticate, find the base disk image and a flavor, create
+   the residue image, create the destination server (it starts building and
+   waits for the residue image); a failure leaves the VM untouched;
+2. residue: unplug the NICs, stream the VM's residue into the residue image
+   while it runs (engine LiveResidue); it returns with the VM paused;
+3. switch: wait for the destination server to be ACTIVE, delete the residue
+   image there;
+4. delete this server the way nova-api does (task_state deleting, the
+   `delete` instance action with a request id of its own, terminate_instance
+   cast to this host), after the lock is released: nova's terminate_instance
+   takes it.
+
+Any failure before the switch rolls back: the migration is cancelled, the
+VM resumed and its NICs plugged back, what was created at the destination
+deleted (best effort: the residue image first, so the destination's build
+fails at once, then the server), `task_state` back to None. The VM keeps
+running. Once the destination server is ACTIVE nothing is rolled back (two
+running copies would be worse): a failed delete here leaves this VM paused,
+with the reason in the event.
+
+The credential is only handed to `destination.Destination`; every message
+this module writes (logs, the instance action event, the record) is masked
+against its values.
+"""
+
+import copy
+import os
+import shutil
+import threading
+import time
+import traceback
+
+from oslo_context import context as oslo_context
+from oslo_log import log as logging
+
+from nova.compute import instance_actions
+from nova.compute import power_state
+from nova.compute import rpcapi as compute_rpcapi
+from nova.compute import task_states
+from nova.compute import utils as compute_utils
+import nova.conf
+from nova import exception
+from nova import objects
+from nova import utils
+from nova.virt.libvirt import utils as libvirt_utils
+
+from cloudlet_glance import images as glance_images
+from cloudlet_glance import model
+from cloudlet_glance import properties as props
+from cloudlet_nova.engine import errors as engine_errors
+from cloudlet_nova.engine import handoff as engine_handoff
+from cloudlet_nova.handoff import destination as destination_mod
+from cloudlet_nova.handoff import records
+from cloudlet_nova.virt import faults
+from cloudlet_nova.virt import launch
+from cloudlet_nova.virt import restore
+
+CONF = nova.conf.CONF
+LOG = logging.getLogger(__name__)
+
+EVENT = 'cloudlet_handoff'                # the instance action event of the compute side
+HANDOFF_ID = getattr(props, 'HANDOFF_ID', 'cloudlet_handoff_id')   # server metadata, image property
+WORKDIR_PREFIX = 'cloudlet-handoff-'
+MIN_SECRET_LENGTH = 4                     # shorter strings are not masked (they would mangle text)
+MAX_MESSAGE = 240                         # nova keeps 255 characters of an event's details
+
+
+class HandoffFailed(exception.NovaException):
+    msg_fmt = 'cloudlet handoff failed: %(reason)s'
+
+
+class HandoffCancelled(HandoffFailed):
+    msg_fmt = 'cloudlet handoff cancelled: %(reason)s'
+
+
+# -- secrets ---------------------------------------------------------------------
+
+def secrets_of(request):
+    """The credential's string values (token, application credential id and secret)."""
+    found = []
+
+    def walk(value):
+        if isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                walk(item)
+        elif isinstance(value, str) and len(value) >= MIN_SECRET_LENGTH:
+            found.append(value)
+
+    walk((request or {}).get('credential'))
+    return sorted(set(found), key=len, reverse=True)
+
+
+def mask(text, secrets):
+    """`text` with every secret replaced by ***, and URL user information removed."""
+    text = faults.redact(str(text))
+    for secret in secrets:
+        text = text.replace(secret, '***')
+    return text
+
+
+def describe(exc):
+    """One line naming the cause of a failure (not yet masked)."""
+    if isinstance(exc, HandoffFailed):
+        return exc.kwargs.get('reason') or exc.format_message()
+    if isinstance(exc, destination_mod.HandoffDestinationError):
+        return str(exc) or 'the destination cloud refused'
+    if isinstance(exc, faults.CloudletCaptureFailed):
+        return exc.kwargs.get('reason') or exc.format_message()
+    if isinstance(exc, exception.NovaException):
+        return exc.format_message()
+    if isinstance(exc, engine_errors.CloudletError):
+        return faults.describe(exc)
+    return '%s: %s' % (type(exc).__name__, exc) if str(exc) else type(exc).__name__
+
+
+def sweep_workdirs(instances_path):
+    """Remove residue work directories left by a nova-compute that stopped mid-handoff.
+
+    They hold only copies (the VM's state is in QEMU); call from init_host.
+    """
+    removed = []
+    try:
+        entries = os.listdir(instances_path)
+    except FileNotFoundError:
+        return removed
+    for entry in entries:
+        instance_dir = os.path.join(instances_path, entry)
+        if entry.startswith(('_', '.')) or not os.path.isdir(instance_dir):
+            continue
+        try:
+            names = os.listdir(instance_dir)
+        except OSError:
+            continue
+        for name in names:
+            if name.startswith(WORKDIR_PREFIX):
+                shutil.rmtree(os.path.join(instance_dir, name), ignore_errors=True)
+                removed.append(os.path.join(instance_dir, name))
+    return removed
+
+
+# -- one handoff -------------------------------------------------------------------
+
+class Handoff:
+    """One handoff of one instance to one destination."""
+
+    def __init__(self, driver, context, instance, handoff_id, request, host):
+        self.driver, self.context, self.instance = driver, context, instance
+        self.handoff_id, self.request, self.host = handoff_id, request, host
+        self.secrets = secrets_of(request)
+        self.record = records.HandoffRecord(CONF.cloudlet.state_dir, handoff_id, instance.uuid,
+                                            server_name=request.get('name'))
+        self.record.forbid(*self.secrets)
+        self._lock = threading.Lock()
+        self._cancel_reason = None
+        self.destination = None
+        self.residue = None
+        self.guest = None
+        self.nics = []
+        self.residue_image_id = None
+        self.server_id = None
+        self.switched = False          # the destination server is ACTIVE: no roll back
+        self.delete_requested = False
+        self.error = None
+
+    # -- from other threads --
+
+    def cancel(self, reason):
+        """Stop the handoff (thread-safe): it rolls back and ends in Error."""
+        with self._lock:
+            self._cancel_reason = reason
+            residue = self.residue
+        if residue is not None:
+            try:
+                residue.cancel()
+            except Exception:   # noqa: BLE001
+                LOG.warning('handoff %s: cancelling the residue failed', self.handoff_id,
+                            exc_info=True)
+
+    def _check_cancelled(self):
+        with self._lock:
+            reason = self._cancel_reason
+        if reason:
+            raise HandoffCancelled(reason=reason)
+
+    # -- the run --
+
+    def run(self):
+        """The whole handoff. Never raises; the outcome is in the event, the record and the log."""
+        try:
+            self._run()
+        except Exception:   # noqa: BLE001 - the end of a pool thread: log, do not lose it
+            LOG.error('handoff %s: unexpected error: %s', self.handoff_id,
+                      self._masked(traceback.format_exc()), instance=self.instance)
+
+    def _locked(self, func, *args):
+        """func(*args) under the instance lock, the compute manager's own."""
+        @utils.synchronized(self.instance.uuid)
+        def locked():
+            return func(*args)
+        return locked()
+
+    def _run(self):
+        if not self._locked(self._claim):
+            return
+        self.record.save()
+        try:
+            with compute_utils.EventReporter(self.context, EVENT, self.host, self.instance.uuid):
+                try:
+                    self._locked(self._handoff)
+                    # Outside the lock: nova's terminate_instance takes it.
+                    self._delete_source()
+                except BaseException as exc:
+                    with self._lock:
+                        cancelled = self._cancel_reason
+                    failure = HandoffCancelled if cancelled else HandoffFailed
+                    self.error = self._masked(cancelled or describe(exc))[:MAX_MESSAGE]
+                    LOG.error('handoff %s %s: %s', self.handoff_id,
+                              'cancelled' if cancelled else 'failed', self.error,
+                              instance=self.instance)
+                    LOG.debug('handoff %s: %s', self.handoff_id,
+                              self._masked(''.join(traceback.format_exception(exc))))
+                    self._locked(self._roll_back)
+                    if not isinstance(exc, Exception):
+                        raise
+                    # A masked, one-line reason for the event (its details are shown to the user).
+                    raise failure(reason=self.error) from None
+        except HandoffFailed:
+            pass                # recorded by the EventReporter and logged above
+        except Exception as exc:   # noqa: BLE001 - e.g. the event could not be recorded
+            self.error = self.error or self._masked(describe(exc))[:MAX_MESSAGE]
+            LOG.error('handoff %s: %s', self.handoff_id, self._masked(describe(exc)),
+                      instance=self.instance)
+        finally:
+            if not self.delete_requested:
+                self._clear_task_state()
+            self.record.finish(records.ERROR if self.error else records.OK, self.error)
+            shutil.rmtree(self._workdir(), ignore_errors=True)
+        if not self.error:
+            LOG.info('handoff %s done: the server runs at the destination as %s',
+                     self.handoff_id, self.server_id, instance=self.instance)
+
+    def _claim(self):
+        """The API set task_state migrating; still ours? (A delete may have come first.)"""
+        try:
+            self.instance.task_state = task_states.MIGRATING
+            self.instance.save(expected_task_state=[task_states.MIGRATING])
+            return True
+        except (exception.InstanceNotFound, exception.UnexpectedTaskStateError) as exc:
+            message = 'the server changed before the handoff started: %s' % exc.format_message()
+            LOG.warning('handoff %s not started: %s', self.handoff_id, message,
+                        instance=self.instance)
+            self.record.finish(records.ERROR, message)
+            return False
+
+    def _handoff(self):
+        self._check_cancelled()
+        self.guest = self._running_guest()
+        base = self._base()
+        with self.record.phase('destination'):
+            self._prepare_destination(base)
+        self._check_cancelled()
+        with self.record.phase('residue'):
+            stats = self._send_residue(base)
+        with self.record.phase('activate'):
+            self.destination.wait_active(self.server_id, CONF.cloudlet_handoff.activate_timeout)
+            active_at = time.monotonic()
+        self.switched = True
+        paused_at = getattr(stats, 'paused_at', None)
+        if paused_at is not None:
+            self.record.update(downtime_seconds=round(active_at - paused_at, 3))
+        # The destination server has applied the residue: its image is residue only.
+        self.destination.delete_image(self.residue_image_id)
+
+    # -- step 1 --
+
+    def _running_guest(self):
+        if not launch.is_cloudlet_instance(self.instance):
+            raise HandoffFailed(reason='the server was not booted from a cloudlet base VM image')
+        try:
+            guest = self.driver._host.get_guest(self.instance)
+        except exception.InstanceNotFound:
+            raise HandoffFailed(reason='the server has no VM on this host') from None
+        if guest.get_power_state(self.driver._host) != power_state.RUNNING:
+            raise HandoffFailed(reason='the server\'s VM is not running')
+        return guest
+
+    def _base(self):
+        images = glance_images.NovaImages(self.context)
+        return model.fetch_base(images, self.instance.image_ref, launch.base_store())
+
+    def _base_needs(self, base):
+        """(memory MB, vCPUs) the base's memory snapshot was taken with."""
+        abi = getattr(base, 'abi', None) or {}
+        memory_mb = (abi.get('memory_kib') or 0) // 1024 or self.instance.flavor.memory_mb
+        vcpus = abi.get('vcpus') or self.instance.flavor.vcpus
+        return memory_mb, vcpus
+
+    def _prepare_destination(self, base):
+        spec = self.request['destination']
+        options = CONF.cloudlet_handoff
+        self.destination = destination_mod.Destination(
+            spec, self.request['credential'], known_clouds=dict(options.destinations or {}),
+            ca_file=options.ca_file, insecure=options.insecure,
+            connect_timeout=options.connect_timeout, stall_timeout=options.stall_timeout)
+        self.destination.connect()
+        self._record_destination(spec)
+        base_image = self.destination.find_base_image(base.base_id)
+        memory_mb, vcpus = self._base_needs(base)
+        flavor = self.destination.pick_flavor(memory_mb, vcpus, flavor_id=spec.get('flavor'))
+        self._record_destination(spec, flavor['id'])
+        self._check_cancelled()
+        self.residue_image_id = self.destination.create_residue_image(
+            'cloudlet-handoff-%s' % self.handoff_id, base.base_id, base.name, self.handoff_id)
+        self.record.update(residue_image_id=self.residue_image_id)
+        metadata = {props.META_OVERLAY_ID: self.residue_image_id, HANDOFF_ID: self.handoff_id}
+        self.server_id = self.destination.create_server(
+            self.request['name'], base_image['id'], flavor['id'], metadata,
+            networks=options.destination_networks)
+        self.record.update(destination_server_id=self.server_id)
+
+    def _record_destination(self, spec, flavor_id=None):
+        self.record.set_destination(auth_url=getattr(self.destination, 'auth_url', None),
+                                    cloud=spec.get('cloud'), region_name=spec.get('region_name'),
+                                    interface=spec.get('interface'), flavor_id=flavor_id)
+
+    # -- step 2 --
+
+    def _workdir(self):
+        return os.path.join(libvirt_utils.get_instance_path(self.instance),
+                            WORKDIR_PREFIX + self.handoff_id)
+
+    def _send_residue(self, base):
+        try:
+            self.nics = restore.unplug_nics(self.guest)
+        except faults.CloudletCaptureFailed as exc:
+            raise HandoffFailed(reason=describe(exc)) from None
+        workdir = self._workdir()
+        shutil.rmtree(workdir, ignore_errors=True)
+        os.makedirs(workdir)
+        codec = (self.request.get('options') or {}).get('codec') or 'auto'
+        with self.destination.upload(self.residue_image_id) as upload:
+            with self._lock:
+                self.residue = engine_handoff.LiveResidue(
+                    self.guest._domain, base, workdir, codec=codec,
+                    max_downtime_ms=CONF.cloudlet_handoff.max_downtime_ms,
+                    progress=launch.LogProgress(self.instance.uuid), bandwidth=upload.bandwidth)
+            self._check_cancelled()
+            stats = self.residue.run(upload)
+        self.record.update(
+            bytes_sent=getattr(upload, 'bytes_sent', None),
+            codecs=dict(getattr(stats, 'codecs', None) or {}),
+            residue={key: getattr(stats, key, None) for key in (
+                'bytes_out', 'precopy_seconds', 'final_seconds', 'disk_chunks_sent',
+                'disk_chunks_resent', 'memory_stream_bytes')})
+        return stats
+
+    # -- step 3 --
+
+    def _delete_source(self):
+        """Delete this server as nova-api does for a server whose host is up.
+
+        compute API's delete() itself cannot run here: it updates the instance
+        mapping in the API database, which nova-compute has no access to. So:
+        task_state deleting (expected: our migrating; a user's delete that came
+        first wins), the `delete` instance action (a request id of its own),
+        and the terminate_instance cast to this host. The compute manager does
+        the rest (notifications, networks, volumes, the domain, the instance
+        directory). Not done: the instance mapping's `queued_for_delete` flag
+        (only read when quotas are counted from placement; it becomes right
+        when the deleted instance is archived).
+        """
+        context = copy.copy(self.context)
+        context.request_id = oslo_context.generate_request_id()
+        with self.record.phase('switch'):
+            try:
+                self.instance.task_state = task_states.DELETING
+                self.instance.progress = 0
+                self.instance.save(expected_task_state=[task_states.MIGRATING])
+            except (exception.UnexpectedDeletingTaskStateError, exception.InstanceNotFound):
+                LOG.info('handoff %s: the server is already being deleted', self.handoff_id,
+                         instance=self.instance)
+                self.delete_requested = True
+                return
+            except Exception as exc:
+                raise HandoffFailed(reason=self._delete_failed(exc))
+            self.delete_requested = True
+            try:
+                objects.InstanceAction.action_start(context, self.instance.uuid,
+                                                    instance_actions.DELETE, want_result=False)
+                bdms = objects.BlockDeviceMappingList.get_by_instance_uuid(context,
+                                                                           self.instance.uuid)
+                compute_rpcapi.ComputeAPI().terminate_instance(context, self.instance, bdms)
+            except Exception as exc:
+                # No terminate is coming: give the server back to its owner to delete.
+                self._quietly('reset the task state', self._reset_deleting)
+                raise HandoffFailed(reason=self._delete_failed(exc))
+
+    def _delete_failed(self, exc):
+        return ('the server runs at the destination as %s, but deleting it here failed (%s); '
+                'it stays paused here: delete it' % (self.server_id, describe(exc)))
+
+    def _reset_deleting(self):
+        self.instance.task_state = None
+        self.instance.save(expected_task_state=[task_states.DELETING])
+
+    # -- failure --
+
+    def _roll_back(self):
+        if self.switched:
+            # The destination server is ACTIVE: never resume this copy, never delete that one.
+            return
+        residue = self.residue
+        if residue is not None:
+            self._quietly('cancel the residue migration', residue.cancel)
+            self._quietly('resume the VM', residue.resume_source)
+        if self.guest is not None:
+            self._quietly('resume the VM', self._ensure_running)
+            if self.nics:
+                self._quietly('plug the NICs back', restore.replug_nics, self.guest, self.nics)
+        if self.destination is not None:
+            # The image first: the destination's spawn waits for it and fails at once,
+            # so the server's delete does not wait for its build.
+            if self.residue_image_id:
+                self._quietly('delete the destination residue image', self.destination.delete_image,
+                              self.residue_image_id)
+            if self.server_id:
+                self._quietly('delete the destination server', self.destination.delete_server,
+                              self.server_id)
+
+    def _ensure_running(self):
+        if self.guest.get_power_state(self.driver._host) == power_state.PAUSED:
+            LOG.warning('handoff %s: the VM was still paused; resuming it', self.handoff_id,
+                        instance=self.instance)
+            self.guest.resume()
+
+    def _quietly(self, what, func, *args):
+        try:
+            func(*args)
+        except Exception as exc:   # noqa: BLE001 - the other roll back steps still run
+            LOG.error('handoff %s: could not %s: %s', self.handoff_id, what,
+                      self._masked(describe(exc)), instance=self.instance)
+
+    def _clear_task_state(self):
+        try:
+            self.instance.task_state = None
+            self.instance.save(expected_task_state=[task_states.MIGRATING])
+        except (exception.InstanceNotFound, exception.UnexpectedTaskStateError) as exc:
+            LOG.warning('handoff %s: task state not reset: %s', self.handoff_id,
+                        exc.format_message(), instance=self.instance)
+
+    def _masked(self, text):
+        return mask(text, self.secrets)
+
+
+# -- the handoffs of one host --------------------------------------------------------
+
+class Handoffs:
+    """The handoffs running on this compute host; what the RPC endpoint runs."""
+
+    def __init__(self, driver, host):
+        self.driver, self.host = driver, host
+        self._lock = threading.Lock()
+        self._running = {}
+        self._stopping = None
+
+    def run(self, context, instance, handoff_id, request):
+        """One handoff, to its end (in a long-task pool thread)."""
+        handoff = Handoff(self.driver, context, instance, handoff_id, request, self.host)
+        with self._lock:
+            self._running[handoff_id] = handoff
+            stopping = self._stopping
+        if stopping:
+            handoff.cancel(stopping)
+        try:
+            handoff.run()
+        finally:
+            with self._lock:
+                self._running.pop(handoff_id, None)
+
+    def running(self):
+        with self._lock:
+            return dict(self._running)
+
+    def cancel_all(self, reason, timeout=60):
+        """Cancel every running handoff (they roll back) and wait up to `timeout` s for them."""
+        with self._lock:
+            self._stopping = reason
+            handoffs = list(self._running.values())
+        for handoff in handoffs:
+            handoff.cancel(reason)
+        deadline = time.monotonic() + timeout
+        while self.running() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return not self.running()

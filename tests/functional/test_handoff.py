@@ -1,0 +1,326 @@
+"""cloudlet-handoff on the whole nova stack: API -> `cloudlet` RPC topic -> CloudletDriver's sender.
+
+The source is a cloudlet server on compute1 (CloudletDriver on fake libvirt).
+The destination cloud is played by the same nova (FakeDestinationCloud): the
+destination server is created through its API with the residue image's id in
+its metadata, and CloudletDriver.spawn on the destination side waits for that
+image (queued, then saving) until the "upload" (FakeLiveResidue writing a real
+overlay) makes it active, then synthesizes the server from it. Only the WAN
+client (`Destination`) and QEMU's migration (`LiveResidue`) are fakes.
+"""
+
+import logging
+import os
+import threading
+
+import fixtures
+from lxml import etree
+
+from nova import objects
+from nova.tests.fixtures import libvirt as fakelibvirt
+
+import nova.conf
+from api_extensions import router
+from cloudlet_glance import properties as props
+from cloudlet_nova.handoff import records
+from tests.functional.api import base as api_base
+from tests.functional import cloudlet_base
+from tests.functional import fake_handoff
+
+CONF = nova.conf.CONF
+SECRET = 'Sup3r-S3cret-application-credential-value'
+APP_ID = '9f8e7d6c5b4a39281706f5e4d3c2b1a0'
+TOKEN = 'gAAAAABfunctional-keystone-token-value-of-the-destination'
+AUTH_URL = 'https://edge-b.example:5000/v3'
+
+
+class CollectingHandler(logging.Handler):
+    """Every log record of the test, formatted with its traceback (DEBUG included)."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.setFormatter(logging.Formatter('%(levelname)s [%(name)s] %(message)s'))
+        self.lines = []
+
+    def emit(self, record):
+        try:
+            self.lines.append(self.format(record))
+        except Exception:   # noqa: BLE001 - a broken record must not hide the others
+            self.lines.append(repr(record.msg))
+
+    def text(self):
+        return '\n'.join(self.lines)
+
+
+class HandoffTest(cloudlet_base.CloudletTestBase):
+
+    def _setup_services(self):
+        # CloudletDriver's harness with nova-api loaded from OUR api-paste.ini (the
+        # cloudlet actions), not the wheel's.
+        router.register_opts()
+        self.useFixture(api_base.CloudletPolicyFixture())
+        self.flags(api_state_dir=self.useFixture(fixtures.TempDir()).path, group='cloudlet')
+        self.flags(api_paste_config=api_base.API_PASTE_INI, group='wsgi')
+        super(cloudlet_base.CloudletTestBase, self)._setup_services()
+
+    def setUp(self):
+        super().setUp()
+        self.logs = CollectingHandler()
+        self.useFixture(fixtures.LogHandler(self.logs, nuke_handlers=False))
+        self.disk, self.pages = self.synthetic.changed()
+        overlay = self.synthetic.make_overlay(os.path.join(self.work, 'residue.clo'), self.disk,
+                                              self.pages)
+        with open(overlay, 'rb') as f:
+            self.residue_blob = f.read()
+        self.cloud = fake_handoff.FakeDestinationCloud(self.api, self.glance, self.flavor_id)
+        self.residues = fake_handoff.FakeLiveResidueFactory(self.residue_blob)
+        self.useFixture(fixtures.MonkeyPatch(
+            'cloudlet_nova.handoff.destination.Destination', self.cloud))
+        self.useFixture(fixtures.MonkeyPatch(
+            'cloudlet_nova.engine.handoff.LiveResidue', self.residues))
+
+    # -- helpers ----------------------------------------------------------------------
+
+    def handoff(self, server, credential=None, expect=202, **entity):
+        body = {'destination': {'auth_url': AUTH_URL},
+                'credential': credential or {'application_credential': {'id': APP_ID,
+                                                                        'secret': SECRET}},
+                'name': 'app-b'}
+        body.update(entity)
+        resp = self.api.api_post('/servers/%s/action' % server['id'], {'cloudlet-handoff': body},
+                                 check_response_status=[expect])
+        return resp.body['handoff_id'] if expect == 202 else resp.body
+
+    def wait_handoff_failed(self, server):
+        """The source server back to ACTIVE without a task, its event in Error; the event."""
+        event = self._wait_for_instance_action_event(server, 'cloudlet-handoff', 'cloudlet_handoff',
+                                                     'error')
+        server = self._wait_for_server_parameter(
+            server, {'status': 'ACTIVE', 'OS-EXT-STS:task_state': None}, max_retries=40)
+        return server, event
+
+    def record(self, handoff_id):
+        for _ in range(40):
+            record = records.load(CONF.cloudlet.state_dir, handoff_id)
+            if record and record['result'] != records.RUNNING:
+                return record
+            self._sleep(0.25)
+        self.fail('handoff %s has no finished record: %s' % (handoff_id, record))
+
+    @staticmethod
+    def _sleep(seconds):
+        threading.Event().wait(seconds)
+
+    def record_text(self, handoff_id):
+        with open(records.path(CONF.cloudlet.state_dir, handoff_id)) as f:
+            return f.read()
+
+    def assert_vm_running(self, server):
+        dom = self.domain(server)
+        self.assertTrue(dom.isActive())
+        self.assertEqual(fakelibvirt.VIR_DOMAIN_RUNNING, dom.info()[0])
+
+    def assert_no_secret_anywhere(self, handoff_id, server=None, secrets=(SECRET,)):
+        places = {'logs': self.logs.text(), 'record': self.record_text(handoff_id)}
+        if server is not None:
+            instance = objects.Instance.get_by_uuid(self.admin_context, server['id'],
+                                                    expected_attrs=['metadata', 'system_metadata'])
+            places['metadata'] = repr(instance.metadata)
+            places['system_metadata'] = repr(instance.system_metadata)
+            actions = self.admin_api.get_instance_actions(server['id'])
+            places['actions'] = repr([self.admin_api.get_instance_action_details(
+                server['id'], action['request_id']) for action in actions])
+        for secret in secrets:
+            for place, text in places.items():
+                self.assertNotIn(secret, text, 'the credential is in the %s' % place)
+
+    def macs(self, server):
+        return [etree.fromstring(i.encode()).find('mac').get('address')
+                for i in self.domain(server)._fake_ifaces]
+
+    def destination_dom(self, server_id):
+        return self.driver()._host.get_connection().lookupByUUIDString(server_id)
+
+    # -- success -------------------------------------------------------------------
+
+    def test_handoff_moves_the_server(self):
+        server = self.create_cloudlet_server()
+        statuses = []
+        original_call = self.residues.__call__
+
+        def residue(domain, base, workdir, **kwargs):
+            made = original_call(domain, base, workdir, **kwargs)
+            # Before the residue streams, the destination's spawn waits for its image.
+            waiting = 'waiting for residue image %s' % self.cloud.images_created[0]
+            for _ in range(100):
+                if waiting in self.logs.text():
+                    break
+                self._sleep(0.1)
+            statuses.append((self.api.get_server(self.cloud.servers_created[0])['status'],
+                             self.glance.images[self.cloud.images_created[0]]['status'],
+                             waiting in self.logs.text()))
+            return made
+
+        self.useFixture(fixtures.MonkeyPatch('cloudlet_nova.engine.handoff.LiveResidue', residue))
+
+        handoff_id = self.handoff(server, options={'codec': 'zstd'})
+        self._wait_until_deleted(server)
+
+        # The destination server was created first, waited for the residue, and was
+        # synthesized from it: the VM's state continues there.
+        self.assertEqual([('BUILD', 'saving', True)], statuses)
+        [dest_id] = self.cloud.servers_created
+        dest = self._wait_for_state_change({'id': dest_id}, 'ACTIVE')
+        self.assertEqual('app-b', dest['name'])
+        self.assertEqual({props.META_OVERLAY_ID: self.cloud.images_created[0],
+                          'cloudlet_handoff_id': handoff_id}, dest['metadata'])
+        self.assertEqual(1, len(self.restores_of(dest)))
+        self.assertEqual(self.pages, self.destination_dom(dest_id)._fake_pages)
+        self.assertEqual(self.disk, self.disk_bytes(os.path.join(self.instance_dir(dest), 'disk')))
+        # The residue image is deleted at the destination once its server is ACTIVE.
+        self.assertNotIn(self.cloud.images_created[0], self.glance.images)
+        self.assertEqual(
+            ['init', 'connect', 'find_base_image', 'pick_flavor', 'create_residue_image',
+             'create_server', 'upload', 'upload-done', 'wait_active', 'delete_image'],
+            self.cloud.names())
+        self.assertEqual(('find_base_image', self.synthetic.base.base_id), self.cloud.calls[2])
+        self.assertEqual(('pick_flavor', cloudlet_base.MEMORY_MIB, cloudlet_base.VCPUS, None),
+                         self.cloud.calls[3])
+        self.assertEqual([{'application_credential': {'id': APP_ID, 'secret': SECRET}}],
+                         self.cloud.credentials)
+        [residue] = self.residues.made
+        self.assertEqual('zstd', residue.kwargs['codec'])
+        self.assertEqual(['run'], residue.calls)
+
+        event = self._wait_for_instance_action_event(server, 'cloudlet-handoff', 'cloudlet_handoff',
+                                                     'success')
+        self.assertEqual('compute1', event['host'])
+        actions = [a['action'] for a in self.admin_api.get_instance_actions(server['id'])]
+        self.assertIn('delete', actions)
+        record = self.record(handoff_id)
+        self.assertEqual(records.OK, record['result'])
+        self.assertEqual(server['id'], record['instance_uuid'])
+        self.assertEqual(dest_id, record['destination_server_id'])
+        self.assertEqual({'auth_url': AUTH_URL, 'flavor_id': self.flavor_id}, record['destination'])
+        self.assertEqual(len(self.residue_blob), record['bytes_sent'])
+        self.assertEqual(['destination', 'residue', 'activate', 'switch'],
+                         [p['name'] for p in record['phases']])
+        self.assertGreater(record['downtime_seconds'], 0)
+        self.assert_no_secret_anywhere(handoff_id)
+        self.assertFalse(os.path.exists(self.instance_dir(server)))
+
+    def test_handoff_to_a_configured_cloud_with_a_token(self):
+        self.flags(destinations={'edge-b': AUTH_URL}, group='cloudlet_handoff')
+        server = self.create_cloudlet_server()
+        handoff_id = self.handoff(server, credential={'token': TOKEN},
+                                  destination={'cloud': 'edge-b', 'flavor': self.flavor_id})
+        self._wait_until_deleted(server)
+        self.assertEqual({'cloud': 'edge-b', 'flavor': self.flavor_id}, self.cloud.calls[0][1])
+        self.assertEqual({'edge-b': AUTH_URL}, self.cloud.calls[0][2]['known_clouds'])
+        self.assertEqual([{'token': TOKEN}], self.cloud.credentials)
+        record = self.record(handoff_id)
+        self.assertEqual({'auth_url': AUTH_URL, 'cloud': 'edge-b', 'flavor_id': self.flavor_id},
+                         record['destination'])
+        self.assert_no_secret_anywhere(handoff_id, secrets=(TOKEN,))
+
+    # -- the destination refuses: the VM was never touched --------------------------------
+
+    def _refused(self, step):
+        server = self.create_cloudlet_server()
+        self.cloud.fail_at = step
+        handoff_id = self.handoff(server)
+        server, event = self.wait_handoff_failed(server)
+        self.assertEqual('cloudlet handoff failed: destination %s refused %s (fake)'
+                         % (AUTH_URL, step), event['details'])
+        self.assert_vm_running(server)
+        self.assertEqual([], self.residues.made)
+        self.assertEqual(1, len(self.restores_of(server)))   # its spawn, nothing since
+        self.assertEqual([], self.fake_libvirt.saves)
+        record = self.record(handoff_id)
+        self.assertEqual(records.ERROR, record['result'])
+        self.assertIn('refused %s' % step, record['error'])
+        self.assert_no_secret_anywhere(handoff_id, server)
+        return server
+
+    def test_refused_at_connect(self):
+        self._refused('connect')
+        self.assertEqual(['init', 'connect'], self.cloud.names())
+
+    def test_refused_at_find_base_image(self):
+        self._refused('find_base_image')
+        self.assertNotIn('create_residue_image', self.cloud.names())
+
+    def test_refused_at_create_server(self):
+        self._refused('create_server')
+        # The residue image it had created is deleted again.
+        self.assertEqual(['delete_image'], [n for n in self.cloud.names() if n.startswith('delete')])
+        self.assertNotIn(self.cloud.images_created[0], self.glance.images)
+
+    def test_the_server_can_be_handed_off_again_after_a_failure(self):
+        server = self._refused('connect')
+        self.cloud.fail_at = None
+        self.handoff(server)
+        self._wait_until_deleted(server)
+
+    # -- failures after the VM was touched: roll back --------------------------------------
+
+    def test_link_cut_mid_stream_rolls_back(self):
+        server = self.create_cloudlet_server(networks=[{'uuid': self.neutron.network_1['id']}])
+        macs = self.macs(server)
+        self.assertEqual(1, len(macs))
+        self.residues.fail = OSError('connection reset by peer while sending %s' % SECRET)
+        handoff_id = self.handoff(server)
+        server, event = self.wait_handoff_failed(server)
+
+        self.assertIn('connection reset by peer', event['details'])
+        [residue] = self.residues.made
+        self.assertEqual(['run', 'cancel', 'resume_source'], residue.calls)
+        self.assertEqual([], residue.nics_during_run)        # unplugged while streaming
+        self.assert_vm_running(server)
+        self.assertEqual(macs, self.macs(server))     # plugged back
+        # What was created at the destination is deleted: image first, then server.
+        [dest_id] = self.cloud.servers_created
+        self.assertEqual(['delete_image', 'delete_server'],
+                         [n for n in self.cloud.names() if n.startswith('delete')])
+        self.assertNotIn(self.cloud.images_created[0], self.glance.images)
+        self._wait_until_deleted({'id': dest_id})
+        record = self.record(handoff_id)
+        self.assertEqual(records.ERROR, record['result'])
+        self.assertEqual('residue', record['phases'][-1]['name'])
+        self.assert_no_secret_anywhere(handoff_id, server)
+        self.assertEqual([], [n for n in os.listdir(self.instance_dir(server))
+                              if n.startswith('cloudlet-handoff')])
+
+    def test_destination_server_error_keeps_the_source(self):
+        server = self.create_cloudlet_server()
+        # The destination cannot synthesize from this residue: its server goes ERROR.
+        self.residues.blob = self.residue_blob[:len(self.residue_blob) // 2]
+        handoff_id = self.handoff(server)
+        server, event = self.wait_handoff_failed(server)
+
+        [dest_id] = self.cloud.servers_created
+        self.assertIn('server %s is ERROR' % dest_id, event['details'])
+        self.assertIn('overlay is truncated', event['details'])
+        [residue] = self.residues.made
+        self.assertEqual(['run', 'cancel', 'resume_source'], residue.calls)
+        self.assert_vm_running(server)
+        self._wait_until_deleted({'id': dest_id})
+        self.assertEqual('activate', self.record(handoff_id)['phases'][-1]['name'])
+
+    def test_compute_stop_cancels_a_running_handoff(self):
+        server = self.create_cloudlet_server()
+        self.residues.block = threading.Event()
+        handoff_id = self.handoff(server)
+        self.assertTrue(self.residues.block.wait(30))
+        compute = self.restart_compute_service('compute1')
+        self.assertIsNotNone(compute)
+        server, event = self.wait_handoff_failed(server)
+        self.assertEqual('cloudlet handoff cancelled: nova-compute is stopping', event['details'])
+        [residue] = self.residues.made
+        self.assertIn('cancel', residue.calls)
+        self.assert_vm_running(server)
+        self.assertEqual(records.ERROR, self.record(handoff_id)['result'])
+        # The restarted compute serves the `cloudlet` topic again.
+        self.residues.block = None
+        self.handoff(server)
+        self._wait_until_deleted(server)

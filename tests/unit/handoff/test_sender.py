@@ -1,0 +1,685 @@
+"""cloudlet_nova.handoff.sender (and rpc): the source side of a handoff, on fakes.
+
+The destination cloud, the live residue, the VM, nova's instance object,
+instance action events and delete are fakes (named Fake*); the orchestration
+is the real one: its order of steps, its roll back, its records and what it
+lets through of the credential.
+"""
+
+import os
+
+os.environ.setdefault('OS_NOVA_DISABLE_EVENTLET_PATCHING', '1')
+
+import nova.tests.unit  # noqa: E402,F401  (nova's test setup before the rest of nova)
+from tests.functional import pytest_shim  # noqa: E402  (pytest + nova.test.TestCase)
+
+pytest_shim.install()
+
+import threading  # noqa: E402
+import time  # noqa: E402
+import types  # noqa: E402
+from unittest import mock  # noqa: E402
+
+import fixtures  # noqa: E402
+
+from nova.compute import power_state  # noqa: E402
+from nova.compute import task_states  # noqa: E402
+from nova import context as nova_context  # noqa: E402
+from nova import exception  # noqa: E402
+import nova.conf  # noqa: E402
+from nova import test  # noqa: E402
+
+from cloudlet_glance import properties as props  # noqa: E402
+from cloudlet_nova import conf as cloudlet_conf  # noqa: E402
+from cloudlet_nova.handoff import destination as destination_mod  # noqa: E402
+from cloudlet_nova.handoff import records  # noqa: E402
+from cloudlet_nova.handoff import rpc  # noqa: E402
+from cloudlet_nova.handoff import sender  # noqa: E402
+from cloudlet_nova.virt import faults  # noqa: E402
+
+CONF = nova.conf.CONF
+HANDOFF_ID = '6b1c7a52-1d3e-4f5a-9b8c-7d6e5f4a3b2c'
+SECRET = 'the-application-credential-secret-0123456789'
+APP_ID = 'a1b2c3d4e5f60718293a4b5c6d7e8f90'
+TOKEN = 'gAAAAABfake-keystone-token-value-xyz'
+BASE_ID = 'cd' * 32
+NIC = "<interface type='ethernet'><mac address='fa:16:3e:00:00:01'/></interface>"
+
+
+def request(credential=None, **destination):
+    return {
+        'destination': destination or {'auth_url': 'https://edge-b.example:5000/v3'},
+        'credential': credential or {'application_credential': {'id': APP_ID, 'secret': SECRET}},
+        'name': 'app-b',
+        'options': {'codec': 'xz'},
+    }
+
+
+# -- fakes ------------------------------------------------------------------------------
+
+class FakeInstance:
+    """What the sender uses of objects.Instance; save() checks expected_task_state like nova."""
+
+    def __init__(self, uuid='0e2b6c1d-0000-4000-8000-0000000000aa'):
+        self.uuid, self.image_ref, self.host = uuid, 'base-image-id', 'compute1'
+        self.task_state = self.db_task_state = task_states.MIGRATING
+        self.vm_state = 'active'
+        self.metadata = {}
+        self.system_metadata = {props.system_metadata_key(props.CLOUDLET_TYPE): props.BASE_DISK}
+        self.flavor = types.SimpleNamespace(memory_mb=256, vcpus=1)
+        self.saves = []
+
+    def save(self, expected_task_state=None):
+        if expected_task_state is not None and self.db_task_state not in expected_task_state:
+            error = (exception.UnexpectedDeletingTaskStateError
+                     if self.db_task_state == task_states.DELETING
+                     else exception.UnexpectedTaskStateError)
+            raise error(instance_uuid=self.uuid,
+                                                     expected=expected_task_state,
+                                                     actual=self.db_task_state)
+        self.db_task_state = self.task_state
+        self.saves.append((self.task_state, expected_task_state))
+
+
+class FakeGuest:
+    def __init__(self):
+        self.state = power_state.RUNNING
+        self._domain = types.SimpleNamespace(name='fake-domain')
+        self.resumes = 0
+
+    def get_power_state(self, host):
+        return self.state
+
+    def resume(self):
+        self.resumes += 1
+        self.state = power_state.RUNNING
+
+
+class FakeDriver:
+    def __init__(self, guest):
+        self._host = types.SimpleNamespace(get_guest=lambda instance: guest)
+
+
+class FakeBase:
+    base_id, name = BASE_ID, 'test-base'
+    abi = {'memory_kib': 256 * 1024, 'vcpus': 1}
+
+
+class FakeEventReporter:
+    events = []
+
+    def __init__(self, context, event_name, host, *uuids):
+        self.context, self.event_name, self.host, self.uuids = context, event_name, host, uuids
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.events.append((self.event_name, self.host, self.uuids,
+                            'Error' if exc_type else 'Success', str(exc) if exc else None))
+        return False
+
+
+class FakeUpload:
+    def __init__(self, log):
+        self.log, self.data, self.bytes_sent = log, bytearray(), 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.log.append(('upload-abort',) if exc_type else ('upload-finish', bytes(self.data)))
+        return False
+
+    def write(self, data):
+        self.data += data
+        self.bytes_sent += len(data)
+
+    def bandwidth(self):
+        return 8e6
+
+
+class FakeDestination:
+    """Records every call in `log`; `fail_at` names the method that refuses."""
+
+    fail_at = None
+    server_status = 'ACTIVE'
+
+    def __init__(self, log, destination, credential, **kwargs):
+        self.log = log
+        self.auth_url = destination.get('auth_url') or (kwargs['known_clouds'] or {}).get(
+            destination.get('cloud'))
+        log.append(('init', dict(destination), kwargs))
+        self._maybe_fail('init')
+
+    def _maybe_fail(self, name):
+        if self.fail_at == name:
+            raise destination_mod.HandoffDestinationError(
+                'destination %s refused at %s' % (self.auth_url, name), refused=True)
+
+    def connect(self):
+        self.log.append(('connect',))
+        self._maybe_fail('connect')
+
+    def find_base_image(self, base_id):
+        self.log.append(('find_base_image', base_id))
+        self._maybe_fail('find_base_image')
+        return {'id': 'dest-base-image'}
+
+    def pick_flavor(self, memory_mb, vcpus, flavor_id=None):
+        self.log.append(('pick_flavor', memory_mb, vcpus, flavor_id))
+        self._maybe_fail('pick_flavor')
+        return {'id': flavor_id or 'dest-flavor'}
+
+    def create_residue_image(self, name, base_id, base_name, handoff_id):
+        self.log.append(('create_residue_image', name, base_id, base_name, handoff_id))
+        self._maybe_fail('create_residue_image')
+        return 'dest-residue-image'
+
+    def create_server(self, name, image_id, flavor_id, metadata, networks='none'):
+        self.log.append(('create_server', name, image_id, flavor_id, dict(metadata), networks))
+        self._maybe_fail('create_server')
+        return 'dest-server'
+
+    def upload(self, image_id):
+        self.log.append(('upload', image_id))
+        self.upload_obj = FakeUpload(self.log)
+        return self.upload_obj
+
+    def wait_active(self, server_id, timeout, poll=0.2):
+        self.log.append(('wait_active', server_id, timeout))
+        if self.server_status != 'ACTIVE':
+            raise destination_mod.HandoffDestinationError(
+                'destination %s: server %s is ERROR: No valid host' % (self.auth_url, server_id),
+                refused=True)
+        return {'id': server_id, 'status': 'ACTIVE'}
+
+    def delete_server(self, server_id):
+        self.log.append(('delete_server', server_id))
+
+    def delete_image(self, image_id):
+        self.log.append(('delete_image', image_id))
+
+
+class FakeLiveResidue:
+    """Pauses the fake guest at the end of run(), as the engine's LiveResidue leaves the VM."""
+
+    def __init__(self, log, guest, fail=None, block=None, domain=None, base=None, workdir=None,
+                 **kwargs):
+        self.log, self.guest, self.fail, self.block = log, guest, fail, block
+        self.workdir = workdir
+        self.paused_by_us = False
+        self.cancelled = threading.Event()
+        log.append(('residue', domain, base, workdir, kwargs))
+
+    def run(self, out):
+        assert os.path.isdir(self.workdir)
+        out.write(b'residue-part-1;')
+        if self.block is not None:
+            self.block.set()
+            if not self.cancelled.wait(10):
+                raise AssertionError('never cancelled')
+            raise RuntimeError('the handoff was cancelled')
+        if self.fail:
+            self.paused_by_us = True
+            self.guest.state = power_state.PAUSED
+            raise self.fail
+        self.paused_by_us = True
+        self.guest.state = power_state.PAUSED
+        out.write(b'residue-part-2')
+        return types.SimpleNamespace(paused_at=time.monotonic(), codecs={'zstd': 2, 'xz': 1},
+                                     bytes_out=29, precopy_seconds=1.5, final_seconds=0.1,
+                                     disk_chunks_sent=3, disk_chunks_resent=1,
+                                     memory_stream_bytes=4096)
+
+    def cancel(self):
+        self.log.append(('residue-cancel',))
+        self.cancelled.set()
+
+    def resume_source(self):
+        self.log.append(('residue-resume',))
+        if self.paused_by_us:
+            self.guest.state = power_state.RUNNING
+
+
+class FakeComputeRPCAPI:
+    """nova's compute RPC API: terminate_instance is what deletes the server."""
+
+    terminates = []
+    fail = None
+
+    def terminate_instance(self, context, instance, bdms):
+        if self.fail:
+            raise self.fail
+        self.terminates.append((context.request_id, instance.uuid, instance.task_state, bdms))
+
+
+# -- the tests ---------------------------------------------------------------------
+
+class SenderTestCase(test.NoDBTestCase):
+
+    def setUp(self):
+        cloudlet_conf.register_opts(CONF)
+        super().setUp()
+        self.state_dir = self.useFixture(fixtures.TempDir()).path
+        self.instances_path = self.useFixture(fixtures.TempDir()).path
+        self.flags(state_dir=self.state_dir, group='cloudlet')
+        self.flags(instances_path=self.instances_path)
+        self.log = []
+        self.guest = FakeGuest()
+        self.instance = FakeInstance()
+        self.context = nova_context.RequestContext('user', 'project', request_id='req-handoff')
+        FakeEventReporter.events = []
+        FakeComputeRPCAPI.terminates = []
+        FakeComputeRPCAPI.fail = None
+        self.actions_started = []
+        FakeDestination.fail_at = None
+        FakeDestination.server_status = 'ACTIVE'
+        self.residue_kwargs = {}
+        patches = [
+            mock.patch.object(sender.compute_utils, 'EventReporter', FakeEventReporter),
+            mock.patch.object(sender.model, 'fetch_base', lambda images, image_id, store: FakeBase()),
+            mock.patch.object(sender.glance_images, 'NovaImages', lambda context: 'images'),
+            mock.patch.object(sender.destination_mod, 'Destination', self.new_destination),
+            mock.patch.object(sender.engine_handoff, 'LiveResidue', self.new_residue),
+            mock.patch.object(sender.restore, 'unplug_nics', self.unplug_nics),
+            mock.patch.object(sender.restore, 'replug_nics', self.replug_nics),
+            mock.patch.object(sender.compute_rpcapi, 'ComputeAPI', FakeComputeRPCAPI),
+            mock.patch.object(sender.objects.InstanceAction, 'action_start',
+                              self.action_start),
+            mock.patch.object(sender.objects.BlockDeviceMappingList, 'get_by_instance_uuid',
+                              lambda context, uuid: ['bdm-of-%s' % uuid]),
+        ]
+        for patch in patches:
+            patch.start()
+            self.addCleanup(patch.stop)
+
+    def action_start(self, context, instance_uuid, action, want_result=True):
+        self.actions_started.append((context.request_id, instance_uuid, action))
+
+    def new_destination(self, destination, credential, **kwargs):
+        self.destination = FakeDestination(self.log, destination, credential, **kwargs)
+        self.credential_given = credential
+        return self.destination
+
+    def new_residue(self, domain, base, workdir, **kwargs):
+        self.residue = FakeLiveResidue(self.log, self.guest, domain=domain, base=base,
+                                       workdir=workdir, **dict(kwargs, **self.residue_kwargs))
+        return self.residue
+
+    def unplug_nics(self, guest):
+        self.log.append(('unplug_nics',))
+        return [NIC]
+
+    def replug_nics(self, guest, nics):
+        self.log.append(('replug_nics', list(nics)))
+
+    def handoff(self, req=None):
+        return sender.Handoff(FakeDriver(self.guest), self.context, self.instance, HANDOFF_ID,
+                              req or request(), 'compute1')
+
+    def names(self):
+        return [entry[0] for entry in self.log]
+
+    def record(self):
+        return records.load(self.state_dir, HANDOFF_ID)
+
+    def record_text(self):
+        with open(records.path(self.state_dir, HANDOFF_ID)) as f:
+            return f.read()
+
+    def assert_rolled_back_to_running(self):
+        self.assertEqual(power_state.RUNNING, self.guest.state)
+        self.assertEqual((None, [task_states.MIGRATING]), self.instance.saves[-1])
+        self.assertIsNone(self.instance.db_task_state)
+        self.assertEqual([], FakeComputeRPCAPI.terminates)
+        [event] = FakeEventReporter.events
+        self.assertEqual('Error', event[3])
+        return event[4]
+
+
+class SuccessTest(SenderTestCase):
+
+    def test_the_whole_handoff(self):
+        self.handoff().run()
+
+        self.assertEqual(['init', 'connect', 'find_base_image', 'pick_flavor', 'create_residue_image',
+                          'create_server', 'unplug_nics', 'upload', 'residue', 'upload-finish',
+                          'wait_active', 'delete_image'], self.names())
+        init = self.log[0]
+        self.assertEqual({'auth_url': 'https://edge-b.example:5000/v3'}, init[1])
+        self.assertEqual({'known_clouds': {}, 'ca_file': None, 'insecure': False,
+                          'connect_timeout': 30, 'stall_timeout': 60}, init[2])
+        self.assertEqual({'application_credential': {'id': APP_ID, 'secret': SECRET}},
+                         self.credential_given)
+        self.assertEqual(('find_base_image', BASE_ID), self.log[2])
+        self.assertEqual(('pick_flavor', 256, 1, None), self.log[3])
+        self.assertEqual(('create_residue_image', 'cloudlet-handoff-%s' % HANDOFF_ID, BASE_ID,
+                          'test-base', HANDOFF_ID), self.log[4])
+        self.assertEqual(('create_server', 'app-b', 'dest-base-image', 'dest-flavor',
+                          {'cloudlet_overlay_id': 'dest-residue-image',
+                           'cloudlet_handoff_id': HANDOFF_ID}, 'none'), self.log[5])
+        residue = self.log[8]
+        self.assertIs(self.guest._domain, residue[1])
+        self.assertIsInstance(residue[2], FakeBase)
+        self.assertEqual(os.path.join(self.instances_path, self.instance.uuid,
+                                      'cloudlet-handoff-' + HANDOFF_ID), residue[3])
+        self.assertEqual('xz', residue[4]['codec'])
+        self.assertEqual(300, residue[4]['max_downtime_ms'])
+        self.assertEqual(8e6, residue[4]['bandwidth']())
+        self.assertEqual(('upload-finish', b'residue-part-1;residue-part-2'), self.log[9])
+        self.assertEqual(('wait_active', 'dest-server', 300), self.log[10])
+        self.assertEqual(('delete_image', 'dest-residue-image'), self.log[11])
+
+        # nova's delete, as its own instance action (a request id of its own).
+        [(request_id, uuid, task_state, bdms)] = FakeComputeRPCAPI.terminates
+        self.assertEqual((self.instance.uuid, task_states.DELETING, ['bdm-of-%s' % uuid]),
+                         (uuid, task_state, bdms))
+        self.assertNotEqual('req-handoff', request_id)
+        self.assertTrue(request_id.startswith('req-'))
+        self.assertEqual([(request_id, uuid, 'delete')], self.actions_started)
+        self.assertEqual((task_states.DELETING, [task_states.MIGRATING]), self.instance.saves[-1])
+        self.assertEqual(task_states.DELETING, self.instance.db_task_state)   # not reset after
+        self.assertEqual([('cloudlet_handoff', 'compute1', (self.instance.uuid,), 'Success', None)],
+                         FakeEventReporter.events)
+        # The VM is left paused for nova's delete: no resume, no NIC replug.
+        self.assertEqual(power_state.PAUSED, self.guest.state)
+        self.assertNotIn('replug_nics', self.names())
+
+        record = self.record()
+        self.assertEqual(records.OK, record['result'])
+        self.assertIsNone(record['error'])
+        self.assertEqual(['destination', 'residue', 'activate', 'switch'],
+                         [p['name'] for p in record['phases']])
+        self.assertTrue(all(p['result'] == records.OK for p in record['phases']))
+        self.assertEqual('dest-server', record['destination_server_id'])
+        self.assertEqual('dest-residue-image', record['residue_image_id'])
+        self.assertEqual({'auth_url': 'https://edge-b.example:5000/v3', 'flavor_id': 'dest-flavor'},
+                         record['destination'])
+        self.assertEqual(29, record['bytes_sent'])
+        self.assertEqual({'zstd': 2, 'xz': 1}, record['codecs'])
+        self.assertEqual(1, record['residue']['disk_chunks_resent'])
+        self.assertGreaterEqual(record['downtime_seconds'], 0)
+        self.assertNotIn(SECRET, self.record_text())
+        self.assertNotIn(APP_ID, self.record_text())
+        # The work directory is gone.
+        self.assertFalse(os.path.exists(residue[3]))
+
+    def test_configured_cloud_flavor_and_options(self):
+        self.flags(destinations={'edge-b': 'https://edge-b.example:5000/v3'}, ca_file='/etc/ca.pem',
+                   stall_timeout=7, connect_timeout=3, activate_timeout=42, max_downtime_ms=150,
+                   destination_networks='auto', group='cloudlet_handoff')
+        req = request(credential={'token': TOKEN}, cloud='edge-b', flavor='f-9',
+                      region_name='R2')
+        del req['options']
+        self.handoff(req).run()
+        init = self.log[0]
+        self.assertEqual({'known_clouds': {'edge-b': 'https://edge-b.example:5000/v3'},
+                          'ca_file': '/etc/ca.pem', 'insecure': False, 'connect_timeout': 3,
+                          'stall_timeout': 7}, init[2])
+        self.assertEqual(('pick_flavor', 256, 1, 'f-9'), self.log[3])
+        self.assertEqual('auto', self.log[5][5])
+        self.assertEqual('auto', self.log[8][4]['codec'])
+        self.assertEqual(150, self.log[8][4]['max_downtime_ms'])
+        self.assertEqual(('wait_active', 'dest-server', 42), self.log[10])
+        record = self.record()
+        self.assertEqual({'auth_url': 'https://edge-b.example:5000/v3', 'cloud': 'edge-b',
+                          'region_name': 'R2', 'flavor_id': 'f-9'}, record['destination'])
+        self.assertNotIn(TOKEN, self.record_text())
+
+
+class DestinationRefusesTest(SenderTestCase):
+
+    def refused_at(self, step):
+        FakeDestination.fail_at = step
+        self.handoff().run()
+        message = self.assert_rolled_back_to_running()
+        self.assertIn('refused at %s' % step, message)
+        self.assertNotIn('unplug_nics', self.names())          # the VM was not touched
+        self.assertNotIn('residue', self.names())
+        record = self.record()
+        self.assertEqual(records.ERROR, record['result'])
+        self.assertIn('refused at %s' % step, record['error'])
+        self.assertEqual([('destination', records.ERROR)],
+                         [(p['name'], p['result']) for p in record['phases']])
+        return self.names()
+
+    def test_at_connect(self):
+        names = self.refused_at('connect')
+        self.assertNotIn('delete_server', names)
+        self.assertNotIn('delete_image', names)
+
+    def test_at_find_base_image(self):
+        names = self.refused_at('find_base_image')
+        self.assertNotIn('create_residue_image', names)
+        self.assertNotIn('delete_image', names)
+
+    def test_at_create_server_the_residue_image_is_deleted(self):
+        names = self.refused_at('create_server')
+        self.assertEqual(['delete_image'], [n for n in names if n.startswith('delete')])
+        self.assertEqual(('delete_image', 'dest-residue-image'), self.log[-1])
+
+    def test_unknown_cloud_at_construction(self):
+        self.refused_at('init')
+
+
+class ResidueFailsTest(SenderTestCase):
+
+    def test_failure_mid_stream_rolls_back(self):
+        self.residue_kwargs = {'fail': OSError('link cut while sending %s' % SECRET)}
+        self.handoff().run()
+        message = self.assert_rolled_back_to_running()
+        self.assertIn('link cut', message)
+        self.assertNotIn(SECRET, message)
+        names = self.names()
+        # cancel and resume the residue, NICs back, then the destination: image, server.
+        tail = names[names.index('upload-abort') + 1:]
+        self.assertEqual(['residue-cancel', 'residue-resume', 'replug_nics', 'delete_image',
+                          'delete_server'], tail)
+        self.assertEqual(('replug_nics', [NIC]), self.log[names.index('replug_nics')])
+        record = self.record()
+        self.assertEqual(records.ERROR, record['result'])
+        self.assertEqual([('destination', records.OK), ('residue', records.ERROR)],
+                         [(p['name'], p['result']) for p in record['phases']])
+        self.assertNotIn(SECRET, self.record_text())
+        self.assertFalse(os.path.exists(self.log[names.index('residue')][3]))
+
+    def test_destination_server_error_resumes_the_source(self):
+        FakeDestination.server_status = 'ERROR'
+        self.handoff().run()
+        message = self.assert_rolled_back_to_running()
+        self.assertIn('server dest-server is ERROR', message)
+        names = self.names()
+        self.assertEqual(['residue-cancel', 'residue-resume', 'replug_nics', 'delete_image',
+                          'delete_server'], names[names.index('wait_active') + 1:])
+        self.assertEqual('activate', self.record()['phases'][-1]['name'])
+
+    def test_vm_left_paused_by_the_engine_is_resumed(self):
+        self.residue_kwargs = {'fail': RuntimeError('boom')}
+        with mock.patch.object(FakeLiveResidue, 'resume_source', lambda self: None):
+            self.handoff().run()
+        self.assert_rolled_back_to_running()
+        self.assertEqual(1, self.guest.resumes)
+
+    def test_nics_not_released(self):
+        def unplug(guest):
+            raise faults.CloudletCaptureFailed(reason='the guest did not release its network '
+                                                      'interfaces within 20 s')
+        with mock.patch.object(sender.restore, 'unplug_nics', unplug):
+            self.handoff().run()
+        message = self.assert_rolled_back_to_running()
+        self.assertEqual('cloudlet handoff failed: the guest did not release its network '
+                         'interfaces within 20 s', message)
+        self.assertNotIn('residue', self.names())
+        self.assertEqual(['delete_image', 'delete_server'],
+                         [n for n in self.names() if n.startswith('delete')])
+
+
+class SwitchTest(SenderTestCase):
+
+    def assert_kept_as_they_are(self):
+        # No roll back: the destination server stays, this VM stays paused, no task.
+        self.assertNotIn('delete_server', self.names())
+        self.assertNotIn('residue-resume', self.names())
+        self.assertEqual(power_state.PAUSED, self.guest.state)
+        self.assertIsNone(self.instance.db_task_state)
+        self.assertEqual('switch', self.record()['phases'][-1]['name'])
+
+    def test_terminate_cannot_be_sent(self):
+        FakeComputeRPCAPI.fail = exception.NovaException('messaging is down')
+        self.handoff().run()
+        [event] = FakeEventReporter.events
+        self.assertEqual('Error', event[3])
+        self.assertIn('runs at the destination as dest-server', event[4])
+        self.assertIn('messaging is down', event[4])
+        self.assert_kept_as_they_are()
+        self.assertEqual((None, [task_states.DELETING]), self.instance.saves[-1])
+
+    def test_server_changed_before_the_delete(self):
+        with mock.patch.object(self.instance, 'save', side_effect=[
+                None,                                                       # the claim
+                exception.InstanceNotFound(instance_id=self.instance.uuid),  # the delete
+                None]):
+            self.handoff().run()
+        [event] = FakeEventReporter.events
+        self.assertEqual('Success', event[3])      # it is gone: the handoff is done
+        self.assertEqual([], FakeComputeRPCAPI.terminates)
+
+    def test_a_user_delete_came_first(self):
+        real_save = self.instance.save
+
+        def save(expected_task_state=None):
+            if self.instance.task_state == task_states.DELETING:
+                self.instance.db_task_state = task_states.DELETING     # the user's delete
+            return real_save(expected_task_state=expected_task_state)
+
+        with mock.patch.object(self.instance, 'save', save):
+            self.handoff().run()
+        self.assertEqual('Success', FakeEventReporter.events[0][3])
+        self.assertEqual([], FakeComputeRPCAPI.terminates)       # nova's delete is under way
+        self.assertEqual(task_states.DELETING, self.instance.db_task_state)
+
+
+class GuardsTest(SenderTestCase):
+
+    def test_task_state_taken_by_a_delete(self):
+        self.instance.db_task_state = task_states.DELETING
+        self.handoff().run()
+        self.assertEqual([], self.log)
+        self.assertEqual([], FakeEventReporter.events)
+        self.assertEqual(task_states.DELETING, self.instance.db_task_state)
+        self.assertIn('changed before the handoff started', self.record()['error'])
+
+    def test_vm_not_running(self):
+        self.guest.state = power_state.SHUTDOWN
+        self.handoff().run()
+        [event] = FakeEventReporter.events
+        self.assertIn("the server's VM is not running", event[4])
+        self.assertEqual([], self.log)
+        self.assertIsNone(self.instance.db_task_state)
+
+    def test_not_a_cloudlet_instance(self):
+        self.instance.system_metadata = {}
+        self.handoff().run()
+        [event] = FakeEventReporter.events
+        self.assertIn('not booted from a cloudlet base VM image', event[4])
+        self.assertEqual([], self.log)
+
+
+class CancelTest(SenderTestCase):
+
+    def test_cancel_all_stops_a_running_handoff(self):
+        started = threading.Event()
+        self.residue_kwargs = {'block': started}
+        handoffs = sender.Handoffs(FakeDriver(self.guest), 'compute1')
+        thread = threading.Thread(target=handoffs.run,
+                                  args=(self.context, self.instance, HANDOFF_ID, request()))
+        thread.start()
+        self.assertTrue(started.wait(10))
+        self.assertEqual([HANDOFF_ID], list(handoffs.running()))
+        self.assertTrue(handoffs.cancel_all('nova-compute is stopping', timeout=10))
+        thread.join(10)
+        self.assertFalse(thread.is_alive())
+        message = self.assert_rolled_back_to_running()
+        self.assertEqual('cloudlet handoff cancelled: nova-compute is stopping', message)
+        self.assertIn('residue-cancel', self.names())
+        self.assertEqual({}, handoffs.running())
+
+    def test_a_handoff_arriving_while_stopping_is_refused(self):
+        handoffs = sender.Handoffs(FakeDriver(self.guest), 'compute1')
+        self.assertTrue(handoffs.cancel_all('nova-compute is stopping'))
+        handoffs.run(self.context, self.instance, HANDOFF_ID, request())
+        [event] = FakeEventReporter.events
+        self.assertEqual('cloudlet handoff cancelled: nova-compute is stopping', event[4])
+        self.assertEqual([], self.log)
+        self.assertIsNone(self.instance.db_task_state)
+
+
+class HelpersTest(test.NoDBTestCase):
+
+    def test_secrets_of_every_credential_kind(self):
+        self.assertEqual([SECRET, APP_ID], sender.secrets_of(request()))
+        self.assertEqual([TOKEN], sender.secrets_of(request(credential={'token': TOKEN})))
+        self.assertEqual([], sender.secrets_of({}))
+
+    def test_mask(self):
+        text = 'auth with %s at https://u:p@h.example/v3 failed' % SECRET
+        self.assertEqual('auth with *** at https://***@h.example/v3 failed',
+                         sender.mask(text, [SECRET]))
+
+    def test_describe(self):
+        self.assertEqual('no route', sender.describe(sender.HandoffFailed(reason='no route')))
+        self.assertEqual('refused', sender.describe(destination_mod.HandoffDestinationError('refused')))
+        self.assertEqual('OSError: disk full', sender.describe(OSError('disk full')))
+        self.assertEqual('ValueError', sender.describe(ValueError()))
+
+    def test_sweep_workdirs(self):
+        root = self.useFixture(fixtures.TempDir()).path
+        os.makedirs(os.path.join(root, 'inst-1', 'cloudlet-handoff-x'))
+        os.makedirs(os.path.join(root, 'inst-1', 'cloudlet-capture-y'))
+        os.makedirs(os.path.join(root, '_base', 'cloudlet-handoff-z'))
+        self.assertEqual([os.path.join(root, 'inst-1', 'cloudlet-handoff-x')],
+                         sender.sweep_workdirs(root))
+        self.assertEqual(['cloudlet-capture-y'], os.listdir(os.path.join(root, 'inst-1')))
+        self.assertEqual([], sender.sweep_workdirs(os.path.join(root, 'nowhere')))
+
+
+class RPCTest(test.NoDBTestCase):
+
+    def test_client_casts_to_the_instance_host(self):
+        client = mock.Mock()
+        with mock.patch.object(rpc.rpc, 'get_client') as get_client, \
+                mock.patch.object(rpc.rpc, 'ClientRouter') as router:
+            router.return_value.client.return_value = client
+            api = rpc.HandoffAPI()
+            ctx = nova_context.RequestContext('u', 'p')
+            instance = types.SimpleNamespace(host='compute7')
+            api.handoff(ctx, instance, HANDOFF_ID, {'name': 'x'})
+        target = get_client.call_args[0][0]
+        self.assertEqual(('cloudlet', '1.0', None), (target.topic, target.version, target.server))
+        router.return_value.client.assert_called_once_with(ctx)
+        client.prepare.assert_called_once_with(server='compute7', version='1.0')
+        client.prepare.return_value.cast.assert_called_once_with(
+            ctx, 'handoff', instance=instance, handoff_id=HANDOFF_ID, request={'name': 'x'})
+
+    def test_endpoint_runs_the_handoff_in_the_long_task_pool(self):
+        runner = mock.Mock()
+        endpoint = rpc.HandoffEndpoint(runner)
+        self.assertEqual('1.0', endpoint.target.version)
+        with mock.patch.object(rpc.thread_pool_factory, 'spawn_on') as spawn_on:
+            endpoint.handoff('ctx', 'instance', HANDOFF_ID, {'r': 1})
+        spawn_on.assert_called_once_with(rpc.thread_pool_factory.ExecutorType.LONG_TASK, runner,
+                                         'ctx', 'instance', HANDOFF_ID, {'r': 1})
+        runner.assert_not_called()
+
+    def test_server_on_topic_cloudlet_per_host(self):
+        with mock.patch.object(rpc.rpc, 'get_server') as get_server:
+            server = rpc.HandoffServer('compute7', 'endpoint')
+            server.start()
+            server.stop()
+        target, endpoints, serializer = get_server.call_args[0]
+        self.assertEqual(('cloudlet', 'compute7'), (target.topic, target.server))
+        self.assertEqual(['endpoint'], endpoints)
+        get_server.return_value.start.assert_called_once_with()
+        get_server.return_value.stop.assert_called_once_with()
+        get_server.return_value.wait.assert_called_once_with()
