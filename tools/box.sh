@@ -8,6 +8,11 @@
 #   tools/box.sh logs [S]  the log directory, or the end of service S's log
 #   tools/box.sh destroy   stop, and delete the box's databases, data and logs
 # CLOUDLET_BOX names the box (default `box`); CLOUDLET_BOX_PORT_OFFSET shifts its ports.
+# A box with an offset (the second test cloud:
+#   CLOUDLET_BOX=box2 CLOUDLET_BOX_PORT_OFFSET=100 tools/box.sh up)
+# runs its own libvirtd in a mount namespace and publishes its endpoints through
+# an emulated WAN path (PYTHONPATH=tools python -m cloudlet_box.wan status).
+# CLOUDLET_SETUP_DONE=1 skips tools/setup.sh (tools/test.sh has just run it).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 VENV=${CLOUDLET_VENV:-/opt/openstack-cloudlet/venv}
@@ -15,7 +20,7 @@ STAMP_DIR=${CLOUDLET_CACHE:-/var/cache/openstack-cloudlet}
 command=${1:-status}
 
 if [ "$command" = up ]; then
-  "$here/tools/setup.sh"
+  [ -n "${CLOUDLET_SETUP_DONE:-}" ] || "$here/tools/setup.sh"
   # shellcheck source=tools/lib/ensure.sh
   . "$here/tools/lib/ensure.sh"
   ensure_debian_packages box mariadb-server mariadb-client rabbitmq-server

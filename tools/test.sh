@@ -9,7 +9,9 @@
 #   integration  real libvirtd + QEMU guests: save/restore, base capture, overlay, synthesis
 #   e2e          the real box (tools/box.sh up: Keystone, Glance, Placement, Neutron,
 #                Nova with CloudletDriver, libvirtd + QEMU), through the `openstack` CLI
-#                and raw HTTP, two projects
+#                and raw HTTP, two projects; and the second cloud box2 (own libvirtd,
+#                public endpoints behind an emulated WAN path) for handoffs
+#   clouds       only bring up both clouds, box and box2 (no tests)
 #   tempest      tempest's compute API smoke tests against the box (tools/tempest.sh)
 #   all          all of the above (what CI runs)
 # Extra arguments go to pytest.
@@ -23,11 +25,12 @@ case "$tier" in
   quick)       selection=(tests/unit) ;;
   functional)  selection=(tests/functional) ;;
   integration) selection=(tests/integration) ;;
-  e2e|tempest) selection=() ;;
+  e2e|tempest|clouds) selection=() ;;
   all)         selection=(tests/unit tests/functional tests/integration) ;;
-  *) echo "usage: $0 [quick|functional|integration|e2e|tempest|all] [pytest args]" >&2; exit 2 ;;
+  *) echo "usage: $0 [quick|functional|integration|e2e|tempest|clouds|all] [pytest args]" >&2; exit 2 ;;
 esac
 "$here/tools/setup.sh"
+export CLOUDLET_SETUP_DONE=1   # box.sh up need not run it again
 cd "$here"
 # Run from the checkout so the tests exercise these sources.
 export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
@@ -38,10 +41,19 @@ pytest=("$VENV/bin/python" -m pytest -q -ra)
 if ((${#selection[@]})); then
   "${pytest[@]}" "${selection[@]}" "$@"
 fi
-if [ "$tier" = e2e ] || [ "$tier" = all ]; then
+# Both test clouds: box (the host's libvirtd, loopback endpoints) and box2
+# (its own libvirtd, public endpoints through the WAN path: doc/handoff.md).
+clouds_up() {
   # The box's nova-compute must start against a libvirt without leftover
   # domains: the tiers above clean up theirs.
   "$here/tools/box.sh" up
+  CLOUDLET_BOX=box2 CLOUDLET_BOX_PORT_OFFSET=100 "$here/tools/box.sh" up
+}
+if [ "$tier" = clouds ]; then
+  clouds_up
+fi
+if [ "$tier" = e2e ] || [ "$tier" = all ]; then
+  clouds_up
   "${pytest[@]}" tests/e2e "$@"
 fi
 if [ "$tier" = tempest ] || [ "$tier" = all ]; then

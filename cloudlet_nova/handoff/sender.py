@@ -363,7 +363,7 @@ class Handoff:
             codecs=dict(getattr(stats, 'codecs', None) or {}),
             residue={key: getattr(stats, key, None) for key in (
                 'bytes_out', 'precopy_seconds', 'final_seconds', 'disk_chunks_sent',
-                'disk_chunks_resent', 'memory_stream_bytes')})
+                'disk_chunks_resent', 'memory_stream_bytes', 'bytes_after_pause')})
         return stats
 
     # -- step 3 --

@@ -4,6 +4,14 @@
 against a box that is not up. Shared, expensive state is built once per
 session: a base VM (captured through nova, exported and re-imported with the
 `openstack cloudlet` CLI) and an app overlay made from it.
+
+The second cloud, box2 (`CLOUDLET_BOX=box2 CLOUDLET_BOX_PORT_OFFSET=100
+tools/box.sh up`, which `tools/test.sh e2e` also runs), has its own libvirtd
+and public endpoints behind an emulated WAN path: fixtures `box2`, `wan` (a
+wan.WanPath: set_rate, set_delay, cut, cut_after, restore, stats; put back to
+unshaped, no delay, not cut after every test that uses it), `box2_demo`,
+`box2_admin` (internal endpoints) and `box2_wan_demo` (public endpoints: all
+through the WAN path).
 """
 
 import json
@@ -16,12 +24,14 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / 'tools'))
 
+from cloudlet_box import box_libvirt  # noqa: E402
 from cloudlet_box import cloud  # noqa: E402
 from cloudlet_box import guest_access  # noqa: E402
 from cloudlet_box import layout  # noqa: E402
 from cloudlet_box import processes  # noqa: E402
 from cloudlet_box import resources  # noqa: E402
 from cloudlet_box import services  # noqa: E402
+from cloudlet_box import wan as wan_path  # noqa: E402
 
 RAM_STATE, DISK_STATE = 'e2e-ram-state', 'e2e-disk-state'
 
@@ -32,15 +42,71 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.e2e)
 
 
+def not_running(box):
+    """The box's daemons that do not run (for a remote box also its libvirtd and WAN relay)."""
+    down = [name for name in services.all_services(box)
+            if not processes.pid_of(box.run / (name + '.pid'))]
+    if box.remote:
+        own = box_libvirt.BoxLibvirt(box)
+        down += ['%s (own)' % daemon for daemon in box_libvirt.DAEMONS if not own.pid(daemon)]
+        if not wan_path.WanPath(box).is_up():
+            down.append('WAN path %s' % box.wan.namespace)
+    return down
+
+
 @pytest.fixture(scope='session')
 def box():
     box = layout.current()
-    down = [name for name in services.all_services(box)
-            if not processes.pid_of(box.run / (name + '.pid'))]
+    down = not_running(box)
     if down:
         pytest.fail('the box is not up (%s not running): `tools/box.sh up`, or run '
                     '`tools/test.sh e2e`, which brings it up' % ', '.join(down))
     return box
+
+
+@pytest.fixture(scope='session')
+def box2():
+    """The second cloud: own libvirtd, public endpoints through its WAN path."""
+    box2 = layout.named(layout.BOX2.name)
+    down = not_running(box2)
+    if down:
+        pytest.fail('box2 is not up (%s not running): `CLOUDLET_BOX=%s CLOUDLET_BOX_PORT_OFFSET=%d '
+                    'tools/box.sh up`, or run `tools/test.sh e2e`, which brings it up'
+                    % (', '.join(down), box2.name, box2.port_offset))
+    return box2
+
+
+@pytest.fixture(scope='session')
+def wan(box2):
+    """box2's WAN path (wan.WanPath), unshaped, no delay, not cut at the start of each test."""
+    path = wan_path.WanPath(box2)
+    path.reset()
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _wan_put_back(request):
+    """After a test that used `wan`: unshaped, no delay, not cut, whatever it did."""
+    path = request.getfixturevalue('wan') if 'wan' in request.fixturenames else None
+    yield
+    if path is not None:
+        path.reset()
+
+
+@pytest.fixture(scope='session')
+def box2_demo(box2):
+    return cloud.connect('%s-demo' % box2.name)
+
+
+@pytest.fixture(scope='session')
+def box2_admin(box2):
+    return cloud.connect('%s-admin' % box2.name)
+
+
+@pytest.fixture(scope='session')
+def box2_wan_demo(box2, wan):
+    """box2's demo user through the public endpoints: every call crosses the WAN path."""
+    return cloud.connect('%s-wan-demo' % box2.name)
 
 
 class OpenStackCLI:
@@ -108,11 +174,16 @@ def no_servers_left(box):
     """At the end, delete every `e2e-` server of the test projects, including
     any a failed CLI call created without telling us its id."""
     yield
-    for user in ('demo', 'alt'):
-        conn = cloud.connect('%s-%s' % (box.name, user))
-        for server in conn.compute.servers():
-            if server.name.startswith('e2e-'):
-                cloud.delete_server(conn, server.id)
+    boxes = [box]
+    second = layout.named(layout.BOX2.name)
+    if second.name != box.name and not not_running(second):
+        boxes.append(second)
+    for each in boxes:
+        for user in ('demo', 'alt'):
+            conn = cloud.connect('%s-%s' % (each.name, user))
+            for server in conn.compute.servers():
+                if server.name.startswith('e2e-'):
+                    cloud.delete_server(conn, server.id)
 
 
 @pytest.fixture

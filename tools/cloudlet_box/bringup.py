@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+from cloudlet_box import box_libvirt
 from cloudlet_box import configs
 from cloudlet_box import identity
 from cloudlet_box import infra
@@ -16,6 +17,7 @@ from cloudlet_box import layout
 from cloudlet_box import processes
 from cloudlet_box import resources
 from cloudlet_box import services
+from cloudlet_box import wan
 
 VENV_BIN = layout.VENV / 'bin'
 
@@ -68,7 +70,7 @@ def keystone(box):
     run(manage + ['bootstrap', '--bootstrap-password', box.secrets()['admin'],
                   '--bootstrap-admin-url', box.keystone_url,
                   '--bootstrap-internal-url', box.keystone_url,
-                  '--bootstrap-public-url', box.keystone_url,
+                  '--bootstrap-public-url', box.public_keystone_url,
                   '--bootstrap-region-id', box.region])
     start_services(box, [services.api_services(box)['keystone']])
 
@@ -132,12 +134,20 @@ def wait_for_compute(box, log_start, timeout=180):
 def up(box, timings):
     for path in (box.etc, box.logs, box.run):
         path.mkdir(parents=True, exist_ok=True)
-    with timings.step('MariaDB, RabbitMQ, libvirtd'):
+    layout.record(box)
+    with timings.step('MariaDB, RabbitMQ, libvirtd' + (' (the box\'s own)' if box.remote else '')):
         infra.start_mariadb()
         infra.create_databases(box)
         infra.start_rabbitmq()
         infra.create_rabbit_user(box)
-        infra.start_libvirtd()
+        if box.remote:
+            box_libvirt.BoxLibvirt(box).start()
+        else:
+            infra.start_libvirtd()
+    if box.remote:
+        # Before the APIs: they listen on the path's root end too.
+        with timings.step('WAN path (namespace %s, veth, relay)' % box.wan.namespace):
+            wan.WanPath(box).up()
     with timings.step('Keystone (db sync, bootstrap, uwsgi)'):
         keystone(box)
     with timings.step('users, projects, catalog'):
@@ -172,4 +182,7 @@ def main_up(box):
     timings.print()
     print('[box] up: %s (clouds %s-admin, %s-demo, %s-alt in %s)' % (
         box.name, box.name, box.name, box.name, resources.CLOUDS_YAML))
+    if box.remote:
+        print('[box] libvirt: %s; public endpoints through the WAN path: %s '
+              '(clouds %s-wan-admin, -demo, -alt)' % (box.libvirt_uri, box.public_keystone_url, box.name))
     return 0

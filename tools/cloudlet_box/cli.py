@@ -5,10 +5,12 @@ import shutil
 import sys
 
 from cloudlet_box import bringup
+from cloudlet_box import box_libvirt
 from cloudlet_box import infra
 from cloudlet_box import layout
 from cloudlet_box import processes
 from cloudlet_box import services
+from cloudlet_box import wan
 
 
 def other_boxes_running(box):
@@ -21,10 +23,19 @@ def other_boxes_running(box):
     return names
 
 
-def stop(box, keep_shared=False):
+def stop(box, keep_shared=False, destroy_domains=False):
     for name in reversed(list(services.all_services(box))):
         if processes.stop(name, box.run, grace=15):
             print('[box] stopped %s' % name)
+    if box.remote:
+        if wan.WanPath(box).down():
+            print('[box] removed the WAN path (%s)' % box.wan.namespace)
+        own = box_libvirt.BoxLibvirt(box)
+        if destroy_domains and (own.pid('libvirtd') or own.has_guests()):
+            own.start()
+            own.destroy_domains()
+        for daemon in own.stop():
+            print('[box] stopped %s of %s' % (daemon, box.name))
     if not keep_shared and not other_boxes_running(box):
         infra.stop_rabbitmq()
         infra.stop_mariadb()
@@ -37,10 +48,23 @@ def status(box):
             for name in services.all_services(box)]
     rows += [(name, processes.pid_of(infra.RUN / (name + '.pid')), infra.LOGS / (name + '.log'))
              for name in ('mariadb', 'rabbitmq')]
+    path = None
+    if box.remote:
+        rows += box_libvirt.BoxLibvirt(box).status_rows()
+        path = wan.WanPath(box)
+        rows.append((wan.RELAY, path.relay_pid(), box.logs / (wan.RELAY + '.log')))
     for name, pid, log in rows:
         print('%-16s %-10s %s' % (name, 'pid %d' % pid if pid else 'stopped', log))
     print('config: %s   clouds.yaml: %s (clouds %s-admin, %s-demo, %s-alt)' % (
         box.etc, '/etc/openstack/clouds.yaml', box.name, box.name, box.name))
+    if box.remote:
+        print('libvirt: %s' % box.libvirt_uri)
+        state = path.status()
+        shaping = ('rate %s, delay %s ms%s' % (state['rate'], state['delay_ms'],
+                                                ', CUT' if state['cut'] else '')
+                   if state['path_up'] else 'down')
+        print('WAN path: %s (%s, veth %s), public endpoints %s; %s' % (
+            state['namespace'], state['address'], state['veth'], box.public_keystone_url, shaping))
     return 0 if all(pid for _, pid, _ in rows) else 3
 
 
@@ -57,7 +81,7 @@ def logs(box, service):
 
 
 def destroy(box):
-    stop(box, keep_shared=True)
+    stop(box, keep_shared=True, destroy_domains=True)
     if processes.pid_of(infra.RUN / 'mariadb.pid'):
         infra.drop_databases(box)
     for path in (box.root, box.logs, box.run):

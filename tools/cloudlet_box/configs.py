@@ -5,6 +5,11 @@ depends on the layout and the stored secrets, so a rewrite changes nothing).
 The cloudlet-specific part of nova's configuration is NOT written here: it is
 applied afterwards by `cloudlet-configure`, the same step the devstack plugin
 runs (see bringup.configure_cloudlet).
+
+A remote box (layout.Box.remote) publishes its public endpoints through the
+WAN path; its own services are pointed at the internal ones (127.0.0.1), so
+that shaping the WAN never slows the box itself, and its nova-compute uses the
+box's own libvirtd.
 """
 
 import shutil
@@ -40,11 +45,23 @@ def service_auth(box, user):
     }
 
 
+def internal(box, section):
+    """A keystoneauth adapter section that picks internal endpoints (a remote box)."""
+    if box.remote:
+        section['valid_interfaces'] = 'internal'
+    return section
+
+
 def authtoken(box, user):
-    """keystonemiddleware's section for a service validating tokens as `user`."""
+    """keystonemiddleware's section for a service validating tokens as `user`.
+
+    It validates through the internal Keystone; unauthenticated clients are
+    sent (WWW-Authenticate) to the public one."""
     section = service_auth(box, user)
     del section['region_name']
-    section.update(www_authenticate_uri=box.keystone_url, service_token_roles_required='true')
+    section.update(www_authenticate_uri=box.public_keystone_url, service_token_roles_required='true')
+    if box.remote:
+        section['interface'] = 'internal'
     return section
 
 
@@ -112,7 +129,7 @@ def neutron(box):
         },
         'database': {'connection': box.db_url('neutron')},
         'keystone_authtoken': authtoken(box, 'neutron'),
-        'nova': service_auth(box, 'nova'),
+        'nova': dict(service_auth(box, 'nova'), **({'endpoint_type': 'internal'} if box.remote else {})),
         'oslo_concurrency': {'lock_path': box.root / 'locks' / 'neutron'},
     })
     write_ini(etc / 'plugins' / 'ml2' / 'ml2_conf.ini', {
@@ -125,7 +142,7 @@ def neutron(box):
 
 
 def _nova_common(box):
-    return {
+    sections = {
         'DEFAULT': {
             'transport_url': box.transport_url(),
             'my_ip': '127.0.0.1',
@@ -135,9 +152,9 @@ def _nova_common(box):
         },
         'keystone_authtoken': authtoken(box, 'nova'),
         'service_user': dict(service_auth(box, 'nova'), send_service_user_token='true'),
-        'placement': service_auth(box, 'nova'),
-        'neutron': service_auth(box, 'nova'),
-        'glance': {'region_name': box.region},
+        'placement': internal(box, service_auth(box, 'nova')),
+        'neutron': internal(box, service_auth(box, 'nova')),
+        'glance': internal(box, {'region_name': box.region}),
         'oslo_concurrency': {'lock_path': box.root / 'locks' / 'nova'},
         # No sudo here: privsep helpers start directly (the box runs as root).
         'nova_sys_admin': {'helper_command': '%s/bin/privsep-helper' % layout.VENV},
@@ -146,6 +163,11 @@ def _nova_common(box):
         'serial_console': {'enabled': 'false'},
         'oslo_messaging_notifications': {'driver': 'noop'},
     }
+    if box.remote:
+        # Domain names apart from the first box's, even though the libvirtds are apart too.
+        sections['DEFAULT']['instance_name_template'] = '%s-%%08x' % box.name
+        sections['keystone'] = internal(box, {'region_name': box.region})
+    return sections
 
 
 def nova(box):
@@ -168,6 +190,11 @@ def nova(box):
     # TCG guests of a few hundred MB: plenty of RAM, two real cores.
     cpu_conf['DEFAULT']['cpu_allocation_ratio'] = '8.0'
     cpu_conf['libvirt'] = {'cpu_mode': 'none'}
+    if box.remote:
+        cpu_conf['libvirt']['connection_uri'] = box.libvirt_uri
+    # Test clouds: a cut WAN link is given up on in seconds, not the default minute.
+    cpu_conf['cloudlet_handoff'] = {'connect_timeout': '10', 'stall_timeout': '15'}
+    cpu_conf['cloudlet'] = {'handoff_receive_timeout': '300'}
     write_ini(etc / 'nova-cpu.conf', cpu_conf)
     # Stock nova 34 api-paste; cloudlet-configure then plugs our router into it.
     stock = layout.VENV / 'etc' / 'nova' / 'api-paste.ini'

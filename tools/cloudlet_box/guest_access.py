@@ -9,6 +9,10 @@ must not contain a device the next restore's XML lacks). This is test and
 demo instrumentation, not part of the product: libvirt marks such a domain
 `custom-monitor` tainted. The guest answers about 1-2 s after the plug (its
 udhcpc configures hot-plugged NICs).
+
+The libvirt to talk to is the box's (Box.libvirt_uri: the host's for the first
+box, its own daemon for a remote box); the forwarded port is on this host's
+loopback either way (the remote box's QEMU shares the root network namespace).
 """
 
 import json
@@ -19,6 +23,8 @@ import urllib.request
 
 import libvirt
 import libvirt_qemu
+
+from cloudlet_box import layout
 
 NETDEV, DEVICE = 'cloudletacc', 'cloudletaccnic'
 APP_PORT = 8080
@@ -31,10 +37,11 @@ def _free_port():
 
 
 class GuestApp:
-    """The app of the server whose libvirt domain has uuid `server_id`."""
+    """The app of the server whose libvirt domain has uuid `server_id`, on the
+    libvirt at `uri` (default: the current box's, layout.current())."""
 
-    def __init__(self, server_id, uri='qemu:///system'):
-        self.conn = libvirt.open(uri)
+    def __init__(self, server_id, uri=None):
+        self.conn = libvirt.open(uri or layout.current().libvirt_uri)
         self.domain = self.conn.lookupByUUIDString(server_id)
         self.port = None
 
@@ -94,9 +101,10 @@ class GuestApp:
         self.conn.close()
 
 
-def app_answers(server_id, *paths):
-    """Plug the access NIC, GET each path from the app, unplug; return the last answer."""
-    app = GuestApp(server_id)
+def app_answers(server_id, *paths, box=None):
+    """Plug the access NIC, GET each path from the app, unplug; return the last answer.
+    `box`: the server's box (default: the current one)."""
+    app = GuestApp(server_id, uri=box.libvirt_uri if box is not None else None)
     try:
         app.plug()
         for path in paths:

@@ -5,6 +5,9 @@ user per service (roles admin and service: neutron's keystonemiddleware wants
 the `service` role on the tokens nova sends), and two ordinary projects,
 `demo` and `alt`, each with a member user of the same name, so that tests can
 check that one project cannot touch another's servers.
+
+Endpoints: `internal` and `admin` are loopback (Box.url); `public` is
+Box.public_url, which for a remote box leads through its WAN path (wan.py).
 """
 
 from keystoneauth1 import session as ks_session
@@ -61,10 +64,10 @@ def populate(box):
             _grant(keystone, role, user, service_project)
         service = _one(keystone.services, type=service_type) or keystone.services.create(
             service_name, service_type)
-        url = box.url(api) + path
         existing = {endpoint.interface: endpoint
                     for endpoint in keystone.endpoints.list(service=service)}
         for interface in ('public', 'internal', 'admin'):
+            url = (box.public_url(api) if interface == 'public' else box.url(api)) + path
             endpoint = existing.get(interface)
             if endpoint is None:
                 keystone.endpoints.create(service, url, interface=interface, region=box.region)
@@ -77,17 +80,29 @@ def populate(box):
             _grant(keystone, role, user, project)
 
 
+def client_interface(box):
+    """The endpoints the box's own tools use: internal for a remote box (not
+    through its WAN path), public (the same loopback URLs) for the first."""
+    return 'internal' if box.remote else 'public'
+
+
 def clouds(box):
-    """clouds.yaml entries: <box>-admin, <box>-demo, <box>-alt."""
+    """clouds.yaml entries: <box>-admin, <box>-demo, <box>-alt; for a remote
+    box these use the internal endpoints, and <box>-wan-admin, -demo, -alt
+    authenticate at the public Keystone and go through the WAN path."""
     secrets = box.secrets()
     entries = {}
-    for user in ('admin',) + USER_PROJECTS:
-        entries['%s-%s' % (box.name, user)] = {
-            'auth': {'auth_url': box.keystone_url, 'username': user, 'password': secrets[user],
-                     'project_name': user, 'user_domain_name': 'Default',
-                     'project_domain_name': 'Default'},
-            'region_name': box.region,
-            'identity_api_version': 3,
-            'interface': 'public',
-        }
+    variants = [('', box.keystone_url, client_interface(box))]
+    if box.remote:
+        variants.append(('wan-', box.public_keystone_url, 'public'))
+    for prefix, auth_url, interface in variants:
+        for user in ('admin',) + USER_PROJECTS:
+            entries['%s-%s%s' % (box.name, prefix, user)] = {
+                'auth': {'auth_url': auth_url, 'username': user, 'password': secrets[user],
+                         'project_name': user, 'user_domain_name': 'Default',
+                         'project_domain_name': 'Default'},
+                'region_name': box.region,
+                'identity_api_version': 3,
+                'interface': interface,
+            }
     return entries

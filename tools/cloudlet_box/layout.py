@@ -4,9 +4,18 @@ One box per name (`CLOUDLET_BOX`, default `box`): configuration and data under
 /var/lib/openstack-cloudlet/<name>, logs under /var/log/openstack-cloudlet/<name>,
 pid files under /run/openstack-cloudlet/<name>. MariaDB and RabbitMQ are
 machine-wide and shared by boxes (a database set and a vhost per box).
+
+The first box (port offset 0) uses the host's libvirtd (tools/libvirtd.sh) and
+only loopback endpoints. Any other box (a port offset N > 0, e.g. `box2` with
+100) is a *remote* cloud: it runs its own libvirtd in a private mount namespace
+(tools/cloudlet_box/box_libvirt.py), and its public Keystone endpoints lead
+through an emulated WAN path (tools/cloudlet_box/wan.py): a network namespace
+`clwan-<name>` behind a veth pair with the /30 number N // 100 of
+10.254.88.0/24 (box2: 10.254.88.1 here, 10.254.88.2 in the namespace).
 """
 
 import dataclasses
+import ipaddress
 import json
 import os
 import pathlib
@@ -25,6 +34,20 @@ BASE_PORTS = {
 }
 MARIADB_SOCKET = '/run/mysqld/mysqld.sock'
 RABBIT_PORT = 5672
+HOST_LIBVIRT_URI = 'qemu:///system'
+# Remote boxes' WAN paths: one /30 each, apart from bench/linkemu.py's 10.254.77.0/24.
+WAN_NETWORK = '10.254.88.0/24'
+
+
+@dataclasses.dataclass(frozen=True)
+class WanLayout:
+    """Names and addresses of a remote box's WAN path (see wan.py)."""
+    namespace: str
+    host_if: str          # root-namespace end of the veth pair
+    peer_if: str          # namespace end
+    host_address: str     # the box's APIs listen here too (the relay's target)
+    address: str          # in the namespace: the relay, and the box's public endpoints
+    prefix: int = 30
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,12 +74,60 @@ class Box:
     def port(self, service):
         return BASE_PORTS[service] + self.port_offset
 
+    @property
+    def remote(self):
+        """A box other than the first: own libvirtd, public endpoints through a WAN path."""
+        return self.port_offset != 0
+
+    @property
+    def wan(self):
+        """The WAN path's layout (a remote box), else None."""
+        if not self.remote:
+            return None
+        slot = (max(self.port_offset // 100, 1) - 1) % 64
+        network = ipaddress.ip_network(WAN_NETWORK)
+        base = network.network_address + 4 * slot
+        # Interface names: at most 15 characters.
+        stem = 'clw-%s' % self.name[:9]
+        return WanLayout(namespace='clwan-%s' % self.name, host_if=stem + '-r', peer_if=stem + '-n',
+                         host_address=str(base + 1), address=str(base + 2))
+
+    @property
+    def libvirt_uri(self):
+        """The libvirt this box's nova-compute uses: the host's, or the box's own daemon."""
+        if not self.remote:
+            return HOST_LIBVIRT_URI
+        return 'qemu+unix:///system?socket=%s' % (self.libvirt_socket_dir / 'libvirt-sock')
+
+    @property
+    def libvirt_socket_dir(self):
+        """A remote box's libvirtd sockets and pid files (outside its mount namespace's binds)."""
+        return self.run / 'libvirt'
+
     def url(self, service):
+        """The internal endpoint: loopback, what the box's own services use."""
         return 'http://127.0.0.1:%d' % self.port(service)
+
+    def public_url(self, service):
+        """The public endpoint: through the WAN path for a remote box."""
+        wan = self.wan
+        if wan is None:
+            return self.url(service)
+        return 'http://%s:%d' % (wan.address, self.port(service))
+
+    @property
+    def listen_addresses(self):
+        """Where the box's APIs listen: loopback, and the WAN path's root end."""
+        wan = self.wan
+        return ('127.0.0.1',) + ((wan.host_address,) if wan else ())
 
     @property
     def keystone_url(self):
         return self.url('keystone') + '/v3'
+
+    @property
+    def public_keystone_url(self):
+        return self.public_url('keystone') + '/v3'
 
     @property
     def region(self):
@@ -95,3 +166,31 @@ def current():
     name = os.environ.get('CLOUDLET_BOX', 'box')
     offset = int(os.environ.get('CLOUDLET_BOX_PORT_OFFSET', '0'))
     return Box(name, offset)
+
+
+# The second test cloud (doc/handoff.md, "Test clouds").
+BOX2 = Box('box2', 100)
+
+
+def record(box):
+    """Remember the box's port offset (layout.named reads it back)."""
+    path = box.root / 'box.json'
+    text = json.dumps({'name': box.name, 'port_offset': box.port_offset}) + '\n'
+    box.root.mkdir(parents=True, exist_ok=True)
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+
+
+def named(name):
+    """The box called `name`: $CLOUDLET_BOX's, else as its last `up` recorded it,
+    else `box` (offset 0) or `box2` (offset 100)."""
+    env = current()
+    if env.name == name:
+        return env
+    path = Box(name).root / 'box.json'
+    if path.exists():
+        return Box(name, int(json.loads(path.read_text())['port_offset']))
+    defaults = {'box': Box('box'), BOX2.name: BOX2}
+    if name in defaults:
+        return defaults[name]
+    raise ValueError('unknown box %r: set CLOUDLET_BOX=%s and CLOUDLET_BOX_PORT_OFFSET' % (name, name))

@@ -83,8 +83,10 @@ def write_clouds_yaml(box):
 def admin_clients(box):
     """(nova, glance) clients as the box's admin."""
     session = identity.admin_session(box)
-    return (nova_client.Client('2.1', session=session, region_name=box.region),
-            glance_client.Client('2', session=session, region_name=box.region))
+    interface = identity.client_interface(box)
+    return (nova_client.Client('2.1', session=session, region_name=box.region,
+                               endpoint_type=interface),
+            glance_client.Client('2', session=session, region_name=box.region, interface=interface))
 
 
 def populate(box):

@@ -15,10 +15,15 @@ class Service:
 
 def uwsgi(box, name, module, config_env, config_dir, extra=()):
     """An API under uwsgi as the recipes say: `Connection: close` on every
-    answer (pooled keystoneauth connections otherwise see resets)."""
+    answer (pooled keystoneauth connections otherwise see resets). It listens
+    on loopback and, for a remote box, on its WAN path's root end as well."""
+    listen = ()
+    for address in box.listen_addresses:
+        listen += ('--http', '%s:%d' % (address, box.port(name)))
     argv = (
         str(layout.VENV / 'bin' / 'uwsgi'),
-        '--http', '127.0.0.1:%d' % box.port(name), '--module', module,
+    ) + listen + (
+        '--module', module,
         '--master', '--processes', '1', '--threads', '4', '--die-on-term',
         '--virtualenv', str(layout.VENV), '--add-header', 'Connection: close',
         '--http-timeout', '3600', '--buffer-size', '65535',
@@ -51,7 +56,9 @@ def api_services(box):
 def nova_service(box, binary, config_file):
     argv = (str(layout.VENV / 'bin' / binary), '--config-file', str(box.etc / 'nova' / config_file),
             '--log-file', str(box.logs / (binary + '.log')))
-    return Service(binary, argv, {})
+    # The engine's own libvirt connections (hypervisor.connect) follow the box's libvirt.
+    env = {'CLOUDLET_LIBVIRT_URI': box.libvirt_uri} if box.remote else {}
+    return Service(binary, argv, env)
 
 
 def nova_services(box):

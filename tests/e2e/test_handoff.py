@@ -1,0 +1,160 @@
+"""VM handoff from box to box2, across the WAN path, on the real clouds (doc/handoff.md).
+
+The success case goes through the `openstack cloudlet server handoff` CLI, as a
+user would; the failure cases POST the action the way a mobile back end does
+and check that the source server keeps running with its state, that its
+instance action records the failure, and that the destination's credential
+is nowhere it must not be. One source server serves all failure cases: each
+failure must leave it running.
+"""
+
+import pathlib
+import subprocess
+
+import pytest
+
+from cloudlet_box import cloud
+from cloudlet_box import handoff_scene
+from cloudlet_box import layout
+
+RAM, DISK = 'e2e-ho-ram', 'e2e-ho-disk'
+LOGS = pathlib.Path('/var/log/openstack-cloudlet')
+
+
+@pytest.fixture(scope='module')
+def shared_base(box, box2, demo, box2_demo, tmp_path_factory):
+    return handoff_scene.shared_base(demo, box2_demo, tmp_path_factory.mktemp('handoff'))
+
+
+def _source(demo, shared_base, name):
+    server_id, state = handoff_scene.app_server(demo, shared_base, name, RAM, DISK)
+    return server_id, state
+
+
+def _secret_nowhere(secret, *server_ids):
+    """The credential is in no log of either cloud, no handoff record, no metadata."""
+    found = subprocess.run(['grep', '-rlF', secret, str(LOGS / 'box'), str(LOGS / 'box2'),
+                            str(layout.named('box').root / 'nova')], capture_output=True, text=True)
+    assert found.stdout == '', 'the credential leaked into %s' % found.stdout
+
+
+def _dest_leftovers(box2_demo, handoff_id):
+    """Delete what a failed handoff may have left on box2 (the link was down during its
+    clean-up); return the servers found."""
+    left = [s for s in box2_demo.compute.servers(details=True)
+            if (s.metadata or {}).get(handoff_scene.HANDOFF_ID_KEY) == handoff_id]
+    for server in left:
+        cloud.delete_server(box2_demo, server.id)
+    for image in handoff_scene.residue_images(box2_demo, handoff_id):
+        box2_demo.image.delete_image(image['id'], ignore_missing=True)
+    return left
+
+
+@pytest.fixture(scope='module')
+def moved(box, box2, demo, demo_cli, box2_demo, wan, shared_base):
+    """A handoff that works, through the CLI: (CLI output, source state, destination server, wire bytes)."""
+    server_id, state = _source(demo, shared_base, 'e2e-ho-src')
+    try:
+        wan.reset_counters()
+        result = demo_cli.json('cloudlet', 'server', 'handoff', server_id, '--dest-cloud', 'box2-demo',
+                               '--dest-auth-url', wan.url('keystone') + '/v3', '--name', 'e2e-ho-moved',
+                               '--wait', '--timeout', '600')
+        counters = wan.stats()
+    finally:
+        if demo.compute.find_server(server_id) is not None:
+            cloud.delete_server(demo, server_id)
+    server = handoff_scene.find_dest_server(box2_demo, result['handoff_id'])
+    yield result, state, server, counters, server_id
+    if server is not None:
+        cloud.delete_server(box2_demo, server.id)
+
+
+def test_handoff_moves_the_running_server(moved, demo, box2_demo):
+    result, state, server, counters, source_id = moved
+    assert server is not None and server.status == 'ACTIVE'
+    assert server.name == 'e2e-ho-moved'
+    # Gone from box, running on box2 with the memory and disk it had: the same boot.
+    assert demo.compute.find_server(source_id) is None
+    arrived = handoff_scene.app_state(server.id, 'box2')
+    assert arrived['bootid'] == state['bootid']
+    assert (arrived['ram'], arrived['disk'], arrived['app']) == (RAM, DISK, state['app'])
+    assert int(arrived['counter']) >= int(state['counter'])
+    # It crossed the WAN path (the residue went up through the relay).
+    assert counters['up'] > 1e6
+    record = handoff_scene.record(result['handoff_id'])
+    assert record['result'] == 'ok'
+    assert record.get('downtime_seconds') is not None
+    # The residue image on box2 is cleaned up once the server runs.
+    assert not handoff_scene.residue_images(box2_demo, result['handoff_id'])
+
+
+@pytest.fixture(scope='module')
+def survivor(box, box2, demo, shared_base):
+    """The source server of the failure cases: each must leave it running."""
+    server_id, state = _source(demo, shared_base, 'e2e-ho-survivor')
+    yield server_id, state
+    cloud.delete_server(demo, server_id)
+
+
+def _attempt(demo, box2_demo, wan, server_id, dest, timeout=300):
+    handoff_id = handoff_scene.start_handoff(demo, server_id, dest, 'e2e-ho-never')
+    outcome, _dest, _seconds = handoff_scene.wait_handoff(demo, box2_demo, server_id, handoff_id, timeout)
+    return handoff_id, outcome
+
+
+def _kept_running(demo, server_id, state, handoff_id):
+    server = demo.compute.get_server(server_id)
+    assert (server.status, server.task_state) == ('ACTIVE', None)
+    after = handoff_scene.app_state(server_id, 'box')
+    assert after['bootid'] == state['bootid'] and (after['ram'], after['disk']) == (RAM, DISK)
+    action = handoff_scene.failed_event(demo, server_id)
+    events = [e for e in action['events'] if e['event'] == 'cloudlet_handoff']
+    assert events and events[0]['result'] == 'Error', action
+    record = handoff_scene.record(handoff_id)
+    assert record['result'] == 'error'
+    return record
+
+
+def test_unreachable_destination(demo, box2_demo, wan, survivor):
+    server_id, state = survivor
+    dest = handoff_scene.destination(box2_demo, wan, auth_url='http://127.0.0.1:9/v3')
+    try:
+        handoff_id, outcome = _attempt(demo, box2_demo, wan, server_id, dest)
+    finally:
+        dest.cleanup()
+    assert outcome == 'failed'
+    record = _kept_running(demo, server_id, state, handoff_id)
+    assert 'reach' in record['error'] or 'connect' in record['error'], record['error']
+
+
+def test_destination_refuses_a_bad_credential(demo, box2_demo, wan, survivor):
+    server_id, state = survivor
+    dest = handoff_scene.destination(box2_demo, wan)
+    dest.request['credential']['application_credential']['secret'] = 'wrong-' + dest.secret
+    try:
+        handoff_id, outcome = _attempt(demo, box2_demo, wan, server_id, dest)
+    finally:
+        dest.cleanup()
+    assert outcome == 'failed'
+    _kept_running(demo, server_id, state, handoff_id)
+    _secret_nowhere(dest.secret)
+
+
+@pytest.mark.parametrize('percent', [10, 50, 90])
+def test_link_cut_during_the_transfer(percent, demo, box2_demo, wan, survivor, moved):
+    """The link dies after `percent` % of what the working handoff sent up: the source
+    stalls, gives up, resumes its VM."""
+    server_id, state = survivor
+    counters = moved[3]
+    dest = handoff_scene.destination(box2_demo, wan)
+    wan.cut_after(int(counters['up'] * percent / 100))
+    try:
+        handoff_id, outcome = _attempt(demo, box2_demo, wan, server_id, dest)
+    finally:
+        wan.restore()
+        dest.cleanup()
+    assert outcome == 'failed'
+    record = _kept_running(demo, server_id, state, handoff_id)
+    assert record['error'], record
+    _dest_leftovers(box2_demo, handoff_id)
+    _secret_nowhere(dest.secret)

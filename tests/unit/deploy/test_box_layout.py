@@ -1,0 +1,154 @@
+"""tools/cloudlet_box: the second cloud's layout (own libvirt, WAN path) and what it changes in
+the configuration, the catalog and clouds.yaml; the first box stays as it was."""
+
+import configparser
+import json
+import pathlib
+import sys
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(REPO / 'tools'))
+
+from cloudlet_box import configs  # noqa: E402
+from cloudlet_box import identity  # noqa: E402
+from cloudlet_box import layout  # noqa: E402
+from cloudlet_box import services  # noqa: E402
+from cloudlet_box import wan  # noqa: E402
+
+BOX = layout.Box('box')
+BOX2 = layout.BOX2
+
+
+@pytest.fixture
+def box_roots(tmp_path, monkeypatch):
+    """Boxes keep their files under tmp_path instead of /var/lib, /var/log, /run."""
+    monkeypatch.setattr(layout.Box, 'root', property(lambda self: tmp_path / 'lib' / self.name))
+    monkeypatch.setattr(layout.Box, 'logs', property(lambda self: tmp_path / 'log' / self.name))
+    monkeypatch.setattr(layout.Box, 'run', property(lambda self: tmp_path / 'run' / self.name))
+    return tmp_path
+
+
+def read_ini(path):
+    parser = configparser.RawConfigParser(interpolation=None)
+    parser.read(path)
+    return parser
+
+
+def test_first_box_is_local():
+    assert not BOX.remote and BOX.wan is None
+    assert BOX.libvirt_uri == 'qemu:///system'
+    assert BOX.listen_addresses == ('127.0.0.1',)
+    assert BOX.public_url('nova-api') == BOX.url('nova-api') == 'http://127.0.0.1:8774'
+    assert BOX.public_keystone_url == BOX.keystone_url == 'http://127.0.0.1:5000/v3'
+
+
+def test_box2_layout():
+    assert BOX2.remote and BOX2.port('keystone') == 5100
+    path = BOX2.wan
+    assert (path.namespace, path.host_address, path.address) == ('clwan-box2', '10.254.88.1', '10.254.88.2')
+    assert BOX2.libvirt_uri == ('qemu+unix:///system?socket=/run/openstack-cloudlet/box2/libvirt/'
+                                'libvirt-sock')
+    assert BOX2.url('glance') == 'http://127.0.0.1:9392'
+    assert BOX2.public_url('glance') == 'http://10.254.88.2:9392'
+    assert BOX2.public_keystone_url == 'http://10.254.88.2:5100/v3'
+    assert BOX2.listen_addresses == ('127.0.0.1', '10.254.88.1')
+
+
+@pytest.mark.parametrize('name, offset, host, peer', [
+    ('box3', 200, '10.254.88.5', '10.254.88.6'),
+    ('a-very-long-box-name', 300, '10.254.88.9', '10.254.88.10'),
+])
+def test_other_remote_boxes_get_their_own_path(name, offset, host, peer):
+    path = layout.Box(name, offset).wan
+    assert (path.host_address, path.address) == (host, peer)
+    assert len(path.host_if) <= 15 and len(path.peer_if) <= 15 and path.host_if != path.peer_if
+    assert not path.host_address.startswith('10.254.77.')     # bench/linkemu.py's
+
+
+def test_uwsgi_listens_on_the_wan_end_only_for_a_remote_box():
+    first = services.api_services(BOX)['keystone'].argv
+    assert [first[i + 1] for i, a in enumerate(first) if a == '--http'] == ['127.0.0.1:5000']
+    second = services.api_services(BOX2)['keystone'].argv
+    assert [second[i + 1] for i, a in enumerate(second) if a == '--http'] == ['127.0.0.1:5100',
+                                                                             '10.254.88.1:5100']
+    assert services.nova_services(BOX)['nova-compute'].env == {}
+    assert services.nova_services(BOX2)['nova-compute'].env == {'CLOUDLET_LIBVIRT_URI': BOX2.libvirt_uri}
+
+
+def test_box2_services_use_internal_endpoints_and_their_libvirt(box_roots):
+    etc = configs.nova(BOX2)
+    cpu = read_ini(etc / 'nova-cpu.conf')
+    assert cpu['libvirt']['connection_uri'] == BOX2.libvirt_uri
+    assert cpu['DEFAULT']['instance_name_template'] == 'box2-%08x'
+    for section in ('glance', 'placement', 'neutron', 'keystone'):
+        assert cpu[section]['valid_interfaces'] == 'internal', section
+    assert cpu['placement']['auth_url'] == 'http://127.0.0.1:5100/v3'
+    authtoken = cpu['keystone_authtoken']
+    assert authtoken['auth_url'] == 'http://127.0.0.1:5100/v3' and authtoken['interface'] == 'internal'
+    assert authtoken['www_authenticate_uri'] == 'http://10.254.88.2:5100/v3'
+    api = read_ini(etc / 'nova.conf')
+    assert api['DEFAULT']['instance_name_template'] == 'box2-%08x'
+    assert not api.has_section('libvirt') or 'connection_uri' not in api['libvirt']
+    neutron = read_ini(configs.neutron(BOX2) / 'neutron.conf')
+    assert neutron['nova']['endpoint_type'] == 'internal'
+
+
+def test_first_box_configuration_has_no_remote_settings(box_roots):
+    text = (configs.nova(BOX) / 'nova-cpu.conf').read_text()
+    for word in ('connection_uri', 'instance_name_template', 'valid_interfaces', 'interface ='):
+        assert word not in text
+    cpu = read_ini(configs.nova(BOX) / 'nova-cpu.conf')
+    assert cpu['keystone_authtoken']['www_authenticate_uri'] == 'http://127.0.0.1:5000/v3'
+    assert 'endpoint_type' not in (configs.neutron(BOX) / 'neutron.conf').read_text()
+
+
+def test_clouds_yaml_entries(box_roots):
+    first = identity.clouds(BOX)
+    assert sorted(first) == ['box-admin', 'box-alt', 'box-demo']
+    assert first['box-demo']['interface'] == 'public'
+    second = identity.clouds(BOX2)
+    assert sorted(second) == ['box2-admin', 'box2-alt', 'box2-demo',
+                              'box2-wan-admin', 'box2-wan-alt', 'box2-wan-demo']
+    assert second['box2-demo']['interface'] == 'internal'
+    assert second['box2-demo']['auth']['auth_url'] == 'http://127.0.0.1:5100/v3'
+    assert second['box2-wan-demo']['interface'] == 'public'
+    assert second['box2-wan-demo']['auth']['auth_url'] == 'http://10.254.88.2:5100/v3'
+    assert second['box2-wan-demo']['auth']['password'] == second['box2-demo']['auth']['password']
+
+
+def test_named_boxes(box_roots, monkeypatch):
+    monkeypatch.delenv('CLOUDLET_BOX', raising=False)
+    monkeypatch.delenv('CLOUDLET_BOX_PORT_OFFSET', raising=False)
+    assert layout.named('box') == BOX
+    assert layout.named('box2') == BOX2
+    with pytest.raises(ValueError, match='CLOUDLET_BOX=other'):
+        layout.named('other')
+    monkeypatch.setenv('CLOUDLET_BOX', 'other')
+    monkeypatch.setenv('CLOUDLET_BOX_PORT_OFFSET', '300')
+    assert layout.named('other') == layout.Box('other', 300)
+    layout.record(layout.Box('other', 300))
+    assert json.loads((box_roots / 'lib' / 'other' / 'box.json').read_text())['port_offset'] == 300
+    monkeypatch.delenv('CLOUDLET_BOX')
+    monkeypatch.delenv('CLOUDLET_BOX_PORT_OFFSET')
+    assert layout.named('other') == layout.Box('other', 300)     # as its last `up` recorded it
+
+
+@pytest.mark.parametrize('rate, bits', [('25mbit', 25e6), ('500kbit', 5e5), ('1gbit', 1e9),
+                                        ('1000', 1000), ('2mbps', 16e6), ('5Mbit', 5e6)])
+def test_rates(rate, bits):
+    assert wan.rate_bits(rate) == bits
+
+
+@pytest.mark.parametrize('rate', ['fast', '5xyz', '', 'mbit'])
+def test_bad_rates(rate):
+    with pytest.raises(wan.WanError, match='bad rate'):
+        wan.rate_bits(rate)
+
+
+def test_no_wan_path_for_the_first_box():
+    with pytest.raises(wan.WanError, match='no WAN path'):
+        wan.WanPath(BOX)
+    path = wan.WanPath(BOX2)
+    assert path.address == '10.254.88.2' and path.ports == [5100, 8874, 8878, 9392, 9796]

@@ -1,0 +1,193 @@
+"""The scene of a handoff between the two test clouds: a base on both, a server with state on `box`.
+
+Used by the handoff e2e tests and bench/handoff_bench.py (both need box and
+box2 up, doc/handoff.md "Test clouds"):
+
+- `shared_base`: the same base VM in both clouds' Glance (captured on box from
+  a stock boot of the test guest, exported as a package, imported into box2),
+  found again by name on later runs;
+- `app_server`: a server resumed from that base on box, with the app installed
+  and RAM and disk state set, its access NIC unplugged (a handoff moves the
+  VM's devices: it must not carry the test instrumentation's NIC);
+- `destination`: the request's destination and an application credential of
+  box2's demo user, reached through the WAN path (box2's public endpoints);
+- `wait_handoff`: the destination server ACTIVE and the source gone, or the
+  handoff's failure; `record`: the source compute's handoff record.
+"""
+
+import dataclasses
+import datetime
+import json
+import pathlib
+import secrets
+import time
+
+from cloudlet_box import cloud
+from cloudlet_box import guest_access
+from cloudlet_box import layout
+from cloudlet_glance import images as glance_images
+from cloudlet_glance import model
+from cloudlet_glance import properties as props
+
+BASE_NAME = 'handoff-base'
+HANDOFF_ID_KEY = 'cloudlet_handoff_id'
+
+
+@dataclasses.dataclass(frozen=True)
+class SharedBase:
+    base_id: str
+    source_disk_id: str        # the base disk image in box's Glance
+    dest_disk_id: str          # and in box2's
+
+
+def _images(conn, box):
+    return glance_images.GlanceClientImages(conn.session, region_name=box.region)
+
+
+def _find_base(images, name):
+    """The active base disk image called `name`, or None."""
+    for image in model.list_bases(images):
+        if image.get('name') == name and image.get('status') == 'active':
+            return image
+    return None
+
+
+def shared_base(src_conn, dst_conn, work, name=BASE_NAME, log=print):
+    """The base `name` in both clouds (made on first use: ~2 min); a SharedBase."""
+    src_box, dst_box = layout.named('box'), layout.named('box2')
+    src_images, dst_images = _images(src_conn, src_box), _images(dst_conn, dst_box)
+    found = _find_base(src_images, name)
+    if found is None:
+        log('making base %s on %s: boot the test guest, capture it' % (name, src_box.name))
+        guest = src_conn.image.find_image('cloudlet-guest', ignore_missing=False)
+        booted_id = cloud.create_server(src_conn, name + '-boot', guest.id)
+        try:
+            cloud.wait_server(src_conn, booted_id)
+            guest_access.app_answers(booted_id, '/cgi-bin/state', box=src_box)
+            cloud.capture(src_conn, booted_id, 'base', name)
+        finally:
+            cloud.delete_server(src_conn, booted_id)
+        found = _find_base(src_images, name)
+    there = _find_base(dst_images, name)
+    if there is not None and there.get(props.BASE_ID) != found.get(props.BASE_ID):
+        model.delete_base(dst_images, there['id'])
+        there = None
+    if there is None:
+        log('copying base %s to %s (export, import)' % (name, dst_box.name))
+        package = pathlib.Path(work) / (name + '.zip')
+        model.export_base_package(src_images, found['id'], str(package), workdir=str(work))
+        try:
+            model.import_base_package(dst_images, str(package), name=name, workdir=str(work))
+        finally:
+            package.unlink()
+        there = _find_base(dst_images, name)
+    return SharedBase(found[props.BASE_ID], found['id'], there['id'])
+
+
+def app_server(conn, base, name, ram, disk):
+    """A server resumed from the shared base on box, app installed, state set; (id, app state)."""
+    src_box = layout.named('box')
+    server_id = cloud.create_server(conn, name, base.source_disk_id)
+    server = cloud.wait_server(conn, server_id)
+    if server.status != 'ACTIVE':
+        raise cloud.CloudError('server %s: %s' % (name, server.fault))
+    state = guest_access.app_answers(server_id, '/cgi-bin/install', '/cgi-bin/fill?8',
+                                     '/cgi-bin/set?ram=%s&disk=%s' % (ram, disk), box=src_box)
+    return server_id, state
+
+
+def app_state(server_id, box_name):
+    """The app's state of a server of box `box_name` (plugs and unplugs the access NIC)."""
+    return guest_access.app_answers(server_id, '/cgi-bin/state', box=layout.named(box_name))
+
+
+@dataclasses.dataclass
+class Destination:
+    request: dict              # "destination" and "credential" of the cloudlet-handoff body
+    secret: str                # to look for where it must never be
+    cleanup: object            # deletes the application credential
+
+
+def destination(dst_conn, wan, auth_url=None, lifetime_s=3600):
+    """box2 through the WAN, with a fresh application credential of its demo user."""
+    dst_box = layout.named('box2')
+    secret = secrets.token_urlsafe(24)
+    expires = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=lifetime_s))
+    user_id = dst_conn.current_user_id
+    credential = dst_conn.identity.create_application_credential(
+        user_id, name='handoff-%s' % secrets.token_hex(4), secret=secret,
+        expires_at=expires.strftime('%Y-%m-%dT%H:%M:%S'))
+
+    def cleanup():
+        try:
+            dst_conn.identity.delete_application_credential(user_id, credential.id)
+        except Exception:   # noqa: BLE001 - expired or gone: fine
+            pass
+    request = {'destination': {'auth_url': auth_url or '%s/v3' % wan.url('keystone'),
+                               'region_name': dst_box.region},
+               'credential': {'application_credential': {'id': credential.id, 'secret': secret}}}
+    return Destination(request, secret, cleanup)
+
+
+def start_handoff(conn, server_id, dest, name, codec='auto'):
+    """POST the cloudlet-handoff action; the handoff id."""
+    body = dict(dest.request, name=name, options={'codec': codec})
+    return cloud.server_action(conn, server_id, 'cloudlet-handoff', body)['handoff_id']
+
+
+def find_dest_server(dst_conn, handoff_id):
+    for server in dst_conn.compute.servers(details=True):
+        if (server.metadata or {}).get(HANDOFF_ID_KEY) == handoff_id:
+            return server
+    return None
+
+
+def residue_images(dst_conn, handoff_id):
+    """box2's residue images (hidden overlays) of a handoff."""
+    images = _images(dst_conn, layout.named('box2'))
+    return [i for i in model.list_overlays(images) if i.get(HANDOFF_ID_KEY) == handoff_id]
+
+
+def wait_handoff(conn, dst_conn, server_id, handoff_id, timeout=600, poll=0.2):
+    """(outcome, dest server or None, seconds): outcome 'done' (dest ACTIVE, source gone) or
+    'failed' (the source is back without a task: the handoff gave up)."""
+    started = time.monotonic()
+    deadline = started + timeout
+    dest = None
+    while time.monotonic() < deadline:
+        source = conn.compute.find_server(server_id)
+        if dest is None or dest.status != 'ACTIVE':
+            dest = find_dest_server(dst_conn, handoff_id) or dest
+        if source is None and dest is not None and dest.status == 'ACTIVE':
+            return 'done', dest, time.monotonic() - started
+        if source is not None and source.task_state is None and time.monotonic() - started > 2:
+            return 'failed', dest, time.monotonic() - started
+        time.sleep(poll)
+    raise cloud.CloudError('handoff %s of server %s not over after %d s' % (handoff_id, server_id, timeout))
+
+
+def record(handoff_id, box_name='box', timeout=30):
+    """The source compute's record of a handoff (doc/handoff.md): a dict."""
+    root = layout.named(box_name).root
+    deadline = time.monotonic() + timeout
+    while True:
+        found = list(root.glob('**/handoffs/%s.json' % handoff_id))
+        if found:
+            data = json.loads(found[0].read_text())
+            if data.get('result') not in (None, 'running'):
+                return data
+        if time.monotonic() > deadline:
+            raise cloud.CloudError('no finished record of handoff %s under %s' % (handoff_id, root))
+        time.sleep(0.3)
+
+
+def failed_event(conn, server_id):
+    """The last cloudlet-handoff instance action of the server, with its events."""
+    actions = conn.compute.get('/servers/%s/os-instance-actions' % server_id,
+                               microversion=cloud.MICROVERSION).json()['instanceActions']
+    handoffs = [a for a in actions if a['action'] == 'cloudlet-handoff']
+    if not handoffs:
+        return None
+    request_id = handoffs[0]['request_id']
+    return conn.compute.get('/servers/%s/os-instance-actions/%s' % (server_id, request_id),
+                            microversion=cloud.MICROVERSION).json()['instanceAction']
