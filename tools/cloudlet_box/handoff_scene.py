@@ -149,35 +149,43 @@ def residue_images(dst_conn, handoff_id):
 
 
 def wait_handoff(conn, dst_conn, server_id, handoff_id, timeout=600, poll=0.2):
-    """(outcome, dest server or None, seconds): outcome 'done' (dest ACTIVE, source gone) or
-    'failed' (the source is back without a task: the handoff gave up)."""
+    """(outcome, dest server or None, seconds): 'done' when the destination server is
+    ACTIVE and the source gone, 'failed' when the source compute's record says so."""
     started = time.monotonic()
     deadline = started + timeout
     dest = None
     while time.monotonic() < deadline:
-        source = conn.compute.find_server(server_id)
         if dest is None or dest.status != 'ACTIVE':
             dest = find_dest_server(dst_conn, handoff_id) or dest
-        if source is None and dest is not None and dest.status == 'ACTIVE':
+        if dest is not None and dest.status == 'ACTIVE' and conn.compute.find_server(server_id) is None:
             return 'done', dest, time.monotonic() - started
-        if source is not None and source.task_state is None and time.monotonic() - started > 2:
+        if _result(handoff_id) == 'error':
             return 'failed', dest, time.monotonic() - started
         time.sleep(poll)
     raise cloud.CloudError('handoff %s of server %s not over after %d s' % (handoff_id, server_id, timeout))
 
 
+def _record_path(handoff_id, box_name='box'):
+    found = list(layout.named(box_name).root.glob('**/handoffs/%s.json' % handoff_id))
+    return found[0] if found else None
+
+
+def _result(handoff_id):
+    path = _record_path(handoff_id)
+    return json.loads(path.read_text()).get('result') if path else None
+
+
 def record(handoff_id, box_name='box', timeout=30):
     """The source compute's record of a handoff (doc/handoff.md): a dict."""
-    root = layout.named(box_name).root
     deadline = time.monotonic() + timeout
     while True:
-        found = list(root.glob('**/handoffs/%s.json' % handoff_id))
-        if found:
-            data = json.loads(found[0].read_text())
+        path = _record_path(handoff_id, box_name)
+        if path is not None:
+            data = json.loads(path.read_text())
             if data.get('result') not in (None, 'running'):
                 return data
         if time.monotonic() > deadline:
-            raise cloud.CloudError('no finished record of handoff %s under %s' % (handoff_id, root))
+            raise cloud.CloudError('no finished record of handoff %s' % handoff_id)
         time.sleep(0.3)
 
 
