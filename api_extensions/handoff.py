@@ -33,6 +33,7 @@ from nova import exception
 from nova import objects
 
 from cloudlet_glance import properties
+from cloudlet_nova.handoff import destination
 from cloudlet_nova.handoff import rpc as handoff_rpc
 
 from api_extensions import policies
@@ -44,27 +45,12 @@ LOG = logging.getLogger(__name__)
 
 ACTION = 'cloudlet-handoff'
 INSTANCE_ACTION = 'cloudlet-handoff'
-MIN_SECRET_LENGTH = 4
 
 
 def credential_values(body):
     """The string values under the request's credential (whatever its shape)."""
-    found = []
-
-    def walk(value):
-        if isinstance(value, dict):
-            for item in value.values():
-                walk(item)
-        elif isinstance(value, (list, tuple)):
-            for item in value:
-                walk(item)
-        elif isinstance(value, str) and len(value) >= MIN_SECRET_LENGTH:
-            found.append(value)
-
     entity = body.get(ACTION) if isinstance(body, dict) else None
-    if isinstance(entity, dict):
-        walk(entity.get('credential'))
-    return sorted(set(found), key=len, reverse=True)
+    return destination.credential_secrets(entity.get('credential') if isinstance(entity, dict) else None)
 
 
 def mask_secrets(text, secrets):

@@ -40,6 +40,7 @@ TRAIT_PROPERTY = 'trait:%s' % TRAIT
 # Server metadata keys read by the driver at spawn.
 META_OVERLAY_URL = 'overlay_url'
 META_OVERLAY_ID = 'cloudlet_overlay_id'
+HANDOFF_ID = 'cloudlet_handoff_id'       # server metadata and residue image property of a handoff
 
 
 def system_metadata_key(prop):

@@ -39,8 +39,9 @@ LOG = logging.getLogger(__name__)
 
 # Spelled here until cloudlet_glance.properties has them: the handoff id on
 # the residue image and in the destination server's metadata.
-HANDOFF_ID = 'cloudlet_handoff_id'
-META_HANDOFF_ID = 'cloudlet_handoff_id'
+HANDOFF_ID = META_HANDOFF_ID = props.HANDOFF_ID
+# Shorter credential values are not masked in messages (they would mangle text).
+MIN_SECRET_LENGTH = 4
 
 # >= 2.37: "networks": "none" | "auto". The lowest that works: destinations run
 # other nova releases than ours.
@@ -64,6 +65,25 @@ _KEYSTONE_URI = re.compile(r'keystone\s+uri\s*=\s*"([^"]+)"', re.IGNORECASE)
 # Module attributes so that tests can run time-based loops without waiting.
 clock = time.monotonic
 sleep = time.sleep
+
+
+def credential_secrets(credential):
+    """The string values of a credential (token, application credential id and secret),
+    longest first: what must never appear in a message, a log or a record."""
+    found = []
+
+    def walk(value):
+        if isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                walk(item)
+        elif isinstance(value, str) and len(value) >= MIN_SECRET_LENGTH:
+            found.append(value)
+
+    walk(credential)
+    return sorted(set(found), key=len, reverse=True)
 
 
 class HandoffDestinationError(Exception):

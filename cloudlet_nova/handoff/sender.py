@@ -63,14 +63,14 @@ from cloudlet_nova.handoff import records
 from cloudlet_nova.virt import faults
 from cloudlet_nova.virt import launch
 from cloudlet_nova.virt import restore
+from cloudlet_nova.virt import state
 
 CONF = nova.conf.CONF
 LOG = logging.getLogger(__name__)
 
 EVENT = 'cloudlet_handoff'                # the instance action event of the compute side
-HANDOFF_ID = getattr(props, 'HANDOFF_ID', 'cloudlet_handoff_id')   # server metadata, image property
+HANDOFF_ID = props.HANDOFF_ID            # server metadata, image property
 WORKDIR_PREFIX = 'cloudlet-handoff-'
-MIN_SECRET_LENGTH = 4                     # shorter strings are not masked (they would mangle text)
 MAX_MESSAGE = 240                         # nova keeps 255 characters of an event's details
 
 
@@ -86,20 +86,7 @@ class HandoffCancelled(HandoffFailed):
 
 def secrets_of(request):
     """The credential's string values (token, application credential id and secret)."""
-    found = []
-
-    def walk(value):
-        if isinstance(value, dict):
-            for item in value.values():
-                walk(item)
-        elif isinstance(value, (list, tuple)):
-            for item in value:
-                walk(item)
-        elif isinstance(value, str) and len(value) >= MIN_SECRET_LENGTH:
-            found.append(value)
-
-    walk((request or {}).get('credential'))
-    return sorted(set(found), key=len, reverse=True)
+    return destination_mod.credential_secrets((request or {}).get('credential'))
 
 
 def mask(text, secrets):
@@ -131,18 +118,7 @@ def sweep_workdirs(instances_path):
     They hold only copies (the VM's state is in QEMU); call from init_host.
     """
     removed = []
-    try:
-        entries = os.listdir(instances_path)
-    except FileNotFoundError:
-        return removed
-    for entry in entries:
-        instance_dir = os.path.join(instances_path, entry)
-        if entry.startswith(('_', '.')) or not os.path.isdir(instance_dir):
-            continue
-        try:
-            names = os.listdir(instance_dir)
-        except OSError:
-            continue
+    for instance_dir, names in state.instance_dirs(instances_path):
         for name in names:
             if name.startswith(WORKDIR_PREFIX):
                 shutil.rmtree(os.path.join(instance_dir, name), ignore_errors=True)

@@ -49,7 +49,7 @@ ALWAYS_REFUSED_SCHEMES = ('file', '')
 
 # The residue image of a handoff (doc/handoff.md): the source cloud creates it,
 # then the server here, then uploads into it while this spawn runs.
-HANDOFF_ID = getattr(props, 'HANDOFF_ID', 'cloudlet_handoff_id')
+HANDOFF_ID = props.HANDOFF_ID
 RESIDUE_PENDING_STATUSES = ('queued', 'saving', 'uploading', 'importing')
 RESIDUE_POLL_SECONDS = 0.5
 _clock, _sleep = time.monotonic, time.sleep      # tests replace them

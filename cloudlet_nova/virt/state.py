@@ -98,6 +98,23 @@ def remove_launch_dir(instance_dir):
     shutil.rmtree(launch_dir(instance_dir), ignore_errors=True)
 
 
+def instance_dirs(instances_path):
+    """(instance directory, its entry names) for each instance directory under instances_path
+    (not nova's `_base`, not our `_cloudlet`, nothing hidden)."""
+    try:
+        entries = os.listdir(instances_path)
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        instance_dir = os.path.join(instances_path, entry)
+        if entry.startswith(('_', '.')) or not os.path.isdir(instance_dir):
+            continue
+        try:
+            yield instance_dir, os.listdir(instance_dir)
+        except OSError:
+            continue
+
+
 def sweep(instances_path):
     """Find what an interrupted spawn or capture left behind; remove the launch dirs.
 
@@ -107,18 +124,7 @@ def sweep(instances_path):
     the restore); the caller decides, knowing whether the domain runs.
     """
     removed, captures = [], []
-    try:
-        entries = os.listdir(instances_path)
-    except FileNotFoundError:
-        return removed, captures
-    for entry in entries:
-        instance_dir = os.path.join(instances_path, entry)
-        if entry.startswith(('_', '.')) or not os.path.isdir(instance_dir):
-            continue
-        try:
-            names = os.listdir(instance_dir)
-        except OSError:
-            continue
+    for instance_dir, names in instance_dirs(instances_path):
         for name in names:
             leftover = os.path.join(instance_dir, name)
             if name == LAUNCH_DIR:

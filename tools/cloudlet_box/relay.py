@@ -50,7 +50,10 @@ import threading
 import time
 
 READ_SIZE = 256 * 1024
-BUFFER_LIMIT = 16 * 1024 * 1024    # bytes in flight per pipe (delay x bandwidth fits)
+# Bytes in flight per pipe: delay x bandwidth fits (20 ms at 200 Mbps), and not much more, like a
+# router's queue. A deep buffer here would hide the WAN's pace from the sender (its data would pile
+# up in the middle of the path instead of in its own queue) and lengthen every drain.
+BUFFER_LIMIT = 512 * 1024
 EOF = None                          # queue marker: the sender closed its side
 
 

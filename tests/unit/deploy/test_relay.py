@@ -189,8 +189,10 @@ def test_delay_adds_latency_in_both_directions(make_relay):
 
 def test_delay_does_not_cap_throughput(make_relay):
     """40 MB up with 100 ms one-way delay: a relay that waited per chunk would
-    need minutes; a delaying pipe takes the transfer time plus about 100 ms."""
-    _, port, control = make_relay(delay_ms=100)
+    need minutes; a delaying pipe takes the transfer time plus about 100 ms
+    (given a buffer that holds delay x bandwidth: the default one holds 20 ms
+    at 200 Mbps)."""
+    _, port, control = make_relay(delay_ms=100, buffer_limit=16 << 20)
     size = 40 * 1000 * 1000
     chunk = b'\0' * (1 << 20)
     with connect(port, timeout=60) as sock:
