@@ -91,7 +91,7 @@ def baseline_of(dst_server_id, base_id, work):
     raw = os.path.join(work, 'disk.raw')
     domain.save(memory)         # the server is deleted after this: its memory is in the file
     subprocess.run(['qemu-img', 'convert', '-U', '-O', 'raw', disk, raw], check=True)
-    store = basevm.BaseStore(os.path.join(box2.root, 'cloudlet', 'bases'))
+    store = basevm.BaseStore(str(box2.state_dir / 'bases'))
     base = store.get(base_id)
     jobs, _window = baselines.cmu_jobs(work, base.disk_path, raw, base.memory_path, memory)
     baselines.run_jobs(jobs, log=log)

@@ -76,13 +76,17 @@ class ProgressBar(engine_progress.Progress):
         self._line = ''
 
 
+def wants_display(parsed_args, stream):
+    """--progress / --no-progress, else whether `stream` is a terminal."""
+    if parsed_args.progress is not None:
+        return parsed_args.progress
+    return hasattr(stream, 'isatty') and stream.isatty()
+
+
 @contextlib.contextmanager
 def reporting(parsed_args, stream):
     """A ProgressBar on `stream` (or a silent Progress) for the length of a with block."""
-    show = parsed_args.progress
-    if show is None:
-        show = hasattr(stream, 'isatty') and stream.isatty()
-    if not show:
+    if not wants_display(parsed_args, stream):
         yield engine_progress.NullProgress()
         return
     bar = ProgressBar(stream)
@@ -116,10 +120,7 @@ class StatusLine:
 @contextlib.contextmanager
 def status_line(parsed_args, stream):
     """A StatusLine on `stream` for a with block: shown as ProgressBar is (a terminal, or --progress)."""
-    show = parsed_args.progress
-    if show is None:
-        show = hasattr(stream, 'isatty') and stream.isatty()
-    line = StatusLine(stream, show)
+    line = StatusLine(stream, wants_display(parsed_args, stream))
     try:
         yield line
     finally:

@@ -44,7 +44,7 @@ def bad_overlays(app_overlay, tmp_path_factory):
 
 
 def state_dir_files(box):
-    return set((box.root / 'cloudlet').rglob('*'))
+    return set(box.state_dir.rglob('*'))
 
 
 def assert_refused_without_residue(box, demo, base, metadata, expected):

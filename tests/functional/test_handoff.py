@@ -9,7 +9,6 @@ overlay) makes it active, then synthesizes the server from it. Only the WAN
 client (`Destination`) and QEMU's migration (`LiveResidue`) are fakes.
 """
 
-import logging
 import os
 import threading
 
@@ -26,30 +25,13 @@ from cloudlet_nova.handoff import records
 from tests.functional.api import base as api_base
 from tests.functional import cloudlet_base
 from tests.functional import fake_handoff
+from tests.functional.log_capture import CollectingHandler
 
 CONF = nova.conf.CONF
 SECRET = 'Sup3r-S3cret-application-credential-value'
 APP_ID = '9f8e7d6c5b4a39281706f5e4d3c2b1a0'
 TOKEN = 'gAAAAABfunctional-keystone-token-value-of-the-destination'
 AUTH_URL = 'https://edge-b.example:5000/v3'
-
-
-class CollectingHandler(logging.Handler):
-    """Every log record of the test, formatted with its traceback (DEBUG included)."""
-
-    def __init__(self):
-        super().__init__(logging.DEBUG)
-        self.setFormatter(logging.Formatter('%(levelname)s [%(name)s] %(message)s'))
-        self.lines = []
-
-    def emit(self, record):
-        try:
-            self.lines.append(self.format(record))
-        except Exception:   # noqa: BLE001 - a broken record must not hide the others
-            self.lines.append(repr(record.msg))
-
-    def text(self):
-        return '\n'.join(self.lines)
 
 
 class HandoffTest(cloudlet_base.CloudletTestBase):

@@ -102,7 +102,7 @@ def configure_cloudlet(box):
            '--api-paste', etc / 'api-paste.ini',
            '--set', allowed_hosts, 'cloudlet.api_state_dir=%s' % (box.root / 'cloudlet-api')]
     compute = [configure, 'nova', '--config-file', etc / 'nova-cpu.conf', '--role', 'compute',
-               '--virt-type', 'qemu', '--state-dir', box.root / 'cloudlet', '--set', allowed_hosts]
+               '--virt-type', 'qemu', '--state-dir', box.state_dir, '--set', allowed_hosts]
     for command in (api, compute):
         run(command)
         run(command + ['--check'])

@@ -28,9 +28,10 @@ from cloudlet_box import layout
 from cloudlet_glance import images as glance_images
 from cloudlet_glance import model
 from cloudlet_glance import properties as props
+from cloudlet_nova.handoff import records
 
 BASE_NAME = 'handoff-base'
-HANDOFF_ID_KEY = 'cloudlet_handoff_id'
+HANDOFF_ID_KEY = props.HANDOFF_ID
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,8 +167,8 @@ def wait_handoff(conn, dst_conn, server_id, handoff_id, timeout=600, poll=0.2):
 
 
 def _record_path(handoff_id, box_name='box'):
-    found = list(layout.named(box_name).root.glob('**/handoffs/%s.json' % handoff_id))
-    return found[0] if found else None
+    path = pathlib.Path(records.path(layout.named(box_name).state_dir, handoff_id))
+    return path if path.exists() else None
 
 
 def _result(handoff_id):

@@ -60,6 +60,11 @@ class Box:
         return pathlib.Path('/var/lib/openstack-cloudlet') / self.name
 
     @property
+    def state_dir(self):
+        """The compute host's [cloudlet] state_dir: base store, handoff records."""
+        return self.root / 'cloudlet'
+
+    @property
     def etc(self):
         return self.root / 'etc'
 

@@ -6,7 +6,6 @@ The compute runs nova's stock fake driver, so nothing listens on the
 the compute host does with the message is tests/functional/test_handoff.py.
 """
 
-import logging
 import uuid
 
 import fixtures
@@ -21,6 +20,7 @@ from cloudlet_glance import properties
 
 from api_extensions import handoff
 from tests.functional.api import base
+from tests.functional.log_capture import CollectingHandler
 
 SECRET = 'Sup3r-S3cret-application-credential-value'
 APP_ID = '9f8e7d6c5b4a39281706f5e4d3c2b1a0'
@@ -34,22 +34,6 @@ def body(**entity):
                'name': 'app-b'}
     request.update(entity)
     return {'cloudlet-handoff': {k: v for k, v in request.items() if v is not None}}
-
-
-class CollectingHandler(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.DEBUG)
-        self.setFormatter(logging.Formatter('%(levelname)s [%(name)s] %(message)s'))
-        self.lines = []
-
-    def emit(self, record):
-        try:
-            self.lines.append(self.format(record))
-        except Exception:   # noqa: BLE001
-            self.lines.append(repr(record.msg))
-
-    def text(self):
-        return '\n'.join(self.lines)
 
 
 class HandoffAPITest(base.CloudletAPITestBase):
