@@ -68,7 +68,7 @@ def one_handoff(src, dst, wan, base, rate_mbps, delay_ms, tag):
     record = handoff_scene.record(handoff_id)
     if outcome != 'done':
         raise RuntimeError('handoff at %g Mbps failed: %s' % (rate_mbps, record.get('error')))
-    arrived = handoff_scene.app_state(moved.id, 'box2')
+    arrived = handoff_scene.app_state(dst, moved.id)
     if (arrived['bootid'], arrived['ram'], arrived['disk'], arrived['app']) != \
             (state['bootid'], RAM, DISK, state['app']):
         raise RuntimeError('the server arrived without its state: %s vs %s' % (arrived, state))

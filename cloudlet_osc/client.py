@@ -136,7 +136,7 @@ class CloudletClient:
 
     # ------------------------------------------------------------ servers
 
-    def create_server(self, name, image_id, flavor_id, networks='none', metadata=None):
+    def create_server(self, name, image_id, flavor_id, networks='auto', metadata=None):
         """POST /servers; returns nova's (short) server record."""
         server = {'name': name, 'imageRef': image_id, 'flavorRef': flavor_id, 'networks': networks}
         if metadata:

@@ -319,7 +319,7 @@ class Handoff:
 
     def _send_residue(self, base):
         try:
-            self.nics = restore.unplug_nics(self.guest)
+            self.nics = restore.unplug_nics(self.driver, self.instance, self.guest)
         except faults.CloudletCaptureFailed as exc:
             raise HandoffFailed(reason=describe(exc)) from None
         workdir = self._workdir()
@@ -404,7 +404,8 @@ class Handoff:
         if self.guest is not None:
             self._quietly('resume the VM', self._ensure_running)
             if self.nics:
-                self._quietly('plug the NICs back', restore.replug_nics, self.guest, self.nics)
+                self._quietly('plug the NICs back', restore.replug_nics, self.driver, self.instance,
+                              self.guest, self.nics)
         if self.destination is not None:
             # The image first: the destination's spawn waits for it and fails at once,
             # so the server's delete does not wait for its build.

@@ -152,7 +152,7 @@ class Capture:
             raise faults.CloudletCaptureFailed(reason='a paused instance cannot release its network '
                                                       'interfaces: unpause it first')
         memory_path = os.path.join(self.workdir, basevm.MEMORY)
-        nics = restore.unplug_nics(guest)
+        nics = restore.unplug_nics(self.driver, self.instance, guest)
         saved = False
         try:
             try:
@@ -168,7 +168,7 @@ class Capture:
         finally:
             if saved:
                 guest = self._restore(memory_path, was_paused)
-            restore.replug_nics(guest, nics)
+            restore.replug_nics(self.driver, self.instance, guest, nics)
         return memory_path, disk_copy
 
     def _restore(self, memory_path, paused):

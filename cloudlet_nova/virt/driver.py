@@ -15,6 +15,7 @@ here runs in nova 34's native threads: no eventlet.
 """
 
 import os
+import time
 
 from oslo_log import log as logging
 from oslo_service import loopingcall
@@ -106,14 +107,20 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
                                                     'boot from volume is not supported')
         base, prepared = launch.prepare(context, instance, spawn_plan, instance_dir)
         try:
-            state.save(instance_dir, state.new_record(instance.uuid, base, spawn_plan.base_image_id,
-                                                      spawn_plan.source_record()))
+            record = state.new_record(instance.uuid, base, spawn_plan.base_image_id,
+                                      spawn_plan.source_record())
+            state.save(instance_dir, record)
             with self._restores.pending(instance.uuid,
                                         restore.Pending(prepared, base.name, base.boot_files())):
                 super().spawn(context, instance, image_meta, injected_files, admin_password,
                               allocations, network_info=network_info,
                               block_device_info=block_device_info, power_on=power_on,
                               accel_info=accel_info)
+                record['timings'] = restore.spawn_timings(self._restores.timings(instance.uuid))
+            state.save(instance_dir, record)
+            LOG.info('cloudlet spawn: restore and NIC plug %(restore_seconds)s s, then '
+                     'network-vif-plugged wait %(vif_plugged_wait_seconds)s s',
+                     record['timings'], instance=instance)
         except BaseException:
             state.remove(instance_dir)
             raise
@@ -146,6 +153,13 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
         restore.place_launch_disk(pending.launch, libvirt_utils.get_instance_path(instance))
         return True
 
+    def _create_guest_with_network(self, context, xml, instance, *args, **kwargs):
+        # nova waits here for Neutron's network-vif-plugged events, then
+        # resumes the paused guest: the end of it times that wait.
+        guest = super()._create_guest_with_network(context, xml, instance, *args, **kwargs)
+        self._restores.timings(instance.uuid)['guest_running'] = time.monotonic()
+        return guest
+
     def _create_guest(self, context, xml, instance, power_on=True, pause=False,
                       post_xml_callback=None):
         pending = self._restores.claim(instance.uuid) if (power_on or pause) else None
@@ -154,9 +168,13 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
                                          post_xml_callback=post_xml_callback)
         LOG.info('restoring instance from the memory of base %s', pending.base_name,
                  instance=instance)
-        return restore.restore_guest(self, xml, instance, pending.launch, pending.base_name,
-                                     pause=pause, post_xml_callback=post_xml_callback,
-                                     base_boot_files=pending.base_boot_files)
+        timings = self._restores.timings(instance.uuid)
+        timings['restore_started'] = time.monotonic()
+        guest = restore.restore_guest(self, xml, instance, pending.launch, pending.base_name,
+                                      pause=pause, post_xml_callback=post_xml_callback,
+                                      base_boot_files=pending.base_boot_files)
+        timings['nics_plugged'] = time.monotonic()
+        return guest
 
     # -- capture -------------------------------------------------------------------
 

@@ -61,7 +61,7 @@ class PendingRestores:
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._launches = {}      # uuid -> [launch, claimed]
+        self._launches = {}      # uuid -> [launch, claimed, timings]
 
     @contextlib.contextmanager
     def pending(self, instance_uuid, launch):
@@ -69,7 +69,7 @@ class PendingRestores:
             if instance_uuid in self._launches:
                 raise faults.CloudletSpawnFailed(
                     reason='a cloudlet spawn of instance %s is already running' % instance_uuid)
-            self._launches[instance_uuid] = [launch, False]
+            self._launches[instance_uuid] = [launch, False, {}]
         try:
             yield
         finally:
@@ -91,9 +91,27 @@ class PendingRestores:
             entry[1] = True
             return entry[0]
 
+    def timings(self, instance_uuid):
+        """The spawn's timing marks (time.monotonic() by name); {} when no spawn runs."""
+        with self._lock:
+            entry = self._launches.get(instance_uuid)
+            return entry[2] if entry else {}
+
     def __len__(self):
         with self._lock:
             return len(self._launches)
+
+
+def spawn_timings(marks):
+    """Seconds from a spawn's timing marks: the restore (with the NIC plug), and
+    the wait for Neutron's network-vif-plugged events until the guest runs
+    (0 when nova waited for none)."""
+    def between(start, end):
+        if start in marks and end in marks:
+            return round(marks[end] - marks[start], 3)
+        return None
+    return {'restore_seconds': between('restore_started', 'nics_plugged'),
+            'vif_plugged_wait_seconds': between('nics_plugged', 'guest_running')}
 
 
 def place_launch_disk(launch, instance_dir):
@@ -226,11 +244,17 @@ def restore_guest(driver, nova_xml, instance, launch, base_name, pause=False, po
     return guest
 
 
-def unplug_nics(guest, timeout=None):
-    """Hot-unplug every NIC from the live domain (the persistent definition keeps them).
+def unplug_nics(driver, instance, guest, timeout=None):
+    """Hot-unplug every NIC from the live domain, then its port from the virtual switch.
 
-    Returns their live XML, for `replug_nics`. Waits until libvirt no longer
-    lists them: the guest acknowledges the unplug (ACPI), which takes a moment.
+    The persistent definition keeps the NICs. Returns their live XML, for
+    `replug_nics`. Waits until libvirt no longer lists them: the guest
+    acknowledges the unplug (ACPI), which takes a moment. The ports leave the
+    switch too (os-vif, as nova's unplug_vifs does) because the tap libvirt
+    makes on the replug is a new device under the old name: Open vSwitch's
+    userspace datapath would keep reading the vanished one, and the NIC would
+    come back deaf. Plugged anew, the port is a new device to the switch and
+    to Neutron's agent.
     """
     nics = interfaces(guest.get_xml_desc())
     if not nics:
@@ -241,13 +265,26 @@ def unplug_nics(guest, timeout=None):
     deadline = time.monotonic() + timeout
     while interfaces(guest.get_xml_desc()):
         if time.monotonic() > deadline:
-            replug_nics(guest, [n for n in nics if n not in interfaces(guest.get_xml_desc())])
+            for nic in nics:
+                if nic not in interfaces(guest.get_xml_desc()):
+                    guest.attach_device(_RawDevice(nic), persistent=False, live=True)
             raise faults.CloudletCaptureFailed(
                 reason='the guest did not release its network interfaces within %d s' % timeout)
         time.sleep(0.2)
+    try:
+        driver.unplug_vifs(instance, instance.get_network_info())
+    except Exception as exc:
+        for nic in nics:
+            guest.attach_device(_RawDevice(nic), persistent=False, live=True)
+        raise faults.CloudletCaptureFailed(
+            reason='could not take the ports off the virtual switch: %s' % exc) from exc
     return nics
 
 
-def replug_nics(guest, nics):
+def replug_nics(driver, instance, guest, nics):
+    """Put back what `unplug_nics` took: the ports on the switch, then the NICs."""
+    if not nics:
+        return
+    driver.plug_vifs(instance, instance.get_network_info())
     for nic in nics:
         guest.attach_device(_RawDevice(nic), persistent=False, live=True)

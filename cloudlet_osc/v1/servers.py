@@ -28,8 +28,9 @@ RESERVED_METADATA = (props.META_OVERLAY_URL, props.META_OVERLAY_ID)
 
 
 def parse_networks(values):
-    """--network values -> nova's "networks": "none" (the default), "auto", or [{"uuid": ...}]."""
-    values = list(values or ['none'])
+    """--network values -> nova's "networks": "auto" (the default, as `openstack server
+    create`: the project's network), "none", or [{"uuid": ...}]."""
+    values = list(values or ['auto'])
     if len(values) == 1 and values[0] in ('none', 'auto'):
         return values[0]
     wrong = [v for v in values if not client_mod.is_uuid(v)]
@@ -65,7 +66,8 @@ class _CloudletServerCommand(command.ShowOne):
                             help="Flavor (name or ID); default: the smallest with the base's RAM and "
                                  "vCPUs and a root disk that holds it")
         parser.add_argument('--network', metavar='<network>', dest='networks', action='append',
-                            help='none (default), auto, or a network ID (repeat for more networks)')
+                            help='auto (default: the project\'s network), none, or a network ID (repeat for more '
+                                 'networks)')
         parser.add_argument('--property', metavar='<key=value>', dest='properties',
                             action=parseractions.KeyValueAction,
                             help='Server metadata (repeat for more)')

@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO / 'tools'))
 
 from cloudlet_box import box_libvirt  # noqa: E402
 from cloudlet_box import cloud  # noqa: E402
-from cloudlet_box import guest_access  # noqa: E402
+from cloudlet_box import guest_app  # noqa: E402
 from cloudlet_box import layout  # noqa: E402
 from cloudlet_box import processes  # noqa: E402
 from cloudlet_box import resources  # noqa: E402
@@ -151,7 +151,7 @@ def admin(box):
     return cloud.connect('%s-admin' % box.name)
 
 
-app_get = guest_access.app_answers
+app_get = guest_app.app_answers
 
 
 class Servers:
@@ -202,7 +202,7 @@ def base(box, demo, demo_cli, tmp_path_factory):
         guest = demo.image.find_image(resources.GUEST_IMAGE, ignore_missing=False)
         booted = made.track(cloud.create_server(demo, 'e2e-boot', guest.id))
         assert cloud.wait_server(demo, booted).status == 'ACTIVE'
-        booted_state = app_get(booted, '/cgi-bin/state')
+        booted_state = app_get(demo, booted, '/cgi-bin/state')
         captured = cloud.capture(demo, booted, 'base', 'e2e-captured')
     finally:
         made.cleanup()
@@ -226,7 +226,7 @@ def app_overlay(base, demo, demo_cli, tmp_path_factory):
                                 '--name', 'e2e-resumed', '--wait')
         made.track(resumed['id'])
         assert resumed['status'] == 'ACTIVE', resumed
-        state = app_get(resumed['id'], '/cgi-bin/state',
+        state = app_get(demo, resumed['id'], '/cgi-bin/state',
                         '/cgi-bin/set?ram=%s&disk=%s' % (RAM_STATE, DISK_STATE))
         overlay = demo_cli.json('cloudlet', 'overlay', 'create', resumed['id'],
                                 '--name', 'e2e-app', '--wait')

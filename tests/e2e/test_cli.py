@@ -26,21 +26,21 @@ def test_overlay_is_listed_and_shown(base, app_overlay, demo_cli):
     assert app_overlay['image_id'] in [row['ID'] for row in listed]
 
 
-def test_synthesize_from_overlay_image(base, app_overlay, demo_cli, servers):
+def test_synthesize_from_overlay_image(base, app_overlay, demo, demo_cli, servers):
     server = demo_cli.json('cloudlet', 'server', 'synthesize', app_overlay['image_id'],
                            '--name', 'e2e-cli-synth', '--wait')
     servers.track(server['id'])
     assert server['status'] == 'ACTIVE', server
-    state = app_get(server['id'], '/cgi-bin/state')
+    state = app_get(demo, server['id'], '/cgi-bin/state')
     assert (state['ram'], state['disk'], state['bootid']) == (RAM_STATE, DISK_STATE, base['bootid'])
 
 
-def test_synthesize_from_local_file_uploads_it(base, app_overlay, demo_cli, servers):
+def test_synthesize_from_local_file_uploads_it(base, app_overlay, demo, demo_cli, servers):
     server = demo_cli.json('cloudlet', 'server', 'synthesize', app_overlay['path'],
                            '--name', 'e2e-cli-file', '--wait')
     servers.track(server['id'])
     assert server['status'] == 'ACTIVE', server
-    state = app_get(server['id'], '/cgi-bin/state')
+    state = app_get(demo, server['id'], '/cgi-bin/state')
     assert (state['ram'], state['disk']) == (RAM_STATE, DISK_STATE)
 
 

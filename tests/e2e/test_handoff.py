@@ -75,7 +75,7 @@ def test_handoff_moves_the_running_server(moved, demo, box2_demo):
     assert server.name == 'e2e-ho-moved'
     # Gone from box, running on box2 with the memory and disk it had: the same boot.
     assert demo.compute.find_server(source_id) is None
-    arrived = handoff_scene.app_state(server.id, 'box2')
+    arrived = handoff_scene.app_state(box2_demo, server.id)
     assert arrived['bootid'] == state['bootid']
     assert (arrived['ram'], arrived['disk'], arrived['app']) == (RAM, DISK, state['app'])
     assert int(arrived['counter']) >= int(state['counter'])
@@ -105,7 +105,7 @@ def _attempt(demo, box2_demo, wan, server_id, dest, timeout=300):
 def _kept_running(demo, server_id, state, handoff_id):
     server = demo.compute.get_server(server_id)
     assert (server.status, server.task_state) == ('ACTIVE', None)
-    after = handoff_scene.app_state(server_id, 'box')
+    after = handoff_scene.app_state(demo, server_id)
     assert after['bootid'] == state['bootid'] and (after['ram'], after['disk']) == (RAM, DISK)
     action = handoff_scene.failed_event(demo, server_id)
     events = [e for e in action['events'] if e['event'] == 'cloudlet_handoff']

@@ -22,12 +22,12 @@ def test_post_servers_with_overlay_url(base, app_overlay, demo, servers):
     with http_serve.serve(app_overlay['path'].parent) as url:
         reply = post_server(demo, {
             'name': 'e2e-backend', 'imageRef': base['image_id'], 'flavorRef': flavor.id,
-            'networks': 'none', 'metadata': {'overlay_url': url + '/' + app_overlay['path'].name}})
+            'networks': 'auto', 'metadata': {'overlay_url': url + '/' + app_overlay['path'].name}})
         assert reply.status_code == 202, reply.text
         server_id = servers.track(reply.json()['server']['id'])
         server = cloud.wait_server(demo, server_id)
     assert server.status == 'ACTIVE', server.fault
-    state = app_get(server_id, '/cgi-bin/state')
+    state = app_get(demo, server_id, '/cgi-bin/state')
     assert (state['ram'], state['disk'], state['bootid']) == (RAM_STATE, DISK_STATE, base['bootid'])
 
 

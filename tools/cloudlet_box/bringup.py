@@ -14,6 +14,7 @@ from cloudlet_box import configs
 from cloudlet_box import identity
 from cloudlet_box import infra
 from cloudlet_box import layout
+from cloudlet_box import network
 from cloudlet_box import processes
 from cloudlet_box import resources
 from cloudlet_box import services
@@ -160,16 +161,32 @@ def up(box, timings):
         configure_cloudlet(box)
     with timings.step('database schemas (glance, placement, neutron, nova)'):
         sync_databases(box)
+    with timings.step('Open vSwitch (userspace datapath), %s' % box.network.external_bridge):
+        network.plumb(box)
     with timings.step('Glance, Placement, Neutron, nova-api (uwsgi)'):
         apis = services.api_services(box)
         start_services(box, [apis[name] for name in ('glance', 'placement', 'neutron', 'nova-api')])
         warm_neutron(box)
+    with timings.step('Neutron RPC server, periodic workers, OVS, DHCP and L3 agents'):
+        neutron = services.neutron_services(box)
+        servers = ('neutron-rpc-server', 'neutron-periodic-workers')
+        start_services(box, [neutron[name] for name in servers])
+        # An agent's first call (DHCP: get_active_networks_info) sent before
+        # the RPC server consumes its topic is lost, and the agent would wait
+        # a minute for the answer: start them once it listens.
+        processes.wait_for('neutron-rpc-server', lambda: infra.rabbit_consumers(box, 'q-plugin') > 0, 120,
+                           pid_check=lambda: processes.pid_of(box.run / 'neutron-rpc-server.pid'),
+                           log=box.logs / 'neutron-rpc-server.log')
+        start_services(box, [service for name, service in neutron.items() if name not in servers])
+        network.wait_for_agents(box)
     with timings.step('nova-conductor, nova-scheduler, nova-compute'):
         compute_log_start = processes.log_size(box.logs / 'nova-compute.log')
         start_services(box, list(services.nova_services(box).values()))
         wait_for_compute(box, compute_log_start)
     with timings.step('flavors, guest image, clouds.yaml'):
         resources.populate(box)
+    with timings.step('networks: public, private and router per project'):
+        network.populate(box)
 
 
 def main_up(box):

@@ -8,6 +8,8 @@ from cloudlet_box import bringup
 from cloudlet_box import box_libvirt
 from cloudlet_box import infra
 from cloudlet_box import layout
+from cloudlet_box import network
+from cloudlet_box import ovs
 from cloudlet_box import processes
 from cloudlet_box import services
 from cloudlet_box import wan
@@ -39,7 +41,9 @@ def stop(box, keep_shared=False, destroy_domains=False):
     if not keep_shared and not other_boxes_running(box):
         infra.stop_rabbitmq()
         infra.stop_mariadb()
-        print('[box] stopped RabbitMQ and MariaDB (libvirtd keeps running: tools/libvirtd.sh stop)')
+        ovs.stop()
+        print('[box] stopped RabbitMQ, MariaDB and Open vSwitch '
+              '(libvirtd keeps running: tools/libvirtd.sh stop)')
     return 0
 
 
@@ -48,13 +52,14 @@ def status(box):
             for name in services.all_services(box)]
     rows += [(name, processes.pid_of(infra.RUN / (name + '.pid')), infra.LOGS / (name + '.log'))
              for name in ('mariadb', 'rabbitmq')]
+    rows += ovs.status_rows()
     path = None
     if box.remote:
         rows += box_libvirt.BoxLibvirt(box).status_rows()
         path = wan.WanPath(box)
         rows.append((wan.RELAY, path.relay_pid(), box.logs / (wan.RELAY + '.log')))
     for name, pid, log in rows:
-        print('%-16s %-10s %s' % (name, 'pid %d' % pid if pid else 'stopped', log))
+        print('%-26s %-10s %s' % (name, 'pid %d' % pid if pid else 'stopped', log))
     print('config: %s   clouds.yaml: %s (clouds %s-admin, %s-demo, %s-alt)' % (
         box.etc, '/etc/openstack/clouds.yaml', box.name, box.name, box.name))
     if box.remote:
@@ -82,6 +87,7 @@ def logs(box, service):
 
 def destroy(box):
     stop(box, keep_shared=True, destroy_domains=True)
+    network.teardown(box)
     if processes.pid_of(infra.RUN / 'mariadb.pid'):
         infra.drop_databases(box)
     for path in (box.root, box.logs, box.run):

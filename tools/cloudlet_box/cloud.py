@@ -27,11 +27,15 @@ def _check(response, what):
     return response
 
 
-def create_server(conn, name, image_id, flavor_name='m1.tiny', metadata=None):
-    """POST /v2.1/servers without ports; return the new server's id."""
+def create_server(conn, name, image_id, flavor_name='m1.tiny', metadata=None, networks='auto',
+                  security_groups=None):
+    """POST /v2.1/servers; return the new server's id. `networks`: 'auto' (the
+    project's `private` network), 'none', or a list of {"uuid": ...}."""
     flavor = conn.compute.find_flavor(flavor_name, ignore_missing=False)
     body = {'server': {'name': name, 'imageRef': image_id, 'flavorRef': flavor.id,
-                       'networks': 'none', 'metadata': metadata or {}}}
+                       'networks': networks, 'metadata': metadata or {}}}
+    if security_groups:
+        body['server']['security_groups'] = [{'name': group} for group in security_groups]
     reply = _check(conn.compute.post('/servers', json=body, microversion=MICROVERSION),
                    'create server %s' % name)
     return reply.json()['server']['id']
@@ -50,9 +54,17 @@ def wait_server(conn, server_id, timeout=300):
         time.sleep(0.5)
 
 
+def server_ports(conn, server_id):
+    return list(conn.network.ports(device_id=server_id))
+
+
 def delete_server(conn, server_id, timeout=120):
+    """Delete the server and the floating IPs of its ports (nova would only disassociate them)."""
     server = conn.compute.find_server(server_id)
     if server is not None:
+        for port in server_ports(conn, server_id):
+            for address in conn.network.ips(port_id=port.id):
+                conn.network.delete_ip(address)
         conn.compute.delete_server(server)
         conn.compute.wait_for_delete(server, wait=timeout)
 

@@ -110,33 +110,72 @@ def placement(box):
     return etc
 
 
-def neutron(box):
-    """Neutron's API server, ML2 with flat networks and no mechanism driver.
+def privsep_sections(*sections):
+    """oslo.privsep daemons started directly: the box runs as root and has no sudo."""
+    helper = '%s/bin/privsep-helper' % layout.VENV
+    return {section: {'helper_command': helper} for section in sections}
 
-    No agents run here, so a port cannot bind: servers boot without ports
-    (`networks: none`). Nova still needs a real network endpoint for them
-    (security groups, port lookups), which this serves.
+
+NEUTRON_PRIVSEP = ('privsep', 'privsep_dhcp_release', 'privsep_ovs_vsctl', 'privsep_namespace',
+                   'privsep_conntrack', 'privsep_link')
+
+
+def neutron(box):
+    """Neutron: the API (uwsgi), its RPC server and periodic workers, and the
+    ML2/OVS agents (Open vSwitch, DHCP, L3) on the box's bridges.
+
+    ML2 with the `openvswitch` mechanism driver on the userspace datapath
+    (`datapath_type = netdev`: no kernel module here); tenant networks are
+    VXLAN (a single node has no tunnel peers, so no VXLAN port is ever made;
+    a second compute host would add them), the external network is flat on
+    the physical network `public`, bridged to the box's br-ex, where this host
+    has the gateway address. Security groups are enforced by the native OVS
+    firewall (conntrack in OVS; the netdev datapath has its own), so ports
+    plug straight into br-int, without hybrid Linux bridges.
+    Agents run as root: commands run without a root helper, privsep without sudo.
     """
     etc = box.etc / 'neutron'
+    net = box.network
     write_ini(etc / 'neutron.conf', {
         'DEFAULT': {
-            'core_plugin': 'ml2', 'service_plugins': '', 'auth_strategy': 'keystone',
+            'core_plugin': 'ml2', 'service_plugins': 'router', 'auth_strategy': 'keystone',
             'transport_url': box.transport_url(), 'log_file': box.logs / 'neutron-app.log',
             'api_paste_config': etc / 'api-paste.ini', 'state_path': box.root / 'neutron',
-            # No nova notifications: no port ever changes status here.
-            'notify_nova_on_port_status_changes': 'false',
-            'notify_nova_on_port_data_changes': 'false',
+            'notify_nova_on_port_status_changes': 'true',
+            'notify_nova_on_port_data_changes': 'true',
+            'rpc_workers': '1', 'rpc_state_report_workers': '1',
+            'dhcp_agents_per_network': '1',
         },
         'database': {'connection': box.db_url('neutron')},
         'keystone_authtoken': authtoken(box, 'neutron'),
         'nova': dict(service_auth(box, 'nova'), **({'endpoint_type': 'internal'} if box.remote else {})),
         'oslo_concurrency': {'lock_path': box.root / 'locks' / 'neutron'},
+        'agent': {'root_helper': '', 'root_helper_daemon': '', 'use_helper_for_ns_read': 'false'},
+        'ovs': {'integration_bridge': net.integration_bridge},
+        **privsep_sections(*NEUTRON_PRIVSEP),
     })
     write_ini(etc / 'plugins' / 'ml2' / 'ml2_conf.ini', {
-        'ml2': {'type_drivers': 'flat', 'tenant_network_types': '', 'mechanism_drivers': '',
-                'extension_drivers': ''},
-        'ml2_type_flat': {'flat_networks': '*'},
+        'ml2': {'type_drivers': 'flat,vxlan', 'tenant_network_types': 'vxlan',
+                'mechanism_drivers': 'openvswitch', 'extension_drivers': 'port_security'},
+        'ml2_type_flat': {'flat_networks': net.physnet},
+        'ml2_type_vxlan': {'vni_ranges': '1:1000'},
     })
+    write_ini(etc / 'plugins' / 'ml2' / 'openvswitch_agent.ini', {
+        'ovs': {'integration_bridge': net.integration_bridge, 'tunnel_bridge': net.tunnel_bridge,
+                'int_peer_patch_port': net.int_peer_patch_port,
+                'tun_peer_patch_port': net.tun_peer_patch_port,
+                'local_ip': '127.0.0.1', 'datapath_type': 'netdev',
+                'bridge_mappings': '%s:%s' % (net.physnet, net.external_bridge),
+                'of_listen_port': net.of_listen_port},
+        'agent': {'tunnel_types': 'vxlan'},
+        'securitygroup': {'firewall_driver': 'openvswitch', 'enable_security_group': 'true'},
+    })
+    agent_common = {'interface_driver': 'openvswitch'}
+    write_ini(etc / 'dhcp_agent.ini', {
+        'DEFAULT': dict(agent_common, dhcp_driver='neutron.agent.linux.dhcp.Dnsmasq',
+                        enable_isolated_metadata='false'),
+    })
+    write_ini(etc / 'l3_agent.ini', {'DEFAULT': dict(agent_common, agent_mode='legacy')})
     shutil.copyfile(layout.VENV / 'etc' / 'neutron' / 'api-paste.ini', etc / 'api-paste.ini')
     return etc
 
@@ -153,7 +192,8 @@ def _nova_common(box):
         'keystone_authtoken': authtoken(box, 'nova'),
         'service_user': dict(service_auth(box, 'nova'), send_service_user_token='true'),
         'placement': internal(box, service_auth(box, 'nova')),
-        'neutron': internal(box, service_auth(box, 'nova')),
+        'neutron': internal(box, dict(service_auth(box, 'nova'),
+                                      ovs_bridge=box.network.integration_bridge)),
         'glance': internal(box, {'region_name': box.region}),
         'oslo_concurrency': {'lock_path': box.root / 'locks' / 'nova'},
         # No sudo here: privsep helpers start directly (the box runs as root).
@@ -190,6 +230,11 @@ def nova(box):
     # TCG guests of a few hundred MB: plenty of RAM, two real cores.
     cpu_conf['DEFAULT']['cpu_allocation_ratio'] = '8.0'
     cpu_conf['libvirt'] = {'cpu_mode': 'none'}
+    # os-vif plugs ports into the box's OVS bridges (ovsdb at its default
+    # tcp:127.0.0.1:6640); a vif-plugged event that never comes fails the
+    # spawn after a minute, not nova's default five.
+    cpu_conf.update(privsep_sections('vif_plug_ovs_privileged', 'vif_plug_linux_bridge_privileged'))
+    cpu_conf['DEFAULT']['vif_plugging_timeout'] = '60'
     if box.remote:
         cpu_conf['libvirt']['connection_uri'] = box.libvirt_uri
     # Test clouds: a cut WAN link is given up on in seconds, not the default minute.

@@ -20,7 +20,7 @@ import sys
 import time
 
 from cloudlet_box import cloud
-from cloudlet_box import guest_access
+from cloudlet_box import guest_app
 from cloudlet_box import http_serve
 from cloudlet_box import layout
 from cloudlet_box import resources
@@ -49,25 +49,36 @@ class Table:
             print('%-*s  %8.2f  %s' % (width, label, seconds, detail))
 
 
-def active_then_app(note, server_id):
-    """Detail for a step that made a server: when it went ACTIVE, and when its
-    app answered (through the access NIC: its DHCP in the guest takes most of that)."""
+def active_then_app(conn, note, server_id):
+    """Detail for a step that made a server: POST -> ACTIVE, ACTIVE -> the app
+    answers at the server's floating IP (the floating IP is made while the
+    server builds, as a back end would), and nova's wait for Neutron's
+    network-vif-plugged events (from the driver's record)."""
+    address = guest_app.floating_ip(conn, server_id)
+    server = cloud.wait_server(conn, server_id)
+    assert server.status == 'ACTIVE', server.fault
     active = time.monotonic() - note['started']
-    note['state'] = guest_access.app_answers(server_id, '/cgi-bin/state')
-    return 'ACTIVE at %.1f s, app answers %.1f s later (access NIC plug + guest DHCP)' % (
-        active, time.monotonic() - note['started'] - active)
+    note['state'] = guest_app.get(address, '/cgi-bin/state')
+    answered = time.monotonic() - note['started'] - active
+    note['timings'] = (active, answered, cloud.vif_plugged_wait(server_id))
+    return 'ACTIVE at %.1f s, app at floating IP %s %.2f s later; vif-plugged wait %s' % (
+        active, address, answered, _seconds(note['timings'][2]))
 
 
-def run(conn, work, table, created):
+def _seconds(value):
+    return 'n/a' if value is None else '%.2f s' % value
+
+
+def run(conn, work, table, created, timings):
     images = glance_images.GlanceClientImages(conn.session, region_name=layout.current().region)
     guest_image = conn.image.find_image(resources.GUEST_IMAGE, ignore_missing=False)
 
     with table.step('cold boot of the test guest (stock nova) until its app answers',
-                    'openstack server create --image cloudlet-guest --flavor m1.tiny --nic none') as note:
+                    'openstack server create --image cloudlet-guest --flavor m1.tiny --nic auto') as note:
         booted_id = cloud.create_server(conn, 'demo-boot', guest_image.id)
         created.append(booted_id)
         cloud.wait_server(conn, booted_id)
-        booted = guest_access.app_answers(booted_id, '/cgi-bin/state')
+        booted = guest_app.app_answers(conn, booted_id, '/cgi-bin/state')
         note['detail'] = 'bootid %s' % booted['bootid']
 
     with table.step('capture it as a base VM (cloudlet-create-base)') as note:
@@ -91,15 +102,14 @@ def run(conn, work, table, created):
                     'openstack cloudlet server resume-base demo-base --name demo-resumed') as note:
         resumed_id = cloud.create_server(conn, 'demo-resumed', base.disk_id)
         created.append(resumed_id)
-        server = cloud.wait_server(conn, resumed_id)
-        assert server.status == 'ACTIVE', server.fault
-        note['detail'] = active_then_app(note, resumed_id)
+        note['detail'] = active_then_app(conn, note, resumed_id)
+        timings.append(('resume', ) + note['timings'])
         assert note['state']['bootid'] == booted['bootid'], 'the resumed server booted anew'
         note['detail'] += '; same bootid'
 
     with table.step('install the app in it and set RAM and disk state') as note:
-        state = guest_access.app_answers(resumed_id, '/cgi-bin/install', '/cgi-bin/fill?8',
-                          '/cgi-bin/set?ram=%s&disk=%s' % (RAM_STATE, DISK_STATE))
+        state = guest_app.app_answers(conn, resumed_id, '/cgi-bin/install', '/cgi-bin/fill?8',
+                                      '/cgi-bin/set?ram=%s&disk=%s' % (RAM_STATE, DISK_STATE))
         installed_app = state['app']
         note['detail'] = 'app sha256 %s…' % installed_app[:12]
 
@@ -116,17 +126,16 @@ def run(conn, work, table, created):
 
     checks = []
     with http_serve.serve(www) as url:
-        for label, metadata in (
-                ('synthesize from metadata.overlay_url (HTTP) until the app answers',
+        for kind, label, metadata in (
+                ('synthesis (URL)', 'synthesize from metadata.overlay_url (HTTP) until the app answers',
                  {'overlay_url': url + '/demo-app.clo'}),
-                ('synthesize from metadata.cloudlet_overlay_id until the app answers',
+                ('synthesis (image)', 'synthesize from metadata.cloudlet_overlay_id until the app answers',
                  {'cloudlet_overlay_id': overlay.id})):
             with table.step(label, 'openstack cloudlet server synthesize demo-app --name ...') as note:
                 server_id = cloud.create_server(conn, 'demo-synth', base.disk_id, metadata=metadata)
                 created.append(server_id)
-                server = cloud.wait_server(conn, server_id)
-                assert server.status == 'ACTIVE', server.fault
-                note['detail'] = active_then_app(note, server_id)
+                note['detail'] = active_then_app(conn, note, server_id)
+                timings.append((kind, ) + note['timings'])
             checks.append(note['state'])
             cloud.delete_server(conn, server_id)
     for state in checks:
@@ -139,6 +148,13 @@ def run(conn, work, table, created):
     conn.image.delete_image(overlay.id)
 
 
+def print_network_timings(rows):
+    print('\n%-18s  %13s  %26s  %16s' % ('server', 'POST->ACTIVE', 'ACTIVE->app at floating IP',
+                                         'vif-plugged wait'))
+    for kind, active, answered, vif_wait in rows:
+        print('%-18s  %11.2f s  %24.2f s  %16s' % (kind, active, answered, _seconds(vif_wait)))
+
+
 def main():
     box = layout.current()
     conn = cloud.connect('%s-demo' % box.name)
@@ -146,15 +162,17 @@ def main():
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     os.chmod(work, 0o755)
-    table, created = Table(), []
+    table, created, timings = Table(), [], []
     try:
-        run(conn, work, table, created)
+        run(conn, work, table, created, timings)
     finally:
         for server_id in created:
             cloud.delete_server(conn, server_id)
         shutil.rmtree(work, ignore_errors=True)
         if table.rows:
             table.print()
+        if timings:
+            print_network_timings(timings)
     return 0
 
 

@@ -23,7 +23,7 @@ import secrets
 import time
 
 from cloudlet_box import cloud
-from cloudlet_box import guest_access
+from cloudlet_box import guest_app
 from cloudlet_box import layout
 from cloudlet_glance import images as glance_images
 from cloudlet_glance import model
@@ -64,7 +64,7 @@ def shared_base(src_conn, dst_conn, work, name=BASE_NAME, log=print):
         booted_id = cloud.create_server(src_conn, name + '-boot', guest.id)
         try:
             cloud.wait_server(src_conn, booted_id)
-            guest_access.app_answers(booted_id, '/cgi-bin/state', box=src_box)
+            guest_app.app_answers(src_conn, booted_id, '/cgi-bin/state')
             cloud.capture(src_conn, booted_id, 'base', name)
         finally:
             cloud.delete_server(src_conn, booted_id)
@@ -87,19 +87,18 @@ def shared_base(src_conn, dst_conn, work, name=BASE_NAME, log=print):
 
 def app_server(conn, base, name, ram, disk):
     """A server resumed from the shared base on box, app installed, state set; (id, app state)."""
-    src_box = layout.named('box')
     server_id = cloud.create_server(conn, name, base.source_disk_id)
     server = cloud.wait_server(conn, server_id)
     if server.status != 'ACTIVE':
         raise cloud.CloudError('server %s: %s' % (name, server.fault))
-    state = guest_access.app_answers(server_id, '/cgi-bin/install', '/cgi-bin/fill?8',
-                                     '/cgi-bin/set?ram=%s&disk=%s' % (ram, disk), box=src_box)
+    state = guest_app.app_answers(conn, server_id, '/cgi-bin/install', '/cgi-bin/fill?8',
+                                  '/cgi-bin/set?ram=%s&disk=%s' % (ram, disk))
     return server_id, state
 
 
-def app_state(server_id, box_name):
-    """The app's state of a server of box `box_name` (plugs and unplugs the access NIC)."""
-    return guest_access.app_answers(server_id, '/cgi-bin/state', box=layout.named(box_name))
+def app_state(conn, server_id):
+    """The app's state of a server of `conn`'s cloud, at the server's floating IP."""
+    return guest_app.app_answers(conn, server_id, '/cgi-bin/state')
 
 
 @dataclasses.dataclass

@@ -81,6 +81,17 @@ def create_rabbit_user(box):
         raise processes.StartError('could not give RabbitMQ user %s its vhost' % user)
 
 
+def rabbit_consumers(box, queue):
+    """How many consumers `queue` of the box's vhost has (0 if it does not exist)."""
+    result = subprocess.run(['rabbitmqctl', '-q', 'list_queues', '-p', box.db_prefix, '--no-table-headers',
+                             'name', 'consumers'], capture_output=True, text=True)
+    for line in result.stdout.splitlines():
+        fields = line.split()
+        if len(fields) == 2 and fields[0] == queue:
+            return int(fields[1])
+    return 0
+
+
 def stop_rabbitmq():
     if processes.pid_of(RUN / 'rabbitmq.pid'):
         _rabbitmqctl('stop')

@@ -12,6 +12,13 @@ only loopback endpoints. Any other box (a port offset N > 0, e.g. `box2` with
 through an emulated WAN path (tools/cloudlet_box/wan.py): a network namespace
 `clwan-<name>` behind a veth pair with the /30 number N // 100 of
 10.254.88.0/24 (box2: 10.254.88.1 here, 10.254.88.2 in the namespace).
+
+Networking: every box has real Neutron (ML2/OVS agents) on the machine-wide
+Open vSwitch (ovs.py); its bridges, patch ports and OpenFlow port carry the
+box's index so that boxes never share one (Box.network: box `br-int`, box2
+`br-int2`), and its external network, whose gateway address is on its br-ex
+here, is 172.24.(4 + index).0/24: this host stands in for the phone and
+reaches floating IPs directly.
 """
 
 import dataclasses
@@ -51,6 +58,36 @@ class WanLayout:
 
 
 @dataclasses.dataclass(frozen=True)
+class NetworkLayout:
+    """A box's Neutron data plane on the shared Open vSwitch (configs.neutron, network.py)."""
+    integration_bridge: str
+    tunnel_bridge: str
+    external_bridge: str
+    int_peer_patch_port: str     # on the integration bridge, towards the tunnel bridge
+    tun_peer_patch_port: str     # on the tunnel bridge, towards the integration bridge
+    of_listen_port: int          # the OVS agent's OpenFlow controller
+    external_cidr: str           # the `public` network; .1 is this host, on external_bridge
+    tenant_cidr: str             # each user project's `private` network
+    physnet: str = 'public'
+
+    @property
+    def gateway_cidr(self):
+        """This host's address on the external network (e.g. 172.24.4.1/24)."""
+        network = ipaddress.ip_network(self.external_cidr)
+        return '%s/%d' % (network.network_address + 1, network.prefixlen)
+
+    @property
+    def floating_range(self):
+        """(first, last) floating and router gateway addresses."""
+        network = ipaddress.ip_network(self.external_cidr)
+        return str(network.network_address + 10), str(network.broadcast_address - 1)
+
+    @property
+    def bridges(self):
+        return (self.integration_bridge, self.tunnel_bridge, self.external_bridge)
+
+
+@dataclasses.dataclass(frozen=True)
 class Box:
     name: str
     port_offset: int = 0
@@ -83,6 +120,21 @@ class Box:
     def remote(self):
         """A box other than the first: own libvirtd, public endpoints through a WAN path."""
         return self.port_offset != 0
+
+    @property
+    def index(self):
+        """0 for the first box, 1 for box2 (offset 100), ...: names its network pieces."""
+        return self.port_offset // 100
+
+    @property
+    def network(self):
+        suffix = str(self.index + 1) if self.index else ''
+        return NetworkLayout(
+            integration_bridge='br-int' + suffix, tunnel_bridge='br-tun' + suffix,
+            external_bridge='br-ex' + suffix, int_peer_patch_port='patch-tun' + suffix,
+            tun_peer_patch_port='patch-int' + suffix, of_listen_port=6633 + self.port_offset,
+            external_cidr='172.24.%d.0/24' % (4 + self.index),
+            tenant_cidr='10.%d.0.0/24' % (10 + self.index))
 
     @property
     def wan(self):

@@ -31,11 +31,17 @@ def ensure_flavors(nova):
             nova.flavors.create(name, ram, vcpus, disk)
 
 
-def _find_image(glance, name):
+# Which build of the test guest an image holds (tools/build-guest.sh's stamp):
+# a box made before the guest changed gets the new one on its next `up`.
+BUILD_PROPERTY = 'cloudlet_guest_build'
+
+
+def _find_image(glance, name, build):
     for image in glance.images.list(filters={'name': name}):
-        if image['status'] == 'active':
+        if image['status'] == 'active' and image.get(BUILD_PROPERTY) == build:
             return image
-        glance.images.delete(image['id'])   # a half-made one from an interrupted run
+        # A half-made one from an interrupted run, or an older build.
+        glance.images.delete(image['id'])
     return None
 
 
@@ -49,21 +55,24 @@ def _upload(glance, name, path, **fields):
 def ensure_guest_image(glance):
     """The test guest as a public image (kernel and ramdisk as aki/ari, the
     disk raw), bootable the stock way; tempest and the demo use it."""
-    image = _find_image(glance, GUEST_IMAGE)
+    files = guest_files()
+    build = pathlib.Path(files['guest_dir'], 'stamp').read_text().strip()[:16]
+    image = _find_image(glance, GUEST_IMAGE, build)
     if image:
         return image['id']
-    files = guest_files()
-    kernel = _find_image(glance, GUEST_IMAGE + '-kernel')
+    kernel = _find_image(glance, GUEST_IMAGE + '-kernel', build)
     kernel_id = kernel['id'] if kernel else _upload(
-        glance, GUEST_IMAGE + '-kernel', files['vmlinuz'], disk_format='aki', container_format='aki')
-    ramdisk = _find_image(glance, GUEST_IMAGE + '-initrd')
+        glance, GUEST_IMAGE + '-kernel', files['vmlinuz'], disk_format='aki', container_format='aki',
+        **{BUILD_PROPERTY: build})
+    ramdisk = _find_image(glance, GUEST_IMAGE + '-initrd', build)
     ramdisk_id = ramdisk['id'] if ramdisk else _upload(
-        glance, GUEST_IMAGE + '-initrd', files['initrd'], disk_format='ari', container_format='ari')
+        glance, GUEST_IMAGE + '-initrd', files['initrd'], disk_format='ari', container_format='ari',
+        **{BUILD_PROPERTY: build})
     # The busybox guest ignores the ACPI power button: without a short
     # os_shutdown_timeout every stop waits nova's default 60 s.
     return _upload(glance, GUEST_IMAGE, files['disk'], disk_format='raw', container_format='bare',
                    kernel_id=kernel_id, ramdisk_id=ramdisk_id, hw_disk_bus='virtio',
-                   os_shutdown_timeout='3')
+                   os_shutdown_timeout='3', **{BUILD_PROPERTY: build})
 
 
 def write_clouds_yaml(box):

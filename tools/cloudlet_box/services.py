@@ -61,6 +61,29 @@ def nova_service(box, binary, config_file):
     return Service(binary, argv, env)
 
 
+def neutron_service(box, binary, *agent_configs):
+    """A neutron process with neutron.conf (+ ml2_conf.ini or an agent's file)."""
+    etc = box.etc / 'neutron'
+    argv = (str(layout.VENV / 'bin' / binary), '--config-file', str(etc / 'neutron.conf'))
+    for config in agent_configs:
+        argv += ('--config-file', str(etc / config))
+    return Service(binary, argv + ('--log-file', str(box.logs / (binary + '.log'))), {})
+
+
+def neutron_services(box):
+    """The API under uwsgi serves no RPC: the agents' server and neutron's
+    periodic tasks are processes of their own (as devstack runs them)."""
+    ml2 = 'plugins/ml2/ml2_conf.ini'
+    return {
+        'neutron-rpc-server': neutron_service(box, 'neutron-rpc-server', ml2),
+        'neutron-periodic-workers': neutron_service(box, 'neutron-periodic-workers', ml2),
+        'neutron-openvswitch-agent': neutron_service(box, 'neutron-openvswitch-agent',
+                                                     'plugins/ml2/openvswitch_agent.ini'),
+        'neutron-dhcp-agent': neutron_service(box, 'neutron-dhcp-agent', 'dhcp_agent.ini'),
+        'neutron-l3-agent': neutron_service(box, 'neutron-l3-agent', 'l3_agent.ini'),
+    }
+
+
 def nova_services(box):
     return {
         'nova-conductor': nova_service(box, 'nova-conductor', 'nova.conf'),
@@ -71,4 +94,4 @@ def nova_services(box):
 
 def all_services(box):
     """In start order (stop goes the other way)."""
-    return {**api_services(box), **nova_services(box)}
+    return {**api_services(box), **neutron_services(box), **nova_services(box)}

@@ -307,11 +307,11 @@ class SenderTestCase(test.NoDBTestCase):
                                        workdir=workdir, **dict(kwargs, **self.residue_kwargs))
         return self.residue
 
-    def unplug_nics(self, guest):
+    def unplug_nics(self, driver, instance, guest):
         self.log.append(('unplug_nics',))
         return [NIC]
 
-    def replug_nics(self, guest, nics):
+    def replug_nics(self, driver, instance, guest, nics):
         self.log.append(('replug_nics', list(nics)))
 
     def handoff(self, req=None):
@@ -502,7 +502,7 @@ class ResidueFailsTest(SenderTestCase):
         self.assertEqual(1, self.guest.resumes)
 
     def test_nics_not_released(self):
-        def unplug(guest):
+        def unplug(driver, instance, guest):
             raise faults.CloudletCaptureFailed(reason='the guest did not release its network '
                                                       'interfaces within 20 s')
         with mock.patch.object(sender.restore, 'unplug_nics', unplug):

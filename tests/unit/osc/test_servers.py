@@ -46,7 +46,7 @@ def test_synthesize_from_a_local_file_uploads_it_first(app, nova, fake_images, b
     assert (uploaded['name'], uploaded[props.BASE_ID], uploaded['os_hidden']) == \
         ('app.clo', base[0].base_id, True)
     assert _server_request(nova) == {
-        'name': 'app', 'imageRef': boot.disk_id, 'flavorRef': 'fit', 'networks': 'none',
+        'name': 'app', 'imageRef': boot.disk_id, 'flavorRef': 'fit', 'networks': 'auto',
         'metadata': {'app': 'demo', props.META_OVERLAY_ID: uploaded['id']}}
     assert shown == {'id': SERVER_ID, 'name': 'app', 'status': 'BUILD', 'flavor': 'c1.base',
                      'base': 'demo-base', 'base_image_id': boot.disk_id, 'overlay': None, 'fault': None}
@@ -179,8 +179,13 @@ def test_bad_requests_are_refused_before_anything_happens(app, nova, fake_images
 def test_resume_base(app, nova, boot):
     shown = run(app, servers.ResumeBaseServer, 'demo-base', '--name', 'app', '-f', 'json')
     assert _server_request(nova) == {'name': 'app', 'imageRef': boot.disk_id, 'flavorRef': 'fit',
-                                     'networks': 'none'}
+                                     'networks': 'auto'}
     assert (shown['base'], shown['overlay']) == ('demo-base', None)
+
+
+def test_resume_base_without_ports(app, nova, boot):
+    run(app, servers.ResumeBaseServer, 'demo-base', '--name', 'app', '--network', 'none')
+    assert _server_request(nova)['networks'] == 'none'
 
 
 def test_resume_base_without_a_fitting_flavor(app, nova, base):

@@ -223,3 +223,81 @@ class LaunchDiskTest(testtools.TestCase):
         root = self.useFixture(fixtures.TempDir()).path
         launch = types.SimpleNamespace(disk_path=os.path.join(root, 'gone.qcow2'))
         self.assertRaises(faults.CloudletSpawnFailed, restore.place_launch_disk, launch, root)
+
+
+# As libvirt's live XML shows it (restore.interfaces serialises through lxml).
+NIC = restore.interfaces("<domain><devices><interface type='ethernet'><mac address='fa:16:3e:00:00:01'/>"
+                         "<target dev='tap1'/></interface></devices></domain>")[0]
+
+
+class FakeGuest:
+    """Just enough of nova's Guest: a live XML whose NICs come and go (a fake, for unit tests)."""
+
+    def __init__(self, nics, releases=True):
+        self.nics, self.releases, self.calls = list(nics), releases, []
+
+    def get_xml_desc(self):
+        return '<domain><devices>%s</devices></domain>' % ''.join(self.nics)
+
+    def detach_device(self, device, persistent, live):
+        self.calls.append(('detach', device.to_xml(), persistent, live))
+        if self.releases:
+            self.nics.remove(device.to_xml())
+
+    def attach_device(self, device, persistent, live):
+        self.calls.append(('attach', device.to_xml(), persistent, live))
+        self.nics.append(device.to_xml())
+
+
+class FakeVifDriver:
+    """nova's plug_vifs / unplug_vifs, recorded (a fake, for unit tests)."""
+
+    def __init__(self, unplug_error=None):
+        self.calls, self.unplug_error = [], unplug_error
+
+    def unplug_vifs(self, instance, network_info):
+        self.calls.append(('unplug_vifs', network_info))
+        if self.unplug_error:
+            raise self.unplug_error
+
+    def plug_vifs(self, instance, network_info):
+        self.calls.append(('plug_vifs', network_info))
+
+
+class NicPlugTest(testtools.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.instance = types.SimpleNamespace(get_network_info=lambda: ['vif-1'])
+
+    def test_nics_leave_the_guest_then_the_switch_and_come_back_in_reverse(self):
+        guest, driver = FakeGuest([NIC]), FakeVifDriver()
+        nics = restore.unplug_nics(driver, self.instance, guest, timeout=1)
+        self.assertEqual([NIC], nics)
+        self.assertEqual([('detach', NIC, False, True)], guest.calls)
+        self.assertEqual([('unplug_vifs', ['vif-1'])], driver.calls)
+        restore.replug_nics(driver, self.instance, guest, nics)
+        self.assertEqual([('unplug_vifs', ['vif-1']), ('plug_vifs', ['vif-1'])], driver.calls)
+        self.assertEqual(('attach', NIC, False, True), guest.calls[-1])
+        self.assertEqual([NIC], guest.nics)
+
+    def test_no_nic_touches_nothing(self):
+        guest, driver = FakeGuest([]), FakeVifDriver()
+        self.assertEqual([], restore.unplug_nics(driver, self.instance, guest, timeout=1))
+        restore.replug_nics(driver, self.instance, guest, [])
+        self.assertEqual(([], []), (guest.calls, driver.calls))
+
+    def test_a_switch_that_refuses_puts_the_nics_back(self):
+        guest, driver = FakeGuest([NIC]), FakeVifDriver(unplug_error=RuntimeError('ovsdb down'))
+        error = self.assertRaises(faults.CloudletCaptureFailed, restore.unplug_nics, driver,
+                                  self.instance, guest, timeout=1)
+        self.assertIn('ovsdb down', str(error))
+        self.assertEqual([NIC], guest.nics)
+
+    def test_a_guest_that_keeps_its_nic_fails_the_capture_and_keeps_its_port(self):
+        guest, driver = FakeGuest([NIC], releases=False), FakeVifDriver()
+        error = self.assertRaises(faults.CloudletCaptureFailed, restore.unplug_nics, driver,
+                                  self.instance, guest, timeout=0.3)
+        self.assertIn('did not release its network interfaces', str(error))
+        self.assertEqual([], driver.calls)
+        self.assertEqual([NIC], guest.nics)

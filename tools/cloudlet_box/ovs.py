@@ -1,0 +1,126 @@
+"""Open vSwitch for the boxes: one ovsdb-server + ovs-vswitchd on the userspace datapath.
+
+There is no kernel OVS module on this kind of machine, so every bridge uses
+`datapath_type=netdev` (running-openstack-here.md, "Networking"). The netdev
+datapath is one kernel tap (`ovs-netdev`) per network namespace: a second
+ovs-vswitchd beside the first cannot open it. So, like MariaDB and RabbitMQ,
+Open vSwitch is machine-wide and shared by the boxes; each box owns its own
+bridges (layout.Box.bridges) and its own agents' OpenFlow port, so two boxes
+are still two independent clouds. The database and sockets live in OVS's
+default places (/etc/openvswitch, /run/openvswitch): libvirtd, os-vif and the
+neutron agents then find them with no option, and ovsdb also listens on
+127.0.0.1:6640, where ovsdbapp connects by default.
+"""
+
+import pathlib
+import subprocess
+
+from cloudlet_box import processes
+
+RUN_DIR = pathlib.Path('/run/openvswitch')
+DB = pathlib.Path('/etc/openvswitch/conf.db')
+SCHEMA = pathlib.Path('/usr/share/openvswitch/vswitch.ovsschema')
+LOGS = pathlib.Path('/var/log/openstack-cloudlet')
+OVSDB_TCP = 'ptcp:6640:127.0.0.1'
+DAEMONS = ('ovsdb-server', 'ovs-vswitchd')
+
+
+def pid(daemon):
+    return processes.pid_of(RUN_DIR / (daemon + '.pid'))
+
+
+def vsctl(*args, check=True):
+    result = subprocess.run(['ovs-vsctl', '--timeout=10', *args], capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise processes.StartError('ovs-vsctl %s failed: %s' % (' '.join(args), result.stderr.strip()))
+    return result.stdout
+
+
+def start():
+    """Start both daemons unless they run (their own --detach and pid files)."""
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    LOGS.mkdir(parents=True, exist_ok=True)
+    if not DB.exists():
+        DB.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(['ovsdb-tool', 'create', str(DB), str(SCHEMA)], check=True, capture_output=True)
+    if not pid('ovsdb-server'):
+        subprocess.run(['ovsdb-server', str(DB), '--remote=punix:%s' % (RUN_DIR / 'db.sock'),
+                        '--remote=' + OVSDB_TCP, '--remote=db:Open_vSwitch,Open_vSwitch,manager_options',
+                        '--pidfile', '--detach', '--log-file=%s' % (LOGS / 'ovsdb-server.log')],
+                       check=True, capture_output=True)
+        vsctl('--no-wait', 'init')
+    if not pid('ovs-vswitchd'):
+        # Guests hand their TCP packets to the tap with the checksum left to
+        # the NIC (virtio offload). Without userspace TSO, OVS reads them
+        # without the virtio-net header and forwards them with bad checksums:
+        # the routers' conntrack drops them (ICMP works, TCP does not). With
+        # it, OVS keeps the offload flags end to end. Read at start only.
+        vsctl('--no-wait', 'set', 'Open_vSwitch', '.', 'other_config:userspace-tso-enable=true')
+        forget_namespaced_ports()
+        # "Generic Netlink family 'ovs_datapath' does not exist" in its log is
+        # expected: no kernel module, the netdev datapath carries on.
+        subprocess.run(['ovs-vswitchd', 'unix:%s' % (RUN_DIR / 'db.sock'), '--pidfile', '--detach',
+                        '--log-file=%s' % (LOGS / 'ovs-vswitchd.log')], check=True, capture_output=True)
+    processes.wait_for('Open vSwitch', lambda: vsctl('show', check=False) != '', 30,
+                       pid_check=lambda: pid('ovs-vswitchd'), log=LOGS / 'ovs-vswitchd.log')
+
+
+AGENT_NAMESPACES = ('qrouter-', 'qdhcp-')
+
+
+def agent_namespaces():
+    """Network namespaces of the L3 and DHCP agents (of every box on this host)."""
+    listed = subprocess.run(['ip', 'netns', 'list'], capture_output=True, text=True).stdout
+    names = (line.split()[0] for line in listed.splitlines() if line.strip())
+    return [name for name in names if name.startswith(AGENT_NAMESPACES)]
+
+
+def namespace_links(namespace):
+    """The network devices in `namespace`, but its loopback."""
+    links = subprocess.run(['ip', 'netns', 'exec', namespace, 'ls', '/sys/class/net'],
+                           capture_output=True, text=True).stdout.split()
+    return [link for link in links if link != 'lo']
+
+
+def forget_namespaced_ports():
+    """Before ovs-vswitchd (re)starts: delete the agents' ports inside their namespaces.
+
+    Internal ports of the netdev datapath are taps that vswitchd opens by name
+    in its own namespace. One the DHCP or L3 agent moved into a namespace is
+    not found there after a restart: vswitchd makes a new, unconnected tap
+    beside it, and the agent, finding its device in place, never plugs again.
+    Deleted, the agents plug them anew when they start (the box starts them
+    after Open vSwitch).
+    """
+    for namespace in agent_namespaces():
+        for link in namespace_links(namespace):
+            subprocess.run(['ip', 'netns', 'exec', namespace, 'ip', 'link', 'delete', link],
+                           capture_output=True)
+
+
+def stop():
+    for daemon in reversed(DAEMONS):
+        processes.stop(daemon, RUN_DIR)
+
+
+def ensure_bridge(name):
+    """A userspace bridge, its internal port up (the agents create the others)."""
+    vsctl('--may-exist', 'add-br', name, '--', 'set', 'bridge', name, 'datapath_type=netdev')
+    subprocess.run(['ip', 'link', 'set', name, 'up'], check=True, capture_output=True)
+
+
+def ensure_address(device, cidr):
+    """Give `device` the address `cidr` (e.g. the external network's gateway on br-ex)."""
+    shown = subprocess.run(['ip', '-4', 'addr', 'show', 'dev', device], capture_output=True,
+                           text=True).stdout
+    if (' %s ' % cidr) not in shown:
+        subprocess.run(['ip', 'addr', 'add', cidr, 'dev', device], check=True, capture_output=True)
+
+
+def delete_bridges(names):
+    for name in names:
+        vsctl('--if-exists', 'del-br', name, check=False)
+
+
+def status_rows():
+    return [(daemon, pid(daemon), LOGS / (daemon + '.log')) for daemon in DAEMONS]
