@@ -180,7 +180,7 @@ class Destination:
             self.compute_endpoint = _check_http_url(destination['compute_endpoint'].rstrip('/'),
                                                     'destination compute_endpoint')
         self.project_id = self.user_id = None
-        self.image_url = self.compute_url = None
+        self.image_url = self.compute_url = self.network_url = None
         self.base_image = None
         self._session = None
 
@@ -338,6 +338,12 @@ class Destination:
                                   refused=True)
         self.image_url = _image_api_root(urls['image'])
         self.compute_url = urls['compute'].rstrip('/')
+        try:   # optional: only a floating IP for the server needs it
+            network_url = catalog.url_for(service_type='network', interface=self.interface,
+                                          region_name=self.region_name)
+        except ksa_exc.EndpointNotFound:
+            network_url = None
+        self.network_url = network_url.rstrip('/') if network_url else None
         self._session = session
         LOG.info('handoff destination %s: project %s, image %s, compute %s', self.auth_url, self.project_id,
                  self.image_url, self.compute_url)
@@ -563,6 +569,33 @@ class Destination:
                 raise self._error('destination %s: server %s is not ACTIVE after %d s (%s)'
                                   % (self.auth_url, server_id, timeout, last_problem))
             sleep(max(0.0, min(poll, deadline - clock())))
+
+    # ------------------------------------------------------------ Neutron
+
+    def _network(self, method, path, what, **kwargs):
+        if self.network_url is None:
+            raise self._error('destination %s: no network (Neutron) endpoint in the catalog'
+                              % self.auth_url, refused=True)
+        return self._check(self._request(method, self.network_url + path, what, **kwargs), what)
+
+    def add_floating_ip(self, server_id):
+        """A new floating IP on the server's first port, from the destination's
+        external network (the only one the project sees); its address."""
+        query = urllib.parse.urlencode({'device_id': server_id})
+        ports = self._network('GET', '/v2.0/ports?' + query, 'listing the server\'s ports').json()['ports']
+        if not ports:
+            raise self._error('destination %s: server %s has no port for a floating IP'
+                              % (self.auth_url, server_id), refused=True)
+        networks = self._network('GET', '/v2.0/networks?router:external=True',
+                                 'listing external networks').json()['networks']
+        if len(networks) != 1:
+            raise self._error('destination %s: %d external networks, cannot choose one for the '
+                              'floating IP' % (self.auth_url, len(networks)), refused=True)
+        body = {'floatingip': {'floating_network_id': networks[0]['id'], 'port_id': ports[0]['id']}}
+        address = self._network('POST', '/v2.0/floatingips', 'creating a floating IP',
+                                json=body).json()['floatingip']['floating_ip_address']
+        LOG.info('destination %s: server %s has floating IP %s', self.auth_url, server_id, address)
+        return address
 
     def delete_server(self, server_id):
         """Best effort: never raises."""

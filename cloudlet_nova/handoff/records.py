@@ -71,6 +71,7 @@ class HandoffRecord:
             'destination': {},
             'destination_server_name': server_name,
             'destination_server_id': None,
+            'destination_floating_ip': None,
             'residue_image_id': None,
             'phases': [],
             'bytes_sent': None,

@@ -58,6 +58,7 @@ from cloudlet_glance import model
 from cloudlet_glance import properties as props
 from cloudlet_nova.engine import errors as engine_errors
 from cloudlet_nova.engine import handoff as engine_handoff
+from cloudlet_nova.handoff import addresses
 from cloudlet_nova.handoff import destination as destination_mod
 from cloudlet_nova.handoff import records
 from cloudlet_nova.virt import faults
@@ -146,6 +147,7 @@ class Handoff:
         self.nics = []
         self.residue_image_id = None
         self.server_id = None
+        self.floating_ips = []         # of the server here: released with it after the switch
         self.switched = False          # the destination server is ACTIVE: no roll back
         self.delete_requested = False
         self.error = None
@@ -258,6 +260,12 @@ class Handoff:
             self.record.update(downtime_seconds=round(active_at - paused_at, 3))
         # The destination server has applied the residue: its image is residue only.
         self.destination.delete_image(self.residue_image_id)
+        self.floating_ips = addresses.floating_ips(self.context, self.instance)
+        if self.floating_ips:
+            self._quietly('give the destination server a floating IP', self._add_floating_ip)
+
+    def _add_floating_ip(self):
+        self.record.update(destination_floating_ip=self.destination.add_floating_ip(self.server_id))
 
     # -- step 1 --
 
@@ -303,8 +311,13 @@ class Handoff:
         metadata = {props.META_OVERLAY_ID: self.residue_image_id, HANDOFF_ID: self.handoff_id}
         self.server_id = self.destination.create_server(
             self.request['name'], base_image['id'], flavor['id'], metadata,
-            networks=options.destination_networks)
+            networks=self._destination_networks(options.destination_networks))
         self.record.update(destination_server_id=self.server_id)
+
+    def _destination_networks(self, option):
+        if option != 'source':
+            return option
+        return 'auto' if self.instance.get_network_info() else 'none'
 
     def _record_destination(self, spec, flavor_id=None):
         self.record.set_destination(auth_url=getattr(self.destination, 'auth_url', None),
@@ -372,6 +385,9 @@ class Handoff:
             except Exception as exc:
                 raise HandoffFailed(reason=self._delete_failed(exc))
             self.delete_requested = True
+            if self.floating_ips:
+                self._quietly('release the floating IPs here', addresses.release, self.context,
+                              self.floating_ips)
             try:
                 objects.InstanceAction.action_start(context, self.instance.uuid,
                                                     instance_actions.DELETE, want_result=False)

@@ -20,6 +20,7 @@ import subprocess
 
 import openstack.connection
 
+from cloudlet_box import agent_mounts
 from cloudlet_box import identity
 from cloudlet_box import ovs
 from cloudlet_box import processes
@@ -33,6 +34,8 @@ def plumb(box):
     """Before the agents start: the external bridge (the OVS agent wants it
     to exist) with this host's gateway address on its internal port."""
     net = box.network
+    if box.remote:
+        agent_mounts.AgentMounts(box).ensure()
     ovs.start()
     ovs.ensure_bridge(net.external_bridge)
     ovs.ensure_address(net.external_bridge, net.gateway_cidr)
@@ -109,14 +112,21 @@ def populate(box):
 
 
 def teardown(box):
-    """Remove the box's agent namespaces (those whose ports are on its bridges) and bridges."""
+    """Remove the box's agent namespaces (those whose ports are on its bridges),
+    what runs in them (dnsmasq), its bridges, and a remote box's agents' mount namespace."""
     ovs.start()
     bridges = set(box.network.bridges)
-    for namespace in ovs.agent_namespaces():
-        devices = ovs.namespace_links(namespace)
+    mounts = agent_mounts.AgentMounts(box) if box.remote else None
+    enter = mounts.enter() if mounts is not None and mounts.exists() else ()
+    for namespace in ovs.agent_namespaces(enter):
+        devices = ovs.namespace_links(namespace, enter)
         owners = {ovs.vsctl('port-to-br', dev, check=False).strip() for dev in devices}
         if owners & bridges:
+            for pid in ovs.in_namespace(namespace, enter, 'ip', 'netns', 'pids', namespace).stdout.split():
+                subprocess.run(['kill', '-9', pid], capture_output=True)
             for dev in devices:
                 ovs.vsctl('--if-exists', 'del-port', dev, check=False)
-            subprocess.run(['ip', 'netns', 'delete', namespace], capture_output=True)
+            subprocess.run([*enter, 'ip', 'netns', 'delete', namespace], capture_output=True)
     ovs.delete_bridges(box.network.bridges)
+    if mounts is not None:
+        mounts.remove()

@@ -15,6 +15,7 @@ neutron agents then find them with no option, and ovsdb also listens on
 import pathlib
 import subprocess
 
+from cloudlet_box import agent_mounts
 from cloudlet_box import processes
 
 RUN_DIR = pathlib.Path('/run/openvswitch')
@@ -68,17 +69,22 @@ def start():
 AGENT_NAMESPACES = ('qrouter-', 'qdhcp-')
 
 
-def agent_namespaces():
-    """Network namespaces of the L3 and DHCP agents (of every box on this host)."""
-    listed = subprocess.run(['ip', 'netns', 'list'], capture_output=True, text=True).stdout
+def agent_namespaces(enter=()):
+    """Network namespaces of the L3 and DHCP agents, as seen through `enter`
+    (an argv prefix: agent_mounts.AgentMounts.enter(); the host's by default)."""
+    listed = subprocess.run([*enter, 'ip', 'netns', 'list'], capture_output=True, text=True).stdout
     names = (line.split()[0] for line in listed.splitlines() if line.strip())
     return [name for name in names if name.startswith(AGENT_NAMESPACES)]
 
 
-def namespace_links(namespace):
+def in_namespace(namespace, enter, *argv):
+    return subprocess.run([*enter, 'ip', 'netns', 'exec', namespace, *argv], capture_output=True,
+                          text=True)
+
+
+def namespace_links(namespace, enter=()):
     """The network devices in `namespace`, but its loopback."""
-    links = subprocess.run(['ip', 'netns', 'exec', namespace, 'ls', '/sys/class/net'],
-                           capture_output=True, text=True).stdout.split()
+    links = in_namespace(namespace, enter, 'ls', '/sys/class/net').stdout.split()
     return [link for link in links if link != 'lo']
 
 
@@ -92,10 +98,10 @@ def forget_namespaced_ports():
     Deleted, the agents plug them anew when they start (the box starts them
     after Open vSwitch).
     """
-    for namespace in agent_namespaces():
-        for link in namespace_links(namespace):
-            subprocess.run(['ip', 'netns', 'exec', namespace, 'ip', 'link', 'delete', link],
-                           capture_output=True)
+    for enter in agent_mounts.entries():
+        for namespace in agent_namespaces(enter):
+            for link in namespace_links(namespace, enter):
+                in_namespace(namespace, enter, 'ip', 'link', 'delete', link)
 
 
 def stop():

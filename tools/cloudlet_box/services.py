@@ -2,6 +2,7 @@
 
 import dataclasses
 
+from cloudlet_box import agent_mounts
 from cloudlet_box import layout
 
 
@@ -61,10 +62,13 @@ def nova_service(box, binary, config_file):
     return Service(binary, argv, env)
 
 
-def neutron_service(box, binary, *agent_configs):
-    """A neutron process with neutron.conf (+ ml2_conf.ini or an agent's file)."""
+def neutron_service(box, binary, *agent_configs, own_namespaces=False):
+    """A neutron process with neutron.conf (+ ml2_conf.ini or an agent's file).
+    `own_namespaces`: an agent that makes network namespaces runs, for a
+    remote box, in the box's agents' mount namespace (agent_mounts.py)."""
     etc = box.etc / 'neutron'
-    argv = (str(layout.VENV / 'bin' / binary), '--config-file', str(etc / 'neutron.conf'))
+    enter = agent_mounts.AgentMounts(box).enter() if own_namespaces and box.remote else ()
+    argv = enter + (str(layout.VENV / 'bin' / binary), '--config-file', str(etc / 'neutron.conf'))
     for config in agent_configs:
         argv += ('--config-file', str(etc / config))
     return Service(binary, argv + ('--log-file', str(box.logs / (binary + '.log'))), {})
@@ -79,8 +83,10 @@ def neutron_services(box):
         'neutron-periodic-workers': neutron_service(box, 'neutron-periodic-workers', ml2),
         'neutron-openvswitch-agent': neutron_service(box, 'neutron-openvswitch-agent',
                                                      'plugins/ml2/openvswitch_agent.ini'),
-        'neutron-dhcp-agent': neutron_service(box, 'neutron-dhcp-agent', 'dhcp_agent.ini'),
-        'neutron-l3-agent': neutron_service(box, 'neutron-l3-agent', 'l3_agent.ini'),
+        'neutron-dhcp-agent': neutron_service(box, 'neutron-dhcp-agent', 'dhcp_agent.ini',
+                                              own_namespaces=True),
+        'neutron-l3-agent': neutron_service(box, 'neutron-l3-agent', 'l3_agent.ini',
+                                            own_namespaces=True),
     }
 
 

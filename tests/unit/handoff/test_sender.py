@@ -67,7 +67,11 @@ class FakeInstance:
         self.metadata = {}
         self.system_metadata = {props.system_metadata_key(props.CLOUDLET_TYPE): props.BASE_DISK}
         self.flavor = types.SimpleNamespace(memory_mb=256, vcpus=1)
+        self.network_info = []      # nova's cache: one dict per port
         self.saves = []
+
+    def get_network_info(self):
+        return self.network_info
 
     def save(self, expected_task_state=None):
         if expected_task_state is not None and self.db_task_state not in expected_task_state:
@@ -197,6 +201,11 @@ class FakeDestination:
     def delete_server(self, server_id):
         self.log.append(('delete_server', server_id))
 
+    def add_floating_ip(self, server_id):
+        self.log.append(('add_floating_ip', server_id))
+        self._maybe_fail('add_floating_ip')
+        return '172.24.5.20'
+
     def delete_image(self, image_id):
         self.log.append(('delete_image', image_id))
 
@@ -285,6 +294,8 @@ class SenderTestCase(test.NoDBTestCase):
             mock.patch.object(sender.restore, 'unplug_nics', self.unplug_nics),
             mock.patch.object(sender.restore, 'replug_nics', self.replug_nics),
             mock.patch.object(sender.compute_rpcapi, 'ComputeAPI', FakeComputeRPCAPI),
+            mock.patch.object(sender.addresses, 'floating_ips', self.floating_ips),
+            mock.patch.object(sender.addresses, 'release', self.release_floating_ips),
             mock.patch.object(sender.objects.InstanceAction, 'action_start',
                               self.action_start),
             mock.patch.object(sender.objects.BlockDeviceMappingList, 'get_by_instance_uuid',
@@ -293,6 +304,13 @@ class SenderTestCase(test.NoDBTestCase):
         for patch in patches:
             patch.start()
             self.addCleanup(patch.stop)
+
+    def floating_ips(self, context, instance):
+        return ['fip-%s' % vif['id'] for vif in instance.get_network_info() if vif.get('fip')]
+
+    def release_floating_ips(self, context, floating_ip_ids):
+        self.log.append(('release_floating_ips', list(floating_ip_ids),
+                         len(FakeComputeRPCAPI.terminates)))
 
     def action_start(self, context, instance_uuid, action, want_result=True):
         self.actions_started.append((context.request_id, instance_uuid, action))
@@ -404,6 +422,38 @@ class SuccessTest(SenderTestCase):
         self.assertNotIn(APP_ID, self.record_text())
         # The work directory is gone.
         self.assertFalse(os.path.exists(residue[3]))
+
+    def test_a_server_without_ports_moves_without_ports(self):
+        self.handoff().run()
+        self.assertEqual('none', self.log[self.names().index('create_server')][-1])
+        self.assertNotIn('add_floating_ip', self.names())
+
+    def test_a_server_with_ports_gets_the_destination_project_s_network(self):
+        self.instance.network_info = [{'id': 'port-1'}]
+        self.handoff().run()
+        self.assertEqual('auto', self.log[self.names().index('create_server')][-1])
+        self.assertNotIn('add_floating_ip', self.names())     # no floating IP here: none there
+
+    def test_a_floating_ip_here_means_one_there_and_this_one_released(self):
+        self.instance.network_info = [{'id': 'port-1', 'fip': True}]
+        self.handoff().run()
+        names = self.names()
+        self.assertEqual(['wait_active', 'delete_image', 'add_floating_ip'],
+                         names[names.index('wait_active'):names.index('add_floating_ip') + 1])
+        self.assertEqual('172.24.5.20', self.record()['destination_floating_ip'])
+        # Released before the terminate of the source server is cast.
+        self.assertEqual(('release_floating_ips', ['fip-port-1'], 0),
+                         self.log[names.index('release_floating_ips')])
+        self.assertEqual(1, len(FakeComputeRPCAPI.terminates))
+
+    def test_a_floating_ip_the_destination_refuses_does_not_fail_the_handoff(self):
+        self.instance.network_info = [{'id': 'port-1', 'fip': True}]
+        FakeDestination.fail_at = 'add_floating_ip'
+        self.handoff().run()
+        record = self.record()
+        self.assertEqual('ok', record['result'])
+        self.assertIsNone(record['destination_floating_ip'])
+        self.assertIn('release_floating_ips', self.names())
 
     def test_configured_cloud_flavor_and_options(self):
         self.flags(destinations={'edge-b': 'https://edge-b.example:5000/v3'}, ca_file='/etc/ca.pem',
