@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Tempest's compute API smoke tests against the running box (tools/box.sh up).
+# Tempest's compute and network API smoke tests against the running box (tools/box.sh up).
 #   tools/tempest.sh [more `tempest run` options, e.g. --slowest]
 # Workspace and config: /var/lib/openstack-cloudlet/<box>/tempest (written by
 # tools/cloudlet_box/tempest_conf.py); known limits of the box are skipped by
@@ -13,8 +13,9 @@ VENV=${CLOUDLET_VENV:-/opt/openstack-cloudlet/venv}
 CONCURRENCY=${TEMPEST_CONCURRENCY:-2}
 
 workspace=$(PYTHONPATH="$here/tools" "$VENV/bin/python" -m cloudlet_box.tempest_conf)
-# = --smoke limited to tempest.api.compute (tempest run refuses --smoke with --regex).
-args=(--regex '^tempest\.api\.compute\..*\[.*\bsmoke\b' --concurrency "$CONCURRENCY")
+# = --smoke limited to tempest.api.compute and tempest.api.network (tempest run
+# refuses --smoke with --regex); the scenario tests need SSH into the guest.
+args=(--regex '^tempest\.api\.(compute|network)\..*\[.*\bsmoke\b' --concurrency "$CONCURRENCY")
 exclude="$here/tools/cloudlet_box/tempest-exclude.txt"
 [ -f "$exclude" ] && args+=(--exclude-list "$exclude")
 
@@ -39,6 +40,6 @@ if [ "${failed:-0}" != 0 ] && [ "${TEMPEST_RERUN_FAILED:-1}" = 1 ]; then
   passed=$((passed + ${rerun_passed:-0}))
   echo "[tempest] re-run of the $first_failed failure(s): passed=${rerun_passed:-0} failed=${failed:-?}"
 fi
-echo "[tempest] compute smoke: passed=${passed:-?} failed=${failed:-?} skipped=${skipped:-?}" \
+echo "[tempest] compute and network smoke: passed=${passed:-?} failed=${failed:-?} skipped=${skipped:-?}" \
      "wall=$((wall / 60))m$((wall % 60))s (concurrency $CONCURRENCY; log $workspace/logs/tempest.log)"
 [ -n "$passed" ] && [ "${failed:-1}" = 0 ]

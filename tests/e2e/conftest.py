@@ -228,12 +228,17 @@ def app_overlay(base, demo, demo_cli, tmp_path_factory):
         assert resumed['status'] == 'ACTIVE', resumed
         state = app_get(demo, resumed['id'], '/cgi-bin/state',
                         '/cgi-bin/set?ram=%s&disk=%s' % (RAM_STATE, DISK_STATE))
+        address = guest_app.floating_ip(demo, resumed['id'])
         overlay = demo_cli.json('cloudlet', 'overlay', 'create', resumed['id'],
                                 '--name', 'e2e-app', '--wait')
+        # The capture took the server's NICs out and put them back.
+        after_capture = guest_app.get(address, '/cgi-bin/state', timeout=120)
+        address_after_capture = guest_app.floating_ip(demo, resumed['id'])
     finally:
         made.cleanup()
     path = tmp_path_factory.mktemp('overlay') / 'e2e-app.clo'
     result = demo_cli.run('cloudlet', 'overlay', 'download', overlay['id'], '--file', path)
     assert result.returncode == 0, result.stderr
-    yield {'image_id': overlay['id'], 'path': path, 'resumed_state': state}
+    yield {'image_id': overlay['id'], 'path': path, 'resumed_state': state, 'address': address,
+           'after_capture': after_capture, 'address_after_capture': address_after_capture}
     demo_cli.run('cloudlet', 'overlay', 'delete', overlay['id'])

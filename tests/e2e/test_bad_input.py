@@ -47,13 +47,17 @@ def state_dir_files(box):
     return set(box.state_dir.rglob('*'))
 
 
-def assert_refused_without_residue(box, demo, base, metadata, expected):
+def assert_refused_without_residue(box, demo, base, metadata, expected, networks='auto'):
+    """ERROR with `expected` in the fault; no domain, no instance files, no port left."""
     files_before = state_dir_files(box)   # the compute host's base store
-    server_id = cloud.create_server(demo, 'e2e-bad-input', base['image_id'], metadata=metadata)
+    server_id = cloud.create_server(demo, 'e2e-bad-input', base['image_id'], metadata=metadata,
+                                    networks=networks)
     try:
         server = cloud.wait_server(demo, server_id)
         assert server.status == 'ERROR'
         assert expected in server.fault['message'], server.fault
+        # nova's failed build gives its ports back to Neutron.
+        assert not list(demo.network.ports(device_id=server_id))
         conn = libvirt.open('qemu:///system')
         try:
             with pytest.raises(libvirt.libvirtError):

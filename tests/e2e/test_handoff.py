@@ -14,6 +14,7 @@ import subprocess
 import pytest
 
 from cloudlet_box import cloud
+from cloudlet_box import guest_app
 from cloudlet_box import handoff_scene
 from cloudlet_box import layout
 
@@ -54,6 +55,7 @@ def _dest_leftovers(box2_demo, handoff_id):
 def moved(box, box2, demo, demo_cli, box2_demo, wan, shared_base):
     """A handoff that works, through the CLI: (CLI output, source state, destination server, wire bytes)."""
     server_id, state = _source(demo, shared_base, 'e2e-ho-src')
+    source_address = guest_app.floating_ip(demo, server_id)
     try:
         wan.reset_counters()
         result = demo_cli.json('cloudlet', 'server', 'handoff', server_id, '--dest-cloud', 'box2-demo',
@@ -64,13 +66,13 @@ def moved(box, box2, demo, demo_cli, box2_demo, wan, shared_base):
         if demo.compute.find_server(server_id) is not None:
             cloud.delete_server(demo, server_id)
     server = handoff_scene.find_dest_server(box2_demo, result['handoff_id'])
-    yield result, state, server, counters, server_id
+    yield result, state, server, counters, server_id, source_address
     if server is not None:
         cloud.delete_server(box2_demo, server.id)
 
 
 def test_handoff_moves_the_running_server(moved, demo, box2_demo):
-    result, state, server, counters, source_id = moved
+    result, state, server, counters, source_id, source_address = moved
     assert server is not None and server.status == 'ACTIVE'
     assert server.name == 'e2e-ho-moved'
     # Gone from box, running on box2 with the memory and disk it had: the same boot.
@@ -86,6 +88,21 @@ def test_handoff_moves_the_running_server(moved, demo, box2_demo):
     assert record.get('downtime_seconds') is not None
     # The residue image on box2 is cleaned up once the server runs.
     assert not handoff_scene.residue_images(box2_demo, result['handoff_id'])
+
+
+def test_handoff_moves_the_address_too(moved, demo, box2_demo):
+    """Reached at a floating IP on box, the server is reached at one of box2's after the
+    move (its own port on box2's Neutron); box's port and floating IP are released."""
+    result, state, server, _counters, source_id, source_address = moved
+    record = handoff_scene.record(result['handoff_id'])
+    address = record['destination_floating_ip']
+    assert address and address != source_address
+    assert address == guest_app.floating_ip(box2_demo, server.id)
+    arrived = guest_app.get(address, '/cgi-bin/state')
+    assert (arrived['bootid'], arrived['ram'], arrived['disk']) == (state['bootid'], RAM, DISK)
+    assert not list(demo.network.ports(device_id=source_id))
+    assert source_address not in [ip.floating_ip_address for ip in demo.network.ips()]
+    assert not guest_app.reachable(source_address)
 
 
 @pytest.fixture(scope='module')

@@ -157,7 +157,7 @@ def neutron(box):
     write_ini(etc / 'plugins' / 'ml2' / 'ml2_conf.ini', {
         'ml2': {'type_drivers': 'flat,vxlan', 'tenant_network_types': 'vxlan',
                 'mechanism_drivers': 'openvswitch', 'extension_drivers': 'port_security'},
-        'ml2_type_flat': {'flat_networks': net.physnet},
+        'ml2_type_flat': {'flat_networks': '%s,%s' % (net.physnet, net.unbound_physnet)},
         'ml2_type_vxlan': {'vni_ranges': '1:1000'},
     })
     write_ini(etc / 'plugins' / 'ml2' / 'openvswitch_agent.ini', {
@@ -222,7 +222,10 @@ def nova(box):
         'database': {'connection': box.db_url('nova_cell1')},
         'wsgi': {'api_paste_config': etc / 'api-paste.ini'},
         'conductor': {'workers': '1'},
-        'scheduler': {'workers': '1', 'discover_hosts_in_cells_interval': '-1'},
+        # One compute host: a reschedule could only retry the same host, and its
+        # fault ("Exceeded maximum number of retries") would hide the cause (e.g.
+        # "Binding failed for port ..."): fail the build at once with that cause.
+        'scheduler': {'workers': '1', 'discover_hosts_in_cells_interval': '-1', 'max_attempts': '1'},
         'api': {'auth_strategy': 'keystone'},
     })
     write_ini(etc / 'nova.conf', api_conf)

@@ -69,6 +69,9 @@ class NetworkLayout:
     external_cidr: str           # the `public` network; .1 is this host, on external_bridge
     tenant_cidr: str             # each user project's `private` network
     physnet: str = 'public'
+    # A flat physical network no agent has a bridge for: ports on it cannot
+    # bind (the e2e tests' failing binding).
+    unbound_physnet: str = 'nowhere'
 
     @property
     def gateway_cidr(self):

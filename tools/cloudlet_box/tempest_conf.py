@@ -2,10 +2,12 @@
 written from the box's layout, secrets and resources (tools/tempest.sh).
 
 The flags say what this single-node box can do, so tempest skips the rest by
-itself: Neutron has no mechanism driver and no agents (no port binds: no
-isolated networks, no interface attach, no validation over SSH), there is one
-compute host (no migration, resize needs allow_resize_to_same_host), no
-Cinder or Swift, and no consoles but the console log.
+itself: Neutron runs ML2/OVS with DHCP and L3 agents (each test project gets
+its own network and router, interfaces attach, floating IPs work), but the
+test guest has no SSH server (no validation over SSH, no scenario tests);
+there is one compute host (no migration, resize needs
+allow_resize_to_same_host), no Cinder or Swift, and no consoles but the
+console log.
 """
 
 import subprocess
@@ -14,6 +16,7 @@ import sys
 from cloudlet_box import configs
 from cloudlet_box import identity
 from cloudlet_box import layout
+from cloudlet_box import network
 from cloudlet_box import resources
 
 # Services this box does not run (tempest's own, and common plugins').
@@ -36,20 +39,22 @@ def ensure_workspace(box):
 
 
 def _lookups(box):
-    """Image and flavor ids, and the Neutron extensions that are really loaded."""
+    """Image and flavor ids, the Neutron extensions that are really loaded, the public network."""
     nova, glance = resources.admin_clients(box)
     image = next(glance.images.list(filters={'name': resources.GUEST_IMAGE, 'status': 'active'}),
                  None)
     if image is None:
         sys.exit('no active image %s: run tools/box.sh up' % resources.GUEST_IMAGE)
     flavors = {f.name: f.id for f in nova.flavors.list(is_public=None)}
-    extensions = identity.admin_session(box).get(
-        box.url('neutron') + '/v2.0/extensions').json()['extensions']
-    return image['id'], flavors, sorted(e['alias'] for e in extensions)
+    session = identity.admin_session(box)
+    extensions = session.get(box.url('neutron') + '/v2.0/extensions').json()['extensions']
+    public = session.get(box.url('neutron') + '/v2.0/networks?name=%s' % network.PUBLIC).json()
+    return (image['id'], flavors, sorted(e['alias'] for e in extensions),
+            public['networks'][0]['id'])
 
 
 def sections(box):
-    image_id, flavors, net_extensions = _lookups(box)
+    image_id, flavors, net_extensions, public_id = _lookups(box)
     path = workspace(box)
     return {
         'DEFAULT': {'log_dir': path / 'logs', 'log_file': 'tempest.log'},
@@ -60,8 +65,8 @@ def sections(box):
             'use_dynamic_credentials': 'true',
             'admin_username': 'admin', 'admin_password': box.secrets()['admin'],
             'admin_project_name': 'admin', 'admin_domain_name': 'Default',
-            # A network per project is useless: no port can bind here.
-            'create_isolated_networks': 'false',
+            # A network, subnet and router (to `public`) per test project.
+            'create_isolated_networks': 'true',
         },
         'service_available': dict({'nova': 'true', 'glance': 'true', 'neutron': 'true'},
                                   **{name: 'false' for name in NOT_RUNNING}),
@@ -79,18 +84,23 @@ def sections(box):
             # One compute host, and allow_resize_to_same_host is off.
             'resize': 'false', 'cold_migration': 'false', 'live_migration': 'false',
             'shelve_migrate': 'false', 'block_migration_for_live_migration': 'false',
-            # Ports cannot bind: nothing to attach; no nova-metadata runs (nor could be reached).
-            'interface_attach': 'false', 'metadata_service': 'false',
+            # No nova-metadata API runs.
+            'interface_attach': 'true', 'metadata_service': 'false',
             # No Cinder.
             'attach_encrypted_volume': 'false', 'swap_volume': 'false',
             'volume_multiattach': 'false', 'volume_backed_live_migration': 'false',
         },
+        'network': {
+            'public_network_id': public_id, 'floating_network_name': network.PUBLIC,
+            'project_network_cidr': '10.100.0.0/16', 'project_network_mask_bits': '28',
+            # Tenant networks are reached through routers and floating IPs only.
+            'project_networks_reachable': 'false',
+        },
         'network-feature-enabled': {
             'api_extensions': ','.join(net_extensions),
-            # No L3 agent or router plugin; no port_security extension driver.
-            'floating_ips': 'false', 'port_security': 'false',
+            'floating_ips': 'true', 'port_security': 'true', 'ipv6': 'false',
         },
-        # No guest networking: tempest cannot SSH into servers.
+        # The test guest runs no SSH server: tempest cannot log into servers.
         'validation': {'run_validation': 'false'},
     }
 

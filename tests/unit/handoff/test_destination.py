@@ -26,6 +26,7 @@ from cloudlet_nova.handoff.destination import Destination, HandoffDestinationErr
 KEYSTONE = 'https://keystone-b.test:5000/v3'
 GLANCE = 'https://glance-b.test:9292'
 NOVA = 'https://nova-b.test:8774/v2.1'
+NEUTRON = 'https://neutron-b.test:9696'
 PROJECT = 'b0c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5'
 TOKEN = 'gAAAAABsecret-token-of-the-destination'
 APP_ID = 'a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6'
@@ -47,6 +48,8 @@ def _token():
     compute = token.add_service('compute', name='nova')
     compute.add_standard_endpoints(public='https://nova-other.test/v2.1', region='RegionOne')
     compute.add_standard_endpoints(public=NOVA, internal='http://nova-b.internal/v2.1', region='RegionB')
+    network = token.add_service('network', name='neutron')
+    network.add_standard_endpoints(public=NEUTRON + '/', region='RegionB')
     return token
 
 
@@ -760,3 +763,35 @@ def test_bandwidth_window(monkeypatch):
     assert upload.bandwidth() == pytest.approx(8e6)
     now[0] += 2                                    # nothing moved for 2 s: the rate falls
     assert upload.bandwidth() == pytest.approx(0.0)
+
+
+# ---------------------------------------------------------------- Neutron: the server's floating IP
+
+def test_add_floating_ip_on_the_server_s_port_from_the_external_network(dest, keystone):
+    keystone.get(NEUTRON + '/v2.0/ports?device_id=' + SERVER_ID, json={'ports': [{'id': 'port-1'}]})
+    keystone.get(NEUTRON + '/v2.0/networks?router:external=True', json={'networks': [{'id': 'public'}]})
+    keystone.post(NEUTRON + '/v2.0/floatingips', status_code=201,
+                  json={'floatingip': {'id': 'fip-1', 'floating_ip_address': '172.24.5.20'}})
+    assert dest.add_floating_ip(SERVER_ID) == '172.24.5.20'
+    [created] = _requests(keystone, 'POST', NEUTRON + '/v2.0/floatingips')
+    assert created.json() == {'floatingip': {'floating_network_id': 'public', 'port_id': 'port-1'}}
+
+
+@pytest.mark.parametrize('ports,networks,message', [
+    ([], [{'id': 'public'}], 'has no port for a floating IP'),
+    ([{'id': 'port-1'}], [], '0 external networks'),
+    ([{'id': 'port-1'}], [{'id': 'a'}, {'id': 'b'}], '2 external networks'),
+])
+def test_add_floating_ip_refused_when_it_cannot_choose(dest, keystone, ports, networks, message):
+    keystone.get(NEUTRON + '/v2.0/ports?device_id=' + SERVER_ID, json={'ports': ports})
+    keystone.get(NEUTRON + '/v2.0/networks?router:external=True', json={'networks': networks})
+    with pytest.raises(HandoffDestinationError, match=message) as raised:
+        dest.add_floating_ip(SERVER_ID)
+    assert raised.value.refused
+    assert not _requests(keystone, 'POST', NEUTRON + '/v2.0/floatingips')
+
+
+def test_add_floating_ip_without_a_network_endpoint(keystone):
+    destination = Destination({'auth_url': KEYSTONE, 'region_name': 'RegionOne'}, APP_CREDENTIAL).connect()
+    with pytest.raises(HandoffDestinationError, match='no network'):
+        destination.add_floating_ip(SERVER_ID)
