@@ -260,7 +260,6 @@ class Handoff:
             self.record.update(downtime_seconds=round(active_at - paused_at, 3))
         # The destination server has applied the residue: its image is residue only.
         self.destination.delete_image(self.residue_image_id)
-        self.floating_ips = addresses.floating_ips(self.context, self.instance)
         if self.floating_ips:
             self._quietly('give the destination server a floating IP', self._add_floating_ip)
 
@@ -300,6 +299,8 @@ class Handoff:
             connect_timeout=options.connect_timeout, stall_timeout=options.stall_timeout)
         self.destination.connect()
         self._record_destination(spec)
+        # Read before the VM is touched: a Neutron that cannot answer fails the handoff here.
+        self.floating_ips = addresses.floating_ips(self.context, self.instance)
         base_image = self.destination.find_base_image(base.base_id)
         memory_mb, vcpus = self._base_needs(base)
         flavor = self.destination.pick_flavor(memory_mb, vcpus, flavor_id=spec.get('flavor'))

@@ -446,6 +446,15 @@ class SuccessTest(SenderTestCase):
                          self.log[names.index('release_floating_ips')])
         self.assertEqual(1, len(FakeComputeRPCAPI.terminates))
 
+    def test_neutron_unreachable_here_fails_the_handoff_before_the_vm_is_touched(self):
+        def unreachable(context, instance):
+            raise RuntimeError('neutron is down')
+        with mock.patch.object(sender.addresses, 'floating_ips', unreachable):
+            self.handoff().run()
+        self.assertNotIn('unplug_nics', self.names())
+        self.assertEqual('error', self.record()['result'])
+        self.assertIn('neutron is down', self.record()['error'])
+
     def test_a_floating_ip_the_destination_refuses_does_not_fail_the_handoff(self):
         self.instance.network_info = [{'id': 'port-1', 'fip': True}]
         FakeDestination.fail_at = 'add_floating_ip'
