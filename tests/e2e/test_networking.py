@@ -1,6 +1,7 @@
 """Servers on the box's own networking: Neutron ports bound by the OVS agent, DHCP,
 the router, floating IPs and security groups, as a phone next to the cloudlet sees them."""
 
+import json
 import uuid
 
 import pytest
@@ -31,6 +32,16 @@ def test_resumed_server_has_a_bound_port_on_the_project_network(base, demo, admi
     assert port.status == 'ACTIVE' and port.binding_vif_type == 'ovs', port
     state = guest_app.app_answers(demo, server_id, '/cgi-bin/state')
     assert state['bootid'] == base['bootid']
+
+
+def test_metadata_service_knows_the_resumed_server(base, demo, servers):
+    """The guest asks 169.254.169.254 (router -> metadata agent -> nova's metadata API)."""
+    server_id = servers.track(cloud.create_server(demo, 'e2e-net-metadata', base['image_id']))
+    assert cloud.wait_server(demo, server_id).status == 'ACTIVE'
+    answer = guest_app.app_answers(demo, server_id, '/cgi-bin/metadata')
+    assert 'metadata' in answer, answer
+    metadata = json.loads(answer['metadata'])
+    assert (metadata['uuid'], metadata['name']) == (server_id, 'e2e-net-metadata')
 
 
 def test_security_group_decides_who_reaches_the_app(base, demo, servers):

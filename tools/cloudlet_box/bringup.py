@@ -163,11 +163,12 @@ def up(box, timings):
         sync_databases(box)
     with timings.step('Open vSwitch (userspace datapath), %s' % box.network.external_bridge):
         network.plumb(box)
-    with timings.step('Glance, Placement, Neutron, nova-api (uwsgi)'):
+    with timings.step('Glance, Placement, Neutron, nova-api, nova-metadata (uwsgi)'):
         apis = services.api_services(box)
-        start_services(box, [apis[name] for name in ('glance', 'placement', 'neutron', 'nova-api')])
+        start_services(box, [apis[name] for name in ('glance', 'placement', 'neutron', 'nova-api',
+                                                    'nova-metadata')])
         warm_neutron(box)
-    with timings.step('Neutron RPC server, periodic workers, OVS, DHCP and L3 agents'):
+    with timings.step('Neutron RPC server, periodic workers, OVS, DHCP, L3, metadata agents'):
         neutron = services.neutron_services(box)
         servers = ('neutron-rpc-server', 'neutron-periodic-workers')
         start_services(box, [neutron[name] for name in servers])

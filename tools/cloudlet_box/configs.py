@@ -175,7 +175,14 @@ def neutron(box):
         'DEFAULT': dict(agent_common, dhcp_driver='neutron.agent.linux.dhcp.Dnsmasq',
                         enable_isolated_metadata='false'),
     })
-    write_ini(etc / 'l3_agent.ini', {'DEFAULT': dict(agent_common, agent_mode='legacy')})
+    # Routers run a metadata proxy (haproxy) for 169.254.169.254, which hands
+    # requests to the metadata agent (a unix socket under state_path), which
+    # signs them with the shared secret for nova's metadata API.
+    write_ini(etc / 'l3_agent.ini', {'DEFAULT': dict(agent_common, agent_mode='legacy',
+                                                     enable_metadata_proxy='true')})
+    write_ini(etc / 'metadata_agent.ini', {'DEFAULT': {
+        'nova_metadata_host': '127.0.0.1', 'nova_metadata_port': box.port('nova-metadata'),
+        'metadata_proxy_shared_secret': box.secrets()['metadata']}})
     shutil.copyfile(layout.VENV / 'etc' / 'neutron' / 'api-paste.ini', etc / 'api-paste.ini')
     return etc
 
@@ -193,7 +200,9 @@ def _nova_common(box):
         'service_user': dict(service_auth(box, 'nova'), send_service_user_token='true'),
         'placement': internal(box, service_auth(box, 'nova')),
         'neutron': internal(box, dict(service_auth(box, 'nova'),
-                                      ovs_bridge=box.network.integration_bridge)),
+                                      ovs_bridge=box.network.integration_bridge,
+                                      service_metadata_proxy='true',
+                                      metadata_proxy_shared_secret=box.secrets()['metadata'])),
         'glance': internal(box, {'region_name': box.region}),
         'oslo_concurrency': {'lock_path': box.root / 'locks' / 'nova'},
         # No sudo here: privsep helpers start directly (the box runs as root).
@@ -229,6 +238,7 @@ def nova(box):
         'api': {'auth_strategy': 'keystone'},
     })
     write_ini(etc / 'nova.conf', api_conf)
+    write_ini(etc / 'nova-metadata.conf', {'DEFAULT': {'log_file': box.logs / 'nova-metadata-app.log'}})
     cpu_conf = _nova_common(box)
     # TCG guests of a few hundred MB: plenty of RAM, two real cores.
     cpu_conf['DEFAULT']['cpu_allocation_ratio'] = '8.0'

@@ -38,6 +38,7 @@ BASE_PORTS = {
     'placement': 8778,
     'nova-api': 8774,
     'neutron': 9696,
+    'nova-metadata': 8775,
 }
 MARIADB_SOCKET = '/run/mysqld/mysqld.sock'
 RABBIT_PORT = 5672
@@ -55,6 +56,12 @@ class WanLayout:
     host_address: str     # the box's APIs listen here too (the relay's target)
     address: str          # in the namespace: the relay, and the box's public endpoints
     prefix: int = 30
+
+
+# Generated passwords (Box.secrets); `metadata` is the shared secret of nova's
+# metadata API and Neutron's metadata agent.
+SECRET_NAMES = ('db', 'rabbit', 'admin', 'demo', 'alt', 'glance', 'placement', 'nova', 'neutron',
+                'metadata')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,14 +217,18 @@ class Box:
     def secrets(self):
         """Passwords generated on first use, kept in a root-only file."""
         path = self.root / 'secrets.json'
-        if path.exists():
-            return json.loads(path.read_text())
-        names = ('db', 'rabbit', 'admin', 'demo', 'alt', 'glance', 'placement', 'nova', 'neutron')
-        values = {name: secrets.token_hex(12) for name in names}
+        values = json.loads(path.read_text()) if path.exists() else {}
+        missing = [name for name in SECRET_NAMES if name not in values]
+        if not missing:
+            return values
+        # A new box, or one made before a secret was added: keep the old ones.
+        values.update({name: secrets.token_hex(12) for name in missing})
         self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        staging = path.with_suffix('.new')
+        fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, 'w') as handle:
             json.dump(values, handle, indent=1)
+        os.replace(staging, path)
         return values
 
 

@@ -27,7 +27,7 @@ from cloudlet_box import processes
 
 PUBLIC, PRIVATE, ROUTER = 'public', 'private', 'router'
 APP_PORT = 8080
-AGENT_TYPES = ('Open vSwitch agent', 'DHCP agent', 'L3 agent')
+AGENT_TYPES = ('Open vSwitch agent', 'DHCP agent', 'L3 agent', 'Metadata agent')
 
 
 def plumb(box):

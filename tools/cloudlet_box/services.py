@@ -14,7 +14,7 @@ class Service:
     ready_url: str = None     # answers HTTP once the API is up
 
 
-def uwsgi(box, name, module, config_env, config_dir, extra=()):
+def uwsgi(box, name, module, config_env, config_dir, extra=(), env=None):
     """An API under uwsgi as the recipes say: `Connection: close` on every
     answer (pooled keystoneauth connections otherwise see resets). It listens
     on loopback and, for a remote box, on its WAN path's root end as well."""
@@ -30,7 +30,7 @@ def uwsgi(box, name, module, config_env, config_dir, extra=()):
         '--http-timeout', '3600', '--buffer-size', '65535',
         '--pidfile', str(box.run / (name + '.uwsgi.pid')),
     ) + tuple(extra)
-    return Service(name, argv, {config_env: str(config_dir)}, box.url(name) + '/')
+    return Service(name, argv, dict({config_env: str(config_dir)}, **(env or {})), box.url(name) + '/')
 
 
 # glance takes image uploads as chunked request bodies (as devstack runs it).
@@ -51,6 +51,11 @@ def api_services(box):
                          'OS_NEUTRON_CONFIG_DIR', etc / 'neutron'),
         'nova-api': uwsgi(box, 'nova-api', 'nova.wsgi.osapi_compute:application',
                           'OS_NOVA_CONFIG_DIR', etc / 'nova'),
+        # What guests reach at 169.254.169.254 through Neutron's router and
+        # metadata agent; nova-metadata.conf only names its own log file.
+        'nova-metadata': uwsgi(box, 'nova-metadata', 'nova.wsgi.metadata:application',
+                               'OS_NOVA_CONFIG_DIR', etc / 'nova',
+                               env={'OS_NOVA_CONFIG_FILES': 'api-paste.ini;nova.conf;nova-metadata.conf'}),
     }
 
 
@@ -87,6 +92,7 @@ def neutron_services(box):
                                               own_namespaces=True),
         'neutron-l3-agent': neutron_service(box, 'neutron-l3-agent', 'l3_agent.ini',
                                             own_namespaces=True),
+        'neutron-metadata-agent': neutron_service(box, 'neutron-metadata-agent', 'metadata_agent.ini'),
     }
 
 

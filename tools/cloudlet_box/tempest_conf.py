@@ -84,7 +84,7 @@ def sections(box):
             # One compute host, and allow_resize_to_same_host is off.
             'resize': 'false', 'cold_migration': 'false', 'live_migration': 'false',
             'shelve_migrate': 'false', 'block_migration_for_live_migration': 'false',
-            # No nova-metadata API runs.
+            # Tempest checks the metadata service from inside the guest, over SSH.
             'interface_attach': 'true', 'metadata_service': 'false',
             # No Cinder.
             'attach_encrypted_volume': 'false', 'swap_volume': 'false',
