@@ -172,8 +172,9 @@ def neutron(box):
     })
     agent_common = {'interface_driver': 'openvswitch'}
     write_ini(etc / 'dhcp_agent.ini', {
+        # dnsmasq logs every lease it hands out (a log per network) beside the box's logs.
         'DEFAULT': dict(agent_common, dhcp_driver='neutron.agent.linux.dhcp.Dnsmasq',
-                        enable_isolated_metadata='false'),
+                        enable_isolated_metadata='false', dnsmasq_base_log_dir=box.logs / 'dnsmasq'),
     })
     # Routers run a metadata proxy (haproxy) for 169.254.169.254, which hands
     # requests to the metadata agent (a unix socket under state_path), which
