@@ -62,12 +62,14 @@ handoff_opts = [
                help='Seconds to wait, once the residue is uploaded, for the destination server to '
                     'become ACTIVE; the VM stays paused here meanwhile. Past it the handoff fails, '
                     'the destination server is deleted and the VM resumes here.'),
-    cfg.StrOpt('destination_networks', default='source', choices=['source', 'none', 'auto'],
-               help='The "networks" of the destination server: source (auto when the server has '
-                    'ports here, none when it has none), none (no ports) or auto (the destination '
-                    'project\'s network, or nova\'s automatic allocation). When the server has '
-                    'a floating IP here, the destination server gets one from the destination\'s '
-                    'external network, and the floating IPs here are released with the server.'),
+    cfg.StrOpt('destination_networks', default='source',
+               choices=[('source', 'auto when the server has ports here, none when it has none'),
+                        ('none', 'no ports'),
+                        ('auto', 'the destination project\'s network, or nova\'s automatic '
+                                 'allocation')],
+               help='The "networks" of the destination server. When the server has a floating IP '
+                    'here, the destination server gets one from the destination\'s external '
+                    'network, and the floating IPs here are released with the server.'),
     cfg.IntOpt('max_downtime_ms', default=300, min=1,
                help='Longest pause of the VM for the last memory iteration of a handoff, in '
                     'milliseconds (QEMU\'s migration downtime limit).'),
