@@ -32,14 +32,17 @@ VENV = pathlib.Path(os.environ.get('CLOUDLET_VENV', '/opt/openstack-cloudlet/ven
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
 # Service -> port for the first box; another box adds its `port_offset`.
+# The APIs in the catalog (a remote box publishes them through its WAN path):
 BASE_PORTS = {
     'keystone': 5000,
     'glance': 9292,
     'placement': 8778,
     'nova-api': 8774,
     'neutron': 9696,
-    'nova-metadata': 8775,
 }
+# Services only the box itself reaches, on loopback (nova's metadata API: the
+# routers' metadata proxies ask it through Neutron's metadata agent).
+INTERNAL_PORTS = {'nova-metadata': 8775}
 MARIADB_SOCKET = '/run/mysqld/mysqld.sock'
 RABBIT_PORT = 5672
 HOST_LIBVIRT_URI = 'qemu:///system'
@@ -124,7 +127,7 @@ class Box:
         return pathlib.Path('/run/openstack-cloudlet') / self.name
 
     def port(self, service):
-        return BASE_PORTS[service] + self.port_offset
+        return {**BASE_PORTS, **INTERNAL_PORTS}[service] + self.port_offset
 
     @property
     def remote(self):

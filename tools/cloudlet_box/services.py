@@ -17,9 +17,11 @@ class Service:
 def uwsgi(box, name, module, config_env, config_dir, extra=(), env=None):
     """An API under uwsgi as the recipes say: `Connection: close` on every
     answer (pooled keystoneauth connections otherwise see resets). It listens
-    on loopback and, for a remote box, on its WAN path's root end as well."""
+    on loopback and, for a remote box, on its WAN path's root end as well
+    (but for the box's internal services, layout.INTERNAL_PORTS)."""
     listen = ()
-    for address in box.listen_addresses:
+    addresses = ('127.0.0.1',) if name in layout.INTERNAL_PORTS else box.listen_addresses
+    for address in addresses:
         listen += ('--http', '%s:%d' % (address, box.port(name)))
     argv = (
         str(layout.VENV / 'bin' / 'uwsgi'),

@@ -75,6 +75,10 @@ def test_uwsgi_listens_on_the_wan_end_only_for_a_remote_box():
                                                                              '10.254.88.1:5100']
     assert services.nova_services(BOX)['nova-compute'].env == {}
     assert services.nova_services(BOX2)['nova-compute'].env == {'CLOUDLET_LIBVIRT_URI': BOX2.libvirt_uri}
+    # nova's metadata API is for the box's own metadata agent: loopback only, never through the WAN.
+    metadata = services.api_services(BOX2)['nova-metadata'].argv
+    assert [metadata[i + 1] for i, a in enumerate(metadata) if a == '--http'] == ['127.0.0.1:8875']
+    assert BOX2.port('nova-metadata') not in wan.WanPath(BOX2).ports
 
 
 def test_box2_services_use_internal_endpoints_and_their_libvirt(box_roots):
