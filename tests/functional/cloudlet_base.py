@@ -187,6 +187,8 @@ class CloudletTestBase(base.ServersTestBase):
         load_driver_shim()
         self.fake_libvirt = self.useFixture(fake_libvirt_save.FakeLibvirtSaveRestore())
         super().setUp()
+        # fakelibvirt makes no taps: nothing for restore.ensure_taps_up to look at.
+        self.useFixture(fixtures.MonkeyPatch('cloudlet_nova.virt.restore._flags', lambda dev: None))
         # nova 34 + this venv's SQLAlchemy 2.1: nova's own instance lazy-loads
         # (notifications of pause, stop...) warn, and nova's WarningsFixture
         # makes that an error. Not ours; nova's gate pins SQLAlchemy < 2.1.

@@ -236,6 +236,8 @@ class RestoreGuestTest(DriverTestCase):
         from tests.functional import fake_libvirt_save
         from tests.unit.virt import test_restore
         self.fake_libvirt = self.useFixture(fake_libvirt_save.FakeLibvirtSaveRestore())
+        # fakelibvirt makes no taps: nothing for restore.ensure_taps_up to look at.
+        self.useFixture(fixtures.MonkeyPatch('cloudlet_nova.virt.restore._flags', lambda dev: None))
         self.nova_xml = test_restore.with_boot_files(
             test_restore.NOVA_XML.replace('22222222-2222-2222-2222-222222222222', UUID), self.instance_dir)
         self.pages = [('pc.ram', 0, b'A' * 4096), ('pc.ram', 4096, None)]

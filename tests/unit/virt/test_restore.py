@@ -301,3 +301,36 @@ class NicPlugTest(testtools.TestCase):
         self.assertIn('did not release its network interfaces', str(error))
         self.assertEqual([], driver.calls)
         self.assertEqual([NIC], guest.nics)
+
+
+class EnsureTapsUpTest(testtools.TestCase):
+    """The tap left down by the switch's flag write is brought up (a fake /sys and ip, for unit tests)."""
+
+    def setUp(self):
+        super().setUp()
+        self.flags, self.enabled = {}, []
+        self.useFixture(fixtures.MonkeyPatch('cloudlet_nova.virt.restore._flags', self.flags.get))
+        self.useFixture(fixtures.MonkeyPatch('nova.privsep.linux_net.set_device_enabled',
+                                             self.enabled.append))
+
+    def test_a_promiscuous_tap_left_down_is_brought_up(self):
+        self.flags['tap1'] = 0x1002 | restore._IFF_PROMISC          # the switch opened it: not up
+        restore.ensure_taps_up([NIC], settle=5)
+        self.assertEqual(['tap1'], self.enabled)
+
+    def test_a_tap_that_is_up_is_left_alone(self):
+        self.flags['tap1'] = 0x1003 | restore._IFF_PROMISC
+        restore.ensure_taps_up([NIC], settle=5)
+        self.assertEqual([], self.enabled)
+
+    def test_waits_for_the_switch_then_mends(self):
+        self.flags['tap1'] = 0x1003                              # up, the switch not there yet
+        timer = threading.Timer(0.1, lambda: self.flags.update(tap1=0x1002 | restore._IFF_PROMISC))
+        timer.start()
+        self.addCleanup(timer.cancel)
+        restore.ensure_taps_up([NIC], settle=5)
+        self.assertEqual(['tap1'], self.enabled)
+
+    def test_no_tap_here_is_nothing_to_do(self):
+        restore.ensure_taps_up([NIC], settle=5)
+        self.assertEqual([], self.enabled)
