@@ -169,11 +169,11 @@ class Servers:
             cloud.delete_server(self.conn, server_id)
 
 
-@pytest.fixture(scope='session', autouse=True)
-def no_servers_left(box):
-    """At the end, delete every `e2e-` server of the test projects, including
-    any a failed CLI call created without telling us its id."""
-    yield
+def sweep(box):
+    """Delete every `e2e-` server of the test projects (including any a failed
+    CLI call created without telling us its id), then every `e2e-` network and
+    security group: a run killed half-way leaves them, and a shared network
+    left behind makes `networks: auto` ambiguous for every later run."""
     boxes = [box]
     second = layout.named(layout.BOX2.name)
     if second.name != box.name and not not_running(second):
@@ -184,6 +184,21 @@ def no_servers_left(box):
             for server in conn.compute.servers():
                 if server.name.startswith('e2e-'):
                     cloud.delete_server(conn, server.id)
+        admin = cloud.connect('%s-admin' % each.name)
+        for network in admin.network.networks():
+            if network.name.startswith('e2e-'):
+                admin.network.delete_network(network)
+        for group in admin.network.security_groups():
+            if group.name.startswith('e2e-'):
+                admin.network.delete_security_group(group)
+
+
+@pytest.fixture(scope='session', autouse=True)
+def no_test_resources_left(box):
+    """Before and after the run: what `sweep` removes."""
+    sweep(box)
+    yield
+    sweep(box)
 
 
 @pytest.fixture
