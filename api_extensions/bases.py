@@ -56,7 +56,7 @@ def glance_model():
 
 
 def source():
-    from cloudlet_nova.engine import source as engine_source
+    from cloudlet_engine import source as engine_source
     return engine_source
 
 
@@ -213,7 +213,7 @@ class BaseImporter:
 
 
 def _is_expected(error):
-    from cloudlet_nova.engine import errors
+    from cloudlet_engine import errors
     return isinstance(error, (errors.CloudletError, urls.URLNotAllowed))
 
 

@@ -11,8 +11,8 @@ from nova.api import validation
 import nova.conf
 
 from cloudlet_glance import properties
-from cloudlet_nova.engine import basevm
-from cloudlet_nova.engine import format as overlay_format
+from cloudlet_engine import basevm
+from cloudlet_engine import format as overlay_format
 
 from api_extensions import handoff
 from api_extensions import policies

@@ -44,7 +44,7 @@ from cloudlet_box import cloud
 from cloudlet_box import handoff_scene
 from cloudlet_box import layout
 from cloudlet_box import wan as wan_mod
-from cloudlet_nova.engine import basevm
+from cloudlet_engine import basevm
 
 RAM, DISK = 'bench-ram-state', 'bench-disk-state'
 

@@ -33,17 +33,17 @@ if REPO not in sys.path:
 
 from bench import baselines                      # noqa: E402
 from bench import linkemu                        # noqa: E402
-from cloudlet_nova.engine import apply           # noqa: E402
-from cloudlet_nova.engine import basevm          # noqa: E402
-from cloudlet_nova.engine import capture         # noqa: E402
-from cloudlet_nova.engine import chunks          # noqa: E402
-from cloudlet_nova.engine import codecs          # noqa: E402
-from cloudlet_nova.engine import create          # noqa: E402
-from cloudlet_nova.engine import domainxml       # noqa: E402
-from cloudlet_nova.engine import format as fmt   # noqa: E402
-from cloudlet_nova.engine import hypervisor      # noqa: E402
-from cloudlet_nova.engine import savefile        # noqa: E402
-from cloudlet_nova.engine import synthesis       # noqa: E402
+from cloudlet_engine import apply           # noqa: E402
+from cloudlet_engine import basevm          # noqa: E402
+from cloudlet_engine import capture         # noqa: E402
+from cloudlet_engine import chunks          # noqa: E402
+from cloudlet_engine import codecs          # noqa: E402
+from cloudlet_engine import create          # noqa: E402
+from cloudlet_engine import domainxml       # noqa: E402
+from cloudlet_engine import format as fmt   # noqa: E402
+from cloudlet_engine import hypervisor      # noqa: E402
+from cloudlet_engine import savefile        # noqa: E402
+from cloudlet_engine import synthesis       # noqa: E402
 
 GUEST_HTTP_PORT = 8080
 GUEST_MEMORY_MIB = 256

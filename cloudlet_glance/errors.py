@@ -6,7 +6,7 @@ Content problems (a base whose bytes do not match its id) stay engine errors
 (`BaseVMError`, `WrongBase`); these are about the image service itself.
 """
 
-from cloudlet_nova.engine.errors import CloudletError
+from cloudlet_engine.errors import CloudletError
 
 
 class ImageServiceError(CloudletError):

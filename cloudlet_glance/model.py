@@ -40,12 +40,12 @@ import zlib
 from cloudlet_glance import errors
 from cloudlet_glance import properties as props
 from cloudlet_glance import streams
-from cloudlet_nova.engine import basevm
-from cloudlet_nova.engine import chunks
-from cloudlet_nova.engine import domainxml
-from cloudlet_nova.engine import errors as engine_errors
-from cloudlet_nova.engine import format as overlay_format
-from cloudlet_nova.engine import savefile
+from cloudlet_engine import basevm
+from cloudlet_engine import chunks
+from cloudlet_engine import domainxml
+from cloudlet_engine import errors as engine_errors
+from cloudlet_engine import format as overlay_format
+from cloudlet_engine import savefile
 
 LOG = logging.getLogger(__name__)
 

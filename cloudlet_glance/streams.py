@@ -7,7 +7,7 @@ stays bounded whatever the image size.
 import hashlib
 import os
 
-from cloudlet_nova.engine import progress as progress_mod
+from cloudlet_engine import progress as progress_mod
 
 # Glance's default multihash algorithm (`[DEFAULT] hashing_algorithm`); an
 # upload is checked against the image's os_hash_value when Glance used it.

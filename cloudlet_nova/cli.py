@@ -18,13 +18,13 @@ import json
 import os
 import sys
 
-from cloudlet_nova.engine import apply
-from cloudlet_nova.engine import basevm
-from cloudlet_nova.engine import codecs
-from cloudlet_nova.engine import errors
-from cloudlet_nova.engine import format as fmt
-from cloudlet_nova.engine import progress as progress_mod
-from cloudlet_nova.engine import source as sources
+from cloudlet_engine import apply
+from cloudlet_engine import basevm
+from cloudlet_engine import codecs
+from cloudlet_engine import errors
+from cloudlet_engine import format as fmt
+from cloudlet_engine import progress as progress_mod
+from cloudlet_engine import source as sources
 
 DEFAULT_STATE_DIR = os.environ.get('CLOUDLET_STATE_DIR', '/var/lib/openstack-cloudlet')
 
@@ -56,7 +56,7 @@ def _ports(values):
 
 
 def cmd_base_capture(args, store, progress):
-    from cloudlet_nova.engine import capture, hypervisor
+    from cloudlet_engine import capture, hypervisor
     base = capture.capture_base(hypervisor.connect(), args.domain, store, args.name,
                                 keep_running=args.keep_running, progress=progress)
     _print_json(base.describe())
@@ -88,10 +88,10 @@ def cmd_base_delete(args, store, progress):
 
 
 def cmd_overlay_create(args, store, progress):
-    from cloudlet_nova.engine import create
+    from cloudlet_engine import create
     base = resolve_base(store, args.base)
     if args.domain:
-        from cloudlet_nova.engine import capture, hypervisor
+        from cloudlet_engine import capture, hypervisor
         stats = capture.capture_overlay(hypervisor.connect(), args.domain, base, args.output,
                                         args.codec, args.level, args.keep_running, progress)
     else:
@@ -147,7 +147,7 @@ def cmd_overlay_apply(args, store, progress):
 
 
 def _synthesize(args, store, progress, location):
-    from cloudlet_nova.engine import synthesis
+    from cloudlet_engine import synthesis
     base = resolve_base(store, args.base)
     launch_dir = os.path.join(args.state_dir, 'instances', args.name)
     result = synthesis.synthesize(base, location, launch_dir, args.name,

@@ -13,7 +13,7 @@ import functools
 from keystoneauth1 import exceptions as ksa_exceptions
 from osc_lib import exceptions
 
-from cloudlet_nova.engine import errors as engine_errors
+from cloudlet_engine import errors as engine_errors
 
 
 def one_line_errors(take_action):

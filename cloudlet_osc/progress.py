@@ -1,7 +1,7 @@
 """Progress bars on stderr, fed by the engine's progress protocol.
 
 cloudlet_glance.model and the engine report `update(stage, done, total)`
-(cloudlet_nova.engine.progress.Progress) while they upload, download,
+(cloudlet_engine.progress.Progress) while they upload, download,
 validate or export; a ProgressBar draws that as
 
     uploading disk [==============>               ]  48% 128.5M/266.1M
@@ -15,7 +15,7 @@ import time
 
 from osc_lib import utils
 
-from cloudlet_nova.engine import progress as engine_progress
+from cloudlet_engine import progress as engine_progress
 
 WIDTH = 30
 INTERVAL = 0.2      # seconds between redraws for byte counts alone

@@ -19,11 +19,11 @@ import time
 import urllib.request
 import uuid as uuidlib
 
-from cloudlet_nova.engine import basevm
-from cloudlet_nova.engine import capture
-from cloudlet_nova.engine import domainxml
-from cloudlet_nova.engine import hypervisor
-from cloudlet_nova.engine import synthesis
+from cloudlet_engine import basevm
+from cloudlet_engine import capture
+from cloudlet_engine import domainxml
+from cloudlet_engine import hypervisor
+from cloudlet_engine import synthesis
 from cloudlet_box import http_serve   # tools/ is this script's directory
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

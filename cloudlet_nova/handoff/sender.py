@@ -56,8 +56,8 @@ from nova.virt.libvirt import utils as libvirt_utils
 from cloudlet_glance import images as glance_images
 from cloudlet_glance import model
 from cloudlet_glance import properties as props
-from cloudlet_nova.engine import errors as engine_errors
-from cloudlet_nova.engine import handoff as engine_handoff
+from cloudlet_engine import errors as engine_errors
+from cloudlet_engine import handoff as engine_handoff
 from cloudlet_nova.handoff import addresses
 from cloudlet_nova.handoff import destination as destination_mod
 from cloudlet_nova.handoff import records

@@ -40,14 +40,14 @@ from nova.virt.libvirt import utils as libvirt_utils
 from cloudlet_glance import images as glance_images
 from cloudlet_glance import model
 from cloudlet_glance import properties as props
-from cloudlet_nova.engine import basevm
-from cloudlet_nova.engine import capture as engine_capture
-from cloudlet_nova.engine import chunks
-from cloudlet_nova.engine import codecs
-from cloudlet_nova.engine import create
-from cloudlet_nova.engine import domainxml
-from cloudlet_nova.engine import errors
-from cloudlet_nova.engine import savefile
+from cloudlet_engine import basevm
+from cloudlet_engine import capture as engine_capture
+from cloudlet_engine import chunks
+from cloudlet_engine import codecs
+from cloudlet_engine import create
+from cloudlet_engine import domainxml
+from cloudlet_engine import errors
+from cloudlet_engine import savefile
 from cloudlet_nova.virt import faults
 from cloudlet_nova.virt import launch as launch_mod
 from cloudlet_nova.virt import restore

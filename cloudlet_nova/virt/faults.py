@@ -22,7 +22,7 @@ import urllib.parse
 
 from nova import exception
 
-from cloudlet_nova.engine import errors
+from cloudlet_engine import errors
 
 REFUSAL_ADVICE = 'their state lives in memory; create an overlay instead'
 

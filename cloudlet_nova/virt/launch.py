@@ -32,12 +32,12 @@ from cloudlet_glance import errors as glance_errors
 from cloudlet_glance import images as glance_images
 from cloudlet_glance import model
 from cloudlet_glance import properties as props
-from cloudlet_nova.engine import apply
-from cloudlet_nova.engine import basevm
-from cloudlet_nova.engine import errors
-from cloudlet_nova.engine import format as overlay_format
-from cloudlet_nova.engine import progress as progress_mod
-from cloudlet_nova.engine import source
+from cloudlet_engine import apply
+from cloudlet_engine import basevm
+from cloudlet_engine import errors
+from cloudlet_engine import format as overlay_format
+from cloudlet_engine import progress as progress_mod
+from cloudlet_engine import source
 from cloudlet_nova.virt import faults
 from cloudlet_nova.virt import state
 

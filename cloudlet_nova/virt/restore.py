@@ -42,9 +42,9 @@ import nova.privsep.linux_net
 from nova.virt.libvirt import driver as libvirt_driver
 from nova.virt.libvirt import guest as libvirt_guest
 
-from cloudlet_nova.engine import basevm
-from cloudlet_nova.engine import domainxml
-from cloudlet_nova.engine import savefile
+from cloudlet_engine import basevm
+from cloudlet_engine import domainxml
+from cloudlet_engine import savefile
 from cloudlet_nova.virt import faults
 
 CONF = nova.conf.CONF

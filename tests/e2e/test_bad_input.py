@@ -5,7 +5,7 @@ import libvirt
 
 from cloudlet_box import cloud
 from cloudlet_box import http_serve
-from cloudlet_nova.engine import format as overlay_format
+from cloudlet_engine import format as overlay_format
 
 
 def wrong_base_overlay(real_path, target):

@@ -40,11 +40,11 @@ from tests.fixtures import http_server
 from cloudlet_glance import images as glance_images
 from cloudlet_glance import model
 from cloudlet_nova import conf as cloudlet_conf
-from cloudlet_nova.engine import apply
-from cloudlet_nova.engine import basevm
-from cloudlet_nova.engine import create
-from cloudlet_nova.engine import format as overlay_format
-from cloudlet_nova.engine import savefile
+from cloudlet_engine import apply
+from cloudlet_engine import basevm
+from cloudlet_engine import create
+from cloudlet_engine import format as overlay_format
+from cloudlet_engine import savefile
 from tests.fixtures import boot_files as fake_boot_files
 from tests.fixtures import fake_savefile
 from tests.functional import fake_libvirt_save

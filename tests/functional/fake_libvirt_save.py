@@ -30,7 +30,7 @@ from lxml import etree
 
 from nova.tests.fixtures import libvirt as fakelibvirt
 
-from cloudlet_nova.engine import savefile
+from cloudlet_engine import savefile
 from tests.fixtures import fake_savefile
 
 VIR_DOMAIN_SAVE_BYPASS_CACHE = 1

@@ -8,8 +8,8 @@ from lxml import etree
 
 from cloudlet_glance import model
 from cloudlet_glance import properties as props
-from cloudlet_nova.engine import basevm
-from cloudlet_nova.engine import savefile
+from cloudlet_engine import basevm
+from cloudlet_engine import savefile
 from tests.functional import cloudlet_base
 
 PAGE = cloudlet_base.PAGE

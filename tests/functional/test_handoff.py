@@ -59,7 +59,7 @@ class HandoffTest(cloudlet_base.CloudletTestBase):
         self.useFixture(fixtures.MonkeyPatch(
             'cloudlet_nova.handoff.destination.Destination', self.cloud))
         self.useFixture(fixtures.MonkeyPatch(
-            'cloudlet_nova.engine.handoff.LiveResidue', self.residues))
+            'cloudlet_engine.handoff.LiveResidue', self.residues))
 
     # -- helpers ----------------------------------------------------------------------
 
@@ -143,7 +143,7 @@ class HandoffTest(cloudlet_base.CloudletTestBase):
                              waiting in self.logs.text()))
             return made
 
-        self.useFixture(fixtures.MonkeyPatch('cloudlet_nova.engine.handoff.LiveResidue', residue))
+        self.useFixture(fixtures.MonkeyPatch('cloudlet_engine.handoff.LiveResidue', residue))
 
         handoff_id = self.handoff(server, options={'codec': 'zstd'})
         self._wait_until_deleted(server)

@@ -6,7 +6,7 @@ import os
 from lxml import etree
 
 from cloudlet_glance import properties as props
-from cloudlet_nova.engine import qcow2
+from cloudlet_engine import qcow2
 from tests.functional import cloudlet_base
 
 

@@ -46,8 +46,8 @@ import uuid as uuidlib
 
 import pytest
 
-from cloudlet_nova.engine import domainxml
-from cloudlet_nova.engine import hypervisor
+from cloudlet_engine import domainxml
+from cloudlet_engine import hypervisor
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 GUEST_HTTP_PORT = 8080

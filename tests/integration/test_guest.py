@@ -13,8 +13,8 @@ import urllib.error
 import libvirt
 import pytest
 
-from cloudlet_nova.engine import domainxml
-from cloudlet_nova.engine import hypervisor
+from cloudlet_engine import domainxml
+from cloudlet_engine import hypervisor
 from tests.integration.conftest import GUEST_ECHO_PORT, GUEST_HTTP_PORT, overlay_actual_size
 
 pytestmark = pytest.mark.integration

@@ -13,11 +13,11 @@ import threading
 
 import pytest
 
-from cloudlet_nova.engine import basevm
-from cloudlet_nova.engine import capture
-from cloudlet_nova.engine import handoff
-from cloudlet_nova.engine import hypervisor
-from cloudlet_nova.engine import synthesis
+from cloudlet_engine import basevm
+from cloudlet_engine import capture
+from cloudlet_engine import handoff
+from cloudlet_engine import hypervisor
+from cloudlet_engine import synthesis
 from tests.integration.test_synthesis import _app_call
 from tests.integration.test_synthesis import _app_state
 from tests.integration.test_synthesis import _forwards

@@ -1,4 +1,4 @@
-"""cloudlet_nova.engine.savefile against a real libvirt/QEMU save image.
+"""cloudlet_engine.savefile against a real libvirt/QEMU save image.
 
 Needs libvirtd on qemu:///system with QEMU TCG.  The guest needs no OS: a
 128 MiB domain with no disk sits in SeaBIOS, which is enough to produce a
@@ -15,8 +15,8 @@ import uuid
 
 import pytest
 
-from cloudlet_nova.engine import savefile
-from cloudlet_nova.engine.savefile import Opaque, Page, ZeroPage
+from cloudlet_engine import savefile
+from cloudlet_engine.savefile import Opaque, Page, ZeroPage
 
 libvirt = pytest.importorskip('libvirt')
 

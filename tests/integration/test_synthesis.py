@@ -15,11 +15,11 @@ import urllib.request
 
 import pytest
 
-from cloudlet_nova.engine import basevm
-from cloudlet_nova.engine import capture
-from cloudlet_nova.engine import errors
-from cloudlet_nova.engine import hypervisor
-from cloudlet_nova.engine import synthesis
+from cloudlet_engine import basevm
+from cloudlet_engine import capture
+from cloudlet_engine import errors
+from cloudlet_engine import hypervisor
+from cloudlet_engine import synthesis
 from tests.integration.conftest import APP_TIMEOUT
 
 pytestmark = pytest.mark.integration

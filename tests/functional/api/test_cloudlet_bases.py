@@ -15,7 +15,7 @@ import uuid
 from unittest import mock
 
 from cloudlet_glance import properties
-from cloudlet_nova.engine import basevm
+from cloudlet_engine import basevm
 
 from api_extensions import bases
 from api_extensions import records

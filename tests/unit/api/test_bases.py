@@ -2,7 +2,7 @@
 
 from unittest import mock
 
-from cloudlet_nova.engine import errors as engine_errors
+from cloudlet_engine import errors as engine_errors
 
 from api_extensions import bases
 from api_extensions import urls

@@ -1,7 +1,7 @@
 """The per-segment codec choice from the measured bandwidth."""
 
-from cloudlet_nova.engine import adaptive
-from cloudlet_nova.engine import format as fmt
+from cloudlet_engine import adaptive
+from cloudlet_engine import format as fmt
 
 
 def _chooser(bits_per_second):

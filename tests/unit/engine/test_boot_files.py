@@ -12,11 +12,11 @@ import zipfile
 from lxml import etree
 import pytest
 
-from cloudlet_nova.engine import basevm
-from cloudlet_nova.engine import capture
-from cloudlet_nova.engine import errors
-from cloudlet_nova.engine import savefile
-from cloudlet_nova.engine import synthesis
+from cloudlet_engine import basevm
+from cloudlet_engine import capture
+from cloudlet_engine import errors
+from cloudlet_engine import savefile
+from cloudlet_engine import synthesis
 from tests.fixtures import fake_savefile
 from tests.fixtures.boot_files import INITRD_DATA, KERNEL_DATA, write_boot_files
 

@@ -5,7 +5,7 @@ import copy
 import pytest
 from lxml import etree
 
-from cloudlet_nova.engine import domainxml
+from cloudlet_engine import domainxml
 
 Q = '{%s}' % domainxml.QEMU_NS
 

@@ -8,11 +8,11 @@ import subprocess
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from cloudlet_nova.engine import apply
-from cloudlet_nova.engine import basevm
-from cloudlet_nova.engine import create
-from cloudlet_nova.engine import errors
-from cloudlet_nova.engine import savefile
+from cloudlet_engine import apply
+from cloudlet_engine import basevm
+from cloudlet_engine import create
+from cloudlet_engine import errors
+from cloudlet_engine import savefile
 from tests.fixtures import fake_savefile
 
 PAGE = 4096
@@ -261,7 +261,7 @@ def test_fuzz_corrupted_overlays_fail_cleanly(scenario, tmp_path, data):
 
 def _hostile_overlay(base, items, data=b'', memory_size=None):
     """A well-formed, correctly checksummed overlay whose items lie."""
-    from cloudlet_nova.engine import codecs, format as fmt
+    from cloudlet_engine import codecs, format as fmt
     out = io.BytesIO()
     writer = fmt.OverlayWriter(out, {'base_id': base.base_id, 'disk_size': base.disk_size,
                                      'memory_size': PAGE if memory_size is None else memory_size})
@@ -272,7 +272,7 @@ def _hostile_overlay(base, items, data=b'', memory_size=None):
 
 
 def _hostile_cases():
-    from cloudlet_nova.engine import format as fmt
+    from cloudlet_engine import format as fmt
     Item = fmt.Item
     return {
         'disk offset past the end': ([Item(fmt.DISK_ZERO, offset=1 << 40)], b''),
@@ -318,7 +318,7 @@ def test_damaged_package_is_a_base_error(scenario, tmp_path):
 
 
 def test_unprefetched_source_is_a_context_manager(scenario, tmp_path):
-    from cloudlet_nova.engine import source
+    from cloudlet_engine import source
     path = tmp_path / 'o.clo'
     path.write_bytes(scenario.create()[0])
     with source.open_overlay(str(path), prefetch=False) as stream:
@@ -338,7 +338,7 @@ def test_existing_launch_file_is_left_alone(scenario, tmp_path):
 
 def test_streamed_memory_image_is_bounded_by_the_limit(scenario, tmp_path):
     """memory_size null (a handoff residue): the applier stops at the memory limit."""
-    from cloudlet_nova.engine import format as fmt
+    from cloudlet_engine import format as fmt
     out = io.BytesIO()
     writer = fmt.OverlayWriter(out, {'base_id': scenario.base.base_id, 'disk_size': scenario.base.disk_size,
                                      'memory_size': None})

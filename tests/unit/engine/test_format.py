@@ -3,9 +3,9 @@ import struct
 
 import pytest
 
-from cloudlet_nova.engine import codecs
-from cloudlet_nova.engine import errors
-from cloudlet_nova.engine import format as fmt
+from cloudlet_engine import codecs
+from cloudlet_engine import errors
+from cloudlet_engine import format as fmt
 
 META = {'base_id': 'ab' * 32, 'disk_size': 1 << 20, 'memory_size': 8192}
 

@@ -11,9 +11,9 @@ import numpy
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from cloudlet_nova.engine import qcow2
-from cloudlet_nova.engine.errors import BaseVMError
-from cloudlet_nova.engine.qcow2 import ZERO, Qcow2Writer, iter_top_layer_chunks, top_layer_info
+from cloudlet_engine import qcow2
+from cloudlet_engine.errors import BaseVMError
+from cloudlet_engine.qcow2 import ZERO, Qcow2Writer, iter_top_layer_chunks, top_layer_info
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 CS = 4096

@@ -1,4 +1,4 @@
-"""Tests for cloudlet_nova.engine.savefile on fake save images."""
+"""Tests for cloudlet_engine.savefile on fake save images."""
 
 import io
 import os
@@ -9,9 +9,9 @@ import hypothesis
 import pytest
 from hypothesis import strategies as st
 
-from cloudlet_nova.engine import savefile
-from cloudlet_nova.engine.errors import SaveImageError
-from cloudlet_nova.engine.savefile import Opaque, Page, ZeroPage
+from cloudlet_engine import savefile
+from cloudlet_engine.errors import SaveImageError
+from cloudlet_engine.savefile import Opaque, Page, ZeroPage
 from tests.fixtures import fake_savefile as fake
 from tests.fixtures.fake_savefile import PAGE_SIZE, SAMPLE_XML
 

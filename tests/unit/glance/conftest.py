@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from cloudlet_nova.engine import basevm
+from cloudlet_engine import basevm
 from tests.fixtures import boot_files as fake_boot_files
 from tests.fixtures import fake_savefile
 from tests.unit.glance import fakes

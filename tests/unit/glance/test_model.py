@@ -8,10 +8,10 @@ import pytest
 from cloudlet_glance import errors
 from cloudlet_glance import model
 from cloudlet_glance import properties as props
-from cloudlet_nova.engine import basevm
-from cloudlet_nova.engine import create
-from cloudlet_nova.engine import errors as engine_errors
-from cloudlet_nova.engine import progress as progress_mod
+from cloudlet_engine import basevm
+from cloudlet_engine import create
+from cloudlet_engine import errors as engine_errors
+from cloudlet_engine import progress as progress_mod
 from tests.unit.glance import fakes
 
 

@@ -4,7 +4,7 @@ import hashlib
 import io
 
 from cloudlet_glance import streams
-from cloudlet_nova.engine import progress as progress_mod
+from cloudlet_engine import progress as progress_mod
 
 
 class RecordingProgress(progress_mod.Progress):

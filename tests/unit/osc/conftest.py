@@ -22,7 +22,7 @@ from keystoneauth1 import session as ksa_session
 from keystoneauth1.identity import v3
 
 from cloudlet_glance import model
-from cloudlet_nova.engine import format as overlay_format
+from cloudlet_engine import format as overlay_format
 from cloudlet_osc import client as client_mod
 from cloudlet_osc import wait
 # The Glance model tests' synthetic bases (64 MB, 2 vCPUs; "demo-base" and "other-base") and fake Glance.

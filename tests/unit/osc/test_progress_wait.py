@@ -5,7 +5,7 @@ import argparse
 import pytest
 from osc_lib import exceptions
 
-from cloudlet_nova.engine import progress as engine_progress
+from cloudlet_engine import progress as engine_progress
 from cloudlet_osc import progress
 from cloudlet_osc import wait
 from tests.unit.osc.conftest import FakeStream

@@ -7,7 +7,7 @@ from osc_lib import exceptions
 
 from cloudlet_glance import model
 from cloudlet_glance import properties as props
-from cloudlet_nova.engine import source
+from cloudlet_engine import source
 from cloudlet_osc.v1 import servers
 from tests.fixtures import http_server
 from tests.unit.osc.conftest import NOVA, SERVER_ID, bodies, flavor, run, server, write_overlay

@@ -244,7 +244,7 @@ class RestoreGuestTest(DriverTestCase):
         fake_savefile.build_fake_save_image(self.launch.memory_path, test_restore.BASE_XML, self.pages)
 
     def test_restore_paused_with_nova_identity_and_nics(self):
-        from cloudlet_nova.engine import savefile
+        from cloudlet_engine import savefile
         callback = mock.Mock()
         guest = restore.restore_guest(self.driver, self.nova_xml, self.instance, self.launch, 'b',
                                       pause=True, post_xml_callback=callback)

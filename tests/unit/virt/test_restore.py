@@ -8,7 +8,7 @@ import fixtures
 from lxml import etree
 import testtools
 
-from cloudlet_nova.engine import errors
+from cloudlet_engine import errors
 from cloudlet_nova.virt import faults
 from cloudlet_nova.virt import restore
 

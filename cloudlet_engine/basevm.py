@@ -28,10 +28,10 @@ import time
 import zipfile
 import zlib
 
-from cloudlet_nova.engine import chunks
-from cloudlet_nova.engine import domainxml
-from cloudlet_nova.engine import errors
-from cloudlet_nova.engine import savefile
+from cloudlet_engine import chunks
+from cloudlet_engine import domainxml
+from cloudlet_engine import errors
+from cloudlet_engine import savefile
 
 MANIFEST = 'manifest.json'
 MANIFEST_FORMAT = 'openstack-cloudlet-base'

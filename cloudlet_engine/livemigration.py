@@ -28,7 +28,7 @@ import time
 import libvirt
 import libvirt_qemu
 
-from cloudlet_nova.engine import errors
+from cloudlet_engine import errors
 
 RECV_BYTES = 1 << 20
 POLL_SECONDS = 0.05

@@ -52,7 +52,7 @@ import re
 import struct
 import typing
 
-from cloudlet_nova.engine.errors import SaveImageError
+from cloudlet_engine.errors import SaveImageError
 
 
 # --- libvirt header ---------------------------------------------------------

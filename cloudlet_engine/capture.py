@@ -11,12 +11,12 @@ import subprocess
 import tempfile
 import xml.etree.ElementTree as ET
 
-from cloudlet_nova.engine import basevm
-from cloudlet_nova.engine import chunks
-from cloudlet_nova.engine import create
-from cloudlet_nova.engine import domainxml
-from cloudlet_nova.engine import errors
-from cloudlet_nova.engine import hypervisor
+from cloudlet_engine import basevm
+from cloudlet_engine import chunks
+from cloudlet_engine import create
+from cloudlet_engine import domainxml
+from cloudlet_engine import errors
+from cloudlet_engine import hypervisor
 
 
 def domain_disk_path(xml_text):

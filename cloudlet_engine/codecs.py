@@ -22,8 +22,8 @@ import tempfile
 
 import zstandard
 
-from cloudlet_nova.engine import errors
-from cloudlet_nova.engine import format as fmt
+from cloudlet_engine import errors
+from cloudlet_engine import format as fmt
 
 DEFAULT_LEVELS = {fmt.CODEC_ZSTD: 3, fmt.CODEC_XZ: 1, fmt.CODEC_NONE: 0}
 CODEC_BY_NAME = {name: code for code, name in fmt.CODEC_NAMES.items()}

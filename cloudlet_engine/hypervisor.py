@@ -22,7 +22,7 @@ import urllib.request
 import libvirt
 from lxml import etree
 
-from cloudlet_nova.engine.errors import HypervisorError
+from cloudlet_engine.errors import HypervisorError
 
 DEFAULT_URI = 'qemu:///system'
 

@@ -14,7 +14,7 @@ follow the data as it changes (memory pages, then disk chunks).
 
 import threading
 
-from cloudlet_nova.engine import format as fmt
+from cloudlet_engine import format as fmt
 
 # Starting points before anything was measured on this stream (this host class).
 INITIAL = {

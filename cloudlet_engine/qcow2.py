@@ -20,7 +20,7 @@ import struct
 import subprocess
 import sys
 
-from cloudlet_nova.engine.errors import BaseVMError
+from cloudlet_engine.errors import BaseVMError
 
 MAGIC = b'QFI\xfb'
 VERSION = 3

@@ -12,7 +12,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from cloudlet_nova.engine import errors
+from cloudlet_engine import errors
 
 DEFAULT_MAX_BYTES = 16 << 30
 DEFAULT_TIMEOUT = 30.0

@@ -12,13 +12,13 @@ import shutil
 import time
 import uuid as uuidlib
 
-from cloudlet_nova.engine import apply
-from cloudlet_nova.engine import basevm
-from cloudlet_nova.engine import domainxml
-from cloudlet_nova.engine import errors
-from cloudlet_nova.engine import hypervisor
-from cloudlet_nova.engine import savefile
-from cloudlet_nova.engine import source as sources
+from cloudlet_engine import apply
+from cloudlet_engine import basevm
+from cloudlet_engine import domainxml
+from cloudlet_engine import errors
+from cloudlet_engine import hypervisor
+from cloudlet_engine import savefile
+from cloudlet_engine import source as sources
 
 
 @dataclasses.dataclass

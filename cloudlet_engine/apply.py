@@ -14,12 +14,12 @@ import dataclasses
 import os
 import time
 
-from cloudlet_nova.engine import chunks
-from cloudlet_nova.engine import codecs
-from cloudlet_nova.engine import errors
-from cloudlet_nova.engine import format as fmt
-from cloudlet_nova.engine import qcow2
-from cloudlet_nova.engine import savefile
+from cloudlet_engine import chunks
+from cloudlet_engine import codecs
+from cloudlet_engine import errors
+from cloudlet_engine import format as fmt
+from cloudlet_engine import qcow2
+from cloudlet_engine import savefile
 
 LAUNCH_DISK = 'disk.qcow2'
 LAUNCH_MEMORY = 'memory.save'

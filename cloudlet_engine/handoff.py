@@ -25,15 +25,15 @@ import os
 import threading
 import time
 
-from cloudlet_nova.engine import adaptive
-from cloudlet_nova.engine import capture
-from cloudlet_nova.engine import chunks
-from cloudlet_nova.engine import codecs
-from cloudlet_nova.engine import create
-from cloudlet_nova.engine import errors
-from cloudlet_nova.engine import format as fmt
-from cloudlet_nova.engine import livemigration
-from cloudlet_nova.engine import savefile
+from cloudlet_engine import adaptive
+from cloudlet_engine import capture
+from cloudlet_engine import chunks
+from cloudlet_engine import codecs
+from cloudlet_engine import create
+from cloudlet_engine import errors
+from cloudlet_engine import format as fmt
+from cloudlet_engine import livemigration
+from cloudlet_engine import savefile
 
 # Smaller than an offline overlay's segments: what waits in a segment being
 # built is part of what the VM waits for after it paused.

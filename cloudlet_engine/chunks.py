@@ -9,8 +9,8 @@ import hashlib
 import os
 import struct
 
-from cloudlet_nova.engine import format as fmt
-from cloudlet_nova.engine import savefile
+from cloudlet_engine import format as fmt
+from cloudlet_engine import savefile
 
 CHUNK = fmt.CHUNK_SIZE
 ZERO_CHUNK = bytes(CHUNK)

@@ -12,7 +12,7 @@ import hashlib
 import json
 import struct
 
-from cloudlet_nova.engine import errors
+from cloudlet_engine import errors
 
 MAGIC = b'\x89CLOVL\r\n'
 VERSION = 1

@@ -18,13 +18,13 @@ import dataclasses
 import os
 import time
 
-from cloudlet_nova.engine import chunks
-from cloudlet_nova.engine import codecs
-from cloudlet_nova.engine import domainxml
-from cloudlet_nova.engine import errors
-from cloudlet_nova.engine import format as fmt
-from cloudlet_nova.engine import qcow2
-from cloudlet_nova.engine import savefile
+from cloudlet_engine import chunks
+from cloudlet_engine import codecs
+from cloudlet_engine import domainxml
+from cloudlet_engine import errors
+from cloudlet_engine import format as fmt
+from cloudlet_engine import qcow2
+from cloudlet_engine import savefile
 
 SEGMENT_DATA_BYTES = 1 << 20
 SEGMENT_MAX_ITEMS = 32768
