@@ -32,7 +32,7 @@ from api_extensions import policies
 from api_extensions import policy
 from api_extensions import records as records_mod
 from api_extensions import schemas
-from api_extensions import urls
+from cloudlet_engine import urls
 
 CONF = nova.conf.CONF
 LOG = logging.getLogger(__name__)
@@ -246,6 +246,8 @@ class CloudletBasesController(wsgi.Controller):
     # --- views -----------------------------------------------------------
 
     def _links(self, req, record_id):
+        # nova's ViewBuilder builds self/bookmark links only in private helpers (all
+        # nova views use them); no public function does it.
         return self._view._get_links(req, record_id, 'os-cloudlet/bases')
 
     def _show(self, req, record):

@@ -13,6 +13,7 @@ import urllib.parse
 import urllib.request
 
 from cloudlet_engine import errors
+from cloudlet_engine import urls
 
 DEFAULT_MAX_BYTES = 16 << 30
 DEFAULT_TIMEOUT = 30.0
@@ -27,14 +28,14 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         raise errors.SourceError('%s redirects to %s: redirects are not followed' % (req.full_url, newurl))
 
 
-class _Bounded:
-    """A raw stream that refuses to deliver more than `max_bytes`."""
+class Bounded:
+    """A raw stream that refuses to deliver more than `max_bytes` (every overlay source is one)."""
 
     def __init__(self, raw, max_bytes, name):
         self.raw, self.max_bytes, self.name = raw, max_bytes, name
         self.count = 0
 
-    def read(self, size):
+    def read(self, size=-1):
         try:
             data = self.raw.read(size)
         except (OSError, urllib.error.URLError) as exc:   # timeouts and resets included
@@ -59,9 +60,11 @@ def open_overlay(location, max_bytes=DEFAULT_MAX_BYTES, timeout=DEFAULT_TIMEOUT,
     """Open an overlay for streaming. `location`: a path, file://, http:// or https:// URL."""
     parsed = urllib.parse.urlsplit(location)
     scheme = parsed.scheme.lower()
-    if scheme in ('http', 'https'):
-        if not parsed.hostname:
-            raise errors.SourceError('overlay URL %r has no host' % location)
+    if scheme in urls.FETCHABLE_SCHEMES:
+        try:
+            urls.check_url(location, what='overlay URL')
+        except urls.URLNotAllowed as exc:
+            raise errors.SourceError(str(exc))
         raw = _open_http(location, timeout)
         length = raw.headers.get('Content-Length')
         if length and length.isdigit() and int(length) > max_bytes:
@@ -78,7 +81,7 @@ def open_overlay(location, max_bytes=DEFAULT_MAX_BYTES, timeout=DEFAULT_TIMEOUT,
         raise errors.SourceError('overlay location %r: scheme %r is not allowed (use %s)'
                                  % (location, scheme, 'a path, file://, http:// or https://'
                                     if allow_files else 'http:// or https://'))
-    stream = _Bounded(raw, max_bytes, location)
+    stream = Bounded(raw, max_bytes, location)
     return Prefetcher(stream) if prefetch else stream
 
 

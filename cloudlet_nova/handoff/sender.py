@@ -58,6 +58,7 @@ from cloudlet_glance import model
 from cloudlet_glance import properties as props
 from cloudlet_engine import errors as engine_errors
 from cloudlet_engine import handoff as engine_handoff
+from cloudlet_engine import urls
 from cloudlet_nova.handoff import addresses
 from cloudlet_nova.handoff import destination as destination_mod
 from cloudlet_nova.handoff import records
@@ -92,7 +93,7 @@ def secrets_of(request):
 
 def mask(text, secrets):
     """`text` with every secret replaced by ***, and URL user information removed."""
-    text = faults.redact(str(text))
+    text = urls.redact_credentials(str(text))
     for secret in secrets:
         text = text.replace(secret, '***')
     return text
@@ -272,6 +273,7 @@ class Handoff:
         if not launch.is_cloudlet_instance(self.instance):
             raise HandoffFailed(reason='the server was not booted from a cloudlet base VM image')
         try:
+            # driver._host: nova exposes no public accessor for the libvirt connection's Host.
             guest = self.driver._host.get_guest(self.instance)
         except exception.InstanceNotFound:
             raise HandoffFailed(reason='the server has no VM on this host') from None
@@ -342,6 +344,8 @@ class Handoff:
         codec = (self.request.get('options') or {}).get('codec') or 'auto'
         with self.destination.upload(self.residue_image_id) as upload:
             with self._lock:
+                # The engine drives QEMU through the raw virDomain (libvirt_qemu monitor
+                # commands); nova's Guest exposes no public accessor for it.
                 self.residue = engine_handoff.LiveResidue(
                     self.guest._domain, base, workdir, codec=codec,
                     max_downtime_ms=CONF.cloudlet_handoff.max_downtime_ms,

@@ -18,11 +18,11 @@ compute manager do:
 
 import contextlib
 import re
-import urllib.parse
 
 from nova import exception
 
 from cloudlet_engine import errors
+from cloudlet_engine import urls
 
 REFUSAL_ADVICE = 'their state lives in memory; create an overlay instead'
 
@@ -74,23 +74,7 @@ def describe(exc):
         if isinstance(exc, cls):
             text = '%s: %s' % (kind, text)
             break
-    return _LONG_ID.sub(r'\1', redact(text))
-
-
-def redact(text):
-    """Drop user:password@ from any URL in `text` (faults are shown to users)."""
-    words = []
-    for word in text.split(' '):
-        if '://' in word and '@' in word:
-            head, sep, tail = word.partition('://')
-            parts = urllib.parse.urlsplit(sep.join(('x', tail)))
-            if parts.username or parts.password:
-                host = parts.hostname or ''
-                if parts.port:
-                    host = '%s:%d' % (host, parts.port)
-                word = head + '://***@' + host + tail[tail.index(parts.netloc) + len(parts.netloc):]
-        words.append(word)
-    return ' '.join(words)
+    return _LONG_ID.sub(r'\1', urls.redact_credentials(text))
 
 
 @contextlib.contextmanager

@@ -2,7 +2,8 @@
 
 A spawn is a cloudlet spawn when the instance's image is a base disk image
 (image properties reach the driver only through
-`instance.system_metadata['image_*']`, nova-34-integration.md §14.1). Then:
+`instance.system_metadata['image_*']`: nova's ImageMetaProps drops unknown
+properties from image_meta). Then:
 
 - no overlay in the server metadata: resume the base itself (`apply.empty_launch`);
 - `overlay_url`: stream the overlay over http(s) from an allowed host;
@@ -20,9 +21,7 @@ instances_path so disk accounting sees them; any failure removes them.
 import dataclasses
 import os
 import shutil
-import threading
 import time
-import urllib.parse
 
 from oslo_log import log as logging
 
@@ -32,12 +31,14 @@ from cloudlet_glance import errors as glance_errors
 from cloudlet_glance import images as glance_images
 from cloudlet_glance import model
 from cloudlet_glance import properties as props
+from cloudlet_glance import streams as glance_streams
 from cloudlet_engine import apply
 from cloudlet_engine import basevm
 from cloudlet_engine import errors
 from cloudlet_engine import format as overlay_format
 from cloudlet_engine import progress as progress_mod
 from cloudlet_engine import source
+from cloudlet_engine import urls
 from cloudlet_nova.virt import faults
 from cloudlet_nova.virt import state
 
@@ -45,7 +46,6 @@ CONF = nova.conf.CONF
 LOG = logging.getLogger(__name__)
 
 BASE, URL, GLANCE = 'base', 'url', 'glance'
-ALWAYS_REFUSED_SCHEMES = ('file', '')
 
 # The residue image of a handoff (doc/handoff.md): the source cloud creates it,
 # then the server here, then uploads into it while this spawn runs.
@@ -63,7 +63,7 @@ class Plan:
     ref: str = None            # the URL or the overlay image id
 
     def source_record(self):
-        return {'kind': self.kind, 'ref': faults.redact(self.ref) if self.ref else None}
+        return {'kind': self.kind, 'ref': urls.redact_credentials(self.ref) if self.ref else None}
 
 
 def is_cloudlet_instance(instance):
@@ -95,22 +95,12 @@ def plan(instance):
 
 
 def check_overlay_url(url):
-    """http(s) only (never file://), and a host from overlay_url_allowed_hosts when that is set."""
-    parts = urllib.parse.urlsplit(url)
-    scheme = parts.scheme.lower()
-    allowed_schemes = [s.lower() for s in CONF.cloudlet.overlay_url_schemes
-                       if s.lower() in ('http', 'https')]
-    if scheme in ALWAYS_REFUSED_SCHEMES or scheme not in allowed_schemes:
-        raise faults.CloudletSpawnFailed(
-            reason='overlay_url scheme %r is not allowed (allowed: %s)'
-                   % (scheme or 'none', ', '.join(allowed_schemes) or 'none'))
-    host = (parts.hostname or '').lower()
-    if not host:
-        raise faults.CloudletSpawnFailed(reason='overlay_url has no host')
-    allowed_hosts = [h.lower() for h in CONF.cloudlet.overlay_url_allowed_hosts]
-    if allowed_hosts and host not in allowed_hosts:
-        raise faults.CloudletSpawnFailed(reason='overlay_url host %s is not allowed on this cloud '
-                                                '([cloudlet] overlay_url_allowed_hosts)' % host)
+    """The deployment's URL rules (cloudlet_engine.urls), as a spawn fault."""
+    try:
+        urls.check_url(url, CONF.cloudlet.overlay_url_schemes, CONF.cloudlet.overlay_url_allowed_hosts,
+                       what='overlay_url')
+    except urls.URLNotAllowed as exc:
+        raise faults.CloudletSpawnFailed(reason=str(exc))
 
 
 def base_store():
@@ -195,8 +185,8 @@ def open_overlay(images, spawn_plan, base):
     if image.get(props.BASE_ID) and image[props.BASE_ID] != base.base_id:
         raise errors.WrongBase('overlay image %s was made for base %s, not for base %s'
                                % (spawn_plan.ref, image[props.BASE_ID][:12], base.base_id[:12]))
-    return GlanceOverlayStream(images, spawn_plan.ref, CONF.cloudlet.max_overlay_bytes,
-                               CONF.cloudlet.fetch_timeout)
+    pipe = glance_streams.DownloadPipe(images, spawn_plan.ref, CONF.cloudlet.fetch_timeout)
+    return source.Bounded(pipe, CONF.cloudlet.max_overlay_bytes, 'overlay image %s' % spawn_plan.ref)
 
 
 def wait_for_residue(images, image_id, image, timeout=None):
@@ -230,7 +220,7 @@ def wait_for_residue(images, image_id, image, timeout=None):
                 reason='residue image %s of handoff %s disappeared: the source cloud gave up '
                        'the handoff' % (image_id, handoff_id)) from None
         except Exception as exc:      # noqa: BLE001 - Glance hiccup: retried until the deadline
-            problem = faults.redact(str(exc))[:120]
+            problem = urls.redact_credentials(str(exc))[:120]
             continue
         status, problem = image.get('status'), None
     if status != 'active':
@@ -240,63 +230,6 @@ def wait_for_residue(images, image_id, image, timeout=None):
     LOG.info('residue image %s of handoff %s active after %.1f s', image_id, handoff_id,
              _clock() - started)
     return image
-
-
-class GlanceOverlayStream:
-    """An overlay image streamed out of Glance through a pipe.
-
-    A thread runs `images.download(image_id, <pipe writer>)` while the applier
-    reads the other end, so applying starts with the first segment and memory
-    stays bounded (no temporary copy of the overlay). Closing the read end
-    early (the applier found a bad segment) makes the writer fail with EPIPE
-    and end.
-    """
-
-    def __init__(self, images, image_id, max_bytes, timeout):
-        self.image_id, self.max_bytes, self.timeout = image_id, max_bytes, timeout
-        read_fd, write_fd = os.pipe()
-        self._reader = os.fdopen(read_fd, 'rb')
-        self._writer = os.fdopen(write_fd, 'wb')
-        self._images = images
-        self._error = None
-        self.count = 0
-        self._thread = threading.Thread(target=self._download, name='cloudlet-overlay-download',
-                                        daemon=True)
-        self._thread.start()
-
-    def _download(self):
-        try:
-            self._images.download(self.image_id, self._writer)
-        except BaseException as exc:        # handed to the reader
-            self._error = exc
-        finally:
-            try:
-                self._writer.close()
-            except OSError:
-                pass
-
-    def read(self, size=-1):
-        data = self._reader.read(size)
-        self.count += len(data)
-        if self.count > self.max_bytes:
-            raise errors.LimitExceeded('overlay image %s is larger than the limit of %d bytes'
-                                       % (self.image_id, self.max_bytes))
-        if size < 0 or len(data) < size:        # end of the pipe: did the download finish?
-            self._thread.join(self.timeout)
-            if self._error is not None:
-                raise errors.SourceError('downloading overlay image %s failed: %s'
-                                         % (self.image_id, self._error)) from self._error
-        return data
-
-    def close(self):
-        self._reader.close()
-        self._thread.join(self.timeout)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 class LogProgress(progress_mod.Progress):

@@ -5,7 +5,7 @@ from unittest import mock
 from cloudlet_engine import errors as engine_errors
 
 from api_extensions import bases
-from api_extensions import urls
+from cloudlet_engine import urls
 
 
 class FakeStore:
