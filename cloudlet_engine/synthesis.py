@@ -1,9 +1,8 @@
 """Synthesis: base + overlay -> a running VM with a new identity, no boot.
 
-libvirt refuses a new name or uuid when restoring a save image, so the domain
-XML stored inside the launch memory image's header is rewritten (name, uuid,
-disk path, console log, forwarded ports, kernel and initrd) before the restore:
-the header has 64 KiB of slack for this (running-openstack-here.md §10).
+The identity (name, uuid, disks, console log, forwarded ports, kernel and
+initrd) is written into the launch memory image the way the nova driver
+writes it (identity.py), then the image is restored.
 """
 
 import dataclasses
@@ -13,10 +12,10 @@ import time
 import uuid as uuidlib
 
 from cloudlet_engine import apply
-from cloudlet_engine import basevm
 from cloudlet_engine import domainxml
 from cloudlet_engine import errors
 from cloudlet_engine import hypervisor
+from cloudlet_engine import identity
 from cloudlet_engine import savefile
 from cloudlet_engine import source as sources
 
@@ -32,27 +31,15 @@ class Synthesized:
     timings: dict = dataclasses.field(default_factory=dict)
 
 
-def launch_xml(image_xml, name, uuid, disk_path, console_log=None, port_forwards=None, boot_files=None):
-    """The stored domain XML, retargeted at the new VM's identity and files."""
-    return domainxml.retarget(image_xml, name=name, uuid=uuid, disk_path=disk_path,
-                              disk_format='qcow2', console_log=console_log,
-                              port_forwards=port_forwards, boot_files=boot_files)
-
-
 def restore_launch(conn, base, launch, name, uuid, console_log=None, port_forwards=None):
     """Give the launch memory image its identity and restore it, running."""
-    image = savefile.read_save_image(launch.memory_path)
+    image_xml = savefile.read_save_image(launch.memory_path).xml
     # The base's own kernel and initrd; for a base without them, the files
     # the snapshot names, if this host still has them.
-    boot_files = basevm.restore_boot_files(image.xml, base.name or base.base_id, base.boot_files(),
-                                           domainxml.direct_boot_files(image.xml))
-    try:
-        new_xml = launch_xml(image.xml, name, uuid, launch.disk_path, console_log, port_forwards,
-                             boot_files)
-    except ValueError as exc:     # e.g. a port forward for a port the base does not forward
-        raise errors.CloudletError('cannot give the VM its identity: %s' % exc)
-    # No fsync: the image is read once by the restore, then deleted.
-    savefile.rewrite_xml(launch.memory_path, new_xml, fsync=False)
+    new = identity.Identity(name, uuid, identity.keeping_other_disks(image_xml, launch.disk_path),
+                            console_log=console_log, port_forwards=port_forwards,
+                            boot_sources=(base.boot_files(), domainxml.direct_boot_files(image_xml)))
+    identity.write(launch.memory_path, new, base.name or base.base_id)
     return hypervisor.restore_domain(conn, launch.memory_path)
 
 

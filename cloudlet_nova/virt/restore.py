@@ -1,19 +1,16 @@
 """Restore instead of boot: the per-spawn restore flag, the domain's identity, the NICs.
 
-Why a per-spawn flag (nova-34-integration.md §11): LibvirtDriver._create_guest
+Why a per-spawn flag (doc/nova-driver.md, Spawn): LibvirtDriver._create_guest
 is also what hard reboot, power-on, resume, rescue/unrescue and
 finish_migration call. Deciding "restore" from the instance's properties
 would make them restore the launch memory again, over a disk that has moved
 on. The flag (the launch files of one spawn) exists only while that spawn
 runs, and `claim()` hands it out once.
 
-Identity: libvirt refuses a restore under another name or uuid, and the base's
-memory snapshot was taken as another domain. So the domain XML stored in the
-launch memory image (the base's own: it matches the memory state) is
-retargeted to nova's identity (name, uuid, disks, console log, kernel paths,
-nova's <metadata>) and written back into the image header
-(`savefile.rewrite_xml`, within libvirt's 64 KiB of slack); the restore then
-needs no replacement XML. Devices stay the base's.
+Identity: the engine writes nova's identity (name, uuid, disks, console log,
+kernel paths, nova's <metadata>, read from the XML nova made for the
+instance) into the launch memory image (cloudlet_engine/identity.py says why
+and how); the restore then needs no replacement XML. Devices stay the base's.
 
 Kernel and initrd: QEMU opens those of a direct kernel boot even for a
 restore. nova's XML names them when the base disk image has kernel_id /
@@ -23,8 +20,8 @@ fails naming the file, before libvirt is asked.
 
 NICs: bases and overlays are captured without NICs (capture.py unplugs them
 first), because libvirt refuses a restore whose NIC MACs or count differ from
-the snapshot's (running-openstack-here.md, addendum). After the restore, the
-<interface> elements of nova's XML (nova's Neutron ports, already plugged by
+the snapshot's ("Target network card mac X does not match source Y", libvirt
+9.0). After the restore, the <interface> elements of nova's XML (nova's Neutron ports, already plugged by
 plug_vifs) are hot-plugged, live and into the persistent definition.
 """
 
@@ -42,9 +39,8 @@ import nova.privsep.linux_net
 from nova.virt.libvirt import driver as libvirt_driver
 from nova.virt.libvirt import guest as libvirt_guest
 
-from cloudlet_engine import basevm
 from cloudlet_engine import domainxml
-from cloudlet_engine import savefile
+from cloudlet_engine import identity
 from cloudlet_nova.virt import faults
 
 CONF = nova.conf.CONF
@@ -138,20 +134,6 @@ def place_launch_disk(launch, instance_dir):
 
 # -- the domain XML -------------------------------------------------------------
 
-def _disks_by_target(root):
-    disks = {}
-    for disk in root.iterfind('devices/disk'):
-        target = disk.find('target')
-        if target is not None and target.get('dev'):
-            disks[target.get('dev')] = disk
-    return disks
-
-
-def _source_file(disk):
-    source = disk.find('source')
-    return source.get('file') if source is not None else None
-
-
 def restore_xml(image_xml, nova_xml, base_name, base_boot_files=None):
     """The launch memory image's XML with nova's identity and host side.
 
@@ -160,42 +142,31 @@ def restore_xml(image_xml, nova_xml, base_name, base_boot_files=None):
     The kernel and initrd the image boots are nova's, else the base's own
     (`base_boot_files`); a missing one is a BaseVMError naming it.
     """
+    with _disks_refused():
+        return identity.restore_xml(image_xml, nova_identity(nova_xml, base_boot_files), base_name)
+
+
+@contextlib.contextmanager
+def _disks_refused():
+    """A base whose disks are not the instance's: the request's fault, said as it is."""
+    try:
+        yield
+    except identity.DisksDiffer as exc:
+        raise faults.CloudletSpawnFailed(reason=str(exc))
+
+
+def nova_identity(nova_xml, base_boot_files=None):
+    """The identity nova gave the instance, from the domain XML it made for it."""
     nova_root = etree.fromstring(nova_xml.encode())
-    base_root = etree.fromstring(image_xml.encode())
-    nova_disks, base_disks = _disks_by_target(nova_root), _disks_by_target(base_root)
-    missing = sorted(set(nova_disks) - set(base_disks))
-    extra = sorted(set(base_disks) - set(nova_disks))
-    if missing or extra:
-        raise faults.CloudletSpawnFailed(
-            reason='base %s has disks %s, the instance needs %s: capture bases with the flavor '
-                   'disks, disk bus and config drive of the instances made from them'
-                   % (base_name, ','.join(sorted(base_disks)) or 'none',
-                      ','.join(sorted(nova_disks)) or 'none'))
-    first = base_root.find('devices/disk')
-    root_target = first.find('target').get('dev') if first is not None else None
     console_logs = [log.get('file') for log in nova_root.iterfind('devices/serial/log')]
-    boot_files = basevm.restore_boot_files(image_xml, base_name, domainxml.direct_boot_files(nova_xml),
-                                           base_boot_files or {})
-    xml = domainxml.retarget(
-        image_xml, name=nova_root.findtext('name'), uuid=nova_root.findtext('uuid'),
-        disk_path=_source_file(nova_disks[root_target]) if root_target else None,
-        disk_format='qcow2' if root_target else None,
-        console_log=console_logs[0] if console_logs else None, boot_files=boot_files)
-    root = etree.fromstring(xml.encode())
-    for target, disk in _disks_by_target(root).items():
-        if target == root_target:
-            continue
-        nova_file = _source_file(nova_disks[target])
-        if nova_file:
-            domainxml.set_disk_source(disk, nova_file)
-    nova_metadata = nova_root.find('metadata')
-    if nova_metadata is not None:
-        old = root.find('metadata')
-        if old is not None:
-            root.replace(old, nova_metadata)
-        else:
-            root.insert(2, nova_metadata)
-    return etree.tostring(root, encoding='unicode')
+    metadata = nova_root.find('metadata')
+    return identity.Identity(
+        name=nova_root.findtext('name'), uuid=nova_root.findtext('uuid'),
+        disks={target: identity.source_file(disk)
+               for target, disk in identity.disks_by_target(nova_root).items()},
+        console_log=console_logs[0] if console_logs else None,
+        boot_sources=(domainxml.direct_boot_files(nova_xml), base_boot_files or {}),
+        metadata=etree.tostring(metadata, encoding='unicode') if metadata is not None else None)
 
 
 def interfaces(xml):
@@ -227,9 +198,9 @@ def restore_guest(driver, nova_xml, instance, launch, base_name, pause=False, po
     """
     libvirt = libvirt_driver.libvirt
     with faults.spawn_errors('cloudlet restore failed'):
-        image = savefile.read_save_image(launch.memory_path)
-        xml = restore_xml(image.xml, nova_xml, base_name, base_boot_files)
-        savefile.rewrite_xml(launch.memory_path, xml, fsync=False)
+        with _disks_refused():
+            xml = identity.write(launch.memory_path, nova_identity(nova_xml, base_boot_files), base_name)
+    # driver._host: nova exposes no public accessor for the libvirt connection's Host.
     guest = libvirt_guest.Guest.create(xml, driver._host)
     if post_xml_callback is not None:
         post_xml_callback()
