@@ -33,13 +33,12 @@ from nova import exception
 from nova import objects
 
 from cloudlet_glance import properties
-from cloudlet_nova.handoff import destination
+from cloudlet_nova.handoff import remote
 from cloudlet_nova.handoff import rpc as handoff_rpc
 
 from api_extensions import policies
 from api_extensions import policy
 from api_extensions import schemas
-from api_extensions import servers
 
 LOG = logging.getLogger(__name__)
 
@@ -50,7 +49,7 @@ INSTANCE_ACTION = 'cloudlet-handoff'
 def credential_values(body):
     """The string values under the request's credential (whatever its shape)."""
     entity = body.get(ACTION) if isinstance(body, dict) else None
-    return destination.credential_secrets(entity.get('credential') if isinstance(entity, dict) else None)
+    return remote.credential_secrets(entity.get('credential') if isinstance(entity, dict) else None)
 
 
 def mask_secrets(text, secrets):
@@ -131,7 +130,7 @@ class CloudletHandoffController(wsgi.Controller):
 
     def _check_server(self, context, instance, server_id):
         """409 unless an ACTIVE cloudlet server without a task, unlocked, on a local disk, host up."""
-        if not servers.is_cloudlet_instance(instance):
+        if not properties.is_cloudlet_instance(instance):
             raise exc.HTTPConflict(
                 explanation='server %s was not booted from a cloudlet base VM image (image property '
                             '%s=%s): only cloudlet servers can be handed off'

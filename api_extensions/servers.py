@@ -3,7 +3,7 @@
     {"cloudlet-create-base": {"name": ..., "metadata": {...}}}       (alias "cloudlet-base")
     {"cloudlet-create-overlay": {"name": ..., "metadata": {...}, "options": {"codec": "zstd"}}}
 
-Both are thin sugar over nova's createImage path (nova-34-integration.md §9):
+Both are thin sugar over nova's createImage path:
 `compute_api.snapshot()` creates the Glance image record with the extra
 properties, puts the instance in task_state image_snapshot_pending (the
 concurrency lock), records the `createImage` instance action and casts
@@ -38,12 +38,6 @@ ACTION_CREATE_BASE_ALIAS = 'cloudlet-base'
 ACTION_CREATE_OVERLAY = 'cloudlet-create-overlay'
 ACTIONS = (ACTION_CREATE_BASE, ACTION_CREATE_OVERLAY)
 ACTION_ALIASES = {ACTION_CREATE_BASE_ALIAS: ACTION_CREATE_BASE}
-
-
-def is_cloudlet_instance(instance):
-    """Was the server booted from (synthesized or resumed on) a base VM's disk image?"""
-    sysmeta = instance.system_metadata or {}
-    return sysmeta.get(properties.system_metadata_key(properties.CLOUDLET_TYPE)) == properties.BASE_DISK
 
 
 def check_metadata(metadata):
@@ -101,7 +95,7 @@ class CloudletServerActionsController(wsgi.Controller):
 
         extra = dict(metadata)
         if action == ACTION_CREATE_OVERLAY:
-            if not is_cloudlet_instance(instance):
+            if not properties.is_cloudlet_instance(instance):
                 raise exc.HTTPConflict(
                     explanation='server %s was not booted from a cloudlet base VM image '
                                 '(image property %s=%s), so it has no base to make an '

@@ -1,6 +1,6 @@
 """Glance image property names and values: the one place they are spelled.
 
-A base VM is four linked images (openstackpp-reference.md §4 kept the names):
+A base VM is four linked images (the names are OpenStack++'s, kept as they were):
 the base disk carries the ids of its three companions, which are hidden; a
 base that boots a kernel directly has two more hidden companions, its kernel
 and ramdisk, named by nova's own kernel_id and ramdisk_id. An overlay is one
@@ -46,6 +46,12 @@ HANDOFF_ID = 'cloudlet_handoff_id'       # server metadata and residue image pro
 def system_metadata_key(prop):
     """nova copies image properties into instance.system_metadata as image_<key>."""
     return 'image_' + prop
+
+
+def is_cloudlet_instance(instance):
+    """Was the server booted from (synthesized or resumed on) a base VM's disk image?"""
+    sysmeta = instance.system_metadata or {}
+    return sysmeta.get(system_metadata_key(CLOUDLET_TYPE)) == BASE_DISK
 
 
 # Standard Glance/nova names the model sets or filters on (spelled here too, so

@@ -16,11 +16,8 @@ ids. Every network call has a timeout (`connect_timeout` for connecting and
 for each API call; the upload adds `stall_timeout`): nothing waits forever.
 """
 
-import collections
 import logging
 import re
-import socket
-import threading
 import time
 import urllib.parse
 
@@ -30,34 +27,21 @@ from keystoneauth1.identity import access as access_plugin
 from keystoneauth1.identity import v3
 from keystoneauth1 import session as ksa_session
 import requests
-import requests.adapters
-import urllib3.connection
 
 from cloudlet_glance import properties as props
+from cloudlet_nova.handoff import remote
+from cloudlet_nova.handoff.remote import HandoffDestinationError
+from cloudlet_nova.handoff.upload import Upload
 
 LOG = logging.getLogger(__name__)
 
-# Spelled here until cloudlet_glance.properties has them: the handoff id on
-# the residue image and in the destination server's metadata.
+# The handoff id on the residue image and in the destination server's metadata.
 HANDOFF_ID = META_HANDOFF_ID = props.HANDOFF_ID
-# Shorter credential values are not masked in messages (they would mangle text).
-MIN_SECRET_LENGTH = 4
 
 # >= 2.37: "networks": "none" | "auto". The lowest that works: destinations run
 # other nova releases than ours.
 COMPUTE_MICROVERSION = '2.37'
 INTERFACES = ('public', 'internal', 'admin')
-
-# The residue upload: write() hands pieces of at most CHUNK_BYTES to the HTTP
-# body; at most BUFFER_BYTES wait in memory (write() blocks beyond that).
-CHUNK_BYTES = 64 * 1024
-# Small on purpose: bytes queued here or unsent in the kernel are bytes the VM
-# waits for after it paused (the residue's downtime), and the queue's
-# backpressure paces QEMU's migration.
-BUFFER_BYTES = 256 * 1024
-NOTSENT_LOWAT_BYTES = 128 * 1024
-BANDWIDTH_WINDOW = 2.0      # seconds of history bandwidth() averages over
-BANDWIDTH_MIN_SPAN = 0.5    # seconds of history before bandwidth() answers
 MAX_LIST_PAGES = 50         # bounds a paginated listing (Glance images, nova flavors)
 
 _KEYSTONE_URI = re.compile(r'keystone\s+uri\s*=\s*"([^"]+)"', re.IGNORECASE)
@@ -65,68 +49,6 @@ _KEYSTONE_URI = re.compile(r'keystone\s+uri\s*=\s*"([^"]+)"', re.IGNORECASE)
 # Module attributes so that tests can run time-based loops without waiting.
 clock = time.monotonic
 sleep = time.sleep
-
-
-def credential_secrets(credential):
-    """The string values of a credential (token, application credential id and secret),
-    longest first: what must never appear in a message, a log or a record."""
-    found = []
-
-    def walk(value):
-        if isinstance(value, dict):
-            for item in value.values():
-                walk(item)
-        elif isinstance(value, (list, tuple)):
-            for item in value:
-                walk(item)
-        elif isinstance(value, str) and len(value) >= MIN_SECRET_LENGTH:
-            found.append(value)
-
-    walk(credential)
-    return sorted(set(found), key=len, reverse=True)
-
-
-class HandoffDestinationError(Exception):
-    """The destination failed or refused; str() is safe to show users (no credential in it).
-
-    `refused` is True when the destination answered and said no (4xx, no
-    matching base, no fitting flavor, a build that ended in ERROR), False when
-    it could not be reached, timed out or stalled.
-    """
-
-    def __init__(self, message, refused=False):
-        super().__init__(message)
-        self.refused = bool(refused)
-
-    def __reduce__(self):
-        return self.__class__, (str(self), self.refused)
-
-
-def _message(response):
-    """The service's own message of a failed response (nova, Glance, Keystone), one line."""
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    # nova: {"badRequest": {"message": ...}}; Keystone: {"error": {"message": ...}}
-    if isinstance(body, dict) and isinstance(body.get('message'), str):
-        return ' '.join(body['message'].split())[:500]
-    if isinstance(body, dict) and len(body) == 1:
-        fault = next(iter(body.values()))
-        if isinstance(fault, dict) and fault.get('message'):
-            return ' '.join(str(fault['message']).split())[:500]
-    text = ' '.join(re.sub(r'<[^>]*>', ' ', response.text or '').split())[:500]
-    return text or response.reason or 'HTTP %d' % response.status_code
-
-
-def keystone_v3_url(url):
-    """A Keystone URL as the v3 API's root: https://host:5000 -> https://host:5000/v3."""
-    url = url.strip().rstrip('/')
-    if url.endswith('/v3'):
-        return url
-    if url.endswith('/v2.0'):
-        url = url[:-len('/v2.0')]
-    return url + '/v3'
 
 
 def _image_api_root(url):
@@ -167,7 +89,7 @@ class Destination:
         self.compute_endpoint = None
         self.auth_url = None
         if self._form == 'auth_url':
-            self.auth_url = keystone_v3_url(_check_http_url(destination['auth_url'], 'destination auth_url'))
+            self.auth_url = remote.keystone_v3_url(_check_http_url(destination['auth_url'], 'destination auth_url'))
         elif self._form == 'cloud':
             clouds = dict(known_clouds or {})
             name = destination['cloud']
@@ -175,7 +97,7 @@ class Destination:
                 raise HandoffDestinationError(
                     'destination cloud %r is not configured here (known: %s)'
                     % (name, ', '.join(sorted(clouds)) or 'none'), refused=True)
-            self.auth_url = keystone_v3_url(_check_http_url(clouds[name], 'destination cloud %s' % name))
+            self.auth_url = remote.keystone_v3_url(_check_http_url(clouds[name], 'destination cloud %s' % name))
         else:
             self.compute_endpoint = _check_http_url(destination['compute_endpoint'].rstrip('/'),
                                                     'destination compute_endpoint')
@@ -254,7 +176,7 @@ class Destination:
         if response.status_code < 400:
             return response
         refused = 400 <= response.status_code < 500
-        raise self._error('destination %s: %s: %s (HTTP %d)' % (self.auth_url, what, _message(response),
+        raise self._error('destination %s: %s: %s (HTTP %d)' % (self.auth_url, what, remote.response_message(response),
                                                                 response.status_code), refused=refused)
 
     # ------------------------------------------------------------ connect
@@ -270,7 +192,7 @@ class Destination:
                                   % (self.compute_endpoint, exc)) from None
             match = _KEYSTONE_URI.search(response.headers.get('WWW-Authenticate') or '')
             if match:
-                return keystone_v3_url(_check_http_url(match.group(1), 'the Keystone URL the destination '
+                return remote.keystone_v3_url(_check_http_url(match.group(1), 'the Keystone URL the destination '
                                                                        'compute endpoint names'))
         raise self._error('destination compute endpoint %s does not name its Keystone (no WWW-Authenticate: '
                           'Keystone uri="..." header in its answer): give the destination auth_url'
@@ -608,272 +530,3 @@ class Destination:
         except Exception as exc:      # best effort, by contract
             LOG.warning('destination %s: deleting server %s failed: %s', self.auth_url, server_id,
                         self._redact(exc))
-
-
-# ---------------------------------------------------------------- the streaming upload
-
-
-class _Aborted(Exception):
-    """Raised inside the HTTP body generator: the request is abandoned, its connection closed."""
-
-
-class _TrackingAdapter(requests.adapters.HTTPAdapter):
-    """An HTTPAdapter that remembers the connections it opens, so that abort() can shut them."""
-
-    def __init__(self, connections):
-        self._connections = connections
-        super().__init__(max_retries=0)
-
-    def init_poolmanager(self, *args, **kwargs):
-        # Keep little unsent data in the kernel: what waits in a socket buffer
-        # (Linux grows it to MBs) crosses the WAN only after the VM paused, and
-        # the backpressure that paces QEMU's migration would come late.
-        kwargs['socket_options'] = urllib3.connection.HTTPConnection.default_socket_options + [
-            (socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, NOTSENT_LOWAT_BYTES)]
-        super().init_poolmanager(*args, **kwargs)
-        connections = self._connections
-
-        def tracking(pool_class):
-            class TrackingPool(pool_class):
-                def _new_conn(self):
-                    conn = super()._new_conn()
-                    connections.append(conn)
-                    return conn
-            return TrackingPool
-        manager = self.poolmanager
-        manager.pool_classes_by_scheme = {scheme: tracking(cls)
-                                          for scheme, cls in manager.pool_classes_by_scheme.items()}
-
-
-class Upload:
-    """Glance `PUT /v2/images/{id}/file`, chunked, its body fed by write() from a bounded buffer.
-
-    A background thread runs the request; its body is a generator that takes
-    pieces from the buffer. write() blocks while the buffer is full (the
-    sender is ahead of the network) and raises HandoffDestinationError when
-    the request failed or nothing moved for `stall_timeout` seconds.
-
-    bandwidth() is the rate at which the HTTP body generator hands bytes to
-    the connection, averaged over the last BANDWIDTH_WINDOW seconds: the
-    generator is asked for the next piece only once the socket took the
-    previous one, so once the socket's send buffer is full (after the first
-    few MB on a fast host) this is the rate the network drains it at. Before
-    that it overstates the link; None until BANDWIDTH_MIN_SPAN seconds of
-    history exist.
-
-    Timeouts: connecting takes at most `connect_timeout`; while the body is
-    sent each socket write has `stall_timeout`; Glance's answer after the
-    body, max(connect_timeout, stall_timeout). __exit__ without an exception
-    ends the body and waits for Glance's answer (non-2xx raises); with one,
-    it aborts: the body generator stops and the connection is shut down.
-    Behind an HTTP proxy the connection is not tracked, and abort() relies on
-    those timeouts.
-    """
-
-    def __init__(self, url, headers, *, verify=True, connect_timeout=30, stall_timeout=60,
-                 buffer_bytes=BUFFER_BYTES, chunk_bytes=CHUNK_BYTES, describe=None, redact=str):
-        self.url = url
-        self._headers = dict(headers)
-        self._verify = verify
-        self.connect_timeout = float(connect_timeout)
-        self.stall_timeout = float(stall_timeout)
-        self.response_timeout = max(self.connect_timeout, self.stall_timeout)
-        self._buffer_bytes, self._chunk_bytes = int(buffer_bytes), int(chunk_bytes)
-        self._describe = describe or 'upload to %s' % url
-        self._redact = redact
-        self._cond = threading.Condition()
-        self._buffer = collections.deque()
-        self._buffered = 0
-        self._closed = self._aborted = self._done = False
-        self._failure = None                    # HandoffDestinationError once the request failed
-        self.status_code = None
-        self.bytes_written = 0                  # accepted by write()
-        self.bytes_sent = 0                     # handed to the connection by the body generator
-        self._samples = collections.deque()     # (time, bytes_sent)
-        self._last_progress = None
-        self._connections = []
-        self._http = requests.Session()
-        adapter = _TrackingAdapter(self._connections)
-        self._http.mount('http://', adapter)
-        self._http.mount('https://', adapter)
-        self._thread = threading.Thread(target=self._run, name='cloudlet-handoff-upload', daemon=True)
-
-    # ------------------------------------------------------------ context manager
-
-    def __enter__(self):
-        self._last_progress = clock()
-        self._thread.start()
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is not None:
-            self.abort()
-            return False
-        self.finish()
-        return False
-
-    # ------------------------------------------------------------ the request thread
-
-    def _error(self, message, refused=False):
-        return HandoffDestinationError(self._redact('%s: %s' % (self._describe, message)), refused=refused)
-
-    def _run(self):
-        failure = None
-        try:
-            response = self._http.put(self.url, data=self._body(), headers=self._headers, verify=self._verify,
-                                      timeout=(self.connect_timeout, self.response_timeout),
-                                      allow_redirects=False)
-            with response:
-                self.status_code = response.status_code
-                if not 200 <= response.status_code < 300:
-                    failure = self._error('%s (HTTP %d)' % (_message(response), response.status_code),
-                                          refused=400 <= response.status_code < 500)
-                elif not self._closed:
-                    failure = self._error('the destination answered before the upload ended (HTTP %d)'
-                                          % response.status_code)
-        except _Aborted:
-            failure = self._error('aborted')
-        except requests.exceptions.Timeout as exc:
-            failure = self._error('timed out (%s)' % exc.__class__.__name__)
-        except Exception as exc:        # reported to write()/finish() in the caller's thread
-            failure = self._error(str(exc) or exc.__class__.__name__)
-        finally:
-            with self._cond:
-                self._failure = failure
-                self._done = True
-                self._cond.notify_all()
-            self._http.close()
-
-    def _body(self):
-        """The chunked request body: pieces from the buffer until finish() (or _Aborted)."""
-        # Connected and the headers sent: from here each socket write may take stall_timeout.
-        for conn in list(self._connections):
-            sock = getattr(conn, 'sock', None)
-            if sock is not None:
-                sock.settimeout(self.stall_timeout)
-        with self._cond:
-            self._samples.append((clock(), 0))
-        while True:
-            with self._cond:
-                while not self._buffer and not self._closed and not self._aborted:
-                    self._cond.wait(1.0)
-                if self._aborted:
-                    raise _Aborted()
-                if not self._buffer:
-                    return
-                piece = self._buffer.popleft()
-                self._buffered -= len(piece)
-                self._cond.notify_all()
-            yield piece
-            # Resumed: the connection has taken the piece.
-            with self._cond:
-                now = clock()
-                self.bytes_sent += len(piece)
-                self._last_progress = now
-                self._samples.append((now, self.bytes_sent))
-                self._prune(now)
-                self._cond.notify_all()
-
-    # ------------------------------------------------------------ the caller's side
-
-    def _prune(self, now):
-        while len(self._samples) >= 2 and self._samples[1][0] <= now - BANDWIDTH_WINDOW:
-            self._samples.popleft()
-
-    def bandwidth(self):
-        """Upstream bits/s over the last ~BANDWIDTH_WINDOW s (see the class doc), or None."""
-        with self._cond:
-            if not self._samples:
-                return None
-            now = clock()
-            self._prune(now)
-            since, sent = self._samples[0]
-            span = now - since
-            if span < BANDWIDTH_MIN_SPAN:
-                return None
-            return (self.bytes_sent - sent) * 8 / span
-
-    def _raise_if_failed(self):
-        if self._failure is not None:
-            raise self._failure
-        if self._done:
-            raise self._error('the request ended early')
-
-    def _wait_for_room(self, size, waiting_since):
-        """Under the lock: until `size` more bytes fit, or raise (failure, stall)."""
-        while True:
-            self._raise_if_failed()
-            if self._aborted:
-                raise self._error('aborted')
-            if self._buffered == 0 or self._buffered + size <= self._buffer_bytes:
-                return
-            since = max(self._last_progress, waiting_since)
-            remaining = since + self.stall_timeout - clock()
-            if remaining <= 0:
-                raise self._error('nothing moved for %d s (stalled)' % self.stall_timeout)
-            self._cond.wait(min(remaining, 1.0))
-
-    def write(self, data):
-        """Queue `data` for the body; blocks while the buffer is full (see the class doc)."""
-        if not self._thread.is_alive() and not self._done:
-            raise RuntimeError('Upload.write() outside its with block')
-        view = memoryview(data).cast('B')
-        waiting_since = clock()
-        for offset in range(0, len(view), self._chunk_bytes):
-            piece = bytes(view[offset:offset + self._chunk_bytes])
-            with self._cond:
-                if self._closed:
-                    raise ValueError('write() after the upload ended')
-                self._wait_for_room(len(piece), waiting_since)
-                self._buffer.append(piece)
-                self._buffered += len(piece)
-                self.bytes_written += len(piece)
-                self._cond.notify_all()
-
-    def finish(self):
-        """End the body and wait for Glance's answer; raise HandoffDestinationError unless 2xx."""
-        problem = None
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-            waiting_since = clock()
-            drained_at = None
-            while not self._done:
-                now = clock()
-                if self._buffered:
-                    remaining = max(self._last_progress, waiting_since) + self.stall_timeout - now
-                    if remaining <= 0:
-                        problem = 'nothing moved for %d s (stalled)' % self.stall_timeout
-                        break
-                else:
-                    # The last piece may still be in flight, then Glance answers.
-                    drained_at = drained_at or now
-                    remaining = drained_at + self.stall_timeout + self.response_timeout + 5 - now
-                    if remaining <= 0:
-                        problem = 'no answer after the whole body was sent'
-                        break
-                self._cond.wait(min(remaining, 1.0))
-        if problem:
-            self.abort()
-            raise self._error(problem)
-        if self._failure is not None:
-            raise self._failure
-
-    def abort(self):
-        """Abandon the request: stop the body, shut the connection down, let the thread end."""
-        with self._cond:
-            if not self._done:
-                self._aborted = True
-            self._cond.notify_all()
-        for conn in list(self._connections):
-            sock = getattr(conn, 'sock', None)
-            if sock is not None:
-                try:
-                    # The plain socket's shutdown, also under TLS: it unblocks a send or
-                    # recv in the request thread at once.
-                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
-                except OSError:
-                    pass
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5)
-        self._http.close()

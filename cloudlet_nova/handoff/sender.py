@@ -62,6 +62,7 @@ from cloudlet_engine import urls
 from cloudlet_nova.handoff import addresses
 from cloudlet_nova.handoff import destination as destination_mod
 from cloudlet_nova.handoff import records
+from cloudlet_nova.handoff import remote
 from cloudlet_nova.virt import faults
 from cloudlet_nova.virt import launch
 from cloudlet_nova.virt import restore
@@ -88,7 +89,7 @@ class HandoffCancelled(HandoffFailed):
 
 def secrets_of(request):
     """The credential's string values (token, application credential id and secret)."""
-    return destination_mod.credential_secrets((request or {}).get('credential'))
+    return remote.credential_secrets((request or {}).get('credential'))
 
 
 def mask(text, secrets):
@@ -103,7 +104,7 @@ def describe(exc):
     """One line naming the cause of a failure (not yet masked)."""
     if isinstance(exc, HandoffFailed):
         return exc.kwargs.get('reason') or exc.format_message()
-    if isinstance(exc, destination_mod.HandoffDestinationError):
+    if isinstance(exc, remote.HandoffDestinationError):
         return str(exc) or 'the destination cloud refused'
     if isinstance(exc, faults.CloudletCaptureFailed):
         return exc.kwargs.get('reason') or exc.format_message()
@@ -270,7 +271,7 @@ class Handoff:
     # -- step 1 --
 
     def _running_guest(self):
-        if not launch.is_cloudlet_instance(self.instance):
+        if not props.is_cloudlet_instance(self.instance):
             raise HandoffFailed(reason='the server was not booted from a cloudlet base VM image')
         try:
             # driver._host: nova exposes no public accessor for the libvirt connection's Host.

@@ -1,4 +1,4 @@
-"""create-base / create-overlay through nova's snapshot path (nova-34-integration.md §13).
+"""create-base / create-overlay through nova's snapshot path (doc/nova-driver.md, Capture).
 
 The compute manager calls CloudletDriver.snapshot(context, instance, image_id,
 update_task_state) for createImage; the target image's `cloudlet_type` says
@@ -79,6 +79,7 @@ class Capture:
 
     def run(self, update_task_state):
         try:
+            # driver._host: nova exposes no public accessor for the libvirt connection's Host.
             guest = self.driver._host.get_guest(self.instance)
         except exception.InstanceNotFound:
             raise exception.InstanceNotRunning(instance_id=self.instance.uuid)
@@ -107,7 +108,7 @@ class Capture:
     # -- before the VM stops ------------------------------------------------------
 
     def _base_of_instance(self):
-        if not launch_mod.is_cloudlet_instance(self.instance):
+        if not props.is_cloudlet_instance(self.instance):
             raise faults.CloudletCaptureFailed(
                 reason='instance %s was not booted from a cloudlet base disk image, so there is no '
                        'base to make an overlay against' % self.instance.uuid)
@@ -156,6 +157,7 @@ class Capture:
         saved = False
         try:
             try:
+                # nova's Guest wraps no virDomainSaveFlags (save_memory_state is managedSave).
                 guest._domain.saveFlags(memory_path, None, 0)
             except libvirt.libvirtError as exc:
                 raise faults.CloudletCaptureFailed(reason='libvirt could not save the memory: %s'
@@ -250,6 +252,7 @@ class Capture:
             else:
                 meta['properties'][key] = str(value)
         with open(path, 'rb') as data:
+            # driver._image_api: the glance.API() nova's own snapshot uses; no public accessor.
             self.driver._image_api.update(self.context, self.image_id, meta, data, purge_props=False)
 
     def _delete_created_images(self):

@@ -69,8 +69,8 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
                         record.get('handoff_id'), record.get('instance_uuid'),
                         record.get('destination_server_id'))
         handoff_sender.sweep_workdirs(CONF.instances_path)
-        # The `cloudlet` RPC topic (handoffs), after nova's own init_host as its
-        # RPC servers are (nova-34-integration.md §15.3).
+        # The `cloudlet` RPC topic (handoffs), after nova's own init_host, as
+        # nova's Service.start() creates its own RPC servers after init_host.
         self._handoffs = handoff_sender.Handoffs(self, host)
         self._handoff_server = handoff_rpc.HandoffServer(
             host, handoff_rpc.HandoffEndpoint(self._handoffs.run))
@@ -102,6 +102,7 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
                                  allocations, network_info=network_info,
                                  block_device_info=block_device_info, power_on=power_on,
                                  accel_info=accel_info)
+        # Inherited private helper: the very check nova's spawn makes, so both agree.
         if self._is_booted_from_volume(block_device_info):
             raise faults.CloudletSpawnFailed(reason='cloudlet instances need a local root disk: '
                                                     'boot from volume is not supported')
@@ -128,6 +129,9 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
             # QEMU has read the memory image; the launch disk was moved in as the root disk.
             state.remove_launch_dir(instance_dir)
 
+    # Private LibvirtDriver overrides (_create_image, _create_and_inject_local_root,
+    # _create_guest_with_network, _create_guest, _hard_reboot): nova has no public hook
+    # between a spawn's domain XML and the domain's start, nor for power-on/hard reboot.
     def _create_image(self, context, instance, disk_mapping, injection_info=None, suffix='',
                       disk_images=None, block_device_info=None, fallback_from_host=None,
                       ignore_bdi_for_swap=False):
@@ -179,9 +183,10 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
     # -- capture -------------------------------------------------------------------
 
     def snapshot(self, context, instance, image_id, update_task_state):
-        if instance.task_state in SHELVING_STATES and launch.is_cloudlet_instance(instance):
+        if instance.task_state in SHELVING_STATES and props.is_cloudlet_instance(instance):
             self._delete_image_quietly(context, image_id)    # shelve has no delete_image_on_error
             raise faults.CloudletOperationRefused('shelved')
+        # Inherited: the glance.API() nova's own snapshot uses; no public accessor.
         image = self._image_api.get(context, image_id)
         kind = capture.requested_type(image)
         if kind is None:
@@ -198,7 +203,7 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
     # -- lifecycle -------------------------------------------------------------------
 
     def power_off(self, instance, timeout=0, retry_interval=0):
-        if instance.task_state == task_states.SHELVING and launch.is_cloudlet_instance(instance):
+        if instance.task_state == task_states.SHELVING and props.is_cloudlet_instance(instance):
             # shelve stops the VM before it snapshots it; stopping would lose
             # the memory of a VM whose shelve snapshot() refuses anyway.
             LOG.info('not stopping the cloudlet instance for a shelve', instance=instance)
@@ -218,6 +223,7 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
     def _cold_boot(self, instance, network_info):
         """Boot the instance's own definition (the base's devices) from its disk; never a restore."""
         try:
+            # Inherited: nova exposes no public accessor for the libvirt connection's Host.
             guest = self._host.get_guest(instance)
         except exception.InstanceNotFound:
             raise faults.CloudletOperationRefused(
@@ -226,11 +232,13 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
                  instance=instance)
         if guest.is_active():
             guest.poweroff()
+        # nova's Guest wraps no managed-save query/removal: the raw virDomain does it.
         if guest._domain.hasManagedSaveImage(0):
             guest._domain.managedSaveRemove(0)
         self.plug_vifs(instance, network_info)
         self.cpu_api.power_up_for_instance(instance)
         guest.launch()
+        # Inherited private: the same wait loop nova's soft reboot and resume use.
         loopingcall.FixedIntervalLoopingCall(self._wait_for_running, instance).start(
             interval=0.5).wait()
 
@@ -238,7 +246,7 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
                 bdms, detach_block_devices, attach_block_devices, network_info=None, evacuate=False,
                 block_device_info=None, preserve_ephemeral=False, accel_uuids=None,
                 reimage_boot_volume=False):
-        if evacuate and launch.is_cloudlet_instance(instance):
+        if evacuate and props.is_cloudlet_instance(instance):
             raise faults.CloudletOperationRefused(
                 'evacuated', advice='their state lived in the memory of the failed host; '
                                     'synthesize a new instance from an overlay instead')
@@ -247,7 +255,7 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
 
     def migrate_disk_and_power_off(self, context, instance, dest, flavor, network_info,
                                    block_device_info=None, timeout=0, retry_interval=0):
-        if launch.is_cloudlet_instance(instance):
+        if props.is_cloudlet_instance(instance):
             # InstanceFaultRollback: the manager puts the instance back to its
             # vm_state and records the inner exception as the fault.
             raise exception.InstanceFaultRollback(
@@ -272,6 +280,6 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
 
     @staticmethod
     def _refuse_live_migration(instance):
-        if launch.is_cloudlet_instance(instance):
+        if props.is_cloudlet_instance(instance):
             raise exception.MigrationPreCheckError(
                 reason=faults.CloudletOperationRefused('live-migrated').format_message())

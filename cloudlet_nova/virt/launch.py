@@ -66,18 +66,12 @@ class Plan:
         return {'kind': self.kind, 'ref': urls.redact_credentials(self.ref) if self.ref else None}
 
 
-def is_cloudlet_instance(instance):
-    """Was the instance's image a cloudlet base disk image?"""
-    sysmeta = instance.system_metadata or {}
-    return sysmeta.get(props.system_metadata_key(props.CLOUDLET_TYPE)) == props.BASE_DISK
-
-
 def plan(instance):
     """The Plan of a spawn, None for an ordinary spawn; CloudletSpawnFailed for bad requests."""
     metadata = instance.metadata or {}
     url = metadata.get(props.META_OVERLAY_URL)
     overlay_id = metadata.get(props.META_OVERLAY_ID)
-    if not is_cloudlet_instance(instance):
+    if not props.is_cloudlet_instance(instance):
         if url or overlay_id:
             raise faults.CloudletSpawnFailed(
                 reason='server metadata names an overlay (%s) but image %s is not a cloudlet base disk'

@@ -31,7 +31,8 @@ from keystoneauth1 import exceptions as ksa_exceptions
 from osc_lib.command import command
 from osc_lib import exceptions
 
-from cloudlet_nova.handoff import destination as destination_mod
+from cloudlet_glance import properties as props
+from cloudlet_nova.handoff import remote
 from cloudlet_osc import client as client_mod
 from cloudlet_osc.errors import one_line_errors
 from cloudlet_osc import progress
@@ -115,7 +116,7 @@ class _DestinationCloud:
         url = url or self.auth_url
         if not url:
             raise exceptions.CommandError('destination cloud %s: no identity endpoint' % self.name)
-        return destination_mod.keystone_v3_url(url)
+        return remote.keystone_v3_url(url)
 
 
 class _AppCredential:
@@ -334,7 +335,7 @@ class HandoffServer(command.ShowOne):
     @staticmethod
     def _dest_server(dest_compute, handoff_id, since):
         servers = [s for s in dest_compute.list_servers({'changes-since': since})
-                   if (s.get('metadata') or {}).get(destination_mod.META_HANDOFF_ID) == handoff_id]
+                   if (s.get('metadata') or {}).get(props.HANDOFF_ID) == handoff_id]
         servers.sort(key=lambda s: s.get('status') == 'DELETED')
         return servers[0] if servers else None
 

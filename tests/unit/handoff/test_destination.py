@@ -21,6 +21,7 @@ from keystoneauth1 import fixture as ksa_fixture
 
 from cloudlet_glance import properties as props
 from cloudlet_nova.handoff import destination as dest_mod
+from cloudlet_nova.handoff import upload as upload_mod
 from cloudlet_nova.handoff.destination import Destination, HandoffDestinationError, Upload
 
 KEYSTONE = 'https://keystone-b.test:5000/v3'
@@ -750,7 +751,7 @@ def test_tls_verification_reaches_every_session(keystone, kwargs, verify):
 
 def test_bandwidth_window(monkeypatch):
     now = [100.0]
-    monkeypatch.setattr(dest_mod, 'clock', lambda: now[0])
+    monkeypatch.setattr(upload_mod, 'clock', lambda: now[0])
     upload = Upload('http://127.0.0.1:9/x', {})
     assert upload.bandwidth() is None
     upload._samples.append((100.0, 0))
