@@ -21,9 +21,10 @@ import json
 import os
 import shutil
 import socket
-import tempfile
 import threading
 import uuid
+
+from cloudlet_engine import atomic
 
 RUNNING = ('queued', 'downloading', 'validating', 'uploading')
 _LOCK = threading.Lock()   # read-modify-write of records inside this process
@@ -199,17 +200,4 @@ class RecordStore:
             return None      # not ours, or damaged: invisible rather than fatal
 
     def _write(self, record):
-        fd, tmp = tempfile.mkstemp(prefix='.%s.' % record['id'], suffix='.tmp', dir=self.dir)
-        try:
-            with os.fdopen(fd, 'w', encoding='utf-8') as f:
-                json.dump(record, f, indent=1, sort_keys=True)
-                f.write('\n')
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path(record['id']))
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        atomic.write_json(self.path(record['id']), record, indent=1, mode=0o600)

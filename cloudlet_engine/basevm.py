@@ -31,6 +31,7 @@ import zlib
 from cloudlet_engine import chunks
 from cloudlet_engine import domainxml
 from cloudlet_engine import errors
+from cloudlet_engine import atomic
 from cloudlet_engine import savefile
 
 MANIFEST = 'manifest.json'
@@ -245,7 +246,7 @@ def build_base(workdir, disk_raw_path, memory_save_path, name, progress=None, bo
     }
     if boot_names:
         manifest['boot'] = {'files': list(boot_names), 'cmdline': domainxml.kernel_cmdline(image.xml)}
-    _write_json(os.path.join(workdir, MANIFEST), manifest)
+    atomic.write_json(os.path.join(workdir, MANIFEST), manifest)
     return BaseVM(workdir)
 
 
@@ -283,14 +284,6 @@ def restore_boot_files(snapshot_xml, base_name, *sources):
                                      % (base_name, tag, recorded))
         chosen[tag] = found[0]
     return chosen
-
-
-def _write_json(path, data):
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.write('\n')
-    os.replace(tmp, path)
 
 
 class BaseStore:
@@ -354,7 +347,7 @@ def _add_boot_files(cached, new_copy):
         os.replace(path, os.path.join(cached.path, name))
     manifest = dict(cached.manifest, version=BOOT_VERSION, boot=new_copy.manifest['boot'],
                     files=new_copy.manifest['files'])
-    _write_json(os.path.join(cached.path, MANIFEST), manifest)
+    atomic.write_json(os.path.join(cached.path, MANIFEST), manifest)
 
 
 def export_package(base, package_path, progress=None):

@@ -17,6 +17,8 @@ import os
 import time
 import urllib.parse
 
+from cloudlet_engine import atomic
+
 VERSION = 1
 DIR_NAME = 'handoffs'
 RUNNING, OK, ERROR, INTERRUPTED = 'running', 'ok', 'error', 'interrupted'
@@ -135,12 +137,7 @@ class HandoffRecord:
     def save(self):
         """Write the record atomically."""
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        tmp = '%s.tmp' % self.path
-        with open(tmp, 'w') as f:
-            f.write(self.text())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        atomic.write_text(self.path, self.text())
 
 
 def load(state_dir, handoff_id):
@@ -173,10 +170,6 @@ def mark_interrupted(state_dir):
             continue
         data.update(result=INTERRUPTED, ended_at=_now(),
                     error='nova-compute stopped during the handoff')
-        tmp = os.path.join(root, name + '.tmp')
-        with open(tmp, 'w') as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.write('\n')
-        os.replace(tmp, os.path.join(root, name))
+        atomic.write_json(os.path.join(root, name), data)
         changed.append(data)
     return changed

@@ -19,6 +19,8 @@ import os
 import shutil
 import time
 
+from cloudlet_engine import atomic
+
 LOG = logging.getLogger(__name__)
 
 FILE_NAME = 'cloudlet.json'
@@ -53,13 +55,7 @@ def save(instance_dir, record):
     """Write the record atomically (write to a temporary file, fsync, rename)."""
     os.makedirs(instance_dir, exist_ok=True)
     target = path(instance_dir)
-    tmp = target + '.tmp'
-    with open(tmp, 'w') as f:
-        json.dump(record, f, indent=2, sort_keys=True)
-        f.write('\n')
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, target)
+    atomic.write_json(target, record)
     return target
 
 
@@ -87,11 +83,10 @@ def load(instance_dir):
 
 
 def remove(instance_dir):
-    for name in (path(instance_dir), path(instance_dir) + '.tmp'):
-        try:
-            os.unlink(name)
-        except FileNotFoundError:
-            pass
+    try:
+        os.unlink(path(instance_dir))
+    except FileNotFoundError:
+        pass
 
 
 def remove_launch_dir(instance_dir):

@@ -28,6 +28,8 @@ import os
 import pathlib
 import secrets
 
+from cloudlet_engine import atomic
+
 VENV = pathlib.Path(os.environ.get('CLOUDLET_VENV', '/opt/openstack-cloudlet/venv'))
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -227,11 +229,7 @@ class Box:
         # A new box, or one made before a secret was added: keep the old ones.
         values.update({name: secrets.token_hex(12) for name in missing})
         self.root.mkdir(parents=True, exist_ok=True)
-        staging = path.with_suffix('.new')
-        fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, 'w') as handle:
-            json.dump(values, handle, indent=1)
-        os.replace(staging, path)
+        atomic.write_json(str(path), values, indent=1, mode=0o600)
         return values
 
 

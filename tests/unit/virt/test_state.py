@@ -32,7 +32,8 @@ class StateTest(testtools.TestCase):
         self.assertEqual({'kind': 'glance', 'ref': 'overlay-1'}, loaded['source'])
         self.assertEqual('image-1', loaded['base_image_id'])
         self.assertEqual(state.VERSION, loaded['version'])
-        self.assertFalse(os.path.exists(path + '.tmp'))
+        self.assertEqual(['cloudlet.json'], [n for n in os.listdir(self.instance_dir)
+                                             if n.startswith('.') or n == 'cloudlet.json'])
 
     def test_missing_is_none(self):
         self.assertIsNone(state.load(self.instance_dir))
