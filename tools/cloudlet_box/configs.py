@@ -15,19 +15,16 @@ box's own libvirtd.
 import shutil
 
 from cloudlet_box import layout
+from cloudlet_engine import atomic
+from cloudlet_nova.cmd import inifile
 
 
 def write_ini(path, sections):
-    """Write {section: {option: value}} as an ini file (values as given)."""
-    lines = []
-    for section, options in sections.items():
-        lines.append('[%s]' % section)
-        lines.extend('%s = %s' % (key, value) for key, value in options.items())
-        lines.append('')
+    """Write {section: {option: value}} as an ini file (values as given), readable by root only."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = '\n'.join(lines)
+    text = inifile.render(sections)
     if not path.exists() or path.read_text() != text:
-        path.write_text(text)
+        atomic.write_text(str(path), text, mode=0o600)
     path.chmod(0o600)
 
 

@@ -11,7 +11,8 @@ from oslo_config import cfg
 from oslo_policy import policy as oslo_policy
 
 from api_extensions import policies
-from cloudlet_nova import configure
+from cloudlet_nova.cmd import configure
+from cloudlet_nova.cmd import inifile
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 REPO_PASTE = os.path.join(REPO, 'etc', 'nova', 'api-paste.ini')
@@ -384,7 +385,7 @@ def test_a_missing_nova_conf_is_an_error_not_a_new_file(tmp_path, capsys):
 # --------------------------------------------------------------------------- the ini editor
 
 def edit(text, *settings):
-    document = configure.IniDocument('test.ini', text)
+    document = inifile.IniDocument('test.ini', text)
     changed = [document.set(*setting) for setting in settings]
     return document.text, changed
 
@@ -430,6 +431,6 @@ def test_ini_an_empty_value():
 
 
 def test_ini_get_reads_what_oslo_config_reads():
-    document = configure.IniDocument('t.ini', '[a]\nx = 1\n  more\n[a]\nx = 2\n')
+    document = inifile.IniDocument('t.ini', '[a]\nx = 1\n  more\n[a]\nx = 2\n')
     assert document.get('a', 'x') == '2'
     assert document.get('a', 'nope') is None and document.get('zzz', 'x') is None
