@@ -83,12 +83,7 @@ class _RecordProgress:
                                     'bytes_total': int(total) if total is not None else None})
 
 
-_IMPORTERS = weakref.WeakSet()
-
-
-def live_importers():
-    """Every BaseImporter of this process (tests wait for their imports)."""
-    return list(_IMPORTERS)
+_IMPORTERS = weakref.WeakSet()    # every BaseImporter of this process: tests wait for their imports
 
 
 class BaseImporter:

@@ -1,6 +1,7 @@
-"""GET /os-cloudlet: what this cloud's cloudlet API offers (nova-34-integration.md §7).
+"""GET /os-cloudlet: what this cloud's cloudlet API offers.
 
-We add no nova microversions; the extension is versioned here instead, and
+We add no nova microversions (an add-on cannot: nova's list of microversions
+is fixed in its code); the extension is versioned here instead, and
 clients discover actions, property names, codecs and limits before using
 them (what the API-SIG asks of driver-dependent features).
 """
@@ -33,7 +34,7 @@ IMAGE_PROPERTY_KEYS = sorted({
     properties.MEMORY_MB, properties.VCPUS, properties.MACHINE, properties.FORMAT_VERSION,
     properties.MEMORY_BLOCKS, properties.TRAIT_PROPERTY, servers.CODEC_PROPERTY,
     properties.KERNEL_ID, properties.RAMDISK_ID, properties.OS_COMMAND_LINE,
-    *properties.COMPANION_ID_KEYS.values()})
+    *properties.COMPANION_TYPES})
 SERVER_METADATA_KEYS = [properties.META_OVERLAY_URL, properties.META_OVERLAY_ID]
 
 
@@ -46,6 +47,8 @@ class CloudletDiscoveryController(wsgi.Controller):
         context = req.environ['nova.context']
         policy.authorize(context, policies.DISCOVER,
                          {'project_id': context.project_id, 'user_id': context.user_id})
+        # nova's ViewBuilder applies [api] compute_link_prefix only in private helpers
+        # (all nova views use them); no public function does it.
         prefix = common.ViewBuilder()._update_compute_link_prefix(req.application_url)
         return {'cloudlet': {
             'version': VERSION,

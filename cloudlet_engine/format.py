@@ -355,22 +355,3 @@ class OverlayReader:
         if root != self._root.digest():
             raise errors.CorruptOverlay('overlay checksum mismatch (segments missing, reordered or altered)')
         self.segment_count = count
-
-
-def read_index(path):
-    """The segment index of a seekable overlay file: [(offset, length)]."""
-    with open(path, 'rb') as f:
-        f.seek(0, 2)
-        size = f.tell()
-        if size < _END_TAIL.size:
-            raise errors.TruncatedOverlay('file too small to be an overlay')
-        f.seek(size - _END_TAIL.size)
-        _, trailer_len, end_magic = _END_TAIL.unpack(f.read(_END_TAIL.size))
-        if end_magic != END_MAGIC or trailer_len > size:
-            raise errors.TruncatedOverlay('overlay has no trailer (truncated?)')
-        f.seek(size - trailer_len)
-        tag, count = _END_HEAD.unpack(f.read(_END_HEAD.size))
-        if tag != _END_TAG or trailer_len != _END_HEAD.size + _INDEX_ENTRY.size * count + _END_TAIL.size:
-            raise errors.CorruptOverlay('malformed overlay trailer')
-        raw = f.read(_INDEX_ENTRY.size * count)
-        return [_INDEX_ENTRY.unpack_from(raw, i * _INDEX_ENTRY.size) for i in range(count)]

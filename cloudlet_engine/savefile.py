@@ -312,32 +312,7 @@ def _layout_data_area(xml, cookie, data_len):
     return b''.join(parts), cookie_offset
 
 
-def build_data_area(xml, cookie, data_len):
-    """The `data_len` bytes of a data area: XML + NUL, cookie + NUL, zeros.
-
-    `xml` is str (or UTF-8 bytes) without NUL; `cookie` is bytes without its
-    NUL, or None/b'' for none.  The cookie, if any, starts right after the
-    XML's NUL (libvirt's own layout), i.e. at ``len(xml_utf8) + 1``.
-    Raises `SaveImageError` if it does not fit.
-    """
-    return _layout_data_area(xml, cookie, data_len)[0]
-
-
 _KEEP = object()
-
-
-def build_image_prefix(template, xml, cookie=_KEEP):
-    """Header + data area (``template.stream_offset`` bytes) for a new image.
-
-    Takes data_len, version, was_running, compressed and the unused words from
-    `template` (a `SaveImageHeader`), the magic `MAGIC_SAVE`, and sets the
-    cookie offset for the new XML.  `cookie` defaults to the template's.  For
-    assembling a file whose QEMU stream is copied from the template's file.
-    """
-    if cookie is _KEEP:
-        cookie = template.cookie
-    data, cookie_offset = _layout_data_area(xml, cookie, template.data_len)
-    return template.pack_header(magic=MAGIC_SAVE, cookie_offset=cookie_offset) + data
 
 
 def _pwrite_all(fd, data, offset):
@@ -839,20 +814,3 @@ def scan_stream(fileobj, stream_offset, file_size, *, stats=None):
         file_size = fileobj.size()
     if file_size > pos:
         yield Opaque(pos, file_size - pos)
-
-
-def scan_save_image(path_or_fileobj):
-    """Convenience: (header, list of pieces, stats) for a whole save image.
-
-    Holds every piece in memory (about 100 bytes per page): for tests and
-    tools; the engine should iterate `scan_stream` instead.
-    """
-    source, fd = _open_for_read(path_or_fileobj)
-    try:
-        header = _read_header(source, MAX_DATA_LEN)
-        stats = ScanStats()
-        pieces = list(scan_stream(source, header.stream_offset, header.file_size, stats=stats))
-        return header, pieces, stats
-    finally:
-        if fd is not None:
-            os.close(fd)

@@ -149,10 +149,6 @@ class Prefetcher:
             have += len(take)
         return b''.join(parts)
 
-    @property
-    def bytes_read(self):
-        return self._stream.count
-
     def close(self):
         self._stop.set()
         self._thread.join(timeout=5)

@@ -68,11 +68,11 @@ class Companion:
 
 
 COMPANIONS = (
-    Companion(props.BASE_MEMORY, basevm.MEMORY, 'memory', props.COMPANION_ID_KEYS[props.BASE_MEMORY]),
+    Companion(props.BASE_MEMORY, basevm.MEMORY, 'memory', props.BASE_MEMORY),
     Companion(props.BASE_DISK_HASH, basevm.DISK_HASHES, 'diskhash',
-              props.COMPANION_ID_KEYS[props.BASE_DISK_HASH]),
+              props.BASE_DISK_HASH),
     Companion(props.BASE_MEMORY_HASH, basevm.MEMORY_PAGES, 'memhash',
-              props.COMPANION_ID_KEYS[props.BASE_MEMORY_HASH]),
+              props.BASE_MEMORY_HASH),
 )
 # A base has these only if it boots a kernel directly; its disk image may
 # also name shared images there (see the module doc).
@@ -436,7 +436,7 @@ def fetch_base(images, disk_image_id, store, progress=None):
     base_id = base_id_of(disk_image)
     if os.path.isdir(store.path(base_id)):
         return store.get(base_id)
-    memory_id = disk_image.get(props.COMPANION_ID_KEYS[props.BASE_MEMORY])
+    memory_id = disk_image.get(props.BASE_MEMORY)
     if not memory_id:
         raise engine_errors.BaseVMError('base image %s does not name its memory image' % disk_image_id)
     workdir = store.new_workdir()

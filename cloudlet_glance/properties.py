@@ -20,9 +20,8 @@ TYPES = (BASE_DISK, BASE_MEMORY, BASE_DISK_HASH, BASE_MEMORY_HASH, BASE_KERNEL, 
 COMPANION_TYPES = (BASE_MEMORY, BASE_DISK_HASH, BASE_MEMORY_HASH)
 BOOT_COMPANION_TYPES = (BASE_KERNEL, BASE_RAMDISK)
 
-# On the base disk image: the companions' image ids, keyed by their type.
-COMPANION_ID_KEYS = {BASE_MEMORY: 'cloudlet_base_memory', BASE_DISK_HASH: 'cloudlet_base_disk_hash',
-                     BASE_MEMORY_HASH: 'cloudlet_base_memory_hash'}
+# The base disk image holds each companion's image id under the companion's
+# type: disk_image[BASE_MEMORY] is the id of the memory image.
 BASE_ID = 'cloudlet_base_id'              # on every image of a base and on overlays
 BASE_NAME = 'cloudlet_base_name'
 ABI_DIGEST = 'cloudlet_abi_digest'        # on the base disk

@@ -298,8 +298,8 @@ class Destination:
 
     def _base_problem(self, image, base_id):
         """Why a base disk image cannot be restored there (a companion missing or not active), or None."""
-        for kind, key in props.COMPANION_ID_KEYS.items():
-            companion_id = image.get(key)
+        for kind in props.COMPANION_TYPES:
+            companion_id = image.get(kind)     # the disk image names it under its type
             if not companion_id:
                 return 'it does not name its %s image' % kind
             companion = self._get_image(companion_id)

@@ -55,7 +55,7 @@ from cloudlet_nova.virt import state
 
 CONF = nova.conf.CONF
 LOG = logging.getLogger(__name__)
-CODEC_PROPERTY = getattr(props, 'CODEC', 'cloudlet_codec')
+CODEC_PROPERTY = props.CODEC
 CAPTURE_TYPES = (props.OVERLAY, props.BASE_DISK)
 
 

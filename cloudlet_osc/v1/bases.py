@@ -53,7 +53,7 @@ def base_row(disk_image, memory_image=None):
         'disk_size': disk_image.get('size'),
         'memory_size': (memory_image or {}).get('size'),
         'machine': disk_image.get(props.MACHINE),
-        'memory_image_id': disk_image.get(props.COMPANION_ID_KEYS[props.BASE_MEMORY]),
+        'memory_image_id': disk_image.get(props.BASE_MEMORY),
         'owner': disk_image.get('owner'),
         'created_at': disk_image.get('created_at'),
     }
@@ -62,7 +62,7 @@ def base_row(disk_image, memory_image=None):
 def show_base(images, disk_image):
     """ShowOne output of a base (one more request: the memory image, for its size)."""
     memory_image = None
-    memory_id = disk_image.get(props.COMPANION_ID_KEYS[props.BASE_MEMORY])
+    memory_id = disk_image.get(props.BASE_MEMORY)
     if memory_id:
         try:
             memory_image = images.get(memory_id)

@@ -110,7 +110,8 @@ class CloudletAPITestBase(integrated_helpers._IntegratedTestBase):
         # the filters are restored by nova's fixture at cleanup.
         warnings.filterwarnings('ignore', message=r'The noload\(\) option is deprecated',
                                 category=sqla_exc.SADeprecationWarning)
-        # Before the API fixture loads the paste app (running-openstack-here.md §3, gotcha 5).
+        # Before the API fixture loads the paste app: its default path is under
+        # site-packages, where an installed nova has no api-paste.ini.
         router.register_opts()
         self.flags(api_paste_config=API_PASTE_INI, group='wsgi')
         self.flags(api_state_dir=self.state_dir, fetch_timeout=5, group='cloudlet')
@@ -123,7 +124,7 @@ class CloudletAPITestBase(integrated_helpers._IntegratedTestBase):
 
     def _wait_for_imports(self):
         # Imports run in the router's thread pool: let them end before teardown.
-        for importer in bases.live_importers():
+        for importer in list(bases._IMPORTERS):
             importer.wait(timeout=30)
             importer.shutdown(wait=True)
 

@@ -111,9 +111,9 @@ class BasesTest(base.CloudletAPITestBase):
         self.assertEqual(base_id, props[properties.BASE_ID])
         self.assertEqual('shared', disk['visibility'])
         companions = done['companion_image_ids']
-        for kind, key in properties.COMPANION_ID_KEYS.items():
-            self.assertEqual(companions[key], props[key])
-            companion = self.glance.show(None, props[key])
+        for kind in properties.COMPANION_TYPES:
+            self.assertEqual(companions[kind], props[kind])
+            companion = self.glance.show(None, props[kind])
             self.assertEqual(kind, companion['properties'][properties.CLOUDLET_TYPE])
             self.assertTrue(companion['os_hidden'])
         # The download is gone; only the record stays.

@@ -6,6 +6,7 @@ import pytest
 from cloudlet_engine import codecs
 from cloudlet_engine import errors
 from cloudlet_engine import format as fmt
+from tests.fixtures import overlay_index
 
 META = {'base_id': 'ab' * 32, 'disk_size': 1 << 20, 'memory_size': 8192}
 
@@ -62,7 +63,7 @@ def test_index_points_at_segments(tmp_path):
     blob = make_overlay(4)
     path = tmp_path / 'o.clo'
     path.write_bytes(blob)
-    index = fmt.read_index(str(path))
+    index = overlay_index.read_index(str(path))
     assert len(index) == 4
     for offset, length in index:
         assert blob[offset:offset + 4] == b'SEG\0'
@@ -110,7 +111,7 @@ def test_dropped_segment_fails_the_root_checksum():
     with tempfile.NamedTemporaryFile() as f:
         f.write(blob)
         f.flush()
-        index = fmt.read_index(f.name)
+        index = overlay_index.read_index(f.name)
     # Splice segment 1 out and renumber nothing: the index check catches it.
     (o1, l1) = index[1]
     spliced = blob[:o1] + blob[o1 + l1:]

@@ -14,6 +14,7 @@ from cloudlet_engine.errors import SaveImageError
 from cloudlet_engine.savefile import Opaque, Page, ZeroPage
 from tests.fixtures import fake_savefile as fake
 from tests.fixtures.fake_savefile import PAGE_SIZE, SAMPLE_XML
+from tests.fixtures import save_images
 
 
 # --- helpers -------------------------------------------------------------------
@@ -160,11 +161,11 @@ def test_missing_file(tmp_path):
 # --- build_data_area / rewrite_xml ---------------------------------------------------------
 
 def test_build_data_area_layout():
-    area = savefile.build_data_area('<d/>', b'<c/>', 20)
+    area = save_images.build_data_area('<d/>', b'<c/>', 20)
     assert area == b'<d/>\0<c/>\0' + bytes(10)
-    assert savefile.build_data_area('<d/>', None, 6) == b'<d/>\0\0'
-    assert savefile.build_data_area('<d/>', b'', 5) == b'<d/>\0'
-    assert savefile.build_data_area('<é/>'.encode(), b'', 6) == '<é/>'.encode() + b'\0'
+    assert save_images.build_data_area('<d/>', None, 6) == b'<d/>\0\0'
+    assert save_images.build_data_area('<d/>', b'', 5) == b'<d/>\0'
+    assert save_images.build_data_area('<é/>'.encode(), b'', 6) == '<é/>'.encode() + b'\0'
 
 
 @pytest.mark.parametrize('xml, cookie, data_len, message', [
@@ -177,7 +178,7 @@ def test_build_data_area_layout():
 ])
 def test_build_data_area_errors(xml, cookie, data_len, message):
     with pytest.raises(SaveImageError, match=message):
-        savefile.build_data_area(xml, cookie, data_len)
+        save_images.build_data_area(xml, cookie, data_len)
 
 
 def test_rewrite_xml_roundtrip(image):
@@ -256,11 +257,11 @@ def test_rewrite_xml_refuses_unusable_images(tmp_path):
 
 def test_build_image_prefix_matches_rewrite(image, tmp_path):
     header = savefile.read_save_image(image.path)
-    prefix = savefile.build_image_prefix(header, '<domain><name>n2</name></domain>')
+    prefix = save_images.build_image_prefix(header, '<domain><name>n2</name></domain>')
     assert len(prefix) == header.stream_offset
     savefile.rewrite_xml(image.path, '<domain><name>n2</name></domain>')
     assert image.read_bytes()[:header.stream_offset] == prefix
-    other = savefile.build_image_prefix(header, '<domain/>', cookie=b'')
+    other = save_images.build_image_prefix(header, '<domain/>', cookie=b'')
     assert struct.unpack_from('<I', other, 32)[0] == 0
 
 
@@ -373,7 +374,7 @@ def test_scan_small_window(image, monkeypatch):
 
 
 def test_scan_save_image_helper(image):
-    header, pieces, stats = savefile.scan_save_image(image.path)
+    header, pieces, stats = save_images.scan_save_image(image.path)
     assert (header, pieces) == scan_file(image.path)[:2]
     assert stats.pages == len(image.data_pages)
 

@@ -49,9 +49,9 @@ def test_import_creates_four_linked_images(fake_images, package, tmp_path):
 
     # The disk image: visible, linked to its companions, with the flavor hints.
     assert disk['os_hidden'] is False and disk['name'] == 'demo-base'
-    assert disk[props.COMPANION_ID_KEYS[props.BASE_MEMORY]] == memory['id']
-    assert disk[props.COMPANION_ID_KEYS[props.BASE_DISK_HASH]] == disk_hash['id']
-    assert disk[props.COMPANION_ID_KEYS[props.BASE_MEMORY_HASH]] == memory_hash['id']
+    assert disk[props.BASE_MEMORY] == memory['id']
+    assert disk[props.BASE_DISK_HASH] == disk_hash['id']
+    assert disk[props.BASE_MEMORY_HASH] == memory_hash['id']
     assert disk[props.BASE_NAME] == 'demo-base'
     assert disk[props.ABI_DIGEST] == base.manifest['abi_digest']
     assert disk[props.MEMORY_MB] == '64' and disk[props.VCPUS] == '2'
@@ -283,7 +283,7 @@ def test_delete_base_leaves_images_that_are_not_its_companions(fake_images, pack
     demo = model.import_base_package(fake_images, package[1])
     other = model.import_base_package(fake_images, other_package[1])
     # A disk image that names another base's memory image must not delete it.
-    fake_images.update(demo.disk_id, {props.COMPANION_ID_KEYS[props.BASE_MEMORY]: other.memory_id})
+    fake_images.update(demo.disk_id, {props.BASE_MEMORY: other.memory_id})
     model.delete_base(fake_images, demo.disk_id)
     assert other.memory_id in fake_images.images and demo.memory_id in fake_images.images
     assert model.find_complete_base(fake_images, other.base_id) == other

@@ -250,9 +250,9 @@ def _image(image_id, kind, status='active', **fields):
 
 
 def _disk(image_id=DISK_ID, status='active', **fields):
-    fields = dict({'min_disk': 2, props.COMPANION_ID_KEYS[props.BASE_MEMORY]: MEMORY_ID,
-                   props.COMPANION_ID_KEYS[props.BASE_DISK_HASH]: DISKHASH_ID,
-                   props.COMPANION_ID_KEYS[props.BASE_MEMORY_HASH]: MEMHASH_ID}, **fields)
+    fields = dict({'min_disk': 2, props.BASE_MEMORY: MEMORY_ID,
+                   props.BASE_DISK_HASH: DISKHASH_ID,
+                   props.BASE_MEMORY_HASH: MEMHASH_ID}, **fields)
     return _image(image_id, props.BASE_DISK, status, **fields)
 
 
@@ -273,7 +273,7 @@ def test_find_base_image(dest, keystone, companions):
 def test_find_base_image_follows_pages_and_skips_incomplete_bases(dest, keystone, companions):
     other = '33333333-0000-4000-8000-000000000001'
     broken = _disk(other, created_at='2025-01-01T00:00:00Z')
-    broken[props.COMPANION_ID_KEYS[props.BASE_MEMORY]] = '44444444-0000-4000-8000-000000000001'
+    broken[props.BASE_MEMORY] = '44444444-0000-4000-8000-000000000001'
     keystone.get(GLANCE + '/v2/images/44444444-0000-4000-8000-000000000001', status_code=404, text='')
     keystone.get(GLANCE + '/v2/images', [
         {'json': {'images': [broken], 'next': '/v2/images?marker=%s&cloudlet_type=x' % other}},
