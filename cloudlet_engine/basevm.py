@@ -32,6 +32,7 @@ from cloudlet_engine import chunks
 from cloudlet_engine import domainxml
 from cloudlet_engine import errors
 from cloudlet_engine import atomic
+from cloudlet_engine import migstream
 from cloudlet_engine import savefile
 
 MANIFEST = 'manifest.json'
@@ -144,7 +145,7 @@ class BaseVM:
             blocks = self.manifest['memory']['blocks']
             by_key, by_digest = {}, {}
             for offset, addr, block, digest in chunks.iter_memory_records(records):
-                by_key[savefile.page_key(blocks[block], addr)] = (offset, digest)
+                by_key[migstream.page_key(blocks[block], addr)] = (offset, digest)
                 by_digest.setdefault(digest, offset)
             by_digest.pop(chunks.ZERO_DIGEST, None)
             self._memory = (by_key, by_digest)

@@ -10,6 +10,7 @@ import os
 import struct
 
 from cloudlet_engine import format as fmt
+from cloudlet_engine import migstream
 from cloudlet_engine import savefile
 
 CHUNK = fmt.CHUNK_SIZE
@@ -78,8 +79,8 @@ def hash_memory(path, progress=None):
 
 
 def _pages(f, image):
-    for piece in savefile.scan_stream(f, image.stream_offset, image.file_size):
-        if isinstance(piece, savefile.Page):
+    for piece in migstream.scan_stream(f, image.stream_offset, image.file_size):
+        if isinstance(piece, migstream.Page):
             yield piece
 
 

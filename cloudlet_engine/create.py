@@ -24,6 +24,7 @@ from cloudlet_engine import domainxml
 from cloudlet_engine import errors
 from cloudlet_engine import format as fmt
 from cloudlet_engine import qcow2
+from cloudlet_engine import migstream
 from cloudlet_engine import savefile
 
 SEGMENT_DATA_BYTES = 1 << 20
@@ -210,13 +211,13 @@ def _add_memory(builder, classifier, memory_path, image, progress):
         fd = f.fileno()
         add_memory_pieces(builder, classifier, lambda length, offset: os.pread(fd, length, offset),
                           image.stream_offset,
-                          savefile.scan_stream(f, image.stream_offset, image.file_size),
+                          migstream.scan_stream(f, image.stream_offset, image.file_size),
                           progress, image.file_size)
 
 
 def add_memory_pieces(builder, classifier, read, stream_offset, pieces, progress=None, total=None):
     """Memory items for a save image: its first `stream_offset` bytes (libvirt
-    header) and `pieces` (savefile.scan_stream of its QEMU stream).
+    header) and `pieces` (migstream.scan_stream of its QEMU stream).
 
     read(length, offset) returns the image's bytes there.
     """
@@ -226,7 +227,7 @@ def add_memory_pieces(builder, classifier, read, stream_offset, pieces, progress
         run = _BaseMemoryRun(builder, base_memory.fileno())
         _add_memory_bytes(builder, read, 0, stream_offset)
         for piece in pieces:
-            if isinstance(piece, savefile.Opaque):
+            if isinstance(piece, migstream.Opaque):
                 if piece.length <= 65536 and run.try_add_bytes(read(piece.length, piece.file_offset)):
                     stats.memory_bytes_opaque += piece.length
                     continue
@@ -239,7 +240,7 @@ def add_memory_pieces(builder, classifier, read, stream_offset, pieces, progress
                 raise errors.SaveImageError('memory snapshot ends inside the page at offset %d'
                                             % piece.file_offset)
             digest = chunks.digest(data)
-            same_place = by_key.get(savefile.page_key(piece.block, piece.addr))
+            same_place = by_key.get(migstream.page_key(piece.block, piece.addr))
             if same_place is not None and same_place[1] == digest:
                 stats.from_base_memory += 1
                 run.add_page(same_place[0])

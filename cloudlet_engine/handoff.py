@@ -33,6 +33,7 @@ from cloudlet_engine import create
 from cloudlet_engine import errors
 from cloudlet_engine import format as fmt
 from cloudlet_engine import livemigration
+from cloudlet_engine import migstream
 from cloudlet_engine import savefile
 
 # Smaller than an offline overlay's segments: what waits in a segment being
@@ -192,7 +193,7 @@ class LiveResidue:
             pass
 
     def _send_memory(self, builder, classifier, spool, prefix_len):
-        pieces = savefile.scan_stream(spool, prefix_len, None)
+        pieces = migstream.scan_stream(spool, prefix_len, None)
         try:
             create.add_memory_pieces(builder, classifier, spool.pread, prefix_len, pieces)
         except errors.CloudletError as exc:

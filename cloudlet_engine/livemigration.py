@@ -38,7 +38,7 @@ ENDED_STATUSES = ('completed', 'failed', 'cancelled')
 
 
 class Spool:
-    """A file that grows while its reader reads it (see `savefile.scan_stream`, file_size None)."""
+    """A file that grows while its reader reads it (see `migstream.scan_stream`, file_size None)."""
 
     def __init__(self, path, prefix, ahead=4 << 20):
         self.path = path

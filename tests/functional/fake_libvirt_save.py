@@ -30,6 +30,7 @@ from lxml import etree
 
 from nova.tests.fixtures import libvirt as fakelibvirt
 
+from cloudlet_engine import migstream
 from cloudlet_engine import savefile
 from tests.fixtures import fake_savefile
 
@@ -50,8 +51,8 @@ def read_pages(path, header):
     pages = []
     with open(path, 'rb') as f:
         fd = f.fileno()
-        for piece in savefile.iter_pages(f, header.stream_offset, header.file_size, include_zero=True):
-            if isinstance(piece, savefile.ZeroPage):
+        for piece in migstream.iter_pages(f, header.stream_offset, header.file_size, include_zero=True):
+            if isinstance(piece, migstream.ZeroPage):
                 pages.append((piece.block, piece.addr, None))
             else:
                 pages.append((piece.block, piece.addr, os.pread(fd, PAGE, piece.file_offset)))

@@ -15,8 +15,9 @@ import uuid
 
 import pytest
 
+from cloudlet_engine import migstream
 from cloudlet_engine import savefile
-from cloudlet_engine.savefile import Opaque, Page, ZeroPage
+from cloudlet_engine.migstream import Opaque, Page, ZeroPage
 
 libvirt = pytest.importorskip('libvirt')
 
@@ -108,12 +109,12 @@ def test_real_save_image_scan_rewrite_restore(conn, tmp_path):
         assert header.data_len >= 64 * 1024  # libvirt's padding for in-place edits
 
         # Scan: pieces tile the stream; every page of every block is accounted for.
-        stats = savefile.ScanStats()
+        stats = migstream.ScanStats()
         with open(save_path, 'rb') as f:
             started = time.monotonic()
-            pieces = list(savefile.scan_stream(f, header.stream_offset, header.file_size, stats=stats))
+            pieces = list(migstream.scan_stream(f, header.stream_offset, header.file_size, stats=stats))
             print('scan: %.3f s, %d pieces' % (time.monotonic() - started, len(pieces)))
-            records = list(savefile.iter_pages(f, header.stream_offset, header.file_size,
+            records = list(migstream.iter_pages(f, header.stream_offset, header.file_size,
                                                include_zero=True))
         pos = header.stream_offset
         for piece in pieces:

@@ -9,9 +9,10 @@ import hypothesis
 import pytest
 from hypothesis import strategies as st
 
+from cloudlet_engine import migstream
 from cloudlet_engine import savefile
 from cloudlet_engine.errors import SaveImageError
-from cloudlet_engine.savefile import Opaque, Page, ZeroPage
+from cloudlet_engine.migstream import Opaque, Page, ZeroPage
 from tests.fixtures import fake_savefile as fake
 from tests.fixtures.fake_savefile import PAGE_SIZE, SAMPLE_XML
 from tests.fixtures import save_images
@@ -62,9 +63,9 @@ def patch(path, offset, data):
 
 def scan_file(path):
     header = savefile.read_save_image(path)
-    stats = savefile.ScanStats()
+    stats = migstream.ScanStats()
     with open(path, 'rb') as f:
-        pieces = list(savefile.scan_stream(f, header.stream_offset, header.file_size, stats=stats))
+        pieces = list(migstream.scan_stream(f, header.stream_offset, header.file_size, stats=stats))
     return header, pieces, stats
 
 
@@ -297,9 +298,9 @@ def test_scan_stats(image):
 
 def test_iter_pages_with_zero_pages(image):
     with open(image.path, 'rb') as f:
-        records = list(savefile.iter_pages(f, image.stream_offset, image.file_size,
+        records = list(migstream.iter_pages(f, image.stream_offset, image.file_size,
                                            include_zero=True))
-        only_pages = list(savefile.iter_pages(f, image.stream_offset, image.file_size))
+        only_pages = list(migstream.iter_pages(f, image.stream_offset, image.file_size))
     assert [(type(r), r.block, r.addr) for r in records] == \
         [(ZeroPage if p.data is None else Page, p.block, p.addr) for p in image.pages]
     assert all(r.fill == 0 for r in records if isinstance(r, ZeroPage))
@@ -354,13 +355,13 @@ def test_scan_only_zero_pages(tmp_path):
 def test_scan_bytesio_and_fd(image):
     raw = image.read_bytes()
     expected = scan_file(image.path)[1]
-    assert list(savefile.scan_stream(io.BytesIO(raw), image.stream_offset, len(raw))) == expected
-    assert list(savefile.scan_stream(image.path, image.stream_offset, len(raw))) == expected
-    assert list(savefile.iter_pages(image.path, image.stream_offset, len(raw))) == \
+    assert list(migstream.scan_stream(io.BytesIO(raw), image.stream_offset, len(raw))) == expected
+    assert list(migstream.scan_stream(image.path, image.stream_offset, len(raw))) == expected
+    assert list(migstream.iter_pages(image.path, image.stream_offset, len(raw))) == \
         [p for p in expected if isinstance(p, Page)]
     fd = os.open(image.path, os.O_RDONLY)
     try:
-        assert list(savefile.scan_stream(fd, image.stream_offset, len(raw))) == expected
+        assert list(migstream.scan_stream(fd, image.stream_offset, len(raw))) == expected
     finally:
         os.close(fd)
 
@@ -369,7 +370,7 @@ def test_scan_small_window(image, monkeypatch):
     """Records and names straddling window boundaries."""
     expected = scan_file(image.path)[1]
     for window in (1, 7, 4095, 4097, 5000):
-        monkeypatch.setattr(savefile, 'SCAN_WINDOW', window)
+        monkeypatch.setattr(migstream, 'SCAN_WINDOW', window)
         assert scan_file(image.path)[1] == expected
 
 
@@ -523,25 +524,25 @@ def test_truncated_streams(tmp_path, cut):
     path.write_bytes(raw)
     with pytest.raises(SaveImageError, match='truncated'):
         with open(path, 'rb') as f:
-            list(savefile.scan_stream(f, img.stream_offset, len(raw)))
+            list(migstream.scan_stream(f, img.stream_offset, len(raw)))
 
 
 def test_file_shorter_than_claimed(image):
     raw = image.read_bytes()
     with pytest.raises(SaveImageError, match='truncated'):
-        list(savefile.scan_stream(io.BytesIO(raw[:-5000]), image.stream_offset, len(raw)))
+        list(migstream.scan_stream(io.BytesIO(raw[:-5000]), image.stream_offset, len(raw)))
 
 
 def test_bad_range_is_a_programming_error(image):
     with pytest.raises(ValueError):
-        list(savefile.scan_stream(io.BytesIO(b''), 10, 5))
+        list(migstream.scan_stream(io.BytesIO(b''), 10, 5))
 
 
 def test_page_key():
-    assert savefile.page_key('pc.ram', 0x1000) == b'pc.ram\0' + bytes([0, 0, 0, 0, 0, 0, 0x10, 0])
-    assert savefile.page_key(b'pc.ram', 0x1000) == savefile.page_key('pc.ram', 0x1000)
-    assert savefile.page_key('pc.ram', 0) != savefile.page_key('pc.ra', 0)
-    keys = {savefile.page_key(b, a) for b in ('a', 'ab', 'vga.vram') for a in (0, 4096, 1 << 40)}
+    assert migstream.page_key('pc.ram', 0x1000) == b'pc.ram\0' + bytes([0, 0, 0, 0, 0, 0, 0x10, 0])
+    assert migstream.page_key(b'pc.ram', 0x1000) == migstream.page_key('pc.ram', 0x1000)
+    assert migstream.page_key('pc.ram', 0) != migstream.page_key('pc.ra', 0)
+    keys = {migstream.page_key(b, a) for b in ('a', 'ab', 'vga.vram') for a in (0, 4096, 1 << 40)}
     assert len(keys) == 9
 
 
@@ -561,7 +562,7 @@ def test_scan_speed_100mb(tmp_path):
     img = fake.build_fake_save_image(tmp_path / 'big', SAMPLE_XML, pages, pages_per_section=2000)
     with open(img.path, 'rb') as f:
         start = time.perf_counter()
-        n = sum(1 for p in savefile.scan_stream(f, img.stream_offset, img.file_size)
+        n = sum(1 for p in migstream.scan_stream(f, img.stream_offset, img.file_size)
                 if isinstance(p, Page))
         elapsed = time.perf_counter() - start
     assert n == len(img.data_pages)
@@ -590,7 +591,7 @@ def _scan_or_error(raw):
     f = io.BytesIO(raw)
     try:
         header = savefile.read_save_image(f)
-        pieces = list(savefile.scan_stream(f, header.stream_offset, header.file_size))
+        pieces = list(migstream.scan_stream(f, header.stream_offset, header.file_size))
     except SaveImageError:
         return None
     assert_tiles(pieces, header.stream_offset, header.file_size)
@@ -635,8 +636,8 @@ def test_random_fake_images_scan_exactly(records, per_section, footers):
     stream, meta = fake.build_fake_stream(pages, stream_offset=len(prefix), blocks=blocks,
                                           pages_per_section=per_section, footers=footers)
     raw = prefix + stream
-    stats = savefile.ScanStats()
-    records_seen = list(savefile.iter_pages(io.BytesIO(raw), len(prefix), len(raw),
+    stats = migstream.ScanStats()
+    records_seen = list(migstream.iter_pages(io.BytesIO(raw), len(prefix), len(raw),
                                             include_zero=True, stats=stats))
     assert [(r.block, r.addr, r.file_offset if isinstance(r, Page) else None) for r in records_seen] == \
         [(p.block, p.addr, p.file_offset) for p in meta['pages']]
@@ -654,11 +655,11 @@ def test_long_zero_runs(tmp_path, monkeypatch):
              + [('pc.ram', 1501 * PAGE_SIZE, None)])
     img = fake.build_fake_save_image(tmp_path / 'm', SAMPLE_XML, pages, pages_per_section=1000)
     expected = [(p.block, p.addr) for p in img.pages]
-    for window in (savefile.SCAN_WINDOW, 4096, 1000, 9):
-        monkeypatch.setattr(savefile, 'SCAN_WINDOW', window)
-        stats = savefile.ScanStats()
+    for window in (migstream.SCAN_WINDOW, 4096, 1000, 9):
+        monkeypatch.setattr(migstream, 'SCAN_WINDOW', window)
+        stats = migstream.ScanStats()
         with open(img.path, 'rb') as f:
-            records = list(savefile.iter_pages(f, img.stream_offset, img.file_size,
+            records = list(migstream.iter_pages(f, img.stream_offset, img.file_size,
                                                include_zero=True, stats=stats))
         assert [(r.block, r.addr) for r in records] == expected
         raw = img.read_bytes()
