@@ -39,7 +39,7 @@ import sys
 import warnings
 from importlib import import_module
 
-from cloudlet_nova.cmd import inifile
+from cloudlet_cmd import inifile
 
 ROLES = ('compute', 'api', 'all')
 VIRT_TYPES = ('qemu', 'kvm')

@@ -1,0 +1,76 @@
+"""The packages' layers point one way (CONTRIBUTING.md, "Layers").
+
+Every import counts, also one inside a function: a lazy import is still a
+dependency. A new edge belongs in LAYERS only if it points down.
+"""
+
+import ast
+import pathlib
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+# package -> the project packages it may import (lower layers only).
+LAYERS = {
+    'cloudlet_engine': set(),
+    'cloudlet_glance': {'cloudlet_engine'},
+    'cloudlet_nova': {'cloudlet_engine', 'cloudlet_glance'},
+    'api_extensions': {'cloudlet_engine', 'cloudlet_glance', 'cloudlet_nova'},
+    'cloudlet_osc': {'cloudlet_engine', 'cloudlet_glance', 'cloudlet_nova'},
+    'cloudlet_cmd': {'cloudlet_engine', 'cloudlet_glance', 'cloudlet_nova', 'api_extensions'},
+}
+
+
+def imports(package):
+    """{imported project package: [importing files]} of `package`."""
+    found = {}
+    for path in sorted((ROOT / package).rglob('*.py')):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split('.')[0]
+                if top in LAYERS and top != package:
+                    found.setdefault(top, []).append(str(path.relative_to(ROOT)))
+    return found
+
+
+def test_every_import_points_down():
+    wrong = {package: {target: files for target, files in imports(package).items()
+                       if target not in allowed}
+             for package, allowed in LAYERS.items()}
+    assert {package: edges for package, edges in wrong.items() if edges} == {}
+
+
+def test_the_layers_have_no_cycle():
+    done, visiting = set(), set()
+
+    def visit(package, path):
+        assert package not in visiting, 'import cycle: %s' % ' -> '.join(path + [package])
+        if package in done:
+            return
+        visiting.add(package)
+        for target in LAYERS[package]:
+            visit(target, path + [package])
+        visiting.discard(package)
+        done.add(package)
+    for package in LAYERS:
+        visit(package, [])
+
+
+def test_the_engine_imports_no_openstack():
+    openstack = ('nova', 'glanceclient', 'keystoneauth1', 'oslo_config', 'oslo_log', 'openstack')
+    users = []
+    for path in sorted((ROOT / 'cloudlet_engine').rglob('*.py')):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module]
+            else:
+                continue
+            users += ['%s: %s' % (path.name, n) for n in names if n.split('.')[0] in openstack]
+    assert users == []
