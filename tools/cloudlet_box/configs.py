@@ -16,7 +16,7 @@ import shutil
 
 from cloudlet_box import layout
 from cloudlet_engine import atomic
-from cloudlet_nova.cmd import inifile
+from cloudlet_cmd import inifile
 
 
 def write_ini(path, sections):

@@ -11,8 +11,8 @@ from oslo_config import cfg
 from oslo_policy import policy as oslo_policy
 
 from api_extensions import policies
-from cloudlet_nova.cmd import configure
-from cloudlet_nova.cmd import inifile
+from cloudlet_cmd import configure
+from cloudlet_cmd import inifile
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 REPO_PASTE = os.path.join(REPO, 'etc', 'nova', 'api-paste.ini')

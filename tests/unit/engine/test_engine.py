@@ -116,7 +116,7 @@ def test_classification(scenario):
 
 
 def test_unchanged_memory_is_copied_in_runs(scenario):
-    from cloudlet_nova.cmd import cloudlet as cli
+    from cloudlet_cmd import cloudlet as cli
     blob, stats = scenario.create()
     path = os.path.join(scenario.root, 'runs.clo')
     with open(path, 'wb') as f:
