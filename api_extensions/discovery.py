@@ -11,9 +11,9 @@ from nova.api.openstack import wsgi
 from nova.api import validation
 import nova.conf
 
-from cloudlet_glance import properties
 from cloudlet_engine import basevm
 from cloudlet_engine import format as overlay_format
+from cloudlet_glance import properties
 
 from api_extensions import handoff
 from api_extensions import policies

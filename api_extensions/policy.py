@@ -1,4 +1,4 @@
-"""The cloudlet API's own oslo.policy Enforcer (nova-34-integration.md §6).
+"""The cloudlet API's own oslo.policy Enforcer.
 
 nova's enforcer (`nova.policy._ENFORCER`) only knows nova's rules, and
 `context.can('cloudlet:...')` would raise PolicyNotRegistered; registering

@@ -1,4 +1,4 @@
-"""nova's compute API router plus the cloudlet API (nova-34-integration.md §5.3).
+"""nova's compute API router plus the cloudlet API.
 
 api-paste.ini names this class in place of nova's:
 

@@ -127,7 +127,8 @@ def run_jobs(jobs, workers=2, log=None):
 
 def tool_cpu(argv, path):
     """CPU seconds (user + system) of `argv path`, its output discarded; that child's own
-    rusage, so nothing else this process runs meanwhile counts."""
+    rusage, so nothing else this process runs meanwhile counts.
+    """
     with open(os.devnull, 'wb') as sink, tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(list(argv) + [path], stdin=subprocess.DEVNULL, stdout=sink, stderr=err)
         _, status, usage = os.wait4(proc.pid, 0)
@@ -142,7 +143,8 @@ def tool_cpu(argv, path):
 def best_tool_cpu(argv, path, repeat, once_past=20.0):
     """The least CPU seconds of up to `repeat` runs of `argv path`. A run past `once_past`
     seconds is not repeated: it spans many scheduler periods, so its noise averages out,
-    and repeating it (xz -6 of the changed state: ~40 s) would take minutes."""
+    and repeating it (xz -6 of the changed state: ~40 s) would take minutes.
+    """
     best = None
     for _ in range(repeat):
         cpu = tool_cpu(argv, path)
@@ -165,7 +167,8 @@ def write_changed_state(base, disk_path, memory_path, out_path):
     that differs from the base page at its address (save-image order), then every
     disk chunk that differs from the base chunk at its offset (zeroed ones as
     zeros), the order create walks them. Returns (memory pages, disk chunks): what
-    CreateStats.memory_pages_changed and disk_chunks_changed count."""
+    CreateStats.memory_pages_changed and disk_chunks_changed count.
+    """
     by_key, _ = base.memory_index()
     image = savefile.read_save_image(memory_path)
     pages = disk = 0
@@ -203,7 +206,8 @@ def write_changed_state(base, disk_path, memory_path, out_path):
 
 def write_segment_payloads(base, overlay_path, directory):
     """Each segment's payloads as its codec decodes them, one file each, in overlay
-    order. Returns (codec name, level, [paths], total bytes)."""
+    order. Returns (codec name, level, [paths], total bytes).
+    """
     paths, total, codec = [], 0, None
     with open(base.disk_path, 'rb') as disk, open(base.memory_path, 'rb') as memory, \
             open(overlay_path, 'rb') as f:
@@ -241,7 +245,8 @@ def write_segment_payloads(base, overlay_path, directory):
 
 def compress_payloads(codec_name, level, paths, out_path):
     """Compress each payload file with the tool, one process for all; concatenate the
-    frames (streams) in order into `out_path`: `zstd -d` / `xz -d` decode it whole."""
+    frames (streams) in order into `out_path`: `zstd -d` / `xz -d` decode it whole.
+    """
     if codec_name == 'zstd':
         argv, suffix = [ZSTD, '-%d' % level, '--no-check', '-T1', '-q', '-f', '--rm'], '.zst'
     else:

@@ -28,21 +28,22 @@ import uuid as uuidlib
 import libvirt
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
+# tools/: the link is made of cloudlet_box.netns_link, like the box's WAN path.
+for _path in (os.path.join(REPO, 'tools'), REPO):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
 
 from bench import baselines                      # noqa: E402
 from bench import linkemu                        # noqa: E402
+from cloudlet_box import netns_link              # noqa: E402
 from cloudlet_engine import apply           # noqa: E402
 from cloudlet_engine import basevm          # noqa: E402
 from cloudlet_engine import capture         # noqa: E402
-from cloudlet_engine import chunks          # noqa: E402
 from cloudlet_engine import codecs          # noqa: E402
 from cloudlet_engine import create          # noqa: E402
 from cloudlet_engine import domainxml       # noqa: E402
 from cloudlet_engine import format as fmt   # noqa: E402
 from cloudlet_engine import hypervisor      # noqa: E402
-from cloudlet_engine import savefile        # noqa: E402
 from cloudlet_engine import synthesis       # noqa: E402
 
 GUEST_HTTP_PORT = 8080
@@ -360,24 +361,43 @@ def apply_ours(prep, work, overlay, codec, repeat):
     return runs
 
 
-def memory_pages_changed(base, memory_save):
-    """RAM pages of the changed image that differ from the base page at the same address.
+def create_vs_tools(prep, work, stats, repeat):
+    """CPU seconds of `zstd -3` and `xz -6` on the changed state create encoded (best of `repeat`)."""
+    path = os.path.join(work, 'changed-state.bin')
+    try:
+        counts = baselines.write_changed_state(prep.base, prep.disk_qcow2, prep.memory_save, path)
+        if counts != (stats.memory_pages_changed, stats.disk_chunks_changed):
+            raise RuntimeError('changed state: %d pages and %d disk chunks, create counted %d and %d'
+                               % (counts + (stats.memory_pages_changed, stats.disk_chunks_changed)))
+        result = {'bytes': os.path.getsize(path)}
+        for tool, argv in baselines.CREATE_TOOLS.items():
+            result[tool] = baselines.best_tool_cpu(argv, path, repeat)
+            log('%s of the changed state (%.1f MB): CPU %.2f s' % (' '.join(argv[:2]), result['bytes'] / MB,
+                                                                  result[tool]))
+    finally:
+        if os.path.exists(path):
+            os.unlink(path)
+    return result
 
-    CreateStats.changed_bytes counts only the memory pages stored as DATA (a
-    page found elsewhere is not counted) but every changed disk chunk; this is
-    the memory count defined like the disk one, for comparison.
-    """
-    by_key, _ = base.memory_index()
-    image = savefile.read_save_image(memory_save)
-    changed = 0
-    with open(memory_save, 'rb') as f:
-        for piece in savefile.scan_stream(f, image.stream_offset, image.file_size):
-            if isinstance(piece, savefile.Opaque):
-                continue
-            digest = chunks.digest(os.pread(f.fileno(), chunks.CHUNK, piece.file_offset))
-            same_place = by_key.get(savefile.page_key(piece.block, piece.addr))
-            changed += same_place is None or same_place[1] != digest
-    return changed
+
+def apply_vs_tool(prep, work, overlay, repeat):
+    """CPU seconds of `zstd -d` / `xz -d` on `overlay`'s segment payloads (best of `repeat`)."""
+    directory = tempfile.mkdtemp(prefix='payloads-', dir=work)
+    packed = directory + '.packed'
+    try:
+        tool, level, paths, raw = baselines.write_segment_payloads(prep.base, overlay, directory)
+        size = baselines.compress_payloads(tool, level, paths, packed)
+        argv = baselines.APPLY_TOOLS[tool]
+        if baselines.tool_output_size(argv, packed) != raw:
+            raise RuntimeError('%s of the payloads does not give their %d bytes' % (' '.join(argv[:2]), raw))
+        cpu = baselines.best_tool_cpu(argv, packed, repeat)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+        if os.path.exists(packed):
+            os.unlink(packed)
+    log('%s -d of the payloads (%.1f MB, %d files -%d: %.1f MB): CPU %.2f s'
+        % (tool, raw / MB, len(paths), level, size / MB, cpu))
+    return {'tool': tool, 'level': level, 'raw': raw, 'packed': size, 'cpu': cpu}
 
 
 def overlay_split(path):
@@ -514,8 +534,10 @@ def render(rows):
     return '\n'.join([line(header), sep] + [line(row) for row in rows])
 
 
-def report(rate, sizes, window, ours, created, applied, changed_like_disk, link, boot):
-    """The table, and notes under it; `created`/`applied`: codec -> Runs."""
+def report(rate, sizes, window, ours, created, applied, tools, link, boot):
+    """The table, and notes under it; `created`/`applied`: codec -> Runs; `tools`: the
+    speed baselines (create_vs_tools, and codec -> apply_vs_tool under 'apply').
+    """
     size = {codec: os.path.getsize(path) for codec, path in ours.items()}
     total = {name: parts['disk'] + parts['memory'] for name, parts in sizes.items()}
     mbs = lambda n: '%.2f MB' % (n / MB)
@@ -532,10 +554,11 @@ def report(rate, sizes, window, ours, created, applied, changed_like_disk, link,
 
     changed = created['zstd'].result.changed_bytes
     c_rate = {codec: created[codec].result.changed_bytes / MB / created[codec].best_cpu for codec in codecs_}
-    c_rate_like_disk = {codec: changed_like_disk / MB / created[codec].best_cpu for codec in codecs_}
+    c_tool = tools['create']
+    a_tool = tools['apply']
     restored = applied['zstd'].result.restored_bytes
     a_rate = {codec: applied[codec].result.restored_bytes / MB / applied[codec].best_cpu for codec in codecs_}
-    floor = link['bytes'] * 8 / linkemu_rate_bps(rate)
+    floor = link['bytes'] * 8 / netns_link.rate_bits(rate)
     link_ratio = link['synthesis'] / floor
     plain_mbps = link['bytes'] * 8 / link['download'] / 1e6
     rows = [
@@ -552,8 +575,9 @@ def report(rate, sizes, window, ours, created, applied, changed_like_disk, link,
          'stats.changed_bytes %s; CPU %.2f s (zstd), %.2f s (xz)'
          % (mbs(changed), created['zstd'].best_cpu, created['xz'].best_cpu),
          '≥ %.0f (zstd)' % GOALS['create_zstd']),
-        ('  same, memory pages counted like disk chunks *',
-         '%.0f' % c_rate_like_disk['zstd'], '%.1f' % c_rate_like_disk['xz'], 'changed state %s' % mbs(changed_like_disk),
+        ('  CPU ÷ zstd -3 (xz -6) of the changed state',
+         '%.2f' % (created['zstd'].best_cpu / c_tool['zstd']), '%.2f' % (created['xz'].best_cpu / c_tool['xz']),
+         'the same %s: CPU %.2f s (zstd -3), %.2f s (xz -6)' % (mbs(c_tool['bytes']), c_tool['zstd'], c_tool['xz']),
          ''),
         ('apply, MB/s per core (uncompressed)',
          '%.0f %s' % (a_rate['zstd'], verdict(a_rate['zstd'] >= GOALS['apply_zstd'])),
@@ -561,6 +585,12 @@ def report(rate, sizes, window, ours, created, applied, changed_like_disk, link,
          'launch.restored_bytes %s; CPU %.2f s (zstd), %.2f s (xz)'
          % (mbs(restored), applied['zstd'].best_cpu, applied['xz'].best_cpu),
          '≥ %.0f zstd, ≥ %.0f xz' % (GOALS['apply_zstd'], GOALS['apply_xz'])),
+        ('  CPU ÷ zstd -d (xz -d) of the segment payloads',
+         '%.2f' % (applied['zstd'].best_cpu / a_tool['zstd']['cpu']),
+         '%.2f' % (applied['xz'].best_cpu / a_tool['xz']['cpu']),
+         'payloads %s (zstd), %s (xz): CPU %.2f s (zstd -d), %.2f s (xz -d)'
+         % (mbs(a_tool['zstd']['raw']), mbs(a_tool['xz']['raw']), a_tool['zstd']['cpu'], a_tool['xz']['cpu']),
+         ''),
         ('synthesis over %s: call → restore done' % rate, '%.2f s' % link['synthesis'], '',
          'transfer floor %.2f s = %s × 8 / %s' % (floor, mbs(link['bytes']), rate), ''),
         ('  = fetch + apply, + restore (libvirt)', '%.2f s + %.2f s' % (link['timings']['fetch_and_apply'],
@@ -586,21 +616,17 @@ def report(rate, sizes, window, ours, created, applied, changed_like_disk, link,
         'create/apply: best of %d runs by CPU time; every run: create %s (zstd), %s (xz); apply %s (zstd), %s (xz)'
         % (len(created['zstd'].cpu), created['zstd'].spread(), created['xz'].spread(),
            applied['zstd'].spread(), applied['xz'].spread()),
-        '* CreateStats.changed_bytes counts every changed disk chunk but only the memory pages stored as '
-        'DATA; this row counts every RAM page that differs from the base page at its address.',
+        'tools: Debian CLIs, single-threaded, output discarded, best of up to %d runs by CPU time (a run past '
+        '20 s counts once), right after ours; "CPU ÷" = our CPU seconds ÷ the tool\'s on the same bytes; create: '
+        'the changed state (%s: the RAM pages and disk chunks that differ from the base at their place); apply: '
+        'each segment\'s items and data as our codec decodes them, recompressed by the tool at the overlay\'s '
+        'level (zstd -%d: %s, xz -%d: %s), one frame per payload'
+        % (len(created['zstd'].cpu), mbs(c_tool['bytes']), a_tool['zstd']['level'], mbs(a_tool['zstd']['packed']),
+           a_tool['xz']['level'], mbs(a_tool['xz']['packed'])),
         'baselines: each tool single-threaded, disk and memory jobs 2 at a time; (a) whole raw disk and '
         'whole save image, (b) the files as they are, (c) raw disk and save image against the base files.',
     ]
     return render(rows) + '\n\n' + '\n'.join(notes)
-
-
-def linkemu_rate_bps(rate):
-    """tc rate syntax (kbit, mbit, gbit, bit) -> bits per second."""
-    text = rate.strip().lower()
-    for suffix, factor in (('gbit', 1e9), ('mbit', 1e6), ('kbit', 1e3), ('bit', 1.0)):
-        if text.endswith(suffix):
-            return float(text[:-len(suffix)]) * factor
-    raise ValueError('rate %r: use e.g. 25mbit' % rate)
 
 
 # -- main -------------------------------------------------------------------------------
@@ -627,7 +653,10 @@ def main(argv=None):
                         help='skip step 1: reuse the base and changed VM of a run kept with --keep '
                              '(for working on the later steps; the directory is kept)')
     args = parser.parse_args(argv)
-    linkemu_rate_bps(args.rate)
+    try:
+        netns_link.rate_bits(args.rate)
+    except netns_link.LinkError as exc:
+        parser.error(str(exc))
     if os.geteuid() != 0:
         parser.error('run as root (libvirt qemu:///system, network namespaces)')
     signal.signal(signal.SIGTERM, _terminate)
@@ -652,11 +681,11 @@ def main(argv=None):
         neighbours.sample('create')
         for codec in ('zstd', 'xz'):
             ours[codec], created[codec] = create_ours(prep, work, codec, args.repeat)
-        changed_like_disk = (memory_pages_changed(prep.base, prep.memory_save)
-                             + created['zstd'].result.disk_chunks_changed) * chunks.CHUNK
+        tools = {'create': create_vs_tools(prep, work, created['zstd'].result, args.repeat), 'apply': {}}
         neighbours.sample('apply')
         for codec in ('zstd', 'xz'):
             applied[codec] = apply_ours(prep, work, ours[codec], codec, args.repeat)
+            tools['apply'][codec] = apply_vs_tool(prep, work, ours[codec], args.repeat)
         sizes, window = run_baselines(prep, work)
         neighbours.sample('link')
         link = synthesize_over_link(prep, conn, guests, work, ours['zstd'], args.rate)
@@ -666,7 +695,7 @@ def main(argv=None):
         boot = local_vs_cold_boot(prep, conn, guests, image, work, ours['zstd'])
         lines = conditions(prep, args.rate, created['zstd'].result.changed_bytes) + [neighbours.summary()]
         text = '\n'.join(lines) + '\n\n' + \
-            report(args.rate, sizes, window, ours, created, applied, changed_like_disk, link, boot) + '\n'
+            report(args.rate, sizes, window, ours, created, applied, tools, link, boot) + '\n'
         text += '\ntotal run time %.0f s\n' % (time.monotonic() - _started)
         print(text, end='')
         if args.report:

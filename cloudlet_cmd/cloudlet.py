@@ -56,7 +56,8 @@ def _ports(values):
 
 
 def cmd_base_capture(args, store, progress):
-    from cloudlet_engine import capture, hypervisor
+    from cloudlet_engine import capture
+    from cloudlet_engine import hypervisor
     base = capture.capture_base(hypervisor.connect(), args.domain, store, args.name,
                                 keep_running=args.keep_running, progress=progress)
     _print_json(base.describe())
@@ -91,7 +92,8 @@ def cmd_overlay_create(args, store, progress):
     from cloudlet_engine import create
     base = resolve_base(store, args.base)
     if args.domain:
-        from cloudlet_engine import capture, hypervisor
+        from cloudlet_engine import capture
+        from cloudlet_engine import hypervisor
         stats = capture.capture_overlay(hypervisor.connect(), args.domain, base, args.output,
                                         args.codec, args.level, args.keep_running, progress)
     else:

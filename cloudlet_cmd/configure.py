@@ -32,12 +32,12 @@ nothing was changed; the message says why and how to fix it).
 
 import argparse
 import dataclasses
+from importlib import import_module
 import importlib.metadata
 import json
 import os
 import sys
 import warnings
-from importlib import import_module
 
 from cloudlet_cmd import inifile
 

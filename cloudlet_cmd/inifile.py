@@ -218,8 +218,6 @@ def replace_atomically(path, text, existing=True):
             os.unlink(tmp)
 
 
-
-
 def render(sections):
     """{section: {option: value}} as the text of a new ini file (values as given)."""
     document = IniDocument(None, '')

@@ -28,10 +28,10 @@ import time
 import zipfile
 import zlib
 
+from cloudlet_engine import atomic
 from cloudlet_engine import chunks
 from cloudlet_engine import domainxml
 from cloudlet_engine import errors
-from cloudlet_engine import atomic
 from cloudlet_engine import migstream
 from cloudlet_engine import savefile
 

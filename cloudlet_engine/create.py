@@ -23,8 +23,8 @@ from cloudlet_engine import codecs
 from cloudlet_engine import domainxml
 from cloudlet_engine import errors
 from cloudlet_engine import format as fmt
-from cloudlet_engine import qcow2
 from cloudlet_engine import migstream
+from cloudlet_engine import qcow2
 from cloudlet_engine import savefile
 
 SEGMENT_DATA_BYTES = 1 << 20

@@ -124,7 +124,8 @@ def _retarget_hostfwd(arg, port_forwards, seen):
 
 def set_disk_source(disk, path):
     """Point a <disk> element at `path`, dropping the backing chain recorded
-    for its old file (libvirt probes the new one)."""
+    for its old file (libvirt probes the new one).
+    """
     source = disk.find('source')
     if source is None:
         source = etree.SubElement(disk, 'source')
@@ -262,7 +263,8 @@ def _device_descriptor(device):
 
 def _is_implicit(descriptor):
     """Devices libvirt adds to every x86 guest by itself and leaves out of the
-    migratable XML, so that save-image and migratable XML digest alike."""
+    migratable XML, so that save-image and migratable XML digest alike.
+    """
     kind, kind_type = descriptor['kind'], descriptor.get('type')
     if kind == 'controller' and descriptor.get('index') == '0':
         if kind_type == 'pci' and descriptor.get('model') == 'pci-root':

@@ -208,7 +208,8 @@ class LiveResidue:
 
     def _final_disk_pass(self, disk, disk_path):
         """Phase 3, VM paused: what changed since phase 1; offsets the top layer no
-        longer allocates (discarded) read from the base again."""
+        longer allocates (discarded) read from the base again.
+        """
         allocated = set()
         for offset, data in create.iter_disk_chunks(self.base, disk_path):
             allocated.add(offset)

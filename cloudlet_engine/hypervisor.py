@@ -92,7 +92,8 @@ def save_domain(dom, path):
 def restore_domain(conn, path, dxml=None):
     """Restore the save image at `path` running, optionally with replacement
     XML `dxml` (libvirt accepts only ABI-compatible changes, e.g. host paths);
-    return the restored domain."""
+    return the restored domain.
+    """
     with _libvirt_errors('cannot restore %s' % path):
         xml = dxml or conn.saveImageGetXMLDesc(path, 0)
         conn.restoreFlags(path, dxml, libvirt.VIR_DOMAIN_SAVE_RUNNING)

@@ -73,7 +73,8 @@ def keeping_other_disks(image_xml, launch_disk):
 
 def restore_xml(image_xml, identity, base_name):
     """The image's XML with `identity`; DisksDiffer, BaseVMError (a boot file
-    missing everywhere) or CloudletError (e.g. a port forward the base lacks)."""
+    missing everywhere) or CloudletError (e.g. a port forward the base lacks).
+    """
     base_disks = disks_by_target(image_xml)
     if set(identity.disks) != set(base_disks):
         raise DisksDiffer('base %s has disks %s, the instance needs %s: capture bases with the flavor '

@@ -90,7 +90,8 @@ class Spool:
     def pread(self, length, offset):
         """Up to `length` bytes at `offset`: waits for at least min(length, 64 KiB) of
         them (so a parser's large read window does not wait for bytes it may never
-        need), fewer only at the end of the stream."""
+        need), fewer only at the end of the stream.
+        """
         need = offset + min(length, 65536)
         with self._cond:
             self._wanted = max(self._wanted, offset + length)

@@ -36,6 +36,7 @@ FORMAT_NAMES = {0: 'raw', 1: 'gzip', 2: 'bzip2', 3: 'xz', 4: 'lzop', 5: 'zstd', 
 
 # --- header -------------------------------------------------------------------
 
+
 @dataclasses.dataclass(frozen=True)
 class SaveImageHeader:
     """The parsed and validated libvirt header of a save image."""

@@ -45,8 +45,8 @@ def check_url(url, schemes=FETCHABLE_SCHEMES, allowed_hosts=(), what='URL'):
         raise URLNotAllowed('%s has no host' % what)
     hosts = {h.lower() for h in allowed_hosts if h}
     if hosts and host.lower() not in hosts:
-        raise URLNotAllowed('host %s is not allowed on this cloud ([cloudlet] overlay_url_allowed_hosts)'
-                            % host)
+        raise URLNotAllowed('%s host %s is not allowed: it is not in the allowed hosts of this cloud '
+                            '([cloudlet] overlay_url_allowed_hosts)' % (what, host))
     return parsed
 
 

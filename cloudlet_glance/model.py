@@ -37,15 +37,15 @@ import uuid
 import zipfile
 import zlib
 
-from cloudlet_glance import errors
-from cloudlet_glance import properties as props
-from cloudlet_glance import streams
 from cloudlet_engine import basevm
 from cloudlet_engine import chunks
 from cloudlet_engine import domainxml
 from cloudlet_engine import errors as engine_errors
 from cloudlet_engine import format as overlay_format
 from cloudlet_engine import savefile
+from cloudlet_glance import errors
+from cloudlet_glance import properties as props
+from cloudlet_glance import streams
 
 LOG = logging.getLogger(__name__)
 
@@ -584,4 +584,3 @@ def delete_quietly(images, image_ids):
             pass
         except Exception:
             LOG.exception('could not delete image %s while undoing a failed upload', image_id)
-

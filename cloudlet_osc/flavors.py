@@ -79,7 +79,8 @@ def choose(flavors, need):
 
 def select(client, ref, disk_image):
     """The flavor for a server of `disk_image`: `ref` (checked when the base records its
-    needs), else the smallest fitting one (cloudlet_osc.client.CloudletClient lists them)."""
+    needs), else the smallest fitting one (cloudlet_osc.client.CloudletClient lists them).
+    """
     if ref:
         flavor = client.find_flavor(ref)
         if props.MEMORY_MB in disk_image and props.VCPUS in disk_image:

@@ -13,11 +13,11 @@ import urllib.parse
 
 from osc_lib import exceptions
 
+from cloudlet_engine import format as overlay_format
+from cloudlet_engine import source
 from cloudlet_glance import errors as glance_errors
 from cloudlet_glance import model
 from cloudlet_glance import properties as props
-from cloudlet_engine import format as overlay_format
-from cloudlet_engine import source
 
 URL, FILE, IMAGE = 'url', 'file', 'image'
 

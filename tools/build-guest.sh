@@ -63,6 +63,7 @@ kernel_package() {
         line=$(apt-cache show --no-all-versions linux-image-amd64 | grep -m1 '^Depends:' || true)
     fi
     # "Depends: linux-image-6.1.0-56-amd64 (= 6.1.192-2)"
+    # shellcheck disable=SC2046  # split on purpose: package, then version
     set -- $(echo "$line" | sed -n 's/.*\(linux-image-[0-9][^ ,]*\)\( (= \([^)]*\))\)\{0,1\}.*/\1 \3/p')
     [ $# -ge 1 ] || { log "cannot find the kernel package behind linux-image-amd64"; exit 1; }
     if [ $# -eq 1 ]; then   # not pinned: ask for the candidate version
@@ -97,13 +98,13 @@ inputs_digest() {
 fetch_kernel_deb() {
     local debs=$out/debs deb
     mkdir -p "$debs"
-    deb=$(ls "$debs/${kernel_pkg}_"*.deb 2>/dev/null | head -n1 || true)
+    deb=$(find "$debs" -maxdepth 1 -name "${kernel_pkg}_*.deb" | head -n1)
     if [ -z "$deb" ]; then
         log "downloading $kernel_pkg=$kernel_version"
         rm -f "$debs"/linux-image-*.deb   # an older ABI is of no further use
         # apt warns that its _apt sandbox user cannot write here; harmless.
         (cd "$debs" && apt-get download "$kernel_pkg=$kernel_version" >&2)
-        deb=$(ls "$debs/${kernel_pkg}_"*.deb | head -n1)
+        deb=$(find "$debs" -maxdepth 1 -name "${kernel_pkg}_*.deb" | head -n1)
     fi
     echo "$deb"
 }
@@ -114,7 +115,10 @@ build_kernel_and_modules() {
     local deb=$1 root=$work/kernel moddir path name
     mkdir -p "$root"
     dpkg-deb -x "$deb" "$root"
-    moddir=$(ls -d "$root"/lib/modules/"$abi" "$root"/usr/lib/modules/"$abi" 2>/dev/null | head -n1 || true)
+    moddir=
+    for path in "$root/lib/modules/$abi" "$root/usr/lib/modules/$abi"; do
+        if [ -e "$path" ]; then moddir=$path; break; fi
+    done
     [ -n "$moddir" ] || { log "no modules for $abi in $deb"; exit 1; }
     [ -e "$root/lib/modules" ] || ln -s usr/lib "$root/lib"   # merged-/usr packages
     depmod -b "$root" "$abi"

@@ -19,12 +19,12 @@ import time
 import urllib.request
 import uuid as uuidlib
 
+from cloudlet_box import http_serve   # tools/ is this script's directory
 from cloudlet_engine import basevm
 from cloudlet_engine import capture
 from cloudlet_engine import domainxml
 from cloudlet_engine import hypervisor
 from cloudlet_engine import synthesis
-from cloudlet_box import http_serve   # tools/ is this script's directory
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 STATE_DIR = pathlib.Path(os.environ.get('CLOUDLET_STATE_DIR', '/var/lib/openstack-cloudlet'))

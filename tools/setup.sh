@@ -15,6 +15,7 @@ APT_PACKAGES=(
   qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu
   libvirt-dev pkg-config gcc python3-venv python3-dev
   xdelta3 zstd xz-utils busybox-static kmod e2fsprogs iproute2 curl
+  shellcheck
 )
 
 ensure_debian_packages setup "${APT_PACKAGES[@]}"

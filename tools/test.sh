@@ -2,7 +2,10 @@
 # Run the test suite, by tier (see README.md, "Tests"):
 #   quick        unit tests: format, engine, codecs, qcow2, save images, fuzzing,
 #                Glance model, API pieces, driver pieces, OSC plugin, configure
-#                tool, devstack plugin (default)
+#                tool, devstack plugin (default); and the house checks (tools/house.sh
+#                --check: flake8 + hacking and shellcheck, the config and policy samples
+#                and api-ref/source/parameters.yaml current, the docs, api-ref and
+#                release notes built with Sphinx -W)
 #   functional   nova 34's own functional harness: real nova-api (our api-paste),
 #                conductor, scheduler, placement, compute running CloudletDriver
 #                on nova's fake libvirt (extended with save/restore)
@@ -14,7 +17,8 @@
 #   clouds       only bring up both clouds, box and box2 (no tests)
 #   tempest      tempest's compute API smoke tests against the box (tools/tempest.sh)
 #   all          all of the above (what CI runs)
-# Extra arguments go to pytest.
+# Extra arguments go to pytest. The house checks run first, but fail the run
+# only at the end: the tests run either way.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 tier=${1:-quick}
@@ -38,6 +42,10 @@ export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
 # the whole run to eventlet without this.
 export OS_NOVA_DISABLE_EVENTLET_PATCHING=1
 pytest=("$VENV/bin/python" -m pytest -q -ra)
+house_rc=0
+if [ "$tier" = quick ] || [ "$tier" = all ]; then
+  "$here/tools/house.sh" --check || house_rc=$?
+fi
 if ((${#selection[@]})); then
   "${pytest[@]}" "${selection[@]}" "$@"
 fi
@@ -60,4 +68,8 @@ if [ "$tier" = tempest ] || [ "$tier" = all ]; then
   # Stock nova behaviour with the extension loaded (counts printed at the end).
   "$here/tools/box.sh" up
   "$here/tools/tempest.sh"
+fi
+if ((house_rc)); then
+  echo "tools/test.sh: the house checks failed (above: [house] ... FAILED)" >&2
+  exit "$house_rc"
 fi

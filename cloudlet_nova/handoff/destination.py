@@ -502,7 +502,8 @@ class Destination:
 
     def add_floating_ip(self, server_id):
         """A new floating IP on the server's first port, from the destination's
-        external network (the only one the project sees); its address."""
+        external network (the only one the project sees); its address.
+        """
         query = urllib.parse.urlencode({'device_id': server_id})
         ports = self._network('GET', '/v2.0/ports?' + query, 'listing the server\'s ports').json()['ports']
         if not ports:

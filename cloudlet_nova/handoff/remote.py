@@ -14,7 +14,8 @@ MIN_SECRET_LENGTH = 4
 
 def credential_secrets(credential):
     """The string values of a credential (token, application credential id and secret),
-    longest first: what must never appear in a message, a log or a record."""
+    longest first: what must never appear in a message, a log or a record.
+    """
     found = []
 
     def walk(value):

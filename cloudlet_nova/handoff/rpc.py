@@ -1,6 +1,7 @@
 """The `cloudlet` RPC topic: nova-api casts `handoff` to the compute host of an instance.
 
-nova has no hook for custom compute RPC methods (nova-34-integration.md §15),
+nova has no hook for custom compute RPC methods (the compute manager class
+is hard-coded in nova/service.py and its RPC endpoints are fixed),
 so CloudletDriver.init_host starts its own oslo.messaging server on topic
 `cloudlet`, server = the compute host, on nova's transport, and cleanup_host
 stops it. Messages carry a nova RequestContext and nova objects, serialized
@@ -15,8 +16,8 @@ The request holds the destination credential: it travels in this message
 only; nothing here logs message arguments.
 """
 
-import oslo_messaging as messaging
 from oslo_log import log as logging
+import oslo_messaging as messaging
 
 from nova.objects import base as objects_base
 from nova import rpc

@@ -53,12 +53,12 @@ from nova import objects
 from nova import utils
 from nova.virt.libvirt import utils as libvirt_utils
 
-from cloudlet_glance import images as glance_images
-from cloudlet_glance import model
-from cloudlet_glance import properties as props
 from cloudlet_engine import errors as engine_errors
 from cloudlet_engine import handoff as engine_handoff
 from cloudlet_engine import urls
+from cloudlet_glance import images as glance_images
+from cloudlet_glance import model
+from cloudlet_glance import properties as props
 from cloudlet_nova.handoff import addresses
 from cloudlet_nova.handoff import destination as destination_mod
 from cloudlet_nova.handoff import records

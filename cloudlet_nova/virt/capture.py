@@ -37,9 +37,6 @@ import nova.privsep.path
 from nova.virt.libvirt import driver as libvirt_driver
 from nova.virt.libvirt import utils as libvirt_utils
 
-from cloudlet_glance import images as glance_images
-from cloudlet_glance import model
-from cloudlet_glance import properties as props
 from cloudlet_engine import basevm
 from cloudlet_engine import capture as engine_capture
 from cloudlet_engine import chunks
@@ -48,6 +45,9 @@ from cloudlet_engine import create
 from cloudlet_engine import domainxml
 from cloudlet_engine import errors
 from cloudlet_engine import savefile
+from cloudlet_glance import images as glance_images
+from cloudlet_glance import model
+from cloudlet_glance import properties as props
 from cloudlet_nova.virt import faults
 from cloudlet_nova.virt import launch as launch_mod
 from cloudlet_nova.virt import restore

@@ -27,11 +27,6 @@ from oslo_log import log as logging
 
 import nova.conf
 
-from cloudlet_glance import errors as glance_errors
-from cloudlet_glance import images as glance_images
-from cloudlet_glance import model
-from cloudlet_glance import properties as props
-from cloudlet_glance import streams as glance_streams
 from cloudlet_engine import apply
 from cloudlet_engine import basevm
 from cloudlet_engine import errors
@@ -39,6 +34,11 @@ from cloudlet_engine import format as overlay_format
 from cloudlet_engine import progress as progress_mod
 from cloudlet_engine import source
 from cloudlet_engine import urls
+from cloudlet_glance import errors as glance_errors
+from cloudlet_glance import images as glance_images
+from cloudlet_glance import model
+from cloudlet_glance import properties as props
+from cloudlet_glance import streams as glance_streams
 from cloudlet_nova.virt import faults
 from cloudlet_nova.virt import state
 

@@ -104,7 +104,8 @@ class PendingRestores:
 def spawn_timings(marks):
     """Seconds from a spawn's timing marks: the restore (with the NIC plug), and
     the wait for Neutron's network-vif-plugged events until the guest runs
-    (0 when nova waited for none)."""
+    (0 when nova waited for none).
+    """
     def between(start, end):
         if start in marks and end in marks:
             return round(marks[end] - marks[start], 3)

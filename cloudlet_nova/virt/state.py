@@ -95,7 +95,8 @@ def remove_launch_dir(instance_dir):
 
 def instance_dirs(instances_path):
     """(instance directory, its entry names) for each instance directory under instances_path
-    (not nova's `_base`, not our `_cloudlet`, nothing hidden)."""
+    (not nova's `_base`, not our `_cloudlet`, nothing hidden).
+    """
     try:
         entries = os.listdir(instances_path)
     except FileNotFoundError:

@@ -29,7 +29,8 @@ RESERVED_METADATA = (props.META_OVERLAY_URL, props.META_OVERLAY_ID)
 
 def parse_networks(values):
     """--network values -> nova's "networks": "auto" (the default, as `openstack server
-    create`: the project's network), "none", or [{"uuid": ...}]."""
+    create`: the project's network), "none", or [{"uuid": ...}].
+    """
     values = list(values or ['auto'])
     if len(values) == 1 and values[0] in ('none', 'auto'):
         return values[0]

@@ -173,7 +173,8 @@ def sweep(box):
     """Delete every `e2e-` server of the test projects (including any a failed
     CLI call created without telling us its id), then every `e2e-` network and
     security group: a run killed half-way leaves them, and a shared network
-    left behind makes `networks: auto` ambiguous for every later run."""
+    left behind makes `networks: auto` ambiguous for every later run.
+    """
     boxes = [box]
     second = layout.named(layout.BOX2.name)
     if second.name != box.name and not not_running(second):
@@ -211,7 +212,8 @@ def servers(demo):
 @pytest.fixture(scope='session')
 def base(box, demo, demo_cli, tmp_path_factory):
     """A base VM: boot the test guest, capture it through nova, then export it
-    with the CLI, delete it, and import the package with the CLI."""
+    with the CLI, delete it, and import the package with the CLI.
+    """
     made = Servers(demo)
     try:
         guest = demo.image.find_image(resources.GUEST_IMAGE, ignore_missing=False)
@@ -234,7 +236,8 @@ def base(box, demo, demo_cli, tmp_path_factory):
 @pytest.fixture(scope='session')
 def app_overlay(base, demo, demo_cli, tmp_path_factory):
     """Resume the base with the CLI, write app state into the VM, create an
-    overlay with the CLI, delete the server; the overlay image and its file."""
+    overlay with the CLI, delete the server; the overlay image and its file.
+    """
     made = Servers(demo)
     try:
         resumed = demo_cli.json('cloudlet', 'server', 'resume-base', base['image_id'],

@@ -1,7 +1,7 @@
 """Bad overlays and URLs end in ERROR with a fault naming the cause, and leave nothing behind."""
 
-import pytest
 import libvirt
+import pytest
 
 from cloudlet_box import cloud
 from cloudlet_box import http_serve

@@ -1,8 +1,8 @@
 """The `openstack cloudlet` CLI against the real box: bases, overlays, synthesis."""
 
+from tests.e2e.conftest import app_get
 from tests.e2e.conftest import DISK_STATE
 from tests.e2e.conftest import RAM_STATE
-from tests.e2e.conftest import app_get
 
 
 def test_exported_and_imported_base_is_listed_and_shown(base, demo_cli):

@@ -41,7 +41,8 @@ def _secret_nowhere(secret, *server_ids):
 
 def _dest_leftovers(box2_demo, handoff_id):
     """Delete what a failed handoff may have left on box2 (the link was down during its
-    clean-up); return the servers found."""
+    clean-up); return the servers found.
+    """
     left = [s for s in box2_demo.compute.servers(details=True)
             if (s.metadata or {}).get(handoff_scene.HANDOFF_ID_KEY) == handoff_id]
     for server in left:
@@ -92,7 +93,8 @@ def test_handoff_moves_the_running_server(moved, demo, box2_demo):
 
 def test_handoff_moves_the_address_too(moved, demo, box2_demo):
     """Reached at a floating IP on box, the server is reached at one of box2's after the
-    move (its own port on box2's Neutron); box's port and floating IP are released."""
+    move (its own port on box2's Neutron); box's port and floating IP are released.
+    """
     result, state, server, _counters, source_id, source_address = moved
     record = handoff_scene.record(result['handoff_id'])
     address = record['destination_floating_ip']
@@ -160,7 +162,8 @@ def test_destination_refuses_a_bad_credential(demo, box2_demo, wan, survivor):
 @pytest.mark.parametrize('percent', [10, 50, 90])
 def test_link_cut_during_the_transfer(percent, demo, box2_demo, wan, survivor, moved):
     """The link dies after `percent` % of what the working handoff sent up: the source
-    stalls, gives up, resumes its VM."""
+    stalls, gives up, resumes its VM.
+    """
     server_id, state = survivor
     counters = moved[3]
     dest = handoff_scene.destination(box2_demo, wan)

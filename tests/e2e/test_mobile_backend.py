@@ -4,9 +4,9 @@ import requests
 
 from cloudlet_box import cloud
 from cloudlet_box import http_serve
+from tests.e2e.conftest import app_get
 from tests.e2e.conftest import DISK_STATE
 from tests.e2e.conftest import RAM_STATE
-from tests.e2e.conftest import app_get
 
 
 def post_server(demo, body):

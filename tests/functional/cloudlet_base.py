@@ -36,17 +36,17 @@ from nova import objects
 from nova.tests.functional.libvirt import base
 from nova.virt.libvirt import utils as libvirt_utils
 
-from tests.fixtures import http_server
-from cloudlet_glance import images as glance_images
-from cloudlet_glance import model
-from cloudlet_nova import conf as cloudlet_conf
 from cloudlet_engine import apply
 from cloudlet_engine import basevm
 from cloudlet_engine import create
 from cloudlet_engine import format as overlay_format
 from cloudlet_engine import savefile
+from cloudlet_glance import images as glance_images
+from cloudlet_glance import model
+from cloudlet_nova import conf as cloudlet_conf
 from tests.fixtures import boot_files as fake_boot_files
 from tests.fixtures import fake_savefile
+from tests.fixtures import http_server
 from tests.functional import fake_libvirt_save
 
 CONF = nova.conf.CONF
@@ -177,6 +177,7 @@ def load_driver_shim():
 
 OverlayHTTPServer = http_server.DirectoryHTTPServer   # serves overlays for overlay_url
 
+
 class CloudletTestBase(base.ServersTestBase):
     """nova's libvirt functional base, with CloudletDriver and a base VM in Glance."""
 
@@ -279,6 +280,7 @@ class CloudletTestBase(base.ServersTestBase):
         return self.computes[hostname].driver
 
     def domain(self, server, hostname='compute1'):
+        # driver._host: nova exposes no public accessor for the fake libvirt connection.
         return self.driver(hostname)._host.get_connection().lookupByUUIDString(server['id'])
 
     def instance_dir(self, server):
@@ -344,7 +346,6 @@ class CloudletTestBase(base.ServersTestBase):
     @staticmethod
     def overlay_reader(blob):
         return overlay_format.OverlayReader(io.BytesIO(blob))
-
 
 
 def free_port():

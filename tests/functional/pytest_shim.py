@@ -1,4 +1,4 @@
-"""pytest + nova's TestCase (running-openstack-here.md §3, gotcha 1).
+"""pytest + nova's TestCase.
 
 nova's `_clear_attrs` cleanup deletes every instance attribute, including the
 bound test method pytest `delattr()`s afterwards, which then fails each test

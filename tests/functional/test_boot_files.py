@@ -10,9 +10,9 @@ import zipfile
 
 from lxml import etree
 
+from cloudlet_engine import basevm
 from cloudlet_glance import model
 from cloudlet_glance import properties as props
-from cloudlet_engine import basevm
 from tests.fixtures import boot_files as fake_boot_files
 from tests.functional import cloudlet_base
 

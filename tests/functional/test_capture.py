@@ -6,10 +6,10 @@ from unittest import mock
 
 from lxml import etree
 
-from cloudlet_glance import model
-from cloudlet_glance import properties as props
 from cloudlet_engine import basevm
 from cloudlet_engine import savefile
+from cloudlet_glance import model
+from cloudlet_glance import properties as props
 from tests.functional import cloudlet_base
 
 PAGE = cloudlet_base.PAGE
@@ -135,6 +135,7 @@ class CaptureTest(cloudlet_base.CloudletTestBase):
         server = self.create_cloudlet_server()
         images_before = set(self.glance.images)
         driver = self.driver()
+        # The driver uploads through its inherited _image_api (no public accessor).
         with mock.patch.object(driver._image_api, 'update', side_effect=RuntimeError('glance down')):
             self.create_image(server, 'b', {props.CLOUDLET_TYPE: props.BASE_DISK})
         self.assertEqual(images_before, set(self.glance.images))      # companions deleted too

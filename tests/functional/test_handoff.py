@@ -18,10 +18,10 @@ from lxml import etree
 from nova import objects
 from nova.tests.fixtures import libvirt as fakelibvirt
 
-import nova.conf
 from api_extensions import router
 from cloudlet_glance import properties as props
 from cloudlet_nova.handoff import records
+import nova.conf
 from tests.functional.api import base as api_base
 from tests.functional import cloudlet_base
 from tests.functional import fake_handoff
@@ -121,6 +121,7 @@ class HandoffTest(cloudlet_base.CloudletTestBase):
                 for i in self.domain(server)._fake_ifaces]
 
     def destination_dom(self, server_id):
+        # driver._host: nova exposes no public accessor for the fake libvirt connection.
         return self.driver()._host.get_connection().lookupByUUIDString(server_id)
 
     # -- success -------------------------------------------------------------------

@@ -92,7 +92,6 @@ class LifecycleTest(LifecycleBase):
         self.assertEqual(self.synthetic.pages, self.domain(server)._fake_pages)
 
 
-
 class RefusalTest(LifecycleBase):
     """Refused operations, with RPC casts as casts (CastAsCall would hand the refusal to the API)."""
 

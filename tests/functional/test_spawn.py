@@ -5,8 +5,8 @@ import os
 
 from lxml import etree
 
-from cloudlet_glance import properties as props
 from cloudlet_engine import qcow2
+from cloudlet_glance import properties as props
 from tests.functional import cloudlet_base
 
 

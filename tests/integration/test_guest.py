@@ -15,7 +15,9 @@ import pytest
 
 from cloudlet_engine import domainxml
 from cloudlet_engine import hypervisor
-from tests.integration.conftest import GUEST_ECHO_PORT, GUEST_HTTP_PORT, overlay_actual_size
+from tests.integration.conftest import GUEST_ECHO_PORT
+from tests.integration.conftest import GUEST_HTTP_PORT
+from tests.integration.conftest import overlay_actual_size
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +47,8 @@ def _wait_for_counter_above(guest, value, timeout=30):
 
 def _expected_app_hash(disk, workdir):
     """The hash /cgi-bin/install reports, computed on the host from the
-    tarball in the base disk: sha256 over the sorted `sha256sum ./path` lines."""
+    tarball in the base disk: sha256 over the sorted `sha256sum ./path` lines.
+    """
     tarball = workdir / 'app.tar.gz'
     subprocess.run(['debugfs', '-R', 'dump /app.tar.gz %s' % tarball, str(disk)],
                    check=True, capture_output=True)

@@ -64,8 +64,8 @@ def changed_vm(running_guest, guest_workdir, libvirt_conn):
     return base, 'cl-ho-src', fwd, state
 
 
-def test_residue_streams_while_running_and_synthesizes(changed_vm, guest_workdir, libvirt_conn, http_server,  # noqa: F811
-                                                        running_guest):
+def test_residue_streams_while_running_and_synthesizes(changed_vm, guest_workdir, libvirt_conn,
+                                                        http_server, running_guest):  # noqa: F811
     base, name, fwd, state = changed_vm
     www, url = http_server
     dom = hypervisor.lookup(libvirt_conn, name)

@@ -16,8 +16,10 @@ import uuid
 import pytest
 
 from cloudlet_engine import migstream
+from cloudlet_engine.migstream import Opaque
+from cloudlet_engine.migstream import Page
+from cloudlet_engine.migstream import ZeroPage
 from cloudlet_engine import savefile
-from cloudlet_engine.migstream import Opaque, Page, ZeroPage
 
 libvirt = pytest.importorskip('libvirt')
 

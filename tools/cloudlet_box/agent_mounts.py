@@ -53,7 +53,8 @@ class AgentMounts:
 
 def entries():
     """The argv prefixes of every agents' view of /run/netns on this host: the
-    host's own (an empty prefix) and each remote box's mount namespace."""
+    host's own (an empty prefix) and each remote box's mount namespace.
+    """
     found = [()]
     for path in sorted(RUN.glob('*/' + FILE)) if RUN.exists() else ():
         if _is_mount_point(path):

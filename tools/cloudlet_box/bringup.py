@@ -93,7 +93,8 @@ def sync_databases(box):
 
 def configure_cloudlet(box):
     """The cloudlet part of nova's configuration: the very step the devstack
-    plugin runs (cloudlet-configure), so bringing the box up exercises it."""
+    plugin runs (cloudlet-configure), so bringing the box up exercises it.
+    """
     etc = box.etc / 'nova'
     configure = VENV_BIN / 'cloudlet-configure'
     # The demo and the tests serve overlays and base packages from this
@@ -111,7 +112,8 @@ def configure_cloudlet(box):
 
 def warm_neutron(box):
     """neutron 29 answers its first GET /v2.0/ports with a 500 until another
-    database-backed request has run; an authenticated network list does it."""
+    database-backed request has run; an authenticated network list does it.
+    """
     session = identity.admin_session(box)
     for resource in ('networks', 'ports', 'security-groups'):
         session.get(box.url('neutron') + '/v2.0/' + resource, raise_exc=True)

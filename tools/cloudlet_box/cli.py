@@ -4,8 +4,8 @@ import argparse
 import shutil
 import sys
 
-from cloudlet_box import bringup
 from cloudlet_box import box_libvirt
+from cloudlet_box import bringup
 from cloudlet_box import infra
 from cloudlet_box import layout
 from cloudlet_box import network

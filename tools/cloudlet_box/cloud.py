@@ -30,7 +30,8 @@ def _check(response, what):
 def create_server(conn, name, image_id, flavor_name='m1.tiny', metadata=None, networks='auto',
                   security_groups=None):
     """POST /v2.1/servers; return the new server's id. `networks`: 'auto' (the
-    project's `private` network), 'none', or a list of {"uuid": ...}."""
+    project's `private` network), 'none', or a list of {"uuid": ...}.
+    """
     flavor = conn.compute.find_flavor(flavor_name, ignore_missing=False)
     body = {'server': {'name': name, 'imageRef': image_id, 'flavorRef': flavor.id,
                        'networks': networks, 'metadata': metadata or {}}}
@@ -43,7 +44,8 @@ def create_server(conn, name, image_id, flavor_name='m1.tiny', metadata=None, ne
 
 def wait_server(conn, server_id, timeout=300, poll=0.2):
     """Wait for ACTIVE or ERROR; return the server (its `fault` set on ERROR). A short
-    poll: the demo times what follows ACTIVE."""
+    poll: the demo times what follows ACTIVE.
+    """
     deadline = time.monotonic() + timeout
     while True:
         server = conn.compute.get_server(server_id)

@@ -15,8 +15,8 @@ box's own libvirtd.
 import shutil
 
 from cloudlet_box import layout
-from cloudlet_engine import atomic
 from cloudlet_cmd import inifile
+from cloudlet_engine import atomic
 
 
 def write_ini(path, sections):
@@ -53,7 +53,8 @@ def authtoken(box, user):
     """keystonemiddleware's section for a service validating tokens as `user`.
 
     It validates through the internal Keystone; unauthenticated clients are
-    sent (WWW-Authenticate) to the public one."""
+    sent (WWW-Authenticate) to the public one.
+    """
     section = service_auth(box, user)
     del section['region_name']
     section.update(www_authenticate_uri=box.public_keystone_url, service_token_roles_required='true')

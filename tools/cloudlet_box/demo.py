@@ -54,7 +54,8 @@ def active_then_app(conn, note, server_id):
     """Detail for a step that made a server: POST -> ACTIVE, ACTIVE -> the app
     answers at the server's floating IP (the floating IP is made while the
     server builds, as a back end would), and nova's wait for Neutron's
-    network-vif-plugged events (from the driver's record)."""
+    network-vif-plugged events (from the driver's record).
+    """
     address = guest_app.floating_ip(conn, server_id)
     server = cloud.wait_server(conn, server_id)
     assert server.status == 'ACTIVE', server.fault
@@ -68,7 +69,8 @@ def active_then_app(conn, note, server_id):
 
 def vif_plugged_wait(server_id):
     """nova's wait for Neutron's network-vif-plugged events after the restore, as the
-    driver recorded it in the instance's cloudlet.json (this host is the compute host)."""
+    driver recorded it in the instance's cloudlet.json (this host is the compute host).
+    """
     record = layout.current().root / 'nova' / 'instances' / server_id / 'cloudlet.json'
     try:
         return json.loads(record.read_text())['timings']['vif_plugged_wait_seconds']

@@ -41,7 +41,8 @@ def floating_ip(conn, server_id, timeout=60):
 
 def _get_once(address, path, connect_timeout, read_timeout):
     """One GET: a short connect timeout (a SYN lost while the guest is not yet
-    on the network is retried at once, not after TCP's backoff), a long read."""
+    on the network is retried at once, not after TCP's backoff), a long read.
+    """
     sock = socket.create_connection((address, APP_PORT), timeout=connect_timeout)
     connection = http.client.HTTPConnection(address, APP_PORT)
     connection.sock = sock

@@ -150,7 +150,8 @@ def residue_images(dst_conn, handoff_id):
 
 def wait_handoff(conn, dst_conn, server_id, handoff_id, timeout=600, poll=0.2):
     """(outcome, dest server or None, seconds): 'done' when the destination server is
-    ACTIVE and the source gone, 'failed' when the source compute's record says so."""
+    ACTIVE and the source gone, 'failed' when the source compute's record says so.
+    """
     started = time.monotonic()
     deadline = started + timeout
     dest = None

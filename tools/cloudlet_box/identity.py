@@ -10,8 +10,8 @@ Endpoints: `internal` and `admin` are loopback (Box.url); `public` is
 Box.public_url, which for a remote box leads through its WAN path (wan.py).
 """
 
-from keystoneauth1 import session as ks_session
 from keystoneauth1.identity import v3
+from keystoneauth1 import session as ks_session
 from keystoneclient.v3 import client as ks_client
 
 SERVICES = (
@@ -82,14 +82,16 @@ def populate(box):
 
 def client_interface(box):
     """The endpoints the box's own tools use: internal for a remote box (not
-    through its WAN path), public (the same loopback URLs) for the first."""
+    through its WAN path), public (the same loopback URLs) for the first.
+    """
     return 'internal' if box.remote else 'public'
 
 
 def clouds(box):
     """clouds.yaml entries: <box>-admin, <box>-demo, <box>-alt; for a remote
     box these use the internal endpoints, and <box>-wan-admin, -demo, -alt
-    authenticate at the public Keystone and go through the WAN path."""
+    authenticate at the public Keystone and go through the WAN path.
+    """
     secrets = box.secrets()
     entries = {}
     variants = [('', box.keystone_url, client_interface(box))]

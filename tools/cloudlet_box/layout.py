@@ -255,7 +255,8 @@ def record(box):
 
 def named(name):
     """The box called `name`: $CLOUDLET_BOX's, else as its last `up` recorded it,
-    else `box` (offset 0) or `box2` (offset 100)."""
+    else `box` (offset 0) or `box2` (offset 100).
+    """
     env = current()
     if env.name == name:
         return env

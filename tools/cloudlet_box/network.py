@@ -32,7 +32,8 @@ AGENT_TYPES = ('Open vSwitch agent', 'DHCP agent', 'L3 agent', 'Metadata agent')
 
 def plumb(box):
     """Before the agents start: the external bridge (the OVS agent wants it
-    to exist) with this host's gateway address on its internal port."""
+    to exist) with this host's gateway address on its internal port.
+    """
     net = box.network
     if box.remote:
         agent_mounts.AgentMounts(box).ensure()
@@ -113,7 +114,8 @@ def populate(box):
 
 def teardown(box):
     """Remove the box's agent namespaces (those whose ports are on its bridges),
-    what runs in them (dnsmasq), its bridges, and a remote box's agents' mount namespace."""
+    what runs in them (dnsmasq), its bridges, and a remote box's agents' mount namespace.
+    """
     ovs.start()
     bridges = set(box.network.bridges)
     mounts = agent_mounts.AgentMounts(box) if box.remote else None

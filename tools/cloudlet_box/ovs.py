@@ -1,7 +1,7 @@
 """Open vSwitch for the boxes: one ovsdb-server + ovs-vswitchd on the userspace datapath.
 
 There is no kernel OVS module on this kind of machine, so every bridge uses
-`datapath_type=netdev` (running-openstack-here.md, "Networking"). The netdev
+`datapath_type=netdev` (the kernel has no CONFIG_OPENVSWITCH). The netdev
 datapath is one kernel tap (`ovs-netdev`) per network namespace: a second
 ovs-vswitchd beside the first cannot open it. So, like MariaDB and RabbitMQ,
 Open vSwitch is machine-wide and shared by the boxes; each box owns its own
@@ -71,7 +71,8 @@ AGENT_NAMESPACES = ('qrouter-', 'qdhcp-')
 
 def agent_namespaces(enter=()):
     """Network namespaces of the L3 and DHCP agents, as seen through `enter`
-    (an argv prefix: agent_mounts.AgentMounts.enter(); the host's by default)."""
+    (an argv prefix: agent_mounts.AgentMounts.enter(); the host's by default).
+    """
     listed = subprocess.run([*enter, 'ip', 'netns', 'list'], capture_output=True, text=True).stdout
     names = (line.split()[0] for line in listed.splitlines() if line.strip())
     return [name for name in names if name.startswith(AGENT_NAMESPACES)]

@@ -96,7 +96,8 @@ def log_size(log):
 
 def wait_for(what, probe, timeout, pid_check=None, log=None, fatal=None, log_start=0):
     """Poll `probe()` until it is true; fail early if the daemon died, or
-    if its log, from byte `log_start` on, has a line matching `fatal`."""
+    if its log, from byte `log_start` on, has a line matching `fatal`.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if probe():

@@ -3,9 +3,9 @@
 import pathlib
 import subprocess
 
-import yaml
 from glanceclient import client as glance_client
 from novaclient import client as nova_client
+import yaml
 
 from cloudlet_box import identity
 from cloudlet_box import layout
@@ -54,7 +54,8 @@ def _upload(glance, name, path, **fields):
 
 def ensure_guest_image(glance):
     """The test guest as a public image (kernel and ramdisk as aki/ari, the
-    disk raw), bootable the stock way; tempest and the demo use it."""
+    disk raw), bootable the stock way; tempest and the demo use it.
+    """
     files = guest_files()
     build = pathlib.Path(files['guest_dir'], 'stamp').read_text().strip()[:16]
     image = _find_image(glance, GUEST_IMAGE, build)

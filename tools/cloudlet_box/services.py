@@ -18,7 +18,8 @@ def uwsgi(box, name, module, config_env, config_dir, extra=(), env=None):
     """An API under uwsgi as the recipes say: `Connection: close` on every
     answer (pooled keystoneauth connections otherwise see resets). It listens
     on loopback and, for a remote box, on its WAN path's root end as well
-    (but for the box's internal services, layout.INTERNAL_PORTS)."""
+    (but for the box's internal services, layout.INTERNAL_PORTS).
+    """
     listen = ()
     addresses = ('127.0.0.1',) if name in layout.INTERNAL_PORTS else box.listen_addresses
     for address in addresses:
@@ -72,7 +73,8 @@ def nova_service(box, binary, config_file):
 def neutron_service(box, binary, *agent_configs, own_namespaces=False):
     """A neutron process with neutron.conf (+ ml2_conf.ini or an agent's file).
     `own_namespaces`: an agent that makes network namespaces runs, for a
-    remote box, in the box's agents' mount namespace (agent_mounts.py)."""
+    remote box, in the box's agents' mount namespace (agent_mounts.py).
+    """
     etc = box.etc / 'neutron'
     enter = agent_mounts.AgentMounts(box).enter() if own_namespaces and box.remote else ()
     argv = enter + (str(layout.VENV / 'bin' / binary), '--config-file', str(etc / 'neutron.conf'))
@@ -83,7 +85,8 @@ def neutron_service(box, binary, *agent_configs, own_namespaces=False):
 
 def neutron_services(box):
     """The API under uwsgi serves no RPC: the agents' server and neutron's
-    periodic tasks are processes of their own (as devstack runs them)."""
+    periodic tasks are processes of their own (as devstack runs them).
+    """
     ml2 = 'plugins/ml2/ml2_conf.ini'
     return {
         'neutron-rpc-server': neutron_service(box, 'neutron-rpc-server', ml2),

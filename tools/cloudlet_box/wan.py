@@ -5,6 +5,9 @@
     APIs   <---- 10.254.88.1:<port> <==veth== relay
               clw-<box>-r  tbf              clw-<box>-n  tbf
 
+The namespace, the veth pair and the tbf shaping are netns_link.NetnsLink's
+(bench/linkemu.py builds the synthesis bench's link from it too).
+
 The box's Keystone catalog names http://<address>:<port> as its public
 endpoints (Box.public_url); its own services use the internal ones
 (127.0.0.1), so shaping the WAN never slows the box itself. Every byte a
@@ -26,42 +29,17 @@ both directions).
 import argparse
 import contextlib
 import json
-import re
-import subprocess
 import sys
-import time
 
 from cloudlet_box import layout
+from cloudlet_box import netns_link
 from cloudlet_box import processes
 from cloudlet_box import relay as relay_mod
 
 RELAY = 'wan-relay'
-# tbf parameters as bench/linkemu.py uses them here; the burst grows with the
-# rate (2 ms worth) so that fast rates are not limited by timer resolution.
-MIN_BURST_BYTES = 4000          # 32kbit
-LATENCY = '400ms'
-_UNITS = {'bit': 1, 'kbit': 1e3, 'mbit': 1e6, 'gbit': 1e9, 'tbit': 1e12,
-          'bps': 8, 'kbps': 8e3, 'mbps': 8e6, 'gbps': 8e9}
-
-
-class WanError(RuntimeError):
-    pass
-
-
-def rate_bits(rate):
-    """'25mbit' -> 25e6 (tc's units; a bare number is bits per second)."""
-    match = re.fullmatch(r'\s*([0-9.]+)\s*([a-zA-Z]*)\s*', str(rate))
-    unit = match.group(2).lower() if match else None
-    if not match or (unit and unit not in _UNITS):
-        raise WanError('bad rate %r: use tc units, e.g. 25mbit, 500kbit, 1gbit' % (rate,))
-    return float(match.group(1)) * _UNITS[unit or 'bit']
-
-
-def _run(*argv, check=True):
-    result = subprocess.run([str(a) for a in argv], capture_output=True, text=True)
-    if check and result.returncode:
-        raise WanError('%s failed: %s' % (' '.join(map(str, argv)), result.stderr.strip()))
-    return result
+# One error for the path and its link (namespace, veth, tc).
+WanError = netns_link.LinkError
+rate_bits = netns_link.rate_bits
 
 
 class WanPath:
@@ -72,6 +50,9 @@ class WanPath:
             raise WanError('box %s has no WAN path (only remote boxes, port offset > 0)' % box.name)
         self.box = box
         self.layout = box.wan
+        lay = self.layout
+        self.link = netns_link.NetnsLink(lay.namespace, lay.host_if, lay.peer_if, lay.host_address,
+                                         lay.address, lay.prefix)
         self.control_path = box.run / 'wan-relay.sock'
         self.ports = sorted(box.port(service) for service in layout.BASE_PORTS)
         self.changed = False
@@ -90,17 +71,11 @@ class WanPath:
 
     # The path.
 
-    def _namespace_exists(self):
-        return self.namespace in _run('ip', 'netns', 'list').stdout.split()
-
-    def _link_exists(self):
-        return _run('ip', 'link', 'show', 'dev', self.layout.host_if, check=False).returncode == 0
-
     def relay_pid(self):
         return processes.pid_of(self.box.run / (RELAY + '.pid'))
 
     def is_up(self):
-        return bool(self._namespace_exists() and self._link_exists() and self.relay_pid()
+        return bool(self.link.namespace_exists() and self.link.link_exists() and self.relay_pid()
                     and self._relay_answers())
 
     def _relay_answers(self):
@@ -112,26 +87,15 @@ class WanPath:
 
     def up(self, timeout=15):
         """Create what is missing: namespace, veth pair, addresses, relay. Idempotent;
-        an existing path keeps its shaping."""
+        an existing path keeps its shaping.
+        """
         lay = self.layout
-        ns = ('ip', '-n', self.namespace)
-        if not self._namespace_exists():
-            _run('ip', 'netns', 'add', self.namespace)
-        if not self._link_exists():
-            # A stale peer (left by an interrupted run) would block the name.
-            _run(*ns, 'link', 'delete', lay.peer_if, check=False)
-            _run('ip', 'link', 'add', lay.host_if, 'type', 'veth', 'peer', 'name', lay.peer_if,
-                 'netns', self.namespace)
-        _run('ip', 'addr', 'replace', '%s/%d' % (lay.host_address, lay.prefix), 'dev', lay.host_if)
-        _run('ip', 'link', 'set', lay.host_if, 'up')
-        _run(*ns, 'addr', 'replace', '%s/%d' % (lay.address, lay.prefix), 'dev', lay.peer_if)
-        _run(*ns, 'link', 'set', 'lo', 'up')
-        _run(*ns, 'link', 'set', lay.peer_if, 'up')
+        self.link.up()
         if not (self.relay_pid() and self._relay_answers()):
             processes.stop(RELAY, self.box.run, grace=5)
-            argv = ['ip', 'netns', 'exec', self.namespace, str(layout.VENV / 'bin' / 'python'),
-                    '-m', 'cloudlet_box.relay', '--listen', lay.address, '--target', lay.host_address,
-                    '--control', str(self.control_path)]
+            argv = self.link.exec_argv(layout.VENV / 'bin' / 'python', '-m', 'cloudlet_box.relay',
+                                       '--listen', lay.address, '--target', lay.host_address,
+                                       '--control', self.control_path)
             for port in self.ports:
                 argv += ['--port', str(port)]
             processes.start(RELAY, argv, self.box.run, self.box.logs,
@@ -143,43 +107,23 @@ class WanPath:
     def down(self):
         """Stop the relay, delete the namespace and the veth pair. Idempotent."""
         stopped = processes.stop(RELAY, self.box.run, grace=5)
-        if self._namespace_exists():
-            # Deleting the namespace destroys the peer, and with it the pair.
-            _run('ip', 'netns', 'delete', self.namespace, check=False)
-        deadline = time.monotonic() + 5
-        while self._link_exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if self._link_exists():
-            _run('ip', 'link', 'delete', self.layout.host_if, check=False)
+        self.link.down()
         self.control_path.unlink(missing_ok=True)
         return stopped
 
     # Bandwidth: tc tbf on the egress of both ends.
 
-    def _tc(self, end, *args, check=True):
-        if end == 'host':
-            return _run('tc', 'qdisc', *args[:1], 'dev', self.layout.host_if, *args[1:], check=check)
-        return _run('ip', 'netns', 'exec', self.namespace, 'tc', 'qdisc', *args[:1],
-                    'dev', self.layout.peer_if, *args[1:], check=check)
-
-    def set_rate(self, rate, burst=None, latency=LATENCY):
+    def set_rate(self, rate, burst=None, latency=netns_link.LATENCY):
         """Shape both directions to `rate` (tc units, e.g. '25mbit')."""
-        bits = rate_bits(rate)
-        if burst is None:
-            burst = '%db' % max(MIN_BURST_BYTES, int(bits * 0.002 / 8))
-        for end in ('host', 'peer'):
-            self._tc(end, 'replace', 'root', 'tbf', 'rate', rate, 'burst', burst, 'latency', latency)
+        self.link.shape(rate, netns_link.BOTH_ENDS, burst, latency)
         self.changed = True
 
     def clear_rate(self):
-        for end in ('host', 'peer'):
-            if 'tbf' in self._tc(end, 'show').stdout:
-                self._tc(end, 'del', 'root')
+        self.link.unshape(netns_link.BOTH_ENDS)
 
     def rate(self):
         """The shaped rate as tc shows it (e.g. '5Mbit'), or None."""
-        match = re.search(r'qdisc tbf .*?rate (\S+)', self._tc('host', 'show').stdout)
-        return match.group(1) if match else None
+        return self.link.rate('host')
 
     # The relay.
 
@@ -214,7 +158,8 @@ class WanPath:
 
     def stats(self):
         """{'up', 'down' (bytes; also as 'up_bytes', 'down_bytes'), 'connections',
-        'open_connections', 'delay_ms', 'cut', 'cut_after_remaining', ...}"""
+        'open_connections', 'delay_ms', 'cut', 'cut_after_remaining', ...}
+        """
         return self.control('stats')
 
     def reset_counters(self):

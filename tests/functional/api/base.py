@@ -20,8 +20,8 @@ from nova.tests import fixtures as nova_fixtures
 from nova.tests.functional.api import client as api_client
 from nova.tests.functional import integrated_helpers
 
-from tests.fixtures import http_server
 from cloudlet_glance import properties
+from tests.fixtures import http_server
 
 from api_extensions import bases
 from api_extensions import policy as cloudlet_policy

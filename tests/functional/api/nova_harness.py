@@ -6,8 +6,9 @@ Imported by both packages' __init__.py (and conftest.py) before anything else:
   API and our code run on native threads, so the threading backend is the
   default here (`OS_NOVA_DISABLE_EVENTLET_PATCHING=1`; the environment may
   still say otherwise) and the patch runs before the rest of nova is imported.
-* pytest + `nova.test.TestCase` needs the shim of running-openstack-here.md §3
-  gotcha 1; the project's one copy is `tests.functional.pytest_shim`.
+* pytest + `nova.test.TestCase` needs a shim (nova's `_clear_attrs` deletes the
+  bound test method pytest then `delattr()`s); the project's one copy is
+  `tests.functional.pytest_shim`.
 """
 
 import os

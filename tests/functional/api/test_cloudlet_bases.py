@@ -11,11 +11,11 @@ import os
 import random
 import threading
 import time
-import uuid
 from unittest import mock
+import uuid
 
-from cloudlet_glance import properties
 from cloudlet_engine import basevm
+from cloudlet_glance import properties
 
 from api_extensions import bases
 from api_extensions import records

@@ -3,10 +3,10 @@
 import os
 from unittest import mock
 
-import pytest
 from oslo_config import cfg
 from oslo_policy import generator
 from oslo_policy import policy as oslo_policy
+import pytest
 
 from nova import context as nova_context
 from nova import exception

@@ -5,10 +5,10 @@ import stat
 import sys
 import types
 
-import pytest
-import yaml
 from oslo_config import cfg
 from oslo_policy import policy as oslo_policy
+import pytest
+import yaml
 
 from api_extensions import policies
 from cloudlet_cmd import configure

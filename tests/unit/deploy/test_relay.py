@@ -19,7 +19,8 @@ from cloudlet_box import relay as relay_mod  # noqa: E402
 
 class EchoServer:
     """Echoes every byte back; `sink` mode counts and discards, and can answer with
-    `answer_bytes` zeros after reading `expect` bytes."""
+    `answer_bytes` zeros after reading `expect` bytes.
+    """
 
     def __init__(self):
         self.sock = socket.socket()
@@ -191,7 +192,8 @@ def test_delay_does_not_cap_throughput(make_relay):
     """40 MB up with 100 ms one-way delay: a relay that waited per chunk would
     need minutes; a delaying pipe takes the transfer time plus about 100 ms
     (given a buffer that holds delay x bandwidth: the default one holds 20 ms
-    at 200 Mbps)."""
+    at 200 Mbps).
+    """
     _, port, control = make_relay(delay_ms=100, buffer_limit=16 << 20)
     size = 40 * 1000 * 1000
     chunk = b'\0' * (1 << 20)
@@ -214,7 +216,8 @@ def test_delay_does_not_cap_throughput(make_relay):
 
 def test_buffer_limit_gives_backpressure(make_relay):
     """While cut, the relay buffers at most buffer_limit (plus one read) and
-    the sender stalls instead of the relay's memory growing."""
+    the sender stalls instead of the relay's memory growing.
+    """
     relay, port, control = make_relay(buffer_limit=1 << 20)
     control('set_delay', ms=30000)          # nothing is forwarded for 30 s
     with connect(port) as sock:

@@ -17,8 +17,10 @@ from cloudlet_engine import capture
 from cloudlet_engine import errors
 from cloudlet_engine import savefile
 from cloudlet_engine import synthesis
+from tests.fixtures.boot_files import INITRD_DATA
+from tests.fixtures.boot_files import KERNEL_DATA
+from tests.fixtures.boot_files import write_boot_files
 from tests.fixtures import fake_savefile
-from tests.fixtures.boot_files import INITRD_DATA, KERNEL_DATA, write_boot_files
 
 PAGE = 4096
 GONE = '/var/lib/nova/instances/0b3a8e2c-1111-4222-8333-000000000001'

@@ -2,8 +2,8 @@
 
 import copy
 
-import pytest
 from lxml import etree
+import pytest
 
 from cloudlet_engine import domainxml
 

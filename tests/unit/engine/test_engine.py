@@ -5,8 +5,11 @@ import os
 import random
 import subprocess
 
+from hypothesis import given
+from hypothesis import HealthCheck
+from hypothesis import settings
+from hypothesis import strategies as st
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
 
 from cloudlet_engine import apply
 from cloudlet_engine import basevm
@@ -261,7 +264,7 @@ def test_fuzz_corrupted_overlays_fail_cleanly(scenario, tmp_path, data):
 
 def _hostile_overlay(base, items, data=b'', memory_size=None):
     """A well-formed, correctly checksummed overlay whose items lie."""
-    from cloudlet_engine import codecs, format as fmt
+    from cloudlet_engine import format as fmt
     out = io.BytesIO()
     writer = fmt.OverlayWriter(out, {'base_id': base.base_id, 'disk_size': base.disk_size,
                                      'memory_size': PAGE if memory_size is None else memory_size})

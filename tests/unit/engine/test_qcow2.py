@@ -7,13 +7,18 @@ import struct
 import subprocess
 import tempfile
 
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
 import numpy
 import pytest
-from hypothesis import given, settings, strategies as st
 
-from cloudlet_engine import qcow2
 from cloudlet_engine.errors import BaseVMError
-from cloudlet_engine.qcow2 import ZERO, Qcow2Writer, iter_top_layer_chunks, top_layer_info
+from cloudlet_engine import qcow2
+from cloudlet_engine.qcow2 import iter_top_layer_chunks
+from cloudlet_engine.qcow2 import Qcow2Writer
+from cloudlet_engine.qcow2 import top_layer_info
+from cloudlet_engine.qcow2 import ZERO
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 CS = 4096

@@ -6,15 +6,18 @@ import struct
 import time
 
 import hypothesis
-import pytest
 from hypothesis import strategies as st
+import pytest
 
-from cloudlet_engine import migstream
-from cloudlet_engine import savefile
 from cloudlet_engine.errors import SaveImageError
-from cloudlet_engine.migstream import Opaque, Page, ZeroPage
+from cloudlet_engine import migstream
+from cloudlet_engine.migstream import Opaque
+from cloudlet_engine.migstream import Page
+from cloudlet_engine.migstream import ZeroPage
+from cloudlet_engine import savefile
 from tests.fixtures import fake_savefile as fake
-from tests.fixtures.fake_savefile import PAGE_SIZE, SAMPLE_XML
+from tests.fixtures.fake_savefile import PAGE_SIZE
+from tests.fixtures.fake_savefile import SAMPLE_XML
 from tests.fixtures import save_images
 
 

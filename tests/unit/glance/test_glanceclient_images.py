@@ -9,11 +9,11 @@ import hashlib
 import io
 import json
 
+from keystoneauth1 import fixture as ksa_fixture
+from keystoneauth1.identity import v3
+from keystoneauth1 import session as ksa_session
 import pytest
 import requests_mock
-from keystoneauth1 import fixture as ksa_fixture
-from keystoneauth1 import session as ksa_session
-from keystoneauth1.identity import v3
 
 from cloudlet_glance import errors
 from cloudlet_glance import images

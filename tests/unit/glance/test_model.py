@@ -5,13 +5,13 @@ import os
 
 import pytest
 
-from cloudlet_glance import errors
-from cloudlet_glance import model
-from cloudlet_glance import properties as props
 from cloudlet_engine import basevm
 from cloudlet_engine import create
 from cloudlet_engine import errors as engine_errors
 from cloudlet_engine import progress as progress_mod
+from cloudlet_glance import errors
+from cloudlet_glance import model
+from cloudlet_glance import properties as props
 from tests.unit.glance import fakes
 
 

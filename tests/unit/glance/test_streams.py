@@ -3,8 +3,8 @@
 import hashlib
 import io
 
-from cloudlet_glance import streams
 from cloudlet_engine import progress as progress_mod
+from cloudlet_glance import streams
 
 
 class RecordingProgress(progress_mod.Progress):

@@ -14,15 +14,17 @@ import ssl
 import threading
 import time
 
+from keystoneauth1 import fixture as ksa_fixture
 import pytest
 import requests
 import requests_mock
-from keystoneauth1 import fixture as ksa_fixture
 
 from cloudlet_glance import properties as props
 from cloudlet_nova.handoff import destination as dest_mod
+from cloudlet_nova.handoff.destination import Destination
+from cloudlet_nova.handoff.destination import HandoffDestinationError
+from cloudlet_nova.handoff.destination import Upload
 from cloudlet_nova.handoff import upload as upload_mod
-from cloudlet_nova.handoff.destination import Destination, HandoffDestinationError, Upload
 
 KEYSTONE = 'https://keystone-b.test:5000/v3'
 GLANCE = 'https://glance-b.test:9292'
@@ -486,7 +488,8 @@ def test_secrets_never_logged(keystone, caplog):
 
 class _GlanceStandIn(http.server.ThreadingHTTPServer):
     """Reads chunked PUTs on 127.0.0.1: `mode` = 'read' (at `rate` bytes/s, None: as fast as it can)
-    or 'hang' (reads the headers, then nothing); answers `status`. Records each request."""
+    or 'hang' (reads the headers, then nothing); answers `status`. Records each request.
+    """
 
     daemon_threads = True
 
@@ -702,9 +705,11 @@ def certificate(tmp_path_factory):
     """A self-signed certificate for 127.0.0.1: (cert file, key file)."""
     import datetime
     import ipaddress
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
+
     from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives import serialization
+    from cryptography import x509
     from cryptography.x509.oid import NameOID
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, 'glance-stand-in')])

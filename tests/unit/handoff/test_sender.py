@@ -24,9 +24,9 @@ import fixtures  # noqa: E402
 
 from nova.compute import power_state  # noqa: E402
 from nova.compute import task_states  # noqa: E402
+import nova.conf  # noqa: E402
 from nova import context as nova_context  # noqa: E402
 from nova import exception  # noqa: E402
-import nova.conf  # noqa: E402
 from nova import test  # noqa: E402
 
 from cloudlet_glance import properties as props  # noqa: E402

@@ -15,18 +15,20 @@ import os
 import subprocess
 import sys
 
+from keystoneauth1 import fixture as ksa_fixture
+from keystoneauth1.identity import v3
+from keystoneauth1 import session as ksa_session
 import pytest
 import requests_mock
-from keystoneauth1 import fixture as ksa_fixture
-from keystoneauth1 import session as ksa_session
-from keystoneauth1.identity import v3
 
-from cloudlet_glance import model
 from cloudlet_engine import format as overlay_format
+from cloudlet_glance import model
 from cloudlet_osc import client as client_mod
 from cloudlet_osc import wait
 # The Glance model tests' synthetic bases (64 MB, 2 vCPUs; "demo-base" and "other-base") and fake Glance.
-from tests.unit.glance.conftest import fake_images, other_package, package  # noqa: F401
+from tests.unit.glance.conftest import fake_images  # noqa: F401
+from tests.unit.glance.conftest import other_package  # noqa: F401
+from tests.unit.glance.conftest import package  # noqa: F401
 
 AUTH_URL = 'http://keystone.test/v3'
 NOVA = 'http://nova-two.test/compute/v2.1'
@@ -47,7 +49,7 @@ def nova():
 
 
 @pytest.fixture
-def cloudlet(nova, fake_images):
+def cloudlet(nova, fake_images):  # noqa: F811 (a fixture imported above)
     """A CloudletClient on a real session (RegionTwo), its Glance replaced by the fake."""
     auth = v3.Password(auth_url=AUTH_URL, username='demo', password='secret', project_name='demo',
                        user_domain_id='default', project_domain_id='default')
@@ -114,7 +116,7 @@ def no_real_waiting(monkeypatch):
 
 
 @pytest.fixture
-def base(fake_images, package):
+def base(fake_images, package):  # noqa: F811 (fixtures imported above)
     """The package's base imported into the fake Glance: (BaseVM, model.BaseImages)."""
     return package[0], model.import_base_package(fake_images, package[1])
 

@@ -13,8 +13,8 @@ the shell made is written to requests-seen.json (method, url, headers, json).
 import json
 import sys
 
-import requests_mock
 from openstackclient import shell
+import requests_mock
 
 
 def main(answers_path, seen_path, *argv):

@@ -2,14 +2,18 @@
 
 import logging
 
-import pytest
 from osc_lib import exceptions
+import pytest
 
 from cloudlet_glance import model
 from cloudlet_glance import properties as props
 from cloudlet_osc.v1 import bases
 from tests.unit.glance import fakes
-from tests.unit.osc.conftest import NOVA, FakeOSCApp, FakeStream, bodies, run
+from tests.unit.osc.conftest import bodies
+from tests.unit.osc.conftest import FakeOSCApp
+from tests.unit.osc.conftest import FakeStream
+from tests.unit.osc.conftest import NOVA
+from tests.unit.osc.conftest import run
 
 IMPORT_ID = '0c3f3b44-7b83-4f4e-9d6e-7d3b9a1e2f10'
 URL = 'https://packages.example/demo-base.zip'

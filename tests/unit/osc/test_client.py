@@ -1,9 +1,13 @@
 """CloudletClient against nova's HTTP API (requests-mock): endpoints, microversion, bodies, errors."""
 
-import pytest
 from osc_lib import exceptions
+import pytest
 
-from tests.unit.osc.conftest import NOVA, SERVER_ID, bodies, flavor, server
+from tests.unit.osc.conftest import bodies
+from tests.unit.osc.conftest import flavor
+from tests.unit.osc.conftest import NOVA
+from tests.unit.osc.conftest import server
+from tests.unit.osc.conftest import SERVER_ID
 
 IMAGE_ID = 'a1b2c3d4-0000-4000-8000-000000000001'
 
@@ -108,6 +112,7 @@ def test_base_import_calls(nova, cloudlet):
 
 def test_images_is_glance_through_the_same_session(nova):
     from keystoneauth1 import session as ksa_session
+
     from cloudlet_glance import images
     from cloudlet_osc import client as client_mod
     session = ksa_session.Session()

@@ -1,7 +1,7 @@
 """Flavor choice: exact RAM and vCPUs of the base, a root disk that holds it, the smallest."""
 
-import pytest
 from osc_lib import exceptions
+import pytest
 
 from cloudlet_glance import properties as props
 from cloudlet_osc import flavors

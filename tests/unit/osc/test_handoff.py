@@ -10,12 +10,17 @@ import datetime
 import json
 import logging
 
-import pytest
 from keystoneauth1 import fixture as ksa_fixture
 from osc_lib import exceptions
+import pytest
 
 from cloudlet_osc.v1 import handoff
-from tests.unit.osc.conftest import AUTH_URL, NOVA, SERVER_ID, bodies, run, server
+from tests.unit.osc.conftest import AUTH_URL
+from tests.unit.osc.conftest import bodies
+from tests.unit.osc.conftest import NOVA
+from tests.unit.osc.conftest import run
+from tests.unit.osc.conftest import server
+from tests.unit.osc.conftest import SERVER_ID
 from tests.unit.osc.test_plugin import _keystone
 
 DEST_KEYSTONE = 'http://keystone-b.test:5000/v3'

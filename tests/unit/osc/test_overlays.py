@@ -3,15 +3,21 @@
 import logging
 import os
 
-import pytest
 from osc_lib import exceptions
 from osc_lib import utils
+import pytest
 
 from cloudlet_glance import model
 from cloudlet_glance import properties as props
 from cloudlet_osc.v1 import overlays
 from cloudlet_osc import wait
-from tests.unit.osc.conftest import NOVA, SERVER_ID, FakeBinaryStdout, bodies, run, server, write_overlay
+from tests.unit.osc.conftest import bodies
+from tests.unit.osc.conftest import FakeBinaryStdout
+from tests.unit.osc.conftest import NOVA
+from tests.unit.osc.conftest import run
+from tests.unit.osc.conftest import server
+from tests.unit.osc.conftest import SERVER_ID
+from tests.unit.osc.conftest import write_overlay
 
 ACTION = NOVA + '/servers/%s/action' % SERVER_ID
 

@@ -11,14 +11,16 @@ import argparse
 import json
 import types
 
-import pytest
 from keystoneauth1 import fixture as ksa_fixture
 from osc_lib.command import command
 from osc_lib import exceptions
+import pytest
 
 from cloudlet_osc import client as client_mod
 from cloudlet_osc import plugin
-from tests.unit.osc.conftest import AUTH_URL, NOVA, entry_points as _entry_points
+from tests.unit.osc.conftest import AUTH_URL
+from tests.unit.osc.conftest import entry_points as _entry_points
+from tests.unit.osc.conftest import NOVA
 
 COMMANDS = {
     'cloudlet base import': command.ShowOne, 'cloudlet base export': command.Command,

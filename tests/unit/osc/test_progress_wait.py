@@ -2,8 +2,8 @@
 
 import argparse
 
-import pytest
 from osc_lib import exceptions
+import pytest
 
 from cloudlet_engine import progress as engine_progress
 from cloudlet_osc import progress

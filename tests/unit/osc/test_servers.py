@@ -2,15 +2,21 @@
 
 import re
 
-import pytest
 from osc_lib import exceptions
+import pytest
 
+from cloudlet_engine import source
 from cloudlet_glance import model
 from cloudlet_glance import properties as props
-from cloudlet_engine import source
 from cloudlet_osc.v1 import servers
 from tests.fixtures import http_server
-from tests.unit.osc.conftest import NOVA, SERVER_ID, bodies, flavor, run, server, write_overlay
+from tests.unit.osc.conftest import bodies
+from tests.unit.osc.conftest import flavor
+from tests.unit.osc.conftest import NOVA
+from tests.unit.osc.conftest import run
+from tests.unit.osc.conftest import server
+from tests.unit.osc.conftest import SERVER_ID
+from tests.unit.osc.conftest import write_overlay
 
 NET_A = '1e0c7d4e-5a7f-4d57-9a0b-6c2f0f4b1a01'
 NET_B = '1e0c7d4e-5a7f-4d57-9a0b-6c2f0f4b1a02'

@@ -4,8 +4,8 @@ import testtools
 
 from nova import exception
 
-from cloudlet_glance import errors as glance_errors
 from cloudlet_engine import errors
+from cloudlet_glance import errors as glance_errors
 from cloudlet_nova.virt import faults
 
 LONG = '0123456789ab' + 'c' * 52
