@@ -39,7 +39,8 @@ def test_file_never_allowed_even_if_configured():
 
 def test_host_allow_list():
     assert urls.check_url('https://Bases.example.com/b.zip', SCHEMES, ['bases.example.com'])
-    with pytest.raises(urls.URLNotAllowed, match='URL host evil.example.com is not allowed: it is not in the allowed hosts'):
+    with pytest.raises(urls.URLNotAllowed,
+                       match='URL host evil.example.com is not allowed: it is not in the allowed hosts'):
         urls.check_url('https://evil.example.com/b.zip', SCHEMES, ['bases.example.com'])
     # userinfo cannot smuggle another host past the list
     with pytest.raises(urls.URLNotAllowed, match='not in the allowed hosts'):
