@@ -192,6 +192,10 @@ def sweep(box):
         for group in admin.network.security_groups():
             if group.name.startswith('e2e-'):
                 admin.network.delete_security_group(group)
+        for hidden in (False, True):      # a base's companions and overlay uploads are hidden
+            for image in list(admin.image.images(is_hidden=hidden)):
+                if (image.name or '').startswith('e2e-'):
+                    admin.image.delete_image(image, ignore_missing=True)
 
 
 @pytest.fixture(scope='session', autouse=True)
