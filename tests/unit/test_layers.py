@@ -20,21 +20,23 @@ LAYERS = {
 }
 
 
-def imports(package):
-    """{imported project package: [importing files]} of `package`."""
-    found = {}
+def imported_modules(package):
+    """(file, module name) for every absolute import in `package`."""
     for path in sorted((ROOT / package).rglob('*.py')):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
+                yield from ((path, alias.name) for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.level == 0:
-                names = [node.module]
-            else:
-                continue
-            for name in names:
-                top = name.split('.')[0]
-                if top in LAYERS and top != package:
-                    found.setdefault(top, []).append(str(path.relative_to(ROOT)))
+                yield path, node.module
+
+
+def imports(package):
+    """{imported project package: [importing files]} of `package`."""
+    found = {}
+    for path, name in imported_modules(package):
+        top = name.split('.')[0]
+        if top in LAYERS and top != package:
+            found.setdefault(top, []).append(str(path.relative_to(ROOT)))
     return found
 
 
@@ -63,14 +65,6 @@ def test_the_layers_have_no_cycle():
 
 def test_the_engine_imports_no_openstack():
     openstack = ('nova', 'glanceclient', 'keystoneauth1', 'oslo_config', 'oslo_log', 'openstack')
-    users = []
-    for path in sorted((ROOT / 'cloudlet_engine').rglob('*.py')):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0:
-                names = [node.module]
-            else:
-                continue
-            users += ['%s: %s' % (path.name, n) for n in names if n.split('.')[0] in openstack]
+    users = ['%s: %s' % (path.name, name) for path, name in imported_modules('cloudlet_engine')
+             if name.split('.')[0] in openstack]
     assert users == []
