@@ -577,7 +577,7 @@ def report(rate, sizes, window, ours, created, applied, tools, link, boot):
          '≥ %.0f (zstd)' % GOALS['create_zstd']),
         ('  CPU ÷ zstd -3 (xz -6) of the changed state',
          '%.2f' % (created['zstd'].best_cpu / c_tool['zstd']), '%.2f' % (created['xz'].best_cpu / c_tool['xz']),
-         'the same %s: CPU %.2f s (zstd -3), %.2f s (xz -6)' % (mbs(c_tool['bytes']), c_tool['zstd'], c_tool['xz']),
+         'the same %s: CPU %.3f s (zstd -3), %.2f s (xz -6)' % (mbs(c_tool['bytes']), c_tool['zstd'], c_tool['xz']),
          ''),
         ('apply, MB/s per core (uncompressed)',
          '%.0f %s' % (a_rate['zstd'], verdict(a_rate['zstd'] >= GOALS['apply_zstd'])),
@@ -588,7 +588,7 @@ def report(rate, sizes, window, ours, created, applied, tools, link, boot):
         ('  CPU ÷ zstd -d (xz -d) of the segment payloads',
          '%.2f' % (applied['zstd'].best_cpu / a_tool['zstd']['cpu']),
          '%.2f' % (applied['xz'].best_cpu / a_tool['xz']['cpu']),
-         'payloads %s (zstd), %s (xz): CPU %.2f s (zstd -d), %.2f s (xz -d)'
+         'payloads %s (zstd), %s (xz): CPU %.3f s (zstd -d), %.3f s (xz -d)'
          % (mbs(a_tool['zstd']['raw']), mbs(a_tool['xz']['raw']), a_tool['zstd']['cpu'], a_tool['xz']['cpu']),
          ''),
         ('synthesis over %s: call → restore done' % rate, '%.2f s' % link['synthesis'], '',
