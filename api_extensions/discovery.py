@@ -32,7 +32,7 @@ MIN_VERSION = '1.0'
 IMAGE_PROPERTY_KEYS = sorted({
     properties.CLOUDLET_TYPE, properties.BASE_ID, properties.BASE_NAME, properties.ABI_DIGEST,
     properties.MEMORY_MB, properties.VCPUS, properties.MACHINE, properties.FORMAT_VERSION,
-    properties.MEMORY_BLOCKS, properties.TRAIT_PROPERTY, servers.CODEC_PROPERTY,
+    properties.MEMORY_BLOCKS, properties.TRAIT_PROPERTY, properties.CODEC,
     properties.KERNEL_ID, properties.RAMDISK_ID, properties.OS_COMMAND_LINE,
     *properties.COMPANION_TYPES})
 SERVER_METADATA_KEYS = [properties.META_OVERLAY_URL, properties.META_OVERLAY_ID]

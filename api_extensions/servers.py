@@ -28,9 +28,6 @@ from api_extensions import policies
 from api_extensions import policy
 from api_extensions import schemas
 
-# The image property the driver reads for the codec of an overlay it creates
-# (cloudlet_glance.properties does not spell it yet).
-CODEC_PROPERTY = getattr(properties, 'CODEC', 'cloudlet_codec')
 RESERVED_METADATA_PREFIX = 'cloudlet_'
 
 ACTION_CREATE_BASE = 'cloudlet-create-base'
@@ -105,7 +102,7 @@ class CloudletServerActionsController(wsgi.Controller):
             extra[properties.CLOUDLET_TYPE] = properties.OVERLAY
             codec = (entity.get('options') or {}).get('codec')
             if codec:
-                extra[CODEC_PROPERTY] = codec
+                extra[properties.CODEC] = codec
         else:
             extra[properties.CLOUDLET_TYPE] = properties.BASE_DISK
 

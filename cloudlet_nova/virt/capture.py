@@ -55,7 +55,6 @@ from cloudlet_nova.virt import state
 
 CONF = nova.conf.CONF
 LOG = logging.getLogger(__name__)
-CODEC_PROPERTY = props.CODEC
 CAPTURE_TYPES = (props.OVERLAY, props.BASE_DISK)
 
 
@@ -116,7 +115,7 @@ class Capture:
             return model.fetch_base(self.images, self.instance.image_ref, launch_mod.base_store())
 
     def _codec(self):
-        codec = (self.image.get('properties') or {}).get(CODEC_PROPERTY) or CONF.cloudlet.overlay_codec
+        codec = (self.image.get('properties') or {}).get(props.CODEC) or CONF.cloudlet.overlay_codec
         try:
             codecs.codec_by_name(codec)
         except ValueError as exc:
@@ -211,7 +210,7 @@ class Capture:
                                           progress=launch_mod.LogProgress(self.instance.uuid),
                                           workdir=self.workdir)
         properties = {props.CLOUDLET_TYPE: props.OVERLAY, props.BASE_ID: base.base_id,
-                      props.BASE_NAME: base.name, CODEC_PROPERTY: codec}
+                      props.BASE_NAME: base.name, props.CODEC: codec}
         self._upload_into_target(overlay_path, properties)
         return stats
 
