@@ -16,6 +16,7 @@ from cloudlet_engine import format as overlay_format
 from cloudlet_glance import properties
 
 from api_extensions import handoff
+from api_extensions import leases
 from api_extensions import policies
 from api_extensions import policy
 from api_extensions import schemas
@@ -23,7 +24,7 @@ from api_extensions import servers
 
 CONF = nova.conf.CONF
 
-VERSION = '1.1'   # 1.1: cloudlet-handoff
+VERSION = '1.2'   # 1.1: cloudlet-handoff; 1.2: leases (cloudlet-heartbeat), negotiation
 MIN_VERSION = '1.0'
 
 # Every image property the cloudlet model sets (cloudlet_glance.properties),
@@ -35,7 +36,8 @@ IMAGE_PROPERTY_KEYS = sorted({
     properties.MEMORY_BLOCKS, properties.TRAIT_PROPERTY, properties.CODEC,
     properties.KERNEL_ID, properties.RAMDISK_ID, properties.OS_COMMAND_LINE,
     *properties.COMPANION_TYPES})
-SERVER_METADATA_KEYS = [properties.META_OVERLAY_URL, properties.META_OVERLAY_ID]
+SERVER_METADATA_KEYS = [properties.META_OVERLAY_URL, properties.META_OVERLAY_ID,
+                        properties.META_LEASE_SECONDS]
 
 
 class CloudletDiscoveryController(wsgi.Controller):
@@ -53,7 +55,7 @@ class CloudletDiscoveryController(wsgi.Controller):
         return {'cloudlet': {
             'version': VERSION,
             'min_version': MIN_VERSION,
-            'actions': list(servers.ACTIONS) + [handoff.ACTION],
+            'actions': list(servers.ACTIONS) + [handoff.ACTION, leases.ACTION],
             'action_aliases': dict(servers.ACTION_ALIASES),
             'server_metadata_keys': list(SERVER_METADATA_KEYS),
             'image_property_keys': list(IMAGE_PROPERTY_KEYS),
@@ -71,8 +73,16 @@ class CloudletDiscoveryController(wsgi.Controller):
                 'destinations': sorted(CONF.cloudlet_handoff.destinations or {}),
                 'credential_kinds': ['token', 'application_credential'],
             },
+            # A server created with metadata cloudlet_lease_seconds in these bounds
+            # lives while cloudlet-heartbeat renews it, plus the grace period.
+            'lease': {
+                'min_seconds': CONF.cloudlet_lease.min_seconds,
+                'max_seconds': CONF.cloudlet_lease.max_seconds,
+                'grace_seconds': CONF.cloudlet_lease.grace_seconds,
+            },
             'links': [
                 {'rel': 'self', 'href': prefix + '/os-cloudlet'},
                 {'rel': 'bases', 'href': prefix + '/os-cloudlet/bases'},
+                {'rel': 'negotiate', 'href': prefix + '/os-cloudlet/negotiate'},
             ],
         }}

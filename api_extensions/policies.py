@@ -15,6 +15,7 @@ PREFIX = 'cloudlet:%s'
 CREATE_BASE = PREFIX % 'create-base'
 CREATE_OVERLAY = PREFIX % 'create-overlay'
 HANDOFF = PREFIX % 'handoff'
+LEASE = PREFIX % 'lease'
 DISCOVER = PREFIX % 'discover'
 BASE_IMPORT = PREFIX % 'base:import'
 BASE_IMPORT_PUBLIC = PREFIX % 'base:import:public'
@@ -22,6 +23,7 @@ BASE_SHOW = PREFIX % 'base:show'
 BASE_LIST = PREFIX % 'base:list'
 BASE_LIST_ALL_PROJECTS = PREFIX % 'base:list:all_projects'
 BASE_DELETE = PREFIX % 'base:delete'
+NEGOTIATE = PREFIX % 'negotiate'
 
 ADMIN = 'role:admin'
 ADMIN_OR_MEMBER = 'role:admin or (role:member and project_id:%(project_id)s)'
@@ -55,6 +57,14 @@ rules = [
                     'streams into the destination\'s Glance, the destination builds the server, '
                     'and this server is deleted once the destination server is ACTIVE.',
         operations=[{'method': 'POST', 'path': _ACTION_PATH % 'cloudlet-handoff'}],
+        scope_types=['project']),
+    policy.DocumentedRuleDefault(
+        name=LEASE,
+        check_str=ADMIN_OR_MEMBER,
+        description='Renew a server\'s lease (cloudlet-heartbeat), or start one or change its '
+                    'length with "seconds". A server whose lease has run out is deleted by '
+                    'cloudlet-reaper after the grace period.',
+        operations=[{'method': 'POST', 'path': _ACTION_PATH % 'cloudlet-heartbeat'}],
         scope_types=['project']),
     policy.DocumentedRuleDefault(
         name=DISCOVER,
@@ -101,6 +111,14 @@ rules = [
         description='Delete a finished base VM import record; for an active import, also '
                     'delete the base VM\'s Glance images (base disk and companions).',
         operations=[{'method': 'DELETE', 'path': _BASE}],
+        scope_types=['project']),
+    policy.DocumentedRuleDefault(
+        name=NEGOTIATE,
+        check_str=ADMIN_OR_MEMBER,
+        description='Ask whether this cloud can run an overlay (given its header or its URL): '
+                    'the base image and flavor it would use, or why not, and an estimate of '
+                    'the synthesis time.',
+        operations=[{'method': 'POST', 'path': '/os-cloudlet/negotiate'}],
         scope_types=['project']),
 ]
 

@@ -10,10 +10,12 @@ It adds, through nova's own `custom_routes`:
     GET                 /os-cloudlet                discovery document
     GET, POST           /os-cloudlet/bases          base VM package imports
     GET, DELETE         /os-cloudlet/bases/{id}
+    POST                /os-cloudlet/negotiate      can this cloud run an overlay, how soon
 
-and registers `CloudletServerActionsController` (captures) and
-`CloudletHandoffController` (handoff) on nova's existing
-`/servers/{id}/action` Resource, so `cloudlet-*` actions go through exactly
+and registers `CloudletServerActionsController` (captures),
+`CloudletHandoffController` (handoff) and `CloudletLeaseController` (heartbeat)
+on nova's existing `/servers/{id}/action` Resource, and checks a lease asked
+for in `POST /servers` (api_extensions.leases), so `cloudlet-*` actions go through exactly
 the machinery of stock actions (microversion headers, JSON-schema validation,
 expected_errors, faults). Every reach into nova internals is checked at load
 time: on an incompatible nova the API refuses to start instead of serving a
@@ -29,12 +31,15 @@ from cloudlet_nova import conf as cloudlet_conf
 from api_extensions import bases
 from api_extensions import discovery
 from api_extensions import handoff
+from api_extensions import leases
+from api_extensions import negotiation
 from api_extensions import servers
 
 CONF = nova.conf.CONF
 SERVER_ACTION_PATH = '/servers/{id}/action'
 # Every server action the cloudlet API adds (the aliases included).
-SERVER_ACTIONS = tuple(servers.ACTIONS) + tuple(servers.ACTION_ALIASES) + (handoff.ACTION,)
+SERVER_ACTIONS = tuple(servers.ACTIONS) + tuple(servers.ACTION_ALIASES) + (handoff.ACTION, leases.ACTION)
+SERVERS_PATH = '/servers'
 
 
 def register_opts(conf=CONF):
@@ -50,6 +55,7 @@ def cloudlet_routes(importer=None):
     """
     discovery_resource = wsgi.Resource(discovery.CloudletDiscoveryController())
     bases_resource = wsgi.Resource(bases.CloudletBasesController(importer))
+    negotiation_resource = wsgi.Resource(negotiation.CloudletNegotiationController())
     return (
         ('/os-cloudlet', {
             'GET': [lambda: discovery_resource, 'index'],
@@ -62,25 +68,33 @@ def cloudlet_routes(importer=None):
             'GET': [lambda: bases_resource, 'show'],
             'DELETE': [lambda: bases_resource, 'delete'],
         }),
+        ('/os-cloudlet/negotiate', {
+            'POST': [lambda: negotiation_resource, 'create'],
+        }),
     )
 
 
-def server_action_resources(mapper):
-    """The distinct wsgi.Resource objects serving POST /servers/{id}/action.
+def post_resources(mapper, path, action):
+    """The distinct wsgi.Resource objects serving POST `path` with controller method `action`.
 
     ProjectMapper connects each route twice (with and without /{project_id})
     with the same Resource; a Resource is returned once.
     """
     found = []
     for route in mapper.matchlist:
-        if not (route.routepath.endswith(SERVER_ACTION_PATH) and
-                route.defaults.get('action') == 'action' and
+        if not (route.routepath.endswith(path) and
+                route.defaults.get('action') == action and
                 'POST' in ((route.conditions or {}).get('method') or ())):
             continue
         controller = route.defaults.get('controller')
         if isinstance(controller, wsgi.Resource) and not any(controller is r for r in found):
             found.append(controller)
     return found
+
+
+def server_action_resources(mapper):
+    """The distinct wsgi.Resource objects serving POST /servers/{id}/action."""
+    return post_resources(mapper, SERVER_ACTION_PATH, 'action')
 
 
 class APIRouter(routes.APIRouterV21):
@@ -103,6 +117,16 @@ class APIRouter(routes.APIRouterV21):
                                    % ', '.join(sorted(clashes)))
             resource.register_subcontroller_actions(servers.CloudletServerActionsController())
             resource.register_subcontroller_actions(handoff.CloudletHandoffController())
+            resource.register_subcontroller_actions(leases.CloudletLeaseController())
+        creates = [r for r in post_resources(self.map, SERVERS_PATH, 'create')
+                   if r.controller is not None and callable(getattr(r.controller, 'create', None))]
+        if not creates:
+            raise RuntimeError('openstack-cloudlet: nova\'s POST %s route was not found in the compute '
+                               'API router; this nova release is not compatible with '
+                               'api_extensions.router' % SERVERS_PATH)
+        for resource in creates:
+            # An instance attribute: wsgi.Resource looks the method up on the controller.
+            resource.controller.create = leases.lease_on_create(resource.controller.create)
 
     @classmethod
     def factory(cls, global_config, **local_config):

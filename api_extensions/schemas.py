@@ -56,6 +56,33 @@ create_base = _action('cloudlet-create-base', _capture)
 create_base_alias = _action('cloudlet-base', _capture)     # OpenStack++'s name
 create_overlay = _action('cloudlet-create-overlay', _overlay)
 
+# POST /servers/{id}/action {"cloudlet-heartbeat": {}} (api_extensions.leases);
+# the bounds of "seconds" are the cloud's ([cloudlet_lease]), checked by the controller.
+heartbeat = _action('cloudlet-heartbeat', {
+    'type': 'object',
+    'properties': {
+        'seconds': {'type': 'integer', 'minimum': 1},
+    },
+    'additionalProperties': False,
+})
+
+heartbeat_response = {
+    'type': 'object',
+    'properties': {
+        'lease': {
+            'type': 'object',
+            'properties': {
+                'seconds': {'type': 'integer', 'minimum': 1},
+                'expires_at': {'type': 'string', 'format': 'date-time'},
+            },
+            'required': ['seconds', 'expires_at'],
+            'additionalProperties': False,
+        },
+    },
+    'required': ['lease'],
+    'additionalProperties': False,
+}
+
 capture_response = {
     'type': 'object',
     'properties': {
@@ -208,6 +235,16 @@ discovery_response = {
                     'required': ['codecs', 'destinations', 'credential_kinds'],
                     'additionalProperties': False,
                 },
+                'lease': {
+                    'type': 'object',
+                    'properties': {
+                        'min_seconds': {'type': 'integer'},
+                        'max_seconds': {'type': 'integer'},
+                        'grace_seconds': {'type': 'integer'},
+                    },
+                    'required': ['min_seconds', 'max_seconds', 'grace_seconds'],
+                    'additionalProperties': False,
+                },
                 'links': {'type': 'array', 'items': _link},
             },
             'required': ['version', 'min_version', 'actions', 'server_metadata_keys',
@@ -303,3 +340,58 @@ base_list_response = {
 }
 
 base_delete_response = {'type': 'null'}
+
+# POST /os-cloudlet/negotiate: exactly one of an overlay's header fields or its
+# URL (nova-api reads the header). An unsupported format version or codec is
+# an answer ("acceptable": false), not a 400: the schema bounds them only.
+_MAX_INT = 0x7FFFFFFF     # nova's flavor columns (nova/db/constants.py)
+_negotiate_overlay = {
+    'type': 'object',
+    'properties': {
+        'base_id': {'type': 'string', 'pattern': '^[0-9a-fA-F]{64}$'},
+        'format_version': {'type': 'integer', 'minimum': 1, 'maximum': 65535},
+        'codec': {'type': 'string', 'minLength': 1, 'maxLength': 32},
+        'memory_mb': {'type': 'integer', 'minimum': 1, 'maximum': _MAX_INT},
+        'vcpus': {'type': 'integer', 'minimum': 1, 'maximum': _MAX_INT},
+        'size_bytes': {'type': 'integer', 'minimum': 0, 'maximum': 2 ** 63 - 1},
+    },
+    'required': ['base_id', 'format_version', 'codec'],
+    'additionalProperties': False,
+}
+
+negotiate = {
+    'type': 'object',
+    'properties': {
+        'overlay': _negotiate_overlay,
+        'overlay_url': {'type': 'string', 'minLength': 1, 'maxLength': 2048},
+    },
+    # Exactly one of the two (a flat schema, not oneOf: nova's message then
+    # names the field at fault).
+    'minProperties': 1,
+    'maxProperties': 1,
+    'additionalProperties': False,
+}
+
+negotiate_response = {
+    'type': 'object',
+    'properties': {
+        'negotiation': {
+            'type': 'object',
+            'properties': {
+                'acceptable': {'type': 'boolean'},
+                'reason': _nullable_string,
+                'base_id': {'type': 'string'},
+                'base_image_id': _nullable_uuid,
+                'flavor_id': _nullable_string,
+                'estimated_seconds': {'type': ['number', 'null'], 'minimum': 0},
+                'format_version': {'type': 'integer'},
+                'codec': {'type': 'string'},
+            },
+            'required': ['acceptable', 'reason', 'base_id', 'base_image_id', 'flavor_id',
+                         'estimated_seconds', 'format_version', 'codec'],
+            'additionalProperties': False,
+        },
+    },
+    'required': ['negotiation'],
+    'additionalProperties': False,
+}

@@ -91,7 +91,7 @@ def _count(properties, key):
     value = _text(properties, key, required=False)
     if value is None:
         return 0
-    if not value.isdigit() or len(value) > 9:
+    if not (value.isascii() and value.isdigit()) or len(value) > 9:
         raise BadAdvert('%s=%r is not a count' % (key, value[:20]))
     return int(value)
 
@@ -108,17 +108,21 @@ def decode(properties):
     if version != TXT_VERSION:
         raise BadAdvert('TXT format version %r; this client reads %r' % (version[:8], TXT_VERSION))
     keystone = _text(properties, 'keystone')
-    parsed = urllib.parse.urlsplit(keystone)
-    if parsed.scheme not in ('http', 'https') or not parsed.hostname or len(keystone) > 200:
+    try:
+        parsed = urllib.parse.urlsplit(keystone)
+    except ValueError:          # e.g. 'http://[::1'
+        parsed = None
+    if (parsed is None or parsed.scheme not in ('http', 'https') or not parsed.hostname or len(keystone) > 200
+            or not keystone.isprintable() or ' ' in keystone):
         raise BadAdvert('keystone=%r is not an http(s) URL' % keystone[:60])
     region = _text(properties, 'region')
-    if not _REGION.match(region):
+    if not _REGION.fullmatch(region):
         raise BadAdvert('region=%r is not a region name' % region[:60])
     api = _text(properties, 'api')
-    if not _API.match(api):
+    if not _API.fullmatch(api):
         raise BadAdvert('api=%r is not a version' % api[:20])
     bases = tuple(b for b in (_text(properties, 'bases', required=False) or '').split(',') if b)
-    if not all(_SHORT.match(b) for b in bases):
+    if not all(_SHORT.fullmatch(b) for b in bases):
         raise BadAdvert('bases holds something other than short base ids')
     return Advert(keystone, region, api, bases, _text(properties, 'bases_more', required=False) == '1',
                   _count(properties, 'ram_mb'), _count(properties, 'vcpus'))

@@ -40,6 +40,10 @@ TRAIT_PROPERTY = 'trait:%s' % TRAIT
 META_OVERLAY_URL = 'overlay_url'
 META_OVERLAY_ID = 'cloudlet_overlay_id'
 HANDOFF_ID = 'cloudlet_handoff_id'       # server metadata and residue image property of a handoff
+# A leased server (cloudlet_nova/leases): its lease length, set by the user at
+# create or by a heartbeat, and when it runs out, set by the API.
+META_LEASE_SECONDS = 'cloudlet_lease_seconds'
+META_LEASE_EXPIRES_AT = 'cloudlet_lease_expires_at'
 
 
 def system_metadata_key(prop):

@@ -1,9 +1,11 @@
-"""Every oslo.config option of openstack-cloudlet: [cloudlet] and [cloudlet_handoff].
+"""Every oslo.config option of openstack-cloudlet: [cloudlet], [cloudlet_handoff], [cloudlet_lease],
+[cloudlet_discovery] (cloudlet-advertise registers it: `register_discovery_opts`).
 
 `list_opts()` feeds oslo-config-generator (etc/cloudlet-config-generator.conf).
 Services register the options on nova's CONF with `register_opts(CONF)`.
 """
 
+from keystoneauth1 import loading as ks_loading
 from oslo_config import cfg
 
 GROUP = cfg.OptGroup('cloudlet', title='openstack-cloudlet options',
@@ -32,6 +34,11 @@ opts = [
                help='Base VM package imports run at the same time by one nova-api process.'),
     cfg.StrOpt('api_state_dir', default='/var/lib/openstack-cloudlet/api',
                help='Where nova-api keeps the records of base VM imports (one JSON file each).'),
+    cfg.FloatOpt('negotiate_link_mbps', default=25.0, min=0.001,
+                 help='The link rate, in Mbit/s, that the synthesis time estimate of POST '
+                      '/os-cloudlet/negotiate assumes for bringing an overlay to the compute host '
+                      '(doc/benchmarks.md measures synthesis over 25 Mbit/s). The rest of the '
+                      'estimate (apply, restore) uses constants measured there.'),
     cfg.IntOpt('handoff_receive_timeout', default=600, min=1,
                help='Destination side of a VM handoff: seconds a spawn waits for its residue image '
                     '(an overlay image with cloudlet_handoff_id, still being uploaded by the source '
@@ -75,13 +82,108 @@ handoff_opts = [
                     'milliseconds (QEMU\'s migration downtime limit).'),
 ]
 
+LEASE_GROUP = cfg.OptGroup(
+    'cloudlet_lease', title='openstack-cloudlet leases (soft state)',
+    help='A server created with metadata cloudlet_lease_seconds lives while its device sends '
+         'cloudlet-heartbeat actions; cloudlet-reaper deletes it once the lease has run out and '
+         'the grace period has passed. nova-api reads the bounds; cloudlet-reaper reads the rest '
+         'and its service credentials (keystoneauth options of this group).')
+
+lease_opts = [
+    cfg.IntOpt('min_seconds', default=30, min=1,
+               help='Shortest lease a user may ask for, in seconds.'),
+    cfg.IntOpt('max_seconds', default=86400, min=1,
+               help='Longest lease a user may ask for, in seconds.'),
+    cfg.IntOpt('grace_seconds', default=45, min=0,
+               help='Seconds after a lease ran out before the reaper deletes the server: time for '
+                    'the device to come back (its next heartbeat renews the lease).'),
+    cfg.IntOpt('reap_interval', default=10, min=1,
+               help='Seconds between two passes of the reaper over the servers with a lease.'),
+]
+
+DISCOVERY_GROUP = cfg.OptGroup(
+    'cloudlet_discovery', title='openstack-cloudlet discovery by DNS-SD (cloudlet-advertise)',
+    help='cloudlet-advertise announces this cloud on the local link by multicast DNS '
+         '(_cloudlet._tcp, TXT record as in cloudlet_engine/advert.py): its public Keystone URL '
+         'and region, the cloudlet API version, the base VMs it holds and its free RAM and vCPUs. '
+         'It reads them as the user of the keystoneauth options of this group (a service user: '
+         'it reads every resource provider in Placement, the base disk images that user sees in '
+         'Glance, and GET /os-cloudlet from nova-api; a request gives up after `timeout` seconds, '
+         '20 when unset). It withdraws the advert when it stops.')
+
+discovery_opts = [
+    cfg.StrOpt('instance_name',
+               help='The DNS-SD instance name (<instance_name>._cloudlet._tcp.local.), at most 63 '
+                    'bytes. Unset: the region. When another responder on the link holds the name, '
+                    'the advertiser takes <instance_name>-2 (then -3, ...).'),
+    cfg.URIOpt('keystone_url', schemes=['http', 'https'],
+               help='The public Keystone v3 URL devices are told to use; the advertised port is '
+                    'its port. Unset: the public identity endpoint of the catalog.'),
+    cfg.StrOpt('region', default='RegionOne',
+               help='The region advertised, and the one whose endpoints are read.'),
+    cfg.ListOpt('addresses', default=[],
+                help='Local IPv4 addresses to advertise on: multicast DNS runs on the interfaces '
+                     'holding them, and they are the advertised host\'s addresses. Empty: every '
+                     'IPv4 address of this host.'),
+    cfg.IntOpt('refresh_interval', default=10, min=1,
+               help='Seconds between two reads of the free capacity and the base VMs; the advert '
+                    'is updated when what it says changed.'),
+    cfg.ListOpt('valid_interfaces', default=['internal', 'public'],
+                help='The catalog\'s endpoint interfaces to read Placement, Glance and nova-api '
+                     'through, in order of preference.'),
+    cfg.DictOpt('endpoint_overrides', default={},
+                help='Endpoints to use instead of the catalog\'s, as service type:URL pairs, e.g. '
+                     '"placement:http://10.0.0.1:8778,image:http://10.0.0.1:9292,'
+                     'compute:http://10.0.0.1:8774/v2.1".'),
+]
+
+
+def discovery_ksa_opts():
+    """keystoneauth's session and auth options of [cloudlet_discovery] (password auth shown).
+
+    No adapter options: the advertiser reads three services (placement, image,
+    compute); valid_interfaces and endpoint_overrides above apply to them.
+    """
+    return (ks_loading.get_session_conf_options() + ks_loading.get_auth_common_conf_options() +
+            ks_loading.get_auth_plugin_conf_options('password'))
+
+
+def register_discovery_opts(conf):
+    """[cloudlet_discovery] and its keystoneauth options (cloudlet-advertise's own CONF)."""
+    conf.register_group(DISCOVERY_GROUP)
+    conf.register_opts(discovery_opts, group=DISCOVERY_GROUP)
+    ks_loading.register_session_conf_options(conf, DISCOVERY_GROUP.name)
+    ks_loading.register_auth_conf_options(conf, DISCOVERY_GROUP.name)
+
+
+def register_service_client_opts(conf, group, service_type):
+    """keystoneauth's session, auth and adapter options in `group`.
+
+    How a service of ours (cloudlet-reaper, cloudlet-advertise) reaches an
+    OpenStack API as itself.
+    """
+    ks_loading.register_session_conf_options(conf, group)
+    ks_loading.register_auth_conf_options(conf, group)
+    ks_loading.register_adapter_conf_options(conf, group)
+    conf.set_default('service_type', service_type, group=group)
+
+
+def service_client_opts():
+    """The options of register_service_client_opts, for the sample file (password auth shown)."""
+    return (ks_loading.get_session_conf_options() + ks_loading.get_auth_common_conf_options() +
+            ks_loading.get_auth_plugin_conf_options('password') +
+            ks_loading.get_adapter_conf_options(include_deprecated=False))
+
 
 def register_opts(conf):
     conf.register_group(GROUP)
     conf.register_opts(opts, group=GROUP)
     conf.register_group(HANDOFF_GROUP)
     conf.register_opts(handoff_opts, group=HANDOFF_GROUP)
+    conf.register_group(LEASE_GROUP)
+    conf.register_opts(lease_opts, group=LEASE_GROUP)
 
 
 def list_opts():
-    return [(GROUP, opts), (HANDOFF_GROUP, handoff_opts)]
+    return [(GROUP, opts), (HANDOFF_GROUP, handoff_opts), (LEASE_GROUP, lease_opts + service_client_opts())] + [
+        (DISCOVERY_GROUP, discovery_opts + discovery_ksa_opts())]

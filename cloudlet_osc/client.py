@@ -21,6 +21,8 @@ from osc_lib import exceptions
 # server (its name shows without another call). nova 34 serves 2.1 to 2.104.
 COMPUTE_MICROVERSION = '2.96'
 OVERLAY_ACTION = 'cloudlet-create-overlay'
+BASE_ACTION = 'cloudlet-create-base'
+HEARTBEAT_ACTION = 'cloudlet-heartbeat'
 HANDOFF_ACTION = 'cloudlet-handoff'
 # nova answers every request with its id; instance actions are recorded under it.
 REQUEST_ID_HEADERS = ('x-openstack-request-id', 'x-compute-request-id')
@@ -155,16 +157,29 @@ class CloudletClient:
         return self._find('server', ref, get,
                           lambda: self._list('/servers/detail', 'servers', {'name': ref}))
 
-    def create_overlay(self, server_id, name, metadata=None, codec=None):
-        """The cloudlet-create-overlay action; returns the overlay's Glance image id."""
+    def _capture(self, action, server_id, name, metadata=None, options=None):
+        """A capture action (create-overlay, create-base); returns the Glance image id it fills."""
         entity = {'name': name}
         if metadata:
             entity['metadata'] = dict(metadata)
-        if codec:
-            entity['options'] = {'codec': codec}
-        body = self._call('POST', '/servers/%s/action' % _quote(server_id),
-                          json={OVERLAY_ACTION: entity})
+        if options:
+            entity['options'] = dict(options)
+        body = self._call('POST', '/servers/%s/action' % _quote(server_id), json={action: entity})
         return body['image_id']
+
+    def create_overlay(self, server_id, name, metadata=None, codec=None):
+        """The cloudlet-create-overlay action; returns the overlay's Glance image id."""
+        return self._capture(OVERLAY_ACTION, server_id, name, metadata, {'codec': codec} if codec else None)
+
+    def create_base(self, server_id, name, metadata=None):
+        """The cloudlet-create-base action; returns the base disk image's id (its companions come with it)."""
+        return self._capture(BASE_ACTION, server_id, name, metadata)
+
+    def heartbeat(self, server_id, seconds=None):
+        """The cloudlet-heartbeat action (`seconds`: a new lease length); returns {"seconds", "expires_at"}."""
+        entity = {} if seconds is None else {'seconds': int(seconds)}
+        return self._call('POST', '/servers/%s/action' % _quote(server_id),
+                          json={HEARTBEAT_ACTION: entity})['lease']
 
     def handoff(self, server_id, destination, credential, name=None, codec=None):
         """The cloudlet-handoff action; returns (handoff_id, the request id nova records the action under).

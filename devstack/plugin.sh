@@ -90,6 +90,38 @@ function configure_cloudlet {
     fi
 }
 
+# cloudlet-advertise runs where nova-api runs (one advert per cloud), when enabled.
+function _cloudlet_advertises {
+    is_service_enabled cloudlet-advertise && is_service_enabled n-api
+}
+
+# Writes cloudlet-advertise's file: what it advertises, and nova's service user
+# to read Placement (every resource provider), Glance and nova-api as.
+function configure_cloudlet_advertise {
+    local conf=$CLOUDLET_ADVERTISE_CONF section=cloudlet_discovery
+    if [[ -n $CLOUDLET_ADVERTISE_NAME ]]; then
+        iniset "$conf" $section instance_name "$CLOUDLET_ADVERTISE_NAME"
+    fi
+    iniset "$conf" $section keystone_url "$KEYSTONE_SERVICE_URI/v3"
+    iniset "$conf" $section region "$REGION_NAME"
+    iniset "$conf" $section addresses "$CLOUDLET_ADVERTISE_ADDRESSES"
+    iniset "$conf" $section refresh_interval "$CLOUDLET_ADVERTISE_INTERVAL"
+    iniset "$conf" $section auth_type password
+    iniset "$conf" $section auth_url "$KEYSTONE_SERVICE_URI"
+    iniset "$conf" $section username nova
+    iniset "$conf" $section password "$SERVICE_PASSWORD"
+    iniset "$conf" $section user_domain_name "$SERVICE_DOMAIN_NAME"
+    iniset "$conf" $section project_name "$SERVICE_PROJECT_NAME"
+    iniset "$conf" $section project_domain_name "$SERVICE_DOMAIN_NAME"
+}
+
+# Starts cloudlet-advertise as a process of its own (Keystone, Placement, Glance
+# and nova-api run by now); it withdraws the advert when stopped.
+function start_cloudlet_advertise {
+    run_process cloudlet-advertise \
+        "$(get_python_exec_prefix)/cloudlet-advertise --config-file $CLOUDLET_ADVERTISE_CONF"
+}
+
 # Imports CLOUDLET_BASE_PACKAGE through the cloudlet API (nova-api runs by now).
 function import_cloudlet_base {
     if [[ -z $CLOUDLET_BASE_PACKAGE ]] || ! is_service_enabled n-api; then
@@ -125,7 +157,13 @@ if is_service_enabled cloudlet; then
     elif [[ "$1" == "stack" && "$2" == "post-config" ]]; then
         echo_summary "Configuring nova for openstack-cloudlet"
         configure_cloudlet
+        if _cloudlet_advertises; then
+            configure_cloudlet_advertise
+        fi
     elif [[ "$1" == "stack" && "$2" == "extra" ]]; then
+        if _cloudlet_advertises; then
+            start_cloudlet_advertise
+        fi
         import_cloudlet_base
     elif [[ "$1" == "stack" && "$2" == "test-config" ]]; then
         # No tempest plugin yet.
@@ -133,9 +171,11 @@ if is_service_enabled cloudlet; then
     fi
 
     if [[ "$1" == "unstack" ]]; then
-        # Nothing of ours runs on its own: the driver lives in n-cpu, the API
-        # in n-api, which devstack stops.
-        :
+        # The driver lives in n-cpu, the API in n-api, which devstack stops;
+        # cloudlet-advertise is ours to stop (it withdraws the advert).
+        if _cloudlet_advertises; then
+            stop_process cloudlet-advertise
+        fi
     fi
 
     if [[ "$1" == "clean" ]]; then

@@ -28,15 +28,19 @@ REQUESTS = {
     'create_base': 'request',
     'create_overlay': 'request',
     'handoff': 'request',
+    'heartbeat': 'request',
     'base_import': 'request',
+    'negotiate': 'request',
 }
 RESPONSES = {
     'capture_response': 'response',
     'handoff_response': 'response',
+    'heartbeat_response': 'response',
     'discovery_response': 'response',
     'base_show_response': 'response',
     'base_import_response': 'response',
     'base_list_response': 'response',
+    'negotiate_response': 'response',
 }
 # Schemas with no parameter of their own to document, and why.
 NOT_DOCUMENTED = {
@@ -75,6 +79,17 @@ DESCRIPTIONS = {
         'The codec of the overlay\'s data. Default: the compute host\'s ``[cloudlet] '
         'overlay_codec`` (``zstd``).'),
     # cloudlet-handoff
+    'request.cloudlet-heartbeat': (
+        'Renew the server\'s lease: it now runs out ``seconds`` from now. An empty object '
+        'renews with the lease\'s length.'),
+    'request.cloudlet-heartbeat.seconds': (
+        'The lease\'s new length in seconds, within the cloud\'s bounds (``lease`` in the '
+        'discovery document; else 400). Starts a lease on a server that has none.'),
+    'response.lease': 'The server\'s lease after the heartbeat.',
+    'response.lease.seconds': 'The lease\'s length in seconds.',
+    'response.lease.expires_at': (
+        'When the lease runs out (ISO 8601, UTC). ``cloudlet-reaper`` deletes the server once '
+        'this time and the grace period have passed without a heartbeat.'),
     'request.cloudlet-handoff': 'Hand the server off to another OpenStack cloud.',
     'request.cloudlet-handoff.destination': (
         'The destination cloud: exactly one of ``auth_url``, ``compute_endpoint`` or ``cloud``, '
@@ -118,6 +133,30 @@ DESCRIPTIONS = {
     'request.base.visibility': (
         'The visibility of the base\'s images. Default: ``private``. ``public`` needs the policy '
         '``cloudlet:base:import:public`` (admin).'),
+    # POST /os-cloudlet/negotiate
+    'request.overlay': (
+        'The overlay\'s header fields (``doc/overlay-format.md``). Give ``overlay`` or '
+        '``overlay_url``, not both.'),
+    'request.overlay.base_id': 'The overlay\'s ``base_id``: the base VM\'s identity (SHA-256, hex).',
+    'request.overlay.format_version': (
+        'The overlay\'s format version. One this cloud does not read is answered with '
+        '``acceptable`` false.'),
+    'request.overlay.codec': (
+        'The overlay\'s codec (``zstd``, ``xz``). One this cloud does not read is answered with '
+        '``acceptable`` false.'),
+    'request.overlay.memory_mb': (
+        'The memory the overlay\'s VM had, in MB; it must be the base\'s. Needed only for a base '
+        'image without ``cloudlet_memory_mb``.'),
+    'request.overlay.vcpus': (
+        'The vCPUs the overlay\'s VM had; it must be the base\'s. Needed only for a base image '
+        'without ``cloudlet_vcpus``.'),
+    'request.overlay.size_bytes': (
+        'The overlay\'s size in bytes, for the time estimate (without it ``estimated_seconds`` is '
+        '``null``) and the size limit.'),
+    'request.overlay_url': (
+        'The ``http://`` or ``https://`` URL of an overlay: nova-api reads its header only (at '
+        'most 1 MiB), and its size from ``Content-Length``. ``[cloudlet] overlay_url_schemes`` '
+        'and ``overlay_url_allowed_hosts`` apply.'),
 
     # 202 of the capture actions
     'response.image_id': (
@@ -155,7 +194,15 @@ DESCRIPTIONS = {
     'response.cloudlet.handoff.destinations': (
         'The names that ``destination.cloud`` may give (``[cloudlet_handoff] destinations``).'),
     'response.cloudlet.handoff.credential_kinds': 'The kinds of ``credential``.',
-    'response.cloudlet.links': 'Links to the discovery document and to the base imports.',
+    'response.cloudlet.lease': (
+        'The bounds of a lease (server metadata ``cloudlet_lease_seconds`` at create, '
+        '``cloudlet-heartbeat``).'),
+    'response.cloudlet.lease.min_seconds': 'The shortest lease, in seconds.',
+    'response.cloudlet.lease.max_seconds': 'The longest lease, in seconds.',
+    'response.cloudlet.lease.grace_seconds': (
+        'Seconds after a lease ran out before the server is deleted.'),
+    'response.cloudlet.links': (
+        'Links to the discovery document, to the base imports and to the negotiation call.'),
     # /os-cloudlet/bases
     'response.base': 'A base VM package import.',
     'response.bases': 'The base imports of the caller\'s project (an admin\'s: all).',
@@ -180,6 +227,31 @@ DESCRIPTIONS = {
     'response.base.created_at': 'When the import was asked for (UTC, ISO 8601).',
     'response.base.updated_at': 'When the import record last changed (UTC, ISO 8601).',
     'response.base.links': _LINKS,
+    # 200 of POST /os-cloudlet/negotiate
+    'response.negotiation': 'Whether this cloud can run the overlay now, and how.',
+    'response.negotiation.acceptable': (
+        'Whether this cloud can run the overlay now: the base is here, a flavor fits it and a '
+        'compute host has room for that flavor (a snapshot: nothing is reserved).'),
+    'response.negotiation.reason': (
+        'Why not, in one sentence, when ``acceptable`` is false (the first obstacle of: format '
+        'version or codec not supported, overlay over the size limit, unknown base, no flavor '
+        'with exactly the base\'s memory and vCPUs, no capacity); else ``null``.'),
+    'response.negotiation.base_id': 'The overlay\'s ``base_id``.',
+    'response.negotiation.base_image_id': (
+        'The base disk image the server would boot from (the ``imageRef`` of ``POST '
+        '/servers``), or ``null`` when the base is unknown or was not looked up.'),
+    'response.negotiation.flavor_id': (
+        'The flavor it would use (the one with the smallest disk, among those with exactly the '
+        'base\'s memory and vCPUs and room on a host), or ``null``.'),
+    'response.negotiation.estimated_seconds': (
+        'An estimate of the synthesis time on the compute host, from fetch to VM resumed '
+        '(scheduling and networking not included): the overlay\'s size over ``[cloudlet] '
+        'negotiate_link_mbps``, plus apply and restore times measured in '
+        '``doc/benchmarks.md``. ``null`` when not acceptable or the size is not known.'),
+    'response.negotiation.format_version': 'The overlay\'s format version.',
+    'response.negotiation.codec': (
+        'The overlay\'s codec (``auto`` for a header that names none: each segment names '
+        'its own).'),
 }
 
 

@@ -9,8 +9,8 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 VENV=${CLOUDLET_VENV:-/opt/openstack-cloudlet/venv}
 cd "$here" || exit 1
 
-py=(cloudlet_engine cloudlet_glance cloudlet_nova cloudlet_cmd api_extensions cloudlet_osc nova bench tools tests
-    setup.py doc api-ref releasenotes)
+py=(cloudlet_engine cloudlet_glance cloudlet_nova cloudlet_cmd api_extensions cloudlet_osc cloudlet_client nova bench
+    tools tests examples setup.py doc api-ref releasenotes)
 # devstack/ holds shell only today; its Python too, once there is some.
 if [ -n "$(find devstack -name '*.py' -print -quit)" ]; then
   py+=(devstack)

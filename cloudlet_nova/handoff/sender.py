@@ -313,6 +313,10 @@ class Handoff:
             'cloudlet-handoff-%s' % self.handoff_id, base.base_id, base.name, self.handoff_id)
         self.record.update(residue_image_id=self.residue_image_id)
         metadata = {props.META_OVERLAY_ID: self.residue_image_id, HANDOFF_ID: self.handoff_id}
+        lease_seconds = (self.instance.metadata or {}).get(props.META_LEASE_SECONDS)
+        if lease_seconds:
+            # The lease goes along: the destination's API starts it afresh (its own bounds).
+            metadata[props.META_LEASE_SECONDS] = lease_seconds
         self.server_id = self.destination.create_server(
             self.request['name'], base_image['id'], flavor['id'], metadata,
             networks=self._destination_networks(options.destination_networks))

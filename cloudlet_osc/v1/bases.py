@@ -12,6 +12,7 @@ import os
 import urllib.parse
 
 from osc_lib.cli import format_columns
+from osc_lib.cli import parseractions
 from osc_lib.command import command
 from osc_lib import exceptions
 
@@ -190,6 +191,35 @@ class ListBase(command.Lister):
         columns = ('id', 'name', 'base_id', 'memory_mb', 'vcpus', 'disk_size', 'status', 'visibility')
         headers = ('ID', 'Name', 'Base ID', 'Memory (MB)', 'vCPUs', 'Disk Size', 'Status', 'Visibility')
         return headers, [tuple(row[c] for c in columns) for row in rows]
+
+
+class CreateBase(command.ShowOne):
+    _description = ("Capture a running server as a new base VM (its disk and memory; the server keeps "
+                    "running)")
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument('server', metavar='<server>', help='Server to capture (name or ID)')
+        parser.add_argument('--name', metavar='<name>', required=True, help='Name of the base (disk image)')
+        parser.add_argument('--property', metavar='<key=value>', dest='properties',
+                            action=parseractions.KeyValueAction,
+                            help='Image property of the base disk image (repeat for more; cloudlet_* '
+                                 'keys are reserved)')
+        wait.add_arguments(parser, 'the base is complete (its disk image active), then show it',
+                           common.CAPTURE_TIMEOUT)
+        return parser
+
+    @one_line_errors
+    def take_action(self, parsed_args):
+        cloudlet = common.client(self)
+        server = cloudlet.find_server(parsed_args.server)
+        image_id = cloudlet.create_base(server['id'], parsed_args.name, metadata=parsed_args.properties)
+        if not parsed_args.wait:
+            return show_base(cloudlet.images, cloudlet.images.get(image_id))
+        # The compute host uploads the companions first and the disk last: an active disk image is a
+        # complete base.
+        return show_base(cloudlet.images, common.wait_for_capture(cloudlet, image_id, server['id'],
+                                                                  'base disk image', parsed_args.timeout))
 
 
 class ShowBase(command.ShowOne):

@@ -1,10 +1,16 @@
-"""Pieces the command modules share: the client, visibility options, deleting many."""
+"""Pieces the command modules share: the client, visibility options, deleting many, waiting for a capture."""
 
 import logging
 
 from osc_lib import exceptions
 
+from cloudlet_glance import errors as glance_errors
+from cloudlet_osc import wait
+
 LOG = logging.getLogger(__name__)
+CAPTURE_TIMEOUT = 1800
+# Glance states after which an image will never become active.
+DEAD_STATUSES = ('killed', 'deleted', 'pending_delete')
 
 
 def client(command):
@@ -41,3 +47,24 @@ def delete_each(kind, refs, delete):
             LOG.error("Failed to delete %s with name or ID '%s': %s", kind, ref, exc)
     if failed:
         raise exceptions.CommandError('Failed to delete %d of %d %ss.' % (failed, len(refs), kind))
+
+
+def wait_for_capture(cloudlet, image_id, server_id, what, timeout):
+    """The image a capture action (create-overlay, create-base) fills, once active.
+
+    CommandError when the capture failed: nova deletes the image of a failed
+    capture, or the image ends in a dead state.
+    """
+    def fetch():
+        try:
+            return cloudlet.images.get(image_id)
+        except glance_errors.ImageNotFound:
+            raise exceptions.CommandError(
+                '%s %s is gone: capturing server %s failed (openstack server event list %s shows the '
+                'createImage action)' % (what, image_id, server_id, server_id))
+    image = wait.until(fetch, lambda i: i.get('status') == 'active' or i.get('status') in DEAD_STATUSES,
+                       timeout, '%s %s' % (what, image_id))
+    if image.get('status') != 'active':
+        raise exceptions.CommandError('%s %s is %s: capturing server %s failed'
+                                      % (what, image_id, image.get('status'), server_id))
+    return image

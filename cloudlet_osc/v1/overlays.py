@@ -13,7 +13,6 @@ from osc_lib.cli import parseractions
 from osc_lib.command import command
 from osc_lib import exceptions
 
-from cloudlet_glance import errors as glance_errors
 from cloudlet_glance import model
 from cloudlet_glance import properties as props
 from cloudlet_osc.errors import one_line_errors
@@ -24,9 +23,7 @@ from cloudlet_osc import wait
 OVERLAY_COLUMNS = ('id', 'name', 'base_id', 'base_name', 'status', 'size', 'codec', 'visibility',
                    'owner', 'created_at')
 CODECS = ('zstd', 'xz')            # api_extensions.schemas.CODECS: what the action accepts
-CAPTURE_TIMEOUT = 1800
-# Glance states after which an image will never become active.
-DEAD_STATUSES = ('killed', 'deleted', 'pending_delete')
+CAPTURE_TIMEOUT = common.CAPTURE_TIMEOUT
 
 
 def show_overlay(image):
@@ -69,21 +66,8 @@ class CreateOverlay(command.ShowOne):
                                            metadata=parsed_args.properties, codec=parsed_args.codec)
         if not parsed_args.wait:
             return show_overlay(cloudlet.images.get(image_id))
-
-        def fetch():
-            try:
-                return cloudlet.images.get(image_id)
-            except glance_errors.ImageNotFound:
-                # nova deletes the image of a capture that failed.
-                raise exceptions.CommandError(
-                    'overlay image %s is gone: capturing server %s failed (openstack server event '
-                    'list %s shows the createImage action)' % (image_id, server['id'], server['id']))
-        image = wait.until(fetch, lambda i: i.get('status') == 'active' or i.get('status') in DEAD_STATUSES,
-                           parsed_args.timeout, 'overlay image %s' % image_id)
-        if image.get('status') != 'active':
-            raise exceptions.CommandError('overlay image %s is %s: capturing server %s failed'
-                                          % (image_id, image.get('status'), server['id']))
-        return show_overlay(image)
+        return show_overlay(common.wait_for_capture(cloudlet, image_id, server['id'], 'overlay image',
+                                                    parsed_args.timeout))
 
 
 class ListOverlay(command.Lister):

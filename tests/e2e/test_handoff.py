@@ -17,6 +17,7 @@ from cloudlet_box import cloud
 from cloudlet_box import guest_app
 from cloudlet_box import handoff_scene
 from cloudlet_box import layout
+from cloudlet_glance import properties as props
 
 RAM, DISK = 'e2e-ho-ram', 'e2e-ho-disk'
 LOGS = pathlib.Path('/var/log/openstack-cloudlet')
@@ -27,8 +28,8 @@ def shared_base(box, box2, demo, box2_demo, tmp_path_factory):
     return handoff_scene.shared_base(demo, box2_demo, tmp_path_factory.mktemp('handoff'))
 
 
-def _source(demo, shared_base, name):
-    server_id, state = handoff_scene.app_server(demo, shared_base, name, RAM, DISK)
+def _source(demo, shared_base, name, metadata=None):
+    server_id, state = handoff_scene.app_server(demo, shared_base, name, RAM, DISK, metadata)
     return server_id, state
 
 
@@ -55,7 +56,8 @@ def _dest_leftovers(box2_demo, handoff_id):
 @pytest.fixture(scope='module')
 def moved(box, box2, demo, demo_cli, box2_demo, wan, shared_base):
     """A handoff that works, through the CLI: (CLI output, source state, destination server, wire bytes)."""
-    server_id, state = _source(demo, shared_base, 'e2e-ho-src')
+    # A leased server: the lease goes along (a fresh one on box2).
+    server_id, state = _source(demo, shared_base, 'e2e-ho-src', {props.META_LEASE_SECONDS: '600'})
     source_address = guest_app.floating_ip(demo, server_id)
     try:
         wan.reset_counters()
@@ -89,6 +91,9 @@ def test_handoff_moves_the_running_server(moved, demo, box2_demo):
     assert record.get('downtime_seconds') is not None
     # The residue image on box2 is cleaned up once the server runs.
     assert not handoff_scene.residue_images(box2_demo, result['handoff_id'])
+    # The lease came along, started afresh by box2's API.
+    assert server.metadata[props.META_LEASE_SECONDS] == '600'
+    assert props.META_LEASE_EXPIRES_AT in server.metadata
 
 
 def test_handoff_moves_the_address_too(moved, demo, box2_demo):

@@ -15,7 +15,9 @@ LAYERS = {
     'cloudlet_glance': {'cloudlet_engine'},
     'cloudlet_nova': {'cloudlet_engine', 'cloudlet_glance'},
     'api_extensions': {'cloudlet_engine', 'cloudlet_glance', 'cloudlet_nova'},
-    'cloudlet_osc': {'cloudlet_engine', 'cloudlet_glance', 'cloudlet_nova'},
+    # the client library for mobile back ends: openstacksdk, keystoneauth1, zeroconf, no nova
+    'cloudlet_client': {'cloudlet_engine', 'cloudlet_glance'},
+    'cloudlet_osc': {'cloudlet_engine', 'cloudlet_glance', 'cloudlet_nova', 'cloudlet_client'},
     'cloudlet_cmd': {'cloudlet_engine', 'cloudlet_glance', 'cloudlet_nova', 'api_extensions'},
 }
 

@@ -5,6 +5,7 @@ Every step is idempotent: a second `up` on a running box only checks, and an
 """
 
 import contextlib
+import hashlib
 import subprocess
 import sys
 import time
@@ -134,10 +135,35 @@ def wait_for_compute(box, log_start, timeout=180):
          'cell_v2', 'discover_hosts'])
 
 
+def installed_code():
+    """A digest of the installed openstack-cloudlet: pip's RECORD lists every file's hash."""
+    records = sorted(layout.VENV.glob('lib/python3*/site-packages/openstack_cloudlet-*.dist-info/RECORD'))
+    return hashlib.sha256(b''.join(path.read_bytes() for path in records)).hexdigest()
+
+
+def restart_if_reinstalled(box):
+    """Stop the daemons started before the project was reinstalled: they run the old code.
+
+    The steps of `up` start them again; `up` is otherwise a check on a running box.
+    """
+    stamp = box.run / 'installed-code'
+    code = installed_code()
+    if (stamp.read_text() if stamp.exists() else None) != code:
+        running = [name for name in services.all_services(box)
+                   if processes.pid_of(box.run / (name + '.pid'))]
+        if running:
+            print('[box] openstack-cloudlet was reinstalled since its daemons started: restarting them',
+                  flush=True)
+            for name in reversed(running):
+                processes.stop(name, box.run, grace=15)
+    return lambda: stamp.write_text(code)
+
+
 def up(box, timings):
     for path in (box.etc, box.logs, box.run):
         path.mkdir(parents=True, exist_ok=True)
     layout.record(box)
+    record_code = restart_if_reinstalled(box)
     with timings.step('MariaDB, RabbitMQ, libvirtd' + (' (the box\'s own)' if box.remote else '')):
         infra.start_mariadb()
         infra.create_databases(box)
@@ -160,6 +186,7 @@ def up(box, timings):
         configs.placement(box)
         configs.neutron(box)
         configs.nova(box)
+        configs.cloudlet_services(box)
         configure_cloudlet(box)
     with timings.step('database schemas (glance, placement, neutron, nova)'):
         sync_databases(box)
@@ -186,10 +213,13 @@ def up(box, timings):
         compute_log_start = processes.log_size(box.logs / 'nova-compute.log')
         start_services(box, list(services.nova_services(box).values()))
         wait_for_compute(box, compute_log_start)
+    with timings.step('cloudlet-reaper, cloudlet-advertise'):
+        start_services(box, list(services.cloudlet_services(box).values()))
     with timings.step('flavors, guest image, clouds.yaml'):
         resources.populate(box)
     with timings.step('networks: public, private and router per project'):
         network.populate(box)
+    record_code()
 
 
 def main_up(box):

@@ -14,6 +14,7 @@ box's own libvirtd.
 
 import shutil
 
+from cloudlet_box import identity
 from cloudlet_box import layout
 from cloudlet_cmd import inifile
 from cloudlet_engine import atomic
@@ -218,6 +219,48 @@ def _nova_common(box):
     return sections
 
 
+# A test cloud: short leases and a short grace, so that the e2e tier sees a
+# server reaped within a minute (the defaults: 30 s at least, 45 s of grace).
+LEASES = {'min_seconds': '10', 'max_seconds': '86400', 'grace_seconds': '15', 'reap_interval': '2'}
+
+
+def cloudlet_services(box):
+    """The configuration of openstack-cloudlet's own services.
+
+    cloudlet-reaper acts as nova's service user (it lists and deletes every
+    project's servers).
+    """
+    etc = box.etc / 'nova'
+    reaper = dict(LEASES, **internal(box, service_auth(box, 'nova')))
+    write_ini(etc / 'cloudlet-reaper.conf', {'cloudlet_lease': reaper})
+    write_ini(etc / 'cloudlet-advertise.conf', {'cloudlet_discovery': advertiser(box)})
+    return etc
+
+
+def advertiser(box):
+    """[cloudlet_discovery] of cloudlet-advertise: the box by DNS-SD, as `<box name>._cloudlet._tcp`.
+
+    It reads Placement, Glance and nova-api as nova's service user. The first
+    box advertises on loopback, where its endpoints are. A remote box's
+    advertiser runs inside its WAN path's namespace (services.cloudlet_services),
+    so that its multicast reaches this host over the veth, as a cloudlet's on
+    the link would; it advertises the public Keystone URL (through the relay)
+    but reads the APIs at the veth's root end, where they listen too: not
+    through the relay, whose byte counters and cuts belong to the tests.
+    """
+    section = service_auth(box, 'nova')
+    del section['region_name']          # [cloudlet_discovery] region says it
+    section.update(instance_name=box.name, keystone_url=box.public_keystone_url, region=box.region,
+                   addresses='127.0.0.1', refresh_interval='5')
+    if box.remote:
+        direct = 'http://%s:%d'
+        overrides = ['%s:%s%s' % (service_type, direct % (box.wan.host_address, box.port(api)), path)
+                     for _, service_type, api, path in identity.SERVICES if service_type != 'network']
+        section.update(auth_url=direct % (box.wan.host_address, box.port('keystone')) + '/v3',
+                       addresses=box.wan.address, endpoint_overrides=','.join(overrides))
+    return section
+
+
 def nova(box):
     """nova.conf (API, conductor, scheduler) and nova-cpu.conf (compute), as devstack splits them."""
     etc = box.etc / 'nova'
@@ -236,6 +279,7 @@ def nova(box):
         'scheduler': {'workers': '1', 'discover_hosts_in_cells_interval': '-1', 'max_attempts': '1'},
         'api': {'auth_strategy': 'keystone'},
     })
+    api_conf['cloudlet_lease'] = LEASES
     write_ini(etc / 'nova.conf', api_conf)
     write_ini(etc / 'nova-metadata.conf', {'DEFAULT': {'log_file': box.logs / 'nova-metadata-app.log'}})
     cpu_conf = _nova_common(box)

@@ -85,9 +85,9 @@ def shared_base(src_conn, dst_conn, work, name=BASE_NAME, log=print):
     return SharedBase(found[props.BASE_ID], found['id'], there['id'])
 
 
-def app_server(conn, base, name, ram, disk):
+def app_server(conn, base, name, ram, disk, metadata=None):
     """A server resumed from the shared base on box, app installed, state set; (id, app state)."""
-    server_id = cloud.create_server(conn, name, base.source_disk_id)
+    server_id = cloud.create_server(conn, name, base.source_disk_id, metadata=metadata)
     server = cloud.wait_server(conn, server_id)
     if server.status != 'ACTIVE':
         raise cloud.CloudError('server %s: %s' % (name, server.fault))

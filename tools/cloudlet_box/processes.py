@@ -49,9 +49,11 @@ def start(name, argv, run_dir, log_dir, env=None):
     run_dir.mkdir(parents=True, exist_ok=True)
     log_dir.mkdir(parents=True, exist_ok=True)
     with open(log_dir / (name + '.log'), 'ab') as log:
+        # cwd /: a daemon (and what it spawns: haproxy, dnsmasq) must not keep
+        # the caller's directory, a checkout that may be deleted under it.
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                    env=dict(os.environ, **(env or {})), start_new_session=True,
-                                   close_fds=True)
+                                   close_fds=True, cwd='/')
     pidfile.write_text('%d\n' % process.pid)
     return process.pid
 

@@ -109,6 +109,20 @@ def nova_services(box):
     }
 
 
+def cloudlet_services(box):
+    """openstack-cloudlet's own services beside nova (configs.cloudlet_services writes their files)."""
+    reaper = (str(layout.VENV / 'bin' / 'cloudlet-reaper'), '--config-file',
+              str(box.etc / 'nova' / 'cloudlet-reaper.conf'), '--log-file', str(box.logs / 'cloudlet-reaper.log'))
+    advertise = (str(layout.VENV / 'bin' / 'cloudlet-advertise'), '--config-file',
+                 str(box.etc / 'nova' / 'cloudlet-advertise.conf'), '--log-file',
+                 str(box.logs / 'cloudlet-advertise.log'))
+    if box.remote:
+        # In the WAN path's namespace: its multicast crosses the veth (configs.advertiser).
+        advertise = ('ip', 'netns', 'exec', box.wan.namespace) + advertise
+    return {'cloudlet-reaper': Service('cloudlet-reaper', reaper, {}),
+            'cloudlet-advertise': Service('cloudlet-advertise', advertise, {})}
+
+
 def all_services(box):
     """In start order (stop goes the other way)."""
-    return {**api_services(box), **neutron_services(box), **nova_services(box)}
+    return {**api_services(box), **neutron_services(box), **nova_services(box), **cloudlet_services(box)}

@@ -13,12 +13,14 @@ class DiscoveryTest(base.CloudletAPITestBase):
         resp = self.api.api_get('/os-cloudlet')
         self.assertEqual(200, resp.status)
         doc = resp.body['cloudlet']
-        self.assertEqual('1.1', doc['version'])
+        self.assertEqual('1.2', doc['version'])
         self.assertEqual('1.0', doc['min_version'])
-        self.assertEqual(['cloudlet-create-base', 'cloudlet-create-overlay', 'cloudlet-handoff'],
-                         doc['actions'])
+        self.assertEqual(['cloudlet-create-base', 'cloudlet-create-overlay', 'cloudlet-handoff',
+                          'cloudlet-heartbeat'], doc['actions'])
         self.assertEqual({'cloudlet-base': 'cloudlet-create-base'}, doc['action_aliases'])
-        self.assertEqual(['overlay_url', 'cloudlet_overlay_id'], doc['server_metadata_keys'])
+        self.assertEqual(['overlay_url', 'cloudlet_overlay_id', 'cloudlet_lease_seconds'],
+                         doc['server_metadata_keys'])
+        self.assertEqual({'min_seconds': 30, 'max_seconds': 86400, 'grace_seconds': 45}, doc['lease'])
         for key in (properties.CLOUDLET_TYPE, properties.BASE_ID, 'cloudlet_base_memory',
                     'cloudlet_codec', properties.TRAIT_PROPERTY):
             self.assertIn(key, doc['image_property_keys'])
@@ -32,6 +34,7 @@ class DiscoveryTest(base.CloudletAPITestBase):
         links = {link['rel']: link['href'] for link in doc['links']}
         self.assertTrue(links['self'].endswith('/v2.1/os-cloudlet'), links)
         self.assertTrue(links['bases'].endswith('/v2.1/os-cloudlet/bases'), links)
+        self.assertTrue(links['negotiate'].endswith('/v2.1/os-cloudlet/negotiate'), links)
 
     def test_handoff_destinations_by_name_only(self):
         self.flags(destinations={'edge-b': 'https://edge-b.internal:5000/v3',

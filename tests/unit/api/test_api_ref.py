@@ -28,11 +28,17 @@ SAMPLES = {
     'server-action-create-overlay-resp.json': schemas.capture_response,
     'server-action-handoff-req.json': schemas.handoff,
     'server-action-handoff-resp.json': schemas.handoff_response,
+    'server-action-heartbeat-req.json': schemas.heartbeat,
+    'server-action-heartbeat-resp.json': schemas.heartbeat_response,
     'cloudlet-discovery-resp.json': schemas.discovery_response,
     'base-import-req.json': schemas.base_import,
     'base-import-resp.json': schemas.base_import_response,
     'base-list-resp.json': schemas.base_list_response,
     'base-show-resp.json': schemas.base_show_response,
+    'negotiate-req.json': schemas.negotiate,
+    'negotiate-url-req.json': schemas.negotiate,
+    'negotiate-resp.json': schemas.negotiate_response,
+    'negotiate-refused-resp.json': schemas.negotiate_response,
 }
 
 

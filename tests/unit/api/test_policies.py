@@ -52,7 +52,8 @@ def test_rules_are_documented_and_project_scoped():
 
 
 @pytest.mark.parametrize('rule', [policies.CREATE_BASE, policies.CREATE_OVERLAY,
-                                  policies.HANDOFF, policies.BASE_IMPORT, policies.BASE_DELETE])
+                                  policies.HANDOFF, policies.BASE_IMPORT, policies.BASE_DELETE,
+                                  policies.NEGOTIATE])
 def test_member_rules(rule):
     target = {'project_id': PROJECT}
     assert policy.authorize(ctx(['reader', 'member']), rule, target)

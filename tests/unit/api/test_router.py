@@ -38,7 +38,8 @@ class RouterTest(test.NoDBTestCase):
                  for r in app.map.matchlist}
         for path, method in (('/os-cloudlet', 'GET'), ('/os-cloudlet/bases', 'GET'),
                              ('/os-cloudlet/bases', 'POST'), ('/os-cloudlet/bases/{id}', 'GET'),
-                             ('/os-cloudlet/bases/{id}', 'DELETE')):
+                             ('/os-cloudlet/bases/{id}', 'DELETE'),
+                             ('/os-cloudlet/negotiate', 'POST')):
             self.assertIn((path, (method,)), paths)
 
     def test_incompatible_nova_fails_loudly(self):

@@ -36,6 +36,13 @@ function is_service_enabled {
     return 1
 }
 
+# functions-common: services run as processes of their own (systemd units in devstack).
+function run_process { fake_record run_process "$@"; }
+function stop_process { fake_record stop_process "$@"; }
+
+# inc/ini-config
+function iniset { fake_record iniset "$@"; }
+
 # inc/python
 function get_python_exec_prefix { echo "$FAKE_BIN_DIR"; }
 # Like pip, installing a directory that holds nova/virt/cloudlet copies that

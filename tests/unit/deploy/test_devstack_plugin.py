@@ -49,6 +49,13 @@ class FakeDevstack:
             'NOVA_DIR': str(root / 'opt-stack' / 'nova'),
             'NOVA_INSTANCES_PATH': str(root / 'opt-stack' / 'data' / 'nova' / 'instances'),
             'NOVA_CONF': '/etc/nova/nova.conf',
+            'NOVA_CONF_DIR': '/etc/nova',
+            'KEYSTONE_SERVICE_URI': 'http://10.0.0.5/identity',
+            'REGION_NAME': 'RegionOne',
+            'HOST_IP': '10.0.0.5',
+            'SERVICE_PASSWORD': 'service-secret',
+            'SERVICE_DOMAIN_NAME': 'Default',
+            'SERVICE_PROJECT_NAME': 'service',
             'NOVA_CPU_CONF': '/etc/nova/nova-cpu.conf',
             'NOVA_API_PASTE_INI': '/etc/nova/api-paste.ini',
             'VIRT_DRIVER': 'libvirt',
@@ -145,7 +152,7 @@ def test_install_is_a_non_editable_pip_install_without_nova_pin(devstack):
     run_ok(devstack, 'stack', 'install')
     installs = devstack.calls('pip_install')
     assert installs == [['pip_install', '--no-deps', str(devstack.cloudlet_dir)],
-                        ['pip_install', 'zstandard']]
+                        ['pip_install', 'zstandard', 'zeroconf']]
     assert not any('-e' in call or '--editable' in call for call in installs)
 
 
@@ -244,11 +251,65 @@ def test_extra_imports_only_where_nova_api_runs(devstack):
     assert devstack.calls('openstack') == []
 
 
+# --------------------------------------------------------------------------- cloudlet-advertise
+
+def _ini(devstack):
+    """The iniset calls, as {file: {section: {option: value}}}."""
+    files = {}
+    for _, path, section, option, value in devstack.calls('iniset'):
+        files.setdefault(path, {}).setdefault(section, {})[option] = value
+    return files
+
+
+def test_post_config_writes_the_advertiser_s_file(devstack):
+    run_ok(devstack, 'stack', 'post-config')
+    assert _ini(devstack) == {'/etc/nova/cloudlet-advertise.conf': {'cloudlet_discovery': {
+        'keystone_url': 'http://10.0.0.5/identity/v3', 'region': 'RegionOne', 'addresses': '10.0.0.5',
+        'refresh_interval': '10', 'auth_type': 'password', 'auth_url': 'http://10.0.0.5/identity',
+        'username': 'nova', 'password': 'service-secret', 'user_domain_name': 'Default',
+        'project_name': 'service', 'project_domain_name': 'Default'}}}
+    # Its own file: nothing of it in nova's.
+    assert not any(call[1] == '/etc/nova/nova.conf' for call in devstack.calls('iniset'))
+
+
+def test_advertiser_settings_from_local_conf(devstack):
+    run_ok(devstack, 'stack', 'post-config', before_settings='\n'.join([
+        'CLOUDLET_ADVERTISE_NAME=edge-7', 'CLOUDLET_ADVERTISE_ADDRESSES=', 'CLOUDLET_ADVERTISE_INTERVAL=3',
+        'CLOUDLET_ADVERTISE_CONF=/etc/cloudlet/advertise.conf']))
+    section = _ini(devstack)['/etc/cloudlet/advertise.conf']['cloudlet_discovery']
+    # An empty address list (set, but empty): every address of the host.
+    assert (section['instance_name'], section['addresses'], section['refresh_interval']) == ('edge-7', '', '3')
+
+
+def test_extra_starts_the_advertiser_as_its_own_process(devstack):
+    run_ok(devstack, 'stack', 'extra')
+    assert devstack.calls('run_process') == [
+        ['run_process', 'cloudlet-advertise',
+         '%s/cloudlet-advertise --config-file /etc/nova/cloudlet-advertise.conf' % devstack.bin]]
+
+
+@pytest.mark.parametrize('services, local_conf', [
+    ('n-cpu,placement-client', ''),                      # a compute host
+    # local.conf: enable_plugin ..., then disable_service cloudlet-advertise.
+    (None, 'ENABLED_SERVICES=${ENABLED_SERVICES//,cloudlet-advertise/}'),
+])
+def test_no_advertiser_without_nova_api_or_when_disabled(devstack, services, local_conf):
+    devstack.env['ENABLED_SERVICES'] = services or devstack.env['ENABLED_SERVICES']
+    for phase in (('stack', 'post-config'), ('stack', 'extra'), ('unstack',)):
+        run_ok(devstack, *phase, after_settings=local_conf)
+        assert devstack.calls('iniset') == devstack.calls('run_process') == devstack.calls('stop_process') == []
+
+
 # --------------------------------------------------------------------------- unstack, clean, disabled
 
-def test_unstack_does_nothing(devstack):
+def test_unstack_stops_only_the_advertiser(devstack):
     run_ok(devstack, 'unstack')
-    assert [call[0] for call in devstack.calls()] == ['define_plugin', 'enable_service']
+    assert [call[0] for call in devstack.calls()] == ['define_plugin', 'enable_service', 'enable_service',
+                                                      'stop_process']
+    assert devstack.calls('stop_process') == [['stop_process', 'cloudlet-advertise']]
+    devstack.env['ENABLED_SERVICES'] = 'n-cpu'       # a compute host: no advertiser there
+    run_ok(devstack, 'unstack')
+    assert devstack.calls('stop_process') == []
 
 
 def test_clean_removes_the_state_dirs(devstack):
@@ -268,7 +329,7 @@ def test_nothing_runs_with_the_service_disabled(devstack, phase):
     # local.conf: enable_plugin ... then disable_service cloudlet (after the settings enabled it).
     run_ok(devstack, *phase, before_settings='CLOUDLET_BASE_PACKAGE=/srv/base.zip',
            after_settings='ENABLED_SERVICES=${ENABLED_SERVICES//,cloudlet/}')
-    assert [call[0] for call in devstack.calls()] == ['define_plugin', 'enable_service']
+    assert [call[0] for call in devstack.calls()] == ['define_plugin', 'enable_service', 'enable_service']
 
 
 def test_the_plugin_restores_the_callers_xtrace(devstack):

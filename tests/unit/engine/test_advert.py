@@ -42,6 +42,14 @@ def test_every_entry_and_the_record_fit_dns_sd():
     ({'vcpus': '9' * 40}, 'not a count'),
     ({'region': b'\xff\xfe'}, 'not UTF-8'),
     ({'junk': 'x' * 20000}, 'TXT record of'),
+    # Each of these escaped as a plain ValueError, or was accepted (a trailing newline matched `$`).
+    ({'keystone': 'http://[::1'}, 'not an http'),
+    ({'keystone': 'http://k.test:5000/v3\n'}, 'not an http'),
+    ({'ram_mb': '\u00b2'}, 'not a count'),
+    ({'vcpus': '\u0663'}, 'not a count'),
+    ({'region': 'RegionOne\n'}, 'not a region'),
+    ({'api': '1.2\n'}, 'not a version'),
+    ({'bases': 'abababababab\n'}, 'short base ids'),
 ])
 def test_hostile_or_unknown_records_are_refused_with_a_reason(change, why):
     txt = wire(advert.encode(SAMPLE))

@@ -358,6 +358,15 @@ class SenderTestCase(test.NoDBTestCase):
 
 class SuccessTest(SenderTestCase):
 
+    def test_a_leased_server_keeps_its_lease_on_the_destination(self):
+        self.instance.metadata = {props.META_LEASE_SECONDS: '120',
+                                  props.META_LEASE_EXPIRES_AT: '2026-12-02T12:00:00Z'}
+        self.handoff().run()
+        [create] = [entry for entry in self.log if entry[0] == 'create_server']
+        # The length goes along; the destination's API starts the lease afresh.
+        self.assertEqual({'cloudlet_overlay_id': 'dest-residue-image', 'cloudlet_handoff_id': HANDOFF_ID,
+                          'cloudlet_lease_seconds': '120'}, create[4])
+
     def test_the_whole_handoff(self):
         self.handoff().run()
 

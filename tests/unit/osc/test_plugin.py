@@ -30,6 +30,8 @@ COMMANDS = {
     'cloudlet overlay download': command.Command, 'cloudlet overlay delete': command.Command,
     'cloudlet server synthesize': command.ShowOne, 'cloudlet server resume-base': command.ShowOne,
     'cloudlet server handoff': command.ShowOne,
+    'cloudlet server lease': command.ShowOne, 'cloudlet server heartbeat': command.ShowOne,
+    'cloudlet base create': command.ShowOne, 'cloudlet discover': command.Lister,
 }
 IMPORT_ID = '0c3f3b44-7b83-4f4e-9d6e-7d3b9a1e2f10'
 URL = 'https://packages.example/demo-base.zip'
