@@ -95,6 +95,24 @@ function _cloudlet_advertises {
     is_service_enabled cloudlet-advertise && is_service_enabled n-api
 }
 
+# So does cloudlet-reaper (one per cloud: it reaps every project's leased servers).
+function _cloudlet_reaps {
+    is_service_enabled cloudlet-reaper && is_service_enabled n-api
+}
+
+# Writes nova's service user into section $2 of file $1: how our services
+# reach the OpenStack APIs (keystoneauth options).
+function _cloudlet_service_user {
+    local conf=$1 section=$2
+    iniset "$conf" "$section" auth_type password
+    iniset "$conf" "$section" auth_url "$KEYSTONE_SERVICE_URI"
+    iniset "$conf" "$section" username nova
+    iniset "$conf" "$section" password "$SERVICE_PASSWORD"
+    iniset "$conf" "$section" user_domain_name "$SERVICE_DOMAIN_NAME"
+    iniset "$conf" "$section" project_name "$SERVICE_PROJECT_NAME"
+    iniset "$conf" "$section" project_domain_name "$SERVICE_DOMAIN_NAME"
+}
+
 # Writes cloudlet-advertise's file: what it advertises, and nova's service user
 # to read Placement (every resource provider), Glance and nova-api as.
 function configure_cloudlet_advertise {
@@ -106,13 +124,15 @@ function configure_cloudlet_advertise {
     iniset "$conf" $section region "$REGION_NAME"
     iniset "$conf" $section addresses "$CLOUDLET_ADVERTISE_ADDRESSES"
     iniset "$conf" $section refresh_interval "$CLOUDLET_ADVERTISE_INTERVAL"
-    iniset "$conf" $section auth_type password
-    iniset "$conf" $section auth_url "$KEYSTONE_SERVICE_URI"
-    iniset "$conf" $section username nova
-    iniset "$conf" $section password "$SERVICE_PASSWORD"
-    iniset "$conf" $section user_domain_name "$SERVICE_DOMAIN_NAME"
-    iniset "$conf" $section project_name "$SERVICE_PROJECT_NAME"
-    iniset "$conf" $section project_domain_name "$SERVICE_DOMAIN_NAME"
+    _cloudlet_service_user "$conf" $section
+}
+
+# Writes cloudlet-reaper's file: nova's service user, which may list and delete
+# every project's servers ([cloudlet_lease]; the lease bounds nova-api reads keep
+# their defaults in nova.conf).
+function configure_cloudlet_reaper {
+    _cloudlet_service_user "$CLOUDLET_REAPER_CONF" cloudlet_lease
+    iniset "$CLOUDLET_REAPER_CONF" cloudlet_lease region_name "$REGION_NAME"
 }
 
 # Starts cloudlet-advertise as a process of its own (Keystone, Placement, Glance
@@ -120,6 +140,12 @@ function configure_cloudlet_advertise {
 function start_cloudlet_advertise {
     run_process cloudlet-advertise \
         "$(get_python_exec_prefix)/cloudlet-advertise --config-file $CLOUDLET_ADVERTISE_CONF"
+}
+
+# Starts cloudlet-reaper as a process of its own (nova-api runs by now).
+function start_cloudlet_reaper {
+    run_process cloudlet-reaper \
+        "$(get_python_exec_prefix)/cloudlet-reaper --config-file $CLOUDLET_REAPER_CONF"
 }
 
 # Imports CLOUDLET_BASE_PACKAGE through the cloudlet API (nova-api runs by now).
@@ -160,9 +186,15 @@ if is_service_enabled cloudlet; then
         if _cloudlet_advertises; then
             configure_cloudlet_advertise
         fi
+        if _cloudlet_reaps; then
+            configure_cloudlet_reaper
+        fi
     elif [[ "$1" == "stack" && "$2" == "extra" ]]; then
         if _cloudlet_advertises; then
             start_cloudlet_advertise
+        fi
+        if _cloudlet_reaps; then
+            start_cloudlet_reaper
         fi
         import_cloudlet_base
     elif [[ "$1" == "stack" && "$2" == "test-config" ]]; then
@@ -172,9 +204,12 @@ if is_service_enabled cloudlet; then
 
     if [[ "$1" == "unstack" ]]; then
         # The driver lives in n-cpu, the API in n-api, which devstack stops;
-        # cloudlet-advertise is ours to stop (it withdraws the advert).
+        # cloudlet-advertise (it withdraws the advert) and cloudlet-reaper are ours to stop.
         if _cloudlet_advertises; then
             stop_process cloudlet-advertise
+        fi
+        if _cloudlet_reaps; then
+            stop_process cloudlet-reaper
         fi
     fi
 

@@ -104,3 +104,27 @@ def test_the_journey_hands_off_to_box2_and_keeps_the_lease(box2, demo, box2_demo
         session.release()
         if demo.compute.find_server(server_id) is not None:
             demo.compute.delete_server(server_id)
+
+
+def test_the_runnable_example_does_the_journey(box, base, app_overlay, demo):
+    """examples/mobile_backend.py, as README shows it, against the box.
+
+    Every step reported, exit 0, nothing left (it releases the server).
+    """
+    import subprocess
+    import sys
+
+    found = browse_until({box.name: lambda c: c.holds(base['base_id'])})
+    assert found
+    result = subprocess.run(
+        [sys.executable, 'examples/mobile_backend.py', app_overlay['image_id'], '--name', 'e2e-example',
+         '--cloud-for', '%s=box-demo' % box.region, '--lease', str(LEASE), '--heartbeats', '2',
+         '--heartbeat-interval', '2'],
+        capture_output=True, text=True, timeout=600)
+    print(result.stdout)
+    assert result.returncode == 0, result.stdout + result.stderr
+    steps = [line.split()[0] for line in result.stdout.splitlines() if line.strip()]
+    for step in ('discover', 'rank', 'negotiate', 'synthesize', 'active', 'reachable', 'heartbeats',
+                 'release', 'total'):
+        assert step in steps, (step, result.stdout)
+    assert not [s for s in demo.compute.servers() if s.name == 'e2e-example']

@@ -261,13 +261,18 @@ def _ini(devstack):
     return files
 
 
-def test_post_config_writes_the_advertiser_s_file(devstack):
+SERVICE_USER = {'auth_type': 'password', 'auth_url': 'http://10.0.0.5/identity', 'username': 'nova',
+                'password': 'service-secret', 'user_domain_name': 'Default', 'project_name': 'service',
+                'project_domain_name': 'Default'}
+
+
+def test_post_config_writes_the_advertiser_s_and_the_reaper_s_files(devstack):
     run_ok(devstack, 'stack', 'post-config')
-    assert _ini(devstack) == {'/etc/nova/cloudlet-advertise.conf': {'cloudlet_discovery': {
-        'keystone_url': 'http://10.0.0.5/identity/v3', 'region': 'RegionOne', 'addresses': '10.0.0.5',
-        'refresh_interval': '10', 'auth_type': 'password', 'auth_url': 'http://10.0.0.5/identity',
-        'username': 'nova', 'password': 'service-secret', 'user_domain_name': 'Default',
-        'project_name': 'service', 'project_domain_name': 'Default'}}}
+    assert _ini(devstack) == {
+        '/etc/nova/cloudlet-advertise.conf': {'cloudlet_discovery': dict(
+            SERVICE_USER, keystone_url='http://10.0.0.5/identity/v3', region='RegionOne',
+            addresses='10.0.0.5', refresh_interval='10')},
+        '/etc/nova/cloudlet-reaper.conf': {'cloudlet_lease': dict(SERVICE_USER, region_name='RegionOne')}}
     # Its own file: nothing of it in nova's.
     assert not any(call[1] == '/etc/nova/nova.conf' for call in devstack.calls('iniset'))
 
@@ -281,33 +286,44 @@ def test_advertiser_settings_from_local_conf(devstack):
     assert (section['instance_name'], section['addresses'], section['refresh_interval']) == ('edge-7', '', '3')
 
 
-def test_extra_starts_the_advertiser_as_its_own_process(devstack):
+def test_extra_starts_the_advertiser_and_the_reaper_as_processes_of_their_own(devstack):
     run_ok(devstack, 'stack', 'extra')
     assert devstack.calls('run_process') == [
         ['run_process', 'cloudlet-advertise',
-         '%s/cloudlet-advertise --config-file /etc/nova/cloudlet-advertise.conf' % devstack.bin]]
+         '%s/cloudlet-advertise --config-file /etc/nova/cloudlet-advertise.conf' % devstack.bin],
+        ['run_process', 'cloudlet-reaper',
+         '%s/cloudlet-reaper --config-file /etc/nova/cloudlet-reaper.conf' % devstack.bin]]
 
 
 @pytest.mark.parametrize('services, local_conf', [
     ('n-cpu,placement-client', ''),                      # a compute host
-    # local.conf: enable_plugin ..., then disable_service cloudlet-advertise.
-    (None, 'ENABLED_SERVICES=${ENABLED_SERVICES//,cloudlet-advertise/}'),
+    # local.conf: enable_plugin ..., then disable_service cloudlet-advertise and cloudlet-reaper.
+    (None, 'ENABLED_SERVICES=${ENABLED_SERVICES//,cloudlet-advertise/}\n'
+           'ENABLED_SERVICES=${ENABLED_SERVICES//,cloudlet-reaper/}'),
 ])
-def test_no_advertiser_without_nova_api_or_when_disabled(devstack, services, local_conf):
+def test_no_advertiser_nor_reaper_without_nova_api_or_when_disabled(devstack, services, local_conf):
     devstack.env['ENABLED_SERVICES'] = services or devstack.env['ENABLED_SERVICES']
     for phase in (('stack', 'post-config'), ('stack', 'extra'), ('unstack',)):
         run_ok(devstack, *phase, after_settings=local_conf)
         assert devstack.calls('iniset') == devstack.calls('run_process') == devstack.calls('stop_process') == []
 
 
+def test_the_reaper_alone_can_be_disabled(devstack):
+    for phase in (('stack', 'post-config'), ('stack', 'extra'), ('unstack',)):
+        run_ok(devstack, *phase, after_settings='ENABLED_SERVICES=${ENABLED_SERVICES//,cloudlet-reaper/}')
+        acted = str(devstack.calls('iniset') + devstack.calls('run_process') + devstack.calls('stop_process'))
+        assert 'cloudlet-reaper' not in acted and 'cloudlet-advertise' in acted
+
+
 # --------------------------------------------------------------------------- unstack, clean, disabled
 
-def test_unstack_stops_only_the_advertiser(devstack):
+def test_unstack_stops_only_the_advertiser_and_the_reaper(devstack):
     run_ok(devstack, 'unstack')
     assert [call[0] for call in devstack.calls()] == ['define_plugin', 'enable_service', 'enable_service',
-                                                      'stop_process']
-    assert devstack.calls('stop_process') == [['stop_process', 'cloudlet-advertise']]
-    devstack.env['ENABLED_SERVICES'] = 'n-cpu'       # a compute host: no advertiser there
+                                                      'enable_service', 'stop_process', 'stop_process']
+    assert devstack.calls('stop_process') == [['stop_process', 'cloudlet-advertise'],
+                                              ['stop_process', 'cloudlet-reaper']]
+    devstack.env['ENABLED_SERVICES'] = 'n-cpu'       # a compute host: neither runs there
     run_ok(devstack, 'unstack')
     assert devstack.calls('stop_process') == []
 
@@ -329,7 +345,8 @@ def test_nothing_runs_with_the_service_disabled(devstack, phase):
     # local.conf: enable_plugin ... then disable_service cloudlet (after the settings enabled it).
     run_ok(devstack, *phase, before_settings='CLOUDLET_BASE_PACKAGE=/srv/base.zip',
            after_settings='ENABLED_SERVICES=${ENABLED_SERVICES//,cloudlet/}')
-    assert [call[0] for call in devstack.calls()] == ['define_plugin', 'enable_service', 'enable_service']
+    assert [call[0] for call in devstack.calls()] == ['define_plugin', 'enable_service', 'enable_service',
+                                                      'enable_service']
 
 
 def test_the_plugin_restores_the_callers_xtrace(devstack):
