@@ -17,6 +17,8 @@ import uuid
 from keystoneauth1 import adapter
 from osc_lib import exceptions
 
+from cloudlet_client import cloud
+
 # >= 2.37 for "networks": "none"/"auto"; >= 2.47 embeds the flavor in a
 # server (its name shows without another call). nova 34 serves 2.1 to 2.104.
 COMPUTE_MICROVERSION = '2.96'
@@ -35,21 +37,7 @@ _HTTP_ERRORS = {cls.http_status: cls for cls in (
 def http_error(response):
     """The osc-lib exception for a failed response, with the service's own message."""
     cls = _HTTP_ERRORS.get(response.status_code, exceptions.ClientException)
-    return cls(response.status_code, _message(response))
-
-
-def _message(response):
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    # nova's faults: {"itemNotFound": {"code": 404, "message": "..."}}
-    if isinstance(body, dict) and len(body) == 1:
-        fault = next(iter(body.values()))
-        if isinstance(fault, dict) and fault.get('message'):
-            return str(fault['message'])
-    text = ' '.join((response.text or '').split())[:300]
-    return text or response.reason or 'HTTP %d' % response.status_code
+    return cls(response.status_code, cloud.message_of(response))
 
 
 def is_uuid(value):

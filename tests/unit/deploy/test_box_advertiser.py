@@ -6,7 +6,6 @@ import pathlib
 import sys
 
 from oslo_config import cfg
-import pytest
 
 from cloudlet_cmd import advertise
 from cloudlet_nova import conf as cloudlet_conf
@@ -20,15 +19,6 @@ from cloudlet_box import layout  # noqa: E402
 from cloudlet_box import processes  # noqa: E402
 from cloudlet_box import services  # noqa: E402
 from cloudlet_box import wan  # noqa: E402
-
-
-@pytest.fixture
-def box_roots(tmp_path, monkeypatch):
-    """Boxes keep their files under tmp_path instead of /var/lib, /var/log, /run."""
-    monkeypatch.setattr(layout.Box, 'root', property(lambda self: tmp_path / 'lib' / self.name))
-    monkeypatch.setattr(layout.Box, 'logs', property(lambda self: tmp_path / 'log' / self.name))
-    monkeypatch.setattr(layout.Box, 'run', property(lambda self: tmp_path / 'run' / self.name))
-    return tmp_path
 
 
 def advertiser_conf(box):

@@ -21,15 +21,6 @@ BOX = layout.Box('box')
 BOX2 = layout.BOX2
 
 
-@pytest.fixture
-def box_roots(tmp_path, monkeypatch):
-    """Boxes keep their files under tmp_path instead of /var/lib, /var/log, /run."""
-    monkeypatch.setattr(layout.Box, 'root', property(lambda self: tmp_path / 'lib' / self.name))
-    monkeypatch.setattr(layout.Box, 'logs', property(lambda self: tmp_path / 'log' / self.name))
-    monkeypatch.setattr(layout.Box, 'run', property(lambda self: tmp_path / 'run' / self.name))
-    return tmp_path
-
-
 def read_ini(path):
     parser = configparser.RawConfigParser(interpolation=None)
     parser.read(path)
