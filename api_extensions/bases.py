@@ -32,7 +32,9 @@ from api_extensions import policies
 from api_extensions import policy
 from api_extensions import records as records_mod
 from api_extensions import schemas
+from cloudlet_engine import outbound as engine_outbound
 from cloudlet_engine import urls
+from cloudlet_nova import outbound
 
 CONF = nova.conf.CONF
 LOG = logging.getLogger(__name__)
@@ -177,15 +179,17 @@ class BaseImporter:
             store.remove_files(record_id)
 
     def _download(self, store, record_id, url, path):
-        # Checked again here: the configuration may have changed since the request.
-        urls.check_url(url, CONF.cloudlet.overlay_url_schemes, CONF.cloudlet.overlay_url_allowed_hosts)
+        # Checked again here: the configuration may have changed since the request, and
+        # the connection is checked once more (the name may resolve elsewhere by now).
+        outbound.check_url(CONF, url, what='base package URL')
         engine_source = source()
         total = None
         store.update(record_id, status='downloading',
                      progress={'stage': 'downloading', 'bytes_done': 0, 'bytes_total': None})
         stream = engine_source.open_overlay(url, max_bytes=CONF.cloudlet.max_overlay_bytes,
                                             timeout=CONF.cloudlet.fetch_timeout,
-                                            allow_files=False, prefetch=False)
+                                            allow_files=False, prefetch=False,
+                                            policy=outbound.policy(CONF))
         try:
             length = getattr(getattr(getattr(stream, 'raw', None), 'headers', None), 'get',
                              lambda _k: None)('Content-Length')
@@ -302,8 +306,9 @@ class CloudletBasesController(wsgi.Controller):
             policy.authorize(context, policies.BASE_IMPORT_PUBLIC, {'project_id': context.project_id})
         url = entity['url']
         try:
-            urls.check_url(url, CONF.cloudlet.overlay_url_schemes,
-                           CONF.cloudlet.overlay_url_allowed_hosts)
+            outbound.check_url(CONF, url)
+        except engine_outbound.Refused as error:
+            raise exc.HTTPBadRequest(explanation='base package %s' % error)   # URL refused by policy: ...
         except urls.URLNotAllowed as error:
             raise exc.HTTPBadRequest(explanation='base package URL refused: %s' % error)
         now = records_mod.utcnow()

@@ -24,7 +24,8 @@ from api_extensions import servers
 
 CONF = nova.conf.CONF
 
-VERSION = '1.2'   # 1.1: cloudlet-handoff; 1.2: leases (cloudlet-heartbeat), negotiation
+VERSION = '1.3'   # 1.1: cloudlet-handoff; 1.2: leases (cloudlet-heartbeat), negotiation;
+#                  1.3: encrypted overlays (create-overlay options.encryption_key_id)
 MIN_VERSION = '1.0'
 
 # Every image property the cloudlet model sets (cloudlet_glance.properties),
@@ -61,6 +62,7 @@ class CloudletDiscoveryController(wsgi.Controller):
             'image_property_keys': list(IMAGE_PROPERTY_KEYS),
             'codecs': list(schemas.CODECS),
             'overlay_format_version': overlay_format.VERSION,
+            'overlay_format_versions': list(overlay_format.VERSIONS),
             'base_package_format_version': basevm.MANIFEST_VERSION,
             'limits': {
                 'max_overlay_bytes': CONF.cloudlet.max_overlay_bytes,

@@ -41,10 +41,12 @@ from nova.scheduler.client import report
 
 from cloudlet_engine import errors as engine_errors
 from cloudlet_engine import format as overlay_format
+from cloudlet_engine import outbound as engine_outbound
 from cloudlet_engine import source
 from cloudlet_engine import urls
 from cloudlet_glance import errors as glance_errors
 from cloudlet_glance import properties as props
+from cloudlet_nova import outbound
 from cloudlet_nova.virt import launch
 
 from api_extensions import bases
@@ -136,20 +138,22 @@ def read_header(url):
     """
     shown = urls.redact(url)
     try:
-        urls.check_url(url, CONF.cloudlet.overlay_url_schemes,
-                       CONF.cloudlet.overlay_url_allowed_hosts, what='overlay URL')
+        outbound.check_url(CONF, url, what='overlay URL')
+    except engine_outbound.Refused as error:
+        raise exc.HTTPBadRequest(explanation=str(error))    # "overlay URL refused by policy: ..."
     except urls.URLNotAllowed as error:
         raise exc.HTTPBadRequest(explanation='overlay URL refused: %s' % error)
     stream = None
     try:
         # No size limit at the open: a size over max_overlay_bytes is an answer, not an error.
         stream = source.open_overlay(url, max_bytes=2 ** 63 - 1, timeout=CONF.cloudlet.fetch_timeout,
-                                     allow_files=False, prefetch=False)
+                                     allow_files=False, prefetch=False, policy=outbound.policy(CONF))
         length = stream.raw.headers.get('Content-Length') if hasattr(stream.raw, 'headers') else None
         header = source.Bounded(_Deadline(stream.raw, CONF.cloudlet.fetch_timeout, shown),
                                 HEADER_MAX_BYTES, shown)
         limits = overlay_format.Limits(max_memory_bytes=CONF.cloudlet.max_memory_image_bytes)
-        meta = overlay_format.OverlayReader(header, limits=limits).meta
+        reader = overlay_format.OverlayReader(header, limits=limits)
+        meta = reader.meta
     except engine_errors.CloudletError as error:
         message = urls.redact_credentials(str(error).replace(url, shown))
         raise exc.HTTPBadRequest(explanation='overlay URL %s: %s' % (shown, message))
@@ -158,7 +162,7 @@ def read_header(url):
             stream.close()
     return {
         'base_id': meta['base_id'],
-        'format_version': overlay_format.VERSION,      # the reader reads no other
+        'format_version': reader.version,              # 2: encrypted (its key is named at create)
         # A header without one: each segment names its codec.
         'codec': str(meta.get('codec') or 'auto'),
         'size_bytes': int(length) if length and length.isdigit() else None,
@@ -218,9 +222,9 @@ def decide(overlay, images, flavors, has_capacity, zero_disk_allowed=False):
         return dict(answer, reason=reason)
 
     base_id, codec, size = overlay['base_id'], overlay['codec'], overlay.get('size_bytes')
-    if overlay['format_version'] != overlay_format.VERSION:
-        return no('overlay format version %d is not supported: this cloud reads version %d.'
-                  % (overlay['format_version'], overlay_format.VERSION))
+    if overlay['format_version'] not in overlay_format.VERSIONS:
+        return no('overlay format version %d is not supported: this cloud reads versions %s.'
+                  % (overlay['format_version'], ', '.join(map(str, overlay_format.VERSIONS))))
     if codec not in SUPPORTED_CODECS:
         return no('codec %r is not supported: this cloud reads %s.'
                   % (codec, ', '.join(SUPPORTED_CODECS)))

@@ -27,6 +27,7 @@ from nova.api.openstack import wsgi
 import nova.conf
 
 from cloudlet_nova import conf as cloudlet_conf
+from cloudlet_nova import outbound
 
 from api_extensions import bases
 from api_extensions import discovery
@@ -102,6 +103,7 @@ class APIRouter(routes.APIRouterV21):
 
     def __init__(self, custom_routes=None):
         register_opts()
+        outbound.policy(CONF)       # a bad [cloudlet] outbound_allowed_networks stops nova-api here
         self.importer = bases.BaseImporter()
         super().__init__(custom_routes=cloudlet_routes(self.importer) + tuple(custom_routes or ()))
         resources = server_action_resources(self.map)

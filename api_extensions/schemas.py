@@ -37,6 +37,9 @@ _overlay['properties']['options'] = {
     'type': 'object',
     'properties': {
         'codec': {'type': 'string', 'enum': list(CODECS)},
+        # A key manager (Barbican) secret of the caller: the compute host encrypts
+        # the overlay with it (doc/trust.md).
+        'encryption_key_id': {'type': 'string', 'format': 'uuid'},
     },
     'additionalProperties': False,
 }
@@ -215,6 +218,7 @@ discovery_response = {
                 'image_property_keys': _string_list,
                 'codecs': _string_list,
                 'overlay_format_version': {'type': 'integer'},
+                'overlay_format_versions': {'type': 'array', 'items': {'type': 'integer'}},
                 'base_package_format_version': {'type': 'integer'},
                 'limits': {
                     'type': 'object',

@@ -1,7 +1,8 @@
 """Cloudlet server actions: POST /servers/{id}/action.
 
     {"cloudlet-create-base": {"name": ..., "metadata": {...}}}       (alias "cloudlet-base")
-    {"cloudlet-create-overlay": {"name": ..., "metadata": {...}, "options": {"codec": "zstd"}}}
+    {"cloudlet-create-overlay": {"name": ..., "metadata": {...},
+                                 "options": {"codec": "zstd", "encryption_key_id": <key manager id>}}}
 
 Both are thin sugar over nova's createImage path:
 `compute_api.snapshot()` creates the Glance image record with the extra
@@ -100,9 +101,11 @@ class CloudletServerActionsController(wsgi.Controller):
                                 % (server_id, properties.CLOUDLET_TYPE, properties.BASE_DISK,
                                    ACTION_CREATE_BASE))
             extra[properties.CLOUDLET_TYPE] = properties.OVERLAY
-            codec = (entity.get('options') or {}).get('codec')
-            if codec:
-                extra[properties.CODEC] = codec
+            options = entity.get('options') or {}
+            if options.get('codec'):
+                extra[properties.CODEC] = options['codec']
+            if options.get('encryption_key_id'):
+                extra[properties.OVERLAY_KEY_ID] = options['encryption_key_id']
         else:
             extra[properties.CLOUDLET_TYPE] = properties.BASE_DISK
 

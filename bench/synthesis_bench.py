@@ -25,6 +25,10 @@ import time
 import urllib.request
 import uuid as uuidlib
 
+from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import utils as asym_utils
+from cryptography.hazmat.primitives import hashes
 import libvirt
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,9 +45,11 @@ from cloudlet_engine import basevm          # noqa: E402
 from cloudlet_engine import capture         # noqa: E402
 from cloudlet_engine import codecs          # noqa: E402
 from cloudlet_engine import create          # noqa: E402
+from cloudlet_engine import crypto          # noqa: E402
 from cloudlet_engine import domainxml       # noqa: E402
 from cloudlet_engine import format as fmt   # noqa: E402
 from cloudlet_engine import hypervisor      # noqa: E402
+from cloudlet_engine import outbound        # noqa: E402
 from cloudlet_engine import synthesis       # noqa: E402
 
 GUEST_HTTP_PORT = 8080
@@ -63,6 +69,7 @@ GOALS = {
     'apply_zstd': 500.0,     # MB/s per core, uncompressed
     'apply_xz': 45.0,
     'link_ratio': 1.2,       # synthesis wall time / transfer floor
+    'trust_ratio': 1.15,     # apply encrypted (or with a signature check) / apply plain, CPU
 }
 
 _started = time.monotonic()
@@ -361,6 +368,152 @@ def apply_ours(prep, work, overlay, codec, repeat):
     return runs
 
 
+class RsaPssVerifier:
+    """What cursive's RSAVerifier does for an RSA-PSS/SHA-256 image signature (Glance's
+    img_signature): hash every byte as it streams, one RSA verification at the end.
+    """
+
+    PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.MAX_LENGTH)
+
+    def __init__(self, public_key, signature):
+        self.public_key, self.signature = public_key, signature
+        self.hasher = hashes.Hash(hashes.SHA256())
+
+    def update(self, data):
+        self.hasher.update(data)
+
+    def verify(self):
+        self.public_key.verify(self.signature, self.hasher.finalize(), self.PSS,
+                               asym_utils.Prehashed(hashes.SHA256()))
+
+
+def sign_file(private_key, path):
+    """RSA-PSS/SHA-256 signature of the file's bytes (made outside any timing)."""
+    digest = bytes.fromhex(sha256_file(path))
+    return private_key.sign(digest, RsaPssVerifier.PSS, asym_utils.Prehashed(hashes.SHA256()))
+
+
+APPLY_TRUST_RUNS = 15
+
+
+def trust_costs(prep, work, repeat):
+    """Encryption and signature checking, as ratios to the plain runs interleaved with them.
+
+    create: zstd, plain and encrypted (AES-256-GCM) in turn; apply: the plain
+    overlay, the encrypted one (the same content), and the plain one with an
+    RSA-PSS/SHA-256 verifier (4096-bit key), in turn, the order reversed every
+    other round. Best CPU of `repeat` each (at least APPLY_TRUST_RUNS for the
+    applies: a few percent are measured, and an apply takes a fraction of a second).
+    """
+    key = crypto.new_key()
+    private_key = rsa.generate_private_key(public_exponent=65537, key_size=4096)
+    encrypted = os.path.join(work, 'trust-encrypted.clo')
+    plain_overlay = os.path.join(work, 'trust-plain.clo')
+    scratch = os.path.join(work, 'scratch')
+    os.makedirs(scratch, exist_ok=True)
+    created = {'plain': Runs(), 'encrypted': Runs()}
+    for attempt in range(repeat):
+        for kind in ('plain', 'encrypted')[::1 if attempt % 2 == 0 else -1]:
+            out = encrypted if kind == 'encrypted' else plain_overlay
+            base = basevm.BaseVM(prep.base.path)
+            with open(out, 'wb') as f, CpuMeter() as meter:
+                stats = create.create_overlay(base, prep.disk_qcow2, prep.memory_save, f, codec='zstd',
+                                              workdir=scratch, key=key if kind == 'encrypted' else None)
+            created[kind].add(stats, meter)
+    signature = sign_file(private_key, plain_overlay)
+    applied = {'plain': Runs(), 'encrypted': Runs(), 'signed': Runs()}
+    for attempt in range(max(repeat, APPLY_TRUST_RUNS)):
+        for kind in ('plain', 'encrypted', 'signed')[::1 if attempt % 2 == 0 else -1]:
+            launch_dir = os.path.join(work, 'apply-trust-%s' % kind)
+            verifier = RsaPssVerifier(private_key.public_key(), signature) if kind == 'signed' else None
+            try:
+                with open(encrypted if kind == 'encrypted' else plain_overlay, 'rb') as f, CpuMeter() as meter:
+                    launch = apply.apply_overlay(prep.base, f, launch_dir, key=key if kind == 'encrypted' else None,
+                                                 verifier=verifier)
+                if attempt == 0 and sha256_file(launch.memory_path) != sha256_file(prep.memory_save):
+                    raise RuntimeError('applying the %s overlay gave a different memory image' % kind)
+            finally:
+                shutil.rmtree(launch_dir, ignore_errors=True)
+            applied[kind].add(launch, meter)
+    result = {'created': created, 'applied': applied, 'bytes': {'plain': os.path.getsize(plain_overlay),
+                                                                'encrypted': os.path.getsize(encrypted)},
+              'alone': crypto_alone(plain_overlay, encrypted, key, private_key, signature,
+                                    max(repeat, APPLY_TRUST_RUNS))}
+    log('trust: create plain %s, encrypted %s; apply plain %s, encrypted %s, signed %s'
+        % (created['plain'].spread(), created['encrypted'].spread(), applied['plain'].spread(),
+           applied['encrypted'].spread(), applied['signed'].spread()))
+    for path in (plain_overlay, encrypted):
+        os.unlink(path)
+    return result
+
+
+def _best_cpu(function, repeat):
+    best = None
+    for _ in range(repeat):
+        with CpuMeter() as meter:
+            function()
+        best = meter.cpu if best is None else min(best, meter.cpu)
+    return best
+
+
+def crypto_alone(plain_overlay, encrypted, key, private_key, signature, repeat):
+    """CPU seconds of the added work by itself, less noisy than a ratio of two applies:
+    encryption (rewriting the plain overlay's segments encrypted minus rewriting them plain),
+    decryption (reading the encrypted overlay's segments minus reading the plain one's)
+    and the signature check (SHA-256 of the file + one RSA-PSS verification).
+    """
+    def read(path, key=None):
+        with open(path, 'rb') as f:
+            for _ in fmt.OverlayReader(f, key=key).segments():
+                pass
+
+    def check():
+        verifier = RsaPssVerifier(private_key.public_key(), signature)
+        with open(plain_overlay, 'rb') as f:
+            for block in iter(lambda: f.read(1 << 20), b''):
+                verifier.update(block)
+        verifier.verify()
+
+    def rewrite(key=None):
+        with open(plain_overlay, 'rb') as src, open(os.devnull, 'wb') as out:
+            reader = fmt.OverlayReader(src)
+            writer = fmt.OverlayWriter(out, reader.meta, key=key)
+            for seg in reader.segments():
+                writer.add_segment(seg.codec, seg.delta, seg.item_count, seg.items_raw_len, seg.items_stored,
+                                   seg.data_raw_len, seg.data_stored)
+            writer.finish()
+
+    read_plain = _best_cpu(lambda: read(plain_overlay), repeat)
+    return {'encrypt': max(0.0, _best_cpu(lambda: rewrite(key), repeat) - _best_cpu(rewrite, repeat)),
+            'decrypt': max(0.0, _best_cpu(lambda: read(encrypted, key), repeat) - read_plain),
+            'verify': _best_cpu(check, repeat)}
+
+
+def trust_rows(trust):
+    """Table rows: the cost of encryption and of a signature check, as ratios."""
+    created, applied = trust['created'], trust['applied']
+    ratio = lambda runs, kind: runs[kind].best_cpu / runs['plain'].best_cpu
+    goal = GOALS['trust_ratio']
+    rows = [
+        ('create encrypted (AES-256-GCM) ÷ plain, CPU', '%.3f' % ratio(created, 'encrypted'), '',
+         'CPU %.2f s ÷ %.2f s (zstd); encryption alone %.1f ms = %.3f × plain create; +%d B on %d B' % (
+             created['encrypted'].best_cpu, created['plain'].best_cpu, trust['alone']['encrypt'] * 1000,
+             trust['alone']['encrypt'] / created['plain'].best_cpu,
+             trust['bytes']['encrypted'] - trust['bytes']['plain'], trust['bytes']['plain']), ''),
+    ]
+    plain = applied['plain'].best_cpu
+    for kind, label, alone, what in (
+            ('encrypted', 'apply encrypted (AES-256-GCM) ÷ plain, CPU', trust['alone']['decrypt'], 'decryption'),
+            ('signed', 'apply + RSA-PSS/SHA-256 check ÷ plain, CPU', trust['alone']['verify'],
+             'SHA-256 + RSA verify')):
+        r = ratio(applied, kind)
+        rows.append((label, '%.3f %s' % (r, verdict(r <= goal)), '',
+                     'CPU %.3f s ÷ %.3f s (zstd), runs interleaved; %s alone %.1f ms = %.3f × plain apply'
+                     % (applied[kind].best_cpu, plain, what, alone * 1000, alone / plain),
+                     '≤ %.2f' % goal))
+    return rows
+
+
 def create_vs_tools(prep, work, stats, repeat):
     """CPU seconds of `zstd -3` and `xz -6` on the changed state create encoded (best of `repeat`)."""
     path = os.path.join(work, 'changed-state.bin')
@@ -451,8 +604,9 @@ def synthesize_over_link(prep, conn, guests, work, overlay, rate):
         fwd = forwards()
         log('synthesis from %s' % url)
         started = time.monotonic()
+        # The emulated link's server is on a private address: the bench fetches for its own user.
         synthesized = synthesis.synthesize(prep.base, url, os.path.join(work, 'instances', name), name,
-                                           port_forwards=fwd, conn=conn)
+                                           port_forwards=fwd, conn=conn, policy=outbound.OPEN)
         result['synthesis'] = time.monotonic() - started
         state = wait_for_state(fwd)
         result['app'] = time.monotonic() - started
@@ -534,9 +688,10 @@ def render(rows):
     return '\n'.join([line(header), sep] + [line(row) for row in rows])
 
 
-def report(rate, sizes, window, ours, created, applied, tools, link, boot):
+def report(rate, sizes, window, ours, created, applied, tools, link, boot, trust):
     """The table, and notes under it; `created`/`applied`: codec -> Runs; `tools`: the
-    speed baselines (create_vs_tools, and codec -> apply_vs_tool under 'apply').
+    speed baselines (create_vs_tools, and codec -> apply_vs_tool under 'apply'); `trust`:
+    trust_costs().
     """
     size = {codec: os.path.getsize(path) for codec, path in ours.items()}
     total = {name: parts['disk'] + parts['memory'] for name, parts in sizes.items()}
@@ -591,6 +746,7 @@ def report(rate, sizes, window, ours, created, applied, tools, link, boot):
          'payloads %s (zstd), %s (xz): CPU %.3f s (zstd -d), %.3f s (xz -d)'
          % (mbs(a_tool['zstd']['raw']), mbs(a_tool['xz']['raw']), a_tool['zstd']['cpu'], a_tool['xz']['cpu']),
          ''),
+    ] + trust_rows(trust) + [
         ('synthesis over %s: call → restore done' % rate, '%.2f s' % link['synthesis'], '',
          'transfer floor %.2f s = %s × 8 / %s' % (floor, mbs(link['bytes']), rate), ''),
         ('  = fetch + apply, + restore (libvirt)', '%.2f s + %.2f s' % (link['timings']['fetch_and_apply'],
@@ -649,6 +805,8 @@ def main(argv=None):
                         help='before each timed step, wait up to this long for the host to be idle (default 30)')
     parser.add_argument('--report', metavar='FILE', help='also write the conditions and table to FILE')
     parser.add_argument('--workdir-parent', default='/var/tmp')
+    parser.add_argument('--trust-only', action='store_true',
+                        help='after step 1, measure only the cost of encryption and of a signature check')
     parser.add_argument('--reuse', metavar='WORKDIR',
                         help='skip step 1: reuse the base and changed VM of a run kept with --keep '
                              '(for working on the later steps; the directory is kept)')
@@ -677,6 +835,16 @@ def main(argv=None):
     log('work directory %s' % work)
     try:
         prep = load_prepared(work) if args.reuse else prepare(conn, guests, image, work)
+        if args.trust_only:
+            neighbours.sample('trust')
+            trust = trust_costs(prep, work, args.repeat)
+            text = '\n'.join(conditions(prep, args.rate, trust['created']['plain'].result.changed_bytes)
+                             + [neighbours.summary()]) + '\n\n' + render(trust_rows(trust)) + '\n'
+            print(text, end='')
+            if args.report:
+                with open(args.report, 'w') as f:
+                    f.write(text)
+            return 0
         ours, created, applied = {}, {}, {}
         neighbours.sample('create')
         for codec in ('zstd', 'xz'):
@@ -686,6 +854,8 @@ def main(argv=None):
         for codec in ('zstd', 'xz'):
             applied[codec] = apply_ours(prep, work, ours[codec], codec, args.repeat)
             tools['apply'][codec] = apply_vs_tool(prep, work, ours[codec], args.repeat)
+        neighbours.sample('trust')
+        trust = trust_costs(prep, work, args.repeat)
         sizes, window = run_baselines(prep, work)
         neighbours.sample('link')
         link = synthesize_over_link(prep, conn, guests, work, ours['zstd'], args.rate)
@@ -695,7 +865,7 @@ def main(argv=None):
         boot = local_vs_cold_boot(prep, conn, guests, image, work, ours['zstd'])
         lines = conditions(prep, args.rate, created['zstd'].result.changed_bytes) + [neighbours.summary()]
         text = '\n'.join(lines) + '\n\n' + \
-            report(args.rate, sizes, window, ours, created, applied, tools, link, boot) + '\n'
+            report(args.rate, sizes, window, ours, created, applied, tools, link, boot, trust) + '\n'
         text += '\ntotal run time %.0f s\n' % (time.monotonic() - _started)
         print(text, end='')
         if args.report:

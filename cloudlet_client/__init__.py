@@ -8,7 +8,9 @@ examples/mobile_backend.py runs it.
     ranking     order them: base present, capacity, round-trip time
     credentials how to authenticate on a cloudlet that was discovered (and on the fallback cloud)
     cloud       one cloud's HTTP API: compute (stock and cloudlet calls), images, floating IPs
-    overlays    what an overlay is (URL, Glance image, local file) and its negotiation request
+    overlays    what an overlay is (URL, Glance image, local file) and its negotiation request;
+                encrypting an overlay file on the device
+    keys        the cloud's key manager: overlay keys, signing certificates (Signer)
     session     CloudletSession: negotiate, synthesize, wait, lease, hand off, release
     lease       the lease and the thread that keeps it alive
     reach       wait until an app answers on a TCP port

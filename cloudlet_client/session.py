@@ -7,7 +7,7 @@
     session.wait_reachable(8080)                        # at the server's floating IP
     session.keep_alive()                                # LeaseKeeper: heartbeats in the background
     session.handoff(other_cloud)                        # the server moves; the session follows it
-    session.release()                                   # server, floating IPs and uploads deleted
+    session.release()                                   # server, floating IPs, uploads and keys deleted
 
 Every step records its duration in `timings` ([(step, seconds)]).
 """
@@ -16,11 +16,13 @@ import contextlib
 import datetime
 import logging
 import os
+import tempfile
 import time
 
 from cloudlet_glance import properties as props
 
 from cloudlet_client import errors
+from cloudlet_client import keys
 from cloudlet_client import lease as lease_mod
 from cloudlet_client import overlays
 from cloudlet_client import reach
@@ -66,6 +68,7 @@ class CloudletSession:
         self._uploaded = []         # (cloud, image id) of overlay files uploaded for this app
         self._moving = False        # a handoff runs: the source server's 404 is not a lost lease
         self._floating_ips = []     # (cloud, floating IP id) made for this app
+        self._keys = []             # (keys.KeyManager, key id) of overlay keys made for this app
 
     def __repr__(self):
         return '<CloudletSession %s server %s>' % (self.cloud.name, self.server_id)
@@ -100,11 +103,15 @@ class CloudletSession:
                                        answer)
         return answer
 
-    def synthesize(self, overlay, name, lease_seconds=None, networks='auto', metadata=None):
+    def synthesize(self, overlay, name, lease_seconds=None, networks='auto', metadata=None,
+                   encrypt=False, signer=None):
         """POST /servers on the negotiated base and flavor; the new server's id.
 
         A local file is uploaded to this cloud's Glance first (a hidden overlay
         image, deleted by release()). `lease_seconds` makes the server leased.
+        `encrypt`: a local file is encrypted here, with a new key kept in this
+        cloud's key manager (deleted by release()); `signer` (keys.Signer)
+        signs what is uploaded (doc/trust.md).
         """
         negotiation = self.negotiation if self.negotiation is not None else self.negotiate(overlay)
         metadata = dict(metadata or {})
@@ -117,7 +124,7 @@ class CloudletSession:
             metadata[props.META_OVERLAY_ID] = overlay.location
         else:
             with self.timed('upload'):
-                uploaded = self._upload(overlay.location, negotiation)
+                uploaded = self._upload(overlay.location, negotiation, encrypt, signer)
             metadata[props.META_OVERLAY_ID] = uploaded
         try:
             with self.timed('create'):
@@ -131,22 +138,35 @@ class CloudletSession:
         self.server_id, self.server, self.address = server['id'], server, None
         return self.server_id
 
-    def _upload(self, path, negotiation):
+    def _upload(self, path, negotiation, encrypt=False, signer=None):
         described, meta = overlays.describe_file(path)
         if negotiation.base_id and described['base_id'] != negotiation.base_id:
             raise errors.ClientError('%s was made against base %s, not the negotiated %s'
                                      % (path, described['base_id'], negotiation.base_id))
         properties = {props.CLOUDLET_TYPE: props.OVERLAY, props.BASE_ID: described['base_id'],
                       props.CODEC: described['codec']}
-        image_id = self.cloud.create_image(os.path.basename(path), properties)
-        self._uploaded.append((self.cloud, image_id))
-        try:
-            with open(path, 'rb') as f:
-                self.cloud.upload_image(image_id, f, described['size_bytes'])
-        except BaseException:
-            self._delete_quietly(self.cloud.delete_image, image_id, 'overlay image')
-            self._uploaded.remove((self.cloud, image_id))
-            raise
+        name = os.path.basename(path)
+        with tempfile.TemporaryDirectory(prefix='cloudlet-upload-') as tmp:
+            if encrypt:
+                manager = keys.KeyManager(self.cloud.session, self.cloud.region_name, self.cloud.interface)
+                key, key_id = manager.new_key('overlay %s' % name)
+                self._keys.append((manager, key_id))
+                encrypted = os.path.join(tmp, name)
+                overlays.encrypt_file(path, encrypted, key)
+                del key
+                path = encrypted
+                properties[props.OVERLAY_KEY_ID] = key_id
+            if signer is not None:
+                properties.update(signer.properties(self.cloud, path))
+            image_id = self.cloud.create_image(name, properties)
+            self._uploaded.append((self.cloud, image_id))
+            try:
+                with open(path, 'rb') as f:
+                    self.cloud.upload_image(image_id, f, os.path.getsize(path))
+            except BaseException:
+                self._delete_quietly(self.cloud.delete_image, image_id, 'overlay image')
+                self._uploaded.remove((self.cloud, image_id))
+                raise
         return image_id
 
     def wait_active(self, timeout=ACTIVE_TIMEOUT, poll=POLL_INTERVAL):
@@ -347,7 +367,9 @@ class CloudletSession:
                 self._delete_quietly(cloud.delete_floating_ip, fip, 'floating IP')
             for cloud, image_id in self._uploaded:
                 self._delete_quietly(cloud.delete_image, image_id, 'overlay image')
-            self._floating_ips, self._uploaded = [], []
+            for manager, key_id in self._keys:
+                self._delete_quietly(manager.delete, key_id, 'overlay key')
+            self._floating_ips, self._uploaded, self._keys = [], [], []
 
     @staticmethod
     def _delete_quietly(delete, resource_id, what):

@@ -3,13 +3,17 @@
     cloudlet base capture DOMAIN --name NAME [--keep-running]
     cloudlet base list | inspect BASE | export BASE FILE | import FILE | delete BASE
     cloudlet overlay create --base BASE (--domain DOMAIN | --disk DISK --memory SAVE) -o FILE
-    cloudlet overlay inspect FILE
-    cloudlet overlay apply --base BASE SOURCE --out DIR
-    cloudlet synthesize --base BASE SOURCE --name NAME [--port HOST:GUEST ...]
+                           [--key-file KEY | --new-key KEY]
+    cloudlet overlay info SOURCE                                  (the header: no key needed)
+    cloudlet overlay inspect|verify SOURCE [--key-file KEY]
+    cloudlet overlay apply --base BASE SOURCE --out DIR [--key-file KEY]
+    cloudlet synthesize --base BASE SOURCE --name NAME [--port HOST:GUEST ...] [--key-file KEY]
     cloudlet resume --base BASE --name NAME [--port HOST:GUEST ...]
 
 BASE is a base id, a unique prefix of one, or a base name. SOURCE is a path or
-an http(s) URL. Errors print one line naming the problem and exit 1.
+an http(s) URL. KEY is a file of 32 raw bytes, the key of an encrypted overlay
+(format version 2); --new-key writes a fresh one (mode 0600) and encrypts with
+it. Errors print one line naming the problem and exit 1.
 """
 
 import argparse
@@ -21,10 +25,17 @@ import sys
 from cloudlet_engine import apply
 from cloudlet_engine import basevm
 from cloudlet_engine import codecs
+from cloudlet_engine import crypto
 from cloudlet_engine import errors
 from cloudlet_engine import format as fmt
+from cloudlet_engine import outbound
 from cloudlet_engine import progress as progress_mod
 from cloudlet_engine import source as sources
+
+# This command fetches overlay URLs for the user who runs it, with that user's
+# own network access: no outbound policy narrows it (the services' policy
+# protects a cloud's hosts from its users; doc/outbound-policy.md).
+FETCH_POLICY = outbound.OPEN
 
 DEFAULT_STATE_DIR = os.environ.get('CLOUDLET_STATE_DIR', '/var/lib/openstack-cloudlet')
 
@@ -88,61 +99,97 @@ def cmd_base_delete(args, store, progress):
     _print_json({'deleted': base.base_id})
 
 
+def _key(args):
+    """The key of --key-file, or None."""
+    path = getattr(args, 'key_file', None)
+    return crypto.read_key_file(path) if path else None
+
+
 def cmd_overlay_create(args, store, progress):
-    from cloudlet_engine import create
     base = resolve_base(store, args.base)
+    if not args.domain and not (args.disk and args.memory):
+        raise errors.CloudletError('give --domain, or both --disk and --memory')
+    key = crypto.write_new_key_file(args.new_key) if args.new_key else _key(args)
+    try:
+        stats = _create_overlay(args, base, key, progress)
+    except BaseException:
+        if args.new_key:
+            os.unlink(args.new_key)     # the key of no overlay
+        raise
+    _print_json(dict(vars(stats), changed_bytes=stats.changed_bytes, overlay=args.output,
+                     encrypted=key is not None))
+
+
+def _create_overlay(args, base, key, progress):
+    from cloudlet_engine import create
     if args.domain:
         from cloudlet_engine import capture
         from cloudlet_engine import hypervisor
-        stats = capture.capture_overlay(hypervisor.connect(), args.domain, base, args.output,
-                                        args.codec, args.level, args.keep_running, progress)
-    else:
-        if not (args.disk and args.memory):
-            raise errors.CloudletError('give --domain, or both --disk and --memory')
-        part = args.output + '.part'
-        try:
-            with open(part, 'xb') as out:
-                stats = create.create_overlay(base, args.disk, args.memory, out, args.codec,
-                                              args.level, progress,
-                                              os.path.dirname(os.path.abspath(args.output)))
-            os.replace(part, args.output)
-        finally:
-            if os.path.exists(part):
-                os.unlink(part)
-    _print_json(dict(vars(stats), changed_bytes=stats.changed_bytes, overlay=args.output))
+        return capture.capture_overlay(hypervisor.connect(), args.domain, base, args.output,
+                                       args.codec, args.level, args.keep_running, progress, key=key)
+    part = args.output + '.part'
+    try:
+        with open(part, 'xb') as out:
+            stats = create.create_overlay(base, args.disk, args.memory, out, args.codec,
+                                          args.level, progress,
+                                          os.path.dirname(os.path.abspath(args.output)), key=key)
+        os.replace(part, args.output)
+    finally:
+        if os.path.exists(part):
+            os.unlink(part)
+    return stats
 
 
-def inspect_overlay(location):
-    """Read a whole overlay, verifying it; summarise its header and items."""
+def overlay_info(location):
+    """An overlay's header: what anyone can read without the key."""
+    with sources.open_overlay(location, policy=FETCH_POLICY) as stream:
+        reader = fmt.OverlayReader(stream)
+        return {'meta': reader.meta, 'version': reader.version, 'encrypted': reader.encrypted,
+                'verified': False}
+
+
+def cmd_overlay_info(args, store, progress):
+    _print_json(overlay_info(args.source))
+
+
+def inspect_overlay(location, key=None):
+    """Read a whole overlay, verifying it; summarise its header and items.
+
+    An encrypted overlay without its key: every check but the GCM tags, no items.
+    """
     kinds = collections.Counter()
     codecs_used = collections.Counter()
     stored = raw = 0
-    with sources.open_overlay(location) as stream:
-        reader = fmt.OverlayReader(stream)
-        for segment in reader.segments():
-            items = fmt.decode_items(codecs.decompress(segment.codec, segment.items_stored,
-                                                       segment.items_raw_len, 'items'),
-                                     segment.item_count)
-            kinds.update(item.kind for item in items)
+    with sources.open_overlay(location, policy=FETCH_POLICY) as stream:
+        reader = fmt.OverlayReader(stream, key=key)
+        sealed = reader.encrypted and key is None
+        for segment in reader.segments(sealed=sealed):
+            if not sealed:
+                items = fmt.decode_items(codecs.decompress(segment.codec, segment.items_stored,
+                                                           segment.items_raw_len, 'items'),
+                                         segment.item_count)
+                kinds.update(item.kind for item in items)
             codecs_used['%s/%s' % (fmt.CODEC_NAMES[segment.codec], fmt.DELTA_NAMES[segment.delta])] += 1
             stored += segment.stored_size
             raw += segment.items_raw_len + segment.data_raw_len
         names = {v: k.lower() for k, v in vars(fmt).items() if k.startswith(('DISK_', 'MEM_'))
                  and isinstance(v, int)}
-        return {'meta': reader.meta, 'bytes': reader.position, 'segments': reader.segment_count,
+        return {'meta': reader.meta, 'version': reader.version, 'encrypted': reader.encrypted,
+                'bytes': reader.position, 'segments': reader.segment_count,
                 'segment_codecs': dict(codecs_used), 'segments_stored_bytes': stored,
                 'segments_raw_bytes': raw, 'items': {names[k]: n for k, n in sorted(kinds.items())},
-                'verified': True}
+                'verified': 'checksums only: no key' if sealed else True}
 
 
 def cmd_overlay_inspect(args, store, progress):
-    _print_json(inspect_overlay(args.source))
+    _print_json(inspect_overlay(args.source, _key(args)))
 
 
 def cmd_overlay_apply(args, store, progress):
     base = resolve_base(store, args.base)
-    with sources.open_overlay(args.source) as stream:
-        launch = apply.apply_overlay(base, stream, args.out, progress=progress)
+    key = _key(args)
+    with sources.open_overlay(args.source, policy=FETCH_POLICY) as stream:
+        launch = apply.apply_overlay(base, stream, args.out, progress=progress, key=key)
     _print_json({'disk': launch.disk_path, 'memory': launch.memory_path,
                  'overlay_bytes': launch.overlay_bytes, 'restored_bytes': launch.restored_bytes,
                  'seconds': round(launch.seconds, 3)})
@@ -152,8 +199,10 @@ def _synthesize(args, store, progress, location):
     from cloudlet_engine import synthesis
     base = resolve_base(store, args.base)
     launch_dir = os.path.join(args.state_dir, 'instances', args.name)
+    key = _key(args)
     result = synthesis.synthesize(base, location, launch_dir, args.name,
-                                  port_forwards=_ports(args.port), progress=progress)
+                                  port_forwards=_ports(args.port), progress=progress, key=key,
+                                  policy=FETCH_POLICY)
     _print_json(vars(result))
 
 
@@ -201,14 +250,22 @@ def build_parser():
     p.add_argument('--codec', default='zstd', choices=sorted(codecs.CODEC_BY_NAME))
     p.add_argument('--level', type=int)
     p.add_argument('--keep-running', action='store_true')
+    keys = p.add_mutually_exclusive_group()
+    keys.add_argument('--key-file', metavar='KEY', help='encrypt with the key in this file (32 raw bytes)')
+    keys.add_argument('--new-key', metavar='KEY', help='write a new key to this file (mode 0600) and encrypt')
     p.set_defaults(func=cmd_overlay_create)
-    p = overlay.add_parser('inspect', help='verify an overlay and summarise it')
+    p = overlay.add_parser('info', help="an overlay's header (readable without its key)")
     p.add_argument('source')
+    p.set_defaults(func=cmd_overlay_info)
+    p = overlay.add_parser('inspect', aliases=['verify'], help='verify an overlay and summarise it')
+    p.add_argument('source')
+    p.add_argument('--key-file', metavar='KEY', help='the key of an encrypted overlay')
     p.set_defaults(func=cmd_overlay_inspect)
     p = overlay.add_parser('apply', help='apply an overlay into launch files (no VM started)')
     p.add_argument('--base', required=True)
     p.add_argument('source')
     p.add_argument('--out', required=True)
+    p.add_argument('--key-file', metavar='KEY', help='the key of an encrypted overlay')
     p.set_defaults(func=cmd_overlay_apply)
 
     for name, func, helptext in (('synthesize', cmd_synthesize, 'apply an overlay and resume the VM'),
@@ -217,6 +274,7 @@ def build_parser():
         p.add_argument('--base', required=True)
         if name == 'synthesize':
             p.add_argument('source')
+            p.add_argument('--key-file', metavar='KEY', help='the key of an encrypted overlay')
         p.add_argument('--name', required=True)
         p.add_argument('--port', action='append', metavar='HOST:GUEST',
                        help='forward 127.0.0.1:HOST to the guest port GUEST (repeatable)')

@@ -8,6 +8,10 @@ Every offset an item carries is checked before it is used: disk offsets must
 be chunk-aligned and inside the disk, copies must come from inside the base
 or from launch chunks already written, and the memory image may not grow past
 the size the header declared. Any failure removes the launch files.
+
+An encrypted overlay (format version 2) needs its key; a `verifier` (a
+signature check) sees every byte read and must accept them before the launch
+files count as made.
 """
 
 import dataclasses
@@ -229,14 +233,54 @@ def check_overlay_base(meta, base):
                                % (meta['disk_size'], base.base_id, base.disk_size))
 
 
-def apply_overlay(base, fileobj, launch_dir, limits=None, progress=None):
+class _Tap:
+    """Hands every byte read to the verifier; what it raises is a SignatureInvalid."""
+
+    def __init__(self, verifier):
+        self.verifier = verifier
+
+    def __call__(self, data):
+        try:
+            self.verifier.update(data)
+        except errors.SignatureInvalid:
+            raise
+        except Exception as exc:
+            raise _signature_error(exc) from exc
+
+    def verify(self):
+        try:
+            self.verifier.verify()
+        except errors.SignatureInvalid:
+            raise
+        except Exception as exc:
+            raise _signature_error(exc) from exc
+
+
+def _signature_error(exc):
+    if isinstance(exc, errors.OverlayError):
+        return errors.SignatureInvalid(str(exc))
+    detail = str(exc)
+    return errors.SignatureInvalid('the overlay\'s signature does not verify'
+                                   + (': %s' % detail if detail else ' (%s)' % type(exc).__name__))
+
+
+def apply_overlay(base, fileobj, launch_dir, limits=None, progress=None, key=None, verifier=None):
     """Apply the overlay read from `fileobj` to `base`, writing into `launch_dir`.
+
+    key: the 32-byte key of an encrypted overlay (KeyRequired without it;
+    NotEncrypted if the overlay is plain). verifier: an object with
+    update(data) and verify(); every byte read from `fileobj` goes to update()
+    in order, and verify() is called once the trailer and the end of the stream
+    were checked; if it raises, the launch files are removed and
+    SignatureInvalid is raised.
 
     Returns a Launch. On any error the launch files are removed and the error
     (an errors.OverlayError for bad input) propagates.
     """
     started = time.monotonic()
-    reader = fmt.OverlayReader(fileobj, limits)
+    tap = _Tap(verifier) if verifier is not None else None
+    reader = fmt.OverlayReader(fileobj, limits, key=key, tap=tap)
+    reader.require_key()
     check_overlay_base(reader.meta, base)
     os.makedirs(launch_dir, exist_ok=True)
     applier = _Applier(base, launch_dir, reader.meta, launch_dir, reader.limits.max_memory_bytes)
@@ -245,6 +289,8 @@ def apply_overlay(base, fileobj, launch_dir, limits=None, progress=None):
             applier.apply_segment(segment)
             if progress:
                 progress.update('applying overlay', reader.position)
+        if tap is not None:
+            tap.verify()
         applier.finish()
         savefile.read_save_image(applier.memory_path)
     except BaseException:

@@ -87,8 +87,10 @@ def convert_to_raw(disk_path, raw_path, disk_format=None, force_share=False):
 
 
 def capture_overlay(conn, domain_name, base, overlay_path, codec='zstd', level=None,
-                    keep_running=False, progress=None):
-    """Save the domain (resumed from `base`) and write its overlay; return CreateStats."""
+                    keep_running=False, progress=None, key=None):
+    """Save the domain (resumed from `base`) and write its overlay (encrypted with
+    `key` if given); return CreateStats.
+    """
     out_dir = os.path.dirname(os.path.abspath(overlay_path))
     workdir = tempfile.mkdtemp(prefix='.cloudlet-capture-', dir=out_dir)
     memory_path = os.path.join(workdir, 'memory.save')
@@ -98,7 +100,7 @@ def capture_overlay(conn, domain_name, base, overlay_path, codec='zstd', level=N
         try:
             with open(part, 'xb') as out:
                 stats = create.create_overlay(base, disk_path, memory_path, out, codec, level,
-                                              progress, workdir)
+                                              progress, workdir, key=key)
             os.replace(part, overlay_path)
         finally:
             if keep_running:

@@ -59,6 +59,7 @@ def decompress(codec, stored, raw_len, what, dictionary=None):
             out = dec.decompress(stored, max_length=raw_len + 1)
             if not dec.eof and len(out) <= raw_len:
                 raise errors.CorruptOverlay('%s: xz stream is incomplete' % what)
+            _no_trailing_bytes(dec, what, 'xz stream')
         else:
             out = stored
     except (lzma.LZMAError, zstandard.ZstdError) as exc:
@@ -78,7 +79,18 @@ def _zstd_decompress(stored, raw_len, what, dictionary):
         raise errors.CorruptOverlay('%s: zstd frame declares %d bytes, the segment %d'
                                     % (what, size, raw_len))
     dict_data = _raw_dict(dictionary) if dictionary else None
-    return zstandard.ZstdDecompressor(dict_data=dict_data).decompress(stored)
+    dec = zstandard.ZstdDecompressor(dict_data=dict_data).decompressobj(write_size=max(raw_len, 1))
+    out = dec.decompress(stored)
+    if not dec.eof:
+        raise errors.CorruptOverlay('%s: zstd frame is incomplete' % what)
+    _no_trailing_bytes(dec, what, 'zstd frame')
+    return out
+
+
+def _no_trailing_bytes(decoder, what, unit):
+    # One frame (stream) per payload: bytes after it would be covered by no check.
+    if decoder.unused_data:
+        raise errors.CorruptOverlay('%s: %d bytes follow the %s' % (what, len(decoder.unused_data), unit))
 
 
 def _raw_dict(content):
@@ -118,8 +130,20 @@ def _decompress_unknown_size(codec, stored, limit, what):
         if codec == fmt.CODEC_XZ:
             dec = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
             out = dec.decompress(stored, max_length=limit + 1)
+            if not dec.eof and len(out) <= limit:
+                raise errors.CorruptOverlay('%s: xz stream is incomplete' % what)
+            _no_trailing_bytes(dec, what, 'xz stream')
         elif codec == fmt.CODEC_ZSTD:
-            out = zstandard.ZstdDecompressor().decompressobj().decompress(stored)
+            # Bounded before it allocates: the frame must declare its size.
+            size = zstandard.frame_content_size(stored)
+            if size < 0 or size > limit:
+                raise errors.LimitExceeded('%s: delta of %s bytes (limit %d)'
+                                           % (what, 'undeclared' if size < 0 else size, limit))
+            dec = zstandard.ZstdDecompressor().decompressobj(write_size=max(size, 1))
+            out = dec.decompress(stored)
+            if not dec.eof:
+                raise errors.CorruptOverlay('%s: zstd frame is incomplete' % what)
+            _no_trailing_bytes(dec, what, 'zstd frame')
         else:
             out = stored
     except (lzma.LZMAError, zstandard.ZstdError) as exc:

@@ -139,12 +139,13 @@ class Classifier:
 
 
 def create_overlay(base, disk_path, memory_path, out, codec='zstd', level=None,
-                   progress=None, workdir=None):
+                   progress=None, workdir=None, key=None):
     """Write the overlay of (disk_path, memory_path) against `base` to `out`.
 
     disk_path: a qcow2 layer whose backing file is the base disk (a resumed or
     synthesized VM's disk), or a raw image of the same size as the base disk.
-    memory_path: a libvirt save image of the VM. Returns CreateStats.
+    memory_path: a libvirt save image of the VM. key: a 32-byte key to encrypt
+    the overlay with (format version 2), or None. Returns CreateStats.
     """
     started = time.monotonic()
     codec_id = codecs.codec_by_name(codec)
@@ -156,7 +157,7 @@ def create_overlay(base, disk_path, memory_path, out, codec='zstd', level=None,
     meta = {'base_id': base.base_id, 'base_name': base.name, 'disk_size': base.disk_size,
             'memory_size': image.file_size, 'codec': codec,
             'created_at': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}
-    writer = fmt.OverlayWriter(out, meta)
+    writer = fmt.OverlayWriter(out, meta, key=key)
     builder = SegmentBuilder(writer, base, codec_id, level, workdir, stats)
     classifier = Classifier(base, stats)
     try:

@@ -37,6 +37,34 @@ class SourceError(OverlayError):
     """The overlay source (file or URL) cannot be opened or read."""
 
 
+class KeyRequired(OverlayError):
+    """The overlay is encrypted and no key was given."""
+
+    def __init__(self, message='the overlay is encrypted: a key is needed'):
+        super().__init__(message)
+
+
+class NotEncrypted(OverlayError):
+    """A key was given for a plain overlay: refused, so that a plain overlay cannot
+    stand in where an encrypted one is expected.
+    """
+
+    def __init__(self, message='a key was given but the overlay is not encrypted'):
+        super().__init__(message)
+
+
+class DecryptionFailed(OverlayError):
+    """A GCM tag does not match: wrong key, or the overlay was altered."""
+
+
+class BadKey(OverlayError):
+    """A key (or key file) that is not 32 bytes. Messages never show key bytes."""
+
+
+class SignatureInvalid(OverlayError):
+    """The overlay's signature does not verify (apply_overlay's verifier refused it)."""
+
+
 class SaveImageError(CloudletError):
     """A libvirt save image (memory snapshot) that cannot be used."""
 

@@ -30,6 +30,7 @@ from cloudlet_engine import capture
 from cloudlet_engine import chunks
 from cloudlet_engine import codecs
 from cloudlet_engine import create
+from cloudlet_engine import crypto
 from cloudlet_engine import errors
 from cloudlet_engine import format as fmt
 from cloudlet_engine import livemigration
@@ -113,8 +114,10 @@ class LiveResidue:
     """The residue of a running domain (resumed or synthesized from `base`)."""
 
     def __init__(self, domain, base, workdir, *, codec='auto', max_downtime_ms=300, progress=None,
-                 bandwidth=None):
+                 bandwidth=None, key=None):
         self.domain, self.base, self.workdir = domain, base, workdir
+        # Encrypts the residue (format version 2); checked now, before anything runs.
+        self._key = None if key is None else crypto.check_key(key)
         self.codec, self.max_downtime_ms = codec, max_downtime_ms
         self.progress, self.bandwidth = progress, bandwidth
         self.stats = ResidueStats()
@@ -140,7 +143,7 @@ class LiveResidue:
                 'memory_size': None, 'codec': self.codec, 'kind': 'handoff-residue',
                 'created_at': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}
         started = time.monotonic()
-        writer = fmt.OverlayWriter(counted, meta)
+        writer = fmt.OverlayWriter(counted, meta, key=self._key)
         builder = create.SegmentBuilder(writer, self.base, codec, None, self.workdir, overlay_stats,
                                         segment_bytes=SEGMENT_DATA_BYTES)
         classifier = create.Classifier(self.base, overlay_stats)

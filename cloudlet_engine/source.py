@@ -3,7 +3,8 @@
 `open_overlay` returns a file-like object with `read(n)` and `close()`. A
 background thread reads ahead into a bounded queue (`Prefetcher`), so the
 network keeps flowing while a segment is being decompressed and applied.
-Every source is bounded in bytes and in time between reads.
+Every source is bounded in bytes and in time between reads; an http(s) source
+connects only where an outbound policy allows (outbound.py), through no proxy.
 """
 
 import queue
@@ -13,6 +14,7 @@ import urllib.parse
 import urllib.request
 
 from cloudlet_engine import errors
+from cloudlet_engine import outbound
 from cloudlet_engine import urls
 
 DEFAULT_MAX_BYTES = 16 << 30
@@ -56,8 +58,13 @@ class Bounded:
 
 
 def open_overlay(location, max_bytes=DEFAULT_MAX_BYTES, timeout=DEFAULT_TIMEOUT,
-                 allow_files=True, prefetch=True):
-    """Open an overlay for streaming. `location`: a path, file://, http:// or https:// URL."""
+                 allow_files=True, prefetch=True, policy=None):
+    """Open an overlay for streaming. `location`: a path, file://, http:// or https:// URL.
+
+    `policy`: the outbound.Policy an http(s) URL's connection must pass (None:
+    the default policy, public addresses only); a refused host is a
+    SourceError saying "refused by policy", raised before any connection.
+    """
     parsed = urllib.parse.urlsplit(location)
     scheme = parsed.scheme.lower()
     if scheme in urls.FETCHABLE_SCHEMES:
@@ -65,7 +72,7 @@ def open_overlay(location, max_bytes=DEFAULT_MAX_BYTES, timeout=DEFAULT_TIMEOUT,
             urls.check_url(location, what='overlay URL')
         except urls.URLNotAllowed as exc:
             raise errors.SourceError(str(exc))
-        raw = _open_http(location, timeout)
+        raw = _open_http(location, timeout, outbound.Policy() if policy is None else policy)
         length = raw.headers.get('Content-Length')
         if length and length.isdigit() and int(length) > max_bytes:
             raw.close()
@@ -85,11 +92,13 @@ def open_overlay(location, max_bytes=DEFAULT_MAX_BYTES, timeout=DEFAULT_TIMEOUT,
     return Prefetcher(stream) if prefetch else stream
 
 
-def _open_http(url, timeout):
-    opener = urllib.request.build_opener(_NoRedirect)
+def _open_http(url, timeout, policy):
+    opener = policy.opener(_NoRedirect())      # no proxy: the connection itself is checked
     request = urllib.request.Request(url, headers={'User-Agent': 'openstack-cloudlet'})
     try:
         response = opener.open(request, timeout=timeout)
+    except outbound.Refused as exc:
+        raise errors.SourceError(str(exc)) from None
     except urllib.error.HTTPError as exc:
         raise errors.SourceError('fetching %s failed: HTTP %d %s' % (url, exc.code, exc.reason))
     except (urllib.error.URLError, OSError, ValueError) as exc:

@@ -45,8 +45,14 @@ def restore_launch(conn, base, launch, name, uuid, console_log=None, port_forwar
 
 def synthesize(base, overlay_location, launch_dir, name, uuid=None, port_forwards=None,
                conn=None, limits=None, max_bytes=sources.DEFAULT_MAX_BYTES, progress=None,
-               keep_memory_image=False):
+               keep_memory_image=False, key=None, verifier=None, policy=None):
     """Fetch and apply an overlay (None: resume the base as it is), then restore.
+
+    key, verifier: as apply.apply_overlay takes them (an encrypted overlay's
+    key; a signature verifier fed every byte of the overlay). policy: the
+    outbound.Policy of an overlay URL, as source.open_overlay takes it (None:
+    public addresses only; a local tool fetching for its own user passes
+    outbound.OPEN).
 
     On failure nothing is left: the launch directory is removed and no domain
     stays defined.
@@ -68,8 +74,9 @@ def synthesize(base, overlay_location, launch_dir, name, uuid=None, port_forward
             launch = apply.empty_launch(base, launch_dir)
             overlay_bytes = 0
         else:
-            with sources.open_overlay(overlay_location, max_bytes=max_bytes) as stream:
-                launch = apply.apply_overlay(base, stream, launch_dir, limits, progress)
+            with sources.open_overlay(overlay_location, max_bytes=max_bytes, policy=policy) as stream:
+                launch = apply.apply_overlay(base, stream, launch_dir, limits, progress, key=key,
+                                             verifier=verifier)
             overlay_bytes = launch.overlay_bytes
         timings['fetch_and_apply'] = time.monotonic() - started
         mark = time.monotonic()

@@ -6,7 +6,8 @@ accepts a request, the driver checks a server's overlay_url before it
 fetches, `source.open_overlay` checks what it is given. The deployment's
 rules are the [cloudlet] options `overlay_url_schemes` and
 `overlay_url_allowed_hosts`; the engine fetches only http and https, so no
-configuration can allow `file` (or anything else).
+configuration can allow `file` (or anything else). Which addresses a service
+may connect to at all is the outbound policy's (outbound.py).
 """
 
 import urllib.parse

@@ -19,3 +19,7 @@ class ImageNotFound(ImageServiceError):
 
 class AmbiguousImage(CloudletError):
     """A name or id prefix that matches more than one base or overlay."""
+
+
+class SigningError(CloudletError):
+    """An overlay cannot be signed with the key given (unreadable, or of no supported kind)."""

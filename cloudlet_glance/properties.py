@@ -40,6 +40,16 @@ TRAIT_PROPERTY = 'trait:%s' % TRAIT
 META_OVERLAY_URL = 'overlay_url'
 META_OVERLAY_ID = 'cloudlet_overlay_id'
 HANDOFF_ID = 'cloudlet_handoff_id'       # server metadata and residue image property of a handoff
+# An encrypted overlay's key: the key manager's (Barbican's) id of an AES-256
+# key, in the server metadata or on the overlay image (doc/trust.md).
+OVERLAY_KEY_ID = 'cloudlet_overlay_key_id'
+# A signed overlay: nova's (and Glance's) names for a signed image, on the
+# overlay image or, for an overlay_url, in the server metadata (doc/trust.md).
+SIGNATURE = 'img_signature'
+SIGNATURE_HASH_METHOD = 'img_signature_hash_method'
+SIGNATURE_KEY_TYPE = 'img_signature_key_type'
+SIGNATURE_CERTIFICATE = 'img_signature_certificate_uuid'
+SIGNATURE_PROPERTIES = (SIGNATURE, SIGNATURE_HASH_METHOD, SIGNATURE_KEY_TYPE, SIGNATURE_CERTIFICATE)
 # A leased server (cloudlet_nova/leases): its lease length, set by the user at
 # create or by a heartbeat, and when it runs out, set by the API.
 META_LEASE_SECONDS = 'cloudlet_lease_seconds'

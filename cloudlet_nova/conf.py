@@ -1,5 +1,5 @@
 """Every oslo.config option of openstack-cloudlet: [cloudlet], [cloudlet_handoff], [cloudlet_lease],
-[cloudlet_discovery] (cloudlet-advertise registers it: `register_discovery_opts`).
+[cloudlet_trust], [cloudlet_discovery] (cloudlet-advertise registers it: `register_discovery_opts`).
 
 `list_opts()` feeds oslo-config-generator (etc/cloudlet-config-generator.conf).
 Services register the options on nova's CONF with `register_opts(CONF)`.
@@ -7,6 +7,20 @@ Services register the options on nova's CONF with `register_opts(CONF)`.
 
 from keystoneauth1 import loading as ks_loading
 from oslo_config import cfg
+from oslo_config import types
+
+from cloudlet_engine import outbound
+
+
+class NetworkType(types.String):
+    """An IPv4 or IPv6 network in CIDR notation; a bad one is an error when the option is read."""
+
+    def __init__(self):
+        super().__init__(type_name='network (CIDR) value')
+
+    def __call__(self, value):
+        return str(outbound.parse_network(super().__call__(value)))
+
 
 GROUP = cfg.OptGroup('cloudlet', title='openstack-cloudlet options',
                      help='VM synthesis, base VMs and overlays (CloudletDriver and the cloudlet API).')
@@ -20,8 +34,27 @@ opts = [
                      'URLs. file:// is never allowed.'),
     cfg.ListOpt('overlay_url_allowed_hosts', default=[],
                 help='If set, overlay and base package URLs must name one of these hosts (exact '
-                     'host names or IP addresses). Empty: any host. Set it: the compute host fetches '
-                     'the URL, so an open list lets users reach whatever the compute host can.'),
+                     'host names or IP addresses). Empty: any host the outbound policy allows. '
+                     'It only narrows: a host listed here is still refused when its address is '
+                     'not public, unless outbound_allowed_hosts or outbound_allowed_networks allows '
+                     'it (doc/outbound-policy.md).'),
+    cfg.ListOpt('outbound_allowed_hosts', default=[],
+                help='The outbound policy (doc/outbound-policy.md): host names that nova-api and '
+                     'the compute hosts may connect to on a user\'s behalf whatever addresses they '
+                     'resolve to (exact, case-insensitive; an IP address here allows that address). '
+                     'The policy covers overlay_url, base package URLs, the negotiation\'s overlay '
+                     'URL and handoff destinations (Keystone, the catalog\'s endpoints, redirects). '
+                     'By default only public addresses are allowed: loopback, link-local (the '
+                     'metadata service 169.254.169.254), private, shared, multicast, reserved and '
+                     'documentation addresses are refused, also inside IPv6 addresses that embed '
+                     'IPv4 ones.'),
+    cfg.ListOpt('outbound_allowed_networks', default=[], item_type=NetworkType(),
+                help='The outbound policy: networks (CIDR, e.g. 10.20.0.0/16 or 10.20.0.5/32) '
+                     'whose addresses nova-api and the compute hosts may connect to on a user\'s '
+                     'behalf, beside the public addresses. A host name is resolved once and every '
+                     'address it resolves to must be allowed. Allow only the networks that serve '
+                     'overlays, base packages or destination clouds: never the management network '
+                     'or 169.254.0.0/16.'),
     cfg.IntOpt('max_overlay_bytes', default=16 * 1024 ** 3, min=1,
                help='Largest overlay (or base VM package) accepted, in bytes.'),
     cfg.IntOpt('fetch_timeout', default=30, min=1,
@@ -80,6 +113,14 @@ handoff_opts = [
     cfg.IntOpt('max_downtime_ms', default=300, min=1,
                help='Longest pause of the VM for the last memory iteration of a handoff, in '
                     'milliseconds (QEMU\'s migration downtime limit).'),
+    cfg.StrOpt('residue_encryption', default='auto',
+               choices=[('auto', 'encrypt when the destination\'s catalog has a key manager'),
+                        ('required', 'refuse a destination without a key manager'),
+                        ('off', 'never encrypt')],
+               help='Whether the residue rests encrypted in the destination\'s Glance (AES-256-GCM, '
+                    'overlay format version 2): a new key is stored in the destination\'s key '
+                    'manager with the handoff\'s credential, named in the destination server\'s '
+                    'metadata, and deleted with the residue image once the server is ACTIVE.'),
 ]
 
 LEASE_GROUP = cfg.OptGroup(
@@ -99,6 +140,33 @@ lease_opts = [
                     'the device to come back (its next heartbeat renews the lease).'),
     cfg.IntOpt('reap_interval', default=10, min=1,
                help='Seconds between two passes of the reaper over the servers with a lease.'),
+]
+
+TRUST_GROUP = cfg.OptGroup(
+    'cloudlet_trust', title='openstack-cloudlet signed and encrypted overlays',
+    help='What a compute host demands of an overlay before the VM runs (doc/trust.md). A signed '
+         'overlay carries nova\'s image signature properties (img_signature, '
+         'img_signature_hash_method, img_signature_key_type, img_signature_certificate_uuid) on its '
+         'Glance image, or in the server metadata for an overlay_url; the certificate is read from '
+         'the key manager (castellan, [key_manager] and [barbican]) with the user\'s credentials. '
+         'An encrypted overlay names its AES-256 key in the key manager with '
+         'cloudlet_overlay_key_id. A present signature is always verified; these options make '
+         'one required. A server created with nova\'s trusted_image_certificates (API 2.63) '
+         'requires a signature whose certificate those certificates issued, whatever is set here.')
+
+trust_opts = [
+    cfg.BoolOpt('verify_overlay_signatures', default=False,
+                help='Refuse an overlay that is not signed (as nova\'s [glance] '
+                     'verify_glance_signatures does for images): the spawn fails before the VM '
+                     'runs. Handoff residues are overlays too: a destination that requires '
+                     'signatures refuses unsigned handoffs.'),
+    cfg.BoolOpt('enable_certificate_validation', default=False,
+                help='Also require the signing certificate to be issued by one of '
+                     '`default_trusted_certificate_ids` (when the server names no trusted '
+                     'certificates of its own), as nova\'s [glance] option of the same name.'),
+    cfg.ListOpt('default_trusted_certificate_ids', default=[],
+                help='Key manager ids of the certificates trusted to issue overlay signing '
+                     'certificates, when enable_certificate_validation is set.'),
 ]
 
 DISCOVERY_GROUP = cfg.OptGroup(
@@ -182,8 +250,11 @@ def register_opts(conf):
     conf.register_opts(handoff_opts, group=HANDOFF_GROUP)
     conf.register_group(LEASE_GROUP)
     conf.register_opts(lease_opts, group=LEASE_GROUP)
+    conf.register_group(TRUST_GROUP)
+    conf.register_opts(trust_opts, group=TRUST_GROUP)
 
 
 def list_opts():
-    return [(GROUP, opts), (HANDOFF_GROUP, handoff_opts), (LEASE_GROUP, lease_opts + service_client_opts())] + [
+    return [(GROUP, opts), (HANDOFF_GROUP, handoff_opts), (LEASE_GROUP, lease_opts + service_client_opts()),
+            (TRUST_GROUP, trust_opts)] + [
         (DISCOVERY_GROUP, discovery_opts + discovery_ksa_opts())]

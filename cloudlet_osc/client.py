@@ -126,11 +126,14 @@ class CloudletClient:
 
     # ------------------------------------------------------------ servers
 
-    def create_server(self, name, image_id, flavor_id, networks='auto', metadata=None):
+    def create_server(self, name, image_id, flavor_id, networks='auto', metadata=None,
+                      trusted_certificates=None):
         """POST /servers; returns nova's (short) server record."""
         server = {'name': name, 'imageRef': image_id, 'flavorRef': flavor_id, 'networks': networks}
         if metadata:
             server['metadata'] = dict(metadata)
+        if trusted_certificates:
+            server['trusted_image_certificates'] = list(trusted_certificates)   # nova API >= 2.63
         return self._call('POST', '/servers', json={'server': server})['server']
 
     def get_server(self, server_id):
@@ -155,9 +158,11 @@ class CloudletClient:
         body = self._call('POST', '/servers/%s/action' % _quote(server_id), json={action: entity})
         return body['image_id']
 
-    def create_overlay(self, server_id, name, metadata=None, codec=None):
+    def create_overlay(self, server_id, name, metadata=None, codec=None, encryption_key_id=None):
         """The cloudlet-create-overlay action; returns the overlay's Glance image id."""
-        return self._capture(OVERLAY_ACTION, server_id, name, metadata, {'codec': codec} if codec else None)
+        options = {key: value for key, value in (('codec', codec), ('encryption_key_id', encryption_key_id))
+                   if value}
+        return self._capture(OVERLAY_ACTION, server_id, name, metadata, options or None)
 
     def create_base(self, server_id, name, metadata=None):
         """The cloudlet-create-base action; returns the base disk image's id (its companions come with it)."""

@@ -14,6 +14,7 @@ import urllib.parse
 from osc_lib import exceptions
 
 from cloudlet_engine import format as overlay_format
+from cloudlet_engine import outbound
 from cloudlet_engine import source
 from cloudlet_glance import errors as glance_errors
 from cloudlet_glance import model
@@ -55,7 +56,9 @@ def resolve(images, ref, read_url=True):
 
 
 def _from_header(kind, location, allow_files):
-    with source.open_overlay(location, allow_files=allow_files, prefetch=False) as stream:
+    # On the user's own machine, for that user: no outbound policy narrows it.
+    with source.open_overlay(location, allow_files=allow_files, prefetch=False,
+                             policy=outbound.OPEN) as stream:
         meta = overlay_format.OverlayReader(stream).meta
     return Overlay(kind, location, meta['base_id'], meta.get('base_name'))
 

@@ -67,6 +67,12 @@ function configure_cloudlet {
     if [[ -n $CLOUDLET_OVERLAY_ALLOWED_HOSTS ]]; then
         allowed_hosts=(--set "cloudlet.overlay_url_allowed_hosts=$CLOUDLET_OVERLAY_ALLOWED_HOSTS")
     fi
+    if [[ -n $CLOUDLET_OUTBOUND_ALLOWED_HOSTS ]]; then
+        allowed_hosts+=(--set "cloudlet.outbound_allowed_hosts=$CLOUDLET_OUTBOUND_ALLOWED_HOSTS")
+    fi
+    if [[ -n $CLOUDLET_OUTBOUND_ALLOWED_NETWORKS ]]; then
+        allowed_hosts+=(--set "cloudlet.outbound_allowed_networks=$CLOUDLET_OUTBOUND_ALLOWED_NETWORKS")
+    fi
 
     if is_service_enabled n-api; then
         "$configure" nova --role api --config-file "$NOVA_CONF" --api-paste "$NOVA_API_PASTE_INI" \
@@ -87,6 +93,28 @@ function configure_cloudlet {
         "$configure" nova --role compute --config-file "$NOVA_CONF" \
             --virt-type "$LIBVIRT_TYPE" --state-dir "$CLOUDLET_STATE_DIR" "${allowed_hosts[@]}" \
             || die $LINENO "cloudlet-configure failed for nova-compute"
+    fi
+}
+
+# With Barbican enabled (enable_plugin barbican ...), nova and glance keep keys
+# and certificates there: encrypted overlays' keys, and the certificates that
+# signed overlays and images are verified against, are read with the token of
+# the user whose request it is (castellan). devstack's lib/nova sets nova's
+# [key_manager] backend to a fixed-key manager, and barbican's plugin changes it
+# only where n-cpu runs; this sets it where n-api runs too, and names Keystone
+# for glance, whose request context castellan authenticates at auth_endpoint
+# (castellan's default, http://localhost/identity/v3, is only right on a single
+# host with devstack's default SERVICE_HOST). Without Barbican nothing is
+# written: encrypted and signed overlays then fail, as nova has no key manager.
+function configure_cloudlet_key_manager {
+    if is_service_enabled n-api || is_service_enabled n-cpu; then
+        # $NOVA_CONF: start_nova_compute copies it over $NOVA_CPU_CONF later.
+        iniset "$NOVA_CONF" key_manager backend barbican
+        iniset "$NOVA_CONF" barbican auth_endpoint "$KEYSTONE_SERVICE_URI/v3"
+    fi
+    if is_service_enabled g-api; then
+        iniset "$GLANCE_API_CONF" key_manager backend barbican
+        iniset "$GLANCE_API_CONF" barbican auth_endpoint "$KEYSTONE_SERVICE_URI/v3"
     fi
 }
 
@@ -183,6 +211,9 @@ if is_service_enabled cloudlet; then
     elif [[ "$1" == "stack" && "$2" == "post-config" ]]; then
         echo_summary "Configuring nova for openstack-cloudlet"
         configure_cloudlet
+        if is_service_enabled barbican; then
+            configure_cloudlet_key_manager
+        fi
         if _cloudlet_advertises; then
             configure_cloudlet_advertise
         fi

@@ -78,6 +78,11 @@ DESCRIPTIONS = {
     'request.cloudlet-create-overlay.options.codec': (
         'The codec of the overlay\'s data. Default: the compute host\'s ``[cloudlet] '
         'overlay_codec`` (``zstd``).'),
+    'request.cloudlet-create-overlay.options.encryption_key_id': (
+        'Encrypt the overlay (AES-256-GCM, overlay format version 2) with this key: the id of a '
+        '256-bit symmetric key in the key manager (Barbican), readable by the caller\'s project. '
+        'The compute host reads it with the caller\'s credentials; the overlay image gets '
+        '``cloudlet_overlay_key_id``. See doc/trust.md.'),
     # cloudlet-handoff
     'request.cloudlet-heartbeat': (
         'Renew the server\'s lease: it now runs out ``seconds`` from now. An empty object '
@@ -128,7 +133,10 @@ DESCRIPTIONS = {
     'request.base': 'The base VM package to import.',
     'request.base.url': (
         'The ``http://`` or ``https://`` URL of the base VM package (zip). nova-api downloads '
-        'it: ``[cloudlet] overlay_url_schemes`` and ``overlay_url_allowed_hosts`` apply.'),
+        'it: ``[cloudlet] overlay_url_schemes`` and ``overlay_url_allowed_hosts`` apply, and the '
+        'outbound policy: a host that is or resolves to an address that is not public (loopback, '
+        'link-local, private, ...) is refused (400, "refused by policy") unless '
+        '``outbound_allowed_hosts`` or ``outbound_allowed_networks`` allows it.'),
     'request.base.name': 'The name of the base disk image. Default: the name in the package.',
     'request.base.visibility': (
         'The visibility of the base\'s images. Default: ``private``. ``public`` needs the policy '
@@ -156,7 +164,9 @@ DESCRIPTIONS = {
     'request.overlay_url': (
         'The ``http://`` or ``https://`` URL of an overlay: nova-api reads its header only (at '
         'most 1 MiB), and its size from ``Content-Length``. ``[cloudlet] overlay_url_schemes`` '
-        'and ``overlay_url_allowed_hosts`` apply.'),
+        'and ``overlay_url_allowed_hosts`` apply, and the outbound policy: a host that is or '
+        'resolves to an address that is not public is refused (400, "refused by policy") unless '
+        '``outbound_allowed_hosts`` or ``outbound_allowed_networks`` allows it.'),
 
     # 202 of the capture actions
     'response.image_id': (
@@ -180,7 +190,12 @@ DESCRIPTIONS = {
     'response.cloudlet.image_property_keys': (
         'The image properties the cloudlet model sets on base and overlay images.'),
     'response.cloudlet.codecs': 'The codecs an overlay can be created with.',
-    'response.cloudlet.overlay_format_version': 'The overlay format version this cloud writes and reads.',
+    'response.cloudlet.overlay_format_version': (
+        'The overlay format version this cloud writes for a plain overlay (an encrypted one is '
+        'version 2).'),
+    'response.cloudlet.overlay_format_versions': (
+        'The overlay format versions this cloud reads: 1 (plain) and 2 (encrypted, AES-256-GCM; '
+        'new in 1.3).'),
     'response.cloudlet.base_package_format_version': (
         'The newest base VM package format version this cloud imports and exports.'),
     'response.cloudlet.limits': 'Limits of this cloud.',

@@ -5,17 +5,22 @@
 find the base disk image there, pick a flavor, create the hidden residue
 image, stream the residue into it, create the server and wait for it, and
 clean up. It talks HTTP only (keystoneauth1 sessions and requests): no nova
-imports, so it runs and is tested on its own.
+imports, so it runs and is tested on its own. Every connection it opens (to
+the auth_url or compute_endpoint, the catalog's endpoints, redirects, the
+upload) is checked by the outbound policy (cloudlet_engine.outbound) and
+uses no proxy from the environment.
 
 Errors are `HandoffDestinationError`; `refused` tells a destination that
 answered and said no (4xx, no matching base, no fitting flavor, a build that
-ended in ERROR) from one that could not be reached, timed out or stalled.
+ended in ERROR, a host the outbound policy refuses) from one that could not
+be reached, timed out or stalled.
 Messages never hold the credential: every message built here goes through
 `Destination._redact`, and nothing here logs more than the Keystone URL and
 ids. Every network call has a timeout (`connect_timeout` for connecting and
 for each API call; the upload adds `stall_timeout`): nothing waits forever.
 """
 
+import base64
 import logging
 import re
 import time
@@ -28,6 +33,7 @@ from keystoneauth1.identity import v3
 from keystoneauth1 import session as ksa_session
 import requests
 
+from cloudlet_engine import outbound
 from cloudlet_glance import properties as props
 from cloudlet_nova.handoff import remote
 from cloudlet_nova.handoff.remote import HandoffDestinationError
@@ -68,7 +74,10 @@ class Destination:
     """The destination cloud of one handoff (see the module doc)."""
 
     def __init__(self, destination, credential, *, known_clouds=None, ca_file=None, insecure=False,
-                 connect_timeout=30, stall_timeout=60):
+                 connect_timeout=30, stall_timeout=60, policy=None):
+        # Every connection (Keystone, the catalog's endpoints, redirects, the
+        # upload) goes through this outbound.Policy; None: public addresses only.
+        self._policy = outbound.Policy() if policy is None else policy
         destination = dict(destination or {})
         forms = [key for key in ('auth_url', 'compute_endpoint', 'cloud') if destination.get(key)]
         if len(forms) != 1:
@@ -102,7 +111,7 @@ class Destination:
             self.compute_endpoint = _check_http_url(destination['compute_endpoint'].rstrip('/'),
                                                     'destination compute_endpoint')
         self.project_id = self.user_id = None
-        self.image_url = self.compute_url = self.network_url = None
+        self.image_url = self.compute_url = self.network_url = self.key_manager_url = None
         self.base_image = None
         self._session = None
 
@@ -143,9 +152,20 @@ class Destination:
         return self._error('destination %s: %s failed: %s' % (self.auth_url or self.compute_endpoint, what,
                                                               exc or exc.__class__.__name__))
 
+    def _refused(self, exc):
+        """outbound.Refused: the policy refused a host before connecting to it."""
+        return self._error('destination %s: %s' % (self.auth_url or self.compute_endpoint, exc), refused=True)
+
+    def _check_policy(self, url, what=None):
+        """Refuse an IP address literal the policy refuses now; names are checked when connecting."""
+        try:
+            self._policy.check_url(url, what, resolve=False)
+        except outbound.Refused as exc:
+            raise self._refused(exc) from None
+
     def _new_session(self, auth=None):
-        return ksa_session.Session(auth=auth, verify=self._verify, timeout=self.connect_timeout,
-                                   user_agent='openstack-cloudlet-handoff')
+        return ksa_session.Session(auth=auth, session=self._policy.session(), verify=self._verify,
+                                   timeout=self.connect_timeout, user_agent='openstack-cloudlet-handoff')
 
     def _request(self, method, url, what, **kwargs):
         """One authenticated API call; connection problems become HandoffDestinationError."""
@@ -157,6 +177,8 @@ class Destination:
         except ksa_exc.HttpError as exc:      # re-authentication refused
             raise self._error('destination %s: %s refused: %s' % (self.auth_url, what, exc),
                               refused=True) from None
+        except outbound.Refused as exc:
+            raise self._refused(exc) from None
         except (ksa_exc.ClientException, requests.exceptions.RequestException) as exc:
             raise self._unreachable(what, exc) from None
 
@@ -187,6 +209,8 @@ class Destination:
         for url in (self.compute_endpoint, self.compute_endpoint + '/servers'):
             try:
                 response = session.get(url, authenticated=False, raise_exc=False, log=False)
+            except outbound.Refused as exc:
+                raise self._refused(exc) from None
             except (ksa_exc.ClientException, requests.exceptions.RequestException) as exc:
                 raise self._error('destination compute endpoint %s: cannot reach it: %s'
                                   % (self.compute_endpoint, exc)) from None
@@ -205,6 +229,8 @@ class Destination:
             response = self._new_session().get(
                 self.auth_url + '/auth/tokens', headers={'X-Auth-Token': token, 'X-Subject-Token': token},
                 authenticated=False, raise_exc=False, log=False)
+        except outbound.Refused as exc:
+            raise self._refused(exc) from None
         except (ksa_exc.ClientException, requests.exceptions.RequestException) as exc:
             raise self._error('destination %s: cannot reach Keystone: %s' % (self.auth_url, exc)) from None
         if response.status_code in (401, 403, 404):
@@ -220,6 +246,7 @@ class Destination:
 
     def connect(self):
         """Authenticate and resolve the image and compute endpoints from the catalog."""
+        self._check_policy(self.auth_url or self.compute_endpoint)
         if self._form == 'compute_endpoint' and self.auth_url is None:
             self.auth_url = self._discover_auth_url()
         if self._credential[0] == 'token':
@@ -239,6 +266,8 @@ class Destination:
             raise self._error('destination %s refused the credential%s'
                               % (self.auth_url, ' (HTTP %s)' % code if code else ''),
                               refused=True) from None
+        except outbound.Refused as exc:
+            raise self._refused(exc) from None
         except (ksa_exc.ClientException, requests.exceptions.RequestException) as exc:
             raise self._error('destination %s: cannot reach Keystone: %s' % (self.auth_url, exc)) from None
         if not auth_ref.project_id:
@@ -266,6 +295,15 @@ class Destination:
         except ksa_exc.EndpointNotFound:
             network_url = None
         self.network_url = network_url.rstrip('/') if network_url else None
+        try:   # optional: residues are encrypted when the destination has a key manager
+            key_manager_url = catalog.url_for(service_type='key-manager', interface=self.interface,
+                                              region_name=self.region_name)
+        except ksa_exc.EndpointNotFound:
+            key_manager_url = None
+        self.key_manager_url = key_manager_url.rstrip('/').removesuffix('/v1') if key_manager_url else None
+        for endpoint in (self.image_url, self.compute_url, self.network_url, self.key_manager_url):
+            if endpoint:
+                self._check_policy(endpoint, 'catalog endpoint')
         self._session = session
         LOG.info('handoff destination %s: project %s, image %s, compute %s', self.auth_url, self.project_id,
                  self.image_url, self.compute_url)
@@ -358,13 +396,15 @@ class Destination:
             raise HandoffDestinationError('destination: connect() first')
         try:
             headers = dict(self._session.get_auth_headers() or {})
+        except outbound.Refused as exc:
+            raise self._refused(exc) from None
         except (ksa_exc.ClientException, requests.exceptions.RequestException) as exc:
             raise self._unreachable('authenticating for the upload', exc) from None
         headers['Content-Type'] = 'application/octet-stream'
         url = '%s/v2/images/%s/file' % (self.image_url, urllib.parse.quote(image_id, safe=''))
         return Upload(url, headers, verify=self._verify, connect_timeout=self.connect_timeout,
                       stall_timeout=self.stall_timeout, describe='upload of image %s to %s' % (image_id, url),
-                      redact=self._redact)
+                      redact=self._redact, policy=self._policy)
 
     def delete_image(self, image_id):
         """Best effort: never raises."""
@@ -377,6 +417,37 @@ class Destination:
         except Exception as exc:      # best effort, by contract
             LOG.warning('destination %s: deleting image %s failed: %s', self.auth_url, image_id,
                         self._redact(exc))
+
+    # ------------------------------------------------------------ Barbican
+
+    def store_key(self, key, name):
+        """Store an AES-256 key in the destination's key manager (its project's secret); its id."""
+        if not self.key_manager_url:
+            raise HandoffDestinationError('destination %s has no key manager in its catalog' % self.auth_url,
+                                          refused=True)
+        body = {'name': name, 'secret_type': 'symmetric', 'algorithm': 'aes', 'bit_length': 256,
+                'mode': 'gcm', 'payload': base64.b64encode(key).decode('ascii'),
+                'payload_content_type': 'application/octet-stream', 'payload_content_encoding': 'base64'}
+        response = self._check(self._request('POST', self.key_manager_url + '/v1/secrets',
+                                             'storing the residue key', json=body),
+                               'storing the residue key')
+        try:
+            return response.json()['secret_ref'].rstrip('/').rsplit('/', 1)[-1]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise self._error('destination %s: the key manager answered without a secret_ref'
+                              % self.auth_url) from None
+
+    def delete_key(self, key_id):
+        """Best effort: never raises."""
+        try:
+            response = self._request('DELETE', '%s/v1/secrets/%s' % (self.key_manager_url,
+                                                                      urllib.parse.quote(key_id, safe='')),
+                                     'deleting key %s' % key_id)
+            if response.status_code >= 400 and response.status_code != 404:
+                LOG.warning('destination %s: deleting key %s: HTTP %d', self.auth_url, key_id,
+                            response.status_code)
+        except Exception as exc:      # best effort, by contract
+            LOG.warning('destination %s: deleting key %s failed: %s', self.auth_url, key_id, self._redact(exc))
 
     # ------------------------------------------------------------ nova
 

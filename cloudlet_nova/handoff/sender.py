@@ -53,6 +53,7 @@ from nova import objects
 from nova import utils
 from nova.virt.libvirt import utils as libvirt_utils
 
+from cloudlet_engine import crypto
 from cloudlet_engine import errors as engine_errors
 from cloudlet_engine import handoff as engine_handoff
 from cloudlet_engine import urls
@@ -63,6 +64,7 @@ from cloudlet_nova.handoff import addresses
 from cloudlet_nova.handoff import destination as destination_mod
 from cloudlet_nova.handoff import records
 from cloudlet_nova.handoff import remote
+from cloudlet_nova import outbound
 from cloudlet_nova.virt import faults
 from cloudlet_nova.virt import launch
 from cloudlet_nova.virt import restore
@@ -148,6 +150,7 @@ class Handoff:
         self.guest = None
         self.nics = []
         self.residue_image_id = None
+        self.residue_key = self.residue_key_id = None   # the residue's key: in memory only
         self.server_id = None
         self.floating_ips = []         # of the server here: released with it after the switch
         self.switched = False          # the destination server is ACTIVE: no roll back
@@ -260,8 +263,11 @@ class Handoff:
         paused_at = getattr(stats, 'paused_at', None)
         if paused_at is not None:
             self.record.update(downtime_seconds=round(active_at - paused_at, 3))
-        # The destination server has applied the residue: its image is residue only.
+        # The destination server has applied the residue: its image and key are residue only.
         self.destination.delete_image(self.residue_image_id)
+        if self.residue_key_id:
+            self.destination.delete_key(self.residue_key_id)
+        self.residue_key = None
         if self.floating_ips:
             self._quietly('give the destination server a floating IP', self._add_floating_ip)
 
@@ -299,7 +305,8 @@ class Handoff:
         self.destination = destination_mod.Destination(
             spec, self.request['credential'], known_clouds=dict(options.destinations or {}),
             ca_file=options.ca_file, insecure=options.insecure,
-            connect_timeout=options.connect_timeout, stall_timeout=options.stall_timeout)
+            connect_timeout=options.connect_timeout, stall_timeout=options.stall_timeout,
+            policy=outbound.policy(CONF))
         self.destination.connect()
         self._record_destination(spec)
         # Read before the VM is touched: a Neutron that cannot answer fails the handoff here.
@@ -313,6 +320,9 @@ class Handoff:
             'cloudlet-handoff-%s' % self.handoff_id, base.base_id, base.name, self.handoff_id)
         self.record.update(residue_image_id=self.residue_image_id)
         metadata = {props.META_OVERLAY_ID: self.residue_image_id, HANDOFF_ID: self.handoff_id}
+        self._residue_key(options.residue_encryption)
+        if self.residue_key_id:
+            metadata[props.OVERLAY_KEY_ID] = self.residue_key_id
         lease_seconds = (self.instance.metadata or {}).get(props.META_LEASE_SECONDS)
         if lease_seconds:
             # The lease goes along: the destination's API starts it afresh (its own bounds).
@@ -321,6 +331,20 @@ class Handoff:
             self.request['name'], base_image['id'], flavor['id'], metadata,
             networks=self._destination_networks(options.destination_networks))
         self.record.update(destination_server_id=self.server_id)
+
+    def _residue_key(self, mode):
+        """A new key for the residue, kept in the destination's key manager.
+
+        [cloudlet_handoff] residue_encryption decides; with a key, the VM's
+        memory and disk never rest in the destination's Glance in clear.
+        """
+        if mode == 'off' or (mode == 'auto' and not self.destination.key_manager_url):
+            self.record.update(residue_encrypted=False)
+            return
+        key = crypto.new_key()
+        self.residue_key_id = self.destination.store_key(key, 'cloudlet-handoff-%s' % self.handoff_id)
+        self.residue_key = key
+        self.record.update(residue_encrypted=True)
 
     def _destination_networks(self, option):
         if option != 'source':
@@ -352,7 +376,7 @@ class Handoff:
                 # The engine drives QEMU through the raw virDomain (libvirt_qemu monitor
                 # commands); nova's Guest exposes no public accessor for it.
                 self.residue = engine_handoff.LiveResidue(
-                    self.guest._domain, base, workdir, codec=codec,
+                    self.guest._domain, base, workdir, codec=codec, key=self.residue_key,
                     max_downtime_ms=CONF.cloudlet_handoff.max_downtime_ms,
                     progress=launch.LogProgress(self.instance.uuid), bandwidth=upload.bandwidth)
             self._check_cancelled()
@@ -441,6 +465,9 @@ class Handoff:
             if self.server_id:
                 self._quietly('delete the destination server', self.destination.delete_server,
                               self.server_id)
+            if self.residue_key_id:
+                self._quietly('delete the residue key', self.destination.delete_key, self.residue_key_id)
+        self.residue_key = None
 
     def _ensure_running(self):
         if self.guest.get_power_state(self.driver._host) == power_state.PAUSED:

@@ -6,9 +6,9 @@ import threading
 import time
 
 import requests
-import requests.adapters
 import urllib3.connection
 
+from cloudlet_engine import outbound
 from cloudlet_nova.handoff.remote import HandoffDestinationError
 from cloudlet_nova.handoff.remote import response_message
 
@@ -32,12 +32,12 @@ class _Aborted(Exception):
     """Raised inside the HTTP body generator: the request is abandoned, its connection closed."""
 
 
-class _TrackingAdapter(requests.adapters.HTTPAdapter):
-    """An HTTPAdapter that remembers the connections it opens, so that abort() can shut them."""
+class _TrackingAdapter(outbound.HTTPAdapter):
+    """The outbound policy's HTTPAdapter, remembering the connections it opens so that abort() can shut them."""
 
-    def __init__(self, connections):
+    def __init__(self, connections, policy):
         self._connections = connections
-        super().__init__(max_retries=0)
+        super().__init__(policy, max_retries=0)
 
     def init_poolmanager(self, *args, **kwargs):
         # Keep little unsent data in the kernel: what waits in a socket buffer
@@ -81,12 +81,14 @@ class Upload:
     body, max(connect_timeout, stall_timeout). __exit__ without an exception
     ends the body and waits for Glance's answer (non-2xx raises); with one,
     it aborts: the body generator stops and the connection is shut down.
-    Behind an HTTP proxy the connection is not tracked, and abort() relies on
-    those timeouts.
+
+    The connection goes only where `policy` (an outbound.Policy; None: public
+    addresses only) allows, and through no proxy: a refused host fails the
+    upload (refused) before any connection.
     """
 
     def __init__(self, url, headers, *, verify=True, connect_timeout=30, stall_timeout=60,
-                 buffer_bytes=BUFFER_BYTES, chunk_bytes=CHUNK_BYTES, describe=None, redact=str):
+                 buffer_bytes=BUFFER_BYTES, chunk_bytes=CHUNK_BYTES, describe=None, redact=str, policy=None):
         self.url = url
         self._headers = dict(headers)
         self._verify = verify
@@ -107,8 +109,9 @@ class Upload:
         self._samples = collections.deque()     # (time, bytes_sent)
         self._last_progress = None
         self._connections = []
-        self._http = requests.Session()
-        adapter = _TrackingAdapter(self._connections)
+        policy = outbound.Policy() if policy is None else policy
+        self._http = policy.session()           # trust_env off: no proxy, no .netrc
+        adapter = _TrackingAdapter(self._connections, policy)
         self._http.mount('http://', adapter)
         self._http.mount('https://', adapter)
         self._thread = threading.Thread(target=self._run, name='cloudlet-handoff-upload', daemon=True)
@@ -148,6 +151,8 @@ class Upload:
                                           % response.status_code)
         except _Aborted:
             failure = self._error('aborted')
+        except outbound.Refused as exc:
+            failure = self._error(str(exc), refused=True)
         except requests.exceptions.Timeout as exc:
             failure = self._error('timed out (%s)' % exc.__class__.__name__)
         except Exception as exc:        # reported to write()/finish() in the caller's thread

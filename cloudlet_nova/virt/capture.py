@@ -52,6 +52,7 @@ from cloudlet_nova.virt import faults
 from cloudlet_nova.virt import launch as launch_mod
 from cloudlet_nova.virt import restore
 from cloudlet_nova.virt import state
+from cloudlet_nova.virt import trust
 
 CONF = nova.conf.CONF
 LOG = logging.getLogger(__name__)
@@ -84,6 +85,7 @@ class Capture:
             raise exception.InstanceNotRunning(instance_id=self.instance.uuid)
         base = self._base_of_instance() if self.kind == props.OVERLAY else None
         codec = self._codec() if self.kind == props.OVERLAY else None
+        key = self._key() if self.kind == props.OVERLAY else None
         disk_path, disk_format = self._root_disk(guest)
         update_task_state(task_state=task_states.IMAGE_PENDING_UPLOAD)
         update_task_state(task_state=task_states.IMAGE_UPLOADING,
@@ -94,7 +96,7 @@ class Capture:
             memory_path, disk_copy = self._save_and_copy(guest, disk_path, disk_format)
             with faults.capture_errors():
                 if self.kind == props.OVERLAY:
-                    self._upload_overlay(base, disk_copy, memory_path, codec)
+                    self._upload_overlay(base, disk_copy, memory_path, codec, key)
                 else:
                     self._upload_base(disk_copy, memory_path)
         except BaseException:
@@ -121,6 +123,13 @@ class Capture:
         except ValueError as exc:
             raise faults.CloudletCaptureFailed(reason=str(exc))
         return codec
+
+    def _key(self):
+        """The key to encrypt the overlay with (the target image names it), read before the VM stops."""
+        ref = (self.image.get('properties') or {}).get(props.OVERLAY_KEY_ID)
+        if not ref:
+            return None
+        return trust.fetch_key(self.context, ref, 'overlay', fault=faults.CloudletCaptureFailed)
 
     def _root_disk(self, guest):
         """(path, format) of the root disk; refuses disks a base or overlay cannot carry."""
@@ -203,12 +212,12 @@ class Capture:
 
     # -- the VM runs again: build and upload -----------------------------------------
 
-    def _upload_overlay(self, base, disk_copy, memory_path, codec):
+    def _upload_overlay(self, base, disk_copy, memory_path, codec, key=None):
         overlay_path = os.path.join(self.workdir, 'overlay.clo')
         with open(overlay_path, 'xb') as out:
             stats = create.create_overlay(base, disk_copy, memory_path, out, codec,
                                           progress=launch_mod.LogProgress(self.instance.uuid),
-                                          workdir=self.workdir)
+                                          workdir=self.workdir, key=key)
         properties = {props.CLOUDLET_TYPE: props.OVERLAY, props.BASE_ID: base.base_id,
                       props.BASE_NAME: base.name, props.CODEC: codec}
         self._upload_into_target(overlay_path, properties)

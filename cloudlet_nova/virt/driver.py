@@ -31,6 +31,7 @@ from cloudlet_nova import conf as cloudlet_conf
 from cloudlet_nova.handoff import records as handoff_records
 from cloudlet_nova.handoff import rpc as handoff_rpc
 from cloudlet_nova.handoff import sender as handoff_sender
+from cloudlet_nova import outbound
 from cloudlet_nova.virt import capture
 from cloudlet_nova.virt import faults
 from cloudlet_nova.virt import launch
@@ -55,6 +56,7 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
 
     def init_host(self, host):
         cloudlet_conf.register_opts(CONF)
+        outbound.policy(CONF)       # a bad [cloudlet] outbound_allowed_networks stops nova-compute here
         super().init_host(host)
         os.makedirs(launch.base_store().root, exist_ok=True)
         removed, captures = state.sweep(CONF.instances_path)

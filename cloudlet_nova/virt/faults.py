@@ -49,6 +49,11 @@ class CloudletCaptureFailed(exception.NovaException):
 # Engine exception class -> what the problem is, from the user's side.
 _KINDS = (
     (errors.WrongBase, 'overlay does not fit the base'),
+    (errors.SignatureInvalid, 'overlay signature does not verify'),
+    (errors.DecryptionFailed, 'overlay cannot be decrypted'),
+    (errors.KeyRequired, 'overlay key missing (server metadata cloudlet_overlay_key_id)'),
+    (errors.NotEncrypted, 'overlay refused'),
+    (errors.BadKey, 'overlay key unusable'),
     (errors.TruncatedOverlay, 'overlay is truncated'),
     (errors.CorruptOverlay, 'overlay is corrupt'),
     (errors.UnsupportedVersion, 'overlay format not supported'),

@@ -39,8 +39,10 @@ from cloudlet_glance import images as glance_images
 from cloudlet_glance import model
 from cloudlet_glance import properties as props
 from cloudlet_glance import streams as glance_streams
+from cloudlet_nova import outbound
 from cloudlet_nova.virt import faults
 from cloudlet_nova.virt import state
+from cloudlet_nova.virt import trust
 
 CONF = nova.conf.CONF
 LOG = logging.getLogger(__name__)
@@ -89,10 +91,9 @@ def plan(instance):
 
 
 def check_overlay_url(url):
-    """The deployment's URL rules (cloudlet_engine.urls), as a spawn fault."""
+    """The deployment's URL rules and outbound policy (cloudlet_nova.outbound), as a spawn fault."""
     try:
-        urls.check_url(url, CONF.cloudlet.overlay_url_schemes, CONF.cloudlet.overlay_url_allowed_hosts,
-                       what='overlay_url')
+        outbound.check_url(CONF, url, what='overlay_url')
     except urls.URLNotAllowed as exc:
         raise faults.CloudletSpawnFailed(reason=str(exc))
 
@@ -149,9 +150,13 @@ def prepare(context, instance, spawn_plan, instance_dir):
                 launch = apply.empty_launch(base, launch_dir)
             else:
                 limits = overlay_format.Limits(max_memory_bytes=CONF.cloudlet.max_memory_image_bytes)
-                with open_overlay(images, spawn_plan, base) as stream:
+                image = overlay_image(images, spawn_plan, base) if spawn_plan.kind == GLANCE else None
+                key, verifier = overlay_trust(context, instance, image)
+                with open_overlay(images, spawn_plan) as stream:
                     launch = apply.apply_overlay(base, stream, launch_dir, limits=limits,
-                                                 progress=LogProgress(instance.uuid))
+                                                 progress=LogProgress(instance.uuid), key=key,
+                                                 verifier=verifier)
+                del key      # held for the apply only
     except BaseException:
         shutil.rmtree(launch_dir, ignore_errors=True)
         raise
@@ -160,11 +165,16 @@ def prepare(context, instance, spawn_plan, instance_dir):
     return base, launch
 
 
-def open_overlay(images, spawn_plan, base):
-    """A readable stream of the plan's overlay (engine SourceError etc. on failure)."""
-    if spawn_plan.kind == URL:
-        return source.open_overlay(spawn_plan.ref, max_bytes=CONF.cloudlet.max_overlay_bytes,
-                                   timeout=CONF.cloudlet.fetch_timeout, allow_files=False)
+def overlay_trust(context, instance, image):
+    """(key bytes or None, signature verifier or None) of the overlay (`image`: its Glance image)."""
+    what = 'overlay image %s' % image['id'] if image else 'overlay'
+    ref = trust.key_ref(instance, image)
+    key = trust.fetch_key(context, ref, what) if ref else None
+    return key, trust.verifier(context, instance, image if image else instance.metadata, what)
+
+
+def overlay_image(images, spawn_plan, base):
+    """The Glance image of a GLANCE plan's overlay, checked (an active residue once it is one)."""
     try:
         image = images.get(spawn_plan.ref)
     except Exception as exc:    # cloudlet_glance errors are CloudletErrors already
@@ -179,6 +189,15 @@ def open_overlay(images, spawn_plan, base):
     if image.get(props.BASE_ID) and image[props.BASE_ID] != base.base_id:
         raise errors.WrongBase('overlay image %s was made for base %s, not for base %s'
                                % (spawn_plan.ref, image[props.BASE_ID][:12], base.base_id[:12]))
+    return dict(image, id=image.get('id') or spawn_plan.ref)
+
+
+def open_overlay(images, spawn_plan):
+    """A readable stream of the plan's overlay (engine SourceError etc. on failure)."""
+    if spawn_plan.kind == URL:
+        return source.open_overlay(spawn_plan.ref, max_bytes=CONF.cloudlet.max_overlay_bytes,
+                                   timeout=CONF.cloudlet.fetch_timeout, allow_files=False,
+                                   policy=outbound.policy(CONF))
     pipe = glance_streams.DownloadPipe(images, spawn_plan.ref, CONF.cloudlet.fetch_timeout)
     return source.Bounded(pipe, CONF.cloudlet.max_overlay_bytes, 'overlay image %s' % spawn_plan.ref)
 

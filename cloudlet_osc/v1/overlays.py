@@ -6,6 +6,7 @@ cloudlet-create-overlay action: the compute host captures the server's
 changes against its base and uploads them into the image the action returns.
 """
 
+import contextlib
 import os
 import tempfile
 
@@ -13,6 +14,8 @@ from osc_lib.cli import parseractions
 from osc_lib.command import command
 from osc_lib import exceptions
 
+from cloudlet_client import errors as client_errors
+from cloudlet_client import keys
 from cloudlet_glance import model
 from cloudlet_glance import properties as props
 from cloudlet_osc.errors import one_line_errors
@@ -20,8 +23,8 @@ from cloudlet_osc import progress
 from cloudlet_osc.v1 import common
 from cloudlet_osc import wait
 
-OVERLAY_COLUMNS = ('id', 'name', 'base_id', 'base_name', 'status', 'size', 'codec', 'visibility',
-                   'owner', 'created_at')
+OVERLAY_COLUMNS = ('id', 'name', 'base_id', 'base_name', 'status', 'size', 'codec', 'encryption_key_id',
+                   'signing_certificate', 'visibility', 'owner', 'created_at')
 CODECS = ('zstd', 'xz')            # api_extensions.schemas.CODECS: what the action accepts
 CAPTURE_TIMEOUT = common.CAPTURE_TIMEOUT
 
@@ -31,6 +34,8 @@ def show_overlay(image):
         'id': image['id'], 'name': image.get('name'), 'base_id': image.get(props.BASE_ID),
         'base_name': image.get(props.BASE_NAME), 'status': image.get('status'),
         'size': image.get('size'), 'codec': image.get(props.CODEC),
+        'encryption_key_id': image.get(props.OVERLAY_KEY_ID),
+        'signing_certificate': image.get(props.SIGNATURE_CERTIFICATE),
         'visibility': image.get('visibility'), 'owner': image.get('owner'),
         'created_at': image.get('created_at'),
     }
@@ -55,6 +60,12 @@ class CreateOverlay(command.ShowOne):
                             action=parseractions.KeyValueAction,
                             help='Image property of the overlay (repeat for more; cloudlet_* keys '
                                  'are reserved)')
+        encryption = parser.add_mutually_exclusive_group()
+        encryption.add_argument('--encrypt', action='store_true',
+                                help="Encrypt the overlay (AES-256-GCM) with a new key kept in the project's "
+                                     'key manager (Barbican); its ID is the image\'s encryption_key_id')
+        encryption.add_argument('--key-id', metavar='<key-id>',
+                                help='Encrypt the overlay with this key manager key (a 256-bit symmetric key)')
         wait.add_arguments(parser, 'the overlay image is active, then show it', CAPTURE_TIMEOUT)
         return parser
 
@@ -62,8 +73,22 @@ class CreateOverlay(command.ShowOne):
     def take_action(self, parsed_args):
         cloudlet = common.client(self)
         server = cloudlet.find_server(parsed_args.server)
-        image_id = cloudlet.create_overlay(server['id'], parsed_args.name,
-                                           metadata=parsed_args.properties, codec=parsed_args.codec)
+        key_id, manager = parsed_args.key_id, None
+        if parsed_args.encrypt:
+            manager = keys.KeyManager(cloudlet.session, cloudlet.region_name, cloudlet.interface)
+            try:
+                key_id = manager.new_key('overlay %s' % parsed_args.name)[1]
+            except client_errors.ClientError as exc:
+                raise exceptions.CommandError(str(exc)) from None
+        try:
+            image_id = cloudlet.create_overlay(server['id'], parsed_args.name,
+                                               metadata=parsed_args.properties, codec=parsed_args.codec,
+                                               encryption_key_id=key_id)
+        except Exception:
+            if manager is not None:       # the key created for this overlay has no use
+                with contextlib.suppress(client_errors.ClientError):
+                    manager.delete(key_id)
+            raise
         if not parsed_args.wait:
             return show_overlay(cloudlet.images.get(image_id))
         return show_overlay(common.wait_for_capture(cloudlet, image_id, server['id'], 'overlay image',

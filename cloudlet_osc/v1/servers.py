@@ -18,13 +18,14 @@ from cloudlet_osc.errors import one_line_errors
 from cloudlet_osc import flavors
 from cloudlet_osc import overlay_source
 from cloudlet_osc import progress
+from cloudlet_osc import trust
 from cloudlet_osc.v1 import common
 from cloudlet_osc import wait
 
 SERVER_COLUMNS = ('id', 'name', 'status', 'flavor', 'base', 'base_image_id', 'overlay', 'fault')
 SERVER_DONE = ('ACTIVE', 'ERROR')
 SERVER_TIMEOUT = 1800
-RESERVED_METADATA = (props.META_OVERLAY_URL, props.META_OVERLAY_ID)
+RESERVED_METADATA = (props.META_OVERLAY_URL, props.META_OVERLAY_ID, props.OVERLAY_KEY_ID)
 
 
 def parse_networks(values):
@@ -89,7 +90,9 @@ class _CloudletServerCommand(command.ShowOne):
     def _create(self, cloudlet, parsed_args, base_image, networks, metadata, flavor):
         """POST /servers; returns the new server's id."""
         return cloudlet.create_server(parsed_args.name, base_image['id'], flavor['id'],
-                                      networks=networks, metadata=metadata)['id']
+                                      networks=networks, metadata=metadata,
+                                      trusted_certificates=getattr(parsed_args, 'trusted_certificates', None)
+                                      )['id']
 
     def _show(self, cloudlet, parsed_args, server_id, base_image):
         """The server as it is now, or, with --wait, once ACTIVE (CommandError on ERROR)."""
@@ -117,6 +120,7 @@ class SynthesizeServer(_CloudletServerCommand):
         parser.add_argument('--base', metavar='<base>',
                             help='Base to synthesize on (default: the one the overlay names; give it '
                                  'when this machine cannot reach the overlay URL)')
+        trust.add_arguments(parser)
         progress.add_arguments(parser)
         return parser
 
@@ -126,26 +130,28 @@ class SynthesizeServer(_CloudletServerCommand):
         images = cloudlet.images
         networks, metadata = self._request(parsed_args)
         overlay = overlay_source.resolve(images, parsed_args.overlay, read_url=not parsed_args.base)
+        signing_key = trust.check(parsed_args, overlay.kind == overlay_source.FILE)
         base_image = overlay_source.base_image(images, overlay, parsed_args.base)
         flavor = flavors.select(cloudlet, parsed_args.flavor, base_image)
-        uploaded = None
-        if overlay.kind == overlay_source.FILE:
-            with progress.reporting(parsed_args, self.app.stderr) as bar:
-                uploaded = model.upload_overlay(images, overlay.location,
-                                                os.path.basename(overlay.location),
-                                                base_image[props.BASE_ID], progress=bar)
-            metadata[props.META_OVERLAY_ID] = uploaded
-        elif overlay.kind == overlay_source.IMAGE:
-            metadata[props.META_OVERLAY_ID] = overlay.location
-        else:
-            metadata[props.META_OVERLAY_URL] = overlay.location
-        try:
+        if overlay.kind != overlay_source.FILE:
+            metadata[props.META_OVERLAY_URL if overlay.kind == overlay_source.URL
+                     else props.META_OVERLAY_ID] = overlay.location
+            if parsed_args.key_id:
+                metadata[props.OVERLAY_KEY_ID] = parsed_args.key_id
             server_id = self._create(cloudlet, parsed_args, base_image, networks, metadata, flavor)
-        except exceptions.ClientException:
-            # nova refused the request: the image uploaded for it has no user.
-            if uploaded:
+            return self._show(cloudlet, parsed_args, server_id, base_image)
+        with trust.prepared_file(cloudlet, parsed_args, overlay.location, signing_key) as (path, extra):
+            with progress.reporting(parsed_args, self.app.stderr) as bar:
+                uploaded = model.upload_overlay(images, path, os.path.basename(overlay.location),
+                                                base_image[props.BASE_ID], extra_properties=extra,
+                                                progress=bar)
+            metadata[props.META_OVERLAY_ID] = uploaded
+            try:
+                server_id = self._create(cloudlet, parsed_args, base_image, networks, metadata, flavor)
+            except exceptions.ClientException:
+                # nova refused the request: the image uploaded for it has no user.
                 model.delete_quietly(images, [uploaded])
-            raise
+                raise
         return self._show(cloudlet, parsed_args, server_id, base_image)
 
 

@@ -1,5 +1,8 @@
 """Bad overlays and URLs end in ERROR with a fault naming the cause, and leave nothing behind."""
 
+import http.server
+import threading
+
 import libvirt
 import pytest
 
@@ -47,11 +50,12 @@ def state_dir_files(box):
     return set(box.state_dir.rglob('*'))
 
 
-def assert_refused_without_residue(box, demo, base, metadata, expected, networks='auto'):
+def assert_refused_without_residue(box, demo, base, metadata, expected, networks='auto',
+                                   trusted_certificates=None):
     """ERROR with `expected` in the fault; no domain, no instance files, no port left."""
     files_before = state_dir_files(box)   # the compute host's base store
     server_id = cloud.create_server(demo, 'e2e-bad-input', base['image_id'], metadata=metadata,
-                                    networks=networks)
+                                    networks=networks, trusted_certificates=trusted_certificates)
     try:
         server = cloud.wait_server(demo, server_id)
         assert server.status == 'ERROR'
@@ -79,8 +83,59 @@ def test_bad_overlay_is_an_instance_fault(box, demo, base, bad_overlays, name, e
 
 @pytest.mark.parametrize('url,expected', [
     ('file:///etc/passwd', "scheme 'file' is not allowed"),
-    ('http://127.0.0.1:9/app.clo', 'cannot reach'),
+    ('http://%s:9/app.clo' % http_serve.ADDRESS, 'cannot reach'),     # allowed, nothing listens
     ('http://overlays.invalid/app.clo', 'is not allowed'),
 ])
 def test_bad_url_is_an_instance_fault(box, demo, base, url, expected):
     assert_refused_without_residue(box, demo, base, {'overlay_url': url}, expected)
+
+
+SECRET_ANSWER = 'e2e-what-the-address-answered'
+
+
+@pytest.fixture
+def loopback_server():
+    """An HTTP server on 127.0.0.1 (where the box's APIs listen): every request it gets, recorded."""
+    requests_seen = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            requests_seen.append(self.path)
+            body = SECRET_ANSWER.encode()
+            self.send_response(200)
+            self.send_header('Content-Length', str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield 'http://127.0.0.1:%d' % server.server_address[1], requests_seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize('target', ['loopback', 'metadata'])
+def test_outbound_policy_refuses_loopback_and_the_metadata_service(box, demo, base, loopback_server, target):
+    """SSRF: the compute host does not fetch 127.0.0.1 nor 169.254.169.254 for a user (the
+    box allows only http_serve.ADDRESS and box2); the fault says so and nothing of an answer.
+    """
+    root, requests_seen = loopback_server
+    url = root + '/x' if target == 'loopback' else 'http://169.254.169.254/latest'
+    server_id = cloud.create_server(demo, 'e2e-bad-input', base['image_id'], metadata={'overlay_url': url},
+                                    networks='none')
+    try:
+        server = cloud.wait_server(demo, server_id)
+        assert server.status == 'ERROR'
+        fault = server.fault['message']
+        assert 'refused by policy' in fault, server.fault
+        assert 'outbound_allowed' in fault, server.fault
+        for answer in (SECRET_ANSWER, 'instance-id', 'ami-id', 'meta-data', 'HTTP ', 'cannot reach'):
+            assert answer not in fault, server.fault
+    finally:
+        cloud.delete_server(demo, server_id)
+    assert requests_seen == []          # refused before any connection

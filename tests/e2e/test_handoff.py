@@ -141,7 +141,8 @@ def _kept_running(demo, server_id, state, handoff_id):
 
 def test_unreachable_destination(demo, box2_demo, wan, survivor):
     server_id, state = survivor
-    dest = handoff_scene.destination(box2_demo, wan, auth_url='http://127.0.0.1:9/v3')
+    # box2's address (the outbound policy allows it), a port where nothing listens.
+    dest = handoff_scene.destination(box2_demo, wan, auth_url='http://%s:9/v3' % wan.address)
     try:
         handoff_id, outcome = _attempt(demo, box2_demo, wan, server_id, dest)
     finally:
@@ -149,6 +150,20 @@ def test_unreachable_destination(demo, box2_demo, wan, survivor):
     assert outcome == 'failed'
     record = _kept_running(demo, server_id, state, handoff_id)
     assert 'reach' in record['error'] or 'connect' in record['error'], record['error']
+
+
+def test_destination_the_outbound_policy_refuses(demo, box2_demo, wan, survivor):
+    """The box's own Keystone on 127.0.0.1 is no destination: refused before any connection."""
+    server_id, state = survivor
+    dest = handoff_scene.destination(box2_demo, wan, auth_url='http://127.0.0.1:5000/v3')
+    try:
+        handoff_id, outcome = _attempt(demo, box2_demo, wan, server_id, dest)
+    finally:
+        dest.cleanup()
+    assert outcome == 'failed'
+    record = _kept_running(demo, server_id, state, handoff_id)
+    assert 'refused by policy: host 127.0.0.1' in record['error'], record['error']
+    _secret_nowhere(dest.secret)
 
 
 def test_destination_refuses_a_bad_credential(demo, box2_demo, wan, survivor):

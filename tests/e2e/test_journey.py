@@ -44,7 +44,7 @@ def test_discovery_finds_both_clouds_with_their_bases_and_capacity(base):
     assert there.addresses == (box2.wan.address,)          # it came over the veth
     for cloudlet in (here, there):
         assert cloudlet.advert.free_ram_mb > 0 and cloudlet.advert.free_vcpus > 0
-        assert cloudlet.advert.api_version == '1.2'
+        assert cloudlet.advert.api_version == '1.3'
     started = time.monotonic()
     assert discovery.browse(timeout=5.0, enough=2)
     print('discovery answer: %.2f s' % (time.monotonic() - started))

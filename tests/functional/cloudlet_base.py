@@ -201,6 +201,8 @@ class CloudletTestBase(base.ServersTestBase):
         self.useFixture(fixtures.MonkeyPatch('nova.virt.libvirt.LibvirtDriver._create_image',
                                              self.create_image_as_nova))
         self.flags(overlay_url_allowed_hosts=['127.0.0.1'], group='cloudlet')
+        # The overlay servers listen on 127.0.0.1, which the outbound policy refuses by default.
+        self.flags(outbound_allowed_networks=['127.0.0.1/32'], group='cloudlet')
         self.work = self.useFixture(fixtures.TempDir()).path
         self.admin_context = nova_context.get_admin_context()
         self.images = glance_images.NovaImages(self.admin_context)

@@ -62,6 +62,8 @@ class FakeUpload:
 class FakeDestination:
     """One handoff's view of the FakeDestinationCloud (the Destination interface)."""
 
+    key_manager_url = None      # no Barbican: the residue is not encrypted (tests/unit/handoff covers it)
+
     def __init__(self, cloud, destination, credential, **kwargs):
         self.cloud = cloud
         cloud.credentials.append(credential)

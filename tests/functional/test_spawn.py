@@ -158,6 +158,13 @@ class SynthesisTest(cloudlet_base.CloudletTestBase):
         self._refused({props.META_OVERLAY_URL: 'http://overlays.example.com/app.clo'},
                       'overlay_url host overlays.example.com is not allowed')
 
+    def test_outbound_policy_refuses_loopback_and_the_metadata_service(self):
+        self.flags(outbound_allowed_networks=[], group='cloudlet')       # the default
+        http = self.useFixture(cloudlet_base.OverlayHTTPServer(self.overlay_dir))
+        for url in (http.url('app.clo'), 'http://169.254.169.254/latest/meta-data/'):
+            self._refused({props.META_OVERLAY_URL: url},
+                          'overlay_url refused by policy: host %s' % url.split('/')[2].split(':')[0])
+
     def test_not_an_overlay_image(self):
         self._refused({props.META_OVERLAY_ID: self.base_images.memory_id},
                       'is not a cloudlet overlay')

@@ -22,6 +22,7 @@ from tests.integration.test_synthesis import _app_call
 from tests.integration.test_synthesis import _app_state
 from tests.integration.test_synthesis import _forwards
 from tests.integration.test_synthesis import http_server  # noqa: F401 - fixture
+from tests.integration.test_synthesis import LOCAL_FETCH
 
 pytestmark = pytest.mark.integration
 
@@ -84,7 +85,7 @@ def test_residue_streams_while_running_and_synthesizes(changed_vm, guest_workdir
     fwd2 = _forwards()
     running_guest.track('cl-ho-dst')
     synthesis.synthesize(base, url + '/residue.clo', os.path.join(str(guest_workdir), 'instances', 'cl-ho-dst'),
-                         'cl-ho-dst', port_forwards=fwd2, conn=libvirt_conn)
+                         'cl-ho-dst', port_forwards=fwd2, conn=libvirt_conn, policy=LOCAL_FETCH)
     moved = _app_state(fwd2)
     assert moved['bootid'] == state['bootid']
     assert (moved['ram'], moved['disk'], moved['app']) == ('ram-ho-1', 'disk-ho-2', state['app'])

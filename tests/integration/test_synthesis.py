@@ -17,12 +17,18 @@ import pytest
 
 from cloudlet_engine import basevm
 from cloudlet_engine import capture
+from cloudlet_engine import crypto
 from cloudlet_engine import errors
+from cloudlet_engine import format as overlay_format
 from cloudlet_engine import hypervisor
+from cloudlet_engine import outbound
 from cloudlet_engine import synthesis
 from tests.integration.conftest import APP_TIMEOUT
 
 pytestmark = pytest.mark.integration
+
+# The overlays are served on 127.0.0.1, which the default outbound policy refuses.
+LOCAL_FETCH = outbound.Policy(allowed_networks=['127.0.0.1/32'])
 
 
 @pytest.fixture
@@ -105,7 +111,7 @@ def test_capture_resume_overlay_synthesize(running_guest, guest_workdir, libvirt
     fwd = _forwards()
     running_guest.track('cl-it-synth')
     result = synthesis.synthesize(base, url + '/app.clo', os.path.join(instances, 'cl-it-synth'),
-                                  'cl-it-synth', port_forwards=fwd, conn=conn)
+                                  'cl-it-synth', port_forwards=fwd, conn=conn, policy=LOCAL_FETCH)
     assert result.overlay_bytes == os.path.getsize(overlay_path)
     state = _app_state(fwd)
     assert state['bootid'] == booted['bootid']
@@ -122,8 +128,23 @@ def test_capture_resume_overlay_synthesize(running_guest, guest_workdir, libvirt
     assert os.listdir(result.launch_dir) == ['console.log', 'disk.qcow2'] or \
         sorted(os.listdir(result.launch_dir)) == ['console.log', 'disk.qcow2']
 
+    # The same overlay encrypted (format version 2): it synthesizes with its key only.
+    key = crypto.new_key()
+    with open(overlay_path, 'rb') as src, open(os.path.join(www, 'app-encrypted.clo'), 'xb') as out:
+        overlay_format.encrypt_copy(src, out, key)
+    encrypted_fwd = _forwards()
+    running_guest.track('cl-it-encrypted')
+    synthesis.synthesize(base, url + '/app-encrypted.clo', os.path.join(instances, 'cl-it-encrypted'),
+                         'cl-it-encrypted', port_forwards=encrypted_fwd, conn=conn, key=key,
+                         policy=LOCAL_FETCH)
+    assert _app_state(encrypted_fwd)['ram'] == 'ram-token-42'
+    hypervisor.destroy_domain(conn, 'cl-it-encrypted')
+    shutil.rmtree(os.path.join(instances, 'cl-it-encrypted'))
+
     # Bad input: each fails with a clear error, leaves no VM and no launch files.
     blob = open(overlay_path, 'rb').read()
+    with open(os.path.join(www, 'tail.clo'), 'wb') as f:
+        f.write(blob + b'appended')
     with open(os.path.join(www, 'truncated.clo'), 'wb') as f:
         f.write(blob[:len(blob) // 2])
     flipped = bytearray(blob)
@@ -132,13 +153,18 @@ def test_capture_resume_overlay_synthesize(running_guest, guest_workdir, libvirt
         f.write(flipped)
     cases = [(url + '/truncated.clo', errors.TruncatedOverlay, 'truncated'),
              (url + '/flipped.clo', errors.CorruptOverlay, 'checksum'),
+             (url + '/tail.clo', errors.CorruptOverlay, 'trailing data after the overlay trailer'),
+             ((url + '/app-encrypted.clo', None), errors.KeyRequired, 'a key is needed'),
+             ((url + '/app-encrypted.clo', crypto.new_key()), errors.DecryptionFailed, 'wrong key'),
+             ((url + '/app.clo', key), errors.NotEncrypted, 'not encrypted'),
              (url + '/missing.clo', errors.SourceError, 'HTTP 404'),
              ('http://127.0.0.1:1/app.clo', errors.SourceError, 'cannot reach'),
              ('ftp://example.invalid/app.clo', errors.SourceError, 'not allowed')]
     before = _launch_dirs(instances)
     for location, error, words in cases:
+        location, case_key = location if isinstance(location, tuple) else (location, None)
         with pytest.raises(error, match=words):
             synthesis.synthesize(base, location, os.path.join(instances, 'cl-it-bad'), 'cl-it-bad',
-                                 port_forwards=_forwards(), conn=conn)
+                                 port_forwards=_forwards(), conn=conn, key=case_key, policy=LOCAL_FETCH)
         assert hypervisor.lookup(conn, 'cl-it-bad') is None
         assert _launch_dirs(instances) == before

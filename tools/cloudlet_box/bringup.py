@@ -6,12 +6,14 @@ Every step is idempotent: a second `up` on a running box only checks, and an
 
 import contextlib
 import hashlib
+import os
 import subprocess
 import sys
 import time
 
 from cloudlet_box import box_libvirt
 from cloudlet_box import configs
+from cloudlet_box import http_serve
 from cloudlet_box import identity
 from cloudlet_box import infra
 from cloudlet_box import layout
@@ -90,6 +92,9 @@ def sync_databases(box):
     if ' cell1 ' not in run(nova_manage + ['cell_v2', 'list_cells']):
         run(nova_manage + ['cell_v2', 'create_cell', '--name', 'cell1', '--verbose'])
     run(nova_manage + ['db', 'sync'])
+    # Barbican's alembic migrations make its whole schema (db_auto_create stays off, as devstack has it).
+    run([VENV_BIN / 'barbican-manage', 'db', 'upgrade', '-v', 'head'], env=dict(
+        os.environ, **services.barbican_env(box)))
 
 
 def configure_cloudlet(box):
@@ -99,13 +104,23 @@ def configure_cloudlet(box):
     etc = box.etc / 'nova'
     configure = VENV_BIN / 'cloudlet-configure'
     # The demo and the tests serve overlays and base packages from this
-    # machine; nova-api fetches base package URLs, compute fetches overlays.
-    allowed_hosts = 'cloudlet.overlay_url_allowed_hosts=127.0.0.1,localhost'
+    # machine, at http_serve.ADDRESS; nova-api fetches base package URLs and
+    # the negotiation's overlay header, compute fetches overlays. The first
+    # box's compute also hands off to box2's public endpoints (its WAN path's
+    # address). The outbound policy allows exactly these addresses: 127.0.0.1,
+    # where the box's APIs listen, and 169.254.169.254 stay refused
+    # (tests/e2e/test_bad_input.py).
+    destinations = [other.wan.address for other in (layout.BOX2,) if other.name != box.name]
+
+    def allowed(*addresses):
+        return ['cloudlet.overlay_url_allowed_hosts=%s' % http_serve.ADDRESS,
+                'cloudlet.outbound_allowed_networks=%s' % ','.join('%s/32' % a for a in addresses)]
     api = [configure, 'nova', '--config-file', etc / 'nova.conf', '--role', 'api',
            '--api-paste', etc / 'api-paste.ini',
-           '--set', allowed_hosts, 'cloudlet.api_state_dir=%s' % (box.root / 'cloudlet-api')]
+           '--set', *allowed(http_serve.ADDRESS), 'cloudlet.api_state_dir=%s' % (box.root / 'cloudlet-api')]
     compute = [configure, 'nova', '--config-file', etc / 'nova-cpu.conf', '--role', 'compute',
-               '--virt-type', 'qemu', '--state-dir', box.state_dir, '--set', allowed_hosts]
+               '--virt-type', 'qemu', '--state-dir', box.state_dir,
+               '--set', *allowed(http_serve.ADDRESS, *destinations)]
     for command in (api, compute):
         run(command)
         run(command + ['--check'])
@@ -186,16 +201,17 @@ def up(box, timings):
         configs.placement(box)
         configs.neutron(box)
         configs.nova(box)
+        configs.barbican(box)
         configs.cloudlet_services(box)
         configure_cloudlet(box)
-    with timings.step('database schemas (glance, placement, neutron, nova)'):
+    with timings.step('database schemas (glance, placement, neutron, nova, barbican)'):
         sync_databases(box)
     with timings.step('Open vSwitch (userspace datapath), %s' % box.network.external_bridge):
         network.plumb(box)
-    with timings.step('Glance, Placement, Neutron, nova-api, nova-metadata (uwsgi)'):
+    with timings.step('Glance, Placement, Neutron, nova-api, nova-metadata, Barbican (uwsgi)'):
         apis = services.api_services(box)
         start_services(box, [apis[name] for name in ('glance', 'placement', 'neutron', 'nova-api',
-                                                    'nova-metadata')])
+                                                    'nova-metadata', 'barbican-api')])
         warm_neutron(box)
     with timings.step('Neutron RPC server, periodic workers, OVS, DHCP, L3, metadata agents'):
         neutron = services.neutron_services(box)

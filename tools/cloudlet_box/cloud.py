@@ -28,15 +28,18 @@ def _check(response, what):
 
 
 def create_server(conn, name, image_id, flavor_name='m1.tiny', metadata=None, networks='auto',
-                  security_groups=None):
+                  security_groups=None, trusted_certificates=None):
     """POST /v2.1/servers; return the new server's id. `networks`: 'auto' (the
-    project's `private` network), 'none', or a list of {"uuid": ...}.
+    project's `private` network), 'none', or a list of {"uuid": ...};
+    `trusted_certificates`: nova's trusted_image_certificates (key manager ids).
     """
     flavor = conn.compute.find_flavor(flavor_name, ignore_missing=False)
     body = {'server': {'name': name, 'imageRef': image_id, 'flavorRef': flavor.id,
                        'networks': networks, 'metadata': metadata or {}}}
     if security_groups:
         body['server']['security_groups'] = [{'name': group} for group in security_groups]
+    if trusted_certificates:
+        body['server']['trusted_image_certificates'] = list(trusted_certificates)
     reply = _check(conn.compute.post('/servers', json=body, microversion=MICROVERSION),
                    'create server %s' % name)
     return reply.json()['server']['id']

@@ -90,11 +90,57 @@ def glance(box):
         'keystone_authtoken': authtoken(box, 'glance'),
         'paste_deploy': {'flavor': 'keystone'},
         'oslo_concurrency': {'lock_path': box.root / 'locks' / 'glance'},
+        # An upload with img_signature* properties is verified against the
+        # certificate in Barbican (cursive), read with the uploader's token.
+        **key_manager(box),
     })
     shutil.copyfile(layout.VENV / 'etc' / 'glance' / 'glance-api-paste.ini',
                     etc / 'glance-api-paste.ini')
     for sub in ('images', 'staging', 'tasks'):
         (data / sub).mkdir(parents=True, exist_ok=True)
+    return etc
+
+
+def key_manager(box):
+    """castellan's sections (nova, glance): keys and certificates are the box's Barbican's.
+
+    castellan reads them with the token of the user whose request it is (nova:
+    the request context's auth plugin; glance: a token auth at auth_endpoint),
+    so a project only ever sees its own secrets. The box's services reach
+    Barbican on its internal endpoint, never through a WAN path.
+    """
+    return {
+        'key_manager': {'backend': 'barbican'},
+        'barbican': {'auth_endpoint': box.keystone_url, 'barbican_endpoint_type': 'internal',
+                     'barbican_region_name': box.region},
+    }
+
+
+def barbican(box):
+    """Barbican (key-manager): its API alone, under uwsgi (services.api_services).
+
+    Secrets are encrypted by the simple_crypto plugin with the box's own
+    key-encryption key (secrets.json, `barbican_kek`) and kept in the box's
+    MariaDB (store_crypto). No barbican-worker nor keystone-listener: storing
+    and reading secrets and certificates needs neither, and with the queue off
+    Barbican runs key orders (castellan's create_key) inside the API. barbican
+    reads its configuration from oslo.config's default places, HOME first
+    (services.barbican_env).
+    """
+    etc = box.etc / 'barbican'
+    write_ini(etc / 'barbican.conf', {
+        # host_href unset: secret references name the endpoint the client used.
+        'DEFAULT': {'log_file': box.logs / 'barbican-app.log', 'db_auto_create': 'false'},
+        'database': {'connection': box.db_url('barbican')},
+        'keystone_authtoken': authtoken(box, 'barbican'),
+        'secretstore': {'enabled_secretstore_plugins': 'store_crypto'},
+        'crypto': {'enabled_crypto_plugins': 'simple_crypto'},
+        'simple_crypto_plugin': {'kek': box.secrets()['barbican_kek']},
+        'queue': {'enable': 'false'},
+        'oslo_messaging_notifications': {'driver': 'noop'},
+    })
+    shutil.copyfile(layout.VENV / 'etc' / 'barbican' / 'barbican-api-paste.ini',
+                    etc / 'barbican-api-paste.ini')
     return etc
 
 
@@ -211,7 +257,11 @@ def _nova_common(box):
         'spice': {'enabled': 'false'},
         'serial_console': {'enabled': 'false'},
         'oslo_messaging_notifications': {'driver': 'noop'},
+        **key_manager(box),
     }
+    # As to the other services: the user's token, and nova's service token beside it.
+    sections['barbican']['send_service_user_token'] = 'true'
+    sections['barbican_service_user'] = service_auth(box, 'nova')
     if box.remote:
         # Domain names apart from the first box's, even though the libvirtds are apart too.
         sections['DEFAULT']['instance_name_template'] = '%s-%%08x' % box.name
@@ -255,7 +305,8 @@ def advertiser(box):
     if box.remote:
         direct = 'http://%s:%d'
         overrides = ['%s:%s%s' % (service_type, direct % (box.wan.host_address, box.port(api)), path)
-                     for _, service_type, api, path in identity.SERVICES if service_type != 'network']
+                     for _, service_type, api, path in identity.SERVICES
+                     if service_type not in ('network', 'key-manager')]
         section.update(auth_url=direct % (box.wan.host_address, box.port('keystone')) + '/v3',
                        addresses=box.wan.address, endpoint_overrides=','.join(overrides))
     return section

@@ -1,8 +1,16 @@
-"""A throwaway HTTP server for a directory of overlays on 127.0.0.1."""
+"""A throwaway HTTP server for a directory of overlays, on ADDRESS.
+
+ADDRESS is a loopback address of its own, not 127.0.0.1 where the box's
+APIs listen: the box's outbound policy allows exactly this address
+(bringup.configure_cloudlet), so the demo and the tests can serve overlays
+to nova while 127.0.0.1 stays refused like any address that is not public.
+"""
 
 import contextlib
 import http.server
 import threading
+
+ADDRESS = '127.0.0.2'
 
 
 @contextlib.contextmanager
@@ -14,10 +22,10 @@ def serve(root):
         def log_message(self, *args):
             pass
 
-    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), QuietHandler)
+    server = http.server.ThreadingHTTPServer((ADDRESS, 0), QuietHandler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        yield 'http://127.0.0.1:%d' % server.server_address[1]
+        yield 'http://%s:%d' % (ADDRESS, server.server_address[1])
     finally:
         server.shutdown()
         server.server_close()

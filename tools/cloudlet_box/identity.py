@@ -20,6 +20,8 @@ SERVICES = (
     ('placement', 'placement', 'placement', ''),
     ('nova', 'compute', 'nova-api', '/v2.1'),
     ('neutron', 'network', 'neutron', ''),
+    # Barbican: castellan (nova, glance) and python-barbicanclient add /v1 themselves.
+    ('barbican', 'key-manager', 'barbican-api', ''),
 )
 USER_PROJECTS = ('demo', 'alt')
 

@@ -15,7 +15,8 @@ from cloudlet_box import processes
 RUN = pathlib.Path('/run/openstack-cloudlet')
 LOGS = pathlib.Path('/var/log/openstack-cloudlet')
 RABBIT_CONF = pathlib.Path('/etc/rabbitmq/rabbitmq.conf')
-DATABASES = ('keystone', 'glance', 'placement', 'neutron', 'nova_api', 'nova_cell0', 'nova_cell1')
+DATABASES = ('keystone', 'glance', 'placement', 'neutron', 'nova_api', 'nova_cell0', 'nova_cell1',
+             'barbican')
 
 
 def start_mariadb():

@@ -21,6 +21,7 @@ here, is 172.24.(4 + index).0/24: this host stands in for the phone and
 reaches floating IPs directly.
 """
 
+import base64
 import dataclasses
 import ipaddress
 import json
@@ -41,6 +42,7 @@ BASE_PORTS = {
     'placement': 8778,
     'nova-api': 8774,
     'neutron': 9696,
+    'barbican-api': 9311,
 }
 # Services only the box itself reaches, on loopback (nova's metadata API: the
 # routers' metadata proxies ask it through Neutron's metadata agent).
@@ -66,7 +68,11 @@ class WanLayout:
 # Generated passwords (Box.secrets); `metadata` is the shared secret of nova's
 # metadata API and Neutron's metadata agent.
 SECRET_NAMES = ('db', 'rabbit', 'admin', 'demo', 'alt', 'glance', 'placement', 'nova', 'neutron',
-                'metadata')
+                'metadata', 'barbican')
+# Generated keys (Box.secrets): Barbican's simple_crypto key-encryption key,
+# 32 random bytes in base64, made once per box; a new one would leave every
+# stored secret unreadable.
+KEY_NAMES = ('barbican_kek',)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,11 +229,12 @@ class Box:
         """Passwords generated on first use, kept in a root-only file."""
         path = self.root / 'secrets.json'
         values = json.loads(path.read_text()) if path.exists() else {}
-        missing = [name for name in SECRET_NAMES if name not in values]
+        missing = [name for name in SECRET_NAMES + KEY_NAMES if name not in values]
         if not missing:
             return values
         # A new box, or one made before a secret was added: keep the old ones.
-        values.update({name: secrets.token_hex(12) for name in missing})
+        values.update({name: base64.b64encode(secrets.token_bytes(32)).decode() if name in KEY_NAMES
+                       else secrets.token_hex(12) for name in missing})
         self.root.mkdir(parents=True, exist_ok=True)
         atomic.write_json(str(path), values, indent=1, mode=0o600)
         return values

@@ -14,11 +14,12 @@ class Service:
     ready_url: str = None     # answers HTTP once the API is up
 
 
-def uwsgi(box, name, module, config_env, config_dir, extra=(), env=None):
+def uwsgi(box, name, module, config_env, config_dir, extra=(), env=None, paste=None):
     """An API under uwsgi as the recipes say: `Connection: close` on every
     answer (pooled keystoneauth connections otherwise see resets). It listens
     on loopback and, for a remote box, on its WAN path's root end as well
-    (but for the box's internal services, layout.INTERNAL_PORTS).
+    (but for the box's internal services, layout.INTERNAL_PORTS). The
+    application is a WSGI `module`, or the pipeline of a `paste` deploy file.
     """
     listen = ()
     addresses = ('127.0.0.1',) if name in layout.INTERNAL_PORTS else box.listen_addresses
@@ -27,13 +28,31 @@ def uwsgi(box, name, module, config_env, config_dir, extra=(), env=None):
     argv = (
         str(layout.VENV / 'bin' / 'uwsgi'),
     ) + listen + (
-        '--module', module,
+        ('--paste', 'config:%s' % paste) if paste else ('--module', module)
+    ) + (
         '--master', '--processes', '1', '--threads', '4', '--die-on-term',
         '--virtualenv', str(layout.VENV), '--add-header', 'Connection: close',
         '--http-timeout', '3600', '--buffer-size', '65535',
         '--pidfile', str(box.run / (name + '.uwsgi.pid')),
     ) + tuple(extra)
     return Service(name, argv, dict({config_env: str(config_dir)}, **(env or {})), box.url(name) + '/')
+
+
+def barbican_env(box):
+    """Where barbican's processes find barbican.conf: barbican.wsgi.api takes
+    no configuration path (and reads /etc/barbican's paste file), barbican's
+    plugins parse the configuration again, from the default places, when
+    imported, and oslo.config looks in ~/.barbican/, then ~/, before
+    /etc/barbican/: with HOME at the box's barbican directory, two boxes on
+    one machine keep their own.
+    """
+    return {'HOME': str(box.etc / 'barbican')}
+
+
+def barbican_api(box):
+    """Barbican's API: the box's paste file (keystonemiddleware, then the API), under uwsgi."""
+    etc = box.etc / 'barbican'
+    return uwsgi(box, 'barbican-api', None, 'HOME', etc, paste=etc / 'barbican-api-paste.ini')
 
 
 # glance takes image uploads as chunked request bodies (as devstack runs it).
@@ -59,6 +78,7 @@ def api_services(box):
         'nova-metadata': uwsgi(box, 'nova-metadata', 'nova.wsgi.metadata:application',
                                'OS_NOVA_CONFIG_DIR', etc / 'nova',
                                env={'OS_NOVA_CONFIG_FILES': 'api-paste.ini;nova.conf;nova-metadata.conf'}),
+        'barbican-api': barbican_api(box),
     }
 
 

@@ -91,7 +91,9 @@ class WanPath:
         """
         lay = self.layout
         self.link.up()
-        if not (self.relay_pid() and self._relay_answers()):
+        # A relay started before an API was added to the box lacks its port: start it anew.
+        if not (self.relay_pid() and self._relay_answers()
+                and all(processes.tcp_open(port, lay.address) for port in self.ports)):
             processes.stop(RELAY, self.box.run, grace=5)
             argv = self.link.exec_argv(layout.VENV / 'bin' / 'python', '-m', 'cloudlet_box.relay',
                                        '--listen', lay.address, '--target', lay.host_address,

@@ -51,6 +51,8 @@ class BasesTest(base.CloudletAPITestBase):
         super().setUp()
         self.www = self.useFixture(base.fixtures.TempDir()).path
         self.http = self.useFixture(base.PackageServer(self.www))
+        # The package server listens on 127.0.0.1, which the outbound policy refuses by default.
+        self.flags(outbound_allowed_networks=['127.0.0.1/32'], group='cloudlet')
 
     # --- helpers -----------------------------------------------------------
 
@@ -147,6 +149,31 @@ class BasesTest(base.CloudletAPITestBase):
             self.assertIn('base package URL refused', body['badRequest']['message'])
         self.assertFalse(os.path.exists(os.path.join(self.state_dir, 'bases')) and
                          os.listdir(os.path.join(self.state_dir, 'bases')))
+
+    def test_outbound_policy(self):
+        self.flags(outbound_allowed_networks=[], group='cloudlet')       # the default
+        for url in (self.http.url('x.zip'), 'http://169.254.169.254/latest/meta-data/',
+                    'https://[::ffff:10.0.0.1]/x.zip'):
+            status, body = self.post({'base': {'url': url}})
+            self.assertEqual(400, status, (url, body))
+            self.assertIn('base package URL refused by policy: host ', body['badRequest']['message'])
+        self.assertFalse(os.path.exists(os.path.join(self.state_dir, 'bases')) and
+                         os.listdir(os.path.join(self.state_dir, 'bases')))
+
+    def test_outbound_policy_again_at_the_download(self):
+        # Allowed when the request came, refused by the time the import runs.
+        path, _ = build_package(self.www)
+        submitted = []
+        with mock.patch.object(bases.BaseImporter, 'submit',
+                               lambda importer, *args: submitted.append((importer,) + args)):
+            status, body = self.post({'base': {'url': self.http.url(os.path.basename(path))}})
+        self.assertEqual(202, status, body)
+        self.flags(outbound_allowed_networks=[], group='cloudlet')
+        [(importer, context, record, url)] = submitted
+        importer.run(context, record['id'], url, record['name'], record['visibility'])
+        done = self.wait_for(body['base']['id'])
+        self.assertEqual('error', done['status'])
+        self.assertIn('refused by policy: host 127.0.0.1', done['error'])
 
     def test_host_allow_list(self):
         self.flags(overlay_url_allowed_hosts=['bases.example.com'], group='cloudlet')

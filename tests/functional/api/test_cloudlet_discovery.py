@@ -13,7 +13,7 @@ class DiscoveryTest(base.CloudletAPITestBase):
         resp = self.api.api_get('/os-cloudlet')
         self.assertEqual(200, resp.status)
         doc = resp.body['cloudlet']
-        self.assertEqual('1.2', doc['version'])
+        self.assertEqual('1.3', doc['version'])
         self.assertEqual('1.0', doc['min_version'])
         self.assertEqual(['cloudlet-create-base', 'cloudlet-create-overlay', 'cloudlet-handoff',
                           'cloudlet-heartbeat'], doc['actions'])

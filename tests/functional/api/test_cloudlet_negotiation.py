@@ -69,6 +69,8 @@ class NegotiationTest(base.CloudletAPITestBase):
                                                    'ram': ram, 'vcpus': vcpus, 'disk': 1}})
         self.www = self.useFixture(base.fixtures.TempDir()).path
         self.http = self.useFixture(base.PackageServer(self.www))
+        # The overlay server listens on 127.0.0.1, which the outbound policy refuses by default.
+        self.flags(outbound_allowed_networks=['127.0.0.1/32'], group='cloudlet')
 
     def give_trait(self):
         self.placement.put('/traits/CUSTOM_CLOUDLET_V1', {}, version='1.6')
@@ -190,6 +192,13 @@ class NegotiationTest(base.CloudletAPITestBase):
             status, answer = self.negotiate({'overlay_url': url})
             self.assertEqual(400, status, (url, answer))
             self.assertIn(words, answer['badRequest']['message'])
+
+    def test_urls_the_outbound_policy_refuses(self):
+        self.flags(outbound_allowed_networks=[], group='cloudlet')       # the default
+        for url in (self.serve('o.clovl', overlay_file(BASE_ID)), 'http://169.254.169.254/latest/meta-data/'):
+            status, answer = self.negotiate({'overlay_url': url})
+            self.assertEqual(400, status, (url, answer))
+            self.assertIn('overlay URL refused by policy: host ', answer['badRequest']['message'])
 
     def test_policy(self):
         status, _ = self.negotiate(self.overlay(), api=self.api_fixture.reader_api)

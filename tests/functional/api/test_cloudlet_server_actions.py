@@ -47,6 +47,21 @@ class ServerActionsTest(base.CloudletAPITestBase):
         self.assertEqual(base.BASE_DISK_IMAGE['properties'][properties.BASE_ID],
                          props[properties.BASE_ID])
 
+    def test_create_encrypted_overlay_names_its_key_on_the_image(self):
+        server = self.create_cloudlet_server()
+        key_id = '6d9e4c1a-6a53-4d0b-9c8e-2a1f5d7b3e40'
+        resp = self.action(server['id'], {'cloudlet-create-overlay': {
+            'name': 'o', 'options': {'encryption_key_id': key_id}}})
+        self.assertEqual(202, resp.status, resp.body)
+        image = self._assert_snapshot_done(server, resp.body['image_id'])
+        self.assertEqual(key_id, image['properties'][properties.OVERLAY_KEY_ID])
+
+    def test_encryption_key_id_must_be_a_key_manager_id(self):
+        server = self.create_cloudlet_server()
+        resp = self.action(server['id'], {'cloudlet-create-overlay': {
+            'name': 'o', 'options': {'encryption_key_id': '../secrets'}}})
+        self.assertEqual(400, resp.status, resp.body)
+
     def test_create_overlay_default_codec_not_recorded(self):
         server = self.create_cloudlet_server()
         resp = self.action(server['id'], {'cloudlet-create-overlay': {'name': 'o'}})

@@ -3,6 +3,7 @@ the estimate, Placement's question, and the overlay header read from a local HTT
 
 import io
 import os
+import socket
 import types
 import urllib.parse
 
@@ -145,6 +146,12 @@ def test_acceptable(images):
     assert _valid({'negotiation': answer}, schemas.negotiate_response)
 
 
+def test_an_encrypted_overlay_is_acceptable(images):
+    add_base(images)
+    answer = negotiation.decide(_overlay(format_version=2), images, [flavor('fit')], Capacity())
+    assert (answer['acceptable'], answer['format_version']) == (True, 2)
+
+
 def test_no_size_no_estimate(images):
     add_base(images)
     answer = negotiation.decide(_overlay(), images, [flavor('fit')], Capacity())
@@ -153,7 +160,7 @@ def test_no_size_no_estimate(images):
 
 
 @pytest.mark.parametrize('overlay, words', [
-    (_overlay(format_version=2), 'format version 2 is not supported'),
+    (_overlay(format_version=3), 'format version 3 is not supported: this cloud reads versions 1, 2'),
     (_overlay(codec='lz4'), "codec 'lz4' is not supported"),
     (_overlay(size_bytes=(16 << 30) + 1), 'larger than the limit'),
     (_overlay(base_id=OTHER_BASE_ID), 'unknown base %s' % OTHER_BASE_ID),
@@ -302,12 +309,12 @@ def test_placement_failure_is_capacity_unknown(response):
 # --- the header, read from a URL --------------------------------------------------
 
 
-def overlay_bytes(base_id=BASE_ID, codec='zstd'):
+def overlay_bytes(base_id=BASE_ID, codec='zstd', key=None):
     out = io.BytesIO()
     meta = {'base_id': base_id, 'disk_size': 8 * 4096, 'memory_size': 4096, 'base_name': 'b'}
     if codec:
         meta['codec'] = codec
-    writer = overlay_format.OverlayWriter(out, meta)
+    writer = overlay_format.OverlayWriter(out, meta, key=key)
     writer.add_segment(overlay_format.CODEC_NONE, overlay_format.DELTA_NONE, 0, 0, b'', 0,
                        b'x' * 100000)
     writer.finish()
@@ -320,7 +327,8 @@ class ReadHeaderTest(test.NoDBTestCase):
         super().setUp()
         self.www = self.useFixture(test.fixtures.TempDir()).path
         self.http = self.useFixture(http_server.DirectoryHTTPServer(self.www))
-        self.flags(fetch_timeout=5, group='cloudlet')
+        # The test server listens on 127.0.0.1: allowed here, explicitly (the default refuses it).
+        self.flags(fetch_timeout=5, outbound_allowed_networks=['127.0.0.1/32'], group='cloudlet')
 
     def serve(self, name, data):
         with open(os.path.join(self.www, name), 'wb') as f:
@@ -336,6 +344,10 @@ class ReadHeaderTest(test.NoDBTestCase):
         header = negotiation.read_header(self.serve('o.clovl', data))
         self.assertEqual({'base_id': BASE_ID, 'format_version': 1, 'codec': 'zstd',
                           'size_bytes': len(data)}, header)
+
+    def test_an_encrypted_overlay_is_read_without_its_key(self):
+        header = negotiation.read_header(self.serve('o.clovl', overlay_bytes(key=bytes(32))))
+        self.assertEqual((BASE_ID, 2), (header['base_id'], header['format_version']))
 
     def test_header_without_codec(self):
         header = negotiation.read_header(self.serve('o.clovl', overlay_bytes(codec=None)))
@@ -402,3 +414,32 @@ class ReadHeaderTest(test.NoDBTestCase):
         url = self.http.url('missing.clovl').replace('http://', 'http://user:s3cret@')
         message = self.bad_request(url + '?token=s3cret')
         self.assertNotIn('s3cret', message)
+
+    def test_the_outbound_policy_refuses_before_connecting(self):
+        self.flags(outbound_allowed_networks=[], group='cloudlet')       # the default
+        connects = []
+        self.stub_out('socket.socket.connect', lambda sock, address: connects.append(address))
+        for url in (self.serve('o.clovl', overlay_bytes()), 'http://169.254.169.254/latest/meta-data/',
+                    'http://[::ffff:169.254.169.254]/latest', 'http://10.1.2.3:8080/o.clovl'):
+            message = self.bad_request(url)
+            self.assertIn('overlay URL refused by policy: host ', message)
+            self.assertIn('outbound_allowed_hosts or outbound_allowed_networks', message)
+        self.assertEqual([], connects)
+
+    def test_a_name_resolving_to_a_private_address_is_refused(self):
+        self.flags(outbound_allowed_networks=[], group='cloudlet')       # the default
+        answers = {'overlays.example.com': ['8.8.8.8', '127.0.0.1'], 'inside.example.com': ['127.0.0.1']}
+
+        def getaddrinfo(host, port, *args):
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, '', (a, port or 80)) for a in answers[host]]
+        self.stub_out('cloudlet_engine.outbound.getaddrinfo', getaddrinfo)
+        url = self.serve('o.clovl', overlay_bytes()).replace('127.0.0.1', 'inside.example.com')
+        message = self.bad_request(url)
+        self.assertIn('refused by policy: host inside.example.com resolves to an address that is not public',
+                      message)
+        self.assertNotIn('127.0.0.1', message)
+        # Every address counts (refused before any connection) ...
+        self.assertIn('refused by policy', self.bad_request(url.replace('inside', 'overlays')))
+        # ... and the operator's allow-list by name wins.
+        self.flags(outbound_allowed_hosts=['Inside.Example.com.'], group='cloudlet')
+        self.assertEqual(BASE_ID, negotiation.read_header(url)['base_id'])

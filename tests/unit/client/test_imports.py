@@ -1,4 +1,5 @@
-"""The library is importable on its own: no nova, no OSC, and of the Glance model only its property names."""
+"""The library is importable on its own: no nova, no OSC, and of the Glance model only its property names
+and how an image is signed (with that module's errors)."""
 
 import subprocess
 import sys
@@ -6,7 +7,7 @@ import sys
 from tests.unit.test_layers import ROOT
 
 MODULES = ('discovery', 'ranking', 'credentials', 'cloud', 'overlays', 'session', 'lease', 'reach', 'journey',
-           'errors')
+           'keys', 'errors')
 
 
 def test_importing_every_module_loads_no_nova_and_no_osc():
@@ -19,4 +20,5 @@ def test_importing_every_module_loads_no_nova_and_no_osc():
     done = subprocess.run([sys.executable, '-c', code], cwd=str(ROOT), capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ['cloudlet_glance.properties']
+    assert done.stdout.split() == ['cloudlet_glance.errors', 'cloudlet_glance.properties',
+                                   'cloudlet_glance.signatures']

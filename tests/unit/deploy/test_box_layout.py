@@ -1,6 +1,7 @@
 """tools/cloudlet_box: the second cloud's layout (own libvirt, WAN path) and what it changes in
 the configuration, the catalog and clouds.yaml; the first box stays as it was."""
 
+import base64
 import configparser
 import json
 import pathlib
@@ -146,4 +147,85 @@ def test_no_wan_path_for_the_first_box():
     with pytest.raises(wan.WanError, match='no WAN path'):
         wan.WanPath(BOX)
     path = wan.WanPath(BOX2)
-    assert path.address == '10.254.88.2' and path.ports == [5100, 8874, 8878, 9392, 9796]
+    assert path.address == '10.254.88.2' and path.ports == [5100, 8874, 8878, 9392, 9411, 9796]
+
+
+def test_barbican_api_runs_the_box_s_paste_file_with_its_own_configuration():
+    first = services.api_services(BOX)['barbican-api']
+    argv = first.argv
+    assert [argv[i + 1] for i, a in enumerate(argv) if a == '--http'] == ['127.0.0.1:9311']
+    assert argv[argv.index('--paste') + 1] == 'config:%s' % (BOX.etc / 'barbican' / 'barbican-api-paste.ini')
+    assert '--module' not in argv and '--add-header' in argv
+    # oslo.config finds barbican.conf in HOME before /etc/barbican: each box its own.
+    assert first.env == {'HOME': str(BOX.etc / 'barbican')} == services.barbican_env(BOX)
+    assert first.ready_url == 'http://127.0.0.1:9311/'
+    second = services.api_services(BOX2)['barbican-api'].argv
+    assert [second[i + 1] for i, a in enumerate(second) if a == '--http'] == ['127.0.0.1:9411',
+                                                                             '10.254.88.1:9411']
+    assert BOX2.public_url('barbican-api') == 'http://10.254.88.2:9411'
+
+
+@pytest.mark.parametrize('box', [BOX, BOX2])
+def test_barbican_configuration(box_roots, box):
+    etc = configs.barbican(box)
+    conf = read_ini(etc / 'barbican.conf')
+    assert conf['database']['connection'] == box.db_url('barbican')
+    assert conf['DEFAULT']['db_auto_create'] == 'false' and 'host_href' not in conf['DEFAULT']
+    assert conf['secretstore']['enabled_secretstore_plugins'] == 'store_crypto'
+    assert conf['crypto']['enabled_crypto_plugins'] == 'simple_crypto'
+    assert conf['keystone_authtoken']['username'] == 'barbican'
+    assert conf['keystone_authtoken']['www_authenticate_uri'] == box.public_keystone_url
+    assert (etc / 'barbican-api-paste.ini').exists()
+    kek = conf['simple_crypto_plugin']['kek']
+    assert len(base64.b64decode(kek, validate=True)) == 32
+    assert kek == box.secrets()['barbican_kek']
+    # Made once: the next `up` writes the same key.
+    assert read_ini(configs.barbican(box) / 'barbican.conf')['simple_crypto_plugin']['kek'] == kek
+
+
+def test_each_box_has_its_own_key_encryption_key(box_roots):
+    assert BOX.secrets()['barbican_kek'] != BOX2.secrets()['barbican_kek']
+
+
+@pytest.mark.parametrize('box', [BOX, BOX2])
+def test_nova_and_glance_keep_keys_in_barbican(box_roots, box):
+    etc = configs.nova(box)
+    for name in ('nova.conf', 'nova-cpu.conf'):
+        conf = read_ini(etc / name)
+        assert conf['key_manager']['backend'] == 'barbican'
+        assert conf['barbican']['auth_endpoint'] == box.keystone_url
+        assert conf['barbican']['barbican_endpoint_type'] == 'internal'
+        assert conf['barbican']['send_service_user_token'] == 'true'
+        assert conf['barbican_service_user']['username'] == 'nova'
+    glance = read_ini(configs.glance(box) / 'glance-api.conf')
+    assert glance['key_manager']['backend'] == 'barbican'
+    assert glance['barbican']['auth_endpoint'] == box.keystone_url
+    assert glance['barbican']['barbican_endpoint_type'] == 'internal'
+
+
+def test_barbican_in_the_catalog():
+    assert ('barbican', 'key-manager', 'barbican-api', '') in identity.SERVICES
+    assert BOX.port('barbican-api') == 9311 and BOX2.port('barbican-api') == 9411
+
+
+def test_wan_up_restarts_a_relay_that_lacks_a_port(box_roots, monkeypatch):
+    """A box2 whose relay started before Barbican was added gets one that carries its port too."""
+    path = wan.WanPath(BOX2)
+    listening = set(path.ports) - {BOX2.port('barbican-api')}
+    events = []
+    monkeypatch.setattr(path.link, 'up', lambda: None)
+    monkeypatch.setattr(path, 'relay_pid', lambda: 4242)
+    monkeypatch.setattr(path, '_relay_answers', lambda: True)
+    monkeypatch.setattr(wan.processes, 'tcp_open', lambda port, host: host == '10.254.88.2' and port in listening)
+    monkeypatch.setattr(wan.processes, 'stop', lambda name, run, grace: events.append(('stop', name)))
+    monkeypatch.setattr(wan.processes, 'start',
+                        lambda name, argv, run, logs, env=None: events.append(('start', name, argv)))
+    monkeypatch.setattr(wan.processes, 'wait_for', lambda *args, **kwargs: None)
+    path.up()
+    assert events[0] == ('stop', 'wan-relay') and events[1][:2] == ('start', 'wan-relay')
+    argv = events[1][2]
+    assert [argv[i + 1] for i, a in enumerate(argv) if a == '--port'] == [str(p) for p in path.ports]
+    events.clear()
+    listening.add(BOX2.port('barbican-api'))
+    path.up()
+    assert events == []

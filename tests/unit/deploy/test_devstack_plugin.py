@@ -58,6 +58,7 @@ class FakeDevstack:
             'SERVICE_PROJECT_NAME': 'service',
             'NOVA_CPU_CONF': '/etc/nova/nova-cpu.conf',
             'NOVA_API_PASTE_INI': '/etc/nova/api-paste.ini',
+            'GLANCE_API_CONF': '/etc/glance/glance-api.conf',
             'VIRT_DRIVER': 'libvirt',
             'LIBVIRT_TYPE': 'qemu',
             'PYTHON': str(self.bin / 'python3'),
@@ -204,6 +205,18 @@ def test_post_config_passes_allowed_hosts_and_kvm(devstack):
     assert compute[compute.index('--virt-type') + 1] == 'kvm'
 
 
+def test_post_config_passes_the_outbound_policy_only_when_set(devstack):
+    run_ok(devstack, 'stack', 'post-config')
+    assert not any('outbound' in arg for call in devstack.calls('cloudlet-configure') for arg in call)
+    run_ok(devstack, 'stack', 'post-config',
+           before_settings='CLOUDLET_OUTBOUND_ALLOWED_HOSTS=overlays.internal\n'
+                           'CLOUDLET_OUTBOUND_ALLOWED_NETWORKS=10.20.0.7/32,fd00:1::/64')
+    api, compute = devstack.calls('cloudlet-configure')[-2:]
+    for call in (api, compute):
+        assert call[-4:] == ['--set', 'cloudlet.outbound_allowed_hosts=overlays.internal',
+                             '--set', 'cloudlet.outbound_allowed_networks=10.20.0.7/32,fd00:1::/64']
+
+
 def test_post_config_on_a_compute_only_host(devstack):
     devstack.env['ENABLED_SERVICES'] = 'n-cpu,placement-client'
     run_ok(devstack, 'stack', 'post-config')
@@ -224,6 +237,31 @@ def test_a_failing_cloudlet_configure_stops_stack(devstack):
     code, _ = devstack.run('stack', 'post-config')
     assert code != 0
     assert 'cloudlet-configure failed for nova-api' in devstack.calls('die')[0][-1]
+
+
+KEY_MANAGER = {'key_manager': {'backend': 'barbican'},
+               'barbican': {'auth_endpoint': 'http://10.0.0.5/identity/v3'}}
+
+
+def test_post_config_with_barbican_keeps_nova_s_and_glance_s_keys_there(devstack):
+    devstack.env['ENABLED_SERVICES'] += ',barbican'
+    run_ok(devstack, 'stack', 'post-config')
+    files = _ini(devstack)
+    assert files['/etc/nova/nova.conf'] == KEY_MANAGER
+    assert files['/etc/glance/glance-api.conf'] == KEY_MANAGER
+    assert not any('/etc/nova/nova-cpu.conf' in call for call in devstack.calls())
+
+
+def test_post_config_with_barbican_on_a_compute_only_host(devstack):
+    devstack.env['ENABLED_SERVICES'] = 'n-cpu,placement-client,barbican'
+    run_ok(devstack, 'stack', 'post-config')
+    files = _ini(devstack)
+    assert files == {'/etc/nova/nova.conf': KEY_MANAGER}
+
+
+def test_post_config_without_barbican_leaves_the_key_manager_alone(devstack):
+    run_ok(devstack, 'stack', 'post-config')
+    assert not any(call[2] in ('key_manager', 'barbican') for call in devstack.calls('iniset'))
 
 
 # --------------------------------------------------------------------------- stack extra

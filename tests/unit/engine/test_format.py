@@ -1,4 +1,6 @@
 import io
+import json
+import os
 import struct
 
 import pytest
@@ -6,6 +8,7 @@ import pytest
 from cloudlet_engine import codecs
 from cloudlet_engine import errors
 from cloudlet_engine import format as fmt
+from tests.fixtures import overlay_bytes
 from tests.fixtures import overlay_index
 
 META = {'base_id': 'ab' * 32, 'disk_size': 1 << 20, 'memory_size': 8192}
@@ -194,3 +197,152 @@ def test_streamed_overlay_has_no_declared_memory_size():
 def test_memory_size_must_be_a_number_or_null():
     with pytest.raises(errors.CorruptOverlay, match='memory_size'):
         read_all(make_overlay(1, meta=dict(META, memory_size='big')))
+
+
+# --- strict reading: every byte is covered by a check ------------------------------------
+
+
+def _segment_field(blob, segment, fmt_char, offset, value):
+    """`blob` with a segment header field changed, checksums recomputed."""
+    blob = bytearray(blob)
+    start = overlay_bytes.walk(blob)[0][segment][0]
+    struct.pack_into('<' + fmt_char, blob, start + offset, value)
+    return overlay_bytes.rechecksum(blob)
+
+
+def test_rechecksum_fixture_changes_nothing_by_itself():
+    blob = make_overlay(3)
+    assert overlay_bytes.rechecksum(blob) == blob
+    assert overlay_bytes.with_meta(blob, overlay_bytes.meta_raw(blob)) == blob
+
+
+@pytest.mark.parametrize('tail', [b'\0', os.urandom(8192)])
+def test_trailing_data_after_the_trailer_is_refused(tail):
+    with pytest.raises(errors.CorruptOverlay, match='trailing data after the overlay trailer'):
+        read_all(make_overlay() + tail)
+
+
+def test_an_overlay_without_segments_reads():
+    reader, segments = read_all(make_overlay(0))
+    assert segments == [] and reader.segment_count == 0
+
+
+def test_trailer_index_offsets_must_be_where_the_segments_are():
+    blob = bytearray(make_overlay(3))
+    entry = overlay_bytes.walk(blob)[1] + fmt._END_HEAD.size + fmt._INDEX_ENTRY.size    # segment 1
+    struct.pack_into('<Q', blob, entry, struct.unpack_from('<Q', blob, entry)[0] + 1)
+    with pytest.raises(errors.CorruptOverlay, match='trailer index puts segment 1 at offset'):
+        read_all(bytes(blob))
+
+
+def test_trailer_index_lengths_must_be_the_segments_lengths():
+    blob = bytearray(make_overlay(3))
+    entry = overlay_bytes.walk(blob)[1] + fmt._END_HEAD.size + 2 * fmt._INDEX_ENTRY.size + 8   # segment 2
+    struct.pack_into('<I', blob, entry, 0)
+    with pytest.raises(errors.CorruptOverlay, match='trailer index puts segment 2'):
+        read_all(bytes(blob))
+
+
+def test_segment_reserved_field_must_be_zero():
+    with pytest.raises(errors.CorruptOverlay, match='reserved field'):
+        read_all(_segment_field(make_overlay(2), 1, 'H', 10, 1))
+
+
+def test_zstd_dictionary_delta_needs_codec_zstd():
+    blob = _segment_field(make_overlay(1, codec=fmt.CODEC_XZ), 0, 'B', 9, fmt.DELTA_ZSTD_DICT)
+    with pytest.raises(errors.CorruptOverlay, match='zstd dictionary delta with codec xz'):
+        read_all(blob)
+
+
+@pytest.mark.parametrize('mangle', [
+    lambda raw: raw.replace(b',', b', ', 1),                       # spacing
+    lambda raw: b'{"zzz":1,' + raw[1:],                            # key order
+    lambda raw: raw[:-1] + b',"disk_size":4096}',                  # a duplicate key
+    lambda raw: raw.replace(b'"base_id"', b'"\\u0062ase_id"'),       # another escape
+], ids=['spacing', 'key-order', 'duplicate-key', 'escape'])
+def test_metadata_must_be_canonical_json(mangle):
+    blob = make_overlay(1)
+    raw = overlay_bytes.meta_raw(blob)
+    with pytest.raises(errors.CorruptOverlay, match='canonical form'):
+        read_all(overlay_bytes.with_meta(blob, mangle(raw)))
+
+
+@pytest.mark.parametrize('change,message', [
+    ({'version': 2}, 'says version 2, its header version 1'),
+    ({'version': True}, 'says version True'),
+    ({'format': 'other'}, 'lacks "format"'),
+], ids=['version', 'bool-version', 'format'])
+def test_metadata_format_and_version_must_agree_with_the_header(change, message):
+    blob = make_overlay(1)
+    meta = json.loads(overlay_bytes.meta_raw(blob))
+    meta.update(change)
+    with pytest.raises(errors.CorruptOverlay, match=message):
+        read_all(overlay_bytes.with_meta(blob, fmt._meta_bytes(meta)))
+
+
+def test_plain_metadata_may_not_describe_encryption():
+    blob = make_overlay(1)
+    meta = dict(json.loads(overlay_bytes.meta_raw(blob)),
+                encryption={'algorithm': 'AES-256-GCM', 'kdf': 'HKDF-SHA256', 'salt': '00' * 32})
+    with pytest.raises(errors.CorruptOverlay, match='plain overlay whose metadata describes encryption'):
+        read_all(overlay_bytes.with_meta(blob, fmt._meta_bytes(meta)))
+
+
+@pytest.mark.parametrize('version,flags', [(1, fmt.FLAG_ENCRYPTED), (2, 0)])
+def test_version_2_and_the_encrypted_flag_go_together(version, flags):
+    blob = bytearray(make_overlay(1))
+    struct.pack_into('<HH', blob, 8, version, flags)
+    with pytest.raises(errors.CorruptOverlay, match='go together'):
+        read_all(overlay_bytes.rechecksum(blob))
+
+
+def test_unknown_flags_are_refused():
+    blob = bytearray(make_overlay(1))
+    struct.pack_into('<H', blob, 10, 0x0100)
+    with pytest.raises(errors.UnsupportedVersion, match='unknown feature flags 0x0100'):
+        read_all(overlay_bytes.rechecksum(blob))
+
+
+@pytest.mark.parametrize('codec', [fmt.CODEC_ZSTD, fmt.CODEC_XZ])
+@pytest.mark.parametrize('tail', ['junk', 'second frame'])
+def test_payload_bytes_after_the_codec_frame_are_refused(codec, tail):
+    frame = codecs.compress(codec, b'x' * 1000)
+    stored = frame + (b'junk' if tail == 'junk' else frame)
+    with pytest.raises(errors.CorruptOverlay, match='follow the'):
+        codecs.decompress(codec, stored, 1000, 'data')
+
+
+@pytest.mark.parametrize('codec', [fmt.CODEC_ZSTD, fmt.CODEC_XZ])
+def test_vcdiff_payload_bytes_after_the_frame_are_refused(codec):
+    frame = codecs.compress(codec, b'x' * 1000)
+    with pytest.raises(errors.CorruptOverlay, match='follow the'):
+        codecs._decompress_unknown_size(codec, frame + b'junk', 4096, 'data')
+    assert codecs._decompress_unknown_size(codec, frame, 4096, 'data') == b'x' * 1000
+
+
+def test_vcdiff_zstd_frame_must_declare_a_size_within_the_limit():
+    import zstandard
+    undeclared = zstandard.ZstdCompressor(write_content_size=False).compress(b'x' * 1000)
+    with pytest.raises(errors.LimitExceeded, match='undeclared'):
+        codecs._decompress_unknown_size(fmt.CODEC_ZSTD, undeclared, 4096, 'data')
+    with pytest.raises(errors.LimitExceeded, match='delta of 100000 bytes'):
+        codecs._decompress_unknown_size(fmt.CODEC_ZSTD, codecs.compress(fmt.CODEC_ZSTD, bytes(100000)),
+                                        4096, 'data')
+
+
+def test_a_header_prefix_reads_without_the_rest():
+    """Negotiation reads only the header: the strict end applies to segments() alone."""
+    blob = make_overlay(2)
+    prefix = blob[:overlay_bytes.header(blob)[3]]
+    reader = fmt.OverlayReader(io.BytesIO(prefix))
+    assert reader.meta['base_id'] == META['base_id'] and not reader.encrypted
+    with pytest.raises(errors.TruncatedOverlay):
+        list(reader.segments())
+
+
+def test_tap_sees_every_byte_in_order():
+    blob = make_overlay(3)
+    seen = []
+    reader = fmt.OverlayReader(io.BytesIO(blob), tap=seen.append)
+    list(reader.segments())
+    assert b''.join(seen) == blob

@@ -6,6 +6,7 @@ The streaming upload runs against a real HTTP server on 127.0.0.1 that reads
 the chunked PUT (fast, slow, or not at all).
 """
 
+import base64
 import hashlib
 import http.server
 import json
@@ -19,6 +20,7 @@ import pytest
 import requests
 import requests_mock
 
+from cloudlet_engine import outbound
 from cloudlet_glance import properties as props
 from cloudlet_nova.handoff import destination as dest_mod
 from cloudlet_nova.handoff.destination import Destination
@@ -483,6 +485,126 @@ def test_secrets_never_logged(keystone, caplog):
     assert APP_SECRET not in caplog.text and TOKEN not in caplog.text
 
 
+# ---------------------------------------------------------------- the outbound policy
+
+
+@pytest.fixture
+def no_connection(monkeypatch):
+    """Fails the test on any connect() of a socket: a refusal must come before one."""
+    attempts = []
+
+    def connect(sock, address):
+        attempts.append(address)
+        raise AssertionError('connection to %s attempted' % (address,))
+    monkeypatch.setattr(socket.socket, 'connect', connect)
+    return attempts
+
+
+def _resolving(monkeypatch, answers):
+    """outbound's resolver answers `answers` {name: [address, ...]}; other names do not resolve."""
+    def getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):
+        if host not in answers:
+            raise socket.gaierror(socket.EAI_NONAME, 'Name or service not known')
+        return [(socket.AF_INET6 if ':' in a else socket.AF_INET, socket.SOCK_STREAM, 6, '', (a, port or 0))
+                for a in answers[host]]
+    monkeypatch.setattr(outbound, 'getaddrinfo', getaddrinfo)
+
+
+@pytest.mark.parametrize('auth_url', ['http://127.0.0.1:5000/v3', 'http://169.254.169.254/latest',
+                                      'https://10.0.0.5:5000/v3', 'http://[::ffff:127.0.0.1]:5000/v3'])
+def test_an_auth_url_the_policy_refuses_is_refused_before_any_connection(auth_url, no_connection):
+    dest = Destination({'auth_url': auth_url}, APP_CREDENTIAL)
+    with pytest.raises(HandoffDestinationError) as caught:
+        dest.connect()
+    assert caught.value.refused and 'refused by policy' in str(caught.value)
+    assert 'outbound_allowed_networks' in str(caught.value)
+    assert no_connection == []
+
+
+def test_a_name_resolving_to_a_private_address_is_refused_when_connecting(monkeypatch, no_connection):
+    _resolving(monkeypatch, {'keystone.evil.test': ['203.0.113.9', '10.9.8.7']})
+    dest = Destination({'auth_url': 'https://keystone.evil.test:5000/v3'}, {'token': TOKEN})
+    with pytest.raises(HandoffDestinationError) as caught:
+        dest.connect()
+    message = str(caught.value)
+    assert caught.value.refused and 'refused by policy: host keystone.evil.test' in message
+    assert '10.9.8.7' not in message and TOKEN not in message
+    assert no_connection == []
+
+
+def test_a_compute_endpoint_the_policy_refuses_is_refused(no_connection):
+    dest = Destination({'compute_endpoint': 'http://192.168.1.1:8774/v2.1'}, APP_CREDENTIAL)
+    with pytest.raises(HandoffDestinationError, match='refused by policy') as caught:
+        dest.connect()
+    assert caught.value.refused and no_connection == []
+
+
+def test_the_policy_allows_what_the_operator_allows(keystone):
+    token = _token()
+    token.remove_service('image')
+    token.add_service('image', name='glance').add_standard_endpoints(public='http://10.20.0.5:9292',
+                                                                     region='RegionB')
+    keystone.post(KEYSTONE + '/auth/tokens', status_code=201, json=token,
+                  headers={'X-Subject-Token': 'token-from-app-cred'})
+    policy = outbound.Policy(allowed_networks=['10.20.0.0/24'])
+    assert Destination(REGION_B, APP_CREDENTIAL, policy=policy).connect().image_url == 'http://10.20.0.5:9292'
+
+
+@pytest.mark.parametrize('endpoint', ['http://169.254.169.254', 'http://127.0.0.1:9292', 'http://[fd00::1]:9292'])
+def test_a_catalog_endpoint_the_policy_refuses_fails_the_connect(keystone, endpoint):
+    token = _token()
+    token.remove_service('image')
+    token.add_service('image', name='glance').add_standard_endpoints(public=endpoint, region='RegionB')
+    keystone.post(KEYSTONE + '/auth/tokens', status_code=201, json=token,
+                  headers={'X-Subject-Token': 'token-from-app-cred'})
+    with pytest.raises(HandoffDestinationError) as caught:
+        Destination(REGION_B, APP_CREDENTIAL).connect()
+    assert caught.value.refused and 'catalog endpoint refused by policy: host ' in str(caught.value)
+
+
+class _Redirecting(http.server.ThreadingHTTPServer):
+    """On 127.0.0.1: answers every GET with a redirect to `location`."""
+
+    daemon_threads = True
+
+    def __init__(self, location):
+        self.location = location
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(handler):
+                handler.send_response(302)
+                handler.send_header('Location', self.location)
+                handler.send_header('Content-Length', '0')
+                handler.end_headers()
+
+            def log_message(handler, *args):
+                pass
+        super().__init__(('127.0.0.1', 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+def test_a_redirect_to_a_refused_host_is_refused():
+    server = _Redirecting('http://169.254.169.254/latest/meta-data/')
+    try:
+        dest = Destination({'auth_url': 'http://127.0.0.1:%d' % server.server_address[1]}, {'token': TOKEN},
+                           policy=LOCAL, connect_timeout=5)
+        with pytest.raises(HandoffDestinationError) as caught:
+            dest.connect()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert caught.value.refused and 'refused by policy: host 169.254.169.254' in str(caught.value)
+
+
+def test_the_upload_goes_only_where_the_policy_allows(no_connection):
+    upload = Upload('http://169.254.169.254/v2/images/x/file', {}, connect_timeout=2, stall_timeout=2)
+    with pytest.raises(HandoffDestinationError) as caught:
+        with upload:
+            upload.write(b'x' * 1000)
+    assert caught.value.refused and 'refused by policy' in str(caught.value)
+    assert no_connection == []
+
+
 # ---------------------------------------------------------------- the streaming upload (real HTTP server)
 
 
@@ -574,9 +696,14 @@ def glance_server():
         server.stop()
 
 
+# The Glance stand-ins listen on 127.0.0.1: the tests that reach them allow it, explicitly.
+LOCAL = outbound.Policy(allowed_networks=['127.0.0.1/32'])
+
+
 def _upload(server, **kwargs):
     kwargs.setdefault('connect_timeout', 5)
     kwargs.setdefault('stall_timeout', 5)
+    kwargs.setdefault('policy', LOCAL)
     return Upload(server.url + '/v2/images/%s/file' % RESIDUE_ID,
                   {'X-Auth-Token': 'upload-token', 'Content-Type': 'application/octet-stream'}, **kwargs)
 
@@ -589,7 +716,7 @@ def test_upload_through_destination_arrives_intact(keystone, glance_server):
     image.add_standard_endpoints(public=server.url, region='RegionB')
     keystone.post(KEYSTONE + '/auth/tokens', status_code=201, json=token,
                   headers={'X-Subject-Token': 'token-from-app-cred'})
-    dest = Destination(REGION_B, APP_CREDENTIAL).connect()
+    dest = Destination(REGION_B, APP_CREDENTIAL, policy=LOCAL).connect()
     keystone.stop()            # the upload goes to the real server
     data = bytes(range(256)) * 40000 + b'tail'     # ~10 MB, not a multiple of the chunk size
     with dest.upload(RESIDUE_ID) as upload:
@@ -692,7 +819,8 @@ def test_upload_to_nowhere_fails_on_write_or_exit(glance_server):
     with socket.socket() as unused:
         unused.bind(('127.0.0.1', 0))
         port = unused.getsockname()[1]
-    upload = Upload('http://127.0.0.1:%d/v2/images/x/file' % port, {}, connect_timeout=2, stall_timeout=2)
+    upload = Upload('http://127.0.0.1:%d/v2/images/x/file' % port, {}, connect_timeout=2, stall_timeout=2,
+                    policy=LOCAL)
     with pytest.raises(HandoffDestinationError) as caught:
         with upload:
             for _ in range(200):
@@ -801,3 +929,59 @@ def test_add_floating_ip_without_a_network_endpoint(keystone):
     destination = Destination({'auth_url': KEYSTONE, 'region_name': 'RegionOne'}, APP_CREDENTIAL).connect()
     with pytest.raises(HandoffDestinationError, match='no network'):
         destination.add_floating_ip(SERVER_ID)
+
+
+# ---------------------------------------------------------------- the residue's key (Barbican)
+
+BARBICAN = 'https://barbican-b.test:9311'
+KEY_ID = '33333333-0000-4000-8000-000000000001'
+
+
+@pytest.fixture
+def dest_with_barbican(keystone):
+    token = _token()
+    token.add_service('key-manager', name='barbican').add_standard_endpoints(public=BARBICAN + '/v1',
+                                                                            region='RegionB')
+    keystone.post(KEYSTONE + '/auth/tokens', status_code=201, json=token,
+                  headers={'X-Subject-Token': 'token-from-app-cred'})
+    return Destination(REGION_B, APP_CREDENTIAL).connect()
+
+
+def test_a_destination_without_a_key_manager_cannot_keep_a_key(dest):
+    assert dest.key_manager_url is None
+    with pytest.raises(HandoffDestinationError, match='has no key manager in its catalog') as caught:
+        dest.store_key(bytes(32), 'cloudlet-handoff-x')
+    assert caught.value.refused
+
+
+def test_residue_key_is_stored_as_the_users_symmetric_key(keystone, dest_with_barbican):
+    assert dest_with_barbican.key_manager_url == BARBICAN
+    keystone.post(BARBICAN + '/v1/secrets', status_code=201,
+                  json={'secret_ref': BARBICAN + '/v1/secrets/' + KEY_ID})
+    key = bytes(range(32))
+    assert dest_with_barbican.store_key(key, 'cloudlet-handoff-x') == KEY_ID
+    request = keystone.last_request
+    assert request.headers['X-Auth-Token'] == 'token-from-app-cred'
+    body = request.json()
+    assert base64.b64decode(body.pop('payload')) == key
+    assert body == {'name': 'cloudlet-handoff-x', 'secret_type': 'symmetric', 'algorithm': 'aes',
+                    'bit_length': 256, 'mode': 'gcm', 'payload_content_type': 'application/octet-stream',
+                    'payload_content_encoding': 'base64'}
+
+
+def test_a_refused_key_store_is_a_refusal_without_the_key(keystone, dest_with_barbican):
+    keystone.post(BARBICAN + '/v1/secrets', status_code=403, json={'title': 'Forbidden', 'code': 403,
+                                                                    'description': 'quota'})
+    key = bytes(range(1, 33))
+    with pytest.raises(HandoffDestinationError) as caught:
+        dest_with_barbican.store_key(key, 'cloudlet-handoff-x')
+    assert caught.value.refused and 'storing the residue key' in str(caught.value)
+    assert base64.b64encode(key).decode() not in str(caught.value)
+
+
+def test_deleting_the_key_is_best_effort(keystone, dest_with_barbican):
+    keystone.delete(BARBICAN + '/v1/secrets/' + KEY_ID, status_code=204)
+    dest_with_barbican.delete_key(KEY_ID)
+    assert keystone.last_request.method == 'DELETE'
+    keystone.delete(BARBICAN + '/v1/secrets/' + KEY_ID, status_code=500)
+    dest_with_barbican.delete_key(KEY_ID)          # logged, not raised

@@ -148,6 +148,7 @@ class FakeDestination:
 
     fail_at = None
     server_status = 'ACTIVE'
+    key_manager_url = None
 
     def __init__(self, log, destination, credential, **kwargs):
         self.log = log
@@ -208,6 +209,16 @@ class FakeDestination:
 
     def delete_image(self, image_id):
         self.log.append(('delete_image', image_id))
+
+    def store_key(self, key, name):
+        self.log.append(('store_key', len(key), name))
+        if not self.key_manager_url:
+            raise destination_mod.HandoffDestinationError('destination has no key manager', refused=True)
+        self.stored_key = key
+        return 'dest-key'
+
+    def delete_key(self, key_id):
+        self.log.append(('delete_key', key_id))
 
 
 class FakeLiveResidue:
@@ -375,6 +386,8 @@ class SuccessTest(SenderTestCase):
                           'wait_active', 'delete_image'], self.names())
         init = self.log[0]
         self.assertEqual({'auth_url': 'https://edge-b.example:5000/v3'}, init[1])
+        policy = init[2].pop('policy')          # the default outbound policy: public addresses only
+        self.assertEqual((frozenset(), ()), (policy.allowed_hosts, policy.allowed_networks))
         self.assertEqual({'known_clouds': {}, 'ca_file': None, 'insecure': False,
                           'connect_timeout': 30, 'stall_timeout': 60}, init[2])
         self.assertEqual({'application_credential': {'id': APP_ID, 'secret': SECRET}},
@@ -432,6 +445,41 @@ class SuccessTest(SenderTestCase):
         # The work directory is gone.
         self.assertFalse(os.path.exists(residue[3]))
 
+    def test_the_residue_rests_encrypted_when_the_destination_has_a_key_manager(self):
+        self.useFixture(fixtures.MockPatchObject(FakeDestination, 'key_manager_url', 'https://kb.test:9311'))
+        self.handoff().run()
+        self.assertEqual(['init', 'connect', 'find_base_image', 'pick_flavor', 'create_residue_image',
+                          'store_key', 'create_server', 'unplug_nics', 'upload', 'residue', 'upload-finish',
+                          'wait_active', 'delete_image', 'delete_key'], self.names())
+        self.assertEqual(('store_key', 32, 'cloudlet-handoff-%s' % HANDOFF_ID), self.log[5])
+        create = self.log[6]
+        self.assertEqual('dest-key', create[4][props.OVERLAY_KEY_ID])
+        # The key stored there is the key the residue is written with.
+        self.assertEqual(self.destination.stored_key, self.log[self.names().index('residue')][4]['key'])
+        self.assertEqual(('delete_key', 'dest-key'), self.log[-1])
+        self.assertTrue(self.record()['residue_encrypted'])
+        self.assertNotIn(self.destination.stored_key.hex(), self.record_text())
+
+    def test_without_a_key_manager_the_residue_is_not_encrypted(self):
+        self.handoff().run()
+        self.assertNotIn('store_key', self.names())
+        self.assertIsNone(self.log[self.names().index('residue')][4]['key'])
+        self.assertFalse(self.record()['residue_encrypted'])
+
+    def test_required_encryption_refuses_a_destination_without_a_key_manager(self):
+        self.flags(residue_encryption='required', group='cloudlet_handoff')
+        self.handoff().run()
+        self.assertNotIn('create_server', self.names())
+        self.assertIn('no key manager', self.record()['error'])
+        self.assert_rolled_back_to_running()
+
+    def test_a_failed_handoff_deletes_the_residue_key(self):
+        self.useFixture(fixtures.MockPatchObject(FakeDestination, 'key_manager_url', 'https://kb.test:9311'))
+        self.useFixture(fixtures.MockPatchObject(FakeDestination, 'server_status', 'ERROR'))
+        self.handoff().run()
+        self.assertIn(('delete_key', 'dest-key'), self.log)
+        self.assert_rolled_back_to_running()
+
     def test_a_server_without_ports_moves_without_ports(self):
         self.handoff().run()
         self.assertEqual('none', self.log[self.names().index('create_server')][-1])
@@ -477,11 +525,16 @@ class SuccessTest(SenderTestCase):
         self.flags(destinations={'edge-b': 'https://edge-b.example:5000/v3'}, ca_file='/etc/ca.pem',
                    stall_timeout=7, connect_timeout=3, activate_timeout=42, max_downtime_ms=150,
                    destination_networks='auto', group='cloudlet_handoff')
+        self.flags(outbound_allowed_hosts=['Edge-B.example.'], outbound_allowed_networks=['10.2.0.0/16'],
+                   group='cloudlet')
         req = request(credential={'token': TOKEN}, cloud='edge-b', flavor='f-9',
                       region_name='R2')
         del req['options']
         self.handoff(req).run()
         init = self.log[0]
+        policy = init[2].pop('policy')          # [cloudlet] outbound_allowed_*
+        self.assertEqual(['edge-b.example'], sorted(policy.allowed_hosts))
+        self.assertEqual(['10.2.0.0/16'], [str(n) for n in policy.allowed_networks])
         self.assertEqual({'known_clouds': {'edge-b': 'https://edge-b.example:5000/v3'},
                           'ca_file': '/etc/ca.pem', 'insecure': False, 'connect_timeout': 3,
                           'stall_timeout': 7}, init[2])

@@ -21,6 +21,7 @@ from keystoneauth1 import session as ksa_session
 import pytest
 import requests_mock
 
+from cloudlet_client import keys
 from cloudlet_engine import format as overlay_format
 from cloudlet_glance import model
 from cloudlet_osc import client as client_mod
@@ -192,3 +193,30 @@ def openstack(tmp_path):
         seen = json.loads(seen_path.read_text()) if seen_path.exists() else []
         return done.returncode, done.stdout, done.stderr, seen
     return run
+
+
+class FakeKeyManager:
+    """The project's key manager (a fake for unit tests): keys by id; every instance shares `keys`."""
+
+    keys = {}
+    deleted = []
+
+    def __init__(self, session, region_name=None, interface=None):
+        self.region_name = region_name
+
+    def new_key(self, name):
+        key = bytes(range(32))
+        key_id = 'key-%d' % len(self.keys)
+        self.keys[key_id] = key
+        return key, key_id
+
+    def delete(self, ref):
+        self.deleted.append(ref)
+
+
+@pytest.fixture
+def key_manager(monkeypatch):
+    monkeypatch.setattr(FakeKeyManager, 'keys', {})
+    monkeypatch.setattr(FakeKeyManager, 'deleted', [])
+    monkeypatch.setattr(keys, 'KeyManager', FakeKeyManager)
+    return FakeKeyManager

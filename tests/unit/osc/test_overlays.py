@@ -150,3 +150,23 @@ def test_delete_several(app, fake_images, overlay, caplog):
             run(app, overlays.DeleteOverlay, image_id, 'missing')
     assert image_id not in fake_images.images
     assert "'missing': no overlay image matches 'missing'" in caplog.text
+
+
+def test_create_encrypted_stores_a_new_key_and_names_it_in_the_action(app, nova, fake_images, base,
+                                                                      key_manager):
+    image_id = _capture_image(fake_images, base[0].base_id)
+    nova.get(NOVA + '/servers/' + SERVER_ID, json={'server': server()})
+    nova.post(ACTION, status_code=202, json={'image_id': image_id})
+    run(app, overlays.CreateOverlay, SERVER_ID, '--name', 'app-overlay', '--encrypt', '-f', 'json')
+    [key_id] = key_manager.keys
+    assert bodies(nova, 'POST', ACTION) == [{'cloudlet-create-overlay': {
+        'name': 'app-overlay', 'options': {'encryption_key_id': key_id}}}]
+    assert key_manager.deleted == []
+
+
+def test_create_encrypted_refused_by_nova_deletes_the_key(app, nova, key_manager):
+    nova.get(NOVA + '/servers/' + SERVER_ID, json={'server': server()})
+    nova.post(ACTION, status_code=409, json={'conflictingRequest': {'code': 409, 'message': 'busy'}})
+    with pytest.raises(exceptions.CommandError, match='busy'):
+        run(app, overlays.CreateOverlay, SERVER_ID, '--name', 'x', '--encrypt')
+    assert key_manager.deleted == list(key_manager.keys) and len(key_manager.deleted) == 1

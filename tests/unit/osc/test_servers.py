@@ -1,15 +1,23 @@
 """openstack cloudlet server synthesize | resume-base: what reaches POST /servers, and the failures."""
 
+import base64
+import io
 import re
 
+from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives.asymmetric import utils as asym_utils
+from cryptography.hazmat.primitives import hashes
 from osc_lib import exceptions
 import pytest
 
+from cloudlet_engine import errors as engine_errors
+from cloudlet_engine import format as overlay_format
 from cloudlet_engine import source
 from cloudlet_glance import model
 from cloudlet_glance import properties as props
 from cloudlet_osc.v1 import servers
 from tests.fixtures import http_server
+from tests.fixtures import signing
 from tests.unit.osc.conftest import bodies
 from tests.unit.osc.conftest import flavor
 from tests.unit.osc.conftest import NOVA
@@ -198,3 +206,82 @@ def test_resume_base_without_a_fitting_flavor(app, nova, base):
     nova.get(NOVA + '/flavors/detail', json={'flavors': FLAVORS[2:]})
     with pytest.raises(exceptions.CommandError, match='^no flavor available to you has 64 MB RAM, 2 vCPUs'):
         run(app, servers.ResumeBaseServer, 'demo-base', '--name', 'app')
+
+
+# ---------------------------------------------------------------- encrypted and signed overlays
+
+def _signing_key(tmp_path):
+    key, cert = signing.certificate('signer')
+    path = tmp_path / 'signer.pem'
+    path.write_bytes(signing.pem_private_key(key))
+    return str(path), cert
+
+
+def test_synthesize_encrypts_and_signs_the_file_before_upload(app, nova, fake_images, base, boot, tmp_path,
+                                                              key_manager):
+    path = write_overlay(tmp_path / 'app.clo', base[0])
+    pem, cert = _signing_key(tmp_path)
+    run(app, servers.SynthesizeServer, path, '--name', 'app', '--encrypt', '--sign-key', pem,
+        '--signing-certificate', 'cert-1', '--trusted-image-certificate', 'ca-1', '-f', 'json')
+    [uploaded] = _overlay_images(fake_images)
+    [(key_id, key)] = key_manager.keys.items()
+    assert uploaded[props.OVERLAY_KEY_ID] == key_id
+    data = fake_images.read_data(uploaded['id'])
+    # What left this machine is the encrypted overlay; it reads back with the key.
+    reader = overlay_format.OverlayReader(io.BytesIO(data), key=key)
+    assert reader.encrypted and list(reader.segments()) == []
+    with pytest.raises(engine_errors.KeyRequired):
+        list(overlay_format.OverlayReader(io.BytesIO(data)).segments())
+    # The signature is over the uploaded (encrypted) bytes.
+    signed = {k: uploaded[k] for k in props.SIGNATURE_PROPERTIES}
+    assert signed[props.SIGNATURE_CERTIFICATE] == 'cert-1'
+    digest = hashes.Hash(hashes.SHA256())
+    digest.update(data)
+    cert.public_key().verify(base64.b64decode(signed[props.SIGNATURE]), digest.finalize(),
+                             padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.MAX_LENGTH),
+                             asym_utils.Prehashed(hashes.SHA256()))
+    request = _server_request(nova)
+    assert request['trusted_image_certificates'] == ['ca-1']
+    assert request['metadata'] == {props.META_OVERLAY_ID: uploaded['id']}
+    assert key_manager.deleted == []
+
+
+def test_a_refused_synthesis_deletes_the_new_key_and_the_upload(app, nova, fake_images, base, boot, tmp_path,
+                                                                key_manager):
+    nova.post(NOVA + '/servers', status_code=400, json={'badRequest': {'code': 400, 'message': 'no'}})
+    path = write_overlay(tmp_path / 'app.clo', base[0])
+    with pytest.raises(exceptions.CommandError):
+        run(app, servers.SynthesizeServer, path, '--name', 'app', '--encrypt')
+    assert _overlay_images(fake_images) == []
+    assert key_manager.deleted == list(key_manager.keys)
+
+
+def test_a_url_overlay_names_its_key_in_the_server_metadata(app, nova, base, boot, key_manager):
+    run(app, servers.SynthesizeServer, 'https://overlays.test/app.clo', '--base', base[1].disk_id,
+        '--name', 'app', '--key-id', 'key-9')
+    assert _server_request(nova)['metadata'] == {props.META_OVERLAY_URL: 'https://overlays.test/app.clo',
+                                                 props.OVERLAY_KEY_ID: 'key-9'}
+
+
+@pytest.mark.parametrize('argv,message', [
+    (['--sign-key', 'key.pem'], '--sign-key and --signing-certificate go together'),
+    (['--encrypt', '--key-id', 'k'], 'not allowed with argument'),
+    (['--property', 'cloudlet_overlay_key_id=k'], '--property cloudlet_overlay_key_id: set by this command'),
+])
+def test_bad_trust_arguments_are_refused_before_anything_happens(app, nova, fake_images, base, tmp_path,
+                                                                 key_manager, argv, message):
+    path = write_overlay(tmp_path / 'a.clo', base[0])
+    with pytest.raises((exceptions.CommandError, SystemExit)) as caught:
+        run(app, servers.SynthesizeServer, path, '--name', 'app', *argv)
+    if isinstance(caught.value, exceptions.CommandError):
+        assert message in str(caught.value)
+    assert _overlay_images(fake_images) == [] and nova.request_history == [] and key_manager.keys == {}
+
+
+def test_only_a_local_file_can_be_encrypted_or_signed_here(app, nova, base, key_manager, tmp_path):
+    pem, _ = _signing_key(tmp_path)
+    for argv in (['--encrypt'], ['--sign-key', pem, '--signing-certificate', 'c']):
+        with pytest.raises(exceptions.CommandError, match='apply to a local overlay file'):
+            run(app, servers.SynthesizeServer, 'https://overlays.test/app.clo', '--base', base[1].disk_id,
+                '--name', 'app', *argv)
+    assert nova.request_history == [] and key_manager.keys == {}

@@ -5,6 +5,7 @@ import types
 import nova.conf
 from nova import test
 
+from cloudlet_engine import errors
 from cloudlet_glance import errors as glance_errors
 from cloudlet_glance import properties as props
 from cloudlet_nova import conf as cloudlet_conf
@@ -119,10 +120,37 @@ class OverlayURLTest(LaunchTestCase):
     def test_host_allow_list(self):
         self.flags(overlay_url_allowed_hosts=['overlays.example', '10.0.0.5'], group='cloudlet')
         launch.check_overlay_url('http://OVERLAYS.example/a.clo')
+        exc = self.assertRaises(faults.CloudletSpawnFailed, launch.check_overlay_url, 'http://8.8.8.8/a.clo')
+        self.assertIn('host 8.8.8.8 is not allowed', exc.format_message())
+        # The allow-list only narrows: a private address needs the outbound policy's consent too.
+        exc = self.assertRaises(faults.CloudletSpawnFailed, launch.check_overlay_url,
+                                'http://10.0.0.5:8080/a.clo')
+        self.assertIn('overlay_url refused by policy: host 10.0.0.5', exc.format_message())
+        self.flags(outbound_allowed_networks=['10.0.0.5/32'], group='cloudlet')
         launch.check_overlay_url('http://10.0.0.5:8080/a.clo')
+        # The metadata service: refused by the policy, whatever the allow-list says.
         exc = self.assertRaises(faults.CloudletSpawnFailed, launch.check_overlay_url,
                                 'http://169.254.169.254/latest')
-        self.assertIn('host 169.254.169.254 is not allowed', exc.format_message())
+        self.assertIn('overlay_url refused by policy: host 169.254.169.254', exc.format_message())
+
+    def test_the_outbound_policy_refuses_what_is_not_public(self):
+        for url in ('http://127.0.0.1:8774/', 'http://169.254.169.254/latest', 'https://[::1]/a.clo',
+                    'http://[::ffff:127.0.0.1]/a.clo', 'http://[fe80::1]/a.clo', 'http://192.168.0.1/a.clo',
+                    'http://100.64.0.1/a.clo', 'http://0.0.0.0:8080/a.clo', 'http://2130706433/a.clo',
+                    'http://localhost:5000/v3'):
+            exc = self.assertRaises(faults.CloudletSpawnFailed, launch.check_overlay_url, url)
+            self.assertIn('overlay_url refused by policy: host ', exc.format_message())
+            self.assertIn('outbound_allowed_networks', exc.format_message())
+        self.flags(outbound_allowed_hosts=['localhost'], group='cloudlet')
+        launch.check_overlay_url('http://localhost:5000/v3')
+
+    def test_the_fetch_goes_through_the_policy(self):
+        spawn_plan = launch.Plan('base-image', launch.URL, 'http://169.254.169.254/latest/x.clo')
+        connects = []
+        self.stub_out('socket.socket.connect', lambda sock, address: connects.append(address))
+        exc = self.assertRaises(errors.SourceError, launch.open_overlay, None, spawn_plan)
+        self.assertIn('refused by policy: host 169.254.169.254', str(exc))
+        self.assertEqual([], connects)
 
     def test_no_host(self):
         self.assertRaises(faults.CloudletSpawnFailed, launch.check_overlay_url, 'http:///a.clo')
@@ -222,7 +250,8 @@ class ResidueWaitTest(LaunchTestCase):
     def test_open_overlay_waits_for_a_residue_then_streams_it(self):
         images = FakeResidueImages(['queued', 'uploading', 'active'], data=b'overlay bytes')
         spawn_plan = launch.Plan('base-image', launch.GLANCE, 'residue-1')
-        with launch.open_overlay(images, spawn_plan, FakeBaseVM()) as stream:
+        launch.overlay_image(images, spawn_plan, FakeBaseVM())
+        with launch.open_overlay(images, spawn_plan) as stream:
             self.assertEqual(b'overlay bytes', stream.read())
         self.assertEqual(2, len(self.clock.sleeps))
 
@@ -230,7 +259,8 @@ class ResidueWaitTest(LaunchTestCase):
         # Without cloudlet_handoff_id a queued image is not waited for (nothing is uploading it).
         images = FakeResidueImages(['queued', 'active'], handoff_id=None)
         spawn_plan = launch.Plan('base-image', launch.GLANCE, 'residue-1')
-        with launch.open_overlay(images, spawn_plan, FakeBaseVM()) as stream:
+        self.assertEqual('queued', launch.overlay_image(images, spawn_plan, FakeBaseVM())['status'])
+        with launch.open_overlay(images, spawn_plan) as stream:
             stream.read()
         self.assertEqual([], self.clock.sleeps)
         self.assertEqual(1, images.gets)
