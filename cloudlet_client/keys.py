@@ -11,9 +11,9 @@ private keys sign overlays (`cloudlet_glance.signatures`).
 import functools
 
 from barbicanclient import client as barbican_client
+from barbicanclient import exceptions as barbican_exc
 from cryptography.hazmat.primitives import serialization
 from cryptography import x509
-from barbicanclient import exceptions as barbican_exc
 from keystoneauth1 import exceptions as ksa_exc
 
 from cloudlet_engine import crypto
