@@ -467,10 +467,16 @@ def upload_overlay(images, path, name, base_id, extra_properties=None, visibilit
     """Upload an overlay file as a hidden image; return its id.
 
     The overlay's header must name `base_id` (engine WrongBase otherwise).
-    `extra_properties` cannot override the cloudlet ones.
+    The whole file is checked first (checksums, structure, nothing after the
+    trailer; an encrypted one without its key), so a damaged file is refused
+    here rather than by the compute host. `extra_properties` cannot override
+    the cloudlet ones.
     """
     with open(path, 'rb') as f:
-        meta = overlay_format.OverlayReader(f).meta
+        reader = overlay_format.OverlayReader(f)
+        meta = reader.meta
+        for _ in reader.segments(sealed=True):
+            pass
     if meta['base_id'] != base_id:
         raise engine_errors.WrongBase('overlay %s was made against base %s, not %s'
                                       % (path, meta['base_id'], base_id))

@@ -1,6 +1,7 @@
 """Bad overlays and URLs end in ERROR with a fault naming the cause, and leave nothing behind."""
 
 import http.server
+import os
 import threading
 
 import libvirt
@@ -27,12 +28,15 @@ def damaged_copies(real_path, directory):
         flipped[offset] ^= 0xFF
     (directory / 'corrupt.clo').write_bytes(bytes(flipped))
     (directory / 'truncated.clo').write_bytes(data[:len(data) // 2])
+    # A valid overlay and 8 KiB more: the format refuses what it did not write.
+    (directory / 'trailing.clo').write_bytes(data + os.urandom(8192))
     wrong_base_overlay(real_path, directory / 'wrong-base.clo')
 
 
 CASES = [
     ('corrupt.clo', 'checksum'),
     ('truncated.clo', 'truncated'),
+    ('trailing.clo', 'trailing data after the overlay trailer'),
     ('wrong-base.clo', 'base'),
     ('missing.clo', 'HTTP 404'),
 ]

@@ -352,6 +352,20 @@ def test_overlay_of_another_base_is_refused(fake_images, overlay_path):
     assert fake_images.calls == []
 
 
+@pytest.mark.parametrize('damage, error', [
+    (lambda blob: blob + os.urandom(8192), 'trailing data after the overlay trailer'),
+    (lambda blob: blob[:len(blob) // 2] + bytes([blob[len(blob) // 2] ^ 1]) + blob[len(blob) // 2 + 1:],
+     'checksum mismatch'),
+])
+def test_a_damaged_overlay_file_is_refused_before_upload(fake_images, package, overlay_path, tmp_path,
+                                                         damage, error):
+    damaged = tmp_path / 'damaged.clo'
+    damaged.write_bytes(damage(_read(overlay_path)))
+    with pytest.raises(engine_errors.CorruptOverlay, match=error):
+        model.upload_overlay(fake_images, str(damaged), 'my-app', package[0].base_id)
+    assert fake_images.calls == []
+
+
 def test_failed_overlay_upload_leaves_no_image(fake_images, package, overlay_path):
     def fail(image):
         raise errors.ImageServiceError('injected failure')

@@ -123,12 +123,16 @@ def base(fake_images, package):  # noqa: F811 (fixtures imported above)
 
 
 def write_overlay(path, base_vm, padding=0):
-    """A valid overlay header (+ trailer) against `base_vm`, and `padding` bytes after it."""
+    """A valid overlay against `base_vm` (header, trailer), made `padding` bytes larger by a
+    segment of opaque memory bytes (the format checks it; only an apply would use it)."""
     with open(path, 'wb') as f:
-        overlay_format.OverlayWriter(f, {'base_id': base_vm.base_id, 'base_name': base_vm.name,
-                                         'disk_size': base_vm.disk_size,
-                                         'memory_size': 4096}).finish()
-        f.write(b'\0' * padding)
+        writer = overlay_format.OverlayWriter(f, {'base_id': base_vm.base_id, 'base_name': base_vm.name,
+                                                  'disk_size': base_vm.disk_size, 'memory_size': 4096})
+        if padding:
+            items = overlay_format.encode_items([overlay_format.Item(overlay_format.MEM_BYTES, length=padding)])
+            writer.add_segment(overlay_format.CODEC_NONE, overlay_format.DELTA_NONE, 1, len(items), items,
+                               padding, b'\0' * padding)
+        writer.finish()
     return str(path)
 
 
