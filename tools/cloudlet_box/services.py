@@ -50,9 +50,16 @@ def barbican_env(box):
 
 
 def barbican_api(box):
-    """Barbican's API: the box's paste file (keystonemiddleware, then the API), under uwsgi."""
+    """Barbican's API: the box's paste file (keystonemiddleware, then the API), under uwsgi.
+
+    --lazy-apps (as devstack runs every API): the application loads in the
+    worker, after the fork. Loaded in the master, barbican's database engine
+    and threads were forked into the worker, which then sometimes never
+    answered (its log: "app created and initialized", then nothing).
+    """
     etc = box.etc / 'barbican'
-    return uwsgi(box, 'barbican-api', None, 'HOME', etc, paste=etc / 'barbican-api-paste.ini')
+    return uwsgi(box, 'barbican-api', None, 'HOME', etc, ('--lazy-apps',),
+                 paste=etc / 'barbican-api-paste.ini')
 
 
 # glance takes image uploads as chunked request bodies (as devstack runs it).
