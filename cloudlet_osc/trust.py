@@ -23,13 +23,17 @@ from cloudlet_glance import properties as props
 from cloudlet_glance import signatures
 
 
-def add_arguments(parser):
+def add_key_arguments(parser, encrypt_help, key_id_help):
+    """--encrypt (a new key) or --key-id (a key of the project's key manager)."""
     group = parser.add_mutually_exclusive_group()
-    group.add_argument('--encrypt', action='store_true',
-                       help='Encrypt the overlay file here (AES-256-GCM) with a new key kept in the '
-                            "project's key manager (Barbican), then upload it")
-    group.add_argument('--key-id', metavar='<key-id>',
-                       help='The overlay is encrypted with this key manager key (its ID)')
+    group.add_argument('--encrypt', action='store_true', help=encrypt_help)
+    group.add_argument('--key-id', metavar='<key-id>', help=key_id_help)
+
+
+def add_arguments(parser):
+    add_key_arguments(parser, 'Encrypt the overlay file here (AES-256-GCM) with a new key kept in the '
+                              "project's key manager (Barbican), then upload it",
+                      'The overlay is encrypted with this key manager key (its ID)')
     parser.add_argument('--sign-key', metavar='<private-key.pem>',
                         help='Sign the uploaded overlay file with this private key (PEM: RSA, ECC or '
                              'DSA), as Glance images are signed; needs --signing-certificate')

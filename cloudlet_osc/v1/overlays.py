@@ -20,6 +20,7 @@ from cloudlet_glance import model
 from cloudlet_glance import properties as props
 from cloudlet_osc.errors import one_line_errors
 from cloudlet_osc import progress
+from cloudlet_osc import trust
 from cloudlet_osc.v1 import common
 from cloudlet_osc import wait
 
@@ -60,12 +61,9 @@ class CreateOverlay(command.ShowOne):
                             action=parseractions.KeyValueAction,
                             help='Image property of the overlay (repeat for more; cloudlet_* keys '
                                  'are reserved)')
-        encryption = parser.add_mutually_exclusive_group()
-        encryption.add_argument('--encrypt', action='store_true',
-                                help="Encrypt the overlay (AES-256-GCM) with a new key kept in the project's "
-                                     'key manager (Barbican); its ID is the image\'s encryption_key_id')
-        encryption.add_argument('--key-id', metavar='<key-id>',
-                                help='Encrypt the overlay with this key manager key (a 256-bit symmetric key)')
+        trust.add_key_arguments(parser, "Encrypt the overlay (AES-256-GCM) with a new key kept in the project's "
+                                        "key manager (Barbican); its ID is the image's encryption_key_id",
+                                'Encrypt the overlay with this key manager key (a 256-bit symmetric key)')
         wait.add_arguments(parser, 'the overlay image is active, then show it', CAPTURE_TIMEOUT)
         return parser
 

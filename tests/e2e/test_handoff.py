@@ -139,31 +139,29 @@ def _kept_running(demo, server_id, state, handoff_id):
     return record
 
 
-def test_unreachable_destination(demo, box2_demo, wan, survivor):
+def _failed_towards(demo, box2_demo, wan, survivor, auth_url):
+    """A handoff to `auth_url` fails and the server runs on here: its record, and the credential sent."""
     server_id, state = survivor
-    # box2's address (the outbound policy allows it), a port where nothing listens.
-    dest = handoff_scene.destination(box2_demo, wan, auth_url='http://%s:9/v3' % wan.address)
+    dest = handoff_scene.destination(box2_demo, wan, auth_url=auth_url)
     try:
         handoff_id, outcome = _attempt(demo, box2_demo, wan, server_id, dest)
     finally:
         dest.cleanup()
     assert outcome == 'failed'
-    record = _kept_running(demo, server_id, state, handoff_id)
+    return _kept_running(demo, server_id, state, handoff_id), dest.secret
+
+
+def test_unreachable_destination(demo, box2_demo, wan, survivor):
+    # box2's address (the outbound policy allows it), a port where nothing listens.
+    record, _ = _failed_towards(demo, box2_demo, wan, survivor, 'http://%s:9/v3' % wan.address)
     assert 'reach' in record['error'] or 'connect' in record['error'], record['error']
 
 
 def test_destination_the_outbound_policy_refuses(demo, box2_demo, wan, survivor):
     """The box's own Keystone on 127.0.0.1 is no destination: refused before any connection."""
-    server_id, state = survivor
-    dest = handoff_scene.destination(box2_demo, wan, auth_url='http://127.0.0.1:5000/v3')
-    try:
-        handoff_id, outcome = _attempt(demo, box2_demo, wan, server_id, dest)
-    finally:
-        dest.cleanup()
-    assert outcome == 'failed'
-    record = _kept_running(demo, server_id, state, handoff_id)
+    record, secret = _failed_towards(demo, box2_demo, wan, survivor, 'http://127.0.0.1:5000/v3')
     assert 'refused by policy: host 127.0.0.1' in record['error'], record['error']
-    _secret_nowhere(dest.secret)
+    _secret_nowhere(secret)
 
 
 def test_destination_refuses_a_bad_credential(demo, box2_demo, wan, survivor):

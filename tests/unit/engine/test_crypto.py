@@ -14,21 +14,14 @@ from cloudlet_engine import format as fmt
 from tests.fixtures import overlay_bytes
 from tests.fixtures import overlay_index
 from tests.unit.engine.test_format import _items
+from tests.unit.engine.test_format import make_overlay
 from tests.unit.engine.test_format import META
 
 KEY = bytes(range(32))
 
 
 def make_encrypted(segments=3, key=KEY, meta=META, codec=fmt.CODEC_ZSTD):
-    out = io.BytesIO()
-    writer = fmt.OverlayWriter(out, meta, key=key)
-    for i in range(segments):
-        items = fmt.encode_items(_items())
-        data = bytes([i]) * (4096 + 10 + 4096)
-        writer.add_segment(codec, fmt.DELTA_NONE, len(_items()), len(items),
-                           codecs.compress(codec, items), len(data), codecs.compress(codec, data))
-    writer.finish()
-    return out.getvalue()
+    return make_overlay(segments, codec, meta, key)
 
 
 def read_all(blob, key=KEY, limits=None):
@@ -107,7 +100,6 @@ def test_roundtrip_and_header():
 
 
 def test_plain_overlays_stay_version_1():
-    from tests.unit.engine.test_format import make_overlay
     reader = fmt.OverlayReader(io.BytesIO(make_overlay(1)))
     assert (reader.version, reader.encrypted) == (1, False) and 'encryption' not in reader.meta
 
@@ -129,7 +121,6 @@ def test_metadata_readable_without_the_key():
 
 
 def test_key_for_a_plain_overlay_is_refused():
-    from tests.unit.engine.test_format import make_overlay
     with pytest.raises(errors.NotEncrypted):
         read_all(make_overlay(1))
 
@@ -239,7 +230,6 @@ def test_plain_overlay_in_place_of_an_encrypted_one():
     """Stripping the encryption (version 1, no flag, no "encryption") gives a plain overlay
     whose payloads are ciphertext: a reader given the key refuses it outright.
     """
-    from tests.unit.engine.test_format import make_overlay
     with pytest.raises(errors.NotEncrypted):
         fmt.OverlayReader(io.BytesIO(make_overlay(2)), key=KEY)
 
@@ -285,7 +275,6 @@ def test_writer_replaces_an_old_salt():
 
 
 def test_encrypt_copy_seals_a_plain_overlay_as_it_is():
-    from tests.unit.engine.test_format import make_overlay
     plain = make_overlay(3, meta=dict(META, memory_size=None))
     out = io.BytesIO()
     written = fmt.encrypt_copy(io.BytesIO(plain), out, KEY)

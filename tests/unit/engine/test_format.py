@@ -24,9 +24,10 @@ def _items():
             fmt.Item(fmt.MEM_PAGE_COPY, area=fmt.AREA_LAUNCH_MEMORY, source=0)]
 
 
-def make_overlay(segments=2, codec=fmt.CODEC_ZSTD, meta=META):
+def make_overlay(segments=2, codec=fmt.CODEC_ZSTD, meta=META, key=None):
+    """An overlay of `segments` segments; encrypted (format version 2) with a `key`."""
     out = io.BytesIO()
-    writer = fmt.OverlayWriter(out, meta)
+    writer = fmt.OverlayWriter(out, meta, key=key)
     for i in range(segments):
         items = fmt.encode_items(_items())
         data = bytes([i]) * (4096 + 10 + 4096)

@@ -5,10 +5,8 @@ before any connection (socket.connect is replaced where that is the point),
 and names resolve through a replaced resolver.
 """
 
-import http.server
 import ipaddress
 import socket
-import threading
 import urllib.error
 
 import pytest
@@ -18,6 +16,7 @@ from cloudlet_engine import errors
 from cloudlet_engine import outbound
 from cloudlet_engine import source
 from cloudlet_engine import urls
+from tests.fixtures import http_server
 
 LOCAL = outbound.Policy(allowed_networks=['127.0.0.1/32'])
 
@@ -187,39 +186,9 @@ def test_a_literal_address_is_not_looked_up(monkeypatch, connects):
 # ---------------------------------------------------------------- urllib, requests, source.open_overlay
 
 
-class _Server(http.server.ThreadingHTTPServer):
-    """On 127.0.0.1: GET /data answers b'data'; any other path redirects to `location`."""
-
-    daemon_threads = True
-
-    def __init__(self, location='http://169.254.169.254/latest/meta-data/'):
-        self.location = location
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(handler):
-                if handler.path == '/data':
-                    handler.send_response(200)
-                    handler.send_header('Content-Length', '4')
-                    handler.end_headers()
-                    handler.wfile.write(b'data')
-                    return
-                handler.send_response(302)
-                handler.send_header('Location', self.location)
-                handler.send_header('Content-Length', '0')
-                handler.end_headers()
-
-            def log_message(handler, *args):
-                pass
-        super().__init__(('127.0.0.1', 0), Handler)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    def url(self, path):
-        return 'http://127.0.0.1:%d%s' % (self.server_address[1], path)
-
-
 @pytest.fixture
 def server():
-    running = _Server()
+    running = http_server.RedirectingHTTPServer('http://169.254.169.254/latest/meta-data/')
     yield running
     running.shutdown()
     running.server_close()

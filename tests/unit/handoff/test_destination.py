@@ -27,6 +27,7 @@ from cloudlet_nova.handoff.destination import Destination
 from cloudlet_nova.handoff.destination import HandoffDestinationError
 from cloudlet_nova.handoff.destination import Upload
 from cloudlet_nova.handoff import upload as upload_mod
+from tests.fixtures import http_server
 
 KEYSTONE = 'https://keystone-b.test:5000/v3'
 GLANCE = 'https://glance-b.test:9292'
@@ -562,29 +563,8 @@ def test_a_catalog_endpoint_the_policy_refuses_fails_the_connect(keystone, endpo
     assert caught.value.refused and 'catalog endpoint refused by policy: host ' in str(caught.value)
 
 
-class _Redirecting(http.server.ThreadingHTTPServer):
-    """On 127.0.0.1: answers every GET with a redirect to `location`."""
-
-    daemon_threads = True
-
-    def __init__(self, location):
-        self.location = location
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(handler):
-                handler.send_response(302)
-                handler.send_header('Location', self.location)
-                handler.send_header('Content-Length', '0')
-                handler.end_headers()
-
-            def log_message(handler, *args):
-                pass
-        super().__init__(('127.0.0.1', 0), Handler)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-
 def test_a_redirect_to_a_refused_host_is_refused():
-    server = _Redirecting('http://169.254.169.254/latest/meta-data/')
+    server = http_server.RedirectingHTTPServer('http://169.254.169.254/latest/meta-data/')
     try:
         dest = Destination({'auth_url': 'http://127.0.0.1:%d' % server.server_address[1]}, {'token': TOKEN},
                            policy=LOCAL, connect_timeout=5)
