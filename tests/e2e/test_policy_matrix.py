@@ -24,6 +24,7 @@ import openstack
 import pytest
 
 from cloudlet_box import cloud
+from cloudlet_box import http_serve
 from cloudlet_engine import format as overlay_format
 from cloudlet_glance import properties as props
 
@@ -247,13 +248,13 @@ def delete_old_records(admin):
 def owner_record(admin, demo):
     """demo's base import record, held `downloading` from this test's HTTP server; deleted afterwards."""
     delete_old_records(admin)
-    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), _HeldDownload)
+    server = http.server.ThreadingHTTPServer((http_serve.ADDRESS, 0), _HeldDownload)
     server.released = threading.Event()
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     record_id = None
     try:
-        url = 'http://127.0.0.1:%d/e2e-held.zip' % server.server_address[1]
+        url = 'http://%s:%d/e2e-held.zip' % (http_serve.ADDRESS, server.server_address[1])
         reply = demo.compute.post('/os-cloudlet/bases', json={'base': {'url': url, 'name': RECORD_NAME}},
                                   microversion=cloud.MICROVERSION)
         assert reply.status_code == 202, reply.text

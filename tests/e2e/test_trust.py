@@ -104,12 +104,16 @@ def trust_cases(demo, alt, base, app_overlay, vault, pki, tmp_path_factory):
         if isinstance(path_or_bytes, bytes):
             path = directory / ('%s.clo' % name)
             path.write_bytes(path_or_bytes)
-        # Signature properties go on after the upload: Glance checks a signature set before
-        # (a wrong one never becomes active); what is tested here is the compute host's check.
+        # Straight into Glance, as anyone can upload bytes (model.upload_overlay would refuse a
+        # damaged file before sending it). Signature properties go on after the upload: Glance
+        # checks a signature set before (a wrong one never becomes active); what is tested here
+        # is the compute host's check.
         signature = {k: v for k, v in properties.items() if k in props.SIGNATURE_PROPERTIES}
         others = {k: v for k, v in properties.items() if k not in signature}
-        uploaded.append(model.upload_overlay(images, path, 'e2e-trust-%s' % name, base['base_id'],
-                                             extra_properties=others))
+        uploaded.append(images.create('e2e-trust-%s' % name, dict(
+            others, **{props.CLOUDLET_TYPE: props.OVERLAY, props.BASE_ID: base['base_id']}), hidden=True))
+        with open(path, 'rb') as data:
+            images.upload(uploaded[-1], data)
         if signature:
             images.update(uploaded[-1], signature)
         return {props.META_OVERLAY_ID: uploaded[-1]}
