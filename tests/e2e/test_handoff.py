@@ -89,6 +89,9 @@ def test_handoff_moves_the_running_server(moved, demo, box2_demo):
     record = handoff_scene.record(result['handoff_id'])
     assert record['result'] == 'ok'
     assert record.get('downtime_seconds') is not None
+    # box2 has a key manager: the residue rested encrypted, under a key named in the metadata.
+    assert record['residue_encrypted'] is True
+    assert server.metadata[props.OVERLAY_KEY_ID]
     # The residue image on box2 is cleaned up once the server runs.
     assert not handoff_scene.residue_images(box2_demo, result['handoff_id'])
     # The lease came along, started afresh by box2's API.
