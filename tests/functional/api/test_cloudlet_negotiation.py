@@ -158,7 +158,7 @@ class NegotiationTest(base.CloudletAPITestBase):
             self.assertIn('unknown base %s' % base_id, body['negotiation']['reason'])
 
     def test_unsupported_format_and_codec(self):
-        for fields, words in (({'format_version': 2}, 'format version 2'),
+        for fields, words in (({'format_version': 3}, 'format version 3'),
                               ({'codec': 'lz4'}, "codec 'lz4'")):
             status, body = self.negotiate(self.overlay(**fields))
             self.assertEqual(200, status, body)

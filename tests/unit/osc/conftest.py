@@ -123,8 +123,11 @@ def base(fake_images, package):  # noqa: F811 (fixtures imported above)
 
 
 def write_overlay(path, base_vm, padding=0):
-    """A valid overlay against `base_vm` (header, trailer), made `padding` bytes larger by a
-    segment of opaque memory bytes (the format checks it; only an apply would use it)."""
+    """A valid overlay against `base_vm` (header, trailer).
+
+    `padding` bytes larger by a segment of opaque memory bytes (the format
+    checks it; only an apply would use it).
+    """
     with open(path, 'wb') as f:
         writer = overlay_format.OverlayWriter(f, {'base_id': base_vm.base_id, 'base_name': base_vm.name,
                                                   'disk_size': base_vm.disk_size, 'memory_size': 4096})
