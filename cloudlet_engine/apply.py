@@ -24,9 +24,11 @@ from cloudlet_engine import errors
 from cloudlet_engine import format as fmt
 from cloudlet_engine import qcow2
 from cloudlet_engine import savefile
+from cloudlet_engine import sparse
 
 LAUNCH_DISK = 'disk.qcow2'
 LAUNCH_MEMORY = 'memory.save'
+SPARSE_SPILL = 'memory.new'     # an overlay's new memory bytes, while a sparse image is made
 CHUNK = chunks.CHUNK
 
 
@@ -38,6 +40,9 @@ class Launch:
     overlay_bytes: int = 0
     restored_bytes: int = 0        # disk chunks written + memory image bytes
     seconds: float = 0.0
+    # The base's ramfile.RamFile when memory_path is a sparse image to restore
+    # over it (None: a full image).
+    ram: object = None
 
 
 class _MemoryTarget:
@@ -83,7 +88,7 @@ class _MemoryTarget:
 
 
 class _Applier:
-    def __init__(self, base, launch_dir, meta, workdir, max_memory_bytes):
+    def __init__(self, base, launch_dir, meta, workdir, max_memory_bytes, ram=None):
         self.base = base
         self.workdir = workdir
         self.disk_size = meta['disk_size']
@@ -91,11 +96,17 @@ class _Applier:
         self.disk_path = os.path.join(launch_dir, LAUNCH_DISK)
         self.memory_path = os.path.join(launch_dir, LAUNCH_MEMORY)
         self.restored_bytes = 0
+        self.ram = ram
+        self.sparse_written = False
         self.base_disk_fd = self.base_memory_fd = self.memory = self.disk = None
         try:
             self.base_disk_fd = os.open(base.disk_path, os.O_RDONLY)
             self.base_memory_fd = os.open(base.memory_path, os.O_RDONLY)
-            self.memory = _MemoryTarget(self.memory_path, meta['memory_size'], max_memory_bytes)
+            if ram is None:
+                self.memory = _MemoryTarget(self.memory_path, meta['memory_size'], max_memory_bytes)
+            else:
+                self.memory = sparse.Pieces(os.path.join(launch_dir, SPARSE_SPILL), base.memory_path,
+                                            meta['memory_size'], max_memory_bytes)
             self.disk = qcow2.Qcow2Writer(self.disk_path, base.disk_size, base.disk_path, 'raw')
         except BaseException:
             # Half-built: remove what was created, close what was opened.
@@ -124,6 +135,9 @@ class _Applier:
         """Append a run of the base memory image: unchanged pages and their record headers."""
         if offset + length > self.base_memory_size:
             raise errors.CorruptOverlay('%s: base memory range %d+%d out of range' % (what, offset, length))
+        if self.ram is not None:
+            self.memory.append_base(offset, length)
+            return
         end = offset + length
         while offset < end:
             size = min(end - offset, 8 << 20)
@@ -172,7 +186,9 @@ class _Applier:
         view, cursor = memoryview(data), 0
         for item in items:
             kind = item.kind
-            if kind == fmt.MEM_PAGE_COPY:
+            if kind == fmt.MEM_PAGE_COPY and item.area == fmt.AREA_BASE_MEMORY and self.ram is not None:
+                self.copy_base_memory_range(item.source, CHUNK, what)
+            elif kind == fmt.MEM_PAGE_COPY:
                 self.memory.append(self.copy_source(item.area, item.source, what))
             elif kind == fmt.MEM_RANGE_COPY:
                 self.copy_base_memory_range(item.source, item.length, what)
@@ -197,8 +213,14 @@ class _Applier:
         if self.memory.size is not None and self.memory.position != self.memory.size:
             raise errors.CorruptOverlay('memory image has %d of its declared %d bytes'
                                         % (self.memory.position, self.memory.size))
-        self.restored_bytes += self.memory.position
-        self.memory.close()
+        if self.ram is None:
+            self.restored_bytes += self.memory.position
+            self.memory.close()
+        else:
+            self.sparse_written = True
+            sparse.write(self.memory, self.ram, self.memory_path)
+            self.restored_bytes += os.path.getsize(self.memory_path)
+            self.memory.close()
         self.disk.close()
 
     def close_sources(self):
@@ -216,7 +238,7 @@ class _Applier:
         # Only files this applier created: a memory image that already existed
         # (O_EXCL refused it) belongs to someone else.
         for target, path in ((self.memory, self.memory_path), (self.disk, self.disk_path)):
-            if target is None:
+            if target is None or (target is self.memory and self.ram is not None and not self.sparse_written):
                 continue
             try:
                 os.unlink(path)
@@ -264,7 +286,7 @@ def _signature_error(exc):
                                    + (': %s' % detail if detail else ' (%s)' % type(exc).__name__))
 
 
-def apply_overlay(base, fileobj, launch_dir, limits=None, progress=None, key=None, verifier=None):
+def apply_overlay(base, fileobj, launch_dir, limits=None, progress=None, key=None, verifier=None, ram=None):
     """Apply the overlay read from `fileobj` to `base`, writing into `launch_dir`.
 
     key: the 32-byte key of an encrypted overlay (KeyRequired without it;
@@ -273,6 +295,9 @@ def apply_overlay(base, fileobj, launch_dir, limits=None, progress=None, key=Non
     in order, and verify() is called once the trailer and the end of the stream
     were checked; if it raises, the launch files are removed and
     SignatureInvalid is raised.
+
+    ram: the base's ramfile.RamFile to restore over: the memory image
+    written is then sparse (sparse.py) and only valid over that file.
 
     Returns a Launch. On any error the launch files are removed and the error
     (an errors.OverlayError for bad input) propagates.
@@ -283,7 +308,7 @@ def apply_overlay(base, fileobj, launch_dir, limits=None, progress=None, key=Non
     reader.require_key()
     check_overlay_base(reader.meta, base)
     os.makedirs(launch_dir, exist_ok=True)
-    applier = _Applier(base, launch_dir, reader.meta, launch_dir, reader.limits.max_memory_bytes)
+    applier = _Applier(base, launch_dir, reader.meta, launch_dir, reader.limits.max_memory_bytes, ram)
     try:
         for segment in reader.segments():
             applier.apply_segment(segment)
@@ -299,24 +324,35 @@ def apply_overlay(base, fileobj, launch_dir, limits=None, progress=None, key=Non
     finally:
         applier.close_sources()
     return Launch(applier.disk_path, applier.memory_path, reader.meta, reader.position,
-                  applier.restored_bytes, time.monotonic() - started)
+                  applier.restored_bytes, time.monotonic() - started, ram)
 
 
-def empty_launch(base, launch_dir):
-    """Launch files that resume the base itself: an empty layer and a memory copy."""
+def empty_launch(base, launch_dir, ram=None):
+    """Launch files that resume the base itself: an empty layer and a memory
+    copy (with `ram`, the base's ramfile.RamFile: a sparse image over it).
+    """
     os.makedirs(launch_dir, exist_ok=True)
     disk_path = os.path.join(launch_dir, LAUNCH_DISK)
     memory_path = os.path.join(launch_dir, LAUNCH_MEMORY)
     try:
         with qcow2.Qcow2Writer(disk_path, base.disk_size, base.disk_path, 'raw'):
             pass
-        _copy_file(base.memory_path, memory_path)
+        if ram is None:
+            _copy_file(base.memory_path, memory_path)
+        else:
+            pieces = sparse.Pieces(os.path.join(launch_dir, SPARSE_SPILL), base.memory_path,
+                                   base.memory_size, base.memory_size)
+            try:
+                pieces.append_base(0, base.memory_size)
+                sparse.write(pieces, ram, memory_path)
+            finally:
+                pieces.close()
     except BaseException:
         for path in (disk_path, memory_path):
             if os.path.exists(path):
                 os.unlink(path)
         raise
-    return Launch(disk_path, memory_path, {'base_id': base.base_id})
+    return Launch(disk_path, memory_path, {'base_id': base.base_id}, ram=ram)
 
 
 def _copy_file(src, dst):

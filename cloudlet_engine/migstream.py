@@ -124,6 +124,18 @@ class Opaque(typing.NamedTuple):
         return self.file_offset + self.length
 
 
+class Record(typing.NamedTuple):
+    """A whole PAGE or ZERO record, header included: what `walk_records` yields."""
+
+    start: int        # first byte of the be64 header
+    end: int          # one past the payload (PAGE) or the fill byte (ZERO)
+    block: str
+    addr: int
+    zero: bool
+    named: bool       # the header names its block (no RAM_SAVE_FLAG_CONTINUE)
+    fill: int         # a ZERO record's fill byte; 0 for a PAGE
+
+
 class ZeroPage(typing.NamedTuple):
     """A RAM_SAVE_FLAG_ZERO record (a page filled with `fill`, always 0 from QEMU 7.2).
 
@@ -161,6 +173,9 @@ class ScanStats:
     blocks: typing.Dict[str, RamBlockStats] = dataclasses.field(default_factory=dict)
     ram_sections: int = 0    # START + PART + END sections of 'ram'
     footers: bool = False
+    ram_section_offset: typing.Optional[int] = None   # the RAM START section's first byte
+    ram_section_id: typing.Optional[int] = None
+    ram_instance_id: typing.Optional[int] = None
     device_state_offset: typing.Optional[int] = None  # first byte after the RAM data (opaque tail)
 
     @property
@@ -177,11 +192,12 @@ class ScanStats:
 class _Window:
     """A bounded window of the file: records are parsed from `buf` at `pos - base`."""
 
-    __slots__ = ('source', 'file_size', 'buf', 'base', 'end')
+    __slots__ = ('source', 'file_size', 'buf', 'base', 'end', 'window')
 
-    def __init__(self, source, file_size):
+    def __init__(self, source, file_size, window=SCAN_WINDOW):
         self.source = source
         self.file_size = file_size
+        self.window = window
         self.buf = b''
         self.base = 0
         self.end = 0
@@ -193,7 +209,7 @@ class _Window:
         if pos + n > self.file_size:
             raise SaveImageError('QEMU stream is truncated: %s at offset %d needs %d bytes, the file'
                                  ' ends at %d' % (what, pos, n, self.file_size))
-        want = min(max(n, SCAN_WINDOW), self.file_size - pos)
+        want = min(max(n, self.window), self.file_size - pos)
         try:
             buf = self.source.pread(want, pos)
         except OSError as exc:
@@ -294,11 +310,20 @@ def _parse_configuration(w, pos, stats):
     return pos
 
 
-def _walk(source, stream_offset, file_size, stats, include_zero):
-    """Yield Page (and ZeroPage if `include_zero`) in file order; fill `stats`."""
+def _walk(source, stream_offset, file_size, stats, include_zero, records=False, skip=None,
+          window=SCAN_WINDOW):
+    """Yield Page (and ZeroPage if `include_zero`) in file order; fill `stats`.
+
+    records: yield a Record for every PAGE and ZERO record instead.
+    skip(pos, block name or None): called at each record boundary of a RAM
+    section with the block a CONTINUE record there would belong to; returns
+    None, or the offset of a later record boundary to go on from, the records
+    in between being records of block `skip.block` that the caller does not
+    want to see.
+    """
     if stream_offset < 0 or file_size < stream_offset:
         raise ValueError('bad stream range [%d, %d)' % (stream_offset, file_size))
-    w = _Window(source, file_size)
+    w = _Window(source, file_size, window)
     pos = stream_offset
     magic = w.be32(pos, 'QEMU file magic')
     if magic != QEMU_VM_FILE_MAGIC:
@@ -325,6 +350,7 @@ def _walk(source, stream_offset, file_size, stats, include_zero):
         if kind == QEMU_VM_SECTION_START or kind == QEMU_VM_SECTION_FULL:
             section_id = w.be32(pos, 'section id')
             idstr, pos = w.name(pos + 4, 'section name')
+            instance_id = w.be32(pos, 'section instance')
             version_id = w.be32(pos + 4, 'section version')
             pos += 8
             if kind == QEMU_VM_SECTION_FULL:
@@ -344,6 +370,8 @@ def _walk(source, stream_offset, file_size, stats, include_zero):
                 raise _unsupported('RAM section version %d (expected %d)'
                                    % (version_id, RAM_SECTION_VERSION), section_at)
             ram_id = section_id
+            stats.ram_section_offset, stats.ram_section_id = section_at, section_id
+            stats.ram_instance_id = instance_id
         elif kind == QEMU_VM_SECTION_PART or kind == QEMU_VM_SECTION_END:
             section_id = w.be32(pos, 'section id')
             pos += 4
@@ -371,6 +399,12 @@ def _walk(source, stream_offset, file_size, stats, include_zero):
         # per record header, page payloads skipped.
         be64_from = _BE64.unpack_from
         while True:
+            if skip is not None:
+                jump = skip(pos, last_block[0] if last_block else None)
+                if jump is not None:
+                    pos = jump
+                    last_block = blocks[skip.block]
+                    continue
             if pos >= w.base and pos + 8 <= w.end:
                 i = pos - w.base
             else:
@@ -401,12 +435,19 @@ def _walk(source, stream_offset, file_size, stats, include_zero):
                                              ' needs %d bytes, the file ends at %d'
                                              % (pos, PAGE_SIZE, file_size))
                     block[2].pages += 1
-                    yield Page(pos, block[0], addr)
+                    if records:
+                        yield Record(record_at, pos + PAGE_SIZE, block[0], addr, False,
+                                     not flags & RAM_SAVE_FLAG_CONTINUE, 0)
+                    else:
+                        yield Page(pos, block[0], addr)
                     pos += PAGE_SIZE
                 else:
                     fill = w.u8(pos, 'zero page fill byte')
                     block[2].zero_pages += 1
-                    if include_zero:
+                    if records:
+                        yield Record(record_at, pos + 1, block[0], addr, True,
+                                     not flags & RAM_SAVE_FLAG_CONTINUE, fill)
+                    elif include_zero:
                         yield ZeroPage(pos, block[0], addr, fill)
                     pos += 1
                     # Fast path: a run of "continue, zero, fill 0" records
@@ -424,7 +465,13 @@ def _walk(source, stream_offset, file_size, stats, include_zero):
                                 raise _corrupt('RAM page 0x%x outside block %s of 0x%x bytes'
                                                % (values[bad] - _ZERO_CONTINUE, _short(block[0]), block[1]),
                                                pos + (first + bad) * _ZERO_RECORD_SIZE)
-                            if include_zero:
+                            if records:
+                                at = pos + first * _ZERO_RECORD_SIZE
+                                for j, v in enumerate(values):
+                                    at_j = at + j * _ZERO_RECORD_SIZE
+                                    yield Record(at_j, at_j + _ZERO_RECORD_SIZE, block[0],
+                                                 v - _ZERO_CONTINUE, True, False, 0)
+                            elif include_zero:
                                 at = pos + first * _ZERO_RECORD_SIZE + 8
                                 for j, v in enumerate(values):
                                     yield ZeroPage(at + j * _ZERO_RECORD_SIZE, block[0], v - _ZERO_CONTINUE, 0)
@@ -481,15 +528,15 @@ def _parse_block_list(w, pos, total, ignore_shared, blocks, stats):
 
 # --- public scanners ---------------------------------------------------------------
 
-def _walk_any(fileobj, stream_offset, file_size, stats, include_zero):
+def _walk_any(fileobj, stream_offset, file_size, stats, include_zero, **options):
     if isinstance(fileobj, savefile.PositionalReader) or hasattr(fileobj, 'pread'):
         # Ours, or a caller's source with the same pread(length, offset)
         # contract (e.g. a memory image that is still arriving).
-        yield from _walk(fileobj, stream_offset, file_size, stats, include_zero)
+        yield from _walk(fileobj, stream_offset, file_size, stats, include_zero, **options)
         return
     source, fd = savefile.open_for_read(fileobj)
     try:
-        yield from _walk(source, stream_offset, file_size, stats, include_zero)
+        yield from _walk(source, stream_offset, file_size, stats, include_zero, **options)
     finally:
         if fd is not None:
             os.close(fd)
@@ -510,6 +557,31 @@ def iter_pages(fileobj, stream_offset, file_size, *, include_zero=False, stats=N
     if stats is None:
         stats = ScanStats()
     return _walk_any(fileobj, stream_offset, file_size, stats, include_zero)
+
+
+def walk_records(fileobj, stream_offset, file_size, *, stats=None, skip=None, window=SCAN_WINDOW):
+    """Yield a `Record` for every PAGE and ZERO record, in file order.
+
+    As `iter_pages`, with each record's header bounds and whether it names its
+    block.  `skip`: see `_walk` (records it jumps over are not yielded).
+    `window`: bytes read per refill; a caller that jumps often reads less
+    with a small one.
+    """
+    if stats is None:
+        stats = ScanStats()
+    return _walk_any(fileobj, stream_offset, file_size, stats, False, records=True, skip=skip, window=window)
+
+
+def record_header(block, addr, zero, named, fill=0):
+    """The bytes of a PAGE or ZERO record before its payload (with the fill byte of a ZERO)."""
+    flags = RAM_SAVE_FLAG_ZERO if zero else RAM_SAVE_FLAG_PAGE
+    if not named:
+        flags |= RAM_SAVE_FLAG_CONTINUE
+    head = _BE64.pack(addr | flags)
+    if named:
+        raw = block.encode('utf-8')
+        head += bytes((len(raw),)) + raw
+    return head + bytes((fill,)) if zero else head
 
 
 # The size a growing stream is walked with: its real end is only known at its end.

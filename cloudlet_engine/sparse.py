@@ -1,0 +1,266 @@
+"""The sparse launch image: a save image that carries only what the base's RAM file lacks.
+
+An overlay rebuilds the launch memory image byte by byte: new bytes, and
+ranges copied from the base's memory.save. `Pieces` records that sequence
+without copying the base's ranges. `write` then walks the launch stream it
+describes and writes a save image with the same libvirt header, QEMU
+preamble, device state and other RAM blocks, but with only those records of
+the main RAM block whose page differs from the base's RAM file (ramfile.py):
+restored into a QEMU whose RAM maps that file copy-on-write, it gives the
+same guest as the full image, having read the changed pages only.
+
+A record is left out when it is the base's own record for that page (its
+payload is copied from where memory.save holds that page) or a zero record
+for a page that is zero in the base, unless an earlier record for the page
+was written (a later record wins in QEMU's loader). Runs of the base's
+records are skipped with the RAM file's index, without reading them, so the
+walk costs what the overlay changed, not the RAM size.
+
+The written stream has one RAM section (START with the block list, the
+records, EOS) and an empty END section, as QEMU's loader accepts from any
+saver; the main block is written under ramfile.BACKEND_ID, the id of the
+memory backend the restored domain gets.
+"""
+
+import bisect
+import io
+import os
+import struct
+
+from cloudlet_engine import errors
+from cloudlet_engine import migstream
+from cloudlet_engine import ramfile
+from cloudlet_engine import savefile
+
+PAGE = migstream.PAGE_SIZE
+_NEW, _BASE = 0, 1
+# Bytes read per refill while walking: the walk jumps over base runs, and a
+# big window would read what it then skips.
+_WINDOW = 64 << 10
+_BE32 = struct.Struct('>I')
+_BE64 = struct.Struct('>Q')
+
+
+class Pieces:
+    """The launch memory image as a sequence of new bytes and base ranges.
+
+    New bytes go to a spill file; base ranges are only noted. `pread` reads
+    the image as if it had been written whole.
+    """
+
+    def __init__(self, spill_path, base_memory_path, size, limit):
+        self.size = size            # None: not declared (a streamed overlay); `limit` bounds it
+        self.limit = limit if size is None else size
+        self.position = 0
+        self._starts, self._kinds, self._sources, self._lengths = [], [], [], []
+        self._spill_path = spill_path
+        self._spill = open(spill_path, 'xb+')
+        self._spilled = 0
+        self._base = open(base_memory_path, 'rb')
+        self._base_size = os.fstat(self._base.fileno()).st_size
+
+    def _grow(self, length):
+        if self.position + length > self.limit:
+            if self.size is None:
+                raise errors.LimitExceeded('memory image grows past the limit of %d bytes' % self.limit)
+            raise errors.CorruptOverlay('memory image grows past its declared %d bytes' % self.size)
+
+    def _add(self, kind, source, length):
+        if not length:
+            return
+        if (self._kinds and self._kinds[-1] == kind
+                and self._sources[-1] + self._lengths[-1] == source):
+            self._lengths[-1] += length
+        else:
+            self._starts.append(self.position)
+            self._kinds.append(kind)
+            self._sources.append(source)
+            self._lengths.append(length)
+        self.position += length
+
+    def append(self, data):
+        self._grow(len(data))
+        self._spill.write(data)
+        self._add(_NEW, self._spilled, len(data))
+        self._spilled += len(data)
+
+    def append_base(self, offset, length):
+        if offset < 0 or offset + length > self._base_size:
+            raise errors.CorruptOverlay('base memory range %d+%d out of range' % (offset, length))
+        self._grow(length)
+        self._add(_BASE, offset, length)
+
+    def read(self, offset):
+        """A launch memory chunk already appended (an overlay's copy from launch memory)."""
+        if offset < 0 or offset + PAGE > self.position:
+            raise errors.CorruptOverlay('copy from launch memory offset %d, not written yet' % offset)
+        return self.pread(PAGE, offset)
+
+    def pread(self, length, offset):
+        length = max(0, min(length, self.position - offset))
+        parts = []
+        i = bisect.bisect_right(self._starts, offset) - 1
+        while length > 0:
+            start, kind, source, size = self._starts[i], self._kinds[i], self._sources[i], self._lengths[i]
+            within = offset - start
+            n = min(length, size - within)
+            if kind == _NEW:
+                self._spill.flush()
+                data = os.pread(self._spill.fileno(), n, source + within)
+            else:
+                data = os.pread(self._base.fileno(), n, source + within)
+            if len(data) != n:
+                raise errors.CloudletError('launch memory piece at %d reads short' % offset)
+            parts.append(data)
+            offset += n
+            length -= n
+            i += 1
+        return b''.join(parts)
+
+    def base_extent(self, offset):
+        """(memory.save offset, launch offset where that base range ends) at `offset`, or None."""
+        i = bisect.bisect_right(self._starts, offset) - 1
+        if i < 0 or self._kinds[i] != _BASE or offset >= self._starts[i] + self._lengths[i]:
+            return None
+        return self._sources[i] + offset - self._starts[i], self._starts[i] + self._lengths[i]
+
+    def close(self):
+        """Close and remove the spill file (idempotent)."""
+        for f in (self._spill, self._base):
+            f.close()
+        try:
+            os.unlink(self._spill_path)
+        except FileNotFoundError:
+            pass
+
+
+class _Writer:
+    """Writes the sparse image's records, naming a block when the previous record was another's."""
+
+    def __init__(self, out, rename):
+        self.out = out
+        self.rename = rename
+        self.last = None
+        self.records = 0
+
+    def record(self, block, addr, zero, fill, payload=b''):
+        name = self.rename.get(block, block)
+        self.out.write(migstream.record_header(name, addr, zero, name != self.last, fill))
+        if not zero:
+            self.out.write(payload)
+        self.last = name
+        self.records += 1
+
+
+def _read_header(pieces):
+    head = pieces.pread(savefile.HEADER_SIZE, 0)
+    data_len = struct.unpack_from(savefile.HEADER_FORMAT, head)[2] if len(head) == savefile.HEADER_SIZE else 0
+    if data_len > savefile.MAX_DATA_LEN:
+        raise errors.SaveImageError('launch memory image header announces %d bytes of XML' % data_len)
+    return savefile.read_save_image(io.BytesIO(pieces.pread(savefile.HEADER_SIZE + data_len, 0)))
+
+
+def write(pieces, ram, out_path):
+    """Write the sparse launch image for `pieces` over the base's RamFile `ram`.
+
+    Returns the number of main-block pages written. SaveImageError for a
+    launch image that is not a save image whose main block matches the base's.
+    """
+    image = _read_header(pieces)
+    index = ram.index()
+    block = ramfile.BLOCK
+    rename = {block: ramfile.BACKEND_ID}
+    stats = migstream.ScanStats()
+    written = bytearray(index.pages)   # pages whose record was written
+    state = {'written': 0}
+
+    def skip(pos, last_block):
+        ours = stats.blocks.get(block)
+        if ours is None or ours.used_length != ram.size:
+            return None   # not the base's block: every record is walked (and refused below)
+        extent = pieces.base_extent(pos)
+        if extent is None:
+            return None
+        base_offset, piece_end = extent
+        i = index.record_at(base_offset)
+        if i is None or not (index.rec_named[i] or last_block == block):
+            return None
+        j = index.run_end(i, base_offset + piece_end - pos)
+        if j <= i:
+            return None
+        if state['written']:
+            pages = index.rec_page[i:j]
+            if written.find(1, min(pages), max(pages) + 1) != -1:
+                return None
+        return pos + index.rec_end[j - 1] - base_offset
+    skip.block = block
+
+    with open(out_path, 'xb') as out:
+        writer = _Writer(out, rename)
+        started = False
+        records = migstream.walk_records(pieces, image.stream_offset, pieces.position, stats=stats,
+                                         skip=skip, window=_WINDOW)
+        for rec in records:
+            if not started:
+                _write_prefix(out, pieces, stats, rename, ram.size)
+                started = True
+            if rec.block == block:
+                page = rec.addr // PAGE
+                if not written[page]:
+                    if rec.zero:
+                        if rec.fill == 0 and index.page_payload[page] == ramfile.ZERO_PAGE:
+                            continue
+                    else:
+                        extent = pieces.base_extent(rec.end - PAGE)
+                        if (extent is not None and extent[0] == index.page_payload[page]
+                                and extent[1] >= rec.end):
+                            continue
+                    written[page] = 1
+                    state['written'] += 1
+            writer.record(rec.block, rec.addr, rec.zero, rec.fill,
+                          b'' if rec.zero else pieces.pread(PAGE, rec.end - PAGE))
+        if stats.device_state_offset is None:
+            raise errors.SaveImageError('launch memory image has no device state')
+        if not started:
+            _write_prefix(out, pieces, stats, rename, ram.size)
+        _write_ram_end(out, stats)
+        _copy(out, pieces, stats.device_state_offset, pieces.position)
+    return state['written']
+
+
+def _write_prefix(out, pieces, stats, rename, ram_size):
+    """libvirt header, QEMU preamble, the RAM START section's header and block list."""
+    ours = stats.blocks.get(ramfile.BLOCK)
+    if stats.ram_section_offset is None or ours is None:
+        raise errors.SaveImageError('launch memory image has no RAM block %s' % ramfile.BLOCK)
+    if ours.used_length != ram_size:
+        raise errors.SaveImageError('launch memory has a %s of %d bytes, the base\'s RAM file %d'
+                                    % (ramfile.BLOCK, ours.used_length, ram_size))
+    _copy(out, pieces, 0, stats.ram_section_offset)
+    out.write(bytes((migstream.QEMU_VM_SECTION_START,)) + _BE32.pack(stats.ram_section_id)
+              + _name(migstream.RAM_SECTION_NAME) + _BE32.pack(stats.ram_instance_id)
+              + _BE32.pack(migstream.RAM_SECTION_VERSION))
+    out.write(_BE64.pack(stats.ram_total | migstream.RAM_SAVE_FLAG_MEM_SIZE))
+    for name, block in stats.blocks.items():
+        out.write(_name(rename.get(name, name)) + _BE64.pack(block.used_length))
+
+
+def _write_ram_end(out, stats):
+    """EOS and footer of the START section, then an empty END section."""
+    footer = (bytes((migstream.QEMU_VM_SECTION_FOOTER,)) + _BE32.pack(stats.ram_section_id)
+              if stats.footers else b'')
+    eos = _BE64.pack(migstream.RAM_SAVE_FLAG_EOS)
+    out.write(eos + footer + bytes((migstream.QEMU_VM_SECTION_END,)) + _BE32.pack(stats.ram_section_id)
+              + eos + footer)
+
+
+def _name(name):
+    raw = name.encode('utf-8')
+    return bytes((len(raw),)) + raw
+
+
+def _copy(out, pieces, start, end):
+    while start < end:
+        n = min(end - start, 8 << 20)
+        out.write(pieces.pread(n, start))
+        start += n

@@ -1,0 +1,160 @@
+"""The base's RAM file and the sparse launch image, checked with a loader that does what QEMU's does."""
+
+import io
+import os
+
+import pytest
+
+from cloudlet_engine import apply
+from cloudlet_engine import errors
+from cloudlet_engine import migstream
+from cloudlet_engine import ramfile
+from cloudlet_engine import savefile
+from cloudlet_engine import sparse
+from tests.fixtures import fake_savefile
+from tests.unit.engine.test_engine import Scenario
+
+PAGE = 4096
+
+
+def load(image_path, ram_path=None):
+    """Guest RAM after QEMU loads `image_path`: {block: bytearray}; device state bytes.
+
+    With `ram_path` the main block starts as that file's bytes (what a
+    share=off mapping of it gives) and is called ramfile.BACKEND_ID in the stream.
+    """
+    image = savefile.read_save_image(image_path)
+    stats = migstream.ScanStats()
+    records = list(migstream.walk_records(image_path, image.stream_offset, image.file_size, stats=stats))
+    memory = {}
+    for name, block in stats.blocks.items():
+        memory[name] = bytearray(block.used_length)
+    if ram_path is not None:
+        with open(ram_path, 'rb') as f:
+            memory[ramfile.BACKEND_ID][:] = f.read()
+    with open(image_path, 'rb') as f:
+        data = f.read()
+    for rec in records:
+        page = data[rec.end - PAGE:rec.end] if not rec.zero else bytes([rec.fill]) * PAGE
+        memory[rec.block][rec.addr:rec.addr + PAGE] = page
+    memory = {ramfile.BLOCK if name == ramfile.BACKEND_ID else name: bytes(m) for name, m in memory.items()}
+    return memory, data[stats.device_state_offset:], image.xml
+
+
+@pytest.fixture(scope='module')
+def scenario(tmp_path_factory):
+    return Scenario(str(tmp_path_factory.mktemp('ramfile')))
+
+
+@pytest.fixture(scope='module')
+def ram(scenario):
+    return ramfile.convert(scenario.base)
+
+
+def test_ram_file_holds_the_main_block(scenario, ram):
+    expected, _state, _xml = load(scenario.base.memory_path)
+    with open(ram.path, 'rb') as f:
+        assert f.read() == expected[ramfile.BLOCK]
+    assert ram.size == len(expected[ramfile.BLOCK])
+    ram.verify()
+    assert oct(os.stat(ram.path).st_mode & 0o777) == '0o600'
+    # Zero pages are holes: the file takes less room than its size.
+    assert os.stat(ram.path).st_blocks * 512 < ram.size
+
+
+def test_convert_is_idempotent(scenario, ram):
+    again = ramfile.convert(scenario.base)
+    assert again.meta == ram.meta
+
+
+def test_resume_image_carries_no_main_block_page(scenario, ram, tmp_path):
+    launch = apply.empty_launch(scenario.base, str(tmp_path / 'launch'), ram=ram)
+    assert launch.ram is ram
+    sparse_memory, sparse_state, xml = load(launch.memory_path, ram.path)
+    full_memory, full_state, full_xml = load(scenario.base.memory_path)
+    assert sparse_memory == full_memory
+    assert sparse_state == full_state and xml == full_xml
+    image = savefile.read_save_image(launch.memory_path)
+    blocks = {r.block for r in migstream.walk_records(launch.memory_path, image.stream_offset, image.file_size)}
+    assert blocks == {'vga.vram'}
+    assert os.path.getsize(launch.memory_path) < os.path.getsize(scenario.base.memory_path) / 4
+    assert not os.path.exists(os.path.join(str(tmp_path / 'launch'), apply.SPARSE_SPILL))
+
+
+@pytest.mark.parametrize('codec', ['zstd', 'none'])
+def test_sparse_apply_gives_the_guest_the_full_apply_gives(scenario, ram, tmp_path, codec):
+    blob, _stats = scenario.create(codec)
+    full = apply.apply_overlay(scenario.base, io.BytesIO(blob), str(tmp_path / 'full'))
+    thin = apply.apply_overlay(scenario.base, io.BytesIO(blob), str(tmp_path / 'thin'), ram=ram)
+    want = load(full.memory_path)
+    got = load(thin.memory_path, ram.path)
+    assert got == want
+    assert want[0] == load(scenario.memory)[0]
+    # Only the changed main-block pages travel: 8 of the scenario's 96.
+    image = savefile.read_save_image(thin.memory_path)
+    main = [r for r in migstream.walk_records(thin.memory_path, image.stream_offset, image.file_size)
+            if r.block == ramfile.BACKEND_ID]
+    assert sorted(r.addr // PAGE for r in main) == [1, 2, 3, 6, 7, 8, 9, 12]
+    with open(thin.disk_path, 'rb') as a, open(full.disk_path, 'rb') as b:
+        assert a.read() == b.read()
+
+
+def test_later_record_for_a_page_wins(scenario, ram, tmp_path):
+    """A page written, then sent again as the base has it: the second record must not be dropped."""
+    base_pages = _base_pages(scenario)
+    changed = list(base_pages)
+    block, addr, data = changed[1]
+    changed.insert(0, (block, addr, b'X' * PAGE))       # first a new page, then the base's record
+    path = str(tmp_path / 'twice.save')
+    fake_savefile.build_fake_save_image(path, fake_savefile.SAMPLE_XML, changed)
+    pieces = _pieces_from(scenario, path, tmp_path)
+    out = str(tmp_path / 'twice.sparse')
+    sparse.write(pieces, ram, out)
+    pieces.close()
+    assert load(out, ram.path)[0] == load(path)[0]
+
+
+def test_launch_of_another_ram_size_is_refused(scenario, ram, tmp_path):
+    pages = [('pc.ram', 0, b'a' * PAGE), ('vga.vram', 0, b'b' * PAGE)]
+    path = str(tmp_path / 'small.save')
+    fake_savefile.build_fake_save_image(path, fake_savefile.SAMPLE_XML, pages)
+    pieces = _pieces_from(scenario, path, tmp_path)
+    with pytest.raises(errors.SaveImageError, match='RAM file'):
+        sparse.write(pieces, ram, str(tmp_path / 'small.sparse'))
+    pieces.close()
+
+
+def test_changed_ram_file_is_detected(scenario, tmp_path):
+    other = Scenario(str(tmp_path / 's'), seed=3, memory_pages=32)
+    ram = ramfile.convert(other.base)
+    with open(ram.path, 'r+b') as f:
+        f.seek(PAGE)
+        f.write(b'punched')
+    with pytest.raises(ramfile.RamFileError, match='changed'):
+        ramfile.RamFile(other.base.path).check()
+    # convert() makes it again from memory.save.
+    fresh = ramfile.convert(other.base)
+    fresh.verify()
+
+
+def test_balloon_with_free_page_reporting_is_unsupported():
+    xml = ("<domain><devices><memballoon model='virtio' freePageReporting='on'/></devices></domain>")
+    assert 'free pages' in ramfile.unsupported(xml)
+    assert ramfile.unsupported("<domain><devices><memballoon model='virtio'/></devices></domain>") is None
+
+
+def _base_pages(scenario):
+    image = savefile.read_save_image(scenario.base.memory_path)
+    with open(scenario.base.memory_path, 'rb') as f:
+        data = f.read()
+    return [(r.block, r.addr, None if r.zero else data[r.end - PAGE:r.end])
+            for r in migstream.walk_records(scenario.base.memory_path, image.stream_offset, image.file_size)]
+
+
+def _pieces_from(scenario, path, tmp_path):
+    size = os.path.getsize(path)
+    pieces = sparse.Pieces(str(tmp_path / ('spill-%s' % os.path.basename(path))), scenario.base.memory_path,
+                           size, size)
+    with open(path, 'rb') as f:
+        pieces.append(f.read())
+    return pieces
