@@ -17,6 +17,7 @@ from cloudlet_engine import create
 from cloudlet_engine import domainxml
 from cloudlet_engine import errors
 from cloudlet_engine import hypervisor
+from cloudlet_engine import ramfile
 
 
 def domain_disk_path(xml_text):
@@ -37,7 +38,9 @@ def _save(conn, domain_name, memory_path):
     xml = dom.XMLDesc(0)
     disk_path = domain_disk_path(xml)
     hypervisor.save_domain(dom, memory_path)
-    return disk_path, xml
+    # A VM restored over a base's RAM file saves like any other from here on.
+    ramfile.normalize_saved(memory_path)
+    return disk_path, domainxml.without_ram_file(xml, ramfile.BACKEND_ID)
 
 
 def _resume(conn, memory_path):

@@ -205,6 +205,62 @@ def retarget(xml_text, name=None, uuid=None, disk_path=None, console_log=None, p
     return etree.tostring(root, encoding='unicode')
 
 
+def _ram_file_args(path, size, backend_id):
+    if ',' in path:
+        raise ValueError('a RAM file path may not contain a comma: %s' % path)
+    return ['-object', 'memory-backend-file,id=%s,mem-path=%s,share=off,size=%d' % (backend_id, path, size),
+            '-machine', 'memory-backend=%s' % backend_id]
+
+
+def with_ram_file(xml_text, path, size, backend_id):
+    """`xml_text` with guest RAM mapped from the file `path`, copy-on-write.
+
+    libvirt 9 has no element for a memory backend file of our choosing (its
+    <memoryBacking><source type='file'/> puts one of its own, per domain id,
+    under memory_backing_dir and deletes it when the domain stops), so these
+    are qemu:commandline arguments: a memory-backend-file object mapped
+    share=off (MAP_PRIVATE), made the machine's RAM by a second -machine
+    option, which QEMU merges over libvirt's memory-backend=pc.ram.
+    """
+    root = _parse(without_ram_file(xml_text, backend_id))
+    commandline = root.find(_Q + 'commandline')
+    if commandline is None:
+        commandline = etree.SubElement(root, _Q + 'commandline', nsmap={'qemu': QEMU_NS})
+    for arg in _ram_file_args(path, size, backend_id):
+        etree.SubElement(commandline, _Q + 'arg', value=arg)
+    return etree.tostring(root, encoding='unicode')
+
+
+def without_ram_file(xml_text, backend_id):
+    """`xml_text` without the arguments `with_ram_file` adds (unchanged if it has none)."""
+    root = _parse(xml_text)
+    commandline = root.find(_Q + 'commandline')
+    if commandline is None:
+        return xml_text if isinstance(xml_text, str) else xml_text.decode()
+    args = commandline.findall(_Q + 'arg')
+    ours = ('memory-backend-file,id=%s,' % backend_id, 'memory-backend=%s' % backend_id)
+    for option, value in zip(args, args[1:]):
+        if option.get('value') in ('-object', '-machine') and value.get('value', '').startswith(ours):
+            commandline.remove(option)
+            commandline.remove(value)
+    if len(commandline) == 0:
+        root.remove(commandline)
+    return etree.tostring(root, encoding='unicode')
+
+
+def ram_file(xml_text, backend_id):
+    """The path `with_ram_file` mapped in `xml_text`, or None."""
+    root = _parse(xml_text)
+    prefix = 'memory-backend-file,id=%s,' % backend_id
+    for arg in root.iterfind('%scommandline/%sarg' % (_Q, _Q)):
+        value = arg.get('value', '')
+        if value.startswith(prefix):
+            for option in value[len(prefix):].split(','):
+                if option.startswith('mem-path='):
+                    return option[len('mem-path='):]
+    return None
+
+
 def _memory_kib(element):
     if element is None:
         return None

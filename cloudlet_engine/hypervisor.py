@@ -63,6 +63,22 @@ def virt_type():
     return value
 
 
+def qemu_owner(caps_xml, domain_type='qemu'):
+    """(uid, gid) QEMU runs as under libvirt's DAC driver, from capabilities XML; None without DAC."""
+    root = etree.fromstring(caps_xml.encode() if isinstance(caps_xml, str) else caps_xml)
+    for model in root.iterfind('host/secmodel'):
+        if model.findtext('model') != 'dac':
+            continue
+        for label in model.iterfind('baselabel'):
+            if label.get('type') == domain_type:
+                user, _, group = (label.text or '').partition(':')
+                try:
+                    return int(user.lstrip('+')), int(group.lstrip('+'))
+                except ValueError:
+                    return None
+    return None
+
+
 def lookup(conn, name):
     """The domain called `name`, or None if there is none."""
     try:

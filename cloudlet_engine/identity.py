@@ -21,6 +21,7 @@ from lxml import etree
 from cloudlet_engine import basevm
 from cloudlet_engine import domainxml
 from cloudlet_engine import errors
+from cloudlet_engine import ramfile
 from cloudlet_engine import savefile
 
 
@@ -44,6 +45,9 @@ class Identity:
     boot_sources: tuple = ()
     # A <metadata> element (XML) to put in place of the base's.
     metadata: str = None
+    # The base's ramfile.RamFile when the launch image is sparse: guest RAM
+    # is then mapped from its file (domainxml.with_ram_file).
+    ram: object = None
 
 
 def disks_by_target(xml_text):
@@ -103,7 +107,10 @@ def restore_xml(image_xml, identity, base_name):
             root.replace(old, metadata)
         else:
             root.insert(2, metadata)
-    return etree.tostring(root, encoding='unicode')
+    xml = etree.tostring(root, encoding='unicode')
+    if identity.ram is not None:
+        xml = domainxml.with_ram_file(xml, identity.ram.path, identity.ram.size, ramfile.BACKEND_ID)
+    return xml
 
 
 def write(memory_path, identity, base_name):

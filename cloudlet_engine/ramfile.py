@@ -40,6 +40,7 @@ import struct
 from lxml import etree
 
 from cloudlet_engine import atomic
+from cloudlet_engine import domainxml
 from cloudlet_engine import errors
 from cloudlet_engine import migstream
 from cloudlet_engine import savefile
@@ -53,6 +54,7 @@ BLOCK = 'pc.ram'
 # creates one with id pc.ram, which cannot be replaced from the command line);
 # as long as BLOCK, so that a save of such a VM renames back in place.
 BACKEND_ID = 'cl.ram'
+assert len(BACKEND_ID) == len(BLOCK)
 FORMAT = 1
 PAGE = migstream.PAGE_SIZE
 ZERO_PAGE = -1             # page_payload value: the page is zero in the base
@@ -304,3 +306,45 @@ def _convert(base, owner):
         'format': FORMAT, 'block': BLOCK, 'size': len(page_payload) * PAGE, 'sha256': sha256,
         'signature': _signature(os.stat(path)), 'memory_sha256': base.manifest['files']['memory.save']['sha256']})
     return RamFile(base.path)
+
+
+def normalize_saved(path):
+    """Make a save of a VM restored over a RAM file a stock save image; True if it was one.
+
+    Its stream names the main block BACKEND_ID and its XML maps the RAM
+    file: the block is renamed BLOCK in place (same length) and the XML loses
+    the mapping, so that overlays and bases captured from it are like any
+    other, and restore anywhere.
+    """
+    image = savefile.read_save_image(path)
+    if domainxml.ram_file(image.xml, BACKEND_ID) is None:
+        return False
+    old, new = _name_bytes(BACKEND_ID), _name_bytes(BLOCK)
+    stats = migstream.ScanStats()
+    with open(path, 'r+b') as f:
+        fd = f.fileno()
+        for rec in migstream.walk_records(f, image.stream_offset, image.file_size, stats=stats):
+            if rec.named and rec.block == BACKEND_ID:
+                _replace(fd, rec.start + 8, old, new)
+        if BACKEND_ID in stats.blocks:
+            # The block list: after the START header ('ram' section) and the be64 MEM_SIZE value.
+            pos = stats.ram_section_offset + 1 + 4 + 1 + len(migstream.RAM_SECTION_NAME) + 4 + 4 + 8
+            for name in stats.blocks:
+                raw = _name_bytes(name)
+                if name == BACKEND_ID:
+                    _replace(fd, pos, old, new)
+                pos += len(raw) + 8
+        os.fsync(fd)
+    savefile.rewrite_xml(path, domainxml.without_ram_file(image.xml, BACKEND_ID))
+    return True
+
+
+def _name_bytes(name):
+    raw = name.encode('utf-8')
+    return bytes((len(raw),)) + raw
+
+
+def _replace(fd, pos, old, new):
+    if os.pread(fd, len(old), pos) != old:
+        raise errors.SaveImageError('expected RAM block name %r at offset %d' % (old, pos))
+    os.pwrite(fd, new, pos)

@@ -16,6 +16,7 @@ from cloudlet_engine import domainxml
 from cloudlet_engine import errors
 from cloudlet_engine import hypervisor
 from cloudlet_engine import identity
+from cloudlet_engine import ramfile
 from cloudlet_engine import savefile
 from cloudlet_engine import source as sources
 
@@ -38,15 +39,20 @@ def restore_launch(conn, base, launch, name, uuid, console_log=None, port_forwar
     # the snapshot names, if this host still has them.
     new = identity.Identity(name, uuid, identity.keeping_other_disks(image_xml, launch.disk_path),
                             console_log=console_log, port_forwards=port_forwards,
-                            boot_sources=(base.boot_files(), domainxml.direct_boot_files(image_xml)))
+                            boot_sources=(base.boot_files(), domainxml.direct_boot_files(image_xml)),
+                            ram=launch.ram)
     identity.write(launch.memory_path, new, base.name or base.base_id)
     return hypervisor.restore_domain(conn, launch.memory_path)
 
 
 def synthesize(base, overlay_location, launch_dir, name, uuid=None, port_forwards=None,
                conn=None, limits=None, max_bytes=sources.DEFAULT_MAX_BYTES, progress=None,
-               keep_memory_image=False, key=None, verifier=None, policy=None):
+               keep_memory_image=False, key=None, verifier=None, policy=None, ram_file=False):
     """Fetch and apply an overlay (None: resume the base as it is), then restore.
+
+    ram_file: restore guest RAM copy-on-write from the base's RAM file
+    (ramfile.py; made on first use) with a sparse launch image, instead of
+    from a full memory image.
 
     key, verifier: as apply.apply_overlay takes them (an encrypted overlay's
     key; a signature verifier fed every byte of the overlay). policy: the
@@ -70,13 +76,18 @@ def synthesize(base, overlay_location, launch_dir, name, uuid=None, port_forward
     os.makedirs(launch_dir, exist_ok=True)
     console_log = os.path.join(launch_dir, 'console.log')
     try:
+        ram = None
+        if ram_file:
+            ram = ramfile.convert(base, owner=hypervisor.qemu_owner(conn.getCapabilities(), hypervisor.virt_type()))
+            ram.check()
+            timings['ram_file'] = time.monotonic() - started
         if overlay_location is None:
-            launch = apply.empty_launch(base, launch_dir)
+            launch = apply.empty_launch(base, launch_dir, ram=ram)
             overlay_bytes = 0
         else:
             with sources.open_overlay(overlay_location, max_bytes=max_bytes, policy=policy) as stream:
                 launch = apply.apply_overlay(base, stream, launch_dir, limits, progress, key=key,
-                                             verifier=verifier)
+                                             verifier=verifier, ram=ram)
             overlay_bytes = launch.overlay_bytes
         timings['fetch_and_apply'] = time.monotonic() - started
         mark = time.monotonic()

@@ -6,6 +6,7 @@ import os
 import pytest
 
 from cloudlet_engine import apply
+from cloudlet_engine import domainxml
 from cloudlet_engine import errors
 from cloudlet_engine import migstream
 from cloudlet_engine import ramfile
@@ -158,3 +159,36 @@ def _pieces_from(scenario, path, tmp_path):
     with open(path, 'rb') as f:
         pieces.append(f.read())
     return pieces
+
+
+def test_ram_file_arguments_come_and_go():
+    xml = fake_savefile.SAMPLE_XML
+    mapped = domainxml.with_ram_file(xml, '/bases/b1/memory.ram', 65536, ramfile.BACKEND_ID)
+    assert domainxml.ram_file(mapped, ramfile.BACKEND_ID) == '/bases/b1/memory.ram'
+    assert 'memory-backend=cl.ram' in mapped and 'share=off' in mapped
+    # Mapping twice keeps one mapping; removing it gives the domain back.
+    again = domainxml.with_ram_file(mapped, '/bases/b2/memory.ram', 65536, ramfile.BACKEND_ID)
+    assert again.count('memory-backend-file') == 1
+    plain = domainxml.without_ram_file(again, ramfile.BACKEND_ID)
+    assert domainxml.ram_file(plain, ramfile.BACKEND_ID) is None
+    assert 'commandline' not in plain
+    with pytest.raises(ValueError, match='comma'):
+        domainxml.with_ram_file(xml, '/a,b/memory.ram', 65536, ramfile.BACKEND_ID)
+
+
+def test_save_of_a_mapped_vm_becomes_a_stock_image(tmp_path):
+    pages = [(ramfile.BACKEND_ID, 0, b'a' * PAGE), ('vga.vram', 0, b'b' * PAGE),
+             (ramfile.BACKEND_ID, PAGE, b'c' * PAGE), (ramfile.BACKEND_ID, 2 * PAGE, None)]
+    xml = domainxml.with_ram_file(fake_savefile.SAMPLE_XML, '/bases/b1/memory.ram', 3 * PAGE,
+                                  ramfile.BACKEND_ID)
+    path = str(tmp_path / 'mapped.save')
+    fake_savefile.build_fake_save_image(path, xml, pages)
+    assert ramfile.normalize_saved(path)
+    memory, _state, new_xml = load(path)
+    image = savefile.read_save_image(path)
+    stats = migstream.ScanStats()
+    blocks = {r.block for r in migstream.walk_records(path, image.stream_offset, image.file_size, stats=stats)}
+    assert blocks == set(stats.blocks) == {'pc.ram', 'vga.vram'}
+    assert memory['pc.ram'] == b'a' * PAGE + b'c' * PAGE + bytes(PAGE)
+    assert domainxml.ram_file(new_xml, ramfile.BACKEND_ID) is None
+    assert not ramfile.normalize_saved(path)      # a stock image is left alone
