@@ -35,6 +35,7 @@ from cloudlet_engine import errors
 from cloudlet_engine import format as fmt
 from cloudlet_engine import livemigration
 from cloudlet_engine import migstream
+from cloudlet_engine import ramfile
 from cloudlet_engine import savefile
 
 # Smaller than an offline overlay's segments: what waits in a segment being
@@ -196,7 +197,9 @@ class LiveResidue:
             pass
 
     def _send_memory(self, builder, classifier, spool, prefix_len):
-        pieces = migstream.scan_stream(spool, prefix_len, None)
+        # A VM restored over its base's RAM file migrates that block under
+        # the backend's id; the residue names it as the base does.
+        pieces = migstream.scan_stream(spool, prefix_len, None, rename={ramfile.BACKEND_ID: ramfile.BLOCK})
         try:
             create.add_memory_pieces(builder, classifier, spool.pread, prefix_len, pieces)
         except errors.CloudletError as exc:

@@ -103,6 +103,12 @@ class Spool:
             available = min(length, max(0, self._size - offset))
         return os.pread(self._fd, available, offset)
 
+    def patch(self, offset, data):
+        """Overwrite bytes already received (a RAM block's name, see migstream.scan_stream)."""
+        if offset + len(data) > self._size:
+            raise errors.HypervisorError('patch at %d past the %d bytes received' % (offset, self._size))
+        os.pwrite(self._fd, data, offset)
+
     def size(self):
         """The final size: waits for the end of the stream."""
         with self._cond:

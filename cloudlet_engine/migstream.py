@@ -311,7 +311,7 @@ def _parse_configuration(w, pos, stats):
 
 
 def _walk(source, stream_offset, file_size, stats, include_zero, records=False, skip=None,
-          window=SCAN_WINDOW):
+          window=SCAN_WINDOW, rename=None):
     """Yield Page (and ZeroPage if `include_zero`) in file order; fill `stats`.
 
     records: yield a Record for every PAGE and ZERO record instead.
@@ -320,6 +320,10 @@ def _walk(source, stream_offset, file_size, stats, include_zero, records=False, 
     None, or the offset of a later record boundary to go on from, the records
     in between being records of block `skip.block` that the caller does not
     want to see.
+    rename: {stream name: name} of RAM blocks to rename, each new name as
+    long as the old; the walker writes the new name over the old with
+    source.patch(offset, bytes) as it parses it, before yielding anything
+    after it.
     """
     if stream_offset < 0 or file_size < stream_offset:
         raise ValueError('bad stream range [%d, %d)' % (stream_offset, file_size))
@@ -421,7 +425,10 @@ def _walk(source, stream_offset, file_size, stats, include_zero, records=False, 
                         raise _corrupt('RAM record continues a block but none was named', record_at)
                     block = last_block
                 else:
+                    name_at = pos
                     name, pos = w.name(pos, 'RAM block name')
+                    if rename and name in rename:
+                        name = _rename(source, name_at, name, rename[name])
                     block = blocks.get(name)
                     if block is None:
                         raise _corrupt('RAM record for unknown block %s' % _short(name), record_at)
@@ -483,7 +490,7 @@ def _walk(source, stream_offset, file_size, stats, include_zero, records=False, 
                 if kind != QEMU_VM_SECTION_START or have_mem_size:
                     raise _corrupt('RAM block list outside the RAM START section', record_at)
                 have_mem_size = True
-                pos = _parse_block_list(w, pos, addr, ignore_shared, blocks, stats)
+                pos = _parse_block_list(w, pos, addr, ignore_shared, blocks, stats, rename, source)
             else:
                 for bit, what in _UNSUPPORTED_RAM_FLAGS:
                     if flags & bit:
@@ -500,7 +507,15 @@ def _walk(source, stream_offset, file_size, stats, include_zero, records=False, 
             pos += 5
 
 
-def _parse_block_list(w, pos, total, ignore_shared, blocks, stats):
+def _rename(source, name_at, old, new):
+    raw = new.encode('utf-8')
+    if len(raw) != len(old.encode('utf-8')):
+        raise ValueError('RAM block %r can only be renamed to a name as long' % old)
+    source.patch(name_at + 1, raw)
+    return new
+
+
+def _parse_block_list(w, pos, total, ignore_shared, blocks, stats, rename=None, source=None):
     """The MEM_SIZE record's block list: byte len + idstr + be64 used_length."""
     stats.ram_total = total
     remaining = total
@@ -509,6 +524,8 @@ def _parse_block_list(w, pos, total, ignore_shared, blocks, stats):
             raise _corrupt('more than %d RAM blocks' % MAX_RAM_BLOCKS, pos)
         entry_at = pos
         name, pos = w.name(pos, 'RAM block name')
+        if rename and name in rename:
+            name = _rename(source, entry_at, name, rename[name])
         used_length = w.be64(pos, 'RAM block length')
         pos += 8
         if ignore_shared:
@@ -588,7 +605,7 @@ def record_header(block, addr, zero, named, fill=0):
 _UNKNOWN_SIZE = 1 << 62
 
 
-def scan_stream(fileobj, stream_offset, file_size, *, stats=None):
+def scan_stream(fileobj, stream_offset, file_size, *, stats=None, rename=None):
     """Split the QEMU stream into pieces that tile [stream_offset, file_size).
 
     Yields `Page` (4096-byte page payloads) and `Opaque` (everything else:
@@ -604,14 +621,15 @@ def scan_stream(fileobj, stream_offset, file_size, *, stats=None):
     `fileobj` is then an object with `pread(length, offset)` that blocks until
     the bytes exist or the stream has ended (short read), and `size()` that
     blocks until it has ended.
-    `stats` (a `ScanStats`) is filled in as the scan goes.  Errors as for
+    `stats` (a `ScanStats`) is filled in as the scan goes.  `rename`: see
+    `_walk` (`fileobj` then needs patch()).  Errors as for
     `iter_pages`: `SaveImageError` may come after pieces were yielded.
     """
     if stats is None:
         stats = ScanStats()
     pos = stream_offset
     walk_size = _UNKNOWN_SIZE if file_size is None else file_size
-    for page in _walk_any(fileobj, stream_offset, walk_size, stats, False):
+    for page in _walk_any(fileobj, stream_offset, walk_size, stats, False, rename=rename):
         if page.file_offset > pos:
             yield Opaque(pos, page.file_offset - pos)
         yield page

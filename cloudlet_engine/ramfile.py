@@ -20,8 +20,9 @@ memory.save and rebuilt from it whenever they are missing or changed):
 
 The file is never written by QEMU as long as guest RAM is never discarded
 (QEMU 7.2 punches holes in a memory-backend-file even on a private mapping
-when the guest's memory is ballooned out or reported free): `unsupported()`
-refuses domains with free page reporting or virtio-mem, and `RamFile.check()`
+when the guest's memory is ballooned out or reported free, measured here:
+other VMs on the file then die): `unsupported()` refuses domains with a
+memory balloon or virtio-mem, and `RamFile.check()`
 compares the stat signature before every use (a punched hole changes the
 file's mtime), so a changed file is never restored from. QEMU opens the file
 read-write (its readonly=on would map guest RAM read-only), hence the owner
@@ -196,8 +197,11 @@ def unsupported(domain_xml):
     """
     root = etree.fromstring(domain_xml.encode()) if isinstance(domain_xml, str) else domain_xml
     for balloon in root.iterfind('devices/memballoon'):
-        if balloon.get('freePageReporting') == 'on':
-            return 'its memory balloon reports free pages (freePageReporting=on)'
+        # Free page reporting discards without any host action; a plain
+        # balloon does when inflated (virsh setmem).
+        if balloon.get('model', 'none') != 'none':
+            return ('it has a %s memory balloon (nova adds one unless [libvirt] mem_stats_period_seconds'
+                    ' = 0)' % balloon.get('model'))
     if root.find("devices/memory[@model='virtio-mem']") is not None:
         return 'it has virtio-mem memory'
     if root.find('memoryBacking') is not None:
@@ -319,32 +323,16 @@ def normalize_saved(path):
     image = savefile.read_save_image(path)
     if domainxml.ram_file(image.xml, BACKEND_ID) is None:
         return False
-    old, new = _name_bytes(BACKEND_ID), _name_bytes(BLOCK)
-    stats = migstream.ScanStats()
     with open(path, 'r+b') as f:
-        fd = f.fileno()
-        for rec in migstream.walk_records(f, image.stream_offset, image.file_size, stats=stats):
-            if rec.named and rec.block == BACKEND_ID:
-                _replace(fd, rec.start + 8, old, new)
-        if BACKEND_ID in stats.blocks:
-            # The block list: after the START header ('ram' section) and the be64 MEM_SIZE value.
-            pos = stats.ram_section_offset + 1 + 4 + 1 + len(migstream.RAM_SECTION_NAME) + 4 + 4 + 8
-            for name in stats.blocks:
-                raw = _name_bytes(name)
-                if name == BACKEND_ID:
-                    _replace(fd, pos, old, new)
-                pos += len(raw) + 8
-        os.fsync(fd)
+        source = _Patchable(f.fileno())
+        for _piece in migstream.scan_stream(source, image.stream_offset, image.file_size,
+                                            rename={BACKEND_ID: BLOCK}):
+            pass
+        os.fsync(f.fileno())
     savefile.rewrite_xml(path, domainxml.without_ram_file(image.xml, BACKEND_ID))
     return True
 
 
-def _name_bytes(name):
-    raw = name.encode('utf-8')
-    return bytes((len(raw),)) + raw
-
-
-def _replace(fd, pos, old, new):
-    if os.pread(fd, len(old), pos) != old:
-        raise errors.SaveImageError('expected RAM block name %r at offset %d' % (old, pos))
-    os.pwrite(fd, new, pos)
+class _Patchable(savefile.PositionalReader):
+    def patch(self, offset, data):
+        os.pwrite(self._fd, data, offset)

@@ -61,6 +61,13 @@ opts = [
                help='Seconds to wait for a connection or for the next bytes of an overlay download.'),
     cfg.IntOpt('max_memory_image_bytes', default=64 * 1024 ** 3, min=1,
                help='Largest launch memory image an overlay may declare, in bytes.'),
+    cfg.StrOpt('memory_restore', default='ram_file',
+               choices=[('ram_file', 'guest RAM mapped copy-on-write from the base\'s RAM file (made on '
+                                     'first use); only the pages that differ are restored'),
+                        ('full_image', 'libvirt restores the full memory image, every page')],
+               help='How a resume or synthesis restores guest memory (doc/nova-driver.md, "Memory '
+                    'restore"). ram_file falls back to full_image for a base it cannot serve (one with a '
+                    'memory balloon), saying so in the log.'),
     cfg.StrOpt('overlay_codec', default='zstd', choices=['zstd', 'xz'],
                help='Codec of the overlays this host creates: zstd (fast) or xz (smaller, slow).'),
     cfg.IntOpt('base_import_workers', default=2, min=1,

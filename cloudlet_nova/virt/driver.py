@@ -26,6 +26,7 @@ from nova import exception
 from nova.virt.libvirt import driver as libvirt_driver
 from nova.virt.libvirt import utils as libvirt_utils
 
+from cloudlet_engine import hypervisor
 from cloudlet_glance import properties as props
 from cloudlet_nova import conf as cloudlet_conf
 from cloudlet_nova.handoff import records as handoff_records
@@ -51,6 +52,7 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
         super().__init__(virtapi, read_only)
         cloudlet_conf.register_opts(CONF)
         self._restores = restore.PendingRestores()
+        self._qemu_owner_cache = None
         self._handoffs = None
         self._handoff_server = None
 
@@ -108,10 +110,12 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
         if self._is_booted_from_volume(block_device_info):
             raise faults.CloudletSpawnFailed(reason='cloudlet instances need a local root disk: '
                                                     'boot from volume is not supported')
-        base, prepared = launch.prepare(context, instance, spawn_plan, instance_dir)
+        base, prepared = launch.prepare(context, instance, spawn_plan, instance_dir,
+                                        ram_owner=self._qemu_owner())
         try:
             record = state.new_record(instance.uuid, base, spawn_plan.base_image_id,
                                       spawn_plan.source_record())
+            record['memory_restore'] = 'ram_file' if prepared.ram is not None else 'full_image'
             state.save(instance_dir, record)
             with self._restores.pending(instance.uuid,
                                         restore.Pending(prepared, base.name, base.boot_files())):
@@ -130,6 +134,14 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
         finally:
             # QEMU has read the memory image; the launch disk was moved in as the root disk.
             state.remove_launch_dir(instance_dir)
+
+    def _qemu_owner(self):
+        """(uid, gid) QEMU runs as (libvirt's DAC label), read once; None without DAC."""
+        if self._qemu_owner_cache is None:
+            # Inherited: nova exposes no public accessor for the libvirt connection.
+            caps = self._host.get_connection().getCapabilities()
+            self._qemu_owner_cache = [hypervisor.qemu_owner(caps, CONF.libvirt.virt_type)]
+        return self._qemu_owner_cache[0]
 
     # Private LibvirtDriver overrides (_create_image, _create_and_inject_local_root,
     # _create_guest_with_network, _create_guest, _hard_reboot): nova has no public hook

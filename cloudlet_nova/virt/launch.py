@@ -32,6 +32,8 @@ from cloudlet_engine import basevm
 from cloudlet_engine import errors
 from cloudlet_engine import format as overlay_format
 from cloudlet_engine import progress as progress_mod
+from cloudlet_engine import ramfile
+from cloudlet_engine import savefile
 from cloudlet_engine import source
 from cloudlet_engine import urls
 from cloudlet_glance import errors as glance_errors
@@ -133,8 +135,25 @@ def check_flavor(flavor, base):
         raise faults.CloudletFlavorMismatch(reason=message)
 
 
-def prepare(context, instance, spawn_plan, instance_dir):
-    """Fetch the base, check the flavor, write the launch files. Returns (BaseVM, apply.Launch)."""
+def ram_file(base, owner):
+    """The base's RamFile to restore over (made on first use), or None for a full-image restore."""
+    if CONF.cloudlet.memory_restore != 'ram_file':
+        return None
+    reason = ramfile.unsupported(savefile.read_save_image(base.memory_path).xml)
+    if reason is None:
+        try:
+            return ramfile.convert(base, owner=owner)
+        except ramfile.RamFileError as exc:
+            reason = str(exc)
+    LOG.warning('base %s restores from its full memory image: %s', base.name or base.base_id[:12], reason)
+    return None
+
+
+def prepare(context, instance, spawn_plan, instance_dir, ram_owner=None):
+    """Fetch the base, check the flavor, write the launch files. Returns (BaseVM, apply.Launch).
+
+    ram_owner: (uid, gid) QEMU runs as, the owner of a base's RAM file.
+    """
     check_flavor_hint(instance)
     images = glance_images.NovaImages(context)
     started = time.monotonic()
@@ -142,12 +161,14 @@ def prepare(context, instance, spawn_plan, instance_dir):
         base = model.fetch_base(images, spawn_plan.base_image_id, base_store(),
                                 LogProgress(instance.uuid))
     check_flavor(instance.flavor, base)
+    with faults.spawn_errors('cannot prepare the RAM file of base %s' % spawn_plan.base_image_id):
+        ram = ram_file(base, ram_owner)
     launch_dir = state.launch_dir(instance_dir)
     shutil.rmtree(launch_dir, ignore_errors=True)     # a spawn interrupted earlier
     try:
         with faults.spawn_errors():
             if spawn_plan.kind == BASE:
-                launch = apply.empty_launch(base, launch_dir)
+                launch = apply.empty_launch(base, launch_dir, ram=ram)
             else:
                 limits = overlay_format.Limits(max_memory_bytes=CONF.cloudlet.max_memory_image_bytes)
                 image = overlay_image(images, spawn_plan, base) if spawn_plan.kind == GLANCE else None
@@ -155,7 +176,7 @@ def prepare(context, instance, spawn_plan, instance_dir):
                 with open_overlay(images, spawn_plan) as stream:
                     launch = apply.apply_overlay(base, stream, launch_dir, limits=limits,
                                                  progress=LogProgress(instance.uuid), key=key,
-                                                 verifier=verifier)
+                                                 verifier=verifier, ram=ram)
                 del key      # held for the apply only
     except BaseException:
         shutil.rmtree(launch_dir, ignore_errors=True)

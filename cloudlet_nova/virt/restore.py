@@ -41,6 +41,7 @@ from nova.virt.libvirt import guest as libvirt_guest
 
 from cloudlet_engine import domainxml
 from cloudlet_engine import identity
+from cloudlet_engine import ramfile
 from cloudlet_nova.virt import faults
 
 CONF = nova.conf.CONF
@@ -156,8 +157,10 @@ def _disks_refused():
         raise faults.CloudletSpawnFailed(reason=str(exc))
 
 
-def nova_identity(nova_xml, base_boot_files=None):
-    """The identity nova gave the instance, from the domain XML it made for it."""
+def nova_identity(nova_xml, base_boot_files=None, ram=None):
+    """The identity nova gave the instance, from the domain XML it made for it
+    (`ram`: the base's RamFile when the launch image is sparse).
+    """
     nova_root = etree.fromstring(nova_xml.encode())
     console_logs = [log.get('file') for log in nova_root.iterfind('devices/serial/log')]
     metadata = nova_root.find('metadata')
@@ -167,7 +170,8 @@ def nova_identity(nova_xml, base_boot_files=None):
                for target, disk in identity.disks_by_target(nova_root).items()},
         console_log=console_logs[0] if console_logs else None,
         boot_sources=(domainxml.direct_boot_files(nova_xml), base_boot_files or {}),
-        metadata=etree.tostring(metadata, encoding='unicode') if metadata is not None else None)
+        metadata=etree.tostring(metadata, encoding='unicode') if metadata is not None else None,
+        ram=ram)
 
 
 def interfaces(xml):
@@ -200,9 +204,14 @@ def restore_guest(driver, nova_xml, instance, launch, base_name, pause=False, po
     libvirt = libvirt_driver.libvirt
     with faults.spawn_errors('cloudlet restore failed'):
         with _disks_refused():
-            xml = identity.write(launch.memory_path, nova_identity(nova_xml, base_boot_files), base_name)
+            xml = identity.write(launch.memory_path, nova_identity(nova_xml, base_boot_files, launch.ram),
+                                 base_name)
+    # The definition never maps the base's RAM file: only this restore (the
+    # image's XML) does, so a cold boot, power-on or hard reboot starts on
+    # ordinary RAM.
+    definition = domainxml.without_ram_file(xml, ramfile.BACKEND_ID)
     # driver._host: nova exposes no public accessor for the libvirt connection's Host.
-    guest = libvirt_guest.Guest.create(xml, driver._host)
+    guest = libvirt_guest.Guest.create(definition, driver._host)
     if post_xml_callback is not None:
         post_xml_callback()
     driver.cpu_api.power_up_for_instance(instance)

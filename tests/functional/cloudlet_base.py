@@ -79,7 +79,7 @@ BASE_XML = """<domain type='kvm'>
       <target port='0'/>
     </serial>
     <console type='pty'><target type='serial' port='0'/></console>
-    <memballoon model='virtio'/>
+    <memballoon model='%(balloon)s'/>
   </devices>
 </domain>
 """
@@ -98,8 +98,13 @@ class SyntheticBase:
     """A base VM built by the engine from a fake save image and a small raw disk."""
 
     def __init__(self, root, seed=1, name='test-base', memory_mib=MEMORY_MIB, vcpus=VCPUS,
-                 disk_chunks=64, memory_pages=24, boots_kernel=False, with_boot_files=True):
-        """`boots_kernel`: a direct kernel boot, the base with its boot files unless not `with_boot_files`."""
+                 disk_chunks=64, memory_pages=24, boots_kernel=False, with_boot_files=True, balloon='virtio'):
+        """`boots_kernel`: a direct kernel boot, the base with its boot files unless not `with_boot_files`.
+
+        `balloon`: the memballoon model; a base with one ('virtio', as nova's
+        default instances) restores from its full memory image, one without
+        ('none') from its RAM file.
+        """
         self.root, self.name = root, name
         rng = random.Random(seed)
         self.rng = rng
@@ -109,7 +114,7 @@ class SyntheticBase:
             disk[i * PAGE:(i + 1) * PAGE] = _page(rng)
         self.disk = bytes(disk)
         self.xml = BASE_XML % {'memory_kib': memory_mib * 1024, 'vcpus': vcpus,
-                               'boot': KERNEL_BOOT if boots_kernel else DISK_BOOT}
+                               'boot': KERNEL_BOOT if boots_kernel else DISK_BOOT, 'balloon': balloon}
         self.pages = [('pc.ram', i * PAGE, _page(rng) if i % 4 else None) for i in range(memory_pages)]
         work = os.path.join(root, 'base-%s' % seed)
         os.makedirs(work)

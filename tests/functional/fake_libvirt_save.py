@@ -11,7 +11,8 @@ nova's fake `Domain` and `Connection` (nova/tests/fixtures/libvirt.py) know
   to simulate the guest), then stops the domain, as libvirt does;
 - `Connection.restoreFlags(path, dxml, flags)` reads the XML from the file's
   header with the engine's `savefile.read_save_image`, takes the RAM from its
-  stream, and starts the domain from it (reusing a persistent definition with
+  stream (over the base's RAM file when the XML maps one, as QEMU would, the
+  main block then named as its backend), and starts the domain from it (reusing a persistent definition with
   the same name and uuid, as libvirt does; refusing a clash), running or
   paused as the flags say.
 
@@ -30,7 +31,9 @@ from lxml import etree
 
 from nova.tests.fixtures import libvirt as fakelibvirt
 
+from cloudlet_engine import domainxml
 from cloudlet_engine import migstream
+from cloudlet_engine import ramfile
 from cloudlet_engine import savefile
 from tests.fixtures import fake_savefile
 
@@ -44,6 +47,25 @@ def default_pages(name, count=8):
     """Some RAM for a domain that was booted, not restored (deterministic per name)."""
     rng = random.Random(name)
     return [('pc.ram', i * PAGE, rng.randbytes(PAGE) if i % 3 else None) for i in range(count)]
+
+
+def over_ram_file(ram_path, pages):
+    """Guest RAM after loading `pages` over a RAM file mapped as block ramfile.BACKEND_ID.
+
+    The file's pages first (None for a zero page), then the stream's records
+    for that block laid over them; other blocks' records follow as they came.
+    """
+    with open(ram_path, 'rb') as f:
+        data = f.read()
+    main = {addr: data[addr:addr + PAGE] if any(data[addr:addr + PAGE]) else None
+            for addr in range(0, len(data), PAGE)}
+    others = []
+    for block, addr, page in pages:
+        if block == ramfile.BACKEND_ID:
+            main[addr] = page
+        else:
+            others.append((block, addr, page))
+    return [(ramfile.BACKEND_ID, addr, main[addr]) for addr in sorted(main)] + others
 
 
 def read_pages(path, header):
@@ -171,6 +193,10 @@ class FakeLibvirtSaveRestore(fixtures.Fixture):
                 conn._vms[name] = dom
             _remember(dom, xml)
             dom._fake_pages = read_pages(path, header)
+            ram_path = domainxml.ram_file(xml, ramfile.BACKEND_ID)
+            if ram_path is not None:
+                # QEMU maps the file as the main block, then loads the stream over it.
+                dom._fake_pages = over_ram_file(ram_path, dom._fake_pages)
             dom._has_saved_state = False
             dom._state = (fakelibvirt.VIR_DOMAIN_PAUSED if flags & VIR_DOMAIN_SAVE_PAUSED
                           else fakelibvirt.VIR_DOMAIN_RUNNING)

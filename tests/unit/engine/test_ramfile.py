@@ -138,10 +138,12 @@ def test_changed_ram_file_is_detected(scenario, tmp_path):
     fresh.verify()
 
 
-def test_balloon_with_free_page_reporting_is_unsupported():
-    xml = ("<domain><devices><memballoon model='virtio' freePageReporting='on'/></devices></domain>")
-    assert 'free pages' in ramfile.unsupported(xml)
-    assert ramfile.unsupported("<domain><devices><memballoon model='virtio'/></devices></domain>") is None
+def test_a_memory_balloon_is_unsupported():
+    """Free page reporting and an inflated balloon both punch holes in the RAM file."""
+    for balloon in ("<memballoon model='virtio' freePageReporting='on'/>", "<memballoon model='virtio'/>"):
+        assert 'virtio memory balloon' in ramfile.unsupported('<domain><devices>%s</devices></domain>' % balloon)
+    for fine in ("<memballoon model='none' autodeflate='on' freePageReporting='on'/>", ''):
+        assert ramfile.unsupported('<domain><devices>%s</devices></domain>' % fine) is None
 
 
 def _base_pages(scenario):
