@@ -90,8 +90,16 @@ function configure_cloudlet {
         # settings (compute_driver, virt_type) are in $NOVA_CONF for the same
         # reason. LIBVIRT_TYPE is what configure_nova settled on (qemu when
         # /dev/kvm is missing).
+        # No memory balloon in nova's domains: bases captured from them can
+        # then restore over their RAM file ([cloudlet] memory_restore,
+        # doc/nova-driver.md "Memory restore"); QEMU would punch holes in that
+        # shared file when a balloon discards guest RAM.
+        local balloon=()
+        if [[ $(trueorfalse False CLOUDLET_MEMORY_BALLOON) != True ]]; then
+            balloon=(--set libvirt.mem_stats_period_seconds=0)
+        fi
         "$configure" nova --role compute --config-file "$NOVA_CONF" \
-            --virt-type "$LIBVIRT_TYPE" --state-dir "$CLOUDLET_STATE_DIR" "${allowed_hosts[@]}" \
+            --virt-type "$LIBVIRT_TYPE" --state-dir "$CLOUDLET_STATE_DIR" "${balloon[@]}" "${allowed_hosts[@]}" \
             || die $LINENO "cloudlet-configure failed for nova-compute"
     fi
 }

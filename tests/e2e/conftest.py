@@ -32,6 +32,7 @@ from cloudlet_box import processes  # noqa: E402
 from cloudlet_box import resources  # noqa: E402
 from cloudlet_box import services  # noqa: E402
 from cloudlet_box import wan as wan_path  # noqa: E402
+from cloudlet_engine import ramfile  # noqa: E402
 
 RAM_STATE, DISK_STATE = 'e2e-ram-state', 'e2e-disk-state'
 
@@ -196,6 +197,28 @@ def sweep(box):
             for image in list(admin.image.images(is_hidden=hidden)):
                 if (image.name or '').startswith('e2e-'):
                     admin.image.delete_image(image, ignore_missing=True)
+
+
+def _ram_files(*boxes):
+    for made in boxes:
+        for meta in sorted((made.state_dir / 'bases').glob('*/' + ramfile.RAM_META)):
+            yield ramfile.RamFile(str(meta.parent))
+
+
+@pytest.fixture(scope='session', autouse=True)
+def ram_files_never_written(box):
+    """The bases' RAM files (which running VMs map) are never written: their SHA-256 at the end."""
+    yield
+    for ram in _ram_files(box, layout.named('box2')):
+        ram.verify()
+
+
+@pytest.fixture(autouse=True)
+def _ram_files_unchanged(box):
+    """After every test: each RAM file's stat signature (a punched hole changes its mtime)."""
+    yield
+    for ram in _ram_files(box, layout.named('box2')):
+        ram.check()
 
 
 @pytest.fixture(scope='session', autouse=True)

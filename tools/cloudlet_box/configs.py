@@ -336,7 +336,11 @@ def nova(box):
     cpu_conf = _nova_common(box)
     # TCG guests of a few hundred MB: plenty of RAM, two real cores.
     cpu_conf['DEFAULT']['cpu_allocation_ratio'] = '8.0'
-    cpu_conf['libvirt'] = {'cpu_mode': 'none'}
+    # No memory balloon in nova's domains (mem_stats_period_seconds = 0): QEMU
+    # would discard ballooned or reported-free guest RAM by punching holes in
+    # a base's shared RAM file, so bases captured with one restore from their
+    # full memory image ([cloudlet] memory_restore, doc/nova-driver.md).
+    cpu_conf['libvirt'] = {'cpu_mode': 'none', 'mem_stats_period_seconds': '0'}
     # os-vif plugs ports into the box's OVS bridges (ovsdb at its default
     # tcp:127.0.0.1:6640); a vif-plugged event that never comes fails the
     # spawn after a minute, not nova's default five.

@@ -40,6 +40,15 @@ function is_service_enabled {
 function run_process { fake_record run_process "$@"; }
 function stop_process { fake_record stop_process "$@"; }
 
+# functions-common: True or False from a variable's value (the real one knows more spellings).
+function trueorfalse {
+    local default=$1 name=$2
+    case ${!name:-$default} in
+        True|true|1|yes) echo True ;;
+        *) echo False ;;
+    esac
+}
+
 # inc/ini-config
 function iniset { fake_record iniset "$@"; }
 

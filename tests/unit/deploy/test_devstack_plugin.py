@@ -191,9 +191,15 @@ def test_post_config_configures_the_api_and_compute(devstack):
          '--api-paste', '/etc/nova/api-paste.ini', '--set', 'cloudlet.api_state_dir=%s' % api_state_dir],
         # NOVA_CONF for compute too: start_nova_compute copies it over NOVA_CPU_CONF after this phase.
         ['cloudlet-configure', 'nova', '--role', 'compute', '--config-file', '/etc/nova/nova.conf',
-         '--virt-type', 'qemu', '--state-dir', state_dir],
+         '--virt-type', 'qemu', '--state-dir', state_dir, '--set', 'libvirt.mem_stats_period_seconds=0'],
     ]
     assert not any('/etc/nova/nova-cpu.conf' in call for call in devstack.calls())
+
+
+def test_post_config_keeps_nova_s_memory_balloon_when_asked(devstack):
+    run_ok(devstack, 'stack', 'post-config', before_settings='CLOUDLET_MEMORY_BALLOON=True')
+    _api, compute = devstack.calls('cloudlet-configure')
+    assert not any('mem_stats_period_seconds' in arg for arg in compute)
 
 
 def test_post_config_passes_allowed_hosts_and_kvm(devstack):

@@ -1,0 +1,84 @@
+"""Restores over the base's RAM file on the box ([cloudlet] memory_restore = ram_file), and the
+lifecycle of such a server: every other e2e test resumes and synthesizes this way too (the box's
+nova has no memory balloon, so its captured bases qualify); these look at what only this path has.
+"""
+
+import json
+import subprocess
+import time
+
+from cloudlet_box import cloud
+from cloudlet_engine import ramfile
+from tests.e2e.conftest import app_get
+from tests.e2e.conftest import DISK_STATE
+from tests.e2e.conftest import RAM_STATE
+
+
+def _qemu_args(server_id):
+    """The command line of the server's QEMU process."""
+    out = subprocess.run(['pgrep', '-a', '-f', 'qemu-system.*-uuid %s' % server_id],
+                         capture_output=True, text=True).stdout.strip()
+    assert out, 'no QEMU runs for %s' % server_id
+    return out
+
+
+def _record(box, server_id):
+    with open(box.root / 'nova' / 'instances' / server_id / 'cloudlet.json') as f:
+        return json.load(f)
+
+
+def _wait_status(conn, server_id, status, timeout=300):
+    deadline = time.monotonic() + timeout
+    while True:
+        server = conn.compute.get_server(server_id)
+        if server.status == status and not server.task_state:
+            return server
+        assert server.status != 'ERROR', server.fault
+        assert time.monotonic() < deadline, 'server %s still %s/%s' % (server_id, server.status,
+                                                                        server.task_state)
+        time.sleep(0.5)
+
+
+def test_resume_maps_the_base_ram_file_and_the_lifecycle_keeps_working(box, demo, servers, base):
+    server_id = servers.track(cloud.create_server(demo, 'e2e-ramfile', base['image_id']))
+    assert cloud.wait_server(demo, server_id).status == 'ACTIVE'
+    ram = ramfile.RamFile(str(box.state_dir / 'bases' / base['base_id']))
+    assert _record(box, server_id)['memory_restore'] == 'ram_file'
+    args = _qemu_args(server_id)
+    assert 'mem-path=%s,share=off' % ram.path in args and 'memory-backend=%s' % ramfile.BACKEND_ID in args
+    state = app_get(demo, server_id, '/cgi-bin/fill?8', '/cgi-bin/set?ram=mapped&disk=mapped-disk')
+    assert state['bootid'] == base['bootid'] and state['ram'] == 'mapped'
+
+    # Suspend (libvirt's managed save) and resume: the memory comes back, over the same file.
+    demo.compute.suspend_server(server_id)
+    _wait_status(demo, server_id, 'SUSPENDED')
+    demo.compute.resume_server(server_id)
+    _wait_status(demo, server_id, 'ACTIVE')
+    state = app_get(demo, server_id, '/cgi-bin/state')
+    assert state['bootid'] == base['bootid'] and state['ram'] == 'mapped'
+
+    # Hard reboot cold-boots the domain's definition: ordinary RAM, a new boot, the disk kept.
+    demo.compute.reboot_server(server_id, 'HARD')
+    _wait_status(demo, server_id, 'ACTIVE')
+    state = app_get(demo, server_id, '/cgi-bin/state')
+    assert state['bootid'] != base['bootid'] and state['disk'] == 'mapped-disk'
+    assert 'memory-backend-file' not in _qemu_args(server_id)
+
+    # Stop and start: a cold boot too.
+    demo.compute.stop_server(server_id)
+    _wait_status(demo, server_id, 'SHUTOFF')
+    demo.compute.start_server(server_id)
+    _wait_status(demo, server_id, 'ACTIVE')
+    assert 'memory-backend-file' not in _qemu_args(server_id)
+    assert app_get(demo, server_id, '/cgi-bin/state')['disk'] == 'mapped-disk'
+    ram.verify()
+
+
+def test_a_synthesized_server_maps_the_file_under_the_overlay_s_state(box, demo, servers, base, app_overlay):
+    server_id = servers.track(cloud.create_server(demo, 'e2e-ramfile-synth', base['image_id'],
+                                                  metadata={'cloudlet_overlay_id': app_overlay['image_id']}))
+    assert cloud.wait_server(demo, server_id).status == 'ACTIVE'
+    assert _record(box, server_id)['memory_restore'] == 'ram_file'
+    assert 'memory-backend-file' in _qemu_args(server_id)
+    state = app_get(demo, server_id, '/cgi-bin/state')
+    assert (state['ram'], state['disk'], state['bootid']) == (RAM_STATE, DISK_STATE, base['bootid'])
