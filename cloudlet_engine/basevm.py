@@ -11,6 +11,10 @@ A base VM directory holds:
                     (libvirt <os><kernel>): QEMU opens them even to restore
                     the memory, and boots them again on a reboot
 
+and, on a host that restored the base over its RAM file (ramfile.py), the
+host-local memory.ram, memory.ram.index and memory.ram.json: derived from
+memory.save, not part of the base's identity or its package.
+
 The base identity is a digest over the disk content, the memory snapshot and
 what a restore has to match (machine type, CPU, devices: `domainxml.abi_summary`),
 so an overlay can never be applied to a base it was not made against. The
