@@ -35,6 +35,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import mmap
 import os
 import struct
 
@@ -108,26 +109,25 @@ class Index:
 
     @classmethod
     def read(cls, path):
+        """The index, mapped: a restore reads only the pages of it that its walk touches."""
         with open(path, 'rb') as f:
-            head = f.read(_INDEX_HEAD.size)
-            if len(head) != _INDEX_HEAD.size:
-                raise RamFileError('RAM file index %s is truncated' % path)
-            magic, count, pages = _INDEX_HEAD.unpack(head)
-            if magic != _INDEX_MAGIC:
-                raise RamFileError('%s is not a RAM file index' % path)
-            parts = []
             try:
-                for n in (count, count, count, count, pages):
-                    part = array.array('q')
-                    part.fromfile(f, n)
-                    parts.append(part)
-                named = bytearray(f.read(count))
-            except EOFError:
+                mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            except ValueError:       # an empty file
                 raise RamFileError('RAM file index %s is truncated' % path) from None
-            if len(named) != count:
-                raise RamFileError('RAM file index %s is truncated' % path)
+        if len(mapped) < _INDEX_HEAD.size:
+            raise RamFileError('RAM file index %s is truncated' % path)
+        magic, count, pages = _INDEX_HEAD.unpack_from(mapped)
+        if magic != _INDEX_MAGIC:
+            raise RamFileError('%s is not a RAM file index' % path)
+        if len(mapped) != _INDEX_HEAD.size + 8 * (4 * count + pages) + count:
+            raise RamFileError('RAM file index %s is truncated' % path)
+        view, offset, parts = memoryview(mapped), _INDEX_HEAD.size, []
+        for n in (count, count, count, count, pages):
+            parts.append(view[offset:offset + 8 * n].cast('q'))
+            offset += 8 * n
         rec_start, rec_end, rec_page, run_stop, page_payload = parts
-        return cls(rec_start, rec_end, rec_page, named, run_stop, page_payload)
+        return cls(rec_start, rec_end, rec_page, view[offset:offset + count], run_stop, page_payload)
 
 
 class RamFile:
@@ -221,6 +221,7 @@ def convert(base, owner=None):
         try:
             ram = RamFile(base.path)
             ram.check()
+            ram.index()
             return ram
         except RamFileError:
             pass

@@ -49,14 +49,6 @@ def test_resume_maps_the_base_ram_file_and_the_lifecycle_keeps_working(box, demo
     state = app_get(demo, server_id, '/cgi-bin/fill?8', '/cgi-bin/set?ram=mapped&disk=mapped-disk')
     assert state['bootid'] == base['bootid'] and state['ram'] == 'mapped'
 
-    # Suspend (libvirt's managed save) and resume: the memory comes back, over the same file.
-    demo.compute.suspend_server(server_id)
-    _wait_status(demo, server_id, 'SUSPENDED')
-    demo.compute.resume_server(server_id)
-    _wait_status(demo, server_id, 'ACTIVE')
-    state = app_get(demo, server_id, '/cgi-bin/state')
-    assert state['bootid'] == base['bootid'] and state['ram'] == 'mapped'
-
     # Hard reboot cold-boots the domain's definition: ordinary RAM, a new boot, the disk kept.
     demo.compute.reboot_server(server_id, 'HARD')
     _wait_status(demo, server_id, 'ACTIVE')
@@ -71,6 +63,25 @@ def test_resume_maps_the_base_ram_file_and_the_lifecycle_keeps_working(box, demo
     _wait_status(demo, server_id, 'ACTIVE')
     assert 'memory-backend-file' not in _qemu_args(server_id)
     assert app_get(demo, server_id, '/cgi-bin/state')['disk'] == 'mapped-disk'
+    ram.verify()
+
+
+def test_suspend_and_resume_come_back_over_the_file(box, demo, servers, base):
+    """libvirt's managed save holds the live XML, mapping included: the resume maps the file again.
+
+    The guest's memory across a managed save over the file is checked on real QEMU in
+    tests/integration/test_ram_file.py; on the box, a resumed guest's NIC stays deaf (Open vSwitch's
+    userspace datapath does not reopen the tap libvirt makes again, whatever the restore path), so
+    this checks the domain.
+    """
+    server_id = servers.track(cloud.create_server(demo, 'e2e-ramfile-suspend', base['image_id']))
+    assert cloud.wait_server(demo, server_id).status == 'ACTIVE'
+    ram = ramfile.RamFile(str(box.state_dir / 'bases' / base['base_id']))
+    demo.compute.suspend_server(server_id)
+    _wait_status(demo, server_id, 'SUSPENDED')
+    demo.compute.resume_server(server_id)
+    _wait_status(demo, server_id, 'ACTIVE')
+    assert 'mem-path=%s,share=off' % ram.path in _qemu_args(server_id)
     ram.verify()
 
 

@@ -85,6 +85,17 @@ def test_resume_capture_and_synthesis_over_the_ram_file(running_guest, guest_wor
     assert (st.st_uid, st.st_gid) == hypervisor.qemu_owner(conn.getCapabilities(), hypervisor.virt_type())
     assert st.st_mode & 0o777 == 0o600
 
+    # libvirt's managed save and start (nova's suspend and resume): back over the file, state kept.
+    _state(fwd, '/cgi-bin/set?ram=before-managed-save')
+    dom = hypervisor.lookup(conn, 'cl-it-ram-resumed')
+    # Persistent as nova defines it: the definition does not map the file, the live XML does.
+    conn.defineXML(domainxml.without_ram_file(dom.XMLDesc(0), ramfile.BACKEND_ID))
+    dom.managedSave(0)
+    dom.create()
+    state = _state(fwd)
+    assert (state['bootid'], state['ram']) == (booted['bootid'], 'before-managed-save')
+    assert 'mem-path=%s,share=off' % ram.path in _qemu('cl-it-ram-resumed')[0]
+
     # Change it, capture an overlay (the VM is saved: its stream names the backend's block).
     _state(fwd, '/cgi-bin/fill?8')
     changed = _state(fwd, '/cgi-bin/set?ram=ram-file-token&disk=ram-file-disk')

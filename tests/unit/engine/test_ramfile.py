@@ -138,6 +138,18 @@ def test_changed_ram_file_is_detected(scenario, tmp_path):
     fresh.verify()
 
 
+def test_damaged_index_is_made_again(tmp_path):
+    other = Scenario(str(tmp_path / 's'), seed=4, memory_pages=32)
+    ram = ramfile.convert(other.base)
+    index_path = os.path.join(other.base.path, ramfile.RAM_INDEX)
+    with open(index_path, 'r+b') as f:
+        f.truncate(100)
+    with pytest.raises(ramfile.RamFileError, match='truncated'):
+        ramfile.RamFile(other.base.path).index()
+    again = ramfile.convert(other.base)
+    assert again.index().pages == ram.size // PAGE
+
+
 def test_a_memory_balloon_is_unsupported():
     """Free page reporting and an inflated balloon both punch holes in the RAM file."""
     for balloon in ("<memballoon model='virtio' freePageReporting='on'/>", "<memballoon model='virtio'/>"):
