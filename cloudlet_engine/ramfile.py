@@ -87,16 +87,27 @@ class Index:
     def pages(self):
         return len(self.page_payload)
 
-    def record_at(self, offset):
-        """The index of the record starting at memory.save `offset`, or None."""
-        i = bisect.bisect_left(self.rec_start, offset)
-        if i < len(self.rec_start) and self.rec_start[i] == offset:
+    def record_at(self, offset, hint=0):
+        """The index of the record starting at memory.save `offset`, or None.
+
+        `hint`: where the caller expects it (a walk goes through memory.save
+        in order: the next run starts where the last one stopped); looked at
+        first, so a walk reads the index where it is, not along binary searches.
+        """
+        starts = self.rec_start
+        if hint < len(starts) and starts[hint] == offset:
+            return hint
+        i = bisect.bisect_left(starts, offset)
+        if i < len(starts) and starts[i] == offset:
             return i
         return None
 
     def run_end(self, i, limit):
         """One past the last record of i's run that ends at or before `limit`."""
-        return min(self.run_stop[i], bisect.bisect_right(self.rec_end, limit, i))
+        stop = self.run_stop[i]
+        if self.rec_end[stop - 1] <= limit:
+            return stop
+        return bisect.bisect_right(self.rec_end, limit, i, stop)
 
     def write(self, path):
         count, pages = len(self.rec_start), len(self.page_payload)
@@ -115,6 +126,7 @@ class Index:
                 mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
             except ValueError:       # an empty file
                 raise RamFileError('RAM file index %s is truncated' % path) from None
+        mapped.madvise(mmap.MADV_RANDOM)     # no readahead: a walk touches a few pages of it
         if len(mapped) < _INDEX_HEAD.size:
             raise RamFileError('RAM file index %s is truncated' % path)
         magic, count, pages = _INDEX_HEAD.unpack_from(mapped)

@@ -172,7 +172,7 @@ def write(pieces, ram, out_path):
     rename = {block: ramfile.BACKEND_ID}
     stats = migstream.ScanStats()
     written = bytearray(index.pages)   # pages whose record was written
-    state = {'written': 0}
+    state = {'written': 0, 'next': 0}   # 'next': the record a skip expects next
 
     def skip(pos, last_block):
         ours = stats.blocks.get(block)
@@ -182,7 +182,7 @@ def write(pieces, ram, out_path):
         if extent is None:
             return None
         base_offset, piece_end = extent
-        i = index.record_at(base_offset)
+        i = index.record_at(base_offset, state['next'])
         if i is None or not (index.rec_named[i] or last_block == block):
             return None
         j = index.run_end(i, base_offset + piece_end - pos)
@@ -192,6 +192,7 @@ def write(pieces, ram, out_path):
             pages = index.rec_page[i:j]
             if written.find(1, min(pages), max(pages) + 1) != -1:
                 return None
+        state['next'] = j
         return pos + index.rec_end[j - 1] - base_offset
     skip.block = block
 

@@ -2,12 +2,15 @@
 
 import io
 import os
+import socket
+import threading
 
 import pytest
 
 from cloudlet_engine import apply
 from cloudlet_engine import domainxml
 from cloudlet_engine import errors
+from cloudlet_engine import livemigration
 from cloudlet_engine import migstream
 from cloudlet_engine import ramfile
 from cloudlet_engine import savefile
@@ -206,3 +209,25 @@ def test_save_of_a_mapped_vm_becomes_a_stock_image(tmp_path):
     assert memory['pc.ram'] == b'a' * PAGE + b'c' * PAGE + bytes(PAGE)
     assert domainxml.ram_file(new_xml, ramfile.BACKEND_ID) is None
     assert not ramfile.normalize_saved(path)      # a stock image is left alone
+
+
+def test_a_live_stream_of_a_mapped_vm_is_renamed_as_it_is_walked(tmp_path):
+    """The handoff's spool: the walker renames the block in the received bytes before yielding past it."""
+    pages = [(ramfile.BACKEND_ID, 0, b'a' * PAGE), ('vga.vram', 0, b'b' * PAGE), (ramfile.BACKEND_ID, PAGE, None)]
+    image = fake_savefile.build_fake_save_image(str(tmp_path / 'live.save'), fake_savefile.SAMPLE_XML, pages)
+    data = open(image.path, 'rb').read()
+    spool = livemigration.Spool(str(tmp_path / 'spool'), data[:image.stream_offset])
+    qemu, ours = socket.socketpair()
+    qemu.sendall(data[image.stream_offset:])
+    qemu.close()
+    spool.feed_from(ours, threading.Event())       # to the end of the stream
+    ours.close()
+    stats = migstream.ScanStats()
+    pieces = list(migstream.scan_stream(spool, image.stream_offset, None, stats=stats,
+                                        rename={ramfile.BACKEND_ID: ramfile.BLOCK}))
+    assert set(stats.blocks) == {ramfile.BLOCK, 'vga.vram'}
+    assert [p.block for p in pieces if isinstance(p, migstream.Page)] == [ramfile.BLOCK, 'vga.vram']
+    renamed = spool.pread(len(data), 0)
+    spool.close()
+    assert ramfile.BACKEND_ID.encode() not in renamed
+    assert renamed.replace(b'\x06pc.ram', b'\x06cl.ram') == data
