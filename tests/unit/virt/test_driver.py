@@ -44,7 +44,7 @@ class DriverTestCase(test.NoDBTestCase):
         os.makedirs(os.path.join(self.instance_dir, state.LAUNCH_DIR))
         self.launch = types.SimpleNamespace(
             disk_path=os.path.join(self.instance_dir, state.LAUNCH_DIR, 'disk.qcow2'),
-            memory_path=os.path.join(self.instance_dir, state.LAUNCH_DIR, 'memory.save'))
+            memory_path=os.path.join(self.instance_dir, state.LAUNCH_DIR, 'memory.save'), ram=None)
         open(self.launch.disk_path, 'w').close()
 
     @staticmethod
@@ -146,6 +146,7 @@ class SpawnTest(DriverTestCase):
         self.assertIs(self.launch, seen[0].launch)
         self.assertEqual({'kernel': '/store/base/kernel'}, seen[0].base_boot_files)
         self.assertEqual(base.base_id, state.load(self.instance_dir)['base_id'])
+        self.assertEqual('full_image', state.load(self.instance_dir)['memory_restore'])
         self.assertFalse(os.path.exists(os.path.join(self.instance_dir, state.LAUNCH_DIR)))
 
     def test_boot_from_volume_refused(self):
