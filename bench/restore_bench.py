@@ -17,36 +17,28 @@ path, for host memory. Prints the conditions and the tables; see bench/README.md
 
 import argparse
 import os
-import platform
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
-import uuid as uuidlib
 
-import libvirt
+# Run as a script: the repository on sys.path, for bench.testbed (which adds tools/).
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _REPO not in sys.path:
+    sys.path.insert(0, _REPO)
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for _path in (os.path.join(REPO, 'tools'), REPO):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
-
+from bench import testbed                   # noqa: E402
 from cloudlet_engine import apply           # noqa: E402
 from cloudlet_engine import basevm          # noqa: E402
 from cloudlet_engine import capture         # noqa: E402
-from cloudlet_engine import domainxml       # noqa: E402
 from cloudlet_engine import hypervisor      # noqa: E402
 from cloudlet_engine import outbound        # noqa: E402
 from cloudlet_engine import ramfile         # noqa: E402
 from cloudlet_engine import synthesis       # noqa: E402
 
-GUEST_HTTP_PORT = 8080
-ECHO_PORT = 7
 PREFIX = 'rb'
 WORK = '/var/tmp/restore-bench'
 # label -> (guest RAM MiB, fill MiB: the guest's dd writes MiB)
@@ -62,18 +54,7 @@ GOALS = {
     'density': 0.3,     # total PSS of 10 VMs, RAM-file / stock
 }
 
-_started = time.monotonic()
-
-
-def log(message):
-    print('[restore-bench %7.1fs] %s' % (time.monotonic() - _started, message), file=sys.stderr, flush=True)
-
-
-def run(*argv):
-    proc = subprocess.run(argv, capture_output=True, text=True)
-    if proc.returncode:
-        raise RuntimeError('%s failed: %s' % (' '.join(argv), proc.stderr.strip()))
-    return proc.stdout
+log = testbed.Log('restore-bench', 7)
 
 
 # -- host measures ----------------------------------------------------------------------
@@ -91,7 +72,7 @@ def evict(paths):
 
 def resident(path):
     """Bytes of `path` in the page cache (util-linux fincore)."""
-    return int(run('fincore', '--bytes', '--noheadings', '--output', 'RES', path).strip() or 0)
+    return int(testbed.run('fincore', '--bytes', '--noheadings', '--output', 'RES', path).strip() or 0)
 
 
 def qemu_pid(name):
@@ -151,58 +132,6 @@ class DiskReads:
 
 # -- guests -----------------------------------------------------------------------------
 
-def forwards():
-    return {GUEST_HTTP_PORT: hypervisor.free_tcp_port(), ECHO_PORT: hypervisor.free_tcp_port()}
-
-
-def app_url(port_forwards, path='/cgi-bin/state'):
-    return 'http://127.0.0.1:%d%s' % (port_forwards[GUEST_HTTP_PORT], path)
-
-
-def wait_for_state(port_forwards, timeout=RESUME_TIMEOUT):
-    return hypervisor.parse_state(hypervisor.wait_for_http(app_url(port_forwards), timeout, interval=0.05))
-
-
-def app_call(port_forwards, path, timeout):
-    """One GET (never repeated: fill is not idempotent while running)."""
-    with urllib.request.urlopen(app_url(port_forwards, path), timeout=timeout) as response:
-        state = hypervisor.parse_state(response.read().decode())
-    if 'error' in state:
-        raise RuntimeError('guest app %s: %s' % (path, state['error']))
-    return state
-
-
-def guest_image():
-    out = run(os.path.join(REPO, 'tools', 'build-guest.sh'))
-    paths = dict(line.split('=', 1) for line in out.splitlines() if '=' in line)
-    return {key: paths[key] for key in ('vmlinuz', 'initrd', 'disk')}
-
-
-class Guests:
-    """Every domain this run starts, so that all of them are destroyed at the end."""
-
-    def __init__(self, conn):
-        self.conn = conn
-        self.names = []
-
-    def name(self, role):
-        name = '%s-%s' % (PREFIX, role)
-        if hypervisor.lookup(self.conn, name) is not None:
-            raise RuntimeError('a domain named %s exists already (a run left over?)' % name)
-        self.names.append(name)
-        return name
-
-    def destroy(self, name):
-        hypervisor.destroy_domain(self.conn, name)
-
-    def destroy_all(self):
-        for name in self.names:
-            try:
-                hypervisor.destroy_domain(self.conn, name)
-            except Exception as exc:   # noqa: BLE001 - cleanup goes on
-                log('could not destroy %s: %s' % (name, exc))
-
-
 def _watch_rss(name, stop, every=30.0):
     """Log the QEMU's RSS while a long fill runs (the fill is one HTTP call)."""
     started = time.monotonic()
@@ -218,17 +147,11 @@ def make_base(conn, guests, image, work, store, label):
     """Boot a guest of the size, fill its RAM, capture a base; returns (base, facts)."""
     memory_mib, fill_mib = SIZES[label]
     name = guests.name('origin-%s' % label.lower())
-    fwd = forwards()
-    disk = os.path.join(work, '%s.qcow2' % name)
-    run('qemu-img', 'create', '-q', '-f', 'qcow2', '-F', 'raw', '-b', image['disk'], disk)
-    xml = domainxml.guest_domain_xml(
-        name, str(uuidlib.uuid4()), image['vmlinuz'], image['initrd'], disk, 'qcow2',
-        memory_mib=memory_mib, port_forwards=fwd,
-        console_log=os.path.join(work, '%s.console.log' % name), virt_type=hypervisor.virt_type())
+    fwd = testbed.forwards(echo=True)
     log('%s: booting the test guest with %d MiB RAM (TCG)' % (label, memory_mib))
     mark = time.monotonic()
-    hypervisor.start_domain(conn, xml)
-    state = wait_for_state(fwd, 300 + memory_mib / 1024 * 120)
+    disk = testbed.boot_guest(conn, image, work, name, fwd, memory_mib)
+    state = testbed.wait_for_state(fwd, 300 + memory_mib / 1024 * 120)
     boot = time.monotonic() - mark
     log('%s: up after %.1f s; fill?%d (%.0f %% of RAM)' % (label, boot, fill_mib, 100.0 * fill_mib / memory_mib))
     stop = threading.Event()
@@ -236,7 +159,7 @@ def make_base(conn, guests, image, work, store, label):
     watcher.start()
     mark = time.monotonic()
     try:
-        app_call(fwd, '/cgi-bin/fill?%d' % fill_mib, 600 + fill_mib * 2.0)
+        testbed.app_call(fwd, '/cgi-bin/fill?%d' % fill_mib, 600 + fill_mib * 2.0)
     finally:
         stop.set()
     fill = time.monotonic() - mark
@@ -269,7 +192,7 @@ def base_files(base):
 def resume(conn, base, name, work, ram_file, bootid):
     """One timed resume of `base` (cold page cache); returns the figures; the domain keeps running."""
     launch_dir = os.path.join(work, 'instances', name)
-    fwd = forwards()
+    fwd = testbed.forwards(echo=True)
     reads = DiskReads(work)
     read0 = reads()
     mark = time.monotonic()
@@ -280,7 +203,7 @@ def resume(conn, base, name, work, ram_file, bootid):
     launch_memory = os.path.join(launch_dir, apply.LAUNCH_MEMORY)
     launch_size = os.path.getsize(launch_memory)
     os.unlink(launch_memory)
-    state = wait_for_state(fwd)
+    state = testbed.wait_for_state(fwd, RESUME_TIMEOUT)
     app = time.monotonic() - mark
     disk_read = reads() - read0
     if state.get('bootid') != bootid:
@@ -331,10 +254,10 @@ def density(conn, guests, work, base, facts, count):
             name = guests.name('dens-%s-%d' % (path, i + 1))
             names.append(name)
             launch_dir = os.path.join(work, 'instances', name)
-            fwd = forwards()
+            fwd = testbed.forwards(echo=True)
             synthesis.synthesize(base, None, launch_dir, name, port_forwards=fwd, conn=conn,
                                  ram_file=path == 'ram', policy=outbound.OPEN)
-            state = wait_for_state(fwd)
+            state = testbed.wait_for_state(fwd, RESUME_TIMEOUT)
             if state.get('bootid') != facts['bootid']:
                 raise RuntimeError('%s rebooted instead of resuming' % name)
             log('density %s: %d/%d up (%.1f s), MemAvailable %.0f MiB'
@@ -358,38 +281,15 @@ def density(conn, guests, work, base, facts, count):
 
 # -- the report -------------------------------------------------------------------------
 
-def verdict(ok):
-    return 'ok' if ok else 'MISSED'
-
-
-def render(header, rows):
-    widths = [max(len(str(row[i])) for row in [header] + rows) for i in range(len(header))]
-    line = lambda cells: '| ' + ' | '.join(str(c).ljust(w) for c, w in zip(cells, widths)) + ' |'
-    sep = '|' + '|'.join('-' * (w + 2) for w in widths) + '|'
-    return '\n'.join([line(header), sep] + [line(row) for row in rows])
-
-
 def best_median(values, fmt='%.2f'):
     return (fmt + ' / ' + fmt) % (min(values), statistics.median(values))
 
 
 def conditions(args, facts, load_at_start, meminfo_at_start, others):
-    model = platform.processor() or 'unknown'
-    with open('/proc/cpuinfo') as f:
-        for line in f:
-            if line.startswith('model name'):
-                model = line.split(':', 1)[1].strip()
-                break
-    qemu = run('qemu-system-x86_64', '--version').splitlines()[0]
-    v = libvirt.getVersion()
-    libvirt_version = '%d.%d.%d' % (v // 1000000, v // 1000 % 1000, v % 1000)
-    fs = run('findmnt', '-n', '-o', 'SOURCE,FSTYPE', '-T', WORK).split()
-    lines = [
-        'date        %s' % time.strftime('%Y-%m-%d %H:%M:%S %Z'),
-        'host        CPU %s, %d cores, %s; load avg at start %s; MemTotal %.1f GiB, MemAvailable at start %.1f GiB'
-        % (model, os.cpu_count(), platform.platform(), load_at_start, meminfo_at_start[0] / 2**30,
-           meminfo_at_start[1] / 2**30),
-        'hypervisor  %s, libvirt %s, TCG (no KVM), 1 vCPU' % (qemu, libvirt_version),
+    lines = testbed.conditions_head(load_at_start, '; MemTotal %.1f GiB, MemAvailable at start %.1f GiB'
+                                    % (meminfo_at_start[0] / 2**30, meminfo_at_start[1] / 2**30))
+    fs = testbed.run('findmnt', '-n', '-o', 'SOURCE,FSTYPE', '-T', WORK).split()
+    lines += [
         'storage     work dir %s on %s' % (WORK, ' '.join(fs)),
         'other VMs   running at start (not ours): %s' % (', '.join(others) or 'none'),
         'runs        %d cold resumes per size and path (order alternates), no overlay; before each, os.sync() and '
@@ -429,7 +329,7 @@ def report(facts, runs, dens):
         ratio = lambda key, fmt='%.3f': fmt % (med(ram, key) / med(stock, key))
         rows.append((label, 'RAM file ÷ stock', ratio('running'), ratio('restore'), ratio('app'), ratio('read'),
                      ratio('disk_read') if med(stock, 'disk_read') else '', ratio('rss'), ratio('pss')))
-    tables = [render(header, rows)]
+    tables = [testbed.table(header, rows)]
     notes = [
         'call → running: synthesize() called until it returns (domain running); restore: its timings["restore"] '
         '(libvirt restore of the launch image); call → app: until /cgi-bin/state answers with the base\'s boot id.',
@@ -455,7 +355,7 @@ def report(facts, runs, dens):
             app = med(big, 'app') / med(small, 'app')
             goal = path == 'ram'
             srows.append(('%s: call → app, 8 GiB ÷ 256 MiB' % title,
-                          '%.3f%s' % (app, (' ' + verdict(app <= GOALS['scaling'])) if goal else ''),
+                          '%.3f%s' % (app, (' ' + testbed.verdict(app <= GOALS['scaling'])) if goal else ''),
                           'median %.2f s ÷ %.2f s (best %.2f ÷ %.2f)' % (
                               med(big, 'app'), med(small, 'app'), min(r['app'] for r in big),
                               min(r['app'] for r in small)),
@@ -463,14 +363,14 @@ def report(facts, runs, dens):
             running = med(big, 'running') / med(small, 'running')
             srows.append(('%s: call → running, 8 GiB ÷ 256 MiB' % title, '%.3f' % running,
                           'median %.2f s ÷ %.2f s' % (med(big, 'running'), med(small, 'running')), ''))
-        tables.append(render(('scaling with RAM size', 'ratio', 'reference (same run)', 'goal'), srows))
+        tables.append(testbed.table(('scaling with RAM size', 'ratio', 'reference (same run)', 'goal'), srows))
     if dens:
         s, r = dens['stock'], dens['ram']
         ratio = r['pss'] / s['pss']
         drop = r['drop'] / s['drop'] if s['drop'] else float('nan')
         drows = [
             ('total PSS of the %d QEMUs' % DENSITY_VMS, mib(s['pss']), mib(r['pss']),
-             '%.3f %s' % (ratio, verdict(ratio <= GOALS['density'])), '≤ %.1f' % GOALS['density']),
+             '%.3f %s' % (ratio, testbed.verdict(ratio <= GOALS['density'])), '≤ %.1f' % GOALS['density']),
             ('total RSS of the %d QEMUs' % DENSITY_VMS, mib(s['rss']), mib(r['rss']), '%.3f' % (r['rss'] / s['rss']),
              ''),
             ('host MemAvailable drop', mib(s['drop']), mib(r['drop']), '%.3f' % drop, ''),
@@ -479,7 +379,7 @@ def report(facts, runs, dens):
              '%.3f' % (r['elapsed'] / s['elapsed']), ''),
         ]
         f = by_label.get(DENSITY_SIZE)
-        tables.append(render(('density: %d VMs from one %s base%s' % (
+        tables.append(testbed.table(('density: %d VMs from one %s base%s' % (
             DENSITY_VMS, DENSITY_SIZE, ' (fill?%d)' % f['fill_mib'] if f else ''),
             'stock', 'RAM file', 'RAM file ÷ stock', 'goal'), drows))
         notes.append('density: measured 5 s after the last of the %d VMs answered; MemAvailable counts the '
@@ -489,10 +389,6 @@ def report(facts, runs, dens):
 
 
 # -- main -------------------------------------------------------------------------------
-
-def _terminate(signum, _frame):
-    raise KeyboardInterrupt('signal %d' % signum)
-
 
 def parse_sizes(text):
     labels = [s.strip().upper() for s in text.split(',') if s.strip()]
@@ -517,15 +413,14 @@ def main(argv=None):
     args.sizes = [label for label in SIZES if label in args.sizes]
     if os.geteuid() != 0:
         parser.error('run as root (libvirt qemu:///system, page cache eviction)')
-    signal.signal(signal.SIGTERM, _terminate)
-    with open('/proc/loadavg') as f:
-        load_at_start = ' '.join(f.read().split()[:3])
+    testbed.interrupt_on_sigterm()
+    load_at_start = testbed.load_average()
     with open('/proc/meminfo') as f:
         info = {line.split(':')[0]: int(line.split()[1]) * 1024 for line in f}
     meminfo_at_start = (info['MemTotal'], info['MemAvailable'])
 
-    run(os.path.join(REPO, 'tools', 'libvirtd.sh'), 'start')
-    image = guest_image()
+    testbed.start_libvirtd()
+    image = testbed.guest_image()
     conn = hypervisor.connect()
     others = sorted(d.name() for d in conn.listAllDomains(1) if not d.name().startswith(PREFIX + '-'))
     if os.path.exists(WORK):
@@ -535,7 +430,7 @@ def main(argv=None):
     for path in (WORK, os.path.join(WORK, 'instances'), os.path.join(WORK, 'bases')):
         os.chmod(path, 0o755)   # QEMU runs as libvirt-qemu and must reach the files
     store = basevm.BaseStore(os.path.join(WORK, 'bases'))
-    guests = Guests(conn)
+    guests = testbed.Guests(conn, PREFIX, log, check_free=True)
     bases, facts, runs, dens = [], [], {}, None
     failed = True
     try:
@@ -559,7 +454,7 @@ def main(argv=None):
         tables, notes = report(facts, runs, dens)
         text = '\n'.join(lines) + '\n\n' + '\n\n'.join(tables) + '\n\n' + '\n'.join(notes) + '\n'
         text += '\nRAM file unchanged: memory.ram of %d base(s) matches its SHA-256 after every run\n' % len(bases)
-        text += 'bench run time %.0f s\n' % (time.monotonic() - _started)
+        text += 'bench run time %.0f s\n' % log.elapsed()
         print(text, end='')
         if args.report:
             with open(args.report, 'w') as out:

@@ -14,28 +14,25 @@ import dataclasses
 import hashlib
 import json
 import os
-import platform
 import resource
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-import uuid as uuidlib
 
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric import utils as asym_utils
 from cryptography.hazmat.primitives import hashes
-import libvirt
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# tools/: the link is made of cloudlet_box.netns_link, like the box's WAN path.
-for _path in (os.path.join(REPO, 'tools'), REPO):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
+# Run as a script: the repository on sys.path, for bench.testbed; that comes first
+# because it puts tools/ there too (cloudlet_box, here and in bench.linkemu).
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _REPO not in sys.path:
+    sys.path.insert(0, _REPO)
+
+from bench import testbed                        # noqa: E402
 
 from bench import baselines                      # noqa: E402
 from bench import linkemu                        # noqa: E402
@@ -46,14 +43,12 @@ from cloudlet_engine import capture         # noqa: E402
 from cloudlet_engine import codecs          # noqa: E402
 from cloudlet_engine import create          # noqa: E402
 from cloudlet_engine import crypto          # noqa: E402
-from cloudlet_engine import domainxml       # noqa: E402
 from cloudlet_engine import format as fmt   # noqa: E402
 from cloudlet_engine import hypervisor      # noqa: E402
 from cloudlet_engine import outbound        # noqa: E402
 from cloudlet_engine import ramfile         # noqa: E402
 from cloudlet_engine import synthesis       # noqa: E402
 
-GUEST_HTTP_PORT = 8080
 GUEST_MEMORY_MIB = 256
 FILL_MB = 16
 RAM_TOKEN = 'ram-bench-4711'
@@ -73,11 +68,7 @@ GOALS = {
     'trust_ratio': 1.15,     # apply encrypted (or with a signature check) / apply plain, CPU
 }
 
-_started = time.monotonic()
-
-
-def log(message):
-    print('[bench %6.1fs] %s' % (time.monotonic() - _started, message), file=sys.stderr, flush=True)
+log = testbed.Log('bench', 6)
 
 
 # -- measuring --------------------------------------------------------------------------
@@ -107,13 +98,6 @@ def sha256_file(path):
         for block in iter(lambda: f.read(8 << 20), b''):
             h.update(block)
     return h.hexdigest()
-
-
-def run(*argv):
-    proc = subprocess.run(argv, capture_output=True, text=True)
-    if proc.returncode:
-        raise RuntimeError('%s failed: %s' % (' '.join(argv), proc.stderr.strip()))
-    return proc.stdout
 
 
 def fetch_discard(url, timeout=120):
@@ -176,72 +160,11 @@ class Neighbours:
                             for step, (names, busy) in self.seen.items()))
 
 
-@dataclasses.dataclass
-class Guests:
-    """Every domain this run starts, so that all of them are destroyed at the end."""
-    conn: object
-    prefix: str
-    names: list = dataclasses.field(default_factory=list)
-
-    def name(self, role):
-        name = '%s-%s' % (self.prefix, role)
-        self.names.append(name)
-        return name
-
-    def destroy(self, name):
-        hypervisor.destroy_domain(self.conn, name)
-
-    def destroy_all(self):
-        for name in self.names:
-            try:
-                hypervisor.destroy_domain(self.conn, name)
-            except Exception as exc:   # noqa: BLE001 - cleanup goes on
-                log('could not destroy %s: %s' % (name, exc))
-
-
-def forwards():
-    return {GUEST_HTTP_PORT: hypervisor.free_tcp_port()}
-
-
-def app_url(port_forwards, path='/cgi-bin/state'):
-    return 'http://127.0.0.1:%d%s' % (port_forwards[GUEST_HTTP_PORT], path)
-
-
-def wait_for_state(port_forwards, timeout=APP_TIMEOUT):
-    return hypervisor.parse_state(hypervisor.wait_for_http(app_url(port_forwards), timeout, interval=0.05))
-
-
-def app_call(port_forwards, path, timeout):
-    """One GET (never repeated: install and fill are not idempotent while running)."""
-    with urllib.request.urlopen(app_url(port_forwards, path), timeout=timeout) as response:
-        state = hypervisor.parse_state(response.read().decode())
-    if 'error' in state:
-        raise RuntimeError('guest app %s: %s' % (path, state['error']))
-    return state
-
-
 def check_state(state, expected_app, where):
     wrong = {key: state.get(key) for key, want in
              (('ram', RAM_TOKEN), ('disk', DISK_TOKEN), ('app', expected_app)) if state.get(key) != want}
     if wrong:
         raise RuntimeError('%s: the app answered with the wrong state %s' % (where, wrong))
-
-
-def boot_guest(conn, image, workdir, name, port_forwards):
-    """Start the test guest from a fresh qcow2 layer over its disk; return the domain."""
-    disk = os.path.join(workdir, '%s.qcow2' % name)
-    run('qemu-img', 'create', '-q', '-f', 'qcow2', '-F', 'raw', '-b', image['disk'], disk)
-    xml = domainxml.guest_domain_xml(
-        name, str(uuidlib.uuid4()), image['vmlinuz'], image['initrd'], disk, 'qcow2',
-        memory_mib=GUEST_MEMORY_MIB, port_forwards=port_forwards,
-        console_log=os.path.join(workdir, '%s.console.log' % name), virt_type=hypervisor.virt_type())
-    return hypervisor.start_domain(conn, xml)
-
-
-def guest_image():
-    out = run(os.path.join(REPO, 'tools', 'build-guest.sh'))
-    paths = dict(line.split('=', 1) for line in out.splitlines() if '=' in line)
-    return {key: paths[key] for key in ('vmlinuz', 'initrd', 'disk')}
 
 
 # -- the steps --------------------------------------------------------------------------
@@ -259,25 +182,25 @@ def prepare(conn, guests, image, work):
     """Boot, capture a base, resume it, change it, save it (step 1)."""
     store = basevm.BaseStore(os.path.join(work, 'bases'))
     origin = guests.name('origin')
-    fwd = forwards()
+    fwd = testbed.forwards()
     log('booting the test guest (%d MiB, TCG)' % GUEST_MEMORY_MIB)
-    boot_guest(conn, image, work, origin, fwd)
-    wait_for_state(fwd)
+    testbed.boot_guest(conn, image, work, origin, fwd, GUEST_MEMORY_MIB)
+    testbed.wait_for_state(fwd, APP_TIMEOUT)
     log('capturing the base')
     base = capture.capture_base(conn, origin, store, 'bench-base')
     guests.destroy(origin)
 
     changed = guests.name('changed')
-    fwd = forwards()
+    fwd = testbed.forwards()
     launch_dir = os.path.join(work, 'instances', changed)
     synthesis.synthesize(base, None, launch_dir, changed, port_forwards=fwd, conn=conn)
-    wait_for_state(fwd)
+    testbed.wait_for_state(fwd, APP_TIMEOUT)
     log('resumed the base; installing the app in the guest')
     mark = time.monotonic()
-    installed = app_call(fwd, '/cgi-bin/install', INSTALL_TIMEOUT)
+    installed = testbed.app_call(fwd, '/cgi-bin/install', INSTALL_TIMEOUT)
     log('install took %.1f s; fill?%d' % (time.monotonic() - mark, FILL_MB))
-    app_call(fwd, '/cgi-bin/fill?%d' % FILL_MB, INSTALL_TIMEOUT)
-    state = app_call(fwd, '/cgi-bin/set?ram=%s&disk=%s' % (RAM_TOKEN, DISK_TOKEN), APP_TIMEOUT)
+    testbed.app_call(fwd, '/cgi-bin/fill?%d' % FILL_MB, INSTALL_TIMEOUT)
+    state = testbed.app_call(fwd, '/cgi-bin/set?ram=%s&disk=%s' % (RAM_TOKEN, DISK_TOKEN), APP_TIMEOUT)
     check_state(state, installed['app'], 'after set')
 
     inputs = os.path.join(work, 'changed')
@@ -290,7 +213,7 @@ def prepare(conn, guests, image, work):
     shutil.move(os.path.join(launch_dir, apply.LAUNCH_DISK), disk_qcow2)
     shutil.rmtree(launch_dir)
     disk_raw = os.path.join(inputs, 'disk.raw')
-    run('qemu-img', 'convert', '-O', 'raw', disk_qcow2, disk_raw)
+    testbed.run('qemu-img', 'convert', '-O', 'raw', disk_qcow2, disk_raw)
     prep = Prepared(base, disk_qcow2, disk_raw, memory_save, installed['app'])
     with open(os.path.join(work, PREPARED), 'w') as f:
         json.dump({'base': base.path, 'disk_qcow2': disk_qcow2, 'disk_raw': disk_raw,
@@ -361,7 +284,7 @@ def apply_ours(prep, work, overlay, codec, repeat):
                 # Outside the measurement: the launch files must equal what was captured.
                 if sha256_file(launch.memory_path) != sha256_file(prep.memory_save):
                     raise RuntimeError('applying the %s overlay gave a different memory image' % codec)
-                run('qemu-img', 'compare', '-q', '-f', 'qcow2', '-F', 'raw', launch.disk_path, prep.disk_raw)
+                testbed.run('qemu-img', 'compare', '-q', '-f', 'qcow2', '-F', 'raw', launch.disk_path, prep.disk_raw)
         finally:
             shutil.rmtree(launch_dir, ignore_errors=True)
         runs.add(launch, meter)
@@ -508,7 +431,7 @@ def trust_rows(trust):
             ('signed', 'apply + RSA-PSS/SHA-256 check ÷ plain, CPU', trust['alone']['verify'],
              'SHA-256 + RSA verify')):
         r = ratio(applied, kind)
-        rows.append((label, '%.3f %s' % (r, verdict(r <= goal)), '',
+        rows.append((label, '%.3f %s' % (r, testbed.verdict(r <= goal)), '',
                      'CPU %.3f s ÷ %.3f s (zstd), runs interleaved; %s alone %.1f ms = %.3f × plain apply'
                      % (applied[kind].best_cpu, plain, what, alone * 1000, alone / plain),
                      '≤ %.2f' % goal))
@@ -604,7 +527,7 @@ def synthesize_over_link(prep, conn, guests, work, overlay, rate):
         for ram_file in (False, True):
             # Stock (a full launch memory image), then over the base's RAM file.
             name = guests.name('link-ram' if ram_file else 'link')
-            fwd = forwards()
+            fwd = testbed.forwards()
             if ram_file:
                 # Once per base and host, like fetching the base: not part of the synthesis.
                 made = time.monotonic()
@@ -618,7 +541,7 @@ def synthesize_over_link(prep, conn, guests, work, overlay, rate):
                                                port_forwards=fwd, conn=conn, policy=outbound.OPEN,
                                                ram_file=ram_file)
             run = {'synthesis': time.monotonic() - started}
-            state = wait_for_state(fwd)
+            state = testbed.wait_for_state(fwd, APP_TIMEOUT)
             run['app'] = time.monotonic() - started
             check_state(state, prep.app, 'synthesis over the link')
             if synthesized.overlay_bytes != size:
@@ -636,12 +559,12 @@ def synthesize_over_link(prep, conn, guests, work, overlay, rate):
 def local_vs_cold_boot(prep, conn, guests, image, work, overlay):
     """Step 6: local-file synthesis -> app answers, vs cold boot -> app answers."""
     name = guests.name('local')
-    fwd = forwards()
+    fwd = testbed.forwards()
     started = time.monotonic()
     synthesized = synthesis.synthesize(prep.base, overlay, os.path.join(work, 'instances', name), name,
                                        port_forwards=fwd, conn=conn)
     restored = time.monotonic() - started
-    state = wait_for_state(fwd)
+    state = testbed.wait_for_state(fwd, APP_TIMEOUT)
     local = time.monotonic() - started
     check_state(state, prep.app, 'local synthesis')
     guests.destroy(name)
@@ -649,10 +572,10 @@ def local_vs_cold_boot(prep, conn, guests, image, work, overlay):
     log('local synthesis: restored after %.2f s, app answered after %.2f s' % (restored, local))
 
     name = guests.name('cold')
-    fwd = forwards()
+    fwd = testbed.forwards()
     started = time.monotonic()
-    boot_guest(conn, image, work, name, fwd)
-    state = wait_for_state(fwd)
+    testbed.boot_guest(conn, image, work, name, fwd, GUEST_MEMORY_MIB)
+    state = testbed.wait_for_state(fwd, APP_TIMEOUT)
     cold = time.monotonic() - started
     guests.destroy(name)
     log('cold boot: app answered after %.2f s' % cold)
@@ -662,21 +585,8 @@ def local_vs_cold_boot(prep, conn, guests, image, work, overlay):
 # -- the report -------------------------------------------------------------------------
 
 def conditions(prep, rate, changed_bytes):
-    model = platform.processor() or 'unknown'
-    with open('/proc/cpuinfo') as f:
-        for line in f:
-            if line.startswith('model name'):
-                model = line.split(':', 1)[1].strip()
-                break
-    qemu = run('qemu-system-x86_64', '--version').splitlines()[0]
-    v = libvirt.getVersion()
-    libvirt_version = '%d.%d.%d' % (v // 1000000, v // 1000 % 1000, v % 1000)
     base = prep.base
-    lines = [
-        'date        %s' % time.strftime('%Y-%m-%d %H:%M:%S %Z'),
-        'host        CPU %s, %d cores, %s; load avg at start %s'
-        % (model, os.cpu_count(), platform.platform(), _load_at_start),
-        'hypervisor  %s, libvirt %s, TCG (no KVM), 1 vCPU' % (qemu, libvirt_version),
+    lines = testbed.conditions_head(_load_at_start) + [
         'guest       %d MiB RAM, disk %.0f MiB (raw base), base memory image %.1f MB'
         % (GUEST_MEMORY_MIB, base.disk_size / 2**20, base.memory_size / MB),
         'changes     app installed (/cgi-bin/install) + fill?%d + ram/disk tokens; changed memory image '
@@ -690,16 +600,8 @@ def conditions(prep, rate, changed_bytes):
     return lines
 
 
-def verdict(ok):
-    return 'ok' if ok else 'MISSED'
-
-
 def render(rows):
-    header = ('measure', 'ours zstd', 'ours xz', 'reference (same run)', 'goal')
-    widths = [max(len(str(row[i])) for row in [header] + rows) for i in range(len(header))]
-    line = lambda cells: '| ' + ' | '.join(str(c).ljust(w) for c, w in zip(cells, widths)) + ' |'
-    sep = '|' + '|'.join('-' * (w + 2) for w in widths) + '|'
-    return '\n'.join([line(header), sep] + [line(row) for row in rows])
+    return testbed.table(('measure', 'ours zstd', 'ours xz', 'reference (same run)', 'goal'), rows)
 
 
 def report(rate, sizes, window, ours, created, applied, tools, link, boot, trust):
@@ -718,7 +620,7 @@ def report(rate, sizes, window, ours, created, applied, tools, link, boot, trust
         cells = []
         for codec in codecs_:
             r = size[codec] / total[name]
-            cells.append('%.3f' % r + (' %s' % verdict(r <= goal) if goal else ''))
+            cells.append('%.3f' % r + (' %s' % testbed.verdict(r <= goal) if goal else ''))
         return cells
 
     changed = created['zstd'].result.changed_bytes
@@ -740,7 +642,7 @@ def report(rate, sizes, window, ours, created, applied, tools, link, boot, trust
         + [parts('c'), '≤ %.2f' % GOALS['vs_c']],
         ('  (c) ÷ (a)', '', '', '%.3f' % (total['c'] / total['a']), ''),
         ('create, MB/s per core of changed state',
-         '%.0f %s' % (c_rate['zstd'], verdict(c_rate['zstd'] >= GOALS['create_zstd'])), '%.1f' % c_rate['xz'],
+         '%.0f %s' % (c_rate['zstd'], testbed.verdict(c_rate['zstd'] >= GOALS['create_zstd'])), '%.1f' % c_rate['xz'],
          'stats.changed_bytes %s; CPU %.2f s (zstd), %.2f s (xz)'
          % (mbs(changed), created['zstd'].best_cpu, created['xz'].best_cpu),
          '≥ %.0f (zstd)' % GOALS['create_zstd']),
@@ -749,8 +651,8 @@ def report(rate, sizes, window, ours, created, applied, tools, link, boot, trust
          'the same %s: CPU %.3f s (zstd -3), %.2f s (xz -6)' % (mbs(c_tool['bytes']), c_tool['zstd'], c_tool['xz']),
          ''),
         ('apply, MB/s per core (uncompressed)',
-         '%.0f %s' % (a_rate['zstd'], verdict(a_rate['zstd'] >= GOALS['apply_zstd'])),
-         '%.1f %s' % (a_rate['xz'], verdict(a_rate['xz'] >= GOALS['apply_xz'])),
+         '%.0f %s' % (a_rate['zstd'], testbed.verdict(a_rate['zstd'] >= GOALS['apply_zstd'])),
+         '%.1f %s' % (a_rate['xz'], testbed.verdict(a_rate['xz'] >= GOALS['apply_xz'])),
          'launch.restored_bytes %s; CPU %.2f s (zstd), %.2f s (xz)'
          % (mbs(restored), applied['zstd'].best_cpu, applied['xz'].best_cpu),
          '≥ %.0f zstd, ≥ %.0f xz' % (GOALS['apply_zstd'], GOALS['apply_xz'])),
@@ -765,14 +667,14 @@ def report(rate, sizes, window, ours, created, applied, tools, link, boot, trust
          'transfer floor %.2f s = %s × 8 / %s' % (floor, mbs(link['bytes']), rate), ''),
         ('  = fetch + apply, + restore (libvirt)', '%.2f s + %.2f s' % (link['timings']['fetch_and_apply'],
                                                                       link['timings']['restore']), '', '', ''),
-        ('  ÷ transfer floor', '%.3f %s' % (link_ratio, verdict(link_ratio <= GOALS['link_ratio'])), '',
+        ('  ÷ transfer floor', '%.3f %s' % (link_ratio, testbed.verdict(link_ratio <= GOALS['link_ratio'])), '',
          '', '≤ %.1f' % GOALS['link_ratio']),
         ('  over the base\'s RAM file: call → restore done', '%.2f s' % link['ram_file']['synthesis'], '',
          'fetch + apply %.2f s, + restore %.2f s (the RAM file made before, in %.2f s)'
          % (link['ram_file']['timings']['fetch_and_apply'], link['ram_file']['timings']['restore'],
             link['ram_file_made']), ''),
         ('    ÷ transfer floor', '%.3f %s' % (link['ram_file']['synthesis'] / floor,
-                                            verdict(link['ram_file']['synthesis'] / floor <= 1.1)), '', '',
+                                            testbed.verdict(link['ram_file']['synthesis'] / floor <= 1.1)), '', '',
          '≤ 1.1'),
         ('    call → app answers', '%.2f s' % link['ram_file']['app'], '', '', ''),
         ('  ÷ plain download of the overlay', '%.3f' % (link['synthesis'] / link['download']), '',
@@ -812,10 +714,6 @@ def report(rate, sizes, window, ours, created, applied, tools, link, boot, trust
 _load_at_start = ''
 
 
-def _terminate(signum, _frame):
-    raise KeyboardInterrupt('signal %d' % signum)
-
-
 def main(argv=None):
     global _load_at_start
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -839,12 +737,11 @@ def main(argv=None):
         parser.error(str(exc))
     if os.geteuid() != 0:
         parser.error('run as root (libvirt qemu:///system, network namespaces)')
-    signal.signal(signal.SIGTERM, _terminate)
-    with open('/proc/loadavg') as f:
-        _load_at_start = ' '.join(f.read().split()[:3])
+    testbed.interrupt_on_sigterm()
+    _load_at_start = testbed.load_average()
 
-    run(os.path.join(REPO, 'tools', 'libvirtd.sh'), 'start')
-    image = guest_image()
+    testbed.start_libvirtd()
+    image = testbed.guest_image()
     conn = hypervisor.connect()
     if args.reuse:
         work = os.path.abspath(args.reuse)
@@ -852,7 +749,7 @@ def main(argv=None):
     else:
         work = tempfile.mkdtemp(prefix='cloudlet-bench-', dir=args.workdir_parent)
         os.chmod(work, 0o755)   # QEMU runs as libvirt-qemu and must reach the files
-    guests = Guests(conn, 'clbench-%d' % os.getpid())
+    guests = testbed.Guests(conn, 'clbench-%d' % os.getpid(), log)
     neighbours = Neighbours(conn, guests.prefix, args.quiet_wait)
     log('work directory %s' % work)
     try:
@@ -888,7 +785,7 @@ def main(argv=None):
         lines = conditions(prep, args.rate, created['zstd'].result.changed_bytes) + [neighbours.summary()]
         text = '\n'.join(lines) + '\n\n' + \
             report(args.rate, sizes, window, ours, created, applied, tools, link, boot, trust) + '\n'
-        text += '\ntotal run time %.0f s\n' % (time.monotonic() - _started)
+        text += '\ntotal run time %.0f s\n' % log.elapsed()
         print(text, end='')
         if args.report:
             with open(args.report, 'w') as f:
