@@ -596,9 +596,14 @@ def record_header(block, addr, zero, named, fill=0):
         flags |= RAM_SAVE_FLAG_CONTINUE
     head = _BE64.pack(addr | flags)
     if named:
-        raw = block.encode('utf-8')
-        head += bytes((len(raw),)) + raw
+        head += idstr(block)
     return head + bytes((fill,)) if zero else head
+
+
+def idstr(name):
+    """A block or section name as the stream carries it: byte length, then the UTF-8 bytes."""
+    raw = name.encode('utf-8')
+    return bytes((len(raw),)) + raw
 
 
 # The size a growing stream is walked with: its real end is only known at its end.

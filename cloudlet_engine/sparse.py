@@ -239,11 +239,11 @@ def _write_prefix(out, pieces, stats, rename, ram_size):
                                     % (ramfile.BLOCK, ours.used_length, ram_size))
     _copy(out, pieces, 0, stats.ram_section_offset)
     out.write(bytes((migstream.QEMU_VM_SECTION_START,)) + _BE32.pack(stats.ram_section_id)
-              + _name(migstream.RAM_SECTION_NAME) + _BE32.pack(stats.ram_instance_id)
+              + migstream.idstr(migstream.RAM_SECTION_NAME) + _BE32.pack(stats.ram_instance_id)
               + _BE32.pack(migstream.RAM_SECTION_VERSION))
     out.write(_BE64.pack(stats.ram_total | migstream.RAM_SAVE_FLAG_MEM_SIZE))
     for name, block in stats.blocks.items():
-        out.write(_name(rename.get(name, name)) + _BE64.pack(block.used_length))
+        out.write(migstream.idstr(rename.get(name, name)) + _BE64.pack(block.used_length))
 
 
 def _write_ram_end(out, stats):
@@ -253,11 +253,6 @@ def _write_ram_end(out, stats):
     eos = _BE64.pack(migstream.RAM_SAVE_FLAG_EOS)
     out.write(eos + footer + bytes((migstream.QEMU_VM_SECTION_END,)) + _BE32.pack(stats.ram_section_id)
               + eos + footer)
-
-
-def _name(name):
-    raw = name.encode('utf-8')
-    return bytes((len(raw),)) + raw
 
 
 def _copy(out, pieces, start, end):
