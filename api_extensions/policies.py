@@ -15,6 +15,7 @@ PREFIX = 'cloudlet:%s'
 CREATE_BASE = PREFIX % 'create-base'
 CREATE_OVERLAY = PREFIX % 'create-overlay'
 HANDOFF = PREFIX % 'handoff'
+HANDOFF_RECEIVE = PREFIX % 'handoff:receive'
 LEASE = PREFIX % 'lease'
 DISCOVER = PREFIX % 'discover'
 BASE_IMPORT = PREFIX % 'base:import'
@@ -54,9 +55,18 @@ rules = [
         name=HANDOFF,
         check_str=ADMIN_OR_MEMBER,
         description='Hand a running cloudlet server off to another OpenStack cloud: its residue '
-                    'streams into the destination\'s Glance, the destination builds the server, '
+                    'streams into the destination server as it builds there, '
                     'and this server is deleted once the destination server is ACTIVE.',
         operations=[{'method': 'POST', 'path': _ACTION_PATH % 'cloudlet-handoff'}],
+        scope_types=['project']),
+    policy.DocumentedRuleDefault(
+        name=HANDOFF_RECEIVE,
+        check_str=ADMIN_OR_MEMBER,
+        description='Be the destination of a handoff: another cloud, acting with this project\'s '
+                    'credential, asks whether the server it created here is ready and streams the '
+                    'residue into it.',
+        operations=[{'method': 'GET', 'path': '/servers/{server_id}/cloudlet-residue'},
+                    {'method': 'PUT', 'path': '/servers/{server_id}/cloudlet-residue'}],
         scope_types=['project']),
     policy.DocumentedRuleDefault(
         name=LEASE,

@@ -11,6 +11,8 @@ It adds, through nova's own `custom_routes`:
     GET, POST           /os-cloudlet/bases          base VM package imports
     GET, DELETE         /os-cloudlet/bases/{id}
     POST                /os-cloudlet/negotiate      can this cloud run an overlay, how soon
+    GET, PUT            /servers/{server_id}/cloudlet-residue
+                                                    a handoff's destination: ready? the residue
 
 and registers `CloudletServerActionsController` (captures),
 `CloudletHandoffController` (handoff) and `CloudletLeaseController` (heartbeat)
@@ -34,6 +36,7 @@ from api_extensions import discovery
 from api_extensions import handoff
 from api_extensions import leases
 from api_extensions import negotiation
+from api_extensions import residue
 from api_extensions import servers
 
 CONF = nova.conf.CONF
@@ -57,6 +60,8 @@ def cloudlet_routes(importer=None):
     discovery_resource = wsgi.Resource(discovery.CloudletDiscoveryController())
     bases_resource = wsgi.Resource(bases.CloudletBasesController(importer))
     negotiation_resource = wsgi.Resource(negotiation.CloudletNegotiationController())
+    # A plain WSGI application, not a wsgi.Resource: its PUT body is a byte stream.
+    residue_app = residue.CloudletResidueApp()
     return (
         ('/os-cloudlet', {
             'GET': [lambda: discovery_resource, 'index'],
@@ -71,6 +76,10 @@ def cloudlet_routes(importer=None):
         }),
         ('/os-cloudlet/negotiate', {
             'POST': [lambda: negotiation_resource, 'create'],
+        }),
+        (residue.PATH, {
+            'GET': [lambda: residue_app, 'status'],
+            'PUT': [lambda: residue_app, 'receive'],
         }),
     )
 

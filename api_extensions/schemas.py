@@ -399,3 +399,22 @@ negotiate_response = {
     'required': ['negotiation'],
     'additionalProperties': False,
 }
+
+residue_status_response = {
+    'type': 'object',
+    'properties': {
+        'residue': {
+            'type': 'object',
+            'properties': {
+                'state': {'type': 'string',
+                          'enum': ['waiting', 'ready', 'receiving', 'received', 'failed']},
+                'bytes_received': {'type': 'integer', 'minimum': 0},
+                'reason': _nullable_string,
+            },
+            'required': ['state', 'bytes_received', 'reason'],
+            'additionalProperties': False,
+        },
+    },
+    'required': ['residue'],
+    'additionalProperties': False,
+}

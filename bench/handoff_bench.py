@@ -12,7 +12,17 @@ tbf on a veth pair, a delaying relay in a network namespace):
 3. check that the app on box2 answers with the state and the boot id it had;
 4. read the WAN relay's byte counters (everything that crossed: Keystone,
    Glance, Nova and the residue) and the source compute's handoff record
-   (residue bytes, codecs, downtime = VM paused on box until ACTIVE on box2).
+   (residue bytes, codecs, downtime = VM paused on box until ACTIVE on box2,
+   with its parts: the residue's last bytes after the pause, then the
+   destination's activation);
+5. meanwhile, from outside, probe the app every 0.1 s: at its floating IP on
+   box until the handoff, then at the one it gets on box2; *unreachable* is
+   the last answer on box to the first on box2.
+
+`--first-use-rates` (25 by default) adds a handoff at those rates with the
+base removed from box2's compute host first (a user arriving at a cloudlet
+whose host never ran that base): the destination fetches it from its Glance
+before the source's memory moves.
 
 The transfer floor is the bytes that crossed the link ÷ the rate (the tbf
 qdiscs shape the sum of both directions). The baseline, measured once on the
@@ -29,17 +39,21 @@ CLOUDLET_BOX_PORT_OFFSET=100 tools/box.sh up). Run as root:
 """
 
 import argparse
+import json
 import os
 import pathlib
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 
 import libvirt
 
 from bench import baselines
 from cloudlet_box import cloud
+from cloudlet_box import guest_app
 from cloudlet_box import handoff_scene
 from cloudlet_box import layout
 from cloudlet_box import wan as wan_mod
@@ -52,16 +66,72 @@ def log(message):
     print('[handoff-bench] %s' % message, file=sys.stderr, flush=True)
 
 
-def one_handoff(src, dst, wan, base, rate_mbps, delay_ms, tag):
+class OutsideProbe(threading.Thread):
+    """The app from outside: the last answer at the source's address, then the first at
+    the destination's (read from the source's handoff record once it has it).
+    """
+
+    def __init__(self, source_address, record_path, interval=0.1):
+        super().__init__(name='outside-probe', daemon=True)
+        self.source_address, self.record_path, self.interval = source_address, record_path, interval
+        self.last_source = self.first_destination = None
+        self._stop = threading.Event()
+
+    def _destination_address(self):
+        path = self.record_path()
+        if path is None:
+            return None
+        try:
+            return json.loads(path.read_text()).get('destination_floating_ip')
+        except ValueError:
+            return None     # being written
+
+    def run(self):
+        destination = None
+        while not self._stop.is_set():
+            destination = destination or self._destination_address()
+            if destination is None:
+                if guest_app.answers(self.source_address, 0.3):
+                    self.last_source = time.monotonic()
+            elif guest_app.answers(destination, 0.3):
+                self.first_destination = time.monotonic()
+                return
+            self._stop.wait(self.interval)
+
+    def unreachable(self, timeout=60):
+        """Seconds between the two, or None (never answered on one side within `timeout`)."""
+        self.join(timeout)
+        self._stop.set()
+        if self.last_source is None or self.first_destination is None:
+            return None
+        return self.first_destination - self.last_source
+
+
+def evict_base(base_id):
+    """Remove the base from box2's compute host (its Glance keeps it): the next spawn fetches it."""
+    store = basevm.BaseStore(str(layout.named('box2').state_dir / 'bases'))
+    path = store.path(base_id)
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+        log('  base %s removed from box2\'s compute host' % base_id[:12])
+
+
+def one_handoff(src, dst, wan, base, rate_mbps, delay_ms, tag, first_use=False):
     """Run one handoff at `rate_mbps`; a row dict (and the destination server)."""
     server_id, state = handoff_scene.app_server(src, base, 'bench-ho-%s' % tag, RAM, DISK)
+    source_address = guest_app.floating_ip(src, server_id)
     dest = handoff_scene.destination(dst, wan)
+    if first_use:
+        evict_base(base.base_id)
     try:
         with wan.shaped('%gmbit' % rate_mbps, delay_ms=delay_ms):
             wan.reset_counters()
             handoff_id = handoff_scene.start_handoff(src, server_id, dest, 'bench-ho-%s-moved' % tag)
+            probe = OutsideProbe(source_address, lambda: handoff_scene.record_path(handoff_id))
+            probe.start()
             outcome, moved, total = handoff_scene.wait_handoff(src, dst, server_id, handoff_id)
             counters = wan.stats()
+            unreachable = probe.unreachable()
     finally:
         dest.cleanup()
     record = handoff_scene.record(handoff_id)
@@ -73,10 +143,16 @@ def one_handoff(src, dst, wan, base, rate_mbps, delay_ms, tag):
         raise RuntimeError('the server arrived without its state: %s vs %s' % (arrived, state))
     wire = counters['up'] + counters['down']
     floor = wire * 8 / (rate_mbps * 1e6)
-    return {'rate': rate_mbps, 'total': total, 'wire': wire, 'up': counters['up'], 'floor': floor,
-            'residue': record.get('bytes_sent') or record.get('residue_bytes'),
-            'downtime': record.get('downtime_seconds'), 'codecs': record.get('codecs'),
-            'after_pause': (record.get('residue') or {}).get('bytes_after_pause'), 'record': record}, moved
+    residue = record.get('residue') or {}
+    downtime = record.get('downtime_seconds')
+    final = residue.get('final_seconds')
+    return {'rate': rate_mbps, 'first_use': first_use, 'total': total, 'wire': wire, 'up': counters['up'],
+            'floor': floor, 'residue': record.get('bytes_sent') or record.get('residue_bytes'),
+            'downtime': downtime, 'codecs': record.get('codecs'),
+            'after_pause': residue.get('bytes_after_pause'), 'final': final,
+            'activation': downtime - final if downtime is not None and final is not None else None,
+            'ready_wait': residue.get('ready_wait_seconds'), 'unreachable': unreachable,
+            'record': record}, moved
 
 
 def baseline_of(dst_server_id, base_id, work):
@@ -101,15 +177,20 @@ def table(rows, baseline, delay_ms):
     lines = ['Handoff box -> box2 through the WAN path (tbf, one-way delay %d ms), 256 MiB guest, '
              'app installed, 8 MB in RAM; %d cores' % (delay_ms, os.cpu_count()),
              '',
-             '| rate Mbps | on the wire MB | residue MB | after pause KB | floor s | total s | total / floor '
-             '| downtime s | codecs (segments) | wire / CMU baseline |',
-             '|---|---|---|---|---|---|---|---|---|---|']
+             '| rate Mbps | base on host | on the wire MB | residue MB | after pause KB | floor s | total s '
+             '| total / floor | wait for ready s | downtime s | = last bytes s | + activation s '
+             '| unreachable (outside) s | codecs (segments) | wire / CMU baseline |',
+             '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|']
+
+    def seconds(value):
+        return '%.2f' % value if value is not None else '?'
     for r in rows:
-        lines.append('| %g | %.1f | %s | %s | %.1f | %.1f | %.2f | %s | %s | %s |' % (
-            r['rate'], r['wire'] / 1e6, '%.1f' % (r['residue'] / 1e6) if r['residue'] else '?',
+        lines.append('| %g | %s | %.1f | %s | %s | %.1f | %.1f | %.2f | %s | %s | %s | %s | %s | %s | %s |' % (
+            r['rate'], 'no (first use)' if r['first_use'] else 'yes', r['wire'] / 1e6,
+            '%.1f' % (r['residue'] / 1e6) if r['residue'] else '?',
             '%.0f' % (r['after_pause'] / 1e3) if r['after_pause'] is not None else '?',
-            r['floor'], r['total'], r['total'] / r['floor'],
-            '%.2f' % r['downtime'] if r['downtime'] is not None else '?',
+            r['floor'], r['total'], r['total'] / r['floor'], seconds(r['ready_wait']),
+            seconds(r['downtime']), seconds(r['final']), seconds(r['activation']), seconds(r['unreachable']),
             ', '.join('%s %s' % kv for kv in sorted((r['codecs'] or {}).items())),
             '%.2f' % (r['wire'] / baseline) if baseline else '-'))
     if baseline:
@@ -123,10 +204,14 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--rates', default='5,10,25,100', help='Mbps, comma-separated')
     parser.add_argument('--delay-ms', type=int, default=20, help='one-way delay of the WAN path')
+    parser.add_argument('--first-use-rates', default='25',
+                        help='Mbps, comma-separated: also hand off with the base not yet on box2\'s host '
+                             '("" for none)')
     parser.add_argument('--no-baseline', action='store_true')
     parser.add_argument('--report', help='also write the table to this file')
     args = parser.parse_args(argv)
-    rates = [float(r) for r in args.rates.split(',')]
+    runs = [(float(r), False) for r in args.rates.split(',') if r]
+    runs += [(float(r), True) for r in args.first_use_rates.split(',') if r]
 
     src, dst = cloud.connect('box-demo'), cloud.connect('box2-demo')
     wan = wan_mod.WanPath(layout.named('box2'))
@@ -136,11 +221,13 @@ def main(argv=None):
     rows, baseline, moved_servers = [], None, []
     try:
         base = handoff_scene.shared_base(src, dst, pathlib.Path(work), log=log)
-        for rate in rates:
-            log('handoff at %g Mbps, %d ms' % (rate, args.delay_ms))
-            row, moved = one_handoff(src, dst, wan, base, rate, args.delay_ms, '%g' % rate)
+        for rate, first_use in runs:
+            log('handoff at %g Mbps, %d ms%s' % (rate, args.delay_ms, ', first use of the base' if first_use else ''))
+            row, moved = one_handoff(src, dst, wan, base, rate, args.delay_ms,
+                                     '%g%s' % (rate, '-first' if first_use else ''), first_use)
             moved_servers.append(moved.id)
-            log('  total %.1f s, floor %.1f s, downtime %s s' % (row['total'], row['floor'], row['downtime']))
+            log('  total %.1f s, floor %.1f s, downtime %s s, unreachable from outside %s s'
+                % (row['total'], row['floor'], row['downtime'], row['unreachable']))
             rows.append(row)
             if baseline is None and not args.no_baseline:
                 log('CMU baseline on the server that arrived')

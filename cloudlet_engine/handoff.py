@@ -53,6 +53,7 @@ class ResidueStats:
     disk_chunks_resent: int = 0      # phase 3: changed (or reverted to the base) since phase 1
     paused_at: float = None          # time.monotonic() when QEMU paused the VM
     precopy_seconds: float = 0.0     # phases 1 and 2 until the pause
+    ready_wait_seconds: float = 0.0  # of those, waiting for the destination to be ready
     final_seconds: float = 0.0       # from the pause to the overlay's last byte
     bytes_after_pause: int = 0
     codecs: dict = dataclasses.field(default_factory=dict)
@@ -126,8 +127,13 @@ class LiveResidue:
         self._cancelled = threading.Event()
         self._paused_by_us = False
 
-    def run(self, out):
-        """Stream the residue into out.write(); returns ResidueStats with the VM paused."""
+    def run(self, out, before_memory=None):
+        """Stream the residue into out.write(); returns ResidueStats with the VM paused.
+
+        before_memory(): called after the disk pre-copy, before QEMU's
+        migration starts (the handoff waits there for the destination to be
+        ready: the VM must not pause before the destination can take it).
+        """
         disk_path = capture.domain_disk_path(self.domain.XMLDesc(0))
         template = savefile.read_save_image(self.base.memory_path)
         with open(self.base.memory_path, 'rb') as base_memory:
@@ -153,6 +159,12 @@ class LiveResidue:
         try:
             self._precopy_disk(disk, disk_path)
             self._check_cancelled()
+            if before_memory is not None:
+                builder.flush()         # the disk pre-copy goes out while the destination gets ready
+                waited = time.monotonic()
+                before_memory()
+                self.stats.ready_wait_seconds = time.monotonic() - waited
+                self._check_cancelled()
             self._migration = livemigration.LiveMigration(self.domain, spool, self.max_downtime_ms)
             self._paused_by_us = True      # from here on a failure must resume the VM
             self._migration.start()

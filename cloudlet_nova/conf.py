@@ -79,10 +79,10 @@ opts = [
                       '/os-cloudlet/negotiate assumes for bringing an overlay to the compute host '
                       '(doc/benchmarks.md measures synthesis over 25 Mbit/s). The rest of the '
                       'estimate (apply, restore) uses constants measured there.'),
-    cfg.IntOpt('handoff_receive_timeout', default=600, min=1,
-               help='Destination side of a VM handoff: seconds a spawn waits for its residue image '
-                    '(an overlay image with cloudlet_handoff_id, still being uploaded by the source '
-                    'cloud) to become active before the build fails.'),
+    cfg.IntOpt('handoff_receive_timeout', default=120, min=1,
+               help='Destination side of a VM handoff: seconds without a byte of the residue (the '
+                    'source cloud streams it through this cloud\'s compute API into the spawning '
+                    'server\'s compute host) after which the build fails.'),
 ]
 
 HANDOFF_GROUP = cfg.OptGroup(
@@ -105,6 +105,10 @@ handoff_opts = [
     cfg.IntOpt('stall_timeout', default=60, min=1,
                help='Seconds without progress of the residue upload (or without an answer from the '
                     'destination) after which the handoff fails and the server stays here.'),
+    cfg.IntOpt('ready_timeout', default=600, min=1,
+               help='Seconds to wait for the destination server\'s compute host to be ready for '
+                    'the VM\'s memory (its base fetched and in place, the first use of a base on '
+                    'that host included) before the handoff fails; the VM runs here meanwhile.'),
     cfg.IntOpt('activate_timeout', default=300, min=1,
                help='Seconds to wait, once the residue is uploaded, for the destination server to '
                     'become ACTIVE; the VM stays paused here meanwhile. Past it the handoff fails, '

@@ -78,6 +78,13 @@ function configure_cloudlet {
         "$configure" nova --role api --config-file "$NOVA_CONF" --api-paste "$NOVA_API_PASTE_INI" \
             --set "cloudlet.api_state_dir=$CLOUDLET_API_STATE_DIR" "${allowed_hosts[@]}" \
             || die $LINENO "cloudlet-configure failed for nova-api"
+        # A handoff's residue arrives as a chunked request body
+        # (PUT /servers/{id}/cloudlet-residue), as Glance's image uploads do.
+        if [[ -n ${NOVA_UWSGI_CONF:-} && -f $NOVA_UWSGI_CONF ]]; then
+            iniset "$NOVA_UWSGI_CONF" uwsgi http-chunked-input true
+            iniset "$NOVA_UWSGI_CONF" uwsgi http-raw-body true
+            iniset "$NOVA_UWSGI_CONF" uwsgi chunked-input-limit 4096000
+        fi
     fi
 
     if is_service_enabled n-cpu; then

@@ -41,6 +41,7 @@ RESPONSES = {
     'base_import_response': 'response',
     'base_list_response': 'response',
     'negotiate_response': 'response',
+    'residue_status_response': 'response',
 }
 # Schemas with no parameter of their own to document, and why.
 NOT_DOCUMENTED = {
@@ -258,6 +259,14 @@ DESCRIPTIONS = {
     'response.negotiation.flavor_id': (
         'The flavor it would use (the one with the smallest disk, among those with exactly the '
         'base\'s memory and vCPUs and room on a host), or ``null``.'),
+    'response.residue': 'The destination side of a handoff, on the server\'s compute host.',
+    'response.residue.state': (
+        'Where the residue of the handoff is: ``waiting`` (the server is still scheduled or its '
+        'compute host is fetching the base), ``ready`` (the base is in place: the source may send the '
+        'VM\'s memory), ``receiving``, ``received`` (applied; the server is being restored), '
+        '``failed``.'),
+    'response.residue.bytes_received': 'Bytes of the residue the compute host has taken so far.',
+    'response.residue.reason': 'Why the residue was given up (``failed``), else null.',
     'response.negotiation.estimated_seconds': (
         'An estimate of the synthesis time on the compute host, from fetch to VM resumed '
         '(scheduling and networking not included): the overlay\'s size over ``[cloudlet] '

@@ -2,9 +2,10 @@
 
 `Destination` is everything the source compute host asks of the other cloud
 (doc/handoff.md, "Flow"): authenticate with the credential of the request,
-find the base disk image there, pick a flavor, create the hidden residue
-image, stream the residue into it, create the server and wait for it, and
-clean up. It talks HTTP only (keystoneauth1 sessions and requests): no nova
+find the base disk image there, pick a flavor, create the server, wait
+until its compute host is ready for the residue, stream the residue into it
+(`PUT /servers/{id}/cloudlet-residue`, api_extensions.residue), wait for it
+to be ACTIVE, and clean up. It talks HTTP only (keystoneauth1 sessions and requests): no nova
 imports, so it runs and is tested on its own. Every connection it opens (to
 the auth_url or compute_endpoint, the catalog's endpoints, redirects, the
 upload) is checked by the outbound policy (cloudlet_engine.outbound) and
@@ -41,8 +42,9 @@ from cloudlet_nova.handoff.upload import Upload
 
 LOG = logging.getLogger(__name__)
 
-# The handoff id on the residue image and in the destination server's metadata.
+# The handoff id in the destination server's metadata.
 HANDOFF_ID = META_HANDOFF_ID = props.HANDOFF_ID
+RESIDUE_HEADER = remote.RESIDUE_HEADER
 
 # >= 2.37: "networks": "none" | "auto". The lowest that works: destinations run
 # other nova releases than ours.
@@ -377,21 +379,48 @@ class Destination:
                           % (self.auth_url, base_id, self.project_id,
                              ' (%s)' % '; '.join(problems) if problems else ''), refused=True)
 
-    def create_residue_image(self, name, base_id, base_name, handoff_id):
-        """POST /v2/images: the hidden, private overlay image the residue is uploaded into; its id."""
-        body = {'name': name, 'disk_format': 'raw', 'container_format': 'bare', 'visibility': 'private',
-                'os_hidden': True, props.CLOUDLET_TYPE: props.OVERLAY, props.BASE_ID: str(base_id),
-                HANDOFF_ID: str(handoff_id)}
-        if base_name:
-            body[props.BASE_NAME] = str(base_name)[:255]
-        response = self._check(self._image('POST', '/v2/images', 'creating the residue image', json=body),
-                               'creating the residue image')
-        image_id = response.json()['id']
-        LOG.info('handoff %s: residue image %s created on %s', handoff_id, image_id, self.auth_url)
-        return image_id
+    def _residue_path(self, server_id):
+        return '/servers/%s/cloudlet-residue' % urllib.parse.quote(server_id, safe='')
 
-    def upload(self, image_id):
-        """The streaming upload of the residue image's data (a context manager: `with d.upload(id) as up`)."""
+    def residue_status(self, server_id, handoff_id, timeout=None):
+        """The destination inbox of the server: {'state', 'bytes_received', 'reason'}."""
+        what = 'asking server %s whether it is ready for the residue' % server_id
+        response = self._compute('GET', self._residue_path(server_id), what,
+                                 headers={RESIDUE_HEADER: str(handoff_id)},
+                                 **({'timeout': timeout} if timeout else {}))
+        return self._check(response, what).json()['residue']
+
+    def wait_ready(self, server_id, handoff_id, timeout, poll=0.2):
+        """Poll until the server's compute host is ready for the residue (its base in place).
+
+        A build that failed there is refused; a poll that cannot reach the
+        destination is retried until the deadline.
+        """
+        deadline = clock() + timeout
+        last_problem = None
+        while True:
+            remaining = deadline - clock()
+            try:
+                status = self.residue_status(server_id, handoff_id,
+                                             timeout=max(1.0, min(self.connect_timeout, remaining)))
+            except HandoffDestinationError as exc:
+                if exc.refused:
+                    raise
+                status, last_problem = None, str(exc)
+            if status:
+                if status.get('state') == 'failed':
+                    raise self._error('destination %s: server %s gave the residue up: %s'
+                                      % (self.auth_url, server_id, status.get('reason')), refused=True)
+                if status.get('state') != 'waiting':
+                    return status
+                last_problem = 'its compute host is still preparing the base'
+            if clock() >= deadline:
+                raise self._error('destination %s: server %s not ready for the residue after %d s (%s)'
+                                  % (self.auth_url, server_id, timeout, last_problem))
+            sleep(max(0.0, min(poll, deadline - clock())))
+
+    def residue_upload(self, server_id, handoff_id):
+        """The streaming upload of the residue into the server (`with d.residue_upload(...) as up`)."""
         if self._session is None:
             raise HandoffDestinationError('destination: connect() first')
         try:
@@ -401,22 +430,12 @@ class Destination:
         except (ksa_exc.ClientException, requests.exceptions.RequestException) as exc:
             raise self._unreachable('authenticating for the upload', exc) from None
         headers['Content-Type'] = 'application/octet-stream'
-        url = '%s/v2/images/%s/file' % (self.image_url, urllib.parse.quote(image_id, safe=''))
+        headers[RESIDUE_HEADER] = str(handoff_id)
+        url = self.compute_url + self._residue_path(server_id)
         return Upload(url, headers, verify=self._verify, connect_timeout=self.connect_timeout,
-                      stall_timeout=self.stall_timeout, describe='upload of image %s to %s' % (image_id, url),
+                      stall_timeout=self.stall_timeout,
+                      describe='residue upload to server %s at %s' % (server_id, url),
                       redact=self._redact, policy=self._policy)
-
-    def delete_image(self, image_id):
-        """Best effort: never raises."""
-        try:
-            response = self._image('DELETE', '/v2/images/%s' % urllib.parse.quote(image_id, safe=''),
-                                   'deleting image %s' % image_id)
-            if response.status_code >= 400 and response.status_code != 404:
-                LOG.warning('destination %s: deleting image %s: HTTP %d', self.auth_url, image_id,
-                            response.status_code)
-        except Exception as exc:      # best effort, by contract
-            LOG.warning('destination %s: deleting image %s failed: %s', self.auth_url, image_id,
-                        self._redact(exc))
 
     # ------------------------------------------------------------ Barbican
 

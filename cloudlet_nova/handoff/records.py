@@ -74,7 +74,6 @@ class HandoffRecord:
             'destination_server_name': server_name,
             'destination_server_id': None,
             'destination_floating_ip': None,
-            'residue_image_id': None,
             'residue_encrypted': None,
             'phases': [],
             'bytes_sent': None,

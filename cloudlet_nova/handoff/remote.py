@@ -1,5 +1,5 @@
 """What the handoff shares about the other cloud: its error, its Keystone URL,
-and which credential values must never be shown.
+which credential values must never be shown, and the residue calls' header.
 
 Small and free of HTTP clients, so that the API (redacting a request) and the
 CLI (normalizing --destination) need not import the client in
@@ -7,6 +7,9 @@ destination.py.
 """
 
 import re
+
+# The handoff id on the destination's GET/PUT /servers/{id}/cloudlet-residue.
+RESIDUE_HEADER = 'X-Cloudlet-Handoff-Id'
 
 # Shorter credential values are not masked in messages (they would mangle text).
 MIN_SECRET_LENGTH = 4

@@ -1,4 +1,6 @@
-"""The `cloudlet` RPC topic: nova-api casts `handoff` to the compute host of an instance.
+"""The `cloudlet` RPC topic: nova-api casts `handoff` to the compute host of an
+instance (the source of a handoff), and relays a residue to the compute host
+of the destination server (its inbox, cloudlet_nova.handoff.inbox).
 
 nova has no hook for custom compute RPC methods (the compute manager class
 is hard-coded in nova/service.py and its RPC endpoints are fixed),
@@ -11,10 +13,16 @@ NovaObjectSerializer, inside nova.rpc). The client routes through
 message queue.
 
 Versions: 1.0 - handoff(instance, handoff_id, request)
+          1.1 - residue_status(instance, handoff_id),
+                residue_data(instance, handoff_id, offset, data, end): data in base64
+                (messages are JSON), up to RELAY_BYTES decoded,
+                residue_abort(instance, handoff_id, reason)
 
 The request holds the destination credential: it travels in this message
 only; nothing here logs message arguments.
 """
+
+import base64
 
 from oslo_log import log as logging
 import oslo_messaging as messaging
@@ -23,10 +31,15 @@ from nova.objects import base as objects_base
 from nova import rpc
 from nova import thread_pool_factory
 
+from cloudlet_nova.handoff import inbox as inbox_mod
+
 LOG = logging.getLogger(__name__)
 
 TOPIC = 'cloudlet'
-VERSION = '1.0'
+VERSION = '1.1'
+RELAY_BYTES = 1 << 20
+# Below nova's rpc_response_timeout (60 s): a full inbox answers before the call times out.
+RECEIVE_WAIT_SECONDS = 30.0
 
 
 class HandoffAPI:
@@ -42,6 +55,25 @@ class HandoffAPI:
         client = self.router.client(context).prepare(server=instance.host, version='1.0')
         client.cast(context, 'handoff', instance=instance, handoff_id=handoff_id, request=request)
 
+    def _residue_client(self, context, instance, timeout=None):
+        return self.router.client(context).prepare(server=instance.host, version='1.1',
+                                                   **({'timeout': timeout} if timeout else {}))
+
+    def residue_status(self, context, instance, handoff_id):
+        """The destination inbox's status: {'state', 'bytes_received', 'reason'}."""
+        return self._residue_client(context, instance).call(
+            context, 'residue_status', instance=instance, handoff_id=handoff_id)
+
+    def residue_data(self, context, instance, handoff_id, offset, data, end=False):
+        """Relay residue bytes at `offset`; the inbox's status (state 'waiting': not taken)."""
+        return self._residue_client(context, instance, timeout=RECEIVE_WAIT_SECONDS * 2).call(
+            context, 'residue_data', instance=instance, handoff_id=handoff_id, offset=offset,
+            data=base64.b64encode(data).decode('ascii'), end=end)
+
+    def residue_abort(self, context, instance, handoff_id, reason):
+        self._residue_client(context, instance).cast(
+            context, 'residue_abort', instance=instance, handoff_id=handoff_id, reason=reason)
+
 
 class HandoffEndpoint:
     """Server side (nova-compute): each handoff runs in nova's long-task thread pool.
@@ -53,13 +85,31 @@ class HandoffEndpoint:
 
     target = messaging.Target(version=VERSION)
 
-    def __init__(self, runner):
+    def __init__(self, runner, inboxes=None):
         self._runner = runner
+        self._inboxes = inboxes
 
     def handoff(self, context, instance, handoff_id, request):
         LOG.info('handoff %s requested', handoff_id, instance=instance)
         thread_pool_factory.spawn_on(thread_pool_factory.ExecutorType.LONG_TASK, self._runner,
                                      context, instance, handoff_id, request)
+
+    # The receiving side: InboxError (a CloudletError) reaches the caller as a
+    # RemoteError naming it; the relay turns it into the API's 409.
+
+    def residue_status(self, context, instance, handoff_id):
+        return self._inboxes.status(handoff_id)
+
+    def residue_data(self, context, instance, handoff_id, offset, data, end):
+        if len(data) > RELAY_BYTES * 4 // 3 + 4:
+            raise inbox_mod.InboxError('residue piece of %d base64 characters: at most %d bytes a call'
+                                       % (len(data), RELAY_BYTES))
+        return self._inboxes.receive(handoff_id, offset, base64.b64decode(data), end,
+                                     timeout=RECEIVE_WAIT_SECONDS)
+
+    def residue_abort(self, context, instance, handoff_id, reason):
+        LOG.warning('handoff %s: the residue relay gave up: %s', handoff_id, reason, instance=instance)
+        self._inboxes.abort(handoff_id, reason)
 
 
 class HandoffServer:

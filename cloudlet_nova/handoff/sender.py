@@ -8,12 +8,15 @@ under the instance lock (`utils.synchronized(instance.uuid)`, the compute
 manager's own):
 
 1. destination: authenticate, find the base disk image and a flavor, create
-   the residue image, create the destination server (it starts building and
-   waits for the residue image); a failure leaves the VM untouched;
-2. residue: unplug the NICs, stream the VM's residue into the residue image
-   while it runs (engine LiveResidue); it returns with the VM paused;
-3. switch: wait for the destination server to be ACTIVE, delete the residue
-   image there;
+   the destination server (it starts building: its compute host fetches the
+   base, then takes the residue as it arrives); a failure leaves the VM
+   untouched;
+2. residue: unplug the NICs, stream the VM's residue into the destination
+   server (`PUT /servers/{id}/cloudlet-residue` of its compute API) while the
+   VM runs (engine LiveResidue): the disk pre-copy first, then, once the
+   destination says it is ready (its base in place), QEMU's migration of the
+   memory; it returns with the VM paused;
+3. switch: wait for the destination server to be ACTIVE;
 4. delete this server the way nova-api does (task_state deleting, the
    `delete` instance action with a request id of its own, terminate_instance
    cast to this host), after the lock is released: nova's terminate_instance
@@ -21,8 +24,8 @@ manager's own):
 
 Any failure before the switch rolls back: the migration is cancelled, the
 VM resumed and its NICs plugged back, what was created at the destination
-deleted (best effort: the residue image first, so the destination's build
-fails at once, then the server), `task_state` back to None. The VM keeps
+deleted (best effort: the aborted upload fails the destination's build at
+once, then the server is deleted), `task_state` back to None. The VM keeps
 running. Once the destination server is ACTIVE nothing is rolled back (two
 running copies would be worse): a failed delete here leaves this VM paused,
 with the reason in the event.
@@ -149,7 +152,6 @@ class Handoff:
         self.residue = None
         self.guest = None
         self.nics = []
-        self.residue_image_id = None
         self.residue_key = self.residue_key_id = None   # the residue's key: in memory only
         self.server_id = None
         self.floating_ips = []         # of the server here: released with it after the switch
@@ -263,8 +265,7 @@ class Handoff:
         paused_at = getattr(stats, 'paused_at', None)
         if paused_at is not None:
             self.record.update(downtime_seconds=round(active_at - paused_at, 3))
-        # The destination server has applied the residue: its image and key are residue only.
-        self.destination.delete_image(self.residue_image_id)
+        # The destination server has applied the residue: its key was for the residue only.
         if self.residue_key_id:
             self.destination.delete_key(self.residue_key_id)
         self.residue_key = None
@@ -316,10 +317,7 @@ class Handoff:
         flavor = self.destination.pick_flavor(memory_mb, vcpus, flavor_id=spec.get('flavor'))
         self._record_destination(spec, flavor['id'])
         self._check_cancelled()
-        self.residue_image_id = self.destination.create_residue_image(
-            'cloudlet-handoff-%s' % self.handoff_id, base.base_id, base.name, self.handoff_id)
-        self.record.update(residue_image_id=self.residue_image_id)
-        metadata = {props.META_OVERLAY_ID: self.residue_image_id, HANDOFF_ID: self.handoff_id}
+        metadata = {HANDOFF_ID: self.handoff_id}
         self._residue_key(options.residue_encryption)
         if self.residue_key_id:
             metadata[props.OVERLAY_KEY_ID] = self.residue_key_id
@@ -371,7 +369,7 @@ class Handoff:
         shutil.rmtree(workdir, ignore_errors=True)
         os.makedirs(workdir)
         codec = (self.request.get('options') or {}).get('codec') or 'auto'
-        with self.destination.upload(self.residue_image_id) as upload:
+        with self.destination.residue_upload(self.server_id, self.handoff_id) as upload:
             with self._lock:
                 # The engine drives QEMU through the raw virDomain (libvirt_qemu monitor
                 # commands); nova's Guest exposes no public accessor for it.
@@ -380,14 +378,19 @@ class Handoff:
                     max_downtime_ms=CONF.cloudlet_handoff.max_downtime_ms,
                     progress=launch.LogProgress(self.instance.uuid), bandwidth=upload.bandwidth)
             self._check_cancelled()
-            stats = self.residue.run(upload)
+            stats = self.residue.run(upload, before_memory=self._wait_ready)
         self.record.update(
             bytes_sent=getattr(upload, 'bytes_sent', None),
             codecs=dict(getattr(stats, 'codecs', None) or {}),
             residue={key: getattr(stats, key, None) for key in (
-                'bytes_out', 'precopy_seconds', 'final_seconds', 'disk_chunks_sent',
+                'bytes_out', 'precopy_seconds', 'ready_wait_seconds', 'final_seconds', 'disk_chunks_sent',
                 'disk_chunks_resent', 'memory_stream_bytes', 'bytes_after_pause')})
         return stats
+
+    def _wait_ready(self):
+        """Until the destination's compute host has the base and takes the residue."""
+        self.destination.wait_ready(self.server_id, self.handoff_id, CONF.cloudlet_handoff.ready_timeout)
+        self._check_cancelled()
 
     # -- step 3 --
 
@@ -457,11 +460,7 @@ class Handoff:
                 self._quietly('plug the NICs back', restore.replug_nics, self.driver, self.instance,
                               self.guest, self.nics)
         if self.destination is not None:
-            # The image first: the destination's spawn waits for it and fails at once,
-            # so the server's delete does not wait for its build.
-            if self.residue_image_id:
-                self._quietly('delete the destination residue image', self.destination.delete_image,
-                              self.residue_image_id)
+            # The residue upload was aborted: the destination's build fails at once.
             if self.server_id:
                 self._quietly('delete the destination server', self.destination.delete_server,
                               self.server_id)

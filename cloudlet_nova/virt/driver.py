@@ -29,6 +29,7 @@ from nova.virt.libvirt import utils as libvirt_utils
 from cloudlet_engine import hypervisor
 from cloudlet_glance import properties as props
 from cloudlet_nova import conf as cloudlet_conf
+from cloudlet_nova.handoff import inbox as handoff_inbox
 from cloudlet_nova.handoff import records as handoff_records
 from cloudlet_nova.handoff import rpc as handoff_rpc
 from cloudlet_nova.handoff import sender as handoff_sender
@@ -55,6 +56,8 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
         self._qemu_owner_cache = None
         self._handoffs = None
         self._handoff_server = None
+        # Residues arriving for the handoffs this host is the destination of.
+        self._inboxes = handoff_inbox.Inboxes()
 
     def init_host(self, host):
         cloudlet_conf.register_opts(CONF)
@@ -77,7 +80,7 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
         # nova's Service.start() creates its own RPC servers after init_host.
         self._handoffs = handoff_sender.Handoffs(self, host)
         self._handoff_server = handoff_rpc.HandoffServer(
-            host, handoff_rpc.HandoffEndpoint(self._handoffs.run))
+            host, handoff_rpc.HandoffEndpoint(self._handoffs.run, self._inboxes))
         self._handoff_server.start()
 
     def cleanup_host(self, host):
@@ -88,6 +91,7 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
             LOG.warning('nova-compute is stopping: cancelling %d running handoff(s)',
                         len(self._handoffs.running()))
             self._handoffs.cancel_all('nova-compute is stopping')
+        self._inboxes.fail_all('nova-compute is stopping')
         super().cleanup_host(host)
 
     def update_provider_tree(self, provider_tree, nodename, allocations=None):
@@ -111,7 +115,7 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
             raise faults.CloudletSpawnFailed(reason='cloudlet instances need a local root disk: '
                                                     'boot from volume is not supported')
         base, prepared = launch.prepare(context, instance, spawn_plan, instance_dir,
-                                        ram_owner=self._qemu_owner())
+                                        ram_owner=self._qemu_owner(), inboxes=self._inboxes)
         try:
             record = state.new_record(instance.uuid, base, spawn_plan.base_image_id,
                                       spawn_plan.source_record())

@@ -7,10 +7,11 @@ properties from image_meta). Then:
 
 - no overlay in the server metadata: resume the base itself (`apply.empty_launch`);
 - `overlay_url`: stream the overlay over http(s) from an allowed host;
-- `cloudlet_overlay_id`: stream the overlay image out of Glance; the residue
-  image of a handoff (`cloudlet_handoff_id`) is still being uploaded by the
-  source cloud when the spawn starts, so the spawn waits for it to become
-  active (up to `[cloudlet] handoff_receive_timeout`).
+- `cloudlet_overlay_id`: stream the overlay image out of Glance;
+- `cloudlet_handoff_id` (the destination server of a handoff): once the base
+  is in place, open the handoff's inbox (cloudlet_nova.handoff.inbox) and
+  apply the residue as the source cloud streams it in (no byte for
+  `[cloudlet] handoff_receive_timeout` s: the build fails).
 
 The base is fetched into the host's base store (`<state_dir>/bases`) first;
 the flavor must match the memory and vCPUs the base's memory snapshot was
@@ -19,6 +20,7 @@ instances_path so disk accounting sees them; any failure removes them.
 """
 
 import dataclasses
+import functools
 import os
 import shutil
 import time
@@ -36,7 +38,6 @@ from cloudlet_engine import ramfile
 from cloudlet_engine import savefile
 from cloudlet_engine import source
 from cloudlet_engine import urls
-from cloudlet_glance import errors as glance_errors
 from cloudlet_glance import images as glance_images
 from cloudlet_glance import model
 from cloudlet_glance import properties as props
@@ -49,14 +50,10 @@ from cloudlet_nova.virt import trust
 CONF = nova.conf.CONF
 LOG = logging.getLogger(__name__)
 
-BASE, URL, GLANCE = 'base', 'url', 'glance'
+BASE, URL, GLANCE, HANDOFF = 'base', 'url', 'glance', 'handoff'
 
-# The residue image of a handoff (doc/handoff.md): the source cloud creates it,
-# then the server here, then uploads into it while this spawn runs.
+# The destination server of a handoff (doc/handoff.md) carries its id.
 HANDOFF_ID = props.HANDOFF_ID
-RESIDUE_PENDING_STATUSES = ('queued', 'saving', 'uploading', 'importing')
-RESIDUE_POLL_SECONDS = 0.5
-_clock, _sleep = time.monotonic, time.sleep      # tests replace them
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +86,8 @@ def plan(instance):
         return Plan(instance.image_ref, URL, url)
     if overlay_id:
         return Plan(instance.image_ref, GLANCE, overlay_id)
+    if metadata.get(HANDOFF_ID):
+        return Plan(instance.image_ref, HANDOFF, metadata[HANDOFF_ID])
     return Plan(instance.image_ref, BASE)
 
 
@@ -149,10 +148,11 @@ def ram_file(base, owner):
     return None
 
 
-def prepare(context, instance, spawn_plan, instance_dir, ram_owner=None):
+def prepare(context, instance, spawn_plan, instance_dir, ram_owner=None, inboxes=None):
     """Fetch the base, check the flavor, write the launch files. Returns (BaseVM, apply.Launch).
 
     ram_owner: (uid, gid) QEMU runs as, the owner of a base's RAM file.
+    inboxes: the host's handoff inboxes (a HANDOFF plan's residue arrives there).
     """
     check_flavor_hint(instance)
     images = glance_images.NovaImages(context)
@@ -173,11 +173,15 @@ def prepare(context, instance, spawn_plan, instance_dir, ram_owner=None):
                 limits = overlay_format.Limits(max_memory_bytes=CONF.cloudlet.max_memory_image_bytes)
                 image = overlay_image(images, spawn_plan, base) if spawn_plan.kind == GLANCE else None
                 key, verifier = overlay_trust(context, instance, image)
-                with open_overlay(images, spawn_plan) as stream:
-                    launch = apply.apply_overlay(base, stream, launch_dir, limits=limits,
-                                                 progress=LogProgress(instance.uuid), key=key,
-                                                 verifier=verifier, ram=ram)
-                del key      # held for the apply only
+                apply_from = functools.partial(apply.apply_overlay, base, launch_dir=launch_dir,
+                                               limits=limits, progress=LogProgress(instance.uuid),
+                                               key=key, verifier=verifier, ram=ram)
+                if spawn_plan.kind == HANDOFF:
+                    launch = receive_residue(inboxes, spawn_plan.ref, apply_from)
+                else:
+                    with open_overlay(images, spawn_plan) as stream:
+                        launch = apply_from(stream)
+                del key, apply_from      # the key is held for the apply only
     except BaseException:
         shutil.rmtree(launch_dir, ignore_errors=True)
         raise
@@ -202,8 +206,6 @@ def overlay_image(images, spawn_plan, base):
         if isinstance(exc, errors.CloudletError):
             raise
         raise errors.SourceError('overlay image %s: %s' % (spawn_plan.ref, exc)) from exc
-    if image.get(HANDOFF_ID) and image.get('status') != 'active':
-        image = wait_for_residue(images, spawn_plan.ref, image)
     if image.get(props.CLOUDLET_TYPE) != props.OVERLAY:
         raise errors.SourceError('image %s is not a cloudlet overlay (%s=%s)'
                                  % (spawn_plan.ref, props.CLOUDLET_TYPE, image.get(props.CLOUDLET_TYPE)))
@@ -223,47 +225,20 @@ def open_overlay(images, spawn_plan):
     return source.Bounded(pipe, CONF.cloudlet.max_overlay_bytes, 'overlay image %s' % spawn_plan.ref)
 
 
-def wait_for_residue(images, image_id, image, timeout=None):
-    """Wait until a handoff's residue image is active (the source cloud uploads it); the image.
-
-    CloudletSpawnFailed when it is killed, deleted or gone (the source cloud
-    gave up the handoff), or still not active after
-    `[cloudlet] handoff_receive_timeout` seconds. A failing Glance request is
-    retried until then.
+def receive_residue(inboxes, handoff_id, apply_from):
+    """Apply a handoff's residue from its inbox as it arrives: the base is here, so the
+    source may now send the VM's memory (it asks the inbox's status first).
     """
-    timeout = CONF.cloudlet.handoff_receive_timeout if timeout is None else timeout
-    handoff_id = image.get(HANDOFF_ID)
-    started = _clock()
-    deadline = started + timeout
-    status, problem = image.get('status'), None
-    if status in RESIDUE_PENDING_STATUSES:
-        LOG.info('waiting for residue image %s of handoff %s (%s) to become active',
-                 image_id, handoff_id, status)
-    while status in RESIDUE_PENDING_STATUSES or problem is not None:
-        if _clock() >= deadline:
-            raise faults.CloudletSpawnFailed(
-                reason='residue image %s of handoff %s is still %s after %d s '
-                       '([cloudlet] handoff_receive_timeout)%s'
-                       % (image_id, handoff_id, status, timeout,
-                          ': %s' % problem if problem else ''))
-        _sleep(RESIDUE_POLL_SECONDS)
-        try:
-            image = images.get(image_id)
-        except glance_errors.ImageNotFound:
-            raise faults.CloudletSpawnFailed(
-                reason='residue image %s of handoff %s disappeared: the source cloud gave up '
-                       'the handoff' % (image_id, handoff_id)) from None
-        except Exception as exc:      # noqa: BLE001 - Glance hiccup: retried until the deadline
-            problem = urls.redact_credentials(str(exc))[:120]
-            continue
-        status, problem = image.get('status'), None
-    if status != 'active':
-        raise faults.CloudletSpawnFailed(
-            reason='residue image %s of handoff %s is %s: the source cloud gave up the handoff'
-                   % (image_id, handoff_id, status))
-    LOG.info('residue image %s of handoff %s active after %.1f s', image_id, handoff_id,
-             _clock() - started)
-    return image
+    inbox = inboxes.open(handoff_id, CONF.cloudlet.handoff_receive_timeout)
+    LOG.info('handoff %s: ready to receive the residue', handoff_id)
+    reason = None
+    try:
+        return apply_from(inbox)
+    except BaseException as exc:
+        reason = faults.describe(exc) if isinstance(exc, errors.CloudletError) else type(exc).__name__
+        raise
+    finally:
+        inboxes.close(inbox, reason)
 
 
 class LogProgress(progress_mod.Progress):

@@ -2,15 +2,21 @@
 
 - `FakeDestinationCloud`: the destination cloud of a handoff, played by the
   test's own nova (API, Glance fixture, CloudletDriver compute): the fake
-  `Destination` it hands out creates the residue image in the Glance fixture
-  (queued, as Glance does), "uploads" into it (saving, then active with the
-  data) and creates the destination server through the test's nova API, so
-  the destination side (CloudletDriver.spawn waiting for the residue image)
-  runs for real. Steps can be made to refuse (`fail_at`).
+  `Destination` it hands out creates the destination server through the
+  test's nova API (metadata `cloudlet_handoff_id`), asks the inbox of the
+  server's compute host (its CloudletDriver's `_inboxes`) whether it is
+  ready, and "uploads" the residue into that inbox as nova-api's relay
+  (api_extensions.residue) does: pieces at their offsets, held while the
+  spawn is not ready yet (state `waiting`), the inbox aborted when the
+  upload breaks off. So the destination side (CloudletDriver.spawn applying
+  the residue as it arrives) runs for real. Steps can be made to refuse
+  (`fail_at`).
 - `FakeLiveResidue`: instead of QEMU's migration, writes a prepared overlay
-  into the upload, pausing the fake libvirt domain before the last part (as
-  the engine leaves the VM paused); `resume_source` resumes it. It can fail
-  after the first part, or block until cancelled.
+  into the upload: its first half (the disk pre-copy), then `before_memory`
+  (the sender waits there for the destination to be ready), then it pauses
+  the fake libvirt domain and writes the rest (as the engine leaves the VM
+  paused); `resume_source` resumes it. It can fail after the pause, or block
+  after the first half until cancelled.
 
 Both record what they were asked, for assertions. They replace the names
 `cloudlet_nova.handoff.sender` uses (`destination_mod.Destination`,
@@ -21,42 +27,77 @@ import threading
 import time
 import types
 
+from nova.compute import vm_states
+from nova import context as nova_context
+from nova import exception
+from nova import objects
 from nova.tests.functional.api import client as api_client
 
 from cloudlet_glance import properties as props
 from cloudlet_nova.handoff import destination as destination_mod
+from cloudlet_nova.handoff import inbox as inbox_mod
+from cloudlet_nova.handoff import rpc as handoff_rpc
 
-HANDOFF_ID_KEY = 'cloudlet_handoff_id'
+# What nova-api's relay holds of a body while the spawn is not ready, and how
+# long it waits for it (api_extensions.residue has 32 MiB and 900 s).
+HOLD_BYTES = 32 << 20
+WAIT_READY_SECONDS = 60
+POLL_SECONDS = 0.05
 
 
 class FakeUpload:
-    def __init__(self, cloud, image_id):
-        self.cloud, self.image_id = cloud, image_id
-        self.data = bytearray()
+    """`PUT /servers/{id}/cloudlet-residue` and nova-api's relay of it into the inbox."""
+
+    def __init__(self, cloud, server_id, handoff_id):
+        self.cloud, self.server_id, self.handoff_id = cloud, server_id, handoff_id
+        self.held = bytearray()     # written, not taken by the inbox yet (it was not open)
+        self.offset = 0             # bytes the inbox took
         self.bytes_sent = 0
 
     def __enter__(self):
-        self.cloud.glance.images[self.image_id]['status'] = 'saving'
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        image = self.cloud.glance.images.get(self.image_id)
         if exc_type is not None:
-            self.cloud.calls.append(('upload-aborted', self.image_id))
-            if image is not None:
-                image['status'] = 'queued'     # Glance drops a broken upload's data
+            # The body broke off: the relay aborts the inbox (the spawn fails at once).
+            self.cloud.abort(self.server_id, self.handoff_id,
+                             'the residue upload broke off after %d bytes (%s)'
+                             % (self.bytes_sent, exc_type.__name__))
+            self.cloud.calls.append(('upload-aborted', self.server_id))
             return False
-        self.cloud.glance._imagedata[self.image_id] = bytes(self.data)
-        image.update(status='active', size=len(self.data))
-        self.cloud.calls.append(('upload-done', self.image_id, len(self.data)))
+        self._relay(end=True, wait=True)
+        self.cloud.calls.append(('upload-done', self.server_id, self.bytes_sent))
         return False
 
     def write(self, data):
-        self.data += data
+        self.held += data
         self.bytes_sent += len(data)
+        self._relay(end=False, wait=len(self.held) > HOLD_BYTES)
 
     def bandwidth(self):
         return 100e6
+
+    def _relay(self, end, wait):
+        """The held bytes into the inbox, in RPC-sized pieces; kept while it is not open (unless `wait`)."""
+        deadline = time.monotonic() + WAIT_READY_SECONDS
+        while self.held or end:
+            piece = bytes(self.held[:handoff_rpc.RELAY_BYTES])
+            last = end and len(piece) == len(self.held)
+            status = self.cloud.receive(self.server_id, self.handoff_id, self.offset, piece, last)
+            if status['state'] != inbox_mod.WAITING:
+                del self.held[:len(piece)]
+                self.offset += len(piece)
+                if last:
+                    return
+                continue
+            if not wait:
+                return
+            if time.monotonic() > deadline:
+                self.cloud.abort(self.server_id, self.handoff_id, 'not ready in time')
+                raise destination_mod.HandoffDestinationError(
+                    'residue upload to server %s: not ready for the residue after %d s (HTTP 409)'
+                    % (self.server_id, WAIT_READY_SECONDS), refused=True)
+            time.sleep(POLL_SECONDS)
 
 
 class FakeDestination:
@@ -95,20 +136,6 @@ class FakeDestination:
         self._step('pick_flavor', memory_mb, vcpus, flavor_id)
         return {'id': flavor_id or self.cloud.flavor_id}
 
-    def create_residue_image(self, name, base_id, base_name, handoff_id):
-        self._step('create_residue_image', name, base_id, base_name, handoff_id)
-        image = self.cloud.glance.create(None, {
-            'name': name, 'status': 'queued', 'disk_format': 'raw', 'container_format': 'bare',
-            'visibility': 'private', 'is_public': False, 'os_hidden': True, 'size': 0,
-            'properties': {props.CLOUDLET_TYPE: props.OVERLAY, props.BASE_ID: base_id,
-                           props.BASE_NAME: base_name, HANDOFF_ID_KEY: handoff_id}})
-        self.cloud.images_created.append(image['id'])
-        return image['id']
-
-    def upload(self, image_id):
-        self.cloud.calls.append(('upload', image_id))
-        return FakeUpload(self.cloud, image_id)
-
     def create_server(self, name, image_id, flavor_id, metadata, networks='none'):
         self._step('create_server', name, image_id, flavor_id, dict(metadata), networks)
         server = self.cloud.api.post_server({'server': {
@@ -134,6 +161,34 @@ class FakeDestination:
                     'destination server %s is not ACTIVE after %d s' % (server_id, timeout))
             time.sleep(poll)
 
+    def residue_status(self, server_id, handoff_id, timeout=None):
+        self.cloud.calls.append(('residue_status', server_id, handoff_id))
+        return self.cloud.status(server_id, handoff_id)
+
+    def wait_ready(self, server_id, handoff_id, timeout, poll=0.2):
+        """Poll the inbox of the server's compute host, as Destination.wait_ready polls nova-api."""
+        self._step('wait_ready', server_id, handoff_id, timeout)
+        deadline = time.monotonic() + min(timeout, 60)
+        while True:
+            status = self.cloud.status(server_id, handoff_id)
+            if status['state'] == inbox_mod.FAILED:
+                raise destination_mod.HandoffDestinationError(
+                    'destination %s: server %s gave the residue up: %s'
+                    % (self.auth_url, server_id, status['reason']), refused=True)
+            if status['state'] != inbox_mod.WAITING:
+                return status
+            if time.monotonic() > deadline:
+                raise destination_mod.HandoffDestinationError(
+                    'destination %s: server %s not ready for the residue after %d s'
+                    % (self.auth_url, server_id, timeout))
+            time.sleep(poll)
+
+    def residue_upload(self, server_id, handoff_id):
+        self.cloud.calls.append(('residue_upload', server_id, handoff_id))
+        upload = FakeUpload(self.cloud, server_id, handoff_id)
+        self.cloud.uploads.append(upload)
+        return upload
+
     def delete_server(self, server_id):
         self.cloud.calls.append(('delete_server', server_id))
         try:
@@ -141,28 +196,90 @@ class FakeDestination:
         except api_client.OpenStackApiNotFoundException:
             pass
 
-    def delete_image(self, image_id):
-        self.cloud.calls.append(('delete_image', image_id))
-        self.cloud.glance.images.pop(image_id, None)
-        self.cloud.glance._imagedata.pop(image_id, None)
-
 
 class FakeDestinationCloud:
-    """The destination cloud: the test's nova and Glance fixture, seen through FakeDestination."""
+    """The destination cloud: the test's nova and Glance fixture, seen through FakeDestination.
 
-    def __init__(self, api, glance, flavor_id):
+    `computes`: the test's compute services by host name (nova's
+    `self.computes`, which a restart updates): the residue goes to the
+    CloudletDriver of the destination server's host, as nova-api's RPC relay
+    sends it there.
+    """
+
+    def __init__(self, api, glance, flavor_id, computes):
         self.api, self.glance, self.flavor_id = api, glance, flavor_id
+        self.computes = computes
         self.fail_at = None
         self.calls = []
         self.credentials = []
-        self.images_created = []
         self.servers_created = []
+        self.uploads = []
 
     def __call__(self, destination, credential, **kwargs):
         return FakeDestination(self, destination, credential, **kwargs)
 
     def names(self):
         return [call[0] for call in self.calls]
+
+    # -- what nova-api does for GET/PUT /servers/{id}/cloudlet-residue (api_extensions.residue) --
+
+    @staticmethod
+    def _instance(server_id):
+        try:
+            # Not expected_attrs=['fault']: nova 34's get_by_uuid would join a column
+            # models.Instance does not have (AttributeError); instance.fault lazy-loads.
+            return objects.Instance.get_by_uuid(nova_context.get_admin_context(), server_id)
+        except exception.InstanceNotFound:
+            return None
+
+    def inboxes(self, server_id):
+        """The Inboxes of the server's compute host; None while it has no host."""
+        instance = self._instance(server_id)
+        if instance is None or not instance.host or instance.host not in self.computes:
+            return None
+        return self.computes[instance.host].manager.driver._inboxes
+
+    def _build_failed(self, server_id):
+        """The API's 409 for a server that failed to build (or is gone)."""
+        instance = self._instance(server_id)
+        if instance is None:
+            raise destination_mod.HandoffDestinationError(
+                'server %s not found (HTTP 404)' % server_id, refused=True)
+        if instance.vm_state != vm_states.BUILDING:
+            fault = instance.fault.message if instance.fault else 'no fault'
+            raise destination_mod.HandoffDestinationError(
+                'server %s is %s: %s (HTTP 409)' % (server_id, instance.vm_state, fault), refused=True)
+
+    def status(self, server_id, handoff_id):
+        self._build_failed(server_id)
+        inboxes = self.inboxes(server_id)
+        if inboxes is None:
+            return {'state': inbox_mod.WAITING, 'bytes_received': 0, 'reason': None}
+        return inboxes.status(handoff_id)
+
+    def receive(self, server_id, handoff_id, offset, data, end):
+        """One `residue_data` call of the relay: the inbox's status ('waiting': nothing taken)."""
+        inboxes = self.inboxes(server_id)
+        if inboxes is None:
+            self._build_failed(server_id)
+            return {'state': inbox_mod.WAITING, 'bytes_received': 0, 'reason': None}
+        try:
+            status = inboxes.receive(handoff_id, offset, data, end)
+        except inbox_mod.InboxError as error:
+            # The relay answers 409 and aborts the inbox.
+            self.abort(server_id, handoff_id, str(error))
+            raise destination_mod.HandoffDestinationError(
+                'residue upload to server %s: %s (HTTP 409)' % (server_id, error), refused=True) from None
+        if status['state'] == inbox_mod.WAITING:
+            self._build_failed(server_id)
+        return status
+
+    def abort(self, server_id, handoff_id, reason):
+        """The relay's `residue_abort` cast: the body broke off."""
+        self.calls.append(('residue_abort', server_id, reason))
+        inboxes = self.inboxes(server_id)
+        if inboxes is not None:
+            inboxes.abort(handoff_id, reason)
 
 
 class FakeLiveResidue:
@@ -176,17 +293,20 @@ class FakeLiveResidue:
         self.nics_during_run = None
         self.cancelled = threading.Event()
 
-    def run(self, out):
+    def run(self, out, before_memory=None):
         self.calls.append('run')
         self.nics_during_run = list(getattr(self.domain, '_fake_ifaces', []))
         blob = self.factory.blob
         half = len(blob) // 2
-        out.write(blob[:half])
+        out.write(blob[:half])              # the disk pre-copy
         if self.factory.block is not None:
             self.factory.block.set()
             if not self.cancelled.wait(30):
                 raise AssertionError('FakeLiveResidue was never cancelled')
             raise RuntimeError('the handoff was cancelled')
+        if before_memory is not None:
+            self.calls.append('before_memory')
+            before_memory()                 # the destination is ready for the memory
         self.domain.suspend()               # QEMU pauses the VM for the last iteration
         self.paused_by_us = True
         paused_at = time.monotonic()

@@ -2,15 +2,18 @@
 
 The source is a cloudlet server on compute1 (CloudletDriver on fake libvirt).
 The destination cloud is played by the same nova (FakeDestinationCloud): the
-destination server is created through its API with the residue image's id in
-its metadata, and CloudletDriver.spawn on the destination side waits for that
-image (queued, then saving) until the "upload" (FakeLiveResidue writing a real
-overlay) makes it active, then synthesizes the server from it. Only the WAN
-client (`Destination`) and QEMU's migration (`LiveResidue`) are fakes.
+destination server is created through its API with the handoff's id in its
+metadata; CloudletDriver.spawn on the destination side fetches the base,
+opens the handoff's inbox (the driver's `_inboxes`) and synthesizes the
+server from the residue as the "upload" (FakeLiveResidue writing a real
+overlay, relayed into the inbox as nova-api's relay does) brings it. Only the
+WAN client (`Destination`, with nova-api's relay) and QEMU's migration
+(`LiveResidue`) are fakes.
 """
 
 import os
 import threading
+import uuid
 
 import fixtures
 from lxml import etree
@@ -19,8 +22,10 @@ from nova import objects
 from nova.tests.fixtures import libvirt as fakelibvirt
 
 from api_extensions import router
-from cloudlet_glance import properties as props
+from cloudlet_nova.handoff import destination as destination_mod
+from cloudlet_nova.handoff import inbox as inbox_mod
 from cloudlet_nova.handoff import records
+from cloudlet_nova.virt import launch
 import nova.conf
 from tests.functional.api import base as api_base
 from tests.functional import cloudlet_base
@@ -54,7 +59,8 @@ class HandoffTest(cloudlet_base.CloudletTestBase):
                                               self.pages)
         with open(overlay, 'rb') as f:
             self.residue_blob = f.read()
-        self.cloud = fake_handoff.FakeDestinationCloud(self.api, self.glance, self.flavor_id)
+        self.cloud = fake_handoff.FakeDestinationCloud(self.api, self.glance, self.flavor_id,
+                                                       self.computes)
         self.residues = fake_handoff.FakeLiveResidueFactory(self.residue_blob)
         self.useFixture(fixtures.MonkeyPatch(
             'cloudlet_nova.handoff.destination.Destination', self.cloud))
@@ -128,52 +134,61 @@ class HandoffTest(cloudlet_base.CloudletTestBase):
 
     def test_handoff_moves_the_server(self):
         server = self.create_cloudlet_server()
-        statuses = []
-        original_call = self.residues.__call__
+        images_before = set(self.glance.images)
+        seen = []
+        original_receive = launch.receive_residue
 
-        def residue(domain, base, workdir, **kwargs):
-            made = original_call(domain, base, workdir, **kwargs)
-            # Before the residue streams, the destination's spawn waits for its image.
-            waiting = 'waiting for residue image %s' % self.cloud.images_created[0]
-            for _ in range(100):
-                if waiting in self.logs.text():
+        def receive_residue(inboxes, handoff_id, apply_from):
+            # The destination's spawn is not ready (as if still fetching its base) until the
+            # source has sent its disk pre-copy and waits before the memory.
+            for _ in range(300):
+                if 'wait_ready' in self.cloud.names():
                     break
                 self._sleep(0.1)
-            statuses.append((self.api.get_server(self.cloud.servers_created[0])['status'],
-                             self.glance.images[self.cloud.images_created[0]]['status'],
-                             waiting in self.logs.text()))
-            return made
+            [upload] = self.cloud.uploads
+            seen.append((self.api.get_server(upload.server_id)['status'],
+                         self.domain(server).info()[0], len(upload.held), upload.offset,
+                         inboxes.status(handoff_id)['state']))
+            return original_receive(inboxes, handoff_id, apply_from)
 
-        self.useFixture(fixtures.MonkeyPatch('cloudlet_engine.handoff.LiveResidue', residue))
+        self.useFixture(fixtures.MonkeyPatch('cloudlet_nova.virt.launch.receive_residue',
+                                             receive_residue))
 
         handoff_id = self.handoff(server, options={'codec': 'zstd'})
         self._wait_until_deleted(server)
 
-        # The destination server was created first, waited for the residue, and was
-        # synthesized from it: the VM's state continues there.
-        self.assertEqual([('BUILD', 'saving', True)], statuses)
+        # The destination server was created first; the disk pre-copy waited in the relay
+        # while its spawn was not ready, the source VM still running; then the spawn took
+        # the residue into its inbox and synthesized the server from it: the VM's state
+        # continues there.
+        half = len(self.residue_blob) // 2
+        self.assertEqual([('BUILD', fakelibvirt.VIR_DOMAIN_RUNNING, half, 0, inbox_mod.WAITING)], seen)
         [dest_id] = self.cloud.servers_created
         dest = self._wait_for_state_change({'id': dest_id}, 'ACTIVE')
         self.assertEqual('app-b', dest['name'])
-        self.assertEqual({props.META_OVERLAY_ID: self.cloud.images_created[0],
-                          'cloudlet_handoff_id': handoff_id}, dest['metadata'])
+        self.assertEqual({'cloudlet_handoff_id': handoff_id}, dest['metadata'])
         self.assertEqual(1, len(self.restores_of(dest)))
         self.assertEqual(self.pages, self.destination_dom(dest_id)._fake_pages)
         self.assertEqual(self.disk, self.disk_bytes(os.path.join(self.instance_dir(dest), 'disk')))
-        # The residue image is deleted at the destination once its server is ACTIVE.
-        self.assertNotIn(self.cloud.images_created[0], self.glance.images)
+        # The whole residue went into the inbox, which the spawn closed; nothing went
+        # through the destination's Glance.
+        self.assertEqual({'state': inbox_mod.RECEIVED, 'bytes_received': len(self.residue_blob),
+                          'reason': None}, self.driver()._inboxes.status(handoff_id))
+        self.assertEqual(len(self.residue_blob), self.cloud.uploads[0].offset)
+        self.assertEqual(images_before, set(self.glance.images))
         self.assertEqual(
-            ['init', 'connect', 'find_base_image', 'pick_flavor', 'create_residue_image',
-             'create_server', 'upload', 'upload-done', 'wait_active', 'delete_image'],
+            ['init', 'connect', 'find_base_image', 'pick_flavor', 'create_server',
+             'residue_upload', 'wait_ready', 'upload-done', 'wait_active'],
             self.cloud.names())
         self.assertEqual(('find_base_image', self.synthetic.base.base_id), self.cloud.calls[2])
         self.assertEqual(('pick_flavor', cloudlet_base.MEMORY_MIB, cloudlet_base.VCPUS, None),
                          self.cloud.calls[3])
+        self.assertEqual(('residue_upload', dest_id, handoff_id), self.cloud.calls[5])
         self.assertEqual([{'application_credential': {'id': APP_ID, 'secret': SECRET}}],
                          self.cloud.credentials)
         [residue] = self.residues.made
         self.assertEqual('zstd', residue.kwargs['codec'])
-        self.assertEqual(['run'], residue.calls)
+        self.assertEqual(['run', 'before_memory'], residue.calls)
 
         event = self._wait_for_instance_action_event(server, 'cloudlet-handoff', 'cloudlet_handoff',
                                                      'success')
@@ -231,13 +246,14 @@ class HandoffTest(cloudlet_base.CloudletTestBase):
 
     def test_refused_at_find_base_image(self):
         self._refused('find_base_image')
-        self.assertNotIn('create_residue_image', self.cloud.names())
+        self.assertNotIn('create_server', self.cloud.names())
 
     def test_refused_at_create_server(self):
         self._refused('create_server')
-        # The residue image it had created is deleted again.
-        self.assertEqual(['delete_image'], [n for n in self.cloud.names() if n.startswith('delete')])
-        self.assertNotIn(self.cloud.images_created[0], self.glance.images)
+        # Nothing was created at the destination: nothing to delete, no residue sent.
+        self.assertEqual([], self.cloud.servers_created)
+        self.assertEqual([], [n for n in self.cloud.names()
+                              if n.startswith('delete') or n.startswith('residue')])
 
     def test_the_server_can_be_handed_off_again_after_a_failure(self):
         server = self._refused('connect')
@@ -257,15 +273,20 @@ class HandoffTest(cloudlet_base.CloudletTestBase):
 
         self.assertIn('connection reset by peer', event['details'])
         [residue] = self.residues.made
-        self.assertEqual(['run', 'cancel', 'resume_source'], residue.calls)
+        self.assertEqual(['run', 'before_memory', 'cancel', 'resume_source'], residue.calls)
         self.assertEqual([], residue.nics_during_run)        # unplugged while streaming
         self.assert_vm_running(server)
         self.assertEqual(macs, self.macs(server))     # plugged back
-        # What was created at the destination is deleted: image first, then server.
+        # The destination's inbox was aborted with the upload (its build fails at once),
+        # then the destination server is deleted.
         [dest_id] = self.cloud.servers_created
-        self.assertEqual(['delete_image', 'delete_server'],
-                         [n for n in self.cloud.names() if n.startswith('delete')])
-        self.assertNotIn(self.cloud.images_created[0], self.glance.images)
+        self.assertEqual(['upload-aborted', 'delete_server'],
+                         [n for n in self.cloud.names() if n in ('upload-aborted', 'delete_server')])
+        status = self.driver()._inboxes.status(handoff_id)
+        self.assertEqual(inbox_mod.FAILED, status['state'])
+        self.assertIn('the residue upload broke off after %d bytes' % (len(self.residue_blob) // 2),
+                      status['reason'])
+        self.assertNotIn(SECRET, status['reason'])
         self._wait_until_deleted({'id': dest_id})
         record = self.record(handoff_id)
         self.assertEqual(records.ERROR, record['result'])
@@ -285,7 +306,7 @@ class HandoffTest(cloudlet_base.CloudletTestBase):
         self.assertIn('server %s is ERROR' % dest_id, event['details'])
         self.assertIn('overlay is truncated', event['details'])
         [residue] = self.residues.made
-        self.assertEqual(['run', 'cancel', 'resume_source'], residue.calls)
+        self.assertEqual(['run', 'before_memory', 'cancel', 'resume_source'], residue.calls)
         self.assert_vm_running(server)
         self._wait_until_deleted({'id': dest_id})
         self.assertEqual('activate', self.record(handoff_id)['phases'][-1]['name'])
@@ -307,3 +328,41 @@ class HandoffTest(cloudlet_base.CloudletTestBase):
         self.residues.block = None
         self.handoff(server)
         self._wait_until_deleted(server)
+
+    # -- the destination side --------------------------------------------------------------
+
+    def test_aborted_residue_upload_fails_the_destination_spawn(self):
+        images_before = set(self.glance.images)
+        handoff_id = str(uuid.uuid4())
+        destination = self.cloud({'auth_url': AUTH_URL}, {'token': TOKEN})
+        server_id = destination.create_server('app-b', self.base_images.disk_id, self.flavor_id,
+                                              {'cloudlet_handoff_id': handoff_id})
+        # Its spawn has the base and waits for the residue.
+        self.assertEqual({'state': inbox_mod.READY, 'bytes_received': 0, 'reason': None},
+                         destination.wait_ready(server_id, handoff_id, 60))
+        half = len(self.residue_blob) // 2
+
+        def upload_breaking_off():
+            with destination.residue_upload(server_id, handoff_id) as upload:
+                upload.write(self.residue_blob[:half])
+                raise OSError('connection reset by peer')
+
+        self.assertRaises(OSError, upload_breaking_off)
+
+        # The spawn fails at once (not after [cloudlet] handoff_receive_timeout), naming why.
+        server = self._wait_for_state_change({'id': server_id}, 'ERROR')
+        fault = server['fault']['message']
+        self.assertIn('handoff %s' % handoff_id, fault)
+        self.assertIn('the residue upload broke off after %d bytes (OSError)' % half, fault)
+        # Nothing left behind: no launch files, no domain, no restore, the inbox closed
+        # (a late piece is refused), nothing in Glance.
+        self.assert_no_launch_files(server)
+        self.assertEqual([], self.restores_of(server))
+        inboxes = self.driver()._inboxes
+        self.assertEqual(inbox_mod.FAILED, inboxes.status(handoff_id)['state'])
+        self.assertRaises(inbox_mod.InboxError, inboxes.receive, handoff_id, half, b'late')
+        self.assertEqual(images_before, set(self.glance.images))
+        # The source, asking again, is refused: the server failed to build.
+        error = self.assertRaises(destination_mod.HandoffDestinationError, destination.wait_ready,
+                                  server_id, handoff_id, 5)
+        self.assertTrue(error.refused)

@@ -73,6 +73,15 @@ def get(address, path, timeout=120):
             time.sleep(0.05)
 
 
+def answers(address, timeout=0.5):
+    """True if the app at `address` answers one GET within `timeout` s (no retry): a probe."""
+    try:
+        _get_once(address, '/cgi-bin/state', timeout, timeout)
+        return True
+    except OSError:
+        return False
+
+
 def reachable(address, timeout=3.0):
     """True if the app answers at `address` within `timeout`."""
     try:

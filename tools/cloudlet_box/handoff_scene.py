@@ -142,12 +142,6 @@ def find_dest_server(dst_conn, handoff_id):
     return None
 
 
-def residue_images(dst_conn, handoff_id):
-    """box2's residue images (hidden overlays) of a handoff."""
-    images = _images(dst_conn, layout.named('box2'))
-    return [i for i in model.list_overlays(images) if i.get(HANDOFF_ID_KEY) == handoff_id]
-
-
 def wait_handoff(conn, dst_conn, server_id, handoff_id, timeout=600, poll=0.2):
     """(outcome, dest server or None, seconds): 'done' when the destination server is
     ACTIVE and the source gone, 'failed' when the source compute's record says so.
@@ -166,13 +160,13 @@ def wait_handoff(conn, dst_conn, server_id, handoff_id, timeout=600, poll=0.2):
     raise cloud.CloudError('handoff %s of server %s not over after %d s' % (handoff_id, server_id, timeout))
 
 
-def _record_path(handoff_id, box_name='box'):
+def record_path(handoff_id, box_name='box'):
     path = pathlib.Path(records.path(layout.named(box_name).state_dir, handoff_id))
     return path if path.exists() else None
 
 
 def _result(handoff_id):
-    path = _record_path(handoff_id)
+    path = record_path(handoff_id)
     return json.loads(path.read_text()).get('result') if path else None
 
 
@@ -180,7 +174,7 @@ def record(handoff_id, box_name='box', timeout=30):
     """The source compute's record of a handoff (doc/handoff.md): a dict."""
     deadline = time.monotonic() + timeout
     while True:
-        path = _record_path(handoff_id, box_name)
+        path = record_path(handoff_id, box_name)
         if path is not None:
             data = json.loads(path.read_text())
             if data.get('result') not in (None, 'running'):

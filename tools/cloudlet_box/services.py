@@ -62,8 +62,9 @@ def barbican_api(box):
                  paste=etc / 'barbican-api-paste.ini')
 
 
-# glance takes image uploads as chunked request bodies (as devstack runs it).
-GLANCE_UWSGI = ('--http-chunked-input', '--http-raw-body', '--http-auto-chunked',
+# Chunked request bodies: glance's image uploads (as devstack runs it) and
+# nova-api's handoff residues (PUT /servers/{id}/cloudlet-residue).
+CHUNKED_INPUT_UWSGI = ('--http-chunked-input', '--http-raw-body', '--http-auto-chunked',
                 '--chunked-input-limit', '4096000')
 
 
@@ -73,13 +74,13 @@ def api_services(box):
         'keystone': uwsgi(box, 'keystone', 'keystone.wsgi.api:application',
                           'OS_KEYSTONE_CONFIG_DIR', etc / 'keystone'),
         'glance': uwsgi(box, 'glance', 'glance.wsgi.api:application',
-                        'OS_GLANCE_CONFIG_DIR', etc / 'glance', GLANCE_UWSGI),
+                        'OS_GLANCE_CONFIG_DIR', etc / 'glance', CHUNKED_INPUT_UWSGI),
         'placement': uwsgi(box, 'placement', 'placement.wsgi.api:application',
                            'OS_PLACEMENT_CONFIG_DIR', etc / 'placement'),
         'neutron': uwsgi(box, 'neutron', 'neutron.wsgi.api:application',
                          'OS_NEUTRON_CONFIG_DIR', etc / 'neutron'),
         'nova-api': uwsgi(box, 'nova-api', 'nova.wsgi.osapi_compute:application',
-                          'OS_NOVA_CONFIG_DIR', etc / 'nova'),
+                          'OS_NOVA_CONFIG_DIR', etc / 'nova', CHUNKED_INPUT_UWSGI),
         # What guests reach at 169.254.169.254 through Neutron's router and
         # metadata agent; nova-metadata.conf only names its own log file.
         'nova-metadata': uwsgi(box, 'nova-metadata', 'nova.wsgi.metadata:application',

@@ -39,6 +39,7 @@ SAMPLES = {
     'negotiate-url-req.json': schemas.negotiate,
     'negotiate-resp.json': schemas.negotiate_response,
     'negotiate-refused-resp.json': schemas.negotiate_response,
+    'residue-status-resp.json': schemas.residue_status_response,
 }
 
 

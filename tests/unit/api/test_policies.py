@@ -42,7 +42,7 @@ def test_rules_are_documented_and_project_scoped():
     names = [rule.name for rule in policies.list_rules()]
     assert len(names) == len(set(names))
     assert set(names) >= {'cloudlet:create-base', 'cloudlet:create-overlay', 'cloudlet:handoff',
-                          'cloudlet:discover',
+                          'cloudlet:handoff:receive', 'cloudlet:discover',
                           'cloudlet:base:import', 'cloudlet:base:show', 'cloudlet:base:list',
                           'cloudlet:base:delete'}
     for rule in policies.list_rules():
@@ -52,7 +52,8 @@ def test_rules_are_documented_and_project_scoped():
 
 
 @pytest.mark.parametrize('rule', [policies.CREATE_BASE, policies.CREATE_OVERLAY,
-                                  policies.HANDOFF, policies.BASE_IMPORT, policies.BASE_DELETE,
+                                  policies.HANDOFF, policies.HANDOFF_RECEIVE,
+                                  policies.BASE_IMPORT, policies.BASE_DELETE,
                                   policies.NEGOTIATE])
 def test_member_rules(rule):
     target = {'project_id': PROJECT}

@@ -2,8 +2,11 @@
 
 from unittest import mock
 
+import webob
+
 from nova.api.openstack.compute import routes
 from nova.api.openstack import wsgi
+from nova import context as nova_context
 from nova import test
 
 from api_extensions import router
@@ -39,8 +42,26 @@ class RouterTest(test.NoDBTestCase):
         for path, method in (('/os-cloudlet', 'GET'), ('/os-cloudlet/bases', 'GET'),
                              ('/os-cloudlet/bases', 'POST'), ('/os-cloudlet/bases/{id}', 'GET'),
                              ('/os-cloudlet/bases/{id}', 'DELETE'),
-                             ('/os-cloudlet/negotiate', 'POST')):
+                             ('/os-cloudlet/negotiate', 'POST'),
+                             ('/servers/{server_id}/cloudlet-residue', 'GET'),
+                             ('/servers/{server_id}/cloudlet-residue', 'PUT')):
             self.assertIn((path, (method,)), paths)
+
+    def test_residue_routes_reach_the_residue_app(self):
+        app = router.APIRouter()
+        for prefix in ('', '/%s' % ('a' * 32)):
+            for method in ('GET', 'PUT'):
+                match = app.map.match(prefix + '/servers/s-1/cloudlet-residue',
+                                      environ={'REQUEST_METHOD': method})
+                self.assertIsInstance(match['controller'], router.residue.CloudletResidueApp)
+                self.assertEqual('s-1', match['server_id'])
+        # A plain WSGI application behind nova's router: it answers the request itself.
+        req = webob.Request.blank('/servers/s-1/cloudlet-residue')
+        req.environ['nova.context'] = nova_context.RequestContext('user', 'p' * 32)
+        response = req.get_response(app)
+        self.assertEqual(400, response.status_int)
+        self.assertEqual('the X-Cloudlet-Handoff-Id header is required',
+                         response.json_body['badRequest']['message'])
 
     def test_incompatible_nova_fails_loudly(self):
         without_action = tuple(entry for entry in routes.ROUTE_LIST

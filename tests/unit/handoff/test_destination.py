@@ -2,8 +2,9 @@
 
 Keystone, Glance and nova are requests-mock answers behind the real
 keystoneauth session, so the tests see the very requests Destination sends.
-The streaming upload runs against a real HTTP server on 127.0.0.1 that reads
-the chunked PUT (fast, slow, or not at all).
+The streaming upload (the residue, to nova's cloudlet-residue) runs against
+a real HTTP server on 127.0.0.1 that reads the chunked PUT (fast, slow, or
+not at all).
 """
 
 import base64
@@ -41,7 +42,7 @@ BASE_ID = 'ab' * 32
 HANDOFF_ID = '3d2c1b0a-9f8e-4d7c-8b6a-5f4e3d2c1b0a'
 SERVER_ID = '9e8d7c6b-5a49-4837-a625-1403f2e1d0c9'
 DISK_ID, MEMORY_ID, DISKHASH_ID, MEMHASH_ID = ('11111111-0000-4000-8000-00000000000%d' % i for i in range(4))
-RESIDUE_ID = '22222222-0000-4000-8000-000000000001'
+RESIDUE_PATH = '/v2.1/servers/%s/cloudlet-residue' % SERVER_ID
 
 
 def _token():
@@ -244,7 +245,7 @@ def test_error_pickles_with_refused():
     assert (str(error), error.refused) == ('no', True)
 
 
-# ---------------------------------------------------------------- Glance: the base, the residue image
+# ---------------------------------------------------------------- Glance: the base
 
 
 def _image(image_id, kind, status='active', **fields):
@@ -312,35 +313,6 @@ def test_find_base_image_with_a_companion_not_active(dest, keystone, companions)
         dest.find_base_image(BASE_ID)
 
 
-def test_create_residue_image_body(dest, keystone):
-    keystone.post(GLANCE + '/v2/images', status_code=201, json={'id': RESIDUE_ID, 'status': 'queued'})
-    assert dest.create_residue_image('app-residue', BASE_ID, 'demo-base', HANDOFF_ID) == RESIDUE_ID
-    assert keystone.last_request.json() == {
-        'name': 'app-residue', 'disk_format': 'raw', 'container_format': 'bare', 'os_hidden': True,
-        'visibility': 'private', 'cloudlet_type': 'cloudlet_overlay', 'cloudlet_base_id': BASE_ID,
-        'cloudlet_base_name': 'demo-base', 'cloudlet_handoff_id': HANDOFF_ID}
-
-
-def test_create_residue_image_refused(dest, keystone):
-    keystone.post(GLANCE + '/v2/images', status_code=413, text='<html><body>413 Request Entity Too Large\n'
-                                                               'Image storage media is full</body></html>')
-    expected = (r'creating the residue image: 413 Request Entity Too Large Image storage media is full '
-                r'\(HTTP 413\)')
-    with pytest.raises(HandoffDestinationError, match=expected) as caught:
-        dest.create_residue_image('r', BASE_ID, None, HANDOFF_ID)
-    assert caught.value.refused
-
-
-def test_delete_image_is_best_effort(dest, keystone):
-    keystone.delete(GLANCE + '/v2/images/' + RESIDUE_ID, status_code=204)
-    dest.delete_image(RESIDUE_ID)
-    keystone.delete(GLANCE + '/v2/images/' + RESIDUE_ID, status_code=500, text='boom')
-    dest.delete_image(RESIDUE_ID)
-    keystone.delete(GLANCE + '/v2/images/' + RESIDUE_ID, exc=requests.exceptions.ConnectionError('down'))
-    dest.delete_image(RESIDUE_ID)
-    assert len(_requests(keystone, 'DELETE', GLANCE + '/v2/images/' + RESIDUE_ID)) == 3
-
-
 # ---------------------------------------------------------------- nova: flavor, server
 
 
@@ -397,7 +369,7 @@ def test_pick_flavor_from_the_destination_dict(keystone):
 
 def test_create_server_body(dest, keystone):
     keystone.post(NOVA + '/servers', status_code=202, json={'server': {'id': SERVER_ID}})
-    metadata = {props.META_OVERLAY_ID: RESIDUE_ID, dest_mod.META_HANDOFF_ID: HANDOFF_ID}
+    metadata = {dest_mod.META_HANDOFF_ID: HANDOFF_ID, props.META_LEASE_SECONDS: '120'}
     assert dest.create_server('app-b', DISK_ID, 'fit', metadata) == SERVER_ID
     request = keystone.last_request
     assert request.json() == {'server': {'name': 'app-b', 'imageRef': DISK_ID, 'flavorRef': 'fit',
@@ -459,6 +431,118 @@ def test_wait_active_server_gone(dest, keystone, no_waiting):
     assert caught.value.refused
 
 
+# ---------------------------------------------------------------- nova: the server's residue inbox
+
+RESIDUE_URL = NOVA + '/servers/%s/cloudlet-residue' % SERVER_ID
+
+
+def _residue(state, received=0, reason=None):
+    return {'residue': {'state': state, 'bytes_received': received, 'reason': reason}}
+
+
+def test_residue_status(dest, keystone):
+    keystone.get(RESIDUE_URL, json=_residue('receiving', 4096))
+    assert dest.residue_status(SERVER_ID, HANDOFF_ID) == {'state': 'receiving', 'bytes_received': 4096,
+                                                          'reason': None}
+    [request] = _requests(keystone, 'GET', RESIDUE_URL)
+    assert request.headers['X-Cloudlet-Handoff-Id'] == HANDOFF_ID
+    assert request.headers['X-Auth-Token'] == 'token-from-app-cred'
+    assert request.headers['OpenStack-API-Version'] == 'compute 2.37'
+    assert request.timeout == 30
+    dest.residue_status(SERVER_ID, HANDOFF_ID, timeout=4)
+    assert keystone.last_request.timeout == 4
+
+
+def test_residue_status_quotes_the_server_id(dest, keystone):
+    keystone.get(NOVA + '/servers/a%2Fb/cloudlet-residue', json=_residue('ready'))
+    assert dest.residue_status('a/b', HANDOFF_ID)['state'] == 'ready'
+
+
+def test_residue_status_refused_with_novas_message(dest, keystone):
+    message = 'server %s is not the destination of handoff %s' % (SERVER_ID, HANDOFF_ID)
+    keystone.get(RESIDUE_URL, status_code=409, json={'conflictingRequest': {'code': 409, 'message': message}})
+    with pytest.raises(HandoffDestinationError) as caught:
+        dest.residue_status(SERVER_ID, HANDOFF_ID)
+    assert caught.value.refused
+    assert str(caught.value) == ('destination %s: asking server %s whether it is ready for the residue: %s '
+                                 '(HTTP 409)' % (KEYSTONE, SERVER_ID, message))
+    keystone.get(RESIDUE_URL, status_code=502, text='Bad Gateway')
+    with pytest.raises(HandoffDestinationError) as caught:
+        dest.residue_status(SERVER_ID, HANDOFF_ID)
+    assert not caught.value.refused
+
+
+def test_wait_ready(dest, keystone, no_waiting):
+    keystone.get(RESIDUE_URL, [{'json': _residue('waiting')}, {'json': _residue('waiting')},
+                               {'json': _residue('ready')}])
+    start = no_waiting[0]
+    assert dest.wait_ready(SERVER_ID, HANDOFF_ID, timeout=60) == {'state': 'ready', 'bytes_received': 0,
+                                                                  'reason': None}
+    polls = _requests(keystone, 'GET', RESIDUE_URL)
+    assert len(polls) == 3
+    assert all(r.headers['X-Cloudlet-Handoff-Id'] == HANDOFF_ID for r in polls)
+    assert no_waiting[0] - start == pytest.approx(0.4)            # two polls of 0.2 s
+
+
+@pytest.mark.parametrize('state', ['receiving', 'received'])
+def test_wait_ready_takes_a_destination_already_receiving(dest, keystone, no_waiting, state):
+    keystone.get(RESIDUE_URL, json=_residue(state, 10))
+    assert dest.wait_ready(SERVER_ID, HANDOFF_ID, timeout=60)['state'] == state
+    assert len(_requests(keystone, 'GET', RESIDUE_URL)) == 1
+
+
+def test_wait_ready_failed_is_refused(dest, keystone, no_waiting):
+    keystone.get(RESIDUE_URL, [{'json': _residue('waiting')},
+                               {'json': _residue('failed', 0, 'no residue byte for 120 s')},
+                               {'json': _residue('ready')}])
+    with pytest.raises(HandoffDestinationError) as caught:
+        dest.wait_ready(SERVER_ID, HANDOFF_ID, timeout=60)
+    assert caught.value.refused
+    assert str(caught.value) == ('destination %s: server %s gave the residue up: no residue byte for 120 s'
+                                 % (KEYSTONE, SERVER_ID))
+    assert len(_requests(keystone, 'GET', RESIDUE_URL)) == 2
+
+
+def test_wait_ready_a_failed_build_is_refused_at_once(dest, keystone, no_waiting):
+    message = 'server %s failed to build: No valid host was found.' % SERVER_ID
+    keystone.get(RESIDUE_URL, status_code=409, json={'conflictingRequest': {'code': 409, 'message': message}})
+    with pytest.raises(HandoffDestinationError, match='No valid host was found') as caught:
+        dest.wait_ready(SERVER_ID, HANDOFF_ID, timeout=60)
+    assert caught.value.refused
+    assert len(_requests(keystone, 'GET', RESIDUE_URL)) == 1
+
+
+def test_wait_ready_timeout(dest, keystone, no_waiting):
+    keystone.get(RESIDUE_URL, json=_residue('waiting'))
+    start = no_waiting[0]
+    with pytest.raises(HandoffDestinationError) as caught:
+        dest.wait_ready(SERVER_ID, HANDOFF_ID, timeout=5, poll=0.5)
+    assert not caught.value.refused
+    assert str(caught.value) == ('destination %s: server %s not ready for the residue after 5 s (its compute '
+                                 'host is still preparing the base)' % (KEYSTONE, SERVER_ID))
+    assert 5 <= no_waiting[0] - start < 5.6
+    polls = _requests(keystone, 'GET', RESIDUE_URL)
+    assert 10 <= len(polls) <= 12
+    assert all(1.0 <= r.timeout <= 30 for r in polls)          # each poll bounded, never below 1 s
+
+
+def test_wait_ready_retries_an_unreachable_destination(dest, keystone, no_waiting):
+    keystone.get(RESIDUE_URL, [{'exc': requests.exceptions.ConnectTimeout('wan hiccup')},
+                               {'status_code': 503, 'text': 'Service Unavailable'},
+                               {'json': _residue('waiting')}, {'json': _residue('ready')}])
+    assert dest.wait_ready(SERVER_ID, HANDOFF_ID, timeout=60)['state'] == 'ready'
+    assert len(_requests(keystone, 'GET', RESIDUE_URL)) == 4
+
+
+def test_wait_ready_timeout_names_the_last_problem(dest, keystone, no_waiting):
+    keystone.get(RESIDUE_URL, exc=requests.exceptions.ConnectionError('Connection refused'))
+    with pytest.raises(HandoffDestinationError) as caught:
+        dest.wait_ready(SERVER_ID, HANDOFF_ID, timeout=2)
+    assert not caught.value.refused
+    assert 'not ready for the residue after 2 s' in str(caught.value)
+    assert 'Connection refused' in str(caught.value)
+
+
 def test_delete_server_is_best_effort(dest, keystone):
     keystone.delete(NOVA + '/servers/' + SERVER_ID, status_code=204)
     dest.delete_server(SERVER_ID)
@@ -479,9 +563,9 @@ def test_calls_before_connect_fail_clearly():
 
 def test_secrets_never_logged(keystone, caplog):
     caplog.set_level('DEBUG')
-    keystone.post(GLANCE + '/v2/images', status_code=201, json={'id': RESIDUE_ID})
+    keystone.get(NOVA + RESIDUE_PATH[len('/v2.1'):], json={'residue': _residue('ready')})
     dest = Destination(REGION_B, APP_CREDENTIAL).connect()
-    dest.create_residue_image('r', BASE_ID, 'b', HANDOFF_ID)
+    dest.residue_status(SERVER_ID, HANDOFF_ID)
     Destination(REGION_B, {'token': TOKEN}).connect()
     assert APP_SECRET not in caplog.text and TOKEN not in caplog.text
 
@@ -585,10 +669,23 @@ def test_the_upload_goes_only_where_the_policy_allows(no_connection):
     assert no_connection == []
 
 
+def test_the_residue_upload_goes_only_where_the_policy_allows(keystone, monkeypatch, no_connection):
+    # The catalog names the compute endpoint by name; the name resolves to a private address.
+    _resolving(monkeypatch, {'nova-b.test': ['10.9.8.7']})
+    dest = Destination(REGION_B, APP_CREDENTIAL).connect()
+    keystone.stop()
+    with pytest.raises(HandoffDestinationError) as caught:
+        with dest.residue_upload(SERVER_ID, HANDOFF_ID) as upload:
+            upload.write(b'x' * 1000)
+    assert caught.value.refused and 'refused by policy: host nova-b.test' in str(caught.value)
+    assert 'residue upload to server %s' % SERVER_ID in str(caught.value)
+    assert no_connection == []
+
+
 # ---------------------------------------------------------------- the streaming upload (real HTTP server)
 
 
-class _GlanceStandIn(http.server.ThreadingHTTPServer):
+class _PutStandIn(http.server.ThreadingHTTPServer):
     """Reads chunked PUTs on 127.0.0.1: `mode` = 'read' (at `rate` bytes/s, None: as fast as it can)
     or 'hang' (reads the headers, then nothing); answers `status`. Records each request.
     """
@@ -665,18 +762,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def glance_server():
+def put_server():
     servers = []
 
     def start(**kwargs):
-        servers.append(_GlanceStandIn(**kwargs))
+        servers.append(_PutStandIn(**kwargs))
         return servers[-1]
     yield start
     for server in servers:
         server.stop()
 
 
-# The Glance stand-ins listen on 127.0.0.1: the tests that reach them allow it, explicitly.
+# The stand-ins listen on 127.0.0.1: the tests that reach them allow it, explicitly.
 LOCAL = outbound.Policy(allowed_networks=['127.0.0.1/32'])
 
 
@@ -684,38 +781,69 @@ def _upload(server, **kwargs):
     kwargs.setdefault('connect_timeout', 5)
     kwargs.setdefault('stall_timeout', 5)
     kwargs.setdefault('policy', LOCAL)
-    return Upload(server.url + '/v2/images/%s/file' % RESIDUE_ID,
+    return Upload(server.url + RESIDUE_PATH,
                   {'X-Auth-Token': 'upload-token', 'Content-Type': 'application/octet-stream'}, **kwargs)
 
 
-def test_upload_through_destination_arrives_intact(keystone, glance_server):
-    server = glance_server()
+def _dest_with_compute_at(keystone, url, policy=LOCAL):
+    """A connected Destination whose compute endpoint is `url` (a stand-in); keystone stopped."""
     token = _token()
-    token.remove_service('image')
-    image = token.add_service('image', name='glance')
-    image.add_standard_endpoints(public=server.url, region='RegionB')
+    token.remove_service('compute')
+    token.add_service('compute', name='nova').add_standard_endpoints(public=url, region='RegionB')
     keystone.post(KEYSTONE + '/auth/tokens', status_code=201, json=token,
                   headers={'X-Subject-Token': 'token-from-app-cred'})
-    dest = Destination(REGION_B, APP_CREDENTIAL, policy=LOCAL).connect()
+    dest = Destination(REGION_B, APP_CREDENTIAL, policy=policy).connect()
     keystone.stop()            # the upload goes to the real server
+    return dest
+
+
+def test_residue_upload_through_destination_arrives_intact(keystone, put_server):
+    server = put_server()
+    dest = _dest_with_compute_at(keystone, server.url + '/v2.1/')
     data = bytes(range(256)) * 40000 + b'tail'     # ~10 MB, not a multiple of the chunk size
-    with dest.upload(RESIDUE_ID) as upload:
+    with dest.residue_upload(SERVER_ID, HANDOFF_ID) as upload:
         for offset in range(0, len(data), 1000003):
             upload.write(data[offset:offset + 1000003])
     [request] = server.requests
     assert request['complete'] and hashlib.sha256(request['data']).digest() == hashlib.sha256(data).digest()
-    assert request['path'] == '/v2/images/%s/file' % RESIDUE_ID
+    assert request['path'] == RESIDUE_PATH
+    assert upload.url == server.url + RESIDUE_PATH
     headers = {k.lower(): v for k, v in request['headers'].items()}
     assert headers['transfer-encoding'] == 'chunked'
     assert headers['content-type'] == 'application/octet-stream'
     assert headers['x-auth-token'] == 'token-from-app-cred'
+    assert headers['x-cloudlet-handoff-id'] == HANDOFF_ID
+    assert dest_mod.RESIDUE_HEADER == 'X-Cloudlet-Handoff-Id'
     assert upload.bytes_sent == upload.bytes_written == len(data)
     assert upload.status_code == 204
 
 
-def test_upload_bandwidth_is_measured_with_a_slow_server(glance_server):
+def test_residue_upload_quotes_the_server_id(keystone):
+    dest = Destination(REGION_B, APP_CREDENTIAL).connect()
+    upload = dest.residue_upload('a/b?c', HANDOFF_ID)
+    assert upload.url == NOVA + '/servers/a%2Fb%3Fc/cloudlet-residue'
+    assert (upload.connect_timeout, upload.stall_timeout) == (30, 60)
+
+
+def test_residue_upload_refused_by_the_destination_names_the_server(keystone, put_server):
+    server = put_server(status=409)
+    dest = _dest_with_compute_at(keystone, server.url + '/v2.1')
+    with pytest.raises(HandoffDestinationError) as caught:
+        with dest.residue_upload(SERVER_ID, HANDOFF_ID) as upload:
+            upload.write(b'a' * 1000)
+    assert caught.value.refused
+    assert str(caught.value) == ('residue upload to server %s at %s: refused by the stand-in (HTTP 409)'
+                                 % (SERVER_ID, server.url + RESIDUE_PATH))
+
+
+def test_residue_upload_before_connect_fails_clearly():
+    with pytest.raises(HandoffDestinationError, match='connect'):
+        Destination(REGION_B, APP_CREDENTIAL).residue_upload(SERVER_ID, HANDOFF_ID)
+
+
+def test_upload_bandwidth_is_measured_with_a_slow_server(put_server):
     rate = 4 * 1024 * 1024                                  # the server reads 4 MiB/s = 33.5 Mbit/s
-    server = glance_server(rate=rate)
+    server = put_server(rate=rate)
     upload = _upload(server, buffer_bytes=256 * 1024)
     samples = []
     with upload:
@@ -730,8 +858,8 @@ def test_upload_bandwidth_is_measured_with_a_slow_server(glance_server):
     assert 0.3 * rate * 8 < samples[-1] < 1.5 * rate * 8
 
 
-def test_upload_write_raises_when_the_server_stops_reading(glance_server):
-    server = glance_server(mode='hang')
+def test_upload_write_raises_when_the_server_stops_reading(put_server):
+    server = put_server(mode='hang')
     upload = _upload(server, stall_timeout=1.0, buffer_bytes=256 * 1024)
     started = time.monotonic()
     with pytest.raises(HandoffDestinationError) as caught:
@@ -746,8 +874,8 @@ def test_upload_write_raises_when_the_server_stops_reading(glance_server):
     assert not upload._thread.is_alive()
 
 
-def test_upload_exit_with_an_exception_aborts_the_request(glance_server):
-    server = glance_server(rate=1024 * 1024)
+def test_upload_exit_with_an_exception_aborts_the_request(put_server):
+    server = put_server(rate=1024 * 1024)
     upload = _upload(server)
     with pytest.raises(KeyError):
         with upload:
@@ -762,8 +890,8 @@ def test_upload_exit_with_an_exception_aborts_the_request(glance_server):
     assert not request['complete'] and request['error'] is not None
 
 
-def test_upload_abort_unblocks_a_stuck_connection_at_once(glance_server):
-    server = glance_server(mode='hang')
+def test_upload_abort_unblocks_a_stuck_connection_at_once(put_server):
+    server = put_server(mode='hang')
     upload = _upload(server, stall_timeout=30, buffer_bytes=256 * 1024)
     writer_errors = []
 
@@ -786,8 +914,8 @@ def test_upload_abort_unblocks_a_stuck_connection_at_once(glance_server):
     assert writer_errors and 'aborted' in str(writer_errors[0])
 
 
-def test_upload_non_2xx_answer_raises_with_glances_message(glance_server):
-    server = glance_server(status=413)
+def test_upload_non_2xx_answer_raises_with_the_destination_s_message(put_server):
+    server = put_server(status=413)
     upload = _upload(server)
     with pytest.raises(HandoffDestinationError, match=r'refused by the stand-in \(HTTP 413\)') as caught:
         with upload:
@@ -795,7 +923,7 @@ def test_upload_non_2xx_answer_raises_with_glances_message(glance_server):
     assert caught.value.refused
 
 
-def test_upload_to_nowhere_fails_on_write_or_exit(glance_server):
+def test_upload_to_nowhere_fails_on_write_or_exit(put_server):
     with socket.socket() as unused:
         unused.bind(('127.0.0.1', 0))
         port = unused.getsockname()[1]
@@ -838,16 +966,16 @@ def certificate(tmp_path_factory):
 
 
 @pytest.mark.parametrize('verify', ['ca_file', 'insecure'])
-def test_upload_over_https(glance_server, certificate, verify):
-    server = glance_server(tls=certificate)
+def test_upload_over_https(put_server, certificate, verify):
+    server = put_server(tls=certificate)
     upload = _upload(server, verify=certificate[0] if verify == 'ca_file' else False)
     with upload:
         upload.write(b'tls' * 100000)
     assert server.requests[0]['complete'] and len(server.requests[0]['data']) == 300000
 
 
-def test_upload_over_https_refuses_an_unknown_certificate(glance_server, certificate):
-    server = glance_server(tls=certificate)
+def test_upload_over_https_refuses_an_unknown_certificate(put_server, certificate):
+    server = put_server(tls=certificate)
     with pytest.raises(HandoffDestinationError, match='CERTIFICATE_VERIFY_FAILED') as caught:
         with _upload(server) as upload:
             upload.write(b'x' * 1000)
@@ -859,7 +987,7 @@ def test_upload_over_https_refuses_an_unknown_certificate(glance_server, certifi
 def test_tls_verification_reaches_every_session(keystone, kwargs, verify):
     dest = Destination(REGION_B, APP_CREDENTIAL, **kwargs).connect()
     assert dest._session.verify == verify
-    assert dest.upload(RESIDUE_ID)._verify == verify
+    assert dest.residue_upload(SERVER_ID, HANDOFF_ID)._verify == verify
 
 
 def test_bandwidth_window(monkeypatch):

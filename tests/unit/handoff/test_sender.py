@@ -15,6 +15,8 @@ from tests.functional import pytest_shim  # noqa: E402  (pytest + nova.test.Test
 
 pytest_shim.install()
 
+import base64  # noqa: E402
+import inspect  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 import types  # noqa: E402
@@ -32,6 +34,7 @@ from nova import test  # noqa: E402
 from cloudlet_glance import properties as props  # noqa: E402
 from cloudlet_nova import conf as cloudlet_conf  # noqa: E402
 from cloudlet_nova.handoff import destination as destination_mod  # noqa: E402
+from cloudlet_nova.handoff import inbox as inbox_mod  # noqa: E402
 from cloudlet_nova.handoff import records  # noqa: E402
 from cloudlet_nova.handoff import rpc  # noqa: E402
 from cloudlet_nova.handoff import sender  # noqa: E402
@@ -144,11 +147,17 @@ class FakeUpload:
 
 
 class FakeDestination:
-    """Records every call in `log`; `fail_at` names the method that refuses."""
+    """Records every call in `log`; `fail_at` names the method that refuses.
+
+    `on_wait_ready`, when set, runs inside wait_ready() (the source's VM still
+    runs there). A method the real Destination lacks shows in the log as
+    ('no-such-method', name): the roll back's calls would fail quietly.
+    """
 
     fail_at = None
     server_status = 'ACTIVE'
     key_manager_url = None
+    on_wait_ready = None
 
     def __init__(self, log, destination, credential, **kwargs):
         self.log = log
@@ -156,6 +165,10 @@ class FakeDestination:
             destination.get('cloud'))
         log.append(('init', dict(destination), kwargs))
         self._maybe_fail('init')
+
+    def __getattr__(self, name):
+        self.log.append(('no-such-method', name))
+        raise AttributeError(name)
 
     def _maybe_fail(self, name):
         if self.fail_at == name:
@@ -176,20 +189,23 @@ class FakeDestination:
         self._maybe_fail('pick_flavor')
         return {'id': flavor_id or 'dest-flavor'}
 
-    def create_residue_image(self, name, base_id, base_name, handoff_id):
-        self.log.append(('create_residue_image', name, base_id, base_name, handoff_id))
-        self._maybe_fail('create_residue_image')
-        return 'dest-residue-image'
-
     def create_server(self, name, image_id, flavor_id, metadata, networks='none'):
         self.log.append(('create_server', name, image_id, flavor_id, dict(metadata), networks))
         self._maybe_fail('create_server')
         return 'dest-server'
 
-    def upload(self, image_id):
-        self.log.append(('upload', image_id))
+    def residue_upload(self, server_id, handoff_id):
+        self.log.append(('residue_upload', server_id, handoff_id))
         self.upload_obj = FakeUpload(self.log)
         return self.upload_obj
+
+    def wait_ready(self, server_id, handoff_id, timeout, poll=0.2):
+        # What the upload took before: the disk pre-copy goes out while the destination gets ready.
+        self.log.append(('wait_ready', server_id, handoff_id, timeout, bytes(self.upload_obj.data)))
+        if self.on_wait_ready is not None:
+            self.on_wait_ready()
+        self._maybe_fail('wait_ready')
+        return {'state': 'ready', 'bytes_received': 0, 'reason': None}
 
     def wait_active(self, server_id, timeout, poll=0.2):
         self.log.append(('wait_active', server_id, timeout))
@@ -206,9 +222,6 @@ class FakeDestination:
         self.log.append(('add_floating_ip', server_id))
         self._maybe_fail('add_floating_ip')
         return '172.24.5.20'
-
-    def delete_image(self, image_id):
-        self.log.append(('delete_image', image_id))
 
     def store_key(self, key, name):
         self.log.append(('store_key', len(key), name))
@@ -232,9 +245,11 @@ class FakeLiveResidue:
         self.cancelled = threading.Event()
         log.append(('residue', domain, base, workdir, kwargs))
 
-    def run(self, out):
+    def run(self, out, before_memory=None):
         assert os.path.isdir(self.workdir)
-        out.write(b'residue-part-1;')
+        out.write(b'residue-part-1;')          # the disk pre-copy, the VM running
+        if before_memory is not None:
+            before_memory()                     # then QEMU's migration of the memory
         if self.block is not None:
             self.block.set()
             if not self.cancelled.wait(10):
@@ -248,7 +263,8 @@ class FakeLiveResidue:
         self.guest.state = power_state.PAUSED
         out.write(b'residue-part-2')
         return types.SimpleNamespace(paused_at=time.monotonic(), codecs={'zstd': 2, 'xz': 1},
-                                     bytes_out=29, precopy_seconds=1.5, final_seconds=0.1,
+                                     bytes_out=29, precopy_seconds=1.5, ready_wait_seconds=0.25,
+                                     final_seconds=0.1,
                                      disk_chunks_sent=3, disk_chunks_resent=1,
                                      memory_stream_bytes=4096)
 
@@ -296,6 +312,7 @@ class SenderTestCase(test.NoDBTestCase):
         FakeDestination.fail_at = None
         FakeDestination.server_status = 'ACTIVE'
         self.residue_kwargs = {}
+        self.on_wait_ready = None
         patches = [
             mock.patch.object(sender.compute_utils, 'EventReporter', FakeEventReporter),
             mock.patch.object(sender.model, 'fetch_base', lambda images, image_id, store: FakeBase()),
@@ -328,6 +345,7 @@ class SenderTestCase(test.NoDBTestCase):
 
     def new_destination(self, destination, credential, **kwargs):
         self.destination = FakeDestination(self.log, destination, credential, **kwargs)
+        self.destination.on_wait_ready = self.on_wait_ready
         self.credential_given = credential
         return self.destination
 
@@ -375,15 +393,14 @@ class SuccessTest(SenderTestCase):
         self.handoff().run()
         [create] = [entry for entry in self.log if entry[0] == 'create_server']
         # The length goes along; the destination's API starts the lease afresh.
-        self.assertEqual({'cloudlet_overlay_id': 'dest-residue-image', 'cloudlet_handoff_id': HANDOFF_ID,
-                          'cloudlet_lease_seconds': '120'}, create[4])
+        self.assertEqual({'cloudlet_handoff_id': HANDOFF_ID, 'cloudlet_lease_seconds': '120'}, create[4])
 
     def test_the_whole_handoff(self):
         self.handoff().run()
 
-        self.assertEqual(['init', 'connect', 'find_base_image', 'pick_flavor', 'create_residue_image',
-                          'create_server', 'unplug_nics', 'upload', 'residue', 'upload-finish',
-                          'wait_active', 'delete_image'], self.names())
+        self.assertEqual(['init', 'connect', 'find_base_image', 'pick_flavor', 'create_server',
+                          'unplug_nics', 'residue_upload', 'residue', 'wait_ready', 'upload-finish',
+                          'wait_active'], self.names())
         init = self.log[0]
         self.assertEqual({'auth_url': 'https://edge-b.example:5000/v3'}, init[1])
         policy = init[2].pop('policy')          # the default outbound policy: public addresses only
@@ -394,12 +411,11 @@ class SuccessTest(SenderTestCase):
                          self.credential_given)
         self.assertEqual(('find_base_image', BASE_ID), self.log[2])
         self.assertEqual(('pick_flavor', 256, 1, None), self.log[3])
-        self.assertEqual(('create_residue_image', 'cloudlet-handoff-%s' % HANDOFF_ID, BASE_ID,
-                          'test-base', HANDOFF_ID), self.log[4])
+        # No residue image: the server carries the handoff id, the residue goes to the server.
         self.assertEqual(('create_server', 'app-b', 'dest-base-image', 'dest-flavor',
-                          {'cloudlet_overlay_id': 'dest-residue-image',
-                           'cloudlet_handoff_id': HANDOFF_ID}, 'none'), self.log[5])
-        residue = self.log[8]
+                          {'cloudlet_handoff_id': HANDOFF_ID}, 'none'), self.log[4])
+        self.assertEqual(('residue_upload', 'dest-server', HANDOFF_ID), self.log[6])
+        residue = self.log[7]
         self.assertIs(self.guest._domain, residue[1])
         self.assertIsInstance(residue[2], FakeBase)
         self.assertEqual(os.path.join(self.instances_path, self.instance.uuid,
@@ -407,9 +423,11 @@ class SuccessTest(SenderTestCase):
         self.assertEqual('xz', residue[4]['codec'])
         self.assertEqual(300, residue[4]['max_downtime_ms'])
         self.assertEqual(8e6, residue[4]['bandwidth']())
+        # Before the memory: the destination is waited for ([cloudlet_handoff] ready_timeout),
+        # the disk pre-copy already in the upload.
+        self.assertEqual(('wait_ready', 'dest-server', HANDOFF_ID, 600, b'residue-part-1;'), self.log[8])
         self.assertEqual(('upload-finish', b'residue-part-1;residue-part-2'), self.log[9])
         self.assertEqual(('wait_active', 'dest-server', 300), self.log[10])
-        self.assertEqual(('delete_image', 'dest-residue-image'), self.log[11])
 
         # nova's delete, as its own instance action (a request id of its own).
         [(request_id, uuid, task_state, bdms)] = FakeComputeRPCAPI.terminates
@@ -433,12 +451,14 @@ class SuccessTest(SenderTestCase):
                          [p['name'] for p in record['phases']])
         self.assertTrue(all(p['result'] == records.OK for p in record['phases']))
         self.assertEqual('dest-server', record['destination_server_id'])
-        self.assertEqual('dest-residue-image', record['residue_image_id'])
+        self.assertNotIn('residue_image_id', record)
         self.assertEqual({'auth_url': 'https://edge-b.example:5000/v3', 'flavor_id': 'dest-flavor'},
                          record['destination'])
         self.assertEqual(29, record['bytes_sent'])
         self.assertEqual({'zstd': 2, 'xz': 1}, record['codecs'])
-        self.assertEqual(1, record['residue']['disk_chunks_resent'])
+        self.assertEqual({'bytes_out': 29, 'precopy_seconds': 1.5, 'ready_wait_seconds': 0.25,
+                          'final_seconds': 0.1, 'disk_chunks_sent': 3, 'disk_chunks_resent': 1,
+                          'memory_stream_bytes': 4096, 'bytes_after_pause': None}, record['residue'])
         self.assertGreaterEqual(record['downtime_seconds'], 0)
         self.assertNotIn(SECRET, self.record_text())
         self.assertNotIn(APP_ID, self.record_text())
@@ -448,11 +468,11 @@ class SuccessTest(SenderTestCase):
     def test_the_residue_rests_encrypted_when_the_destination_has_a_key_manager(self):
         self.useFixture(fixtures.MockPatchObject(FakeDestination, 'key_manager_url', 'https://kb.test:9311'))
         self.handoff().run()
-        self.assertEqual(['init', 'connect', 'find_base_image', 'pick_flavor', 'create_residue_image',
-                          'store_key', 'create_server', 'unplug_nics', 'upload', 'residue', 'upload-finish',
-                          'wait_active', 'delete_image', 'delete_key'], self.names())
-        self.assertEqual(('store_key', 32, 'cloudlet-handoff-%s' % HANDOFF_ID), self.log[5])
-        create = self.log[6]
+        self.assertEqual(['init', 'connect', 'find_base_image', 'pick_flavor', 'store_key', 'create_server',
+                          'unplug_nics', 'residue_upload', 'residue', 'wait_ready', 'upload-finish',
+                          'wait_active', 'delete_key'], self.names())
+        self.assertEqual(('store_key', 32, 'cloudlet-handoff-%s' % HANDOFF_ID), self.log[4])
+        create = self.log[5]
         self.assertEqual('dest-key', create[4][props.OVERLAY_KEY_ID])
         # The key stored there is the key the residue is written with.
         self.assertEqual(self.destination.stored_key, self.log[self.names().index('residue')][4]['key'])
@@ -495,7 +515,7 @@ class SuccessTest(SenderTestCase):
         self.instance.network_info = [{'id': 'port-1', 'fip': True}]
         self.handoff().run()
         names = self.names()
-        self.assertEqual(['wait_active', 'delete_image', 'add_floating_ip'],
+        self.assertEqual(['wait_active', 'add_floating_ip'],
                          names[names.index('wait_active'):names.index('add_floating_ip') + 1])
         self.assertEqual('172.24.5.20', self.record()['destination_floating_ip'])
         # Released before the terminate of the source server is cast.
@@ -523,7 +543,7 @@ class SuccessTest(SenderTestCase):
 
     def test_configured_cloud_flavor_and_options(self):
         self.flags(destinations={'edge-b': 'https://edge-b.example:5000/v3'}, ca_file='/etc/ca.pem',
-                   stall_timeout=7, connect_timeout=3, activate_timeout=42, max_downtime_ms=150,
+                   stall_timeout=7, connect_timeout=3, activate_timeout=42, max_downtime_ms=150, ready_timeout=77,
                    destination_networks='auto', group='cloudlet_handoff')
         self.flags(outbound_allowed_hosts=['Edge-B.example.'], outbound_allowed_networks=['10.2.0.0/16'],
                    group='cloudlet')
@@ -539,9 +559,10 @@ class SuccessTest(SenderTestCase):
                           'ca_file': '/etc/ca.pem', 'insecure': False, 'connect_timeout': 3,
                           'stall_timeout': 7}, init[2])
         self.assertEqual(('pick_flavor', 256, 1, 'f-9'), self.log[3])
-        self.assertEqual('auto', self.log[5][5])
-        self.assertEqual('auto', self.log[8][4]['codec'])
-        self.assertEqual(150, self.log[8][4]['max_downtime_ms'])
+        self.assertEqual('auto', self.log[4][5])
+        self.assertEqual('auto', self.log[7][4]['codec'])
+        self.assertEqual(150, self.log[7][4]['max_downtime_ms'])
+        self.assertEqual(('wait_ready', 'dest-server', HANDOFF_ID, 77, b'residue-part-1;'), self.log[8])
         self.assertEqual(('wait_active', 'dest-server', 42), self.log[10])
         record = self.record()
         self.assertEqual({'auth_url': 'https://edge-b.example:5000/v3', 'cloud': 'edge-b',
@@ -557,7 +578,9 @@ class DestinationRefusesTest(SenderTestCase):
         message = self.assert_rolled_back_to_running()
         self.assertIn('refused at %s' % step, message)
         self.assertNotIn('unplug_nics', self.names())          # the VM was not touched
+        self.assertNotIn('residue_upload', self.names())
         self.assertNotIn('residue', self.names())
+        self.assertNotIn('no-such-method', self.names())
         record = self.record()
         self.assertEqual(records.ERROR, record['result'])
         self.assertIn('refused at %s' % step, record['error'])
@@ -567,18 +590,22 @@ class DestinationRefusesTest(SenderTestCase):
 
     def test_at_connect(self):
         names = self.refused_at('connect')
-        self.assertNotIn('delete_server', names)
-        self.assertNotIn('delete_image', names)
+        self.assertEqual([], [n for n in names if n.startswith('delete')])
 
     def test_at_find_base_image(self):
         names = self.refused_at('find_base_image')
-        self.assertNotIn('create_residue_image', names)
-        self.assertNotIn('delete_image', names)
+        self.assertNotIn('create_server', names)
+        self.assertEqual([], [n for n in names if n.startswith('delete')])
 
-    def test_at_create_server_the_residue_image_is_deleted(self):
+    def test_at_create_server_nothing_is_left_to_delete(self):
         names = self.refused_at('create_server')
-        self.assertEqual(['delete_image'], [n for n in names if n.startswith('delete')])
-        self.assertEqual(('delete_image', 'dest-residue-image'), self.log[-1])
+        self.assertEqual('create_server', names[-1])
+        self.assertEqual([], [n for n in names if n.startswith('delete')])
+
+    def test_at_create_server_the_residue_key_is_deleted(self):
+        self.useFixture(fixtures.MockPatchObject(FakeDestination, 'key_manager_url', 'https://kb.test:9311'))
+        names = self.refused_at('create_server')
+        self.assertEqual(['create_server', 'delete_key'], names[-2:])
 
     def test_unknown_cloud_at_construction(self):
         self.refused_at('init')
@@ -593,10 +620,10 @@ class ResidueFailsTest(SenderTestCase):
         self.assertIn('link cut', message)
         self.assertNotIn(SECRET, message)
         names = self.names()
-        # cancel and resume the residue, NICs back, then the destination: image, server.
+        # cancel and resume the residue, NICs back, then the destination server (no image).
         tail = names[names.index('upload-abort') + 1:]
-        self.assertEqual(['residue-cancel', 'residue-resume', 'replug_nics', 'delete_image',
-                          'delete_server'], tail)
+        self.assertEqual(['residue-cancel', 'residue-resume', 'replug_nics', 'delete_server'], tail)
+        self.assertEqual(('delete_server', 'dest-server'), self.log[-1])
         self.assertEqual(('replug_nics', [NIC]), self.log[names.index('replug_nics')])
         record = self.record()
         self.assertEqual(records.ERROR, record['result'])
@@ -611,8 +638,8 @@ class ResidueFailsTest(SenderTestCase):
         message = self.assert_rolled_back_to_running()
         self.assertIn('server dest-server is ERROR', message)
         names = self.names()
-        self.assertEqual(['residue-cancel', 'residue-resume', 'replug_nics', 'delete_image',
-                          'delete_server'], names[names.index('wait_active') + 1:])
+        self.assertEqual(['residue-cancel', 'residue-resume', 'replug_nics', 'delete_server'],
+                         names[names.index('wait_active') + 1:])
         self.assertEqual('activate', self.record()['phases'][-1]['name'])
 
     def test_vm_left_paused_by_the_engine_is_resumed(self):
@@ -632,8 +659,24 @@ class ResidueFailsTest(SenderTestCase):
         self.assertEqual('cloudlet handoff failed: the guest did not release its network '
                          'interfaces within 20 s', message)
         self.assertNotIn('residue', self.names())
-        self.assertEqual(['delete_image', 'delete_server'],
-                         [n for n in self.names() if n.startswith('delete')])
+        self.assertNotIn('residue_upload', self.names())
+        self.assertEqual(['delete_server'], [n for n in self.names() if n.startswith('delete')])
+
+    def test_a_destination_that_does_not_get_ready_rolls_back_a_running_vm(self):
+        FakeDestination.fail_at = 'wait_ready'
+        self.handoff().run()
+        message = self.assert_rolled_back_to_running()
+        self.assertIn('refused at wait_ready', message)
+        names = self.names()
+        # The memory was never sent: the VM never paused; the upload is aborted.
+        self.assertEqual(['wait_ready', 'upload-abort', 'residue-cancel', 'residue-resume', 'replug_nics',
+                          'delete_server'], names[names.index('wait_ready'):])
+        self.assertEqual(0, self.guest.resumes)
+        self.assertFalse(self.residue.paused_by_us)
+        record = self.record()
+        self.assertEqual([('destination', records.OK), ('residue', records.ERROR)],
+                         [(p['name'], p['result']) for p in record['phases']])
+        self.assertIn('refused at wait_ready', record['error'])
 
 
 class SwitchTest(SenderTestCase):
@@ -726,6 +769,17 @@ class CancelTest(SenderTestCase):
         self.assertIn('residue-cancel', self.names())
         self.assertEqual({}, handoffs.running())
 
+    def test_cancel_while_waiting_for_the_destination_stops_before_the_memory(self):
+        handoff = self.handoff()
+        self.on_wait_ready = lambda: handoff.cancel('nova-compute is stopping')
+        handoff.run()
+        message = self.assert_rolled_back_to_running()
+        self.assertEqual('cloudlet handoff cancelled: nova-compute is stopping', message)
+        names = self.names()
+        self.assertEqual(['wait_ready', 'residue-cancel', 'upload-abort', 'residue-cancel', 'residue-resume',
+                          'replug_nics', 'delete_server'], names[names.index('wait_ready'):])
+        self.assertEqual(0, self.guest.resumes)         # never paused
+
     def test_a_handoff_arriving_while_stopping_is_refused(self):
         handoffs = sender.Handoffs(FakeDriver(self.guest), 'compute1')
         self.assertTrue(handoffs.cancel_all('nova-compute is stopping'))
@@ -734,6 +788,18 @@ class CancelTest(SenderTestCase):
         self.assertEqual('cloudlet handoff cancelled: nova-compute is stopping', event[4])
         self.assertEqual([], self.log)
         self.assertIsNone(self.instance.db_task_state)
+
+
+class FakesTest(test.NoDBTestCase):
+
+    def test_the_fake_destination_offers_only_what_the_real_one_does(self):
+        for name, fake in vars(FakeDestination).items():
+            if name.startswith('_') or not callable(fake):
+                continue
+            real = getattr(destination_mod.Destination, name, None)
+            self.assertIsNotNone(real, 'Destination has no %s' % name)
+            self.assertLessEqual(set(inspect.signature(fake).parameters),
+                                 set(inspect.signature(real).parameters), name)
 
 
 class HelpersTest(test.NoDBTestCase):
@@ -777,7 +843,7 @@ class RPCTest(test.NoDBTestCase):
             instance = types.SimpleNamespace(host='compute7')
             api.handoff(ctx, instance, HANDOFF_ID, {'name': 'x'})
         target = get_client.call_args[0][0]
-        self.assertEqual(('cloudlet', '1.0', None), (target.topic, target.version, target.server))
+        self.assertEqual(('cloudlet', '1.1', None), (target.topic, target.version, target.server))
         router.return_value.client.assert_called_once_with(ctx)
         client.prepare.assert_called_once_with(server='compute7', version='1.0')
         client.prepare.return_value.cast.assert_called_once_with(
@@ -786,12 +852,113 @@ class RPCTest(test.NoDBTestCase):
     def test_endpoint_runs_the_handoff_in_the_long_task_pool(self):
         runner = mock.Mock()
         endpoint = rpc.HandoffEndpoint(runner)
-        self.assertEqual('1.0', endpoint.target.version)
+        self.assertEqual('1.1', endpoint.target.version)
         with mock.patch.object(rpc.thread_pool_factory, 'spawn_on') as spawn_on:
             endpoint.handoff('ctx', 'instance', HANDOFF_ID, {'r': 1})
         spawn_on.assert_called_once_with(rpc.thread_pool_factory.ExecutorType.LONG_TASK, runner,
                                          'ctx', 'instance', HANDOFF_ID, {'r': 1})
         runner.assert_not_called()
+
+    def _api(self):
+        client = mock.Mock()
+        patches = [mock.patch.object(rpc.rpc, 'get_client'), mock.patch.object(rpc.rpc, 'ClientRouter')]
+        router = [patch.start() for patch in patches][1]
+        for patch in patches:
+            self.addCleanup(patch.stop)
+        router.return_value.client.return_value = client
+        return rpc.HandoffAPI(), client
+
+    def test_client_residue_status_is_a_call_to_version_1_1(self):
+        api, client = self._api()
+        ctx = nova_context.RequestContext('u', 'p')
+        instance = types.SimpleNamespace(host='compute9')
+        client.prepare.return_value.call.return_value = {'state': 'ready'}
+        self.assertEqual({'state': 'ready'}, api.residue_status(ctx, instance, HANDOFF_ID))
+        client.prepare.assert_called_once_with(server='compute9', version='1.1')
+        client.prepare.return_value.call.assert_called_once_with(
+            ctx, 'residue_status', instance=instance, handoff_id=HANDOFF_ID)
+
+    def test_client_residue_data_sends_base64_with_a_longer_timeout(self):
+        api, client = self._api()
+        ctx = nova_context.RequestContext('u', 'p')
+        instance = types.SimpleNamespace(host='compute9')
+        client.prepare.return_value.call.return_value = {'state': 'receiving'}
+        data = bytes(range(256))
+        self.assertEqual({'state': 'receiving'},
+                         api.residue_data(ctx, instance, HANDOFF_ID, 4096, data, end=True))
+        client.prepare.assert_called_once_with(server='compute9', version='1.1',
+                                               timeout=rpc.RECEIVE_WAIT_SECONDS * 2)
+        args, kwargs = client.prepare.return_value.call.call_args
+        self.assertEqual((ctx, 'residue_data'), args)
+        encoded = kwargs.pop('data')
+        self.assertIsInstance(encoded, str)                    # messages are JSON
+        self.assertEqual(data, base64.b64decode(encoded))
+        self.assertEqual({'instance': instance, 'handoff_id': HANDOFF_ID, 'offset': 4096, 'end': True},
+                         kwargs)
+
+    def test_client_residue_abort_is_a_cast(self):
+        api, client = self._api()
+        ctx = nova_context.RequestContext('u', 'p')
+        instance = types.SimpleNamespace(host='compute9')
+        api.residue_abort(ctx, instance, HANDOFF_ID, 'the body broke off')
+        client.prepare.assert_called_once_with(server='compute9', version='1.1')
+        client.prepare.return_value.cast.assert_called_once_with(
+            ctx, 'residue_abort', instance=instance, handoff_id=HANDOFF_ID, reason='the body broke off')
+        client.prepare.return_value.call.assert_not_called()
+
+    def test_endpoint_residue_calls_reach_the_hosts_inboxes(self):
+        inboxes = inbox_mod.Inboxes()
+        endpoint = rpc.HandoffEndpoint(mock.Mock(), inboxes)
+        waiting = {'state': 'waiting', 'bytes_received': 0, 'reason': None}
+        self.assertEqual(waiting, endpoint.residue_status('ctx', 'instance', HANDOFF_ID))
+        # No inbox yet (the spawn still fetches the base): nothing is taken.
+        self.assertEqual(waiting, endpoint.residue_data('ctx', 'instance', HANDOFF_ID, 0,
+                                                        base64.b64encode(b'early').decode(), False))
+        inbox = inboxes.open(HANDOFF_ID, idle_timeout=10)
+        self.assertEqual('ready', endpoint.residue_status('ctx', 'instance', HANDOFF_ID)['state'])
+        self.assertEqual({'state': 'receiving', 'bytes_received': 5, 'reason': None},
+                         endpoint.residue_data('ctx', 'instance', HANDOFF_ID, 0,
+                                               base64.b64encode(b'\x00\xffab\n').decode(), False))
+        self.assertEqual({'state': 'received', 'bytes_received': 5, 'reason': None},
+                         endpoint.residue_data('ctx', 'instance', HANDOFF_ID, 5, '', True))
+        self.assertEqual(b'\x00\xffab\n', inbox.read())
+        self.assertEqual(b'', inbox.read())
+
+    def test_endpoint_residue_data_at_a_wrong_offset_raises_an_inbox_error(self):
+        inboxes = inbox_mod.Inboxes()
+        inboxes.open(HANDOFF_ID, idle_timeout=10)
+        endpoint = rpc.HandoffEndpoint(mock.Mock(), inboxes)
+        self.assertRaisesRegex(inbox_mod.InboxError, 'at offset 3, expected 0', endpoint.residue_data,
+                               'ctx', 'instance', HANDOFF_ID, 3, base64.b64encode(b'x').decode(), False)
+
+    def test_endpoint_residue_data_waits_at_most_receive_wait_seconds(self):
+        inboxes = mock.Mock()
+        endpoint = rpc.HandoffEndpoint(mock.Mock(), inboxes)
+        endpoint.residue_data('ctx', 'instance', HANDOFF_ID, 7, base64.b64encode(b'abc').decode(), True)
+        inboxes.receive.assert_called_once_with(HANDOFF_ID, 7, b'abc', True, timeout=rpc.RECEIVE_WAIT_SECONDS)
+        self.assertLess(rpc.RECEIVE_WAIT_SECONDS, 60)          # below nova's rpc_response_timeout
+
+    def test_endpoint_takes_a_full_relay_call_and_refuses_a_larger_one(self):
+        inboxes = inbox_mod.Inboxes()
+        inbox = inboxes.open(HANDOFF_ID, idle_timeout=10)
+        endpoint = rpc.HandoffEndpoint(mock.Mock(), inboxes)
+        most = base64.b64encode(b'r' * rpc.RELAY_BYTES).decode()
+        self.assertEqual(rpc.RELAY_BYTES, endpoint.residue_data('ctx', 'instance', HANDOFF_ID, 0, most,
+                                                                False)['bytes_received'])
+        too_much = base64.b64encode(b'r' * (rpc.RELAY_BYTES + 3)).decode()
+        self.assertRaisesRegex(inbox_mod.InboxError, 'at most %d bytes a call' % rpc.RELAY_BYTES,
+                               endpoint.residue_data, 'ctx', 'instance', HANDOFF_ID, rpc.RELAY_BYTES,
+                               too_much, False)
+        self.assertEqual(rpc.RELAY_BYTES, inbox.received)      # nothing of it taken
+
+    def test_endpoint_residue_abort_fails_the_inbox(self):
+        inboxes = inbox_mod.Inboxes()
+        inbox = inboxes.open(HANDOFF_ID, idle_timeout=10)
+        endpoint = rpc.HandoffEndpoint(mock.Mock(), inboxes)
+        endpoint.residue_abort('ctx', 'instance', HANDOFF_ID, 'the residue upload broke off')
+        self.assertEqual({'state': 'failed', 'bytes_received': 0, 'reason': 'the residue upload broke off'},
+                         endpoint.residue_status('ctx', 'instance', HANDOFF_ID))
+        self.assertRaises(inbox_mod.errors.SourceError, inbox.read)
 
     def test_server_on_topic_cloudlet_per_host(self):
         with mock.patch.object(rpc.rpc, 'get_server') as get_server:

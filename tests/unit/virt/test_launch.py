@@ -1,14 +1,19 @@
 """cloudlet_nova.virt.launch: what a spawn restores, the flavor-fit check, overlay URL rules."""
 
+import io
+import os
+import threading
+import time
 import types
 
 import nova.conf
 from nova import test
 
+from cloudlet_engine import apply
 from cloudlet_engine import errors
-from cloudlet_glance import errors as glance_errors
 from cloudlet_glance import properties as props
 from cloudlet_nova import conf as cloudlet_conf
+from cloudlet_nova.handoff import inbox as inbox_mod
 from cloudlet_nova.virt import faults
 from cloudlet_nova.virt import launch
 
@@ -97,6 +102,15 @@ class PlanTest(LaunchTestCase):
         self.assertRaises(faults.CloudletSpawnFailed, launch.plan,
                           instance({props.META_OVERLAY_ID: 'o', props.META_OVERLAY_URL: 'http://h/a'}))
 
+    def test_handoff_destination(self):
+        plan = launch.plan(instance({launch.HANDOFF_ID: 'h-1'}))
+        self.assertEqual(launch.Plan('base-image', launch.HANDOFF, 'h-1'), plan)
+        self.assertEqual({'kind': 'handoff', 'ref': 'h-1'}, plan.source_record())
+
+    def test_an_overlay_named_beside_a_handoff_id_is_what_is_restored(self):
+        plan = launch.plan(instance({props.META_OVERLAY_ID: 'overlay-1', launch.HANDOFF_ID: 'h-1'}))
+        self.assertEqual(launch.Plan('base-image', launch.GLANCE, 'overlay-1'), plan)
+
 
 class OverlayURLTest(LaunchTestCase):
 
@@ -156,115 +170,191 @@ class OverlayURLTest(LaunchTestCase):
         self.assertRaises(faults.CloudletSpawnFailed, launch.check_overlay_url, 'http:///a.clo')
 
 
-class FakeResidueImages:
-    """Glance as the destination of a handoff sees it: the residue image's status changes per get()."""
-
-    def __init__(self, statuses, handoff_id='h-1', data=b''):
-        self.statuses = list(statuses)
-        self.handoff_id, self.data = handoff_id, data
-        self.gets = 0
-
-    def image(self, status):
-        image = {'id': 'residue-1', 'status': status, props.CLOUDLET_TYPE: props.OVERLAY,
-                 props.BASE_ID: 'ab' * 32}
-        if self.handoff_id:
-            image[launch.HANDOFF_ID] = self.handoff_id
-        return image
-
-    def get(self, image_id):
-        self.gets += 1
-        status = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
-        if isinstance(status, Exception):
-            raise status
-        return self.image(status)
-
-    def download(self, image_id, fileobj):
-        fileobj.write(self.data)
-        return len(self.data)
+def feed(inboxes, handoff_id, pieces, timeout=10.0):
+    """The relay's side: wait for the inbox to open, then send `pieces` and the end."""
+    deadline = time.monotonic() + timeout
+    while inboxes.status(handoff_id)['state'] == inbox_mod.WAITING:
+        if time.monotonic() > deadline:
+            raise AssertionError('the inbox of %s never opened' % handoff_id)
+        time.sleep(0.01)
+    offset = 0
+    for index, piece in enumerate(pieces):
+        inboxes.receive(handoff_id, offset, piece, end=index == len(pieces) - 1)
+        offset += len(piece)
 
 
-class FakeClock:
-    def __init__(self):
-        self.now, self.sleeps = 1000.0, []
+class Feeder(threading.Thread):
+    def __init__(self, inboxes, handoff_id, pieces):
+        super().__init__(daemon=True)
+        self.args, self.error = (inboxes, handoff_id, pieces), None
+        self.start()
 
-    def __call__(self):
-        return self.now
+    def run(self):
+        try:
+            feed(*self.args)
+        except Exception as exc:      # noqa: BLE001 - asserted by the test
+            self.error = exc
 
-    def sleep(self, seconds):
-        self.sleeps.append(seconds)
-        self.now += seconds
 
-
-class ResidueWaitTest(LaunchTestCase):
+class ReceiveResidueTest(LaunchTestCase):
 
     def setUp(self):
         super().setUp()
-        self.clock = FakeClock()
-        self.useFixture(test.fixtures.MonkeyPatch('cloudlet_nova.virt.launch._clock', self.clock))
-        self.useFixture(test.fixtures.MonkeyPatch('cloudlet_nova.virt.launch._sleep', self.clock.sleep))
+        self.inboxes = inbox_mod.Inboxes()
 
-    def wait(self, images, timeout=None):
-        first = images.get('residue-1')
-        return launch.wait_for_residue(images, 'residue-1', first, timeout=timeout)
+    def test_applies_from_the_inbox_then_closes_it_received(self):
+        self.flags(handoff_receive_timeout=7, group='cloudlet')
+        seen = []
 
-    def test_waits_until_active(self):
-        images = FakeResidueImages(['queued', 'saving', 'saving', 'active'])
-        image = self.wait(images)
-        self.assertEqual('active', image['status'])
-        self.assertEqual(4, images.gets)
-        self.assertEqual([launch.RESIDUE_POLL_SECONDS] * 3, self.clock.sleeps)
+        def apply_from(fileobj):
+            seen.append((fileobj.handoff_id, fileobj.idle_timeout,
+                         self.inboxes.status('h-1')['state']))
+            feed(self.inboxes, 'h-1', [b'resi', b'due'])
+            return fileobj.read(), fileobj.read()
 
-    def test_active_at_once_does_not_poll(self):
-        images = FakeResidueImages(['active'])
-        self.assertEqual('active', self.wait(images)['status'])
-        self.assertEqual([], self.clock.sleeps)
+        self.assertEqual((b'residue', b''), launch.receive_residue(self.inboxes, 'h-1', apply_from))
+        self.assertEqual([('h-1', 7, inbox_mod.READY)], seen)
+        self.assertEqual({'state': inbox_mod.RECEIVED, 'bytes_received': 7, 'reason': None},
+                         self.inboxes.status('h-1'))
+        # Closed: the relay's later pieces are refused.
+        self.assertRaises(inbox_mod.InboxError, self.inboxes.receive, 'h-1', 7, b'x')
 
-    def test_killed_upload_fails_the_spawn(self):
-        images = FakeResidueImages(['queued', 'saving', 'killed'])
-        exc = self.assertRaises(faults.CloudletSpawnFailed, self.wait, images)
-        self.assertEqual('residue image residue-1 of handoff h-1 is killed: the source cloud gave up '
-                         'the handoff', exc.format_message())
+    def test_a_failed_apply_closes_it_failed_with_the_reason(self):
+        def apply_from(fileobj):
+            fileobj.read(1)
+            raise errors.CorruptOverlay('bad record 3')
 
-    def test_deleted_image_fails_the_spawn(self):
-        images = FakeResidueImages(['queued', glance_errors.ImageNotFound('image residue-1 not found')])
-        exc = self.assertRaises(faults.CloudletSpawnFailed, self.wait, images)
-        self.assertIn('residue image residue-1 of handoff h-1 disappeared', exc.format_message())
+        self.inboxes_receive_soon('h-1', [b'abc'])
+        self.assertRaises(errors.CorruptOverlay, launch.receive_residue, self.inboxes, 'h-1', apply_from)
+        status = self.inboxes.status('h-1')
+        self.assertEqual(inbox_mod.FAILED, status['state'])
+        self.assertEqual('overlay is corrupt: bad record 3', status['reason'])
+        error = self.assertRaises(inbox_mod.InboxError, self.inboxes.receive, 'h-1', 3, b'x')
+        self.assertIn('no longer received here (failed: overlay is corrupt: bad record 3)', str(error))
 
-    def test_timeout(self):
-        self.flags(handoff_receive_timeout=3, group='cloudlet')
-        images = FakeResidueImages(['saving'])
-        exc = self.assertRaises(faults.CloudletSpawnFailed, self.wait, images)
-        self.assertIn('is still saving after 3 s ([cloudlet] handoff_receive_timeout)',
-                      exc.format_message())
-        self.assertEqual(3.0, sum(self.clock.sleeps))
+    def test_any_other_exception_is_named(self):
+        def apply_from(fileobj):
+            raise KeyboardInterrupt()
 
-    def test_glance_hiccups_are_retried(self):
-        images = FakeResidueImages(['queued', glance_errors.ImageServiceError('HTTP 503'), 'active'])
-        self.assertEqual('active', self.wait(images)['status'])
+        self.assertRaises(KeyboardInterrupt, launch.receive_residue, self.inboxes, 'h-1', apply_from)
+        self.assertEqual({'state': inbox_mod.FAILED, 'bytes_received': 0, 'reason': 'KeyboardInterrupt'},
+                         self.inboxes.status('h-1'))
 
-    def test_hiccup_until_the_deadline_names_it(self):
-        images = FakeResidueImages(['queued', glance_errors.ImageServiceError('HTTP 503')])
-        exc = self.assertRaises(faults.CloudletSpawnFailed, self.wait, images, 2)
-        self.assertIn('HTTP 503', exc.format_message())
+    def test_the_relay_giving_up_fails_the_apply(self):
+        def apply_from(fileobj):
+            self.inboxes.abort('h-1', 'the residue upload broke off after 3 bytes')
+            return fileobj.read()
 
-    def test_open_overlay_waits_for_a_residue_then_streams_it(self):
-        images = FakeResidueImages(['queued', 'uploading', 'active'], data=b'overlay bytes')
-        spawn_plan = launch.Plan('base-image', launch.GLANCE, 'residue-1')
-        launch.overlay_image(images, spawn_plan, FakeBaseVM())
-        with launch.open_overlay(images, spawn_plan) as stream:
-            self.assertEqual(b'overlay bytes', stream.read())
-        self.assertEqual(2, len(self.clock.sleeps))
+        error = self.assertRaises(errors.SourceError, launch.receive_residue, self.inboxes, 'h-1',
+                                  apply_from)
+        self.assertEqual('handoff h-1: the residue upload broke off after 3 bytes', str(error))
+        self.assertEqual(inbox_mod.FAILED, self.inboxes.status('h-1')['state'])
 
-    def test_an_ordinary_overlay_image_is_not_waited_for(self):
-        # Without cloudlet_handoff_id a queued image is not waited for (nothing is uploading it).
-        images = FakeResidueImages(['queued', 'active'], handoff_id=None)
-        spawn_plan = launch.Plan('base-image', launch.GLANCE, 'residue-1')
-        self.assertEqual('queued', launch.overlay_image(images, spawn_plan, FakeBaseVM())['status'])
-        with launch.open_overlay(images, spawn_plan) as stream:
-            stream.read()
-        self.assertEqual([], self.clock.sleeps)
-        self.assertEqual(1, images.gets)
+    def test_a_second_inbox_for_the_handoff_is_refused(self):
+        self.inboxes.open('h-1', 5)
+        self.assertRaises(inbox_mod.InboxError, launch.receive_residue, self.inboxes, 'h-1',
+                          lambda fileobj: self.fail('applied'))
 
-    def test_handoff_metadata_key_is_accepted_by_the_plan(self):
-        plan = launch.plan(instance({props.META_OVERLAY_ID: 'residue-1', launch.HANDOFF_ID: 'h-1'}))
-        self.assertEqual(launch.Plan('base-image', launch.GLANCE, 'residue-1'), plan)
+    def inboxes_receive_soon(self, handoff_id, pieces):
+        feeder = Feeder(self.inboxes, handoff_id, pieces)
+        self.addCleanup(feeder.join, 10)
+
+
+class FakeApply:
+    """apply.apply_overlay: reads the whole overlay and writes into the launch dir."""
+
+    def __init__(self, error=None):
+        self.calls, self.error = [], error
+
+    def __call__(self, base, fileobj, launch_dir, **kwargs):
+        os.makedirs(launch_dir, exist_ok=True)
+        data = b''
+        while True:
+            chunk = fileobj.read(4)
+            if self.error:          # fails inside the overlay
+                raise self.error
+            if not chunk:
+                break
+            data += chunk
+        with open(os.path.join(launch_dir, 'memory'), 'wb') as f:
+            f.write(data)
+        self.calls.append((base, data, launch_dir, kwargs))
+        return apply.Launch(os.path.join(launch_dir, 'disk'), os.path.join(launch_dir, 'memory'), {},
+                            overlay_bytes=len(data))
+
+
+class PrepareTest(LaunchTestCase):
+    """prepare() with the base fetch, RAM file, trust and apply faked: which overlay, where from."""
+
+    def setUp(self):
+        super().setUp()
+        self.base = FakeBaseVM()
+        self.instance_dir = self.useFixture(test.fixtures.TempDir()).path
+        self.launch_dir = os.path.join(self.instance_dir, 'cloudlet-launch')
+        self.inboxes = inbox_mod.Inboxes()
+        self.apply = FakeApply()
+        self.stub_out('cloudlet_nova.virt.launch.glance_images.NovaImages', lambda context: 'images')
+        self.stub_out('cloudlet_nova.virt.launch.base_store', lambda: 'store')
+        self.stub_out('cloudlet_nova.virt.launch.model.fetch_base',
+                      lambda images, image_id, store, progress: self.base)
+        self.stub_out('cloudlet_nova.virt.launch.ram_file', lambda base, owner: 'ram')
+        self.stub_out('cloudlet_nova.virt.launch.overlay_trust',
+                      lambda context, inst, image: (b'k' * 32, 'verifier'))
+        self.stub_out('cloudlet_nova.virt.launch.apply.apply_overlay', self.apply)
+
+    def prepare(self, spawn_plan, inst=None):
+        return launch.prepare('context', inst or instance({launch.HANDOFF_ID: 'h-1'}), spawn_plan,
+                              self.instance_dir, inboxes=self.inboxes)
+
+    def test_handoff_residue_comes_from_the_inbox(self):
+        self.stub_out('cloudlet_nova.virt.launch.open_overlay',
+                      lambda *args: self.fail('a handoff opens no overlay source'))
+        self.stub_out('cloudlet_nova.virt.launch.overlay_image',
+                      lambda *args: self.fail('a handoff has no overlay image'))
+        feeder = Feeder(self.inboxes, 'h-1', [b'resid', b'ue ', b'bytes'])
+        base, prepared = self.prepare(launch.Plan('base-image', launch.HANDOFF, 'h-1'))
+        feeder.join(10)
+        self.assertIsNone(feeder.error)
+        self.assertIs(self.base, base)
+        self.assertEqual(13, prepared.overlay_bytes)
+        [(applied_base, data, launch_dir, kwargs)] = self.apply.calls
+        self.assertIs(self.base, applied_base)
+        self.assertEqual((b'residue bytes', self.launch_dir), (data, launch_dir))
+        self.assertEqual((b'k' * 32, 'verifier', 'ram'), (kwargs['key'], kwargs['verifier'], kwargs['ram']))
+        self.assertEqual({'state': inbox_mod.RECEIVED, 'bytes_received': 13, 'reason': None},
+                         self.inboxes.status('h-1'))
+
+    def test_a_failed_handoff_apply_fails_the_spawn_and_the_inbox(self):
+        self.apply.error = errors.CorruptOverlay('bad record header')
+        feeder = Feeder(self.inboxes, 'h-1', [b'abcdefgh'])
+        exc = self.assertRaises(faults.CloudletSpawnFailed, self.prepare,
+                                launch.Plan('base-image', launch.HANDOFF, 'h-1'))
+        feeder.join(10)
+        self.assertEqual('cloudlet spawn failed: overlay is corrupt: bad record header',
+                         exc.format_message())
+        self.assertFalse(os.path.exists(self.launch_dir))
+        self.assertEqual({'state': inbox_mod.FAILED, 'bytes_received': 8,
+                          'reason': 'overlay is corrupt: bad record header'}, self.inboxes.status('h-1'))
+
+    def test_no_residue_byte_in_time_fails_the_spawn(self):
+        self.flags(handoff_receive_timeout=1, group='cloudlet')
+        ticks = iter(range(1000, 2000))      # a second passes at every look at the clock
+        self.stub_out('cloudlet_nova.handoff.inbox.clock', lambda: float(next(ticks)))
+        exc = self.assertRaises(faults.CloudletSpawnFailed, self.prepare,
+                                launch.Plan('base-image', launch.HANDOFF, 'h-1'))
+        self.assertIn('no residue byte for 1 s ([cloudlet] handoff_receive_timeout)', exc.format_message())
+        self.assertEqual(inbox_mod.FAILED, self.inboxes.status('h-1')['state'])
+        self.assertFalse(os.path.exists(self.launch_dir))
+
+    def test_glance_overlay_is_streamed_into_the_same_apply(self):
+        opened = []
+        self.stub_out('cloudlet_nova.virt.launch.overlay_image',
+                      lambda images, spawn_plan, base: {'id': spawn_plan.ref})
+        self.stub_out('cloudlet_nova.virt.launch.open_overlay',
+                      lambda images, spawn_plan: opened.append(spawn_plan.ref) or io.BytesIO(b'overlay'))
+        base, prepared = self.prepare(launch.Plan('base-image', launch.GLANCE, 'overlay-1'),
+                                      instance({props.META_OVERLAY_ID: 'overlay-1'}))
+        self.assertEqual(['overlay-1'], opened)
+        self.assertEqual(b'overlay', self.apply.calls[0][1])
+        self.assertEqual(7, prepared.overlay_bytes)
+        self.assertEqual(inbox_mod.WAITING, self.inboxes.status('h-1')['state'])
