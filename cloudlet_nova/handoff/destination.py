@@ -394,19 +394,26 @@ class Destination:
         """Poll until the server's compute host is ready for the residue (its base in place).
 
         A build that failed there is refused; a poll that cannot reach the
-        destination is retried until the deadline.
+        destination is retried, for `stall_timeout` s at most (a cut link
+        fails the handoff as a stalled upload does).
         """
         deadline = clock() + timeout
         last_problem = None
+        answered = clock()
         while True:
             remaining = deadline - clock()
             try:
                 status = self.residue_status(server_id, handoff_id,
                                              timeout=max(1.0, min(self.connect_timeout, remaining)))
+                answered = clock()
             except HandoffDestinationError as exc:
                 if exc.refused:
                     raise
                 status, last_problem = None, str(exc)
+                if clock() - answered >= self.stall_timeout:
+                    raise self._error('destination %s: no answer for %d s while waiting for server %s '
+                                      'to be ready (%s)' % (self.auth_url, self.stall_timeout, server_id,
+                                                            last_problem))
             if status:
                 if status.get('state') == 'failed':
                     raise self._error('destination %s: server %s gave the residue up: %s'

@@ -37,6 +37,8 @@ NOWHERE_FLAVOR = 'e2e-policy-nowhere'      # a root disk no compute host has: sc
 RECORD_NAME = 'e2e-policy-import'
 SERVER_ACTION = '/servers/{server_id}/action'
 BASE = '/os-cloudlet/bases/{base_import_id}'
+RESIDUE = '/servers/{server_id}/cloudlet-residue'
+RESIDUE_HEADERS = {'X-Cloudlet-Handoff-Id': 'e2e-policy-handoff'}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +52,7 @@ class Call:
     rules: tuple = ()          # the policy rules (api_extensions.policies) it checks
     past_policy: str = None    # in the answer of every allowed 4xx cell: the refusal came after policy
     lists_record: tuple = ()   # roles whose 200 answer lists the owner's base import record
+    headers: dict = None
 
     def operation(self):
         """As policies.py documents it: 'POST /servers/{server_id}/action (cloudlet-handoff)'."""
@@ -107,6 +110,11 @@ CALLS = {
                                            'name': 'e2e-policy-handoff'},
                       policies.HANDOFF, 'vm_state error'),
     'heartbeat': action('cloudlet-heartbeat', {}, policies.LEASE, 'has no lease'),
+    # A handoff's receiving end: the owner's server is no handoff destination.
+    'residue-status': Call('GET', RESIDUE, rules=(policies.HANDOFF_RECEIVE,),
+                           past_policy='is not the destination of handoff', headers=RESIDUE_HEADERS),
+    'residue-put': Call('PUT', RESIDUE, rules=(policies.HANDOFF_RECEIVE,),
+                        past_policy='is not the destination of handoff', headers=RESIDUE_HEADERS),
     # nova's rule (os_compute_api:servers:create); the lease wrapper runs before it.
     'create-server-lease': Call('POST', '/servers',
                                 {'server': {'name': 'e2e-policy-leased', 'imageRef': '{image_id}',
@@ -129,6 +137,8 @@ EXPECTED = {
     'create-overlay':         (409, 409, 404, 403),
     'handoff':                (409, 409, 404, 403),
     'heartbeat':              (409, 409, 404, 403),
+    'residue-status':         (409, 409, 404, 403),
+    'residue-put':            (409, 409, 404, 403),
     'create-server-lease':    (400, 400, 400, 403),
 }
 
@@ -146,7 +156,7 @@ def fill(value, ids):
 
 def send(conn, call, ids):
     return conn.compute.request(fill(call.path, ids), call.method, json=fill(call.body, ids),
-                                microversion=cloud.MICROVERSION)
+                                headers=call.headers, microversion=cloud.MICROVERSION)
 
 
 # --- the reader -----------------------------------------------------------------------

@@ -543,6 +543,19 @@ def test_wait_ready_timeout_names_the_last_problem(dest, keystone, no_waiting):
     assert 'Connection refused' in str(caught.value)
 
 
+def test_wait_ready_gives_up_after_stall_timeout_without_an_answer(dest, keystone, no_waiting):
+    """A cut link fails the wait as a stalled upload does, long before ready_timeout."""
+    keystone.get(RESIDUE_URL, [{'json': _residue('waiting')}]
+                 + [{'exc': requests.exceptions.ConnectTimeout('link down')}] * 1000)
+    start = no_waiting[0]
+    with pytest.raises(HandoffDestinationError) as caught:
+        dest.wait_ready(SERVER_ID, HANDOFF_ID, timeout=600)
+    assert not caught.value.refused
+    assert 'no answer for 60 s while waiting for server %s to be ready' % SERVER_ID in str(caught.value)
+    assert 'timed out' in str(caught.value)       # the last problem, as keystoneauth names it
+    assert 60 <= no_waiting[0] - start < 61
+
+
 def test_delete_server_is_best_effort(dest, keystone):
     keystone.delete(NOVA + '/servers/' + SERVER_ID, status_code=204)
     dest.delete_server(SERVER_ID)
