@@ -10,10 +10,11 @@ the server's compute host (cloudlet_nova.handoff.rpc); the compute host does
 the rest and records the event `cloudlet_handoff` of that action. The answer
 is 202 {"handoff_id": ...}.
 
-The credential goes into the RPC message and nowhere else: not logged (nova
-logs request bodies through `mask_password`, which masks `token` and
-`secret`), not stored, and masked out of validation errors (nova's validator
-quotes the values it refuses).
+The credential is kept in the key manager for the compute host to read
+(cloudlet_nova.handoff.credentials; `[cloudlet_handoff] credential_store`),
+and the RPC message names it; it is not logged (nova logs request bodies
+through `mask_password`, which masks `token` and `secret`), and masked out of
+validation errors (nova's validator quotes the values it refuses).
 """
 
 import functools
@@ -29,10 +30,12 @@ from nova.compute import api as compute
 from nova.compute import task_states
 from nova.compute import utils as compute_utils
 from nova.compute import vm_states
+import nova.conf
 from nova import exception
 from nova import objects
 
 from cloudlet_glance import properties
+from cloudlet_nova.handoff import credentials
 from cloudlet_nova.handoff import remote
 from cloudlet_nova.handoff import rpc as handoff_rpc
 
@@ -40,6 +43,7 @@ from api_extensions import policies
 from api_extensions import policy
 from api_extensions import schemas
 
+CONF = nova.conf.CONF
 LOG = logging.getLogger(__name__)
 
 ACTION = 'cloudlet-handoff'
@@ -113,13 +117,21 @@ class CloudletHandoffController(wsgi.Controller):
             raise exc.HTTPNotFound(explanation=error.format_message())
 
         handoff_id = uuidutils.generate_uuid()
+        request = dict(entity)
+        if CONF.cloudlet_handoff.credential_store == credentials.KEY_MANAGER:
+            try:
+                request['credential'] = credentials.store(context, entity['credential'], handoff_id)
+            except credentials.CredentialUnavailable as error:
+                self._unlock(context, instance)
+                raise exc.HTTPServiceUnavailable(explanation='%s; try again later' % error)
         try:
             objects.InstanceAction.action_start(context, instance.uuid, INSTANCE_ACTION,
                                                 want_result=False)
-            self.rpcapi.handoff(context, instance, handoff_id, entity)
+            self.rpcapi.handoff(context, instance, handoff_id, request)
         except Exception as error:   # noqa: BLE001 - nothing was started: unlock the server
             LOG.error('handoff %s of server %s could not be sent to its compute host %s: %s',
                       handoff_id, instance.uuid, instance.host, type(error).__name__)
+            credentials.forget(context, request['credential'])
             self._unlock(context, instance)
             raise exc.HTTPServiceUnavailable(
                 explanation='the handoff could not be sent to the compute host of server %s; '

@@ -124,14 +124,21 @@ handoff_opts = [
     cfg.IntOpt('max_downtime_ms', default=300, min=1,
                help='Longest pause of the VM for the last memory iteration of a handoff, in '
                     'milliseconds (QEMU\'s migration downtime limit).'),
+    cfg.StrOpt('credential_store', default='key_manager',
+               choices=[('key_manager', 'nova-api keeps the credential in the key manager (castellan: '
+                                        'Barbican) and the RPC message names it; the compute host '
+                                        'deletes it when the handoff ends'),
+                        ('rpc_message', 'the credential travels in the RPC message (clouds without '
+                                        'a key manager)')],
+               help='Where the destination credential of a handoff waits for the source compute host.'),
     cfg.StrOpt('residue_encryption', default='auto',
                choices=[('auto', 'encrypt when the destination\'s catalog has a key manager'),
                         ('required', 'refuse a destination without a key manager'),
                         ('off', 'never encrypt')],
-               help='Whether the residue rests encrypted in the destination\'s Glance (AES-256-GCM, '
-                    'overlay format version 2): a new key is stored in the destination\'s key '
-                    'manager with the handoff\'s credential, named in the destination server\'s '
-                    'metadata, and deleted with the residue image once the server is ACTIVE.'),
+               help='Whether the residue crosses encrypted (AES-256-GCM, overlay format version 2): '
+                    'a new key is stored in the destination\'s key manager with the handoff\'s '
+                    'credential, named in the destination server\'s metadata, and deleted once '
+                    'the server is ACTIVE.'),
 ]
 
 LEASE_GROUP = cfg.OptGroup(

@@ -74,9 +74,17 @@ function configure_cloudlet {
         allowed_hosts+=(--set "cloudlet.outbound_allowed_networks=$CLOUDLET_OUTBOUND_ALLOWED_NETWORKS")
     fi
 
+    # A handoff's destination credential waits in Barbican when there is one
+    # ([cloudlet_handoff] credential_store), else in the RPC message.
+    local credential_store=rpc_message
+    if is_service_enabled barbican; then
+        credential_store=key_manager
+    fi
+
     if is_service_enabled n-api; then
         "$configure" nova --role api --config-file "$NOVA_CONF" --api-paste "$NOVA_API_PASTE_INI" \
             --set "cloudlet.api_state_dir=$CLOUDLET_API_STATE_DIR" "${allowed_hosts[@]}" \
+            --set "cloudlet_handoff.credential_store=$credential_store" \
             || die $LINENO "cloudlet-configure failed for nova-api"
         # A handoff's residue arrives as a chunked request body
         # (PUT /servers/{id}/cloudlet-residue), as Glance's image uploads do.

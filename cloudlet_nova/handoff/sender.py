@@ -30,13 +30,16 @@ running. Once the destination server is ACTIVE nothing is rolled back (two
 running copies would be worse): a failed delete here leaves this VM paused,
 with the reason in the event.
 
-The credential is only handed to `destination.Destination`; every message
-this module writes (logs, the instance action event, the record) is masked
-against its values.
+The credential arrives as a reference to the key manager (credentials.py):
+it is read when the handoff starts, only handed to `destination.Destination`,
+and the secret is deleted when the handoff ends. Every message this module
+writes (logs, the instance action event, the record) is masked against its
+values.
 """
 
 import copy
 import os
+import re
 import shutil
 import threading
 import time
@@ -51,6 +54,7 @@ from nova.compute import rpcapi as compute_rpcapi
 from nova.compute import task_states
 from nova.compute import utils as compute_utils
 import nova.conf
+from nova import context as nova_context
 from nova import exception
 from nova import objects
 from nova import utils
@@ -64,6 +68,7 @@ from cloudlet_glance import images as glance_images
 from cloudlet_glance import model
 from cloudlet_glance import properties as props
 from cloudlet_nova.handoff import addresses
+from cloudlet_nova.handoff import credentials
 from cloudlet_nova.handoff import destination as destination_mod
 from cloudlet_nova.handoff import records
 from cloudlet_nova.handoff import remote
@@ -120,6 +125,54 @@ def describe(exc):
     return '%s: %s' % (type(exc).__name__, exc) if str(exc) else type(exc).__name__
 
 
+def _mac(nic_xml):
+    found = re.search(r"<mac address=['\"]([^'\"]+)", nic_xml)
+    return found.group(1).lower() if found else nic_xml
+
+
+def recover(driver, host, record):
+    """After nova-compute stopped mid-handoff (init_host, per interrupted record):
+    the VM runs here again with its NICs, unless the destination had taken
+    over (then it stays paused, for its owner to delete). Returns what was done.
+
+    The handoff unplugged the NICs from the live domain only: the persistent
+    definition keeps them, and what it has and the live domain lacks is
+    plugged back (the ports on the switch first, as replug_nics does).
+    """
+    uuid = record.get('instance_uuid')
+    try:
+        instance = objects.Instance.get_by_uuid(nova_context.get_admin_context(), uuid,
+                                                expected_attrs=['info_cache', 'flavor'])
+    except exception.InstanceNotFound:
+        return 'the server is gone'
+    if instance.host != host:
+        return 'the server is on %s' % instance.host
+    try:
+        guest = driver._host.get_guest(instance)     # no public accessor, as in Handoff
+    except exception.InstanceNotFound:
+        return 'the server has no VM here'
+    if any(phase.get('name') == 'activate' and phase.get('result') == 'ok'
+           for phase in record.get('phases') or ()):
+        LOG.warning('handoff %s: the destination server %s took over before nova-compute stopped; '
+                    'the VM here stays paused: delete this server', record.get('handoff_id'),
+                    record.get('destination_server_id'), instance=instance)
+        return 'left paused: the destination took over'
+    done = []
+    if guest.get_power_state(driver._host) == power_state.PAUSED:
+        guest.resume()
+        done.append('resumed')
+    live = {_mac(nic) for nic in restore.interfaces(guest.get_xml_desc())}
+    missing = [nic for nic in restore.interfaces(guest.get_xml_desc(dump_inactive=True))
+               if _mac(nic) not in live]
+    if missing:
+        restore.replug_nics(driver, instance, guest, missing)
+        done.append('%d NIC(s) plugged back' % len(missing))
+    LOG.warning('handoff %s was interrupted by a nova-compute stop: %s; delete its destination server %s '
+                'if it exists', record.get('handoff_id'), ', '.join(done) or 'nothing to repair',
+                record.get('destination_server_id'), instance=instance)
+    return ', '.join(done) or 'nothing to repair'
+
+
 def sweep_workdirs(instances_path):
     """Remove residue work directories left by a nova-compute that stopped mid-handoff.
 
@@ -146,6 +199,7 @@ class Handoff:
         self.record = records.HandoffRecord(CONF.cloudlet.state_dir, handoff_id, instance.uuid,
                                             server_name=request.get('name'))
         self.record.forbid(*self.secrets)
+        self.credential = None           # read from the key manager when the handoff starts
         self._lock = threading.Lock()
         self._cancel_reason = None
         self.destination = None
@@ -228,6 +282,8 @@ class Handoff:
             LOG.error('handoff %s: %s', self.handoff_id, self._masked(describe(exc)),
                       instance=self.instance)
         finally:
+            self.credential = None
+            credentials.forget(self.context, self.request.get('credential'))
             if not self.delete_requested:
                 self._clear_task_state()
             self.record.finish(records.ERROR if self.error else records.OK, self.error)
@@ -249,8 +305,19 @@ class Handoff:
             self.record.finish(records.ERROR, message)
             return False
 
+    def _read_credential(self):
+        try:
+            credential = credentials.read(self.context, self.request.get('credential'))
+        except credentials.CredentialUnavailable as exc:
+            raise HandoffFailed(reason=str(exc)) from None
+        secrets = secrets_of({'credential': credential})
+        self.secrets = sorted(set(self.secrets) | set(secrets), key=len, reverse=True)
+        self.record.forbid(*secrets)
+        return credential
+
     def _handoff(self):
         self._check_cancelled()
+        self.credential = self._read_credential()
         self.guest = self._running_guest()
         base = self._base()
         with self.record.phase('destination'):
@@ -304,7 +371,7 @@ class Handoff:
         spec = self.request['destination']
         options = CONF.cloudlet_handoff
         self.destination = destination_mod.Destination(
-            spec, self.request['credential'], known_clouds=dict(options.destinations or {}),
+            spec, self.credential, known_clouds=dict(options.destinations or {}),
             ca_file=options.ca_file, insecure=options.insecure,
             connect_timeout=options.connect_timeout, stall_timeout=options.stall_timeout,
             policy=outbound.policy(CONF))

@@ -71,10 +71,12 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
             LOG.warning('work files of an interrupted cloudlet capture are left in %s: if the '
                         'instance is not running, its memory may be in %s/memory.save', path, path)
         for record in handoff_records.mark_interrupted(CONF.cloudlet.state_dir):
-            LOG.warning('handoff %s of instance %s was interrupted by a nova-compute stop; check '
-                        'that its VM runs and has its NICs, and delete its destination server %s',
-                        record.get('handoff_id'), record.get('instance_uuid'),
-                        record.get('destination_server_id'))
+            try:
+                handoff_sender.recover(self, host, record)
+            except Exception:   # noqa: BLE001 - one server's repair must not stop nova-compute
+                LOG.exception('handoff %s of instance %s was interrupted by a nova-compute stop and '
+                              'could not be repaired: check that its VM runs and has its NICs',
+                              record.get('handoff_id'), record.get('instance_uuid'))
         handoff_sender.sweep_workdirs(CONF.instances_path)
         # The `cloudlet` RPC topic (handoffs), after nova's own init_host, as
         # nova's Service.start() creates its own RPC servers after init_host.
