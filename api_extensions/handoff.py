@@ -80,19 +80,12 @@ def schema_without_secrets(request_body_schema):
     return decorator
 
 
-class CloudletHandoffController(wsgi.Controller):
+class CloudletHandoffController(handoff_rpc.RPCClientUser, wsgi.Controller):
     """Registered on nova's /servers/{id}/action Resource by api_extensions.router."""
 
     def __init__(self):
         super().__init__()
         self.compute_api = compute.API()
-        self._rpcapi = None
-
-    @property
-    def rpcapi(self):
-        if self._rpcapi is None:     # after nova.rpc.init(), which runs before any request
-            self._rpcapi = handoff_rpc.HandoffAPI()
-        return self._rpcapi
 
     @wsgi.response(202)
     @wsgi.expected_errors((400, 403, 404, 409, 503))

@@ -165,18 +165,11 @@ class _Relay:
                 self._cond.notify_all()
 
 
-class CloudletResidueApp:
+class CloudletResidueApp(handoff_rpc.RPCClientUser):
     """The WSGI application of PATH (api_extensions.router routes both methods here)."""
 
     def __init__(self):
         self.compute_api = compute.API()
-        self._rpcapi = None
-
-    @property
-    def rpcapi(self):
-        if self._rpcapi is None:     # after nova.rpc.init(), which runs before any request
-            self._rpcapi = handoff_rpc.HandoffAPI()
-        return self._rpcapi
 
     @webob.dec.wsgify
     def __call__(self, req):

@@ -75,7 +75,7 @@ class OutsideProbe(threading.Thread):
         super().__init__(name='outside-probe', daemon=True)
         self.source_address, self.record_path, self.interval = source_address, record_path, interval
         self.last_source = self.first_destination = None
-        self._stop = threading.Event()
+        self._finish = threading.Event()
 
     def _destination_address(self):
         path = self.record_path()
@@ -88,7 +88,7 @@ class OutsideProbe(threading.Thread):
 
     def run(self):
         destination = None
-        while not self._stop.is_set():
+        while not self._finish.is_set():
             destination = destination or self._destination_address()
             if destination is None:
                 if guest_app.answers(self.source_address, 0.3):
@@ -96,12 +96,12 @@ class OutsideProbe(threading.Thread):
             elif guest_app.answers(destination, 0.3):
                 self.first_destination = time.monotonic()
                 return
-            self._stop.wait(self.interval)
+            self._finish.wait(self.interval)
 
     def unreachable(self, timeout=60):
         """Seconds between the two, or None (never answered on one side within `timeout`)."""
         self.join(timeout)
-        self._stop.set()
+        self._finish.set()
         if self.last_source is None or self.first_destination is None:
             return None
         return self.first_destination - self.last_source

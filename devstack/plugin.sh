@@ -83,8 +83,8 @@ function configure_cloudlet {
 
     if is_service_enabled n-api; then
         "$configure" nova --role api --config-file "$NOVA_CONF" --api-paste "$NOVA_API_PASTE_INI" \
-            --set "cloudlet.api_state_dir=$CLOUDLET_API_STATE_DIR" "${allowed_hosts[@]}" \
-            --set "cloudlet_handoff.credential_store=$credential_store" \
+            --set "cloudlet.api_state_dir=$CLOUDLET_API_STATE_DIR" \
+            --set "cloudlet_handoff.credential_store=$credential_store" "${allowed_hosts[@]}" \
             || die $LINENO "cloudlet-configure failed for nova-api"
         # A handoff's residue arrives as a chunked request body
         # (PUT /servers/{id}/cloudlet-residue), as Glance's image uploads do.

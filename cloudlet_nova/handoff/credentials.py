@@ -40,7 +40,7 @@ def store(context, credential, handoff_id):
                                     name='cloudlet-handoff-%s-credential' % handoff_id)
     try:
         return {REF: _api().store(context, secret)}
-    except (castellan_exc.CastellanException, OSError) as exc:
+    except Exception as exc:   # noqa: BLE001 - any failure (e.g. keystoneauth's, a bad backend): a 503
         LOG.warning('handoff %s: storing the destination credential failed: %s', handoff_id,
                     type(exc).__name__)
         raise CredentialUnavailable('the key manager could not keep the destination credential') from None
@@ -57,7 +57,7 @@ def read(context, credential):
     try:
         managed = _api().get(context, credential[REF])
         return json.loads(managed.get_encoded().decode())
-    except (castellan_exc.CastellanException, OSError, ValueError, AttributeError) as exc:
+    except Exception as exc:   # noqa: BLE001 - any failure (keystoneauth's, a bad secret): named
         LOG.warning('reading the handoff credential %s failed: %s', credential[REF], type(exc).__name__)
         raise CredentialUnavailable('the destination credential could not be read from the key manager '
                                     '(%s)' % credential[REF]) from None

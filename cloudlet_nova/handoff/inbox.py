@@ -46,6 +46,7 @@ class Inbox:
         self.buffer_bytes = buffer_bytes
         self._cond = threading.Condition()
         self._pieces = collections.deque()
+        self._head = 0             # bytes of the first piece already read
         self._buffered = 0
         self.received = 0          # bytes accepted
         self.consumed = 0          # bytes read by the apply
@@ -104,6 +105,7 @@ class Inbox:
             if self.reason is None and not (self._ended and not self._pieces and self.consumed == self.received):
                 self.reason = str(reason)
             self._pieces.clear()
+            self._head = 0
             self._buffered = 0
             self._cond.notify_all()
 
@@ -130,13 +132,18 @@ class Inbox:
             out = []
             want = self._buffered if size is None or size < 0 else size
             while self._pieces and want > 0:
-                piece = self._pieces.popleft()
-                if len(piece) > want:
-                    self._pieces.appendleft(piece[want:])
-                    piece = piece[:want]
-                out.append(piece)
-                want -= len(piece)
-                self._buffered -= len(piece)
+                # The relay delivers pieces of up to 1 MiB and the overlay reader reads
+                # small headers: take from the head piece at an offset, never copy its rest.
+                piece, start = self._pieces[0], self._head
+                take = min(len(piece) - start, want)
+                out.append(piece[start:start + take])
+                if start + take == len(piece):
+                    self._pieces.popleft()
+                    self._head = 0
+                else:
+                    self._head = start + take
+                want -= take
+                self._buffered -= take
             data = b''.join(out)
             self.consumed += len(data)
             self._cond.notify_all()

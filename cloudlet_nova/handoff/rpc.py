@@ -75,6 +75,20 @@ class HandoffAPI:
             context, 'residue_abort', instance=instance, handoff_id=handoff_id, reason=reason)
 
 
+class RPCClientUser:
+    """For nova-api's controllers: `self.rpcapi`, the HandoffAPI made on first use
+    (after nova.rpc.init(), which runs before any request).
+    """
+
+    _rpcapi = None
+
+    @property
+    def rpcapi(self):
+        if self._rpcapi is None:
+            self._rpcapi = HandoffAPI()
+        return self._rpcapi
+
+
 class HandoffEndpoint:
     """Server side (nova-compute): each handoff runs in nova's long-task thread pool.
 

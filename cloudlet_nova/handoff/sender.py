@@ -252,6 +252,7 @@ class Handoff:
 
     def _run(self):
         if not self._locked(self._claim):
+            credentials.forget(self.context, self.request.get('credential'))
             return
         self.record.save()
         try:

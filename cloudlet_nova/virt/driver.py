@@ -86,6 +86,9 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
         self._handoff_server.start()
 
     def cleanup_host(self, host):
+        # First: spawns waiting for a residue fail now, and release their instance
+        # locks for the roll backs below (a destination may be on this host too).
+        self._inboxes.fail_all('nova-compute is stopping')
         if self._handoff_server is not None:
             self._handoff_server.stop()
             self._handoff_server = None
@@ -93,7 +96,6 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
             LOG.warning('nova-compute is stopping: cancelling %d running handoff(s)',
                         len(self._handoffs.running()))
             self._handoffs.cancel_all('nova-compute is stopping')
-        self._inboxes.fail_all('nova-compute is stopping')
         super().cleanup_host(host)
 
     def update_provider_tree(self, provider_tree, nodename, allocations=None):

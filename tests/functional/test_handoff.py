@@ -7,14 +7,18 @@ metadata; CloudletDriver.spawn on the destination side fetches the base,
 opens the handoff's inbox (the driver's `_inboxes`) and synthesizes the
 server from the residue as the "upload" (FakeLiveResidue writing a real
 overlay, relayed into the inbox as nova-api's relay does) brings it. Only the
-WAN client (`Destination`, with nova-api's relay) and QEMU's migration
-(`LiveResidue`) are fakes.
+WAN client (`Destination`, with nova-api's relay), QEMU's migration
+(`LiveResidue`) and the key manager holding the credential while the handoff
+runs (castellan's API: tests/fixtures/fake_key_manager.py; [cloudlet_handoff]
+credential_store = key_manager, the default) are fakes.
 """
 
+import json
 import os
 import threading
 import uuid
 
+from castellan.common import exception as castellan_exc
 import fixtures
 from lxml import etree
 
@@ -25,8 +29,10 @@ from api_extensions import router
 from cloudlet_nova.handoff import destination as destination_mod
 from cloudlet_nova.handoff import inbox as inbox_mod
 from cloudlet_nova.handoff import records
+from cloudlet_nova.handoff import rpc as handoff_rpc
 from cloudlet_nova.virt import launch
 import nova.conf
+from tests.fixtures import fake_key_manager
 from tests.functional.api import base as api_base
 from tests.functional import cloudlet_base
 from tests.functional import fake_handoff
@@ -66,6 +72,18 @@ class HandoffTest(cloudlet_base.CloudletTestBase):
             'cloudlet_nova.handoff.destination.Destination', self.cloud))
         self.useFixture(fixtures.MonkeyPatch(
             'cloudlet_engine.handoff.LiveResidue', self.residues))
+        self.keys = fake_key_manager.FakeKeyManager()
+        self.useFixture(fixtures.MockPatch('castellan.key_manager.API', return_value=self.keys))
+        # What the compute host receives on the `cloudlet` topic (serialized, as it travels).
+        self.messages = []
+        receive = handoff_rpc.HandoffEndpoint.handoff
+
+        def handoff(endpoint, context, instance, handoff_id, request):
+            self.messages.append(json.dumps({'handoff_id': handoff_id, 'request': request}))
+            return receive(endpoint, context, instance, handoff_id, request)
+
+        self.useFixture(fixtures.MonkeyPatch(
+            'cloudlet_nova.handoff.rpc.HandoffEndpoint.handoff', handoff))
 
     # -- helpers ----------------------------------------------------------------------
 
@@ -206,6 +224,19 @@ class HandoffTest(cloudlet_base.CloudletTestBase):
         self.assertGreater(record['downtime_seconds'], 0)
         self.assert_no_secret_anywhere(handoff_id)
         self.assertFalse(os.path.exists(self.instance_dir(server)))
+        # The credential waited in the key manager (stored by nova-api with the user's
+        # context, read by the compute host), and the compute's RPC message held only its
+        # reference; the secret was deleted when the handoff ended.
+        [(stored_context, ref)] = self.keys.stored
+        [message] = self.messages
+        self.assertEqual({'secret_ref': ref}, json.loads(message)['request']['credential'])
+        for secret in (SECRET, APP_ID):
+            self.assertNotIn(secret, message)
+        self.assertEqual([ref], [read for _, read in self.keys.reads])
+        self.assertEqual([ref], [deleted for _, deleted in self.keys.deleted])
+        self.assertEqual({}, self.keys.objects)
+        self.assertEqual({server['tenant_id']}, {c.project_id for c in self.keys.contexts})
+        self.assertEqual({False}, {c.is_admin for c in self.keys.contexts})
 
     def test_handoff_to_a_configured_cloud_with_a_token(self):
         self.flags(destinations={'edge-b': AUTH_URL}, group='cloudlet_handoff')
@@ -220,6 +251,61 @@ class HandoffTest(cloudlet_base.CloudletTestBase):
         self.assertEqual({'auth_url': AUTH_URL, 'cloud': 'edge-b', 'flavor_id': self.flavor_id},
                          record['destination'])
         self.assert_no_secret_anywhere(handoff_id, secrets=(TOKEN,))
+
+    def test_rpc_message_mode_sends_the_credential_in_the_message(self):
+        self.flags(credential_store='rpc_message', group='cloudlet_handoff')
+        server = self.create_cloudlet_server()
+        handoff_id = self.handoff(server)
+        self._wait_until_deleted(server)
+        self.assertEqual(records.OK, self.record(handoff_id)['result'])
+        [message] = self.messages
+        self.assertEqual({'application_credential': {'id': APP_ID, 'secret': SECRET}},
+                         json.loads(message)['request']['credential'])
+        self.assertEqual([{'application_credential': {'id': APP_ID, 'secret': SECRET}}],
+                         self.cloud.credentials)
+        self.assertEqual([], self.keys.contexts)
+        self.assert_no_secret_anywhere(handoff_id)
+
+    # -- the credential cannot be kept or read ---------------------------------------------
+
+    def test_a_key_manager_that_cannot_store_the_credential_is_a_503(self):
+        server = self.create_cloudlet_server()
+        self.keys.error = castellan_exc.KeyManagerError(reason='barbican is down')
+        body = self.handoff(server, expect=503)
+        self.assertEqual('the key manager could not keep the destination credential; try again later',
+                         body['serviceUnavailable']['message'])
+        server = self.api.get_server(server['id'])
+        self.assertEqual(('ACTIVE', None), (server['status'], server['OS-EXT-STS:task_state']))
+        self.assertEqual([], self.messages)
+        self.assertEqual([], self.cloud.calls)
+        self.assert_vm_running(server)
+        self.assertNotIn(SECRET, self.logs.text())
+        # Once the key manager is back, the handoff goes.
+        self.keys.error = None
+        self.handoff(server)
+        self._wait_until_deleted(server)
+
+    def test_a_credential_gone_from_the_key_manager_fails_the_handoff(self):
+        server = self.create_cloudlet_server()
+        # Deleted between nova-api and the compute host (e.g. by the user).
+        self.useFixture(fixtures.MonkeyPatch(
+            'cloudlet_nova.handoff.rpc.HandoffEndpoint.handoff', self.emptying(
+                handoff_rpc.HandoffEndpoint.handoff)))
+        handoff_id = self.handoff(server)
+        server, event = self.wait_handoff_failed(server)
+        self.assertIn('cloudlet handoff failed: the destination credential could not be read from the '
+                      'key manager', event['details'])
+        self.assertEqual([], self.cloud.calls)                 # nothing reached the destination
+        self.assert_vm_running(server)
+        self.assertEqual(1, len(self.restores_of(server)))
+        self.assertEqual(records.ERROR, self.record(handoff_id)['result'])
+        self.assert_no_secret_anywhere(handoff_id, server)
+
+    def emptying(self, receive):
+        def handoff(endpoint, context, instance, handoff_id, request):
+            self.keys.objects.clear()
+            return receive(endpoint, context, instance, handoff_id, request)
+        return handoff
 
     # -- the destination refuses: the VM was never touched --------------------------------
 
@@ -238,6 +324,8 @@ class HandoffTest(cloudlet_base.CloudletTestBase):
         self.assertEqual(records.ERROR, record['result'])
         self.assertIn('refused %s' % step, record['error'])
         self.assert_no_secret_anywhere(handoff_id, server)
+        self.assertEqual({}, self.keys.objects)               # forgotten on failure too
+        self.assertEqual(1, len(self.keys.deleted))
         return server
 
     def test_refused_at_connect(self):

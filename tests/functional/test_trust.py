@@ -19,36 +19,18 @@ from cloudlet_engine import crypto
 from cloudlet_engine import format as overlay_format
 from cloudlet_glance import properties as props
 from cloudlet_glance import signatures
+from tests.fixtures import fake_key_manager
 from tests.fixtures import overlay_bytes
 from tests.fixtures import signing
 from tests.functional import cloudlet_base
 from tests.functional import test_capture
 
 
-class FakeKeyManager:
-    """Castellan's key manager API over a dict (a fake for the functional tests)."""
-
-    def __init__(self):
-        self.objects = {}
-        self.contexts = []
-
-    def add(self, managed):
-        ref = '00000000-0000-4000-8000-%012d' % len(self.objects)
-        self.objects[ref] = managed
-        return ref
-
-    def get(self, context, managed_object_id, metadata_only=False):
-        self.contexts.append(context)
-        if managed_object_id not in self.objects:
-            raise castellan_exc.ManagedObjectNotFoundError(uuid=managed_object_id)
-        return self.objects[managed_object_id]
-
-
 class TrustedOverlayTestBase(cloudlet_base.CloudletTestBase):
 
     def setUp(self):
         super().setUp()
-        self.keys = FakeKeyManager()
+        self.keys = fake_key_manager.FakeKeyManager()
         self.useFixture(fixtures.MockPatch('castellan.key_manager.API', return_value=self.keys))
         self.key = crypto.new_key()
         self.key_id = self.keys.add(symmetric_key.SymmetricKey('AES', 256, self.key))

@@ -42,6 +42,9 @@ class HandoffAPITest(base.CloudletAPITestBase):
         super().setUp()
         self.logs = CollectingHandler()
         self.useFixture(fixtures.LogHandler(self.logs, nuke_handlers=False))
+        # The cast as the API makes it with the credential in the message; the key
+        # manager mode (the default) is tested on the whole stack in tests/functional/test_handoff.py.
+        self.flags(credential_store='rpc_message', group='cloudlet_handoff')
         self.casts = []
         self.cast_error = None
         self.useFixture(fixtures.MonkeyPatch(

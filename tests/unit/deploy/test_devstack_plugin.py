@@ -188,12 +188,20 @@ def test_post_config_configures_the_api_and_compute(devstack):
     api_state_dir = '%s/openstack-cloudlet/api' % env['DATA_DIR']
     assert devstack.calls('cloudlet-configure') == [
         ['cloudlet-configure', 'nova', '--role', 'api', '--config-file', '/etc/nova/nova.conf',
-         '--api-paste', '/etc/nova/api-paste.ini', '--set', 'cloudlet.api_state_dir=%s' % api_state_dir],
+         '--api-paste', '/etc/nova/api-paste.ini', '--set', 'cloudlet.api_state_dir=%s' % api_state_dir,
+         # No Barbican enabled: a handoff's credential travels in the RPC message.
+         '--set', 'cloudlet_handoff.credential_store=rpc_message'],
         # NOVA_CONF for compute too: start_nova_compute copies it over NOVA_CPU_CONF after this phase.
         ['cloudlet-configure', 'nova', '--role', 'compute', '--config-file', '/etc/nova/nova.conf',
          '--virt-type', 'qemu', '--state-dir', state_dir, '--set', 'libvirt.mem_stats_period_seconds=0'],
     ]
     assert not any('/etc/nova/nova-cpu.conf' in call for call in devstack.calls())
+
+
+def test_post_config_keeps_handoff_credentials_in_barbican_when_it_runs(devstack):
+    run_ok(devstack, 'stack', 'post-config', before_settings='enable_service barbican')
+    api, _compute = devstack.calls('cloudlet-configure')
+    assert api[api.index('cloudlet_handoff.credential_store=key_manager') - 1] == '--set'
 
 
 def test_post_config_keeps_nova_s_memory_balloon_when_asked(devstack):

@@ -14,23 +14,15 @@ import pytest
 from cloudlet_glance import errors
 from cloudlet_glance import properties as props
 from cloudlet_glance import signatures
+from tests.fixtures import fake_key_manager
 from tests.fixtures import signing
 
 DATA = bytes(range(256)) * 5000
 
 
-class FakeKeyManager:
-    """Certificates by id (a fake for unit tests)."""
-
-    def __init__(self, objects):
-        self.objects = objects
-
-    def get(self, context, managed_object_id, metadata_only=False):
-        return self.objects[managed_object_id]
-
-
 def verify(properties, certificate, data):
-    manager = FakeKeyManager({properties[props.SIGNATURE_CERTIFICATE]: x_509.X509(signing.der(certificate))})
+    manager = fake_key_manager.FakeKeyManager(
+        {properties[props.SIGNATURE_CERTIFICATE]: x_509.X509(signing.der(certificate))})
     with mock.patch('castellan.key_manager.API', return_value=manager):
         verifier = signature_utils.get_verifier(
             None, properties[props.SIGNATURE_CERTIFICATE], properties[props.SIGNATURE_HASH_METHOD],

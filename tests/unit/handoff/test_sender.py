@@ -33,12 +33,14 @@ from nova import test  # noqa: E402
 
 from cloudlet_glance import properties as props  # noqa: E402
 from cloudlet_nova import conf as cloudlet_conf  # noqa: E402
+from cloudlet_nova.handoff import credentials  # noqa: E402
 from cloudlet_nova.handoff import destination as destination_mod  # noqa: E402
 from cloudlet_nova.handoff import inbox as inbox_mod  # noqa: E402
 from cloudlet_nova.handoff import records  # noqa: E402
 from cloudlet_nova.handoff import rpc  # noqa: E402
 from cloudlet_nova.handoff import sender  # noqa: E402
 from cloudlet_nova.virt import faults  # noqa: E402
+from tests.fixtures import fake_key_manager  # noqa: E402
 
 CONF = nova.conf.CONF
 HANDOFF_ID = '6b1c7a52-1d3e-4f5a-9b8c-7d6e5f4a3b2c'
@@ -788,6 +790,160 @@ class CancelTest(SenderTestCase):
         self.assertEqual('cloudlet handoff cancelled: nova-compute is stopping', event[4])
         self.assertEqual([], self.log)
         self.assertIsNone(self.instance.db_task_state)
+
+
+class LoggingKeyManager(fake_key_manager.FakeKeyManager):
+    """The fake key manager, its reads and deletes in the handoff's log (for their order)."""
+
+    def __init__(self, log):
+        super().__init__()
+        self.log = log
+
+    def get(self, context, managed_object_id, **kwargs):
+        self.log.append(('key-get', managed_object_id))
+        return super().get(context, managed_object_id, **kwargs)
+
+    def delete(self, context, managed_object_id, **kwargs):
+        self.log.append(('key-delete', managed_object_id))
+        return super().delete(context, managed_object_id, **kwargs)
+
+
+class CredentialTest(SenderTestCase):
+    """The credential as a reference to the key manager ([cloudlet_handoff] credential_store)."""
+
+    CREDENTIAL = {'application_credential': {'id': APP_ID, 'secret': SECRET}}
+
+    def setUp(self):
+        super().setUp()
+        self.keys = LoggingKeyManager(self.log)
+        self.useFixture(fixtures.MockPatch('castellan.key_manager.API', return_value=self.keys))
+        # What nova-api stored and cast (the API's own context, as the RPC hands it over).
+        self.reference = credentials.store(self.context, self.CREDENTIAL, HANDOFF_ID)
+        self.ref = self.reference['secret_ref']
+
+    def referenced(self):
+        return self.handoff(request(credential=self.reference))
+
+    def assert_forgotten(self):
+        self.assertEqual({}, self.keys.objects)
+        self.assertEqual([(self.context, self.ref)], self.keys.deleted)
+
+    def test_read_before_connecting_and_forgotten_after_success(self):
+        handoff = self.referenced()
+        self.assertIsNone(handoff.credential)
+        self.assertNotIn(SECRET, handoff.secrets)          # not known before it is read
+        handoff.run()
+
+        names = self.names()
+        self.assertEqual(['key-get', 'init'], names[:2])
+        self.assertEqual(('key-get', self.ref), self.log[0])
+        self.assertEqual([(self.context, self.ref)], self.keys.reads)    # once, with the request's context
+        # Destination gets the credential itself, not its reference.
+        self.assertEqual(self.CREDENTIAL, self.credential_given)
+        self.assertEqual(['wait_active', 'key-delete'], names[-2:])
+        self.assertEqual(('key-delete', self.ref), self.log[-1])
+        self.assert_forgotten()
+        self.assertIsNone(handoff.credential)              # not kept once the handoff ended
+        self.assertEqual(records.OK, self.record()['result'])
+        self.assertEqual(1, len(FakeComputeRPCAPI.terminates))
+        self.assertEqual([('cloudlet_handoff', 'compute1', (self.instance.uuid,), 'Success', None)],
+                         FakeEventReporter.events)
+        self.assertNotIn(SECRET, self.record_text())
+        self.assertNotIn(APP_ID, self.record_text())
+
+    def test_a_token_behind_the_reference(self):
+        self.keys.objects.clear()
+        self.reference = credentials.store(self.context, {'token': TOKEN}, HANDOFF_ID)
+        self.ref = self.reference['secret_ref']
+        self.referenced().run()
+        self.assertEqual({'token': TOKEN}, self.credential_given)
+        self.assert_forgotten()
+
+    def test_a_credential_that_cannot_be_read_fails_the_handoff_before_the_vm_is_touched(self):
+        self.keys.objects.clear()           # gone from the key manager (or another project's)
+        handoff = self.referenced()
+        handoff.run()
+        message = self.assert_rolled_back_to_running()
+        self.assertIn('cloudlet handoff failed: the destination credential could not be read from '
+                      'the key manager', message)
+        # Nothing else happened: no destination, no residue, the VM untouched.
+        self.assertEqual(['key-get', 'key-delete'], self.names())
+        self.assertFalse(hasattr(self, 'credential_given'))
+        self.assertEqual(0, self.guest.resumes)
+        self.assertEqual([(task_states.MIGRATING, [task_states.MIGRATING]),
+                          (None, [task_states.MIGRATING])], self.instance.saves)
+        record = self.record()
+        self.assertEqual(records.ERROR, record['result'])
+        self.assertIn('could not be read from the key manager', record['error'])
+        self.assertEqual([], record['phases'])
+
+    def test_a_key_manager_that_fails_the_read_fails_the_handoff_and_the_secret_is_forgotten(self):
+        self.useFixture(fixtures.MockPatchObject(
+            fake_key_manager.FakeKeyManager, 'get',
+            side_effect=sender.credentials.castellan_exc.KeyManagerError(
+                reason='barbican answered 503 about %s' % SECRET)))
+        self.referenced().run()
+        message = self.assert_rolled_back_to_running()
+        self.assertIn('could not be read from the key manager', message)
+        self.assertNotIn(SECRET, message)
+        self.assertNotIn('init', self.names())
+        self.assertNotIn('unplug_nics', self.names())
+        self.assert_forgotten()
+        self.assertNotIn(SECRET, self.record_text())
+        self.assertNotIn(SECRET, self.stdlog.logger.output)
+
+    def test_forgotten_after_a_destination_refusal(self):
+        FakeDestination.fail_at = 'connect'
+        self.referenced().run()
+        self.assert_rolled_back_to_running()
+        self.assertEqual(self.CREDENTIAL, self.credential_given)
+        self.assertEqual(['key-get', 'init', 'connect', 'key-delete'], self.names())
+        self.assert_forgotten()
+
+    def test_forgotten_after_a_roll_back(self):
+        self.residue_kwargs = {'fail': OSError('link cut')}
+        self.referenced().run()
+        self.assert_rolled_back_to_running()
+        self.assertEqual('key-delete', self.names()[-1])
+        self.assert_forgotten()
+
+    def test_forgotten_when_the_server_changed_before_the_handoff_started(self):
+        self.instance.db_task_state = task_states.DELETING
+        self.referenced().run()
+        self.assertEqual([], FakeEventReporter.events)
+        self.assertEqual([('key-delete', self.ref)], self.log)     # never read, still deleted
+        self.assert_forgotten()
+
+    def test_a_failing_delete_does_not_change_the_outcome(self):
+        self.useFixture(fixtures.MockPatchObject(
+            fake_key_manager.FakeKeyManager, 'delete',
+            side_effect=sender.credentials.castellan_exc.KeyManagerError(reason='token expired')))
+        self.referenced().run()
+        self.assertEqual(records.OK, self.record()['result'])
+        self.assertEqual(1, len(FakeComputeRPCAPI.terminates))
+        self.assertIn('could not be deleted from the key manager', self.stdlog.logger.output)
+
+    def test_the_credential_s_values_are_masked_in_the_event_the_record_and_the_log(self):
+        self.residue_kwargs = {'fail': OSError('link cut while sending %s as %s' % (SECRET, APP_ID))}
+        handoff = self.referenced()
+        handoff.run()
+        message = self.assert_rolled_back_to_running()
+        self.assertIn('link cut while sending *** as ***', message)
+        self.assertIn(SECRET, handoff.secrets)
+        self.assertIn(APP_ID, handoff.secrets)
+        record_text = self.record_text()
+        self.assertIn('link cut while sending *** as ***', record_text)
+        for secret in (SECRET, APP_ID):
+            self.assertNotIn(secret, record_text)
+            self.assertNotIn(secret, self.stdlog.logger.output)
+
+    def test_a_message_credential_does_not_touch_the_key_manager(self):
+        self.keys.contexts.clear()
+        self.handoff().run()
+        self.assertEqual(self.CREDENTIAL, self.credential_given)
+        self.assertEqual([], self.keys.contexts)
+        self.assertEqual(1, len(self.keys.objects))       # the unrelated secret stored in setUp
+        self.assertEqual(records.OK, self.record()['result'])
 
 
 class FakesTest(test.NoDBTestCase):

@@ -17,27 +17,11 @@ from cloudlet_glance import properties as props
 from cloudlet_nova import conf as cloudlet_conf
 from cloudlet_nova.virt import faults
 from cloudlet_nova.virt import trust
+from tests.fixtures import fake_key_manager
 from tests.fixtures import signing
 
 CONF = nova.conf.CONF
 DATA = b'overlay bytes ' * 1000
-
-
-class FakeKeyManager:
-    """A key manager holding objects by id (a fake for unit tests); `error` is raised by get()."""
-
-    def __init__(self, objects_by_id=None, error=None):
-        self.objects = dict(objects_by_id or {})
-        self.error = error
-        self.reads = []
-
-    def get(self, context, managed_object_id, metadata_only=False):
-        self.reads.append((context, managed_object_id))
-        if self.error:
-            raise self.error
-        if managed_object_id not in self.objects:
-            raise castellan_exc.ManagedObjectNotFoundError(uuid=managed_object_id)
-        return self.objects[managed_object_id]
 
 
 def instance(metadata=None, trusted=None):
@@ -50,7 +34,7 @@ class TrustTestCase(test.NoDBTestCase):
     def setUp(self):
         cloudlet_conf.register_opts(CONF)
         super().setUp()
-        self.manager = FakeKeyManager()
+        self.manager = fake_key_manager.FakeKeyManager()
         patcher = mock.patch('castellan.key_manager.API', return_value=self.manager)
         patcher.start()
         self.addCleanup(patcher.stop)
