@@ -58,7 +58,6 @@ except ImportError:
 LOG = logging.getLogger(__name__)
 
 PATH = '/servers/{server_id}/cloudlet-residue'
-HANDOFF_HEADER = remote.RESIDUE_HEADER
 READ_BYTES = 256 << 10
 READ_TIMEOUT = 120           # seconds a body may stay silent (the source's own stall limit is lower)
 WAIT_POLL_SECONDS = 0.2      # while the destination's spawn is not ready yet
@@ -189,9 +188,9 @@ class CloudletResidueApp(handoff_rpc.RPCClientUser):
     def _instance(self, req):
         context = req.environ['nova.context']
         server_id = req.environ['wsgiorg.routing_args'][1]['server_id']
-        handoff_id = req.headers.get(HANDOFF_HEADER)
+        handoff_id = req.headers.get(remote.RESIDUE_HEADER)
         if not handoff_id:
-            raise exc.HTTPBadRequest(explanation='the %s header is required' % HANDOFF_HEADER)
+            raise exc.HTTPBadRequest(explanation='the %s header is required' % remote.RESIDUE_HEADER)
         try:
             instance = self.compute_api.get(context, server_id, expected_attrs=['metadata'])
         except exception.InstanceNotFound as error:

@@ -42,9 +42,6 @@ from cloudlet_nova.handoff.upload import Upload
 
 LOG = logging.getLogger(__name__)
 
-# The handoff id in the destination server's metadata.
-HANDOFF_ID = META_HANDOFF_ID = props.HANDOFF_ID
-RESIDUE_HEADER = remote.RESIDUE_HEADER
 
 # >= 2.37: "networks": "none" | "auto". The lowest that works: destinations run
 # other nova releases than ours.
@@ -386,7 +383,7 @@ class Destination:
         """The destination inbox of the server: {'state', 'bytes_received', 'reason'}."""
         what = 'asking server %s whether it is ready for the residue' % server_id
         response = self._compute('GET', self._residue_path(server_id), what,
-                                 headers={RESIDUE_HEADER: str(handoff_id)},
+                                 headers={remote.RESIDUE_HEADER: str(handoff_id)},
                                  **({'timeout': timeout} if timeout else {}))
         return self._check(response, what).json()['residue']
 
@@ -437,7 +434,7 @@ class Destination:
         except (ksa_exc.ClientException, requests.exceptions.RequestException) as exc:
             raise self._unreachable('authenticating for the upload', exc) from None
         headers['Content-Type'] = 'application/octet-stream'
-        headers[RESIDUE_HEADER] = str(handoff_id)
+        headers[remote.RESIDUE_HEADER] = str(handoff_id)
         url = self.compute_url + self._residue_path(server_id)
         return Upload(url, headers, verify=self._verify, connect_timeout=self.connect_timeout,
                       stall_timeout=self.stall_timeout,

@@ -39,12 +39,12 @@ values.
 
 import copy
 import os
-import re
 import shutil
 import threading
 import time
 import traceback
 
+from lxml import etree
 from oslo_context import context as oslo_context
 from oslo_log import log as logging
 
@@ -126,8 +126,8 @@ def describe(exc):
 
 
 def _mac(nic_xml):
-    found = re.search(r"<mac address=['\"]([^'\"]+)", nic_xml)
-    return found.group(1).lower() if found else nic_xml
+    mac = etree.fromstring(nic_xml.encode()).find('mac')
+    return mac.get('address', '').lower() if mac is not None else nic_xml
 
 
 def recover(driver, host, record):

@@ -20,6 +20,7 @@ from nova.tests.unit import fake_instance
 
 from cloudlet_glance import properties as props
 from cloudlet_nova.handoff import inbox as inbox_mod
+from cloudlet_nova.handoff import remote
 from cloudlet_nova.handoff import rpc as handoff_rpc
 
 from api_extensions import policies
@@ -94,7 +95,7 @@ class ResidueAppTest(test.NoDBTestCase):
     # -- requests --
 
     def request(self, method, body=None, handoff_id=HANDOFF_ID, context=None):
-        headers = {residue.HANDOFF_HEADER: handoff_id} if handoff_id else {}
+        headers = {remote.RESIDUE_HEADER: handoff_id} if handoff_id else {}
         req = webob.Request.blank('/v2.1/servers/%s/cloudlet-residue' % SERVER, method=method,
                                   headers=headers)
         if body is not None:
@@ -299,7 +300,7 @@ class ResidueAppTest(test.NoDBTestCase):
 
     def test_a_body_that_breaks_off(self):
         req = webob.Request.blank('/servers/%s/cloudlet-residue' % SERVER, method='PUT',
-                                  headers={residue.HANDOFF_HEADER: HANDOFF_ID})
+                                  headers={remote.RESIDUE_HEADER: HANDOFF_ID})
         req.environ.update({'nova.context': self.context, 'wsgi.input': io.BytesIO(b'residue'),
                             'CONTENT_LENGTH': '100',
                             'wsgiorg.routing_args': ((), {'server_id': SERVER})})

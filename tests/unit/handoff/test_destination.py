@@ -27,6 +27,7 @@ from cloudlet_nova.handoff import destination as dest_mod
 from cloudlet_nova.handoff.destination import Destination
 from cloudlet_nova.handoff.destination import HandoffDestinationError
 from cloudlet_nova.handoff.destination import Upload
+from cloudlet_nova.handoff import remote
 from cloudlet_nova.handoff import upload as upload_mod
 from tests.fixtures import http_server
 
@@ -369,7 +370,7 @@ def test_pick_flavor_from_the_destination_dict(keystone):
 
 def test_create_server_body(dest, keystone):
     keystone.post(NOVA + '/servers', status_code=202, json={'server': {'id': SERVER_ID}})
-    metadata = {dest_mod.META_HANDOFF_ID: HANDOFF_ID, props.META_LEASE_SECONDS: '120'}
+    metadata = {props.HANDOFF_ID: HANDOFF_ID, props.META_LEASE_SECONDS: '120'}
     assert dest.create_server('app-b', DISK_ID, 'fit', metadata) == SERVER_ID
     request = keystone.last_request
     assert request.json() == {'server': {'name': 'app-b', 'imageRef': DISK_ID, 'flavorRef': 'fit',
@@ -826,7 +827,7 @@ def test_residue_upload_through_destination_arrives_intact(keystone, put_server)
     assert headers['content-type'] == 'application/octet-stream'
     assert headers['x-auth-token'] == 'token-from-app-cred'
     assert headers['x-cloudlet-handoff-id'] == HANDOFF_ID
-    assert dest_mod.RESIDUE_HEADER == 'X-Cloudlet-Handoff-Id'
+    assert remote.RESIDUE_HEADER == 'X-Cloudlet-Handoff-Id'
     assert upload.bytes_sent == upload.bytes_written == len(data)
     assert upload.status_code == 204
 
