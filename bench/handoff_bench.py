@@ -66,16 +66,23 @@ def log(message):
     print('[handoff-bench] %s' % message, file=sys.stderr, flush=True)
 
 
-class OutsideProbe(threading.Thread):
-    """The app from outside: the last answer at the source's address, then the first at
-    the destination's (read from the source's handoff record once it has it).
+class OutsideProbe:
+    """The app from outside, two probes at once: the last answer at the source's
+    address, and the first at the destination's (read from the source's handoff
+    record once it has it; the handoff gives it before the VM pauses when the
+    NICs go along, after the switch when they are replaced).
     """
 
     def __init__(self, source_address, record_path, interval=0.1):
-        super().__init__(name='outside-probe', daemon=True)
         self.source_address, self.record_path, self.interval = source_address, record_path, interval
         self.last_source = self.first_destination = None
         self._finish = threading.Event()
+        self._threads = [threading.Thread(target=self._source, name='probe-source', daemon=True),
+                         threading.Thread(target=self._destination, name='probe-destination', daemon=True)]
+
+    def start(self):
+        for thread in self._threads:
+            thread.start()
 
     def _destination_address(self):
         path = self.record_path()
@@ -86,21 +93,24 @@ class OutsideProbe(threading.Thread):
         except ValueError:
             return None     # being written
 
-    def run(self):
+    def _source(self):
+        while not self._finish.is_set() and self.first_destination is None:
+            if guest_app.answers(self.source_address, 0.3):
+                self.last_source = time.monotonic()
+            self._finish.wait(self.interval)
+
+    def _destination(self):
         destination = None
         while not self._finish.is_set():
             destination = destination or self._destination_address()
-            if destination is None:
-                if guest_app.answers(self.source_address, 0.3):
-                    self.last_source = time.monotonic()
-            elif guest_app.answers(destination, 0.3):
+            if destination is not None and guest_app.answers(destination, 0.3):
                 self.first_destination = time.monotonic()
                 return
             self._finish.wait(self.interval)
 
     def unreachable(self, timeout=60):
         """Seconds between the two, or None (never answered on one side within `timeout`)."""
-        self.join(timeout)
+        self._threads[1].join(timeout)
         self._finish.set()
         if self.last_source is None or self.first_destination is None:
             return None

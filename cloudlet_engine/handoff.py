@@ -35,6 +35,7 @@ from cloudlet_engine import errors
 from cloudlet_engine import format as fmt
 from cloudlet_engine import livemigration
 from cloudlet_engine import migstream
+from cloudlet_engine import nics
 from cloudlet_engine import ramfile
 from cloudlet_engine import savefile
 
@@ -134,7 +135,8 @@ class LiveResidue:
         migration starts (the handoff waits there for the destination to be
         ready: the VM must not pause before the destination can take it).
         """
-        disk_path = capture.domain_disk_path(self.domain.XMLDesc(0))
+        live_xml = self.domain.XMLDesc(0)
+        disk_path = capture.domain_disk_path(live_xml)
         template = savefile.read_save_image(self.base.memory_path)
         with open(self.base.memory_path, 'rb') as base_memory:
             prefix = base_memory.read(template.stream_offset)
@@ -146,8 +148,11 @@ class LiveResidue:
         else:
             codec = codecs.codec_by_name(self.codec)
         overlay_stats = create.CreateStats()
+        # The NICs still plugged go along in the memory stream: the destination
+        # restores the VM with the same ones (nics.py).
         meta = {'base_id': self.base.base_id, 'base_name': self.base.name, 'disk_size': self.base.disk_size,
-                'memory_size': None, 'codec': self.codec, 'kind': 'handoff-residue',
+                'memory_size': None, 'codec': self.codec, 'kind': nics.RESIDUE_KIND,
+                'nics': nics.guest_nics(live_xml),
                 'created_at': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}
         started = time.monotonic()
         writer = fmt.OverlayWriter(counted, meta, key=self._key)

@@ -7,7 +7,8 @@ VM's identity and host side (name, uuid, disks, console log, kernel and
 initrd, metadata, forwarded ports) and written back into the image header,
 within the 64 KiB of slack libvirt leaves there (doc/overlay-format.md, "The
 memory image"); the restore then needs no replacement XML. Devices stay the
-base's.
+base's, plus the NICs a handoff residue carries (nics.py): their state is in
+the memory stream, so they must exist when QEMU loads it.
 
 One path for every caller: the nova driver (cloudlet_nova/virt/restore.py)
 and `synthesis.synthesize` (the `cloudlet` command, the bench) both call
@@ -48,6 +49,9 @@ class Identity:
     # The base's ramfile.RamFile when the launch image is sparse: guest RAM
     # is then mapped from its file (domainxml.with_ram_file).
     ram: object = None
+    # <interface> elements (XML) to add: the NICs a handoff residue carries,
+    # as this host wires them (nics.carried).
+    nics: tuple = ()
 
 
 def disks_by_target(xml_text):
@@ -107,6 +111,9 @@ def restore_xml(image_xml, identity, base_name):
             root.replace(old, metadata)
         else:
             root.insert(2, metadata)
+    devices = root.find('devices')
+    for nic in identity.nics:
+        devices.append(etree.fromstring(nic.encode()))
     xml = etree.tostring(root, encoding='unicode')
     if identity.ram is not None:
         xml = domainxml.with_ram_file(xml, identity.ram.path, identity.ram.size, ramfile.BACKEND_ID)

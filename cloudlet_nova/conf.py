@@ -121,6 +121,13 @@ handoff_opts = [
                help='The "networks" of the destination server. When the server has a floating IP '
                     'here, the destination server gets one from the destination\'s external '
                     'network, and the floating IPs here are released with the server.'),
+    cfg.BoolOpt('carry_nics', default=True,
+                help='Carry the server\'s NICs through a handoff: the destination server gets ports '
+                     'made with the VM\'s MACs on the destination project\'s network (Neutron lets '
+                     'a network\'s owner choose a port\'s MAC), the NICs stay plugged until the VM '
+                     'pauses, and the guest renews its address at the destination. When off, or when '
+                     'it cannot be done (the handoff record says why), the NICs are unplugged before '
+                     'the residue is sent and the destination server gets new ones.'),
     cfg.IntOpt('max_downtime_ms', default=300, min=1,
                help='Longest pause of the VM for the last memory iteration of a handoff, in '
                     'milliseconds (QEMU\'s migration downtime limit).'),

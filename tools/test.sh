@@ -25,12 +25,15 @@ tier=${1:-quick}
 [ $# -gt 0 ] && shift
 VENV=${CLOUDLET_VENV:-/opt/openstack-cloudlet/venv}
 
+# Tests that share nothing run on every CPU (pytest-xdist); those that drive the
+# host's libvirtd and QEMU run one at a time.
+parallel=() serial=()
 case "$tier" in
-  quick)       selection=(tests/unit) ;;
-  functional)  selection=(tests/functional) ;;
-  integration) selection=(tests/integration) ;;
-  e2e|tempest|clouds) selection=() ;;
-  all)         selection=(tests/unit tests/functional tests/integration) ;;
+  quick)       parallel=(tests/unit) ;;
+  functional)  parallel=(tests/functional) ;;
+  integration) serial=(tests/integration) ;;
+  e2e|tempest|clouds) ;;
+  all)         parallel=(tests/unit tests/functional); serial=(tests/integration) ;;
   *) echo "usage: $0 [quick|functional|integration|e2e|tempest|clouds|all] [pytest args]" >&2; exit 2 ;;
 esac
 "$here/tools/setup.sh"
@@ -46,9 +49,15 @@ house_rc=0
 if [ "$tier" = quick ] || [ "$tier" = all ]; then
   "$here/tools/house.sh" --check || house_rc=$?
 fi
-if ((${#selection[@]})); then
-  "${pytest[@]}" "${selection[@]}" "$@"
+# CLOUDLET_TEST_WORKERS: pytest-xdist's -n (default auto: one per CPU; 0: none).
+tests_rc=0
+if ((${#parallel[@]})); then
+  "${pytest[@]}" -n "${CLOUDLET_TEST_WORKERS:-auto}" "${parallel[@]}" "$@" || tests_rc=$?
 fi
+if ((${#serial[@]})); then
+  "${pytest[@]}" "${serial[@]}" "$@" || tests_rc=$?
+fi
+((tests_rc == 0)) || exit "$tests_rc"   # no clouds for a tree that fails its own tests
 # Both test clouds: box (the host's libvirtd, loopback endpoints) and box2
 # (its own libvirtd, public endpoints through the WAN path: doc/handoff.md).
 clouds_up() {

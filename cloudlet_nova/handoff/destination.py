@@ -387,41 +387,56 @@ class Destination:
                                  **({'timeout': timeout} if timeout else {}))
         return self._check(response, what).json()['residue']
 
-    def wait_ready(self, server_id, handoff_id, timeout, poll=0.2):
-        """Poll until the server's compute host is ready for the residue (its base in place).
+    def _poll(self, ask, settled, timeout, poll, waiting_for, late):
+        """ask(call_timeout) until settled(answer) returns a result (returned).
 
-        A build that failed there is refused; a poll that cannot reach the
-        destination is retried, for `stall_timeout` s at most (a cut link
-        fails the handoff as a stalled upload does).
+        settled() returns None to keep polling (a string in `self._last_problem`
+        says why), or raises. A refused call ends it; one that cannot reach the
+        destination is retried, for `stall_timeout` s without an answer at most
+        (a cut link fails the handoff as a stalled upload does); `timeout` s in
+        all (then the error says `late`).
         """
         deadline = clock() + timeout
-        last_problem = None
         answered = clock()
+        self._last_problem = None
         while True:
             remaining = deadline - clock()
             try:
-                status = self.residue_status(server_id, handoff_id,
-                                             timeout=max(1.0, min(self.connect_timeout, remaining)))
+                answer = ask(max(1.0, min(self.connect_timeout, remaining)))
                 answered = clock()
             except HandoffDestinationError as exc:
                 if exc.refused:
                     raise
-                status, last_problem = None, str(exc)
+                self._last_problem = str(exc)
                 if clock() - answered >= self.stall_timeout:
-                    raise self._error('destination %s: no answer for %d s while waiting for server %s '
-                                      'to be ready (%s)' % (self.auth_url, self.stall_timeout, server_id,
-                                                            last_problem))
-            if status:
-                if status.get('state') == 'failed':
-                    raise self._error('destination %s: server %s gave the residue up: %s'
-                                      % (self.auth_url, server_id, status.get('reason')), refused=True)
-                if status.get('state') != 'waiting':
-                    return status
-                last_problem = 'its compute host is still preparing the base'
+                    raise self._error('destination %s: no answer for %d s while waiting for %s (%s)'
+                                      % (self.auth_url, self.stall_timeout, waiting_for,
+                                         self._last_problem)) from None
+            else:
+                result = settled(answer)
+                if result is not None:
+                    return result
             if clock() >= deadline:
-                raise self._error('destination %s: server %s not ready for the residue after %d s (%s)'
-                                  % (self.auth_url, server_id, timeout, last_problem))
+                raise self._error('destination %s: %s after %d s (%s)'
+                                  % (self.auth_url, late, timeout, self._last_problem))
             sleep(max(0.0, min(poll, deadline - clock())))
+
+    def wait_ready(self, server_id, handoff_id, timeout, poll=0.2):
+        """Poll until the server's compute host is ready for the residue (its base in place).
+
+        A build that failed there is refused; see `_poll` for the rest.
+        """
+        def settled(status):
+            if status.get('state') == 'failed':
+                raise self._error('destination %s: server %s gave the residue up: %s'
+                                  % (self.auth_url, server_id, status.get('reason')), refused=True)
+            if status.get('state') != 'waiting':
+                return status
+            self._last_problem = 'its compute host is still preparing the base'
+            return None
+        return self._poll(lambda call_timeout: self.residue_status(server_id, handoff_id, timeout=call_timeout),
+                          settled, timeout, poll, 'server %s to be ready' % server_id,
+                          'server %s not ready for the residue' % server_id)
 
     def residue_upload(self, server_id, handoff_id):
         """The streaming upload of the residue into the server (`with d.residue_upload(...) as up`)."""
@@ -462,15 +477,8 @@ class Destination:
 
     def delete_key(self, key_id):
         """Best effort: never raises."""
-        try:
-            response = self._request('DELETE', '%s/v1/secrets/%s' % (self.key_manager_url,
-                                                                      urllib.parse.quote(key_id, safe='')),
-                                     'deleting key %s' % key_id)
-            if response.status_code >= 400 and response.status_code != 404:
-                LOG.warning('destination %s: deleting key %s: HTTP %d', self.auth_url, key_id,
-                            response.status_code)
-        except Exception as exc:      # best effort, by contract
-            LOG.warning('destination %s: deleting key %s failed: %s', self.auth_url, key_id, self._redact(exc))
+        self._delete_quietly(self.key_manager_url, '/v1/secrets/%s' % urllib.parse.quote(key_id, safe=''),
+                             'key %s' % key_id)
 
     # ------------------------------------------------------------ nova
 
@@ -555,36 +563,26 @@ class Destination:
     def wait_active(self, server_id, timeout, poll=0.2):
         """Poll the server until ACTIVE (returned); ERROR, disappearance or `timeout` s -> error.
 
-        A poll that cannot reach the destination is retried until the
-        deadline (a WAN hiccup is not a failed build).
+        As wait_ready: a WAN hiccup is retried, `stall_timeout` s without an
+        answer is a failure (the VM is paused at the source meanwhile).
         """
-        deadline = clock() + timeout
-        last_problem = None
-        while True:
-            remaining = deadline - clock()
-            try:
-                server = self.get_server(server_id, timeout=max(1.0, min(self.connect_timeout, remaining)))
-            except HandoffDestinationError as exc:
-                if exc.refused:
-                    raise
-                server, last_problem = False, str(exc)
+        def settled(server):
             if server is None:
                 raise self._error('destination %s: server %s disappeared' % (self.auth_url, server_id),
                                   refused=True)
-            if server:
-                status = server.get('status')
-                if status == 'ACTIVE':
-                    return server
-                if status in ('ERROR', 'DELETED', 'SOFT_DELETED'):
-                    fault = (server.get('fault') or {}).get('message')
-                    raise self._error('destination %s: server %s is %s: %s'
-                                      % (self.auth_url, server_id, status, fault or 'nova recorded no fault'),
-                                      refused=True)
-                last_problem = 'it is %s' % status
-            if clock() >= deadline:
-                raise self._error('destination %s: server %s is not ACTIVE after %d s (%s)'
-                                  % (self.auth_url, server_id, timeout, last_problem))
-            sleep(max(0.0, min(poll, deadline - clock())))
+            status = server.get('status')
+            if status == 'ACTIVE':
+                return server
+            if status in ('ERROR', 'DELETED', 'SOFT_DELETED'):
+                fault = (server.get('fault') or {}).get('message')
+                raise self._error('destination %s: server %s is %s: %s'
+                                  % (self.auth_url, server_id, status, fault or 'nova recorded no fault'),
+                                  refused=True)
+            self._last_problem = 'it is %s' % status
+            return None
+        return self._poll(lambda call_timeout: self.get_server(server_id, timeout=call_timeout),
+                          settled, timeout, poll, 'server %s to be ACTIVE' % server_id,
+                          'server %s is not ACTIVE' % server_id)
 
     # ------------------------------------------------------------ Neutron
 
@@ -594,34 +592,73 @@ class Destination:
                               % self.auth_url, refused=True)
         return self._check(self._request(method, self.network_url + path, what, **kwargs), what)
 
-    def add_floating_ip(self, server_id):
-        """A new floating IP on the server's first port, from the destination's
-        external network (the only one the project sees); its address.
+    def project_network(self):
+        """The one network of the destination project its servers get with networks=auto, or None
+        (none or several of its own; an external network is never it).
         """
-        query = urllib.parse.urlencode({'device_id': server_id})
-        ports = self._network('GET', '/v2.0/ports?' + query, 'listing the server\'s ports').json()['ports']
-        if not ports:
-            raise self._error('destination %s: server %s has no port for a floating IP'
-                              % (self.auth_url, server_id), refused=True)
+        networks = self._network('GET', '/v2.0/networks?' + urllib.parse.urlencode(
+            {'project_id': self.project_id, 'router:external': 'False'}),
+            'listing the project\'s networks').json()['networks']
+        return networks[0]['id'] if len(networks) == 1 else None
+
+    def create_port(self, network_id, mac_address, name):
+        """A port on `network_id` with this MAC (the VM's: doc/handoff.md, "NICs"); its id."""
+        body = {'port': {'network_id': network_id, 'mac_address': mac_address, 'name': name,
+                         'description': 'made by cloudlet handoff for the NIC %s of the moving VM'
+                                        % mac_address}}
+        port = self._network('POST', '/v2.0/ports', 'creating a port with MAC %s' % mac_address,
+                             json=body).json()['port']
+        LOG.info('destination %s: port %s created with MAC %s', self.auth_url, port['id'], mac_address)
+        return port['id']
+
+    def delete_port(self, port_id):
+        """Best effort: never raises."""
+        self._delete_quietly(self.network_url, '/v2.0/ports/%s' % urllib.parse.quote(port_id, safe=''),
+                             'port %s' % port_id)
+
+    def add_floating_ip(self, server_id=None, port_id=None):
+        """A new floating IP from the destination's external network (the only one the
+        project sees) on `port_id`, else on the server's first port: (its id, its address).
+        """
+        if port_id is None:
+            query = urllib.parse.urlencode({'device_id': server_id})
+            ports = self._network('GET', '/v2.0/ports?' + query, 'listing the server\'s ports').json()['ports']
+            if not ports:
+                raise self._error('destination %s: server %s has no port for a floating IP'
+                                  % (self.auth_url, server_id), refused=True)
+            port_id = ports[0]['id']
         networks = self._network('GET', '/v2.0/networks?router:external=True',
                                  'listing external networks').json()['networks']
         if len(networks) != 1:
             raise self._error('destination %s: %d external networks, cannot choose one for the '
                               'floating IP' % (self.auth_url, len(networks)), refused=True)
-        body = {'floatingip': {'floating_network_id': networks[0]['id'], 'port_id': ports[0]['id']}}
-        address = self._network('POST', '/v2.0/floatingips', 'creating a floating IP',
-                                json=body).json()['floatingip']['floating_ip_address']
-        LOG.info('destination %s: server %s has floating IP %s', self.auth_url, server_id, address)
-        return address
+        body = {'floatingip': {'floating_network_id': networks[0]['id'], 'port_id': port_id}}
+        floating_ip = self._network('POST', '/v2.0/floatingips', 'creating a floating IP',
+                                    json=body).json()['floatingip']
+        LOG.info('destination %s: port %s has floating IP %s', self.auth_url, port_id,
+                 floating_ip['floating_ip_address'])
+        return floating_ip['id'], floating_ip['floating_ip_address']
+
+    def delete_floating_ip(self, floating_ip_id):
+        """Best effort: never raises."""
+        self._delete_quietly(self.network_url,
+                             '/v2.0/floatingips/%s' % urllib.parse.quote(floating_ip_id, safe=''),
+                             'floating IP %s' % floating_ip_id)
+
+    def _delete_quietly(self, base_url, path, what):
+        """DELETE base_url + path, best effort: a failure is logged, a 404 is success."""
+        try:
+            if not base_url:
+                raise HandoffDestinationError('no endpoint in the catalog')
+            response = self._request('DELETE', base_url + path, 'deleting %s' % what)
+            if response.status_code >= 400 and response.status_code != 404:
+                LOG.warning('destination %s: deleting %s: HTTP %d', self.auth_url, what, response.status_code)
+        except HandoffDestinationError as exc:       # says what it was doing already
+            LOG.warning('%s', exc)
+        except Exception as exc:      # best effort, by contract
+            LOG.warning('destination %s: deleting %s failed: %s', self.auth_url, what, self._redact(exc))
 
     def delete_server(self, server_id):
         """Best effort: never raises."""
-        try:
-            response = self._compute('DELETE', '/servers/%s' % urllib.parse.quote(server_id, safe=''),
-                                     'deleting server %s' % server_id)
-            if response.status_code >= 400 and response.status_code != 404:
-                LOG.warning('destination %s: deleting server %s: HTTP %d', self.auth_url, server_id,
-                            response.status_code)
-        except Exception as exc:      # best effort, by contract
-            LOG.warning('destination %s: deleting server %s failed: %s', self.auth_url, server_id,
-                        self._redact(exc))
+        self._delete_quietly(self.compute_url, '/servers/%s' % urllib.parse.quote(server_id, safe=''),
+                             'server %s' % server_id)

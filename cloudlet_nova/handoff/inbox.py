@@ -161,10 +161,14 @@ class Inboxes:
         self._open = {}
         self._finished = collections.OrderedDict()
         self._given_up = collections.OrderedDict()     # aborted before their spawn opened them
+        self._refusing = None          # fail_all's reason: nova-compute is stopping
 
     def open(self, handoff_id, idle_timeout):
         """A new inbox for `handoff_id` (the spawn's; one at a time)."""
         with self._lock:
+            if self._refusing is not None:
+                # A spawn that comes after fail_all would wait idle_timeout for nothing.
+                raise InboxError('handoff %s: %s' % (handoff_id, self._refusing))
             if handoff_id in self._open:
                 raise InboxError('handoff %s already has an inbox on this host' % handoff_id)
             given_up = self._given_up.pop(handoff_id, None)
@@ -223,7 +227,9 @@ class Inboxes:
         inbox.fail(reason)
 
     def fail_all(self, reason):
+        """Fail the open inboxes, and refuse to open new ones from now on."""
         with self._lock:
+            self._refusing = str(reason)
             inboxes = list(self._open.values())
         for inbox in inboxes:
             inbox.fail(reason)

@@ -74,6 +74,11 @@ class HandoffRecord:
             'destination_server_name': server_name,
             'destination_server_id': None,
             'destination_floating_ip': None,
+            # What the handoff made at the destination besides the server (deleted by a roll back).
+            'destination_port_ids': [],
+            'destination_floating_ip_id': None,
+            # 'carried' (the VM's NICs went along), 'replaced: <why>' or 'none'.
+            'nics': None,
             'residue_encrypted': None,
             'phases': [],
             'bytes_sent': None,

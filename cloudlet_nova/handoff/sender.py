@@ -7,15 +7,17 @@ ends in Success or Error with the reason. Steps 1-3 and any roll back run
 under the instance lock (`utils.synchronized(instance.uuid)`, the compute
 manager's own):
 
-1. destination: authenticate, find the base disk image and a flavor, create
-   the destination server (it starts building: its compute host fetches the
-   base, then takes the residue as it arrives); a failure leaves the VM
-   untouched;
-2. residue: unplug the NICs, stream the VM's residue into the destination
-   server (`PUT /servers/{id}/cloudlet-residue` of its compute API) while the
-   VM runs (engine LiveResidue): the disk pre-copy first, then, once the
+1. destination: authenticate, find the base disk image and a flavor, make
+   ports with the VM's MACs there (its NICs go along: doc/handoff.md, "NICs")
+   and give the first the floating IP, create the destination server on them
+   (it starts building: its compute host fetches the base, then takes the
+   residue as it arrives); a failure leaves the VM untouched;
+2. residue: stream the VM's residue into the destination server
+   (`PUT /servers/{id}/cloudlet-residue` of its compute API) while the VM
+   runs (engine LiveResidue): the disk pre-copy first, then, once the
    destination says it is ready (its base in place), QEMU's migration of the
-   memory; it returns with the VM paused;
+   memory, NICs and all; it returns with the VM paused. NICs that cannot go
+   along are unplugged first, and the destination server gets new ones;
 3. switch: wait for the destination server to be ACTIVE;
 4. delete this server the way nova-api does (task_state deleting, the
    `delete` instance action with a request id of its own, terminate_instance
@@ -25,7 +27,8 @@ manager's own):
 Any failure before the switch rolls back: the migration is cancelled, the
 VM resumed and its NICs plugged back, what was created at the destination
 deleted (best effort: the aborted upload fails the destination's build at
-once, then the server is deleted), `task_state` back to None. The VM keeps
+once, then the server, its floating IP and ports are deleted), `task_state`
+back to None. The VM keeps
 running. Once the destination server is ACTIVE nothing is rolled back (two
 running copies would be worse): a failed delete here leaves this VM paused,
 with the reason in the event.
@@ -63,6 +66,7 @@ from nova.virt.libvirt import utils as libvirt_utils
 from cloudlet_engine import crypto
 from cloudlet_engine import errors as engine_errors
 from cloudlet_engine import handoff as engine_handoff
+from cloudlet_engine import nics
 from cloudlet_engine import urls
 from cloudlet_glance import images as glance_images
 from cloudlet_glance import model
@@ -167,9 +171,11 @@ def recover(driver, host, record):
     if missing:
         restore.replug_nics(driver, instance, guest, missing)
         done.append('%d NIC(s) plugged back' % len(missing))
-    LOG.warning('handoff %s was interrupted by a nova-compute stop: %s; delete its destination server %s '
-                'if it exists', record.get('handoff_id'), ', '.join(done) or 'nothing to repair',
-                record.get('destination_server_id'), instance=instance)
+    LOG.warning('handoff %s was interrupted by a nova-compute stop: %s; delete what it made at the '
+                'destination if it exists: server %s, ports %s, floating IP %s', record.get('handoff_id'),
+                ', '.join(done) or 'nothing to repair', record.get('destination_server_id'),
+                ', '.join(record.get('destination_port_ids') or ()) or 'none',
+                record.get('destination_floating_ip_id') or 'none', instance=instance)
     return ', '.join(done) or 'nothing to repair'
 
 
@@ -209,6 +215,8 @@ class Handoff:
         self.residue_key = self.residue_key_id = None   # the residue's key: in memory only
         self.server_id = None
         self.floating_ips = []         # of the server here: released with it after the switch
+        self.ports = []                # made at the destination with the VM's MACs (its NICs go along)
+        self.destination_floating_ip_id = None
         self.switched = False          # the destination server is ACTIVE: no roll back
         self.delete_requested = False
         self.error = None
@@ -337,11 +345,14 @@ class Handoff:
         if self.residue_key_id:
             self.destination.delete_key(self.residue_key_id)
         self.residue_key = None
-        if self.floating_ips:
+        if self.floating_ips and self.destination_floating_ip_id is None:
             self._quietly('give the destination server a floating IP', self._add_floating_ip)
 
     def _add_floating_ip(self):
-        self.record.update(destination_floating_ip=self.destination.add_floating_ip(self.server_id))
+        self.destination_floating_ip_id, address = self.destination.add_floating_ip(
+            server_id=self.server_id, port_id=self.ports[0] if self.ports else None)
+        self.record.update(destination_floating_ip=address,
+                           destination_floating_ip_id=self.destination_floating_ip_id)
 
     # -- step 1 --
 
@@ -393,10 +404,63 @@ class Handoff:
         if lease_seconds:
             # The lease goes along: the destination's API starts it afresh (its own bounds).
             metadata[props.META_LEASE_SECONDS] = lease_seconds
+        networks = self._destination_networks(options.destination_networks)
+        self._carry_nics(networks)
+        if self.ports:
+            networks = [{'port': port_id} for port_id in self.ports]
+            if self.floating_ips:
+                # Now, not after the switch: Neutron's L3 agent is ready before the VM moves.
+                self._quietly('give the destination server a floating IP', self._add_floating_ip)
         self.server_id = self.destination.create_server(
-            self.request['name'], base_image['id'], flavor['id'], metadata,
-            networks=self._destination_networks(options.destination_networks))
+            self.request['name'], base_image['id'], flavor['id'], metadata, networks=networks)
         self.record.update(destination_server_id=self.server_id)
+
+    def _carry_nics(self, networks):
+        """Ports at the destination with the VM's MACs, so that its NICs go along
+        (doc/handoff.md, "NICs"); else they are replaced, and the record says why.
+        """
+        live = self.guest.get_xml_desc()
+        macs = [nic['mac'] for nic in nics.guest_nics(live)]
+        if not macs:
+            self.record.update(nics='none')
+            return
+        why = None
+        if not CONF.cloudlet_handoff.carry_nics:
+            why = '[cloudlet_handoff] carry_nics is off'
+        elif networks != 'auto':
+            why = 'the destination server gets networks=%s' % networks
+        else:
+            why = nics.carriable(live)
+        network_id = None
+        if why is None:
+            try:
+                network_id = self.destination.project_network()
+            except remote.HandoffDestinationError as exc:
+                if not exc.refused:
+                    raise
+                why = str(exc)
+            if network_id is None and why is None:
+                why = 'the destination project has no single network of its own'
+        if why is None:
+            try:
+                for mac in macs:
+                    self.ports.append(self.destination.create_port(
+                        network_id, mac, 'cloudlet-handoff-%s' % self.handoff_id))
+                    self.record.update(destination_port_ids=list(self.ports))
+            except remote.HandoffDestinationError as exc:
+                if not exc.refused:
+                    raise
+                why = 'the destination refused a port with the VM\'s MAC: %s' % exc
+                self._delete_ports()
+        if why is not None:
+            LOG.info('handoff %s: the NICs are replaced, not carried: %s', self.handoff_id,
+                     self._masked(why), instance=self.instance)
+        self.record.update(nics='carried' if why is None else self._masked('replaced: %s' % why)[:MAX_MESSAGE])
+
+    def _delete_ports(self):
+        for port_id in self.ports:
+            self.destination.delete_port(port_id)
+        self.ports = []
 
     def _residue_key(self, mode):
         """A new key for the residue, kept in the destination's key manager.
@@ -430,7 +494,8 @@ class Handoff:
 
     def _send_residue(self, base):
         try:
-            self.nics = restore.unplug_nics(self.driver, self.instance, self.guest)
+            if not self.ports:      # not carried: replaced by the destination's
+                self.nics = restore.unplug_nics(self.driver, self.instance, self.guest)
         except faults.CloudletCaptureFailed as exc:
             raise HandoffFailed(reason=describe(exc)) from None
         workdir = self._workdir()
@@ -532,6 +597,9 @@ class Handoff:
             if self.server_id:
                 self._quietly('delete the destination server', self.destination.delete_server,
                               self.server_id)
+            if self.destination_floating_ip_id:
+                self.destination.delete_floating_ip(self.destination_floating_ip_id)
+            self._delete_ports()
             if self.residue_key_id:
                 self._quietly('delete the residue key', self.destination.delete_key, self.residue_key_id)
         self.residue_key = None

@@ -4,6 +4,7 @@ Thin glue; the work is in the sibling modules:
 
 - launch.py   what a spawn restores (base, overlay URL, overlay image) and its launch files;
 - restore.py  the per-spawn restore flag, the domain's identity, restore + NIC hot-plug;
+- vifs.py     the ports: taps made by os-vif, wired before the restore for a handoff;
 - capture.py  create-base / create-overlay through snapshot();
 - state.py    `<instance dir>/cloudlet.json`;
 - faults.py   engine errors -> nova exceptions.
@@ -15,6 +16,7 @@ here runs in nova 34's native threads: no eventlet.
 """
 
 import os
+import threading
 import time
 
 from oslo_log import log as logging
@@ -23,12 +25,14 @@ from oslo_service import loopingcall
 from nova.compute import task_states
 import nova.conf
 from nova import exception
+import nova.privsep
 from nova.virt.libvirt import driver as libvirt_driver
 from nova.virt.libvirt import utils as libvirt_utils
 
 from cloudlet_engine import hypervisor
 from cloudlet_glance import properties as props
 from cloudlet_nova import conf as cloudlet_conf
+from cloudlet_nova.handoff import arrival as handoff_arrival
 from cloudlet_nova.handoff import inbox as handoff_inbox
 from cloudlet_nova.handoff import records as handoff_records
 from cloudlet_nova.handoff import rpc as handoff_rpc
@@ -39,12 +43,26 @@ from cloudlet_nova.virt import faults
 from cloudlet_nova.virt import launch
 from cloudlet_nova.virt import restore
 from cloudlet_nova.virt import state
+from cloudlet_nova.virt import vifs
 
 CONF = nova.conf.CONF
 LOG = logging.getLogger(__name__)
 
 SHELVING_STATES = (task_states.SHELVING, task_states.SHELVING_IMAGE_PENDING_UPLOAD,
                    task_states.SHELVING_IMAGE_UPLOADING)
+
+
+def _start_privsep():
+    """Start nova's privsep daemon now, not in the first spawn's disk setup (3-5 s here:
+    a handoff's destination would pay them after the source paused the VM).
+    """
+    context = nova.privsep.sys_admin_pctxt
+    if not context.client_mode or context.channel is not None:
+        return      # nova's test fixtures run privileged code in-process; or it runs already
+    try:
+        context.start()
+    except Exception:   # noqa: BLE001 - the first privileged call starts it again, as nova does
+        LOG.warning('could not start nova\'s privsep daemon ahead of the first spawn', exc_info=True)
 
 
 class CloudletDriver(libvirt_driver.LibvirtDriver):
@@ -84,6 +102,7 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
         self._handoff_server = handoff_rpc.HandoffServer(
             host, handoff_rpc.HandoffEndpoint(self._handoffs.run, self._inboxes))
         self._handoff_server.start()
+        threading.Thread(target=_start_privsep, name='cloudlet-privsep-start', daemon=True).start()
 
     def cleanup_host(self, host):
         # First: spawns waiting for a residue fail now, and release their instance
@@ -118,6 +137,10 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
         if self._is_booted_from_volume(block_device_info):
             raise faults.CloudletSpawnFailed(reason='cloudlet instances need a local root disk: '
                                                     'boot from volume is not supported')
+        network_info = vifs.with_os_vif_taps(network_info)
+        if spawn_plan.kind == launch.HANDOFF and network_info:
+            # The ports get wired while the residue arrives, not after the source paused.
+            vifs.plug_early(self, instance, network_info)
         base, prepared = launch.prepare(context, instance, spawn_plan, instance_dir,
                                         ram_owner=self._qemu_owner(), inboxes=self._inboxes)
         try:
@@ -125,6 +148,8 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
                                       spawn_plan.source_record())
             record['memory_restore'] = 'ram_file' if prepared.ram is not None else 'full_image'
             state.save(instance_dir, record)
+            if spawn_plan.kind == launch.HANDOFF and network_info:
+                vifs.wait_wired(context, instance, network_info)
             with self._restores.pending(instance.uuid,
                                         restore.Pending(prepared, base.name, base.boot_files())):
                 super().spawn(context, instance, image_meta, injected_files, admin_password,
@@ -132,6 +157,15 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
                               block_device_info=block_device_info, power_on=power_on,
                               accel_info=accel_info)
                 record['timings'] = restore.spawn_timings(self._restores.timings(instance.uuid))
+            if spawn_plan.kind == launch.HANDOFF:
+                try:
+                    # Inherited: nova exposes no public accessor for the libvirt connection's Host.
+                    handoff_arrival.settle(instance, self._host.get_guest(instance), prepared.meta)
+                except Exception as exc:
+                    # The VM runs but cannot be reached, or its ports would outlive it: a
+                    # failed build (nova destroys the VM; the source resumes its own).
+                    raise faults.CloudletSpawnFailed(
+                        reason='the NICs that came with the handoff: %s' % (str(exc) or type(exc).__name__)) from exc
             state.save(instance_dir, record)
             LOG.info('cloudlet spawn: restore and NIC plug %(restore_seconds)s s, then '
                      'network-vif-plugged wait %(vif_plugged_wait_seconds)s s',
@@ -142,6 +176,38 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
         finally:
             # QEMU has read the memory image; the launch disk was moved in as the root disk.
             state.remove_launch_dir(instance_dir)
+
+    # -- ports: taps made by os-vif for cloudlet instances (vifs.py) --------------------
+
+    def _vifs_of(self, instance, network_info):
+        return vifs.with_os_vif_taps(network_info) if props.is_cloudlet_instance(instance) else network_info
+
+    def plug_vifs(self, instance, network_info):
+        super().plug_vifs(instance, self._vifs_of(instance, network_info))
+
+    def unplug_vifs(self, instance, network_info):
+        super().unplug_vifs(instance, self._vifs_of(instance, network_info))
+
+    def cleanup(self, context, instance, network_info, block_device_info=None, destroy_disks=True,
+                migrate_data=None, destroy_vifs=True, destroy_secrets=True):
+        return super().cleanup(context, instance, self._vifs_of(instance, network_info),
+                               block_device_info=block_device_info, destroy_disks=destroy_disks,
+                               migrate_data=migrate_data, destroy_vifs=destroy_vifs,
+                               destroy_secrets=destroy_secrets)
+
+    def attach_interface(self, context, instance, image_meta, vif):
+        if props.is_cloudlet_instance(instance):
+            vif = vifs.with_os_vif_tap(vif)
+        return super().attach_interface(context, instance, image_meta, vif)
+
+    def detach_interface(self, context, instance, vif):
+        if props.is_cloudlet_instance(instance):
+            try:
+                # Inherited: nova exposes no public accessor for the libvirt connection's Host.
+                vif = vifs.as_plugged(vif, self._host.get_guest(instance).get_xml_desc())
+            except exception.InstanceNotFound:
+                vif = vifs.with_os_vif_tap(vif)
+        return super().detach_interface(context, instance, vif)
 
     def _qemu_owner(self):
         """(uid, gid) QEMU runs as (libvirt's DAC label), read once; None without DAC."""

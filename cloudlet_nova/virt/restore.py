@@ -22,7 +22,11 @@ NICs: bases and overlays are captured without NICs (capture.py unplugs them
 first), because libvirt refuses a restore whose NIC MACs or count differ from
 the snapshot's ("Target network card mac X does not match source Y", libvirt
 9.0). After the restore, the <interface> elements of nova's XML (nova's Neutron ports, already plugged by
-plug_vifs) are hot-plugged, live and into the persistent definition.
+plug_vifs) are hot-plugged, live and into the persistent definition, without
+option ROM (cloudlet_engine/nics.py: so that a handoff can carry them).
+A handoff residue that carries the VM's NICs (its metadata lists them) is
+the exception: those are in the memory stream, so nova's interfaces with
+their MACs go into the restored XML itself, at the residue's PCI addresses.
 """
 
 import collections
@@ -41,6 +45,7 @@ from nova.virt.libvirt import guest as libvirt_guest
 
 from cloudlet_engine import domainxml
 from cloudlet_engine import identity
+from cloudlet_engine import nics
 from cloudlet_engine import ramfile
 from cloudlet_nova.virt import faults
 
@@ -157,9 +162,10 @@ def _disks_refused():
         raise faults.CloudletSpawnFailed(reason=str(exc))
 
 
-def nova_identity(nova_xml, base_boot_files=None, ram=None):
+def nova_identity(nova_xml, base_boot_files=None, ram=None, carried_nics=()):
     """The identity nova gave the instance, from the domain XML it made for it
-    (`ram`: the base's RamFile when the launch image is sparse).
+    (`ram`: the base's RamFile when the launch image is sparse; `carried_nics`:
+    the <interface> elements a handoff residue's NICs get, see `carried_nics`).
     """
     nova_root = etree.fromstring(nova_xml.encode())
     console_logs = [log.get('file') for log in nova_root.iterfind('devices/serial/log')]
@@ -171,7 +177,28 @@ def nova_identity(nova_xml, base_boot_files=None, ram=None):
         console_log=console_logs[0] if console_logs else None,
         boot_sources=(domainxml.direct_boot_files(nova_xml), base_boot_files or {}),
         metadata=etree.tostring(metadata, encoding='unicode') if metadata is not None else None,
-        ram=ram)
+        ram=ram, nics=tuple(carried_nics))
+
+
+def carried_nics(nova_xml, launch_meta):
+    """nova's <interface> elements for the NICs a handoff residue carries (its
+    metadata's `nics`), at their PCI addresses; [] for any other launch.
+
+    The source made this server's ports with the VM's MACs: a carried NIC
+    without nova's interface of that MAC is a spawn fault, said as it is.
+    """
+    with faults.spawn_errors('cloudlet restore failed'):
+        wanted = nics.checked(launch_meta)
+    by_mac = {nics.mac_of(iface): iface for iface in interfaces(nova_xml)}
+    carried = []
+    for nic in wanted:
+        if nic['mac'] not in by_mac:
+            raise faults.CloudletSpawnFailed(
+                reason='the handoff residue carries NIC %s, but this server has no port with that MAC '
+                       '(its ports: %s)' % (nic['mac'], ', '.join(sorted(by_mac)) or 'none'))
+        with faults.spawn_errors('cloudlet restore failed'):
+            carried.append(nics.carried(by_mac[nic['mac']], nic))
+    return carried
 
 
 def interfaces(xml):
@@ -202,10 +229,11 @@ def restore_guest(driver, nova_xml, instance, launch, base_name, pause=False, po
     resumes the guest itself once they arrive).
     """
     libvirt = libvirt_driver.libvirt
+    carried = carried_nics(nova_xml, launch.meta)
     with faults.spawn_errors('cloudlet restore failed'):
         with _disks_refused():
-            xml = identity.write(launch.memory_path, nova_identity(nova_xml, base_boot_files, launch.ram),
-                                 base_name)
+            xml = identity.write(launch.memory_path,
+                                 nova_identity(nova_xml, base_boot_files, launch.ram, carried), base_name)
     # The definition never maps the base's RAM file: only this restore (the
     # image's XML) does, so a cold boot, power-on or hard reboot starts on
     # ordinary RAM.
@@ -223,10 +251,12 @@ def restore_guest(driver, nova_xml, instance, launch, base_name, pause=False, po
             reason='libvirt could not restore the memory of base %s: %s'
                    % (base_name, exc.get_error_message() or exc)) from exc
     guest = driver._host.get_guest(instance)
-    nics = interfaces(nova_xml)
-    for iface in nics:
+    carried_macs = {nics.mac_of(iface) for iface in carried}
+    plugged = [nics.without_rom(iface) for iface in interfaces(nova_xml)
+               if nics.mac_of(iface) not in carried_macs]
+    for iface in plugged:
         guest.attach_device(_RawDevice(iface), persistent=True, live=True)
-    ensure_taps_up(nics)
+    ensure_taps_up(carried + plugged)
     return guest
 
 

@@ -57,6 +57,7 @@ def moved(box, box2, demo, demo_cli, box2_demo, wan, shared_base):
     # A leased server: the lease goes along (a fresh one on box2).
     server_id, state = _source(demo, shared_base, 'e2e-ho-src', {props.META_LEASE_SECONDS: '600'})
     source_address = guest_app.floating_ip(demo, server_id)
+    source_macs = sorted(port.mac_address for port in demo.network.ports(device_id=server_id))
     try:
         wan.reset_counters()
         result = demo_cli.json('cloudlet', 'server', 'handoff', server_id, '--dest-cloud', 'box2-demo',
@@ -67,13 +68,15 @@ def moved(box, box2, demo, demo_cli, box2_demo, wan, shared_base):
         if demo.compute.find_server(server_id) is not None:
             cloud.delete_server(demo, server_id)
     server = handoff_scene.find_dest_server(box2_demo, result['handoff_id'])
-    yield result, state, server, counters, server_id, source_address
+    yield result, state, server, counters, server_id, source_address, source_macs
     if server is not None:
         cloud.delete_server(box2_demo, server.id)
+        # The ports the handoff made for the NICs went with the server, as nova's own do.
+        assert not list(box2_demo.network.ports(name='cloudlet-handoff-%s' % result['handoff_id']))
 
 
 def test_handoff_moves_the_running_server(moved, demo, box2_demo):
-    result, state, server, counters, source_id, source_address = moved
+    result, state, server, counters, source_id, source_address, _macs = moved
     assert server is not None and server.status == 'ACTIVE'
     assert server.name == 'e2e-ho-moved'
     # Gone from box, running on box2 with the memory and disk it had: the same boot.
@@ -106,8 +109,13 @@ def test_handoff_moves_the_address_too(moved, demo, box2_demo):
     """Reached at a floating IP on box, the server is reached at one of box2's after the
     move (its own port on box2's Neutron); box's port and floating IP are released.
     """
-    result, state, server, _counters, source_id, source_address = moved
+    result, state, server, _counters, source_id, source_address, source_macs = moved
     record = handoff_scene.record(result['handoff_id'])
+    # The NICs went along: box2's ports have the VM's MACs, and the guest renewed its address there.
+    assert record['nics'] == 'carried'
+    ports = list(box2_demo.network.ports(device_id=server.id))
+    assert sorted(port.mac_address for port in ports) == source_macs and source_macs
+    assert all(port.name == 'cloudlet-handoff-%s' % result['handoff_id'] for port in ports)
     address = record['destination_floating_ip']
     assert address and address != source_address
     assert address == guest_app.floating_ip(box2_demo, server.id)

@@ -189,6 +189,17 @@ class FakeDestination:
         self.cloud.uploads.append(upload)
         return upload
 
+    def project_network(self):
+        """No network of the project's own: the NICs are replaced (the e2e handoff carries them)."""
+        self._step('project_network')
+        return None
+
+    def delete_port(self, port_id):
+        self.cloud.calls.append(('delete_port', port_id))
+
+    def delete_floating_ip(self, floating_ip_id):
+        self.cloud.calls.append(('delete_floating_ip', floating_ip_id))
+
     def delete_server(self, server_id):
         self.cloud.calls.append(('delete_server', server_id))
         try:

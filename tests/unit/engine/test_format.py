@@ -217,7 +217,7 @@ def test_rechecksum_fixture_changes_nothing_by_itself():
     assert overlay_bytes.with_meta(blob, overlay_bytes.meta_raw(blob)) == blob
 
 
-@pytest.mark.parametrize('tail', [b'\0', os.urandom(8192)])
+@pytest.mark.parametrize('tail', [b'\0', os.urandom(8192)], ids=['one-byte', '8KiB'])
 def test_trailing_data_after_the_trailer_is_refused(tail):
     with pytest.raises(errors.CorruptOverlay, match='trailing data after the overlay trailer'):
         read_all(make_overlay() + tail)

@@ -54,3 +54,23 @@ def test_metadata_replaces_the_base_s():
     disks = identity.keeping_other_disks(BASE_XML, '/d')
     root = retargeted(identity.Identity('vm', 'u', disks, metadata='<metadata><mine/></metadata>'))
     assert [child.tag for child in root.find('metadata')] == ['mine']
+
+
+def test_no_nics_by_default():
+    disks = identity.keeping_other_disks(BASE_XML, '/d')
+    assert retargeted(identity.Identity('vm', 'u', disks)).findall('.//interface') == []
+
+
+def test_the_nics_a_residue_carries_go_under_devices():
+    disks = identity.keeping_other_disks(BASE_XML, '/d')
+    carried = tuple("<interface type='ethernet'><mac address='fa:16:3e:00:00:0%d'/><target dev='tap%d'/>"
+                    "<address type='pci' domain='0x0000' bus='0x00' slot='0x0%d' function='0x0'/>"
+                    "<rom enabled='no'/></interface>" % (i, i, i + 2) for i in (1, 2))
+    root = retargeted(identity.Identity('vm', 'u', disks, nics=carried))
+    ifaces = root.findall('devices/interface')
+    assert [i.find('mac').get('address') for i in ifaces] == ['fa:16:3e:00:00:01', 'fa:16:3e:00:00:02']
+    assert [i.find('address').get('slot') for i in ifaces] == ['0x03', '0x04']
+    assert [i.find('rom').get('enabled') for i in ifaces] == ['no', 'no']
+    assert len(root.findall('.//interface')) == 2          # nowhere else
+    # The base's devices stay, in their order, before them.
+    assert [child.tag for child in root.find('devices')] == ['disk', 'disk', 'serial', 'interface', 'interface']

@@ -15,6 +15,7 @@ import socket
 import ssl
 import threading
 import time
+import urllib.parse
 
 from keystoneauth1 import fixture as ksa_fixture
 import pytest
@@ -423,6 +424,18 @@ def test_wait_active_timeout(dest, keystone, no_waiting):
         dest.wait_active(SERVER_ID, timeout=5, poll=0.5)
     assert not caught.value.refused
     assert 5 <= no_waiting[0] - start < 5.6
+
+
+def test_wait_active_gives_up_after_stall_timeout_without_an_answer(dest, keystone, no_waiting):
+    """A link cut during the switch (the VM paused at the source): stall_timeout, not activate_timeout."""
+    keystone.get(NOVA + '/servers/' + SERVER_ID, [{'json': _server('BUILD')}]
+                 + [{'exc': requests.exceptions.ConnectTimeout('link down')}] * 1000)
+    start = no_waiting[0]
+    with pytest.raises(HandoffDestinationError) as caught:
+        dest.wait_active(SERVER_ID, timeout=600)
+    assert not caught.value.refused
+    assert 'no answer for 60 s while waiting for server %s to be ACTIVE' % SERVER_ID in str(caught.value)
+    assert 60 <= no_waiting[0] - start < 61
 
 
 def test_wait_active_server_gone(dest, keystone, no_waiting):
@@ -1028,7 +1041,7 @@ def test_add_floating_ip_on_the_server_s_port_from_the_external_network(dest, ke
     keystone.get(NEUTRON + '/v2.0/networks?router:external=True', json={'networks': [{'id': 'public'}]})
     keystone.post(NEUTRON + '/v2.0/floatingips', status_code=201,
                   json={'floatingip': {'id': 'fip-1', 'floating_ip_address': '172.24.5.20'}})
-    assert dest.add_floating_ip(SERVER_ID) == '172.24.5.20'
+    assert dest.add_floating_ip(SERVER_ID) == ('fip-1', '172.24.5.20')
     [created] = _requests(keystone, 'POST', NEUTRON + '/v2.0/floatingips')
     assert created.json() == {'floatingip': {'floating_network_id': 'public', 'port_id': 'port-1'}}
 
@@ -1051,6 +1064,120 @@ def test_add_floating_ip_without_a_network_endpoint(keystone):
     destination = Destination({'auth_url': KEYSTONE, 'region_name': 'RegionOne'}, APP_CREDENTIAL).connect()
     with pytest.raises(HandoffDestinationError, match='no network'):
         destination.add_floating_ip(SERVER_ID)
+
+
+def test_add_floating_ip_on_a_given_port_lists_no_server_ports(dest, keystone):
+    keystone.get(NEUTRON + '/v2.0/networks?router:external=True', json={'networks': [{'id': 'public'}]})
+    keystone.post(NEUTRON + '/v2.0/floatingips', status_code=201,
+                  json={'floatingip': {'id': 'fip-2', 'floating_ip_address': '172.24.5.21'}})
+    assert dest.add_floating_ip(port_id='port-9') == ('fip-2', '172.24.5.21')
+    assert not _requests(keystone, 'GET', NEUTRON + '/v2.0/ports')
+    [created] = _requests(keystone, 'POST', NEUTRON + '/v2.0/floatingips')
+    assert created.json() == {'floatingip': {'floating_network_id': 'public', 'port_id': 'port-9'}}
+
+
+# ---------------------------------------------------------------- Neutron: the ports the VM's NICs get
+
+PROJECT_NETWORKS = NEUTRON + '/v2.0/networks?project_id=%s&router:external=False' % PROJECT
+
+
+@pytest.mark.parametrize('networks,expected', [
+    ([{'id': 'net-own'}], 'net-own'),
+    ([], None),
+    ([{'id': 'net-a'}, {'id': 'net-b'}], None),
+])
+def test_project_network(dest, keystone, networks, expected):
+    keystone.get(PROJECT_NETWORKS, json={'networks': networks})
+    assert dest.project_network() == expected
+    [listed] = _requests(keystone, 'GET', NEUTRON + '/v2.0/networks')
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(listed.url).query)      # .qs lower-cases values
+    assert query == {'project_id': [PROJECT], 'router:external': ['False']}
+    assert listed.headers['X-Auth-Token'] == 'token-from-app-cred'
+
+
+def test_project_network_refused(dest, keystone):
+    keystone.get(PROJECT_NETWORKS, status_code=403, json={'NeutronError': {'message': 'policy says no'}})
+    with pytest.raises(HandoffDestinationError) as caught:
+        dest.project_network()
+    assert caught.value.refused
+
+
+def test_project_network_without_a_network_endpoint(keystone):
+    destination = Destination({'auth_url': KEYSTONE, 'region_name': 'RegionOne'}, APP_CREDENTIAL).connect()
+    with pytest.raises(HandoffDestinationError, match='no network') as caught:
+        destination.project_network()
+    assert caught.value.refused
+
+
+def test_create_port_with_the_vm_s_mac(dest, keystone):
+    keystone.post(NEUTRON + '/v2.0/ports', status_code=201,
+                  json={'port': {'id': 'port-7', 'mac_address': 'fa:16:3e:00:00:01'}})
+    assert dest.create_port('net-own', 'fa:16:3e:00:00:01', 'cloudlet-handoff-' + HANDOFF_ID) == 'port-7'
+    [created] = _requests(keystone, 'POST', NEUTRON + '/v2.0/ports')
+    port = created.json()['port']
+    assert port.pop('description')                         # some words for the operator
+    assert port == {'network_id': 'net-own', 'mac_address': 'fa:16:3e:00:00:01',
+                    'name': 'cloudlet-handoff-' + HANDOFF_ID}
+
+
+@pytest.mark.parametrize('status', [400, 403, 409])
+def test_create_port_refused_with_neutron_s_message(dest, keystone, status):
+    keystone.post(NEUTRON + '/v2.0/ports', status_code=status,
+                  json={'NeutronError': {'type': 'MacAddressInUse', 'detail': '',
+                                         'message': 'Unable to complete operation for network net-own. '
+                                                    'The mac address fa:16:3e:00:00:01 is in use.'}})
+    with pytest.raises(HandoffDestinationError) as caught:
+        dest.create_port('net-own', 'fa:16:3e:00:00:01', 'cloudlet-handoff-x')
+    assert caught.value.refused
+    assert 'creating a port with MAC fa:16:3e:00:00:01' in str(caught.value)
+    assert '(HTTP %d)' % status in str(caught.value)
+
+
+def test_create_port_failing_at_the_destination_is_not_a_refusal(dest, keystone):
+    keystone.post(NEUTRON + '/v2.0/ports', status_code=503, text='busy')
+    with pytest.raises(HandoffDestinationError) as caught:
+        dest.create_port('net-own', 'fa:16:3e:00:00:01', 'cloudlet-handoff-x')
+    assert not caught.value.refused
+    keystone.post(NEUTRON + '/v2.0/ports', exc=requests.exceptions.ConnectTimeout('no route'))
+    with pytest.raises(HandoffDestinationError) as caught:
+        dest.create_port('net-own', 'fa:16:3e:00:00:01', 'cloudlet-handoff-x')
+    assert not caught.value.refused
+
+
+@pytest.mark.parametrize('method,path', [
+    ('delete_port', '/v2.0/ports/'),
+    ('delete_floating_ip', '/v2.0/floatingips/'),
+])
+def test_deleting_a_port_or_a_floating_ip_is_best_effort(dest, keystone, caplog, method, path):
+    url = NEUTRON + path + 'thing-1'
+    delete = getattr(dest, method)
+    keystone.delete(url, status_code=204)
+    delete('thing-1')
+    keystone.delete(url, status_code=404, json={'NeutronError': {'message': 'not found'}})
+    caplog.clear()
+    delete('thing-1')                                        # already gone: success, not worth a warning
+    assert not [r for r in caplog.records if r.levelname == 'WARNING']
+    keystone.delete(url, status_code=409, json={'NeutronError': {'message': 'in use'}})
+    delete('thing-1')
+    assert 'HTTP 409' in caplog.text                          # logged, not raised
+    keystone.delete(url, exc=requests.exceptions.ReadTimeout('slow'))
+    delete('thing-1')
+    assert 'thing-1 failed' in caplog.text and 'timed out' in caplog.text
+    assert len(_requests(keystone, 'DELETE', url)) == 4
+
+
+def test_deleting_a_port_or_a_floating_ip_never_raises_even_without_neutron(keystone):
+    destination = Destination({'auth_url': KEYSTONE, 'region_name': 'RegionOne'}, APP_CREDENTIAL).connect()
+    destination.delete_port('port-1')
+    destination.delete_floating_ip('fip-1')
+    Destination(REGION_B, APP_CREDENTIAL).delete_port('port-1')            # not even connected
+    assert not [r for r in keystone.request_history if r.method == 'DELETE']
+
+
+def test_deleting_quotes_the_id(dest, keystone):
+    keystone.delete(NEUTRON + '/v2.0/ports/a%2Fb', status_code=204)
+    dest.delete_port('a/b')
+    assert keystone.last_request.path == '/v2.0/ports/a%2fb'
 
 
 # ---------------------------------------------------------------- the residue's key (Barbican)

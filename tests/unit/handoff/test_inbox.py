@@ -507,3 +507,12 @@ def test_fail_all_fails_every_open_inbox():
         with pytest.raises(InboxError, match='nova-compute is stopping'):
             inboxes.receive(handoff_id, 0, b'x')
     assert inboxes.status('done') == _status('received', 1)
+
+
+def test_no_inbox_opens_after_fail_all():
+    """A spawn reaching its inbox after nova-compute began stopping fails at once, not after idle_timeout."""
+    inboxes = Inboxes()
+    inboxes.fail_all('nova-compute is stopping')
+    with pytest.raises(InboxError, match='handoff %s: nova-compute is stopping' % HANDOFF_ID):
+        inboxes.open(HANDOFF_ID, idle_timeout=120)
+    assert inboxes.status(HANDOFF_ID) == _status('waiting', 0)

@@ -49,6 +49,14 @@ APP_ID = 'a1b2c3d4e5f60718293a4b5c6d7e8f90'
 TOKEN = 'gAAAAABfake-keystone-token-value-xyz'
 BASE_ID = 'cd' * 32
 NIC = "<interface type='ethernet'><mac address='fa:16:3e:00:00:01'/></interface>"
+MAC, MAC2 = 'fa:16:3e:00:00:01', 'fa:16:3e:00:00:02'
+
+
+def live_nic(mac, slot=3, rom="<rom enabled='no'/>"):
+    """A NIC of the live domain XML (a hot-plugged one has no ROM)."""
+    return ("<interface type='ethernet'><mac address='%s'/><target dev='tap%d'/><model type='virtio'/>%s"
+            "<address type='pci' domain='0x0000' bus='0x00' slot='0x%02x' function='0x0'/></interface>"
+            % (mac, slot, rom, slot))
 
 
 def request(credential=None, **destination):
@@ -91,10 +99,16 @@ class FakeInstance:
 
 
 class FakeGuest:
+    """The VM; its live XML has `nics` (by default NIC, as a restore plugs it: PCI address, no ROM)."""
+
     def __init__(self):
         self.state = power_state.RUNNING
         self._domain = types.SimpleNamespace(name='fake-domain')
         self.resumes = 0
+        self.nics = [live_nic(MAC)]
+
+    def get_xml_desc(self):
+        return "<domain type='kvm'><devices><disk type='file'/>%s</devices></domain>" % ''.join(self.nics)
 
     def get_power_state(self, host):
         return self.state
@@ -160,6 +174,10 @@ class FakeDestination:
     server_status = 'ACTIVE'
     key_manager_url = None
     on_wait_ready = None
+    network_id = 'dest-net'            # what project_network() finds
+    project_network_error = None       # or what it raises
+    port_errors = ()                   # (n, error): the n-th create_port (from 1) raises error
+    ports_made = 0
 
     def __init__(self, log, destination, credential, **kwargs):
         self.log = log
@@ -220,10 +238,31 @@ class FakeDestination:
     def delete_server(self, server_id):
         self.log.append(('delete_server', server_id))
 
-    def add_floating_ip(self, server_id):
-        self.log.append(('add_floating_ip', server_id))
+    def add_floating_ip(self, server_id=None, port_id=None):
+        self.log.append(('add_floating_ip', server_id, port_id))
         self._maybe_fail('add_floating_ip')
-        return '172.24.5.20'
+        return 'dest-fip', '172.24.5.20'
+
+    def delete_floating_ip(self, floating_ip_id):
+        self.log.append(('delete_floating_ip', floating_ip_id))
+
+    def project_network(self):
+        self.log.append(('project_network',))
+        self._maybe_fail('project_network')
+        if self.project_network_error is not None:
+            raise self.project_network_error
+        return self.network_id
+
+    def create_port(self, network_id, mac_address, name):
+        self.log.append(('create_port', network_id, mac_address, name))
+        self.ports_made += 1
+        error = dict(self.port_errors).get(self.ports_made)
+        if error is not None:
+            raise error
+        return 'dest-port-%d' % self.ports_made
+
+    def delete_port(self, port_id):
+        self.log.append(('delete_port', port_id))
 
     def store_key(self, key, name):
         self.log.append(('store_key', len(key), name))
@@ -456,6 +495,8 @@ class SuccessTest(SenderTestCase):
         self.assertNotIn('residue_image_id', record)
         self.assertEqual({'auth_url': 'https://edge-b.example:5000/v3', 'flavor_id': 'dest-flavor'},
                          record['destination'])
+        # No ports here, none there: the NICs cannot go along.
+        self.assertEqual('replaced: the destination server gets networks=none', record['nics'])
         self.assertEqual(29, record['bytes_sent'])
         self.assertEqual({'zstd': 2, 'xz': 1}, record['codecs'])
         self.assertEqual({'bytes_out': 29, 'precopy_seconds': 1.5, 'ready_wait_seconds': 0.25,
@@ -508,12 +549,14 @@ class SuccessTest(SenderTestCase):
         self.assertNotIn('add_floating_ip', self.names())
 
     def test_a_server_with_ports_gets_the_destination_project_s_network(self):
+        self.flags(carry_nics=False, group='cloudlet_handoff')     # NicsTest: carried, they are ports
         self.instance.network_info = [{'id': 'port-1'}]
         self.handoff().run()
         self.assertEqual('auto', self.log[self.names().index('create_server')][-1])
         self.assertNotIn('add_floating_ip', self.names())     # no floating IP here: none there
 
     def test_a_floating_ip_here_means_one_there_and_this_one_released(self):
+        self.flags(carry_nics=False, group='cloudlet_handoff')     # NicsTest: carried, it comes first
         self.instance.network_info = [{'id': 'port-1', 'fip': True}]
         self.handoff().run()
         names = self.names()
@@ -535,6 +578,7 @@ class SuccessTest(SenderTestCase):
         self.assertIn('neutron is down', self.record()['error'])
 
     def test_a_floating_ip_the_destination_refuses_does_not_fail_the_handoff(self):
+        self.flags(carry_nics=False, group='cloudlet_handoff')
         self.instance.network_info = [{'id': 'port-1', 'fip': True}]
         FakeDestination.fail_at = 'add_floating_ip'
         self.handoff().run()
@@ -546,7 +590,7 @@ class SuccessTest(SenderTestCase):
     def test_configured_cloud_flavor_and_options(self):
         self.flags(destinations={'edge-b': 'https://edge-b.example:5000/v3'}, ca_file='/etc/ca.pem',
                    stall_timeout=7, connect_timeout=3, activate_timeout=42, max_downtime_ms=150, ready_timeout=77,
-                   destination_networks='auto', group='cloudlet_handoff')
+                   destination_networks='auto', carry_nics=False, group='cloudlet_handoff')
         self.flags(outbound_allowed_hosts=['Edge-B.example.'], outbound_allowed_networks=['10.2.0.0/16'],
                    group='cloudlet')
         req = request(credential={'token': TOKEN}, cloud='edge-b', flavor='f-9',
@@ -570,6 +614,187 @@ class SuccessTest(SenderTestCase):
         self.assertEqual({'auth_url': 'https://edge-b.example:5000/v3', 'cloud': 'edge-b',
                           'region_name': 'R2', 'flavor_id': 'f-9'}, record['destination'])
         self.assertNotIn(TOKEN, self.record_text())
+
+
+class NicsTest(SenderTestCase):
+    """The VM's NICs go along (ports with their MACs at the destination), or are replaced, and why."""
+
+    def setUp(self):
+        super().setUp()
+        self.instance.network_info = [{'id': 'port-1'}, {'id': 'port-2'}]      # destination networks: auto
+        self.guest.nics = [live_nic(MAC), live_nic(MAC2, slot=4)]
+
+    def refuse(self, message):
+        return destination_mod.HandoffDestinationError(message, refused=True)
+
+    def unreachable(self, message):
+        return destination_mod.HandoffDestinationError(message, refused=False)
+
+    def assert_replaced(self, why):
+        names = self.names()
+        self.assertEqual('auto', self.log[names.index('create_server')][-1])
+        self.assertIn('unplug_nics', names)
+        self.assertEqual([], [n for n in names if n.startswith('delete')])
+        record = self.record()
+        self.assertEqual(records.OK, record['result'])
+        self.assertEqual('replaced: %s' % why, record['nics'])
+
+    def test_carried(self):
+        self.handoff().run()
+        names = self.names()
+        self.assertEqual(['init', 'connect', 'find_base_image', 'pick_flavor', 'project_network', 'create_port',
+                          'create_port', 'create_server', 'residue_upload', 'residue', 'wait_ready',
+                          'upload-finish', 'wait_active'], names)
+        name = 'cloudlet-handoff-%s' % HANDOFF_ID
+        self.assertEqual([('create_port', 'dest-net', MAC, name), ('create_port', 'dest-net', MAC2, name)],
+                         [entry for entry in self.log if entry[0] == 'create_port'])
+        # The server is made on those ports, and the NICs stay plugged here: they go with the memory.
+        self.assertEqual([{'port': 'dest-port-1'}, {'port': 'dest-port-2'}],
+                         self.log[names.index('create_server')][-1])
+        self.assertNotIn('unplug_nics', names)
+        self.assertNotIn('replug_nics', names)
+        self.assertNotIn('add_floating_ip', names)              # no floating IP here: none there
+        record = self.record()
+        self.assertEqual(records.OK, record['result'])
+        self.assertEqual('carried', record['nics'])
+        self.assertEqual(1, len(FakeComputeRPCAPI.terminates))
+
+    def test_carried_with_a_floating_ip_it_is_made_before_the_server(self):
+        self.instance.network_info = [{'id': 'port-1', 'fip': True}]
+        self.handoff().run()
+        names = self.names()
+        self.assertEqual(['create_port', 'create_port', 'add_floating_ip', 'create_server'],
+                         names[names.index('create_port'):names.index('create_server') + 1])
+        # On the first port (there is no server yet), and once: not again after the switch.
+        self.assertEqual([('add_floating_ip', None, 'dest-port-1')],
+                         [entry for entry in self.log if entry[0] == 'add_floating_ip'])
+        self.assertEqual('172.24.5.20', self.record()['destination_floating_ip'])
+        self.assertEqual('carried', self.record()['nics'])
+        self.assertIn('release_floating_ips', names)
+        self.assertNotIn('delete_floating_ip', names)
+
+    def test_carried_with_a_floating_ip_refused_before_it_is_tried_again_after_the_switch(self):
+        self.instance.network_info = [{'id': 'port-1', 'fip': True}]
+        FakeDestination.fail_at = 'add_floating_ip'
+        self.handoff().run()
+        names = self.names()
+        self.assertLess(names.index('add_floating_ip'), names.index('create_server'))
+        self.assertEqual(['wait_active', 'add_floating_ip', 'release_floating_ips'], names[-3:])
+        self.assertEqual([('add_floating_ip', None, 'dest-port-1'), ('add_floating_ip', 'dest-server', 'dest-port-1')],
+                         [entry for entry in self.log if entry[0] == 'add_floating_ip'])
+        record = self.record()
+        self.assertEqual(records.OK, record['result'])
+        self.assertIsNone(record['destination_floating_ip'])
+
+    def test_replaced_when_carry_nics_is_off(self):
+        self.flags(carry_nics=False, group='cloudlet_handoff')
+        self.handoff().run()
+        self.assertNotIn('project_network', self.names())
+        self.assert_replaced('[cloudlet_handoff] carry_nics is off')
+
+    def test_replaced_when_the_destination_server_gets_other_networks(self):
+        self.flags(destination_networks='none', group='cloudlet_handoff')
+        self.handoff().run()
+        self.assertNotIn('project_network', self.names())
+        self.assertNotIn('create_port', self.names())
+        self.assertEqual('none', self.log[self.names().index('create_server')][-1])
+        self.assertIn('unplug_nics', self.names())
+        self.assertEqual('replaced: the destination server gets networks=none', self.record()['nics'])
+
+    def test_replaced_when_a_nic_has_an_option_rom(self):
+        self.guest.nics[1] = live_nic(MAC2, slot=4, rom='')
+        self.handoff().run()
+        self.assertNotIn('project_network', self.names())
+        self.assert_replaced('NIC %s has an option ROM (plugged before ROMs were left out)' % MAC2)
+
+    def test_replaced_when_the_destination_project_has_no_single_network(self):
+        patch = mock.patch.object(FakeDestination, 'network_id', None)    # MockPatchObject: None is a Mock
+        patch.start()
+        self.addCleanup(patch.stop)
+        self.handoff().run()
+        self.assertNotIn('create_port', self.names())
+        self.assert_replaced('the destination project has no single network of its own')
+
+    def test_replaced_when_the_project_s_networks_cannot_be_listed(self):
+        self.useFixture(fixtures.MockPatchObject(FakeDestination, 'project_network_error',
+                                                 self.refuse('listing the networks: HTTP 403 (%s)' % SECRET)))
+        self.handoff().run()
+        self.assert_replaced('listing the networks: HTTP 403 (***)')
+        self.assertNotIn(SECRET, self.record_text())
+
+    def test_replaced_when_a_port_is_refused_and_the_ports_made_are_deleted(self):
+        self.useFixture(fixtures.MockPatchObject(FakeDestination, 'port_errors', (
+            (2, self.refuse('the mac address %s is in use (%s)' % (MAC2, SECRET))),)))
+        self.handoff().run()
+        names = self.names()
+        self.assertEqual(['create_port', 'create_port', 'delete_port', 'create_server'],
+                         names[names.index('create_port'):names.index('create_server') + 1])
+        self.assertEqual(('delete_port', 'dest-port-1'), self.log[names.index('delete_port')])
+        self.assertEqual(1, names.count('delete_port'))
+        self.assertEqual('auto', self.log[names.index('create_server')][-1])
+        self.assertIn('unplug_nics', names)
+        record = self.record()
+        self.assertEqual(records.OK, record['result'])
+        self.assertEqual('replaced: the destination refused a port with the VM\'s MAC: the mac address %s is '
+                         'in use (***)' % MAC2, record['nics'])
+        self.assertNotIn(SECRET, self.record_text())
+
+    def test_a_destination_that_cannot_make_a_port_fails_the_handoff(self):
+        self.useFixture(fixtures.MockPatchObject(FakeDestination, 'port_errors', (
+            (2, self.unreachable('neutron-b timed out')),)))
+        self.handoff().run()
+        message = self.assert_rolled_back_to_running()
+        self.assertIn('neutron-b timed out', message)
+        names = self.names()
+        # The VM was not touched; the port made is deleted.
+        self.assertNotIn('create_server', names)
+        self.assertNotIn('unplug_nics', names)
+        self.assertNotIn('residue', names)
+        self.assertEqual([('delete_port', 'dest-port-1')], [e for e in self.log if e[0].startswith('delete')])
+        self.assertEqual([('destination', records.ERROR)],
+                         [(p['name'], p['result']) for p in self.record()['phases']])
+
+    def test_a_destination_whose_networks_cannot_be_listed_fails_the_handoff(self):
+        self.useFixture(fixtures.MockPatchObject(FakeDestination, 'project_network_error',
+                                                 self.unreachable('neutron-b timed out')))
+        self.handoff().run()
+        self.assertIn('neutron-b timed out', self.assert_rolled_back_to_running())
+        self.assertNotIn('create_port', self.names())
+        self.assertNotIn('create_server', self.names())
+
+    def test_a_roll_back_deletes_the_floating_ip_and_the_ports(self):
+        self.instance.network_info = [{'id': 'port-1', 'fip': True}]
+        self.residue_kwargs = {'fail': OSError('link cut')}
+        handoff = self.handoff()
+        handoff.run()
+        self.assert_rolled_back_to_running()
+        names = self.names()
+        self.assertEqual(['residue-cancel', 'residue-resume', 'delete_server', 'delete_floating_ip', 'delete_port',
+                          'delete_port'], names[names.index('upload-abort') + 1:])
+        self.assertEqual([('delete_server', 'dest-server'), ('delete_floating_ip', 'dest-fip'),
+                          ('delete_port', 'dest-port-1'), ('delete_port', 'dest-port-2')],
+                         self.log[names.index('delete_server'):])
+        self.assertNotIn('replug_nics', names)                  # never unplugged
+        self.assertEqual([], handoff.ports)
+        self.assertNotIn('release_floating_ips', names)
+
+    def test_a_server_refused_at_the_destination_leaves_no_ports(self):
+        FakeDestination.fail_at = 'create_server'
+        self.handoff().run()
+        self.assert_rolled_back_to_running()
+        self.assertEqual([('delete_port', 'dest-port-1'), ('delete_port', 'dest-port-2')],
+                         [e for e in self.log if e[0].startswith('delete')])
+        self.assertNotIn('unplug_nics', self.names())
+
+    def test_a_vm_without_nics(self):
+        self.guest.nics = []
+        self.handoff().run()
+        self.assertNotIn('project_network', self.names())
+        self.assertNotIn('create_port', self.names())
+        self.assertEqual('auto', self.log[self.names().index('create_server')][-1])
+        record = self.record()
+        self.assertEqual(records.OK, record['result'])
+        self.assertEqual('none', record['nics'])
 
 
 class DestinationRefusesTest(SenderTestCase):

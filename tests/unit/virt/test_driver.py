@@ -5,16 +5,19 @@ import types
 from unittest import mock
 
 import fixtures
+from lxml import etree
 
 from nova.compute import task_states
 import nova.conf
 from nova import context as nova_context
 from nova import exception
+from nova.network import model as network_model
 from nova import objects
 from nova import test
 from nova.tests import fixtures as nova_fixtures
 from nova.virt import fake
 from nova.virt.libvirt import driver as libvirt_driver
+from nova.virt.libvirt import guest as guest_mod
 
 from cloudlet_glance import properties as props
 from cloudlet_nova import conf as cloudlet_conf
@@ -44,7 +47,8 @@ class DriverTestCase(test.NoDBTestCase):
         os.makedirs(os.path.join(self.instance_dir, state.LAUNCH_DIR))
         self.launch = types.SimpleNamespace(
             disk_path=os.path.join(self.instance_dir, state.LAUNCH_DIR, 'disk.qcow2'),
-            memory_path=os.path.join(self.instance_dir, state.LAUNCH_DIR, 'memory.save'), ram=None)
+            memory_path=os.path.join(self.instance_dir, state.LAUNCH_DIR, 'memory.save'), ram=None,
+            meta={'base_id': 'ab' * 32})
         open(self.launch.disk_path, 'w').close()
 
     @staticmethod
@@ -149,10 +153,227 @@ class SpawnTest(DriverTestCase):
         self.assertEqual('full_image', state.load(self.instance_dir)['memory_restore'])
         self.assertFalse(os.path.exists(os.path.join(self.instance_dir, state.LAUNCH_DIR)))
 
+    def handoff_spawn(self, settle):
+        """A spawn of a handoff's destination server, nova's part and the guest faked; `settle` runs."""
+        base = types.SimpleNamespace(base_id='ab' * 32, name='test-base', boot_files=dict)
+        self.instance.metadata = {props.HANDOFF_ID: 'h-1'}
+        self.launch.meta = {'kind': 'handoff-residue', 'nics': []}
+        guest = object()
+        with mock.patch('cloudlet_nova.virt.launch.prepare', return_value=(base, self.launch)), \
+                mock.patch.object(LibvirtDriver, 'spawn'), \
+                mock.patch.object(self.driver._host, 'get_guest', return_value=guest) as get_guest, \
+                mock.patch.object(driver.handoff_arrival, 'settle', side_effect=settle) as settle_mock:
+            try:
+                self.driver.spawn(self.context, self.instance, None, [], 'pw', {})
+            finally:
+                self.settle_calls = settle_mock.call_args_list
+                get_guest.assert_called_with(self.instance)
+                self.assertEqual([mock.call(self.instance, guest, self.launch.meta)], self.settle_calls)
+
+    def test_a_handoff_spawn_settles_the_nics_that_came_along(self):
+        self.handoff_spawn(None)
+        self.assertEqual('handoff', state.load(self.instance_dir)['source']['kind'])
+
+    def test_a_handoff_spawn_whose_nics_cannot_settle_fails_the_build(self):
+        exc = self.assertRaises(faults.CloudletSpawnFailed, self.handoff_spawn,
+                                RuntimeError('ovsdb is down'))
+        self.assertEqual('the NICs that came with the handoff: ovsdb is down', exc.format_message())
+        self.assertIsInstance(exc.__cause__, RuntimeError)
+        # As any failed cloudlet spawn: no cloudlet files left.
+        self.assertIsNone(state.load(self.instance_dir))
+        self.assertFalse(os.path.exists(os.path.join(self.instance_dir, state.LAUNCH_DIR)))
+        self.assertEqual(0, len(self.driver._restores))
+
+    def test_a_handoff_spawn_with_bad_nic_metadata_fails_the_build(self):
+        from cloudlet_engine import errors
+        exc = self.assertRaises(faults.CloudletSpawnFailed, self.handoff_spawn,
+                                errors.CorruptOverlay('residue metadata: a NIC is not an object'))
+        self.assertIn('residue metadata: a NIC is not an object', exc.format_message())
+        self.assertIsNone(state.load(self.instance_dir))
+
+    @mock.patch.object(LibvirtDriver, 'spawn')
+    @mock.patch('cloudlet_nova.virt.launch.prepare')
+    def test_other_spawns_settle_nothing(self, prepare, super_spawn):
+        base = types.SimpleNamespace(base_id='ab' * 32, name='test-base', boot_files=dict)
+        self.launch.meta = {'nics': [{'mac': 'fa:16:3e:00:00:01'}]}       # not a handoff: never read
+        prepare.return_value = (base, self.launch)
+        with mock.patch.object(driver.handoff_arrival, 'settle') as settle:
+            self.driver.spawn(self.context, self.instance, None, [], 'pw', {})
+        settle.assert_not_called()
+        self.assertEqual('base', state.load(self.instance_dir)['source']['kind'])
+
     def test_boot_from_volume_refused(self):
         with mock.patch.object(LibvirtDriver, '_is_booted_from_volume', return_value=True):
             self.assertRaises(faults.CloudletSpawnFailed, self.driver.spawn,
                               self.context, self.instance, None, [], 'pw', {})
+
+
+class SpawnPortsTest(DriverTestCase):
+    """The ports of a spawn (vifs.py): taps made by os-vif; a handoff's plugged early, then waited for."""
+
+    def setUp(self):
+        super().setUp()
+        from tests.unit.virt import test_vifs
+        self.network_info = network_model.NetworkInfo([
+            test_vifs.ovs_vif(vif_id=UUID, address='fa:16:3e:00:00:01'), test_vifs.hybrid_vif()])
+        self.base = types.SimpleNamespace(base_id='ab' * 32, name='test-base', boot_files=dict)
+        self.order = []
+        self.real_vifs = {name: getattr(driver.vifs, name) for name in ('plug_early', 'wait_wired')}
+        self.prepare = self.useFixture(fixtures.MockPatch(
+            'cloudlet_nova.virt.launch.prepare',
+            side_effect=lambda *a, **k: self.order.append('prepare') or (self.base, self.launch))).mock
+        self.super_spawn = self.useFixture(fixtures.MockPatchObject(
+            LibvirtDriver, 'spawn', side_effect=lambda *a, **k: self.order.append('nova spawn'))).mock
+        self.plug_early = self.useFixture(fixtures.MockPatchObject(
+            driver.vifs, 'plug_early', side_effect=lambda *a: self.order.append('plug_early'))).mock
+        self.wait_wired = self.useFixture(fixtures.MockPatchObject(
+            driver.vifs, 'wait_wired', side_effect=lambda *a, **k: self.order.append('wait_wired'))).mock
+        self.useFixture(fixtures.MockPatchObject(self.driver._host, 'get_guest'))
+        self.useFixture(fixtures.MockPatchObject(driver.handoff_arrival, 'settle'))
+
+    def spawn(self, instance=None, network_info=None):
+        self.driver.spawn(self.context, instance or self.instance, None, [], 'pw', {},
+                          network_info=self.network_info if network_info is None else network_info)
+        return self.super_spawn.call_args.kwargs['network_info']
+
+    def assert_os_vif_taps(self, network_info):
+        self.assertIsInstance(network_info, network_model.NetworkInfo)
+        self.assertEqual([True, None], [vif['details'].get('ovs_create_tap') for vif in network_info])
+        self.assertEqual([True, False], [vif['delegate_create'] for vif in network_info])
+        self.assertIsNone(self.network_info[0]['details'].get('ovs_create_tap'))       # the caller's: as it was
+
+    def test_a_handoff_plugs_before_the_residue_and_waits_for_the_wiring_after(self):
+        self.instance.metadata = {props.HANDOFF_ID: 'h-1'}
+        given = self.spawn()
+        self.assertEqual(['plug_early', 'prepare', 'wait_wired', 'nova spawn'], self.order)
+        self.assert_os_vif_taps(given)
+        # The very VIFs nova's spawn gets are plugged and marked active.
+        self.plug_early.assert_called_once_with(self.driver, self.instance, mock.ANY)
+        self.assertIs(given, self.plug_early.call_args.args[2])
+        self.wait_wired.assert_called_once_with(self.context, self.instance, mock.ANY)
+        self.assertIs(given, self.wait_wired.call_args.args[2])
+
+    def test_a_handoff_whose_ports_are_not_wired_fails_the_build(self):
+        self.instance.metadata = {props.HANDOFF_ID: 'h-1'}
+        self.wait_wired.side_effect = exception.VirtualInterfaceCreateException()
+        self.assertRaises(exception.VirtualInterfaceCreateException, self.spawn)
+        self.super_spawn.assert_not_called()
+        self.assertIsNone(state.load(self.instance_dir))
+        self.assertFalse(os.path.exists(os.path.join(self.instance_dir, state.LAUNCH_DIR)))
+
+    def test_a_handoff_without_ports_plugs_and_waits_for_nothing(self):
+        self.instance.metadata = {props.HANDOFF_ID: 'h-1'}
+        self.spawn(network_info=network_model.NetworkInfo())
+        self.assertEqual(['prepare', 'nova spawn'], self.order)
+
+    def test_other_cloudlet_spawns_neither_plug_early_nor_wait(self):
+        for metadata in ({}, {props.META_OVERLAY_ID: 'overlay-image'}):
+            self.order = []
+            self.instance.metadata = metadata
+            self.assert_os_vif_taps(self.spawn())
+            self.assertEqual(['prepare', 'nova spawn'], self.order)
+        self.plug_early.assert_not_called()
+        self.wait_wired.assert_not_called()
+
+    def test_an_ordinary_spawn_keeps_nova_s_ports(self):
+        instance = self.cloudlet_instance(cloudlet=False)
+        instance.metadata = {props.HANDOFF_ID: 'h-1'}       # not a cloudlet instance: ignored
+        self.assertIs(self.network_info, self.spawn(instance))
+        self.assertEqual(['nova spawn'], self.order)
+        self.plug_early.assert_not_called()
+        self.wait_wired.assert_not_called()
+
+    def test_a_handoff_s_ports_reach_os_vif_and_nova_s_spawn_active(self):
+        # vifs' own plug_early and wait_wired; Neutron and nova's plug_vifs faked.
+        self.instance.metadata = {props.HANDOFF_ID: 'h-1'}
+        for name, real in self.real_vifs.items():
+            self.useFixture(fixtures.MockPatchObject(driver.vifs, name, real))
+        neutron = mock.Mock()
+        neutron.show_port.return_value = {'port': {'status': 'ACTIVE'}}
+        self.useFixture(fixtures.MockPatch('nova.network.neutron.get_client', return_value=neutron))
+        with mock.patch.object(LibvirtDriver, 'plug_vifs') as super_plug:
+            given = self.spawn()
+        [(instance, plugged)] = [c.args for c in super_plug.call_args_list]
+        self.assertIs(self.instance, instance)
+        self.assert_os_vif_taps(plugged)
+        self.assertEqual([vif['id'] for vif in self.network_info], [vif['id'] for vif in plugged])
+        self.assert_os_vif_taps(given)
+        self.assertEqual([True, True], [vif['active'] for vif in given])
+        self.assertEqual(2, neutron.show_port.call_count)
+
+
+class VifsTest(DriverTestCase):
+    """nova's plug, unplug, cleanup and hot-(un)plug get os-vif-tap VIFs for cloudlet instances only."""
+
+    def setUp(self):
+        super().setUp()
+        from tests.unit.virt import test_vifs
+        self.vif = test_vifs.ovs_vif(vif_id=UUID)
+        self.network_info = network_model.NetworkInfo([self.vif, test_vifs.hybrid_vif()])
+
+    def assert_os_vif_taps(self, network_info):
+        self.assertIsInstance(network_info, network_model.NetworkInfo)
+        self.assertIsNot(self.network_info, network_info)
+        self.assertEqual([True, None], [vif['details'].get('ovs_create_tap') for vif in network_info])
+        self.assertEqual([True, False], [vif['delegate_create'] for vif in network_info])
+        self.assertIsNone(self.vif['details'].get('ovs_create_tap'))        # the caller's: as it was
+        self.assertFalse(self.vif['delegate_create'])
+
+    def test_plug_and_unplug(self):
+        for method in ('plug_vifs', 'unplug_vifs'):
+            with mock.patch.object(LibvirtDriver, method) as parent:
+                getattr(self.driver, method)(self.instance, self.network_info)
+                getattr(self.driver, method)(self.cloudlet_instance(cloudlet=False), self.network_info)
+            [(cloudlet, taps), (ordinary, original)] = [c.args for c in parent.call_args_list]
+            self.assertIs(self.instance, cloudlet)
+            self.assert_os_vif_taps(taps)
+            self.assertIs(self.network_info, original)
+
+    @mock.patch.object(LibvirtDriver, 'cleanup', return_value='cleaned')
+    def test_cleanup(self, parent):
+        self.assertEqual('cleaned', self.driver.cleanup(
+            self.context, self.instance, self.network_info, block_device_info='bdi', destroy_disks=False,
+            migrate_data='md', destroy_vifs=False, destroy_secrets=False))
+        ordinary = self.cloudlet_instance(cloudlet=False)
+        self.driver.cleanup(self.context, ordinary, self.network_info)
+        [first, second] = parent.call_args_list
+        self.assertEqual((self.context, self.instance), first.args[:2])
+        self.assert_os_vif_taps(first.args[2])
+        self.assertEqual({'block_device_info': 'bdi', 'destroy_disks': False, 'migrate_data': 'md',
+                          'destroy_vifs': False, 'destroy_secrets': False}, first.kwargs)
+        self.assertEqual(mock.call(self.context, ordinary, self.network_info, block_device_info=None,
+                                   destroy_disks=True, migrate_data=None, destroy_vifs=True,
+                                   destroy_secrets=True), second)
+        self.assertIs(self.network_info, second.args[2])
+        self.driver.cleanup(self.context, self.instance, None)
+        self.assertIsNone(parent.call_args.args[2])
+
+    def test_attach_and_detach_interface(self):
+        ordinary = self.cloudlet_instance(cloudlet=False)
+        with mock.patch.object(LibvirtDriver, 'attach_interface', return_value='attached') as attach:
+            self.assertEqual('attached', self.driver.attach_interface(self.context, self.instance, 'meta',
+                                                                      self.vif))
+            self.driver.attach_interface(self.context, ordinary, 'meta', self.vif)
+        with mock.patch.object(LibvirtDriver, 'detach_interface', return_value='detached') as detach:
+            self.assertEqual('detached', self.driver.detach_interface(self.context, self.instance, self.vif))
+            self.driver.detach_interface(self.context, ordinary, self.vif)
+        for parent in (attach, detach):
+            [cloudlet, other] = parent.call_args_list
+            tapped, original = cloudlet.args[-1], other.args[-1]
+            self.assertIs(self.instance, cloudlet.args[1])
+            self.assertIsNot(self.vif, tapped)
+            self.assertEqual((True, True), (tapped['details']['ovs_create_tap'], tapped['delegate_create']))
+            self.assertIs(self.vif, original)
+        self.assertEqual((self.context, self.instance, 'meta'), attach.call_args_list[0].args[:3])
+        self.assertEqual((self.context, self.instance), detach.call_args_list[0].args[:2])
+        self.assertNotIn('ovs_create_tap', self.vif['details'])
+
+    def test_a_hybrid_vif_is_hot_plugged_as_it_is(self):
+        from tests.unit.virt import test_vifs
+        hybrid = test_vifs.hybrid_vif()
+        with mock.patch.object(LibvirtDriver, 'attach_interface') as attach:
+            self.driver.attach_interface(self.context, self.instance, 'meta', hybrid)
+        self.assertIs(hybrid, attach.call_args.args[-1])
 
 
 class LifecycleDecisionTest(DriverTestCase):
@@ -263,6 +484,48 @@ class RestoreGuestTest(DriverTestCase):
         header = savefile.read_save_image(self.launch.memory_path)
         self.assertIn('<name>instance-00000001</name>', header.xml)
         self.assertNotIn('<interface', header.xml)
+
+    def test_hot_plugged_nics_have_no_option_rom(self):
+        guest = restore.restore_guest(self.driver, self.nova_xml, self.instance, self.launch, 'b')
+        ifaces = [etree.fromstring(xml.encode()) for xml in guest._domain._fake_ifaces]
+        self.assertEqual(['fa:16:3e:00:00:01', 'fa:16:3e:00:00:02'], [i.find('mac').get('address') for i in ifaces])
+        self.assertEqual([[{'enabled': 'no'}]] * 2, [[dict(r.attrib) for r in i.findall('rom')] for i in ifaces])
+
+    def test_the_nics_a_residue_carries_are_restored_not_hot_plugged(self):
+        from cloudlet_engine import savefile
+        address = {'domain': '0x0000', 'bus': '0x00', 'slot': '0x05', 'function': '0x0'}
+        self.launch.meta = {'kind': 'handoff-residue', 'nics': [
+            {'mac': 'fa:16:3e:00:00:02', 'address': address, 'model': 'virtio', 'rom': False}]}
+        attached = []
+        real_attach = guest_mod.Guest.attach_device
+
+        def attach_device(guest, conf, persistent=False, live=False):
+            attached.append(conf.to_xml())
+            return real_attach(guest, conf, persistent=persistent, live=live)
+        with mock.patch.object(guest_mod.Guest, 'attach_device', attach_device):
+            guest = restore.restore_guest(self.driver, self.nova_xml, self.instance, self.launch, 'b', pause=True)
+        # The carried NIC is in the XML QEMU loads the memory with, at the residue's PCI address, no ROM.
+        header = etree.fromstring(savefile.read_save_image(self.launch.memory_path).xml.encode())
+        [carried] = header.findall('devices/interface')
+        self.assertEqual('fa:16:3e:00:00:02', carried.find('mac').get('address'))
+        self.assertEqual(dict(address, type='pci'), dict(carried.find('address').attrib))
+        self.assertEqual([{'enabled': 'no'}], [dict(r.attrib) for r in carried.findall('rom')])
+        self.assertEqual('tap2', carried.find('target').get('dev'))           # nova's port, wired here
+        # Only the other NIC is hot-plugged, without ROM.
+        [plugged] = [etree.fromstring(xml.encode()) for xml in attached]
+        self.assertEqual('fa:16:3e:00:00:01', plugged.find('mac').get('address'))
+        self.assertEqual([{'enabled': 'no'}], [dict(r.attrib) for r in plugged.findall('rom')])
+        self.assertEqual(2, len(guest._domain._fake_ifaces))
+
+    def test_a_carried_nic_without_its_port_here_is_a_spawn_fault_before_libvirt(self):
+        address = {'domain': '0x0000', 'bus': '0x00', 'slot': '0x05', 'function': '0x0'}
+        self.launch.meta = {'kind': 'handoff-residue', 'nics': [
+            {'mac': 'fa:16:3e:00:00:09', 'address': address, 'model': 'virtio', 'rom': False}]}
+        exc = self.assertRaises(faults.CloudletSpawnFailed, restore.restore_guest, self.driver, self.nova_xml,
+                                self.instance, self.launch, 'b')
+        self.assertIn('fa:16:3e:00:00:09', exc.format_message())
+        self.assertEqual([], self.fake_libvirt.restores)
+        self.assertEqual([], self.driver._host.get_connection().listAllDomains())
 
     def test_missing_kernel_is_a_spawn_fault_before_libvirt(self):
         # The reported case: nova's XML has no <kernel> (the base disk image has no

@@ -205,6 +205,58 @@ class RestoreXMLTest(testtools.TestCase):
         self.assertEqual([], restore.interfaces(BASE_XML))
 
 
+class CarriedNicsTest(testtools.TestCase):
+    """restore.carried_nics: nova's interfaces for the NICs a handoff residue carries."""
+
+    ADDRESS = {'domain': '0x0000', 'bus': '0x00', 'slot': '0x05', 'function': '0x0'}
+
+    def meta(self, *macs):
+        return {'kind': 'handoff-residue',
+                'nics': [{'mac': mac, 'address': self.ADDRESS, 'model': 'virtio', 'rom': False} for mac in macs]}
+
+    def test_no_nics_in_the_metadata(self):
+        self.assertEqual([], restore.carried_nics(NOVA_XML, {'base_id': 'x'}))
+        self.assertEqual([], restore.carried_nics(NOVA_XML, {'nics': []}))
+        self.assertEqual([], restore.carried_nics(NOVA_XML, None))
+
+    def test_nova_s_interface_at_the_residue_s_address(self):
+        [carried] = restore.carried_nics(NOVA_XML, self.meta('fa:16:3e:00:00:02'))
+        iface = etree.fromstring(carried.encode())
+        self.assertEqual('fa:16:3e:00:00:02', iface.find('mac').get('address'))
+        self.assertEqual('tap2', iface.find('target').get('dev'))
+        self.assertEqual('br-int', iface.find('source').get('bridge'))
+        self.assertEqual(dict(self.ADDRESS, type='pci'), dict(iface.find('address').attrib))
+        self.assertEqual([{'enabled': 'no'}], [dict(r.attrib) for r in iface.findall('rom')])
+
+    def test_in_the_residue_s_order(self):
+        meta = self.meta('fa:16:3e:00:00:02', 'fa:16:3e:00:00:01')
+        meta['nics'][1] = dict(meta['nics'][1], address=dict(self.ADDRESS, slot='0x06'))
+        carried = restore.carried_nics(NOVA_XML, meta)
+        self.assertEqual(['fa:16:3e:00:00:02', 'fa:16:3e:00:00:01'],
+                         [etree.fromstring(c.encode()).find('mac').get('address') for c in carried])
+
+    def test_a_carried_nic_without_nova_s_port_is_a_spawn_fault_naming_the_mac(self):
+        exc = self.assertRaises(faults.CloudletSpawnFailed, restore.carried_nics, NOVA_XML,
+                                self.meta('fa:16:3e:00:00:01', 'fa:16:3e:00:00:99'))
+        message = exc.format_message()
+        self.assertIn('the handoff residue carries NIC fa:16:3e:00:00:99', message)
+        self.assertIn('fa:16:3e:00:00:01, fa:16:3e:00:00:02', message)          # the ports it has
+        exc = self.assertRaises(faults.CloudletSpawnFailed, restore.carried_nics, BASE_XML,
+                                self.meta('fa:16:3e:00:00:01'))
+        self.assertIn('(its ports: none)', exc.format_message())
+
+    def test_bad_metadata_is_a_spawn_fault(self):
+        for bad in ('all', [{'mac': 'fa:16:3e:00:00:01'}], [dict(self.meta('fa:16:3e:00:00:01')['nics'][0], rom=True)]):
+            exc = self.assertRaises(faults.CloudletSpawnFailed, restore.carried_nics, NOVA_XML, {'kind': 'handoff-residue', 'nics': bad})
+            self.assertIn('cloudlet restore failed: overlay is corrupt: residue metadata', exc.format_message())
+
+    def test_another_model_here_is_a_spawn_fault(self):
+        meta = self.meta('fa:16:3e:00:00:01')
+        meta['nics'][0]['model'] = 'e1000'
+        exc = self.assertRaises(faults.CloudletSpawnFailed, restore.carried_nics, NOVA_XML, meta)
+        self.assertIn('NIC fa:16:3e:00:00:01 is a virtio here, a e1000 in the residue', exc.format_message())
+
+
 class LaunchDiskTest(testtools.TestCase):
 
     def test_placed_once(self):
