@@ -15,9 +15,10 @@ tbf on a veth pair, a delaying relay in a network namespace):
    (residue bytes, codecs, downtime = VM paused on box until ACTIVE on box2,
    with its parts: the residue's last bytes after the pause, then the
    destination's activation);
-5. meanwhile, from outside, probe the app every 0.1 s: at its floating IP on
-   box until the handoff, then at the one it gets on box2; *unreachable* is
-   the last answer on box to the first on box2.
+5. meanwhile, from outside, probe the app every 0.1 s at both addresses at
+   once: its floating IP on box, and the one it gets on box2 as soon as the
+   handoff record names it; *unreachable* is the last answer on box to the
+   first on box2.
 
 `--first-use-rates` (25 by default) adds a handoff at those rates with the
 base removed from box2's compute host first (a user arriving at a cloudlet

@@ -247,7 +247,8 @@ class CarriedNicsTest(testtools.TestCase):
 
     def test_bad_metadata_is_a_spawn_fault(self):
         for bad in ('all', [{'mac': 'fa:16:3e:00:00:01'}], [dict(self.meta('fa:16:3e:00:00:01')['nics'][0], rom=True)]):
-            exc = self.assertRaises(faults.CloudletSpawnFailed, restore.carried_nics, NOVA_XML, {'kind': 'handoff-residue', 'nics': bad})
+            exc = self.assertRaises(faults.CloudletSpawnFailed, restore.carried_nics, NOVA_XML,
+                                    {'kind': 'handoff-residue', 'nics': bad})
             self.assertIn('cloudlet restore failed: overlay is corrupt: residue metadata', exc.format_message())
 
     def test_another_model_here_is_a_spawn_fault(self):
