@@ -584,6 +584,19 @@ class Destination:
                           settled, timeout, poll, 'server %s to be ACTIVE' % server_id,
                           'server %s is not ACTIVE' % server_id)
 
+    def wait_gone(self, server_id, timeout, poll=0.5):
+        """Poll until the destination no longer knows the server (404): True. As wait_ready, a cut
+        link fails after `stall_timeout` s without an answer, and `timeout` s bound it all.
+        """
+        def settled(server):
+            if server is None or server.get('status') in ('DELETED', 'SOFT_DELETED'):
+                return True
+            self._last_problem = 'it is %s' % server.get('status')
+            return None
+        return self._poll(lambda call_timeout: self.get_server(server_id, timeout=call_timeout),
+                          settled, timeout, poll, 'server %s to be deleted' % server_id,
+                          'server %s is not deleted' % server_id)
+
     # ------------------------------------------------------------ Neutron
 
     def _network(self, method, path, what, **kwargs):

@@ -80,6 +80,9 @@ class HandoffRecord:
             # 'carried' (the VM's NICs went along), 'replaced: <why>' or 'none'.
             'nics': None,
             'residue_encrypted': None,
+            # A roll back after the whole residue was sent that could not confirm the
+            # destination server gone: the VM was left paused at the source.
+            'in_doubt': False,
             'phases': [],
             'bytes_sent': None,
             'codecs': {},

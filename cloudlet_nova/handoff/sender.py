@@ -218,6 +218,10 @@ class Handoff:
         self.ports = []                # made at the destination with the VM's MACs (its NICs go along)
         self.destination_floating_ip_id = None
         self.switched = False          # the destination server is ACTIVE: no roll back
+        # The residue's last byte went out: the destination may run the VM from now on, so a
+        # roll back resumes it here only once the destination server is known to be gone.
+        self.residue_sent = False
+        self.in_doubt = False
         self.delete_requested = False
         self.error = None
 
@@ -280,6 +284,10 @@ class Handoff:
                     LOG.debug('handoff %s: %s', self.handoff_id,
                               self._masked(''.join(traceback.format_exception(exc))))
                     self._locked(self._roll_back)
+                    if self.in_doubt:
+                        # Said first: the event keeps MAX_MESSAGE characters.
+                        self.error = ('the VM stays paused here: destination server %s may run it; %s'
+                                      % (self.server_id, self.error))[:MAX_MESSAGE]
                     if not isinstance(exc, Exception):
                         raise
                     # A masked, one-line reason for the event (its details are shown to the user).
@@ -512,6 +520,7 @@ class Handoff:
                     progress=launch.LogProgress(self.instance.uuid), bandwidth=upload.bandwidth)
             self._check_cancelled()
             stats = self.residue.run(upload, before_memory=self._wait_ready)
+            self.residue_sent = True
         self.record.update(
             bytes_sent=getattr(upload, 'bytes_sent', None),
             codecs=dict(getattr(stats, 'codecs', None) or {}),
@@ -583,6 +592,15 @@ class Handoff:
         if self.switched:
             # The destination server is ACTIVE: never resume this copy, never delete that one.
             return
+        if self.residue_sent and not self._destination_gone():
+            # Never two copies: the destination may have the whole residue and run the VM.
+            self.in_doubt = True
+            self.record.update(in_doubt=True)
+            LOG.error('handoff %s: the destination server %s may run the VM (its whole residue was sent) '
+                      'and cannot be confirmed gone: the VM stays paused here. Delete the destination '
+                      'server, or this server if the destination runs it', self.handoff_id, self.server_id,
+                      instance=self.instance)
+            return
         residue = self.residue
         if residue is not None:
             self._quietly('cancel the residue migration', residue.cancel)
@@ -603,6 +621,18 @@ class Handoff:
             if self.residue_key_id:
                 self._quietly('delete the residue key', self.destination.delete_key, self.residue_key_id)
         self.residue_key = None
+
+    def _destination_gone(self):
+        """Delete the destination server and wait until the destination confirms it is gone."""
+        if self.destination is None or not self.server_id:
+            return True
+        self.destination.delete_server(self.server_id)
+        try:
+            return self.destination.wait_gone(self.server_id, CONF.cloudlet_handoff.activate_timeout)
+        except Exception as exc:   # noqa: BLE001 - unknown is not gone
+            LOG.error('handoff %s: cannot confirm that the destination server %s is gone: %s',
+                      self.handoff_id, self.server_id, self._masked(describe(exc)), instance=self.instance)
+            return False
 
     def _ensure_running(self):
         if self.guest.get_power_state(self.driver._host) == power_state.PAUSED:

@@ -200,6 +200,18 @@ class FakeDestination:
     def delete_floating_ip(self, floating_ip_id):
         self.cloud.calls.append(('delete_floating_ip', floating_ip_id))
 
+    def wait_gone(self, server_id, timeout, poll=0.5):
+        """Poll the server until nova no longer shows it, as Destination.wait_gone does."""
+        self.cloud.calls.append(('wait_gone', server_id))
+        deadline = time.monotonic() + min(timeout, 60)
+        while time.monotonic() < deadline:
+            try:
+                self.cloud.api.get_server(server_id)
+            except api_client.OpenStackApiNotFoundException:
+                return True
+            time.sleep(0.2)
+        raise destination_mod.HandoffDestinationError('destination server %s is not deleted' % server_id)
+
     def delete_server(self, server_id):
         self.cloud.calls.append(('delete_server', server_id))
         try:

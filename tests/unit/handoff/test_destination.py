@@ -438,6 +438,22 @@ def test_wait_active_gives_up_after_stall_timeout_without_an_answer(dest, keysto
     assert 60 <= no_waiting[0] - start < 61
 
 
+def test_wait_gone(dest, keystone, no_waiting):
+    keystone.get(NOVA + '/servers/' + SERVER_ID, [
+        {'json': _server('ACTIVE')}, {'exc': requests.exceptions.ConnectTimeout('wan hiccup')},
+        {'json': _server('DELETED')}])
+    assert dest.wait_gone(SERVER_ID, timeout=60) is True
+    keystone.get(NOVA + '/servers/' + SERVER_ID, status_code=404, json={'itemNotFound': {'message': 'x'}})
+    assert dest.wait_gone(SERVER_ID, timeout=60) is True
+
+
+def test_wait_gone_fails_without_an_answer(dest, keystone, no_waiting):
+    keystone.get(NOVA + '/servers/' + SERVER_ID, exc=requests.exceptions.ConnectTimeout('link down'))
+    with pytest.raises(HandoffDestinationError, match='no answer for 60 s while waiting for server %s to be '
+                                                      'deleted' % SERVER_ID):
+        dest.wait_gone(SERVER_ID, timeout=300)
+
+
 def test_wait_active_server_gone(dest, keystone, no_waiting):
     keystone.get(NOVA + '/servers/' + SERVER_ID, status_code=404, json={'itemNotFound': {'message': 'x'}})
     with pytest.raises(HandoffDestinationError, match='disappeared') as caught:

@@ -238,6 +238,14 @@ class FakeDestination:
     def delete_server(self, server_id):
         self.log.append(('delete_server', server_id))
 
+    def wait_gone(self, server_id, timeout, poll=0.5):
+        self.log.append(('wait_gone', server_id))
+        if self.fail_at == 'wait_gone':
+            raise destination_mod.HandoffDestinationError(
+                'destination %s: no answer for 60 s while waiting for server %s to be deleted'
+                % (self.auth_url, server_id))
+        return True
+
     def add_floating_ip(self, server_id=None, port_id=None):
         self.log.append(('add_floating_ip', server_id, port_id))
         self._maybe_fail('add_floating_ip')
@@ -865,9 +873,26 @@ class ResidueFailsTest(SenderTestCase):
         message = self.assert_rolled_back_to_running()
         self.assertIn('server dest-server is ERROR', message)
         names = self.names()
-        self.assertEqual(['residue-cancel', 'residue-resume', 'replug_nics', 'delete_server'],
-                         names[names.index('wait_active') + 1:])
+        # The whole residue was sent: the VM resumes only once the destination server is gone.
+        self.assertEqual(['delete_server', 'wait_gone', 'residue-cancel', 'residue-resume', 'replug_nics',
+                          'delete_server'], names[names.index('wait_active') + 1:])
         self.assertEqual('activate', self.record()['phases'][-1]['name'])
+        self.assertFalse(self.record()['in_doubt'])
+
+    def test_a_destination_not_confirmed_gone_leaves_the_vm_paused(self):
+        """A link cut during the switch: never two copies running."""
+        FakeDestination.server_status = 'BUILD'
+        FakeDestination.fail_at = 'wait_gone'
+        self.addCleanup(setattr, FakeDestination, 'fail_at', None)
+        self.handoff().run()
+        self.assertEqual(power_state.PAUSED, self.guest.state)
+        names = self.names()
+        self.assertEqual(['delete_server', 'wait_gone'], names[names.index('wait_active') + 1:])
+        record = self.record()
+        self.assertEqual(records.ERROR, record['result'])
+        self.assertTrue(record['in_doubt'])
+        self.assertTrue(record['error'].startswith('the VM stays paused here: destination server dest-server '
+                                                   'may run it;'), record['error'])
 
     def test_vm_left_paused_by_the_engine_is_resumed(self):
         self.residue_kwargs = {'fail': RuntimeError('boom')}
