@@ -8,8 +8,10 @@ is nowhere it must not be. One source server serves all failure cases: each
 failure must leave it running.
 """
 
+import json
 import pathlib
 import subprocess
+import time
 
 import pytest
 
@@ -210,3 +212,50 @@ def test_link_cut_during_the_transfer(percent, demo, box2_demo, wan, survivor, m
     assert record['error'], record
     _dest_leftovers(box2_demo, handoff_id)
     _secret_nowhere(dest.secret)
+
+
+def _phase_started(handoff_id, name, timeout=600):
+    """Wait until the source's record has started phase `name`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        path = handoff_scene.record_path(handoff_id)
+        if path is not None:
+            try:
+                if any(phase['name'] == name for phase in json.loads(path.read_text())['phases']):
+                    return
+            except ValueError:
+                pass        # being written
+        time.sleep(0.1)
+    raise AssertionError('handoff %s never reached phase %s' % (handoff_id, name))
+
+
+def test_link_cut_during_the_switch(demo, box2_demo, admin, wan, shared_base):
+    """The link dies once the whole residue was sent, while the source waits for box2's server to
+    be ACTIVE: box2 runs the VM, the source cannot know it, so it must not resume its own copy.
+    Exactly one copy runs the app.
+    """
+    server_id, state = _source(demo, shared_base, 'e2e-ho-switch')
+    dest = handoff_scene.destination(box2_demo, wan)
+    handoff_id = None
+    try:
+        handoff_id = handoff_scene.start_handoff(demo, server_id, dest, 'e2e-ho-switch-moved')
+        _phase_started(handoff_id, 'activate')
+        wan.cut()
+        record = handoff_scene.record(handoff_id, timeout=600)
+    finally:
+        wan.restore()
+        dest.cleanup()
+    try:
+        assert record['result'] == 'error' and record['in_doubt'] is True, record
+        assert record['error'].startswith('the VM stays paused here: destination server %s may run it'
+                                          % record['destination_server_id'])
+        # The source's copy is paused (power state 3), box2's runs the app with the state it had.
+        assert admin.compute.get_server(server_id).power_state == 3
+        moved = handoff_scene.find_dest_server(box2_demo, handoff_id)
+        assert moved is not None and moved.status == 'ACTIVE'
+        arrived = handoff_scene.app_state(box2_demo, moved.id)
+        assert (arrived['bootid'], arrived['ram'], arrived['disk']) == (state['bootid'], RAM, DISK)
+    finally:
+        cloud.delete_server(demo, server_id)
+        if handoff_id:
+            _dest_leftovers(box2_demo, handoff_id)
