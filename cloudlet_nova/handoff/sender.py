@@ -58,6 +58,7 @@ from nova.compute import power_state
 from nova.compute import rpcapi as compute_rpcapi
 from nova.compute import task_states
 from nova.compute import utils as compute_utils
+from nova.compute import vm_states
 import nova.conf
 from nova import context as nova_context
 from nova import exception
@@ -655,6 +656,11 @@ class Handoff:
     def _clear_task_state(self):
         try:
             self.instance.task_state = None
+            if self.in_doubt:
+                # Shown as it is: PAUSED, which its owner can unpause once the
+                # destination server is gone (or delete, if that one runs).
+                self.instance.vm_state = vm_states.PAUSED
+                self.instance.power_state = power_state.PAUSED
             self.instance.save(expected_task_state=[task_states.MIGRATING])
         except (exception.InstanceNotFound, exception.UnexpectedTaskStateError) as exc:
             LOG.warning('handoff %s: task state not reset: %s', self.handoff_id,

@@ -235,6 +235,7 @@ def test_link_cut_during_the_switch(demo, box2_demo, admin, wan, shared_base):
     Exactly one copy runs the app.
     """
     server_id, state = _source(demo, shared_base, 'e2e-ho-switch')
+    source_address = guest_app.floating_ip(demo, server_id)
     dest = handoff_scene.destination(box2_demo, wan)
     handoff_id = None
     try:
@@ -249,8 +250,11 @@ def test_link_cut_during_the_switch(demo, box2_demo, admin, wan, shared_base):
         assert record['result'] == 'error' and record['in_doubt'] is True, record
         assert record['error'].startswith('the VM stays paused here: destination server %s may run it'
                                           % record['destination_server_id'])
-        # The source's copy is paused (power state 3), box2's runs the app with the state it had.
-        assert admin.compute.get_server(server_id).power_state == 3
+        # The source's copy is paused and shown so (its owner may unpause it once box2's is gone),
+        # box2's runs the app with the state it had.
+        source = admin.compute.get_server(server_id)
+        assert (source.status, source.power_state, source.task_state) == ('PAUSED', 3, None)
+        assert not guest_app.reachable(source_address)
         moved = handoff_scene.find_dest_server(box2_demo, handoff_id)
         assert moved is not None and moved.status == 'ACTIVE'
         arrived = handoff_scene.app_state(box2_demo, moved.id)

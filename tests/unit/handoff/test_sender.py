@@ -895,6 +895,9 @@ class ResidueFailsTest(SenderTestCase):
         self.assertTrue(record['in_doubt'])
         self.assertTrue(record['error'].startswith('the VM stays paused here: destination server dest-server '
                                                    'may run it;'), record['error'])
+        # Shown as PAUSED (its owner unpauses it once the destination server is gone), no task.
+        self.assertEqual(('paused', power_state.PAUSED, None),
+                         (self.instance.vm_state, self.instance.power_state, self.instance.db_task_state))
 
     def test_vm_left_paused_by_the_engine_is_resumed(self):
         self.residue_kwargs = {'fail': RuntimeError('boom')}
