@@ -52,7 +52,8 @@ fi
 # CLOUDLET_TEST_WORKERS: pytest-xdist's -n (default auto: one per CPU; 0: none).
 tests_rc=0
 if ((${#parallel[@]})); then
-  "${pytest[@]}" -n "${CLOUDLET_TEST_WORKERS:-auto}" "${parallel[@]}" "$@" || tests_rc=$?
+  # loadgroup: tests marked xdist_group (e.g. real multicast DNS) share one worker.
+  "${pytest[@]}" -n "${CLOUDLET_TEST_WORKERS:-auto}" --dist loadgroup "${parallel[@]}" "$@" || tests_rc=$?
 fi
 if ((${#serial[@]})); then
   "${pytest[@]}" "${serial[@]}" "$@" || tests_rc=$?

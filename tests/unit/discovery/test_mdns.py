@@ -29,6 +29,10 @@ from cloudlet_nova.discovery import capacity
 from tests.unit.discovery import fake_cloud
 from tests.unit.discovery.test_advertiser import FakeReader
 
+# One multicast group for the whole host: these tests run one after the other,
+# on one pytest-xdist worker (tools/test.sh runs the unit tier with --dist loadgroup).
+pytestmark = pytest.mark.xdist_group('real-multicast-dns')
+
 REPO = pathlib.Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO / 'tools'))
 from cloudlet_box import netns_link  # noqa: E402
