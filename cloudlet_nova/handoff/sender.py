@@ -28,9 +28,9 @@ Any failure before the switch rolls back: the migration is cancelled, the
 VM resumed and its NICs plugged back, what was created at the destination
 deleted (best effort: the aborted upload fails the destination's build at
 once, then the server, its floating IP and ports are deleted), `task_state`
-back to None. The VM keeps running. Once the residue's last byte is out, the
-destination may run the VM: the VM resumes here only once the destination
-confirms its server gone, else it stays paused (`in_doubt` in the record).
+back to None. The VM keeps running. Once the destination has answered the
+residue upload, it may run the VM: the VM resumes here only once the
+destination confirms its server gone, else it stays paused (`in_doubt`).
 Once the destination server is ACTIVE nothing is rolled back (two running
 copies would be worse): a failed delete here leaves this VM paused, with the
 reason in the event.
@@ -221,7 +221,8 @@ class Handoff:
         self.ports = []                # made at the destination with the VM's MACs (its NICs go along)
         self.destination_floating_ip_id = None
         self.switched = False          # the destination server is ACTIVE: no roll back
-        self.upload = None
+        # The destination answered the residue upload: it has the whole residue and may run the VM.
+        self.residue_delivered = False
         # Set by a roll back that could not confirm the destination server gone although the
         # residue's last byte had gone out: the VM stays paused (never two copies running).
         self.in_doubt = False
@@ -514,7 +515,6 @@ class Handoff:
         os.makedirs(workdir)
         codec = (self.request.get('options') or {}).get('codec') or 'auto'
         with self.destination.residue_upload(self.server_id, self.handoff_id) as upload:
-            self.upload = upload
             with self._lock:
                 # The engine drives QEMU through the raw virDomain (libvirt_qemu monitor
                 # commands); nova's Guest exposes no public accessor for it.
@@ -524,6 +524,7 @@ class Handoff:
                     progress=launch.LogProgress(self.instance.uuid), bandwidth=upload.bandwidth)
             self._check_cancelled()
             stats = self.residue.run(upload, before_memory=self._wait_ready)
+        self.residue_delivered = True
         self.record.update(
             bytes_sent=getattr(upload, 'bytes_sent', None),
             codecs=dict(getattr(stats, 'codecs', None) or {}),
@@ -595,10 +596,10 @@ class Handoff:
         if self.switched:
             # The destination server is ACTIVE: never resume this copy, never delete that one.
             return
-        # The residue's last byte went out: the destination may run the VM from now on, so it
-        # resumes here only once the destination server is known to be gone.
-        handed_over = self.upload is not None and getattr(self.upload, 'handed_over', False)
-        if handed_over and not self._destination_gone():
+        # The destination has the whole residue: it may run the VM from now on, so it resumes
+        # here only once the destination server is known to be gone. (Not covered: a link
+        # cut between the residue's last byte arriving there and the answer arriving here.)
+        if self.residue_delivered and not self._destination_gone():
             # Never two copies: the destination may have the whole residue and run the VM.
             self.in_doubt = True
             self.record.update(in_doubt=True)

@@ -130,14 +130,6 @@ class Upload:
         self.finish()
         return False
 
-    @property
-    def handed_over(self):
-        """The body ended and its every byte went to the connection: the other side may have
-        it all (whether it does, only its answer says). Before that, it surely has not.
-        """
-        with self._cond:
-            return self._closed and not self._aborted and self.bytes_sent >= self.bytes_written
-
     # ------------------------------------------------------------ the request thread
 
     def _error(self, message, refused=False):

@@ -859,7 +859,6 @@ def test_residue_upload_through_destination_arrives_intact(keystone, put_server)
     assert remote.RESIDUE_HEADER == 'X-Cloudlet-Handoff-Id'
     assert upload.bytes_sent == upload.bytes_written == len(data)
     assert upload.status_code == 204
-    assert upload.handed_over        # the source's roll back then asks the destination first
 
 
 def test_residue_upload_quotes_the_server_id(keystone):
@@ -927,7 +926,6 @@ def test_upload_exit_with_an_exception_aborts_the_request(put_server):
             time.sleep(0.3)
             raise KeyError('the residue failed')
     assert not upload._thread.is_alive()
-    assert not upload.handed_over    # aborted: the destination surely lacks the end
     deadline = time.monotonic() + 5
     while not server.requests or (not server.requests[0]['error'] and time.monotonic() < deadline):
         time.sleep(0.05)

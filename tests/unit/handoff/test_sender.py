@@ -146,14 +146,12 @@ class FakeEventReporter:
 class FakeUpload:
     def __init__(self, log):
         self.log, self.data, self.bytes_sent = log, bytearray(), 0
-        self.handed_over = False        # every byte went to the connection (finished)
 
     def __enter__(self):
         return self
 
     def __exit__(self, exc_type, exc, tb):
         self.log.append(('upload-abort',) if exc_type else ('upload-finish', bytes(self.data)))
-        self.handed_over = exc_type is None
         return False
 
     def write(self, data):
