@@ -49,7 +49,6 @@ import threading
 import time
 import traceback
 
-from lxml import etree
 from oslo_context import context as oslo_context
 from oslo_log import log as logging
 
@@ -132,11 +131,6 @@ def describe(exc):
     return '%s: %s' % (type(exc).__name__, exc) if str(exc) else type(exc).__name__
 
 
-def _mac(nic_xml):
-    mac = etree.fromstring(nic_xml.encode()).find('mac')
-    return mac.get('address', '').lower() if mac is not None else nic_xml
-
-
 def recover(driver, host, record):
     """After nova-compute stopped mid-handoff (init_host, per interrupted record):
     the VM runs here again with its NICs, unless the destination had taken
@@ -168,9 +162,9 @@ def recover(driver, host, record):
     if guest.get_power_state(driver._host) == power_state.PAUSED:
         guest.resume()
         done.append('resumed')
-    live = {_mac(nic) for nic in restore.interfaces(guest.get_xml_desc())}
+    live = {nics.mac_of(nic) for nic in restore.interfaces(guest.get_xml_desc())}
     missing = [nic for nic in restore.interfaces(guest.get_xml_desc(dump_inactive=True))
-               if _mac(nic) not in live]
+               if nics.mac_of(nic) not in live]
     if missing:
         restore.replug_nics(driver, instance, guest, missing)
         done.append('%d NIC(s) plugged back' % len(missing))

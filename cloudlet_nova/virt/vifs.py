@@ -29,6 +29,8 @@ from nova import exception
 from nova.network import model as network_model
 from nova.network import neutron
 
+from cloudlet_engine import nics
+
 CONF = nova.conf.CONF
 LOG = logging.getLogger(__name__)
 
@@ -54,8 +56,7 @@ def as_plugged(vif, domain_xml):
     """
     root = etree.fromstring(domain_xml.encode())
     for iface in root.iterfind('devices/interface'):
-        mac = iface.find('mac')
-        if mac is not None and (mac.get('address') or '').lower() == (vif.get('address') or '').lower():
+        if nics.mac_of(iface) == (vif.get('address') or '').lower():
             return vif if iface.get('type') == 'bridge' else with_os_vif_tap(vif)
     return with_os_vif_tap(vif)
 
