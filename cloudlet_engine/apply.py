@@ -40,6 +40,7 @@ class Launch:
     overlay_bytes: int = 0
     restored_bytes: int = 0        # disk chunks written + memory image bytes
     seconds: float = 0.0
+    finish_seconds: float = 0.0    # of those, after the last segment: the trailer, the memory image
     # The base's ramfile.RamFile when memory_path is a sparse image to restore
     # over it (None: a full image).
     ram: object = None
@@ -314,17 +315,19 @@ def apply_overlay(base, fileobj, launch_dir, limits=None, progress=None, key=Non
             applier.apply_segment(segment)
             if progress:
                 progress.update('applying overlay', reader.position)
+        finishing = time.monotonic()
         if tap is not None:
             tap.verify()
         applier.finish()
         savefile.read_save_image(applier.memory_path)
+        finish_seconds = time.monotonic() - finishing
     except BaseException:
         applier.abort()
         raise
     finally:
         applier.close_sources()
     return Launch(applier.disk_path, applier.memory_path, reader.meta, reader.position,
-                  applier.restored_bytes, time.monotonic() - started, ram)
+                  applier.restored_bytes, time.monotonic() - started, finish_seconds, ram)
 
 
 def empty_launch(base, launch_dir, ram=None):

@@ -56,6 +56,10 @@ class ResidueStats:
     precopy_seconds: float = 0.0     # phases 1 and 2 until the pause
     ready_wait_seconds: float = 0.0  # of those, waiting for the destination to be ready
     final_seconds: float = 0.0       # from the pause to the overlay's last byte
+    # Where the memory phase's time went (the pipeline's slowest stage waits least):
+    memory_seconds: float = 0.0      # QEMU's migration start to the stream's end
+    qemu_wait_seconds: float = 0.0   # waiting for QEMU's bytes
+    send_wait_seconds: float = 0.0   # blocked sending (the link, the destination's pace)
     bytes_after_pause: int = 0
     codecs: dict = dataclasses.field(default_factory=dict)
     migration: dict = dataclasses.field(default_factory=dict)   # QEMU's last query-migrate
@@ -64,10 +68,12 @@ class ResidueStats:
 
 class _CountingOut:
     def __init__(self, out):
-        self.out, self.bytes = out, 0
+        self.out, self.bytes, self.seconds = out, 0, 0.0
 
     def write(self, data):
+        started = time.monotonic()
         self.out.write(data)
+        self.seconds += time.monotonic() - started
         self.bytes += len(data)
 
 
@@ -173,7 +179,11 @@ class LiveResidue:
             self._migration = livemigration.LiveMigration(self.domain, spool, self.max_downtime_ms)
             self._paused_by_us = True      # from here on a failure must resume the VM
             self._migration.start()
+            memory_started, sending_before = time.monotonic(), counted.seconds
             self._send_memory(builder, classifier, spool, len(prefix))
+            self.stats.memory_seconds = time.monotonic() - memory_started
+            self.stats.send_wait_seconds = counted.seconds - sending_before
+            self.stats.qemu_wait_seconds = spool.reader_waited
             self.stats.migration = self._migration.wait(MIGRATION_END_TIMEOUT)
             self.stats.paused_at = self._migration.paused_at or time.monotonic()
             bytes_at_pause = counted.bytes

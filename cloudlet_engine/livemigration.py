@@ -47,6 +47,7 @@ class Spool:
         self._cond = threading.Condition()
         self._size = 0
         self._wanted = 0          # how far the reader has asked to read
+        self.reader_waited = 0.0  # seconds the reader waited for QEMU's bytes
         self._ended = False
         self._error = None
         self._write(prefix)
@@ -96,8 +97,11 @@ class Spool:
         with self._cond:
             self._wanted = max(self._wanted, offset + length)
             self._cond.notify_all()
-            while self._size < need and not self._ended:
-                self._cond.wait(0.5)
+            if self._size < need and not self._ended:
+                waiting = time.monotonic()
+                while self._size < need and not self._ended:
+                    self._cond.wait(0.5)
+                self.reader_waited += time.monotonic() - waiting
             if self._error:
                 raise errors.HypervisorError(self._error)
             available = min(length, max(0, self._size - offset))

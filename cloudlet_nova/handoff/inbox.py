@@ -50,6 +50,10 @@ class Inbox:
         self._buffered = 0
         self.received = 0          # bytes accepted
         self.consumed = 0          # bytes read by the apply
+        self.opened_at = clock()
+        # Which side waits for the other: the apply for bytes, or the relay for room.
+        self.apply_waited = 0.0
+        self.relay_waited = 0.0
         self._ended = False
         self.reason = None         # why it failed
         self._last_piece = clock()
@@ -88,7 +92,9 @@ class Inbox:
                 remaining = deadline - clock()
                 if remaining <= 0:
                     raise InboxError('the residue apply took nothing for %d s' % timeout)
+                waiting = clock()
                 self._cond.wait(min(remaining, 1.0))
+                self.relay_waited += clock() - waiting
             if data:
                 self._pieces.append(bytes(data))
                 self._buffered += len(data)
@@ -128,7 +134,9 @@ class Inbox:
                     self._cond.notify_all()
                     raise errors.SourceError('handoff %s: %s ([cloudlet] handoff_receive_timeout)'
                                              % (self.handoff_id, self.reason))
+                waiting = clock()
                 self._cond.wait(min(remaining, 1.0))
+                self.apply_waited += clock() - waiting
             out = []
             want = self._buffered if size is None or size < 0 else size
             while self._pieces and want > 0:
@@ -151,6 +159,11 @@ class Inbox:
 
     def close(self):
         pass
+
+    def describe_pace(self):
+        """A log line's worth: how long the residue took here and which side waited."""
+        return ('%.1f MB in %.1f s; the apply waited %.1f s for bytes, the relay %.1f s for room'
+                % (self.received / 1e6, clock() - self.opened_at, self.apply_waited, self.relay_waited))
 
 
 class Inboxes:

@@ -1,4 +1,4 @@
-"""The residue upload to the destination's Glance: a chunked PUT fed from a bounded buffer."""
+"""The residue upload to the destination: a chunked PUT fed from a bounded buffer."""
 
 import collections
 import socket
@@ -22,6 +22,7 @@ BUFFER_BYTES = 256 * 1024
 NOTSENT_LOWAT_BYTES = 128 * 1024
 BANDWIDTH_WINDOW = 2.0      # seconds of history bandwidth() averages over
 BANDWIDTH_MIN_SPAN = 0.5    # seconds of history before bandwidth() answers
+BUSY_FLOOR = 1e-3           # seconds: a connection that took a window's bytes at once
 
 # Module attributes so that tests can run time-based loops without waiting.
 clock = time.monotonic
@@ -61,20 +62,22 @@ class _TrackingAdapter(outbound.HTTPAdapter):
 
 
 class Upload:
-    """Glance `PUT /v2/images/{id}/file`, chunked, its body fed by write() from a bounded buffer.
+    """A chunked `PUT` (the destination's `cloudlet-residue`), its body fed by write() from a bounded buffer.
 
     A background thread runs the request; its body is a generator that takes
     pieces from the buffer. write() blocks while the buffer is full (the
     sender is ahead of the network) and raises HandoffDestinationError when
     the request failed or nothing moved for `stall_timeout` seconds.
 
-    bandwidth() is the rate at which the HTTP body generator hands bytes to
-    the connection, averaged over the last BANDWIDTH_WINDOW seconds: the
-    generator is asked for the next piece only once the socket took the
-    previous one, so once the socket's send buffer is full (after the first
-    few MB on a fast host) this is the rate the network drains it at. Before
-    that it overstates the link; None until BANDWIDTH_MIN_SPAN seconds of
-    history exist.
+    bandwidth() is what the link can take, not what it was given: the bytes
+    handed to the connection over the last BANDWIDTH_WINDOW seconds divided
+    by the time the connection took to take them (the body generator waits
+    in `yield` until the socket took the piece, and the socket takes a piece
+    at once while less than TCP_NOTSENT_LOWAT is unsent). A link the sender
+    keeps full reads at the rate the network drains it; a sender slower than
+    the link (compressing with xz, say) reads far above its own pace, so the
+    codec chooser is not led to the slower codec by its own slowness. None
+    until BANDWIDTH_MIN_SPAN seconds of history exist.
 
     Timeouts: connecting takes at most `connect_timeout`; while the body is
     sent each socket write has `stall_timeout`; Glance's answer after the
@@ -106,7 +109,8 @@ class Upload:
         self.status_code = None
         self.bytes_written = 0                  # accepted by write()
         self.bytes_sent = 0                     # handed to the connection by the body generator
-        self._samples = collections.deque()     # (time, bytes_sent)
+        self._samples = collections.deque()     # (time, bytes_sent, busy)
+        self._busy = 0.0                        # seconds the connection took to take the pieces
         self._last_progress = None
         self._connections = []
         policy = outbound.Policy() if policy is None else policy
@@ -172,7 +176,7 @@ class Upload:
             if sock is not None:
                 sock.settimeout(self.stall_timeout)
         with self._cond:
-            self._samples.append((clock(), 0))
+            self._samples.append((clock(), 0, 0.0))
         while True:
             with self._cond:
                 while not self._buffer and not self._closed and not self._aborted:
@@ -184,13 +188,15 @@ class Upload:
                 piece = self._buffer.popleft()
                 self._buffered -= len(piece)
                 self._cond.notify_all()
+            handed = clock()
             yield piece
             # Resumed: the connection has taken the piece.
             with self._cond:
                 now = clock()
                 self.bytes_sent += len(piece)
+                self._busy += now - handed
                 self._last_progress = now
-                self._samples.append((now, self.bytes_sent))
+                self._samples.append((now, self.bytes_sent, self._busy))
                 self._prune(now)
                 self._cond.notify_all()
 
@@ -201,17 +207,19 @@ class Upload:
             self._samples.popleft()
 
     def bandwidth(self):
-        """Upstream bits/s over the last ~BANDWIDTH_WINDOW s (see the class doc), or None."""
+        """Upstream bits/s the link takes, over the last ~BANDWIDTH_WINDOW s (see the class doc), or None."""
         with self._cond:
             if not self._samples:
                 return None
             now = clock()
             self._prune(now)
-            since, sent = self._samples[0]
-            span = now - since
-            if span < BANDWIDTH_MIN_SPAN:
+            since, sent, busy = self._samples[0]
+            if now - since < BANDWIDTH_MIN_SPAN:
                 return None
-            return (self.bytes_sent - sent) * 8 / span
+            moved = self.bytes_sent - sent
+            if not moved:
+                return 0.0          # nothing moved in the window: stalled
+            return moved * 8 / max(self._busy - busy, BUSY_FLOOR)
 
     def _raise_if_failed(self):
         if self._failure is not None:

@@ -185,8 +185,9 @@ def prepare(context, instance, spawn_plan, instance_dir, ram_owner=None, inboxes
     except BaseException:
         shutil.rmtree(launch_dir, ignore_errors=True)
         raise
-    LOG.info('cloudlet launch files for base %s (%s) ready in %.1f s: %d overlay bytes',
-             base.base_id[:12], spawn_plan.kind, time.monotonic() - started, launch.overlay_bytes)
+    LOG.info('cloudlet launch files for base %s (%s) ready in %.1f s (%.2f s after the overlay\'s last '
+             'segment): %d overlay bytes', base.base_id[:12], spawn_plan.kind, time.monotonic() - started,
+             launch.finish_seconds, launch.overlay_bytes)
     return base, launch
 
 
@@ -238,6 +239,7 @@ def receive_residue(inboxes, handoff_id, apply_from):
         reason = faults.describe(exc) if isinstance(exc, errors.CloudletError) else type(exc).__name__
         raise
     finally:
+        LOG.info('handoff %s: residue %s', handoff_id, inbox.describe_pace())
         inboxes.close(inbox, reason)
 
 

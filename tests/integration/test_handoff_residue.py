@@ -80,6 +80,9 @@ def test_residue_streams_while_running_and_synthesizes(changed_vm, guest_workdir
     assert stats.disk_chunks_sent * 4096 > 20e6                   # the installed app, sent while running
     assert stats.bytes_after_pause < stats.bytes_out / 4          # most of it went before the pause
     assert stats.precopy_seconds > stats.final_seconds
+    # The slow sink limits the memory phase: it is where the pipeline waited.
+    assert 0 < stats.send_wait_seconds
+    assert stats.qemu_wait_seconds + stats.send_wait_seconds <= stats.memory_seconds
 
     hypervisor.destroy_domain(libvirt_conn, name)
     fwd2 = _forwards()

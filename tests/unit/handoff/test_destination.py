@@ -901,6 +901,20 @@ def test_upload_bandwidth_is_measured_with_a_slow_server(put_server):
     assert 0.3 * rate * 8 < samples[-1] < 1.5 * rate * 8
 
 
+def test_upload_bandwidth_is_the_link_s_not_a_slow_sender_s(put_server):
+    server = put_server()                                   # loopback, read at once
+    upload = _upload(server, buffer_bytes=256 * 1024)
+    pace = 65536 / 0.05                                     # the sender: 64 KiB every 50 ms = 1.3 MB/s
+    with upload:
+        started = time.monotonic()
+        while time.monotonic() - started < 1.5:
+            upload.write(b'x' * 65536)
+            time.sleep(0.05)
+        measured = upload.bandwidth()
+    assert server.requests[0]['complete']
+    assert measured > 10 * pace * 8                         # the link is not what limits
+
+
 def test_upload_write_raises_when_the_server_stops_reading(put_server):
     server = put_server(mode='hang')
     upload = _upload(server, stall_timeout=1.0, buffer_bytes=256 * 1024)
@@ -1038,14 +1052,17 @@ def test_bandwidth_window(monkeypatch):
     monkeypatch.setattr(upload_mod, 'clock', lambda: now[0])
     upload = Upload('http://127.0.0.1:9/x', {})
     assert upload.bandwidth() is None
-    upload._samples.append((100.0, 0))
+    upload._samples.append((100.0, 0, 0.0))
     now[0] = 100.2
     assert upload.bandwidth() is None              # less than BANDWIDTH_MIN_SPAN of history
-    for t in range(1, 11):                         # 1 MB per second for 10 s
+    for t in range(1, 11):                         # 1 MB a second, the connection busy half of it
         now[0] = 100.0 + t
         upload.bytes_sent = t * 1000000
-        upload._samples.append((now[0], upload.bytes_sent))
-    assert upload.bandwidth() == pytest.approx(8e6)
+        upload._busy = t * 0.5
+        upload._samples.append((now[0], upload.bytes_sent, upload._busy))
+    assert upload.bandwidth() == pytest.approx(16e6)   # what the link takes: 1 MB per busy 0.5 s
+    upload._busy += 0.25                           # a sender faster than the link: busy all the time
+    assert upload.bandwidth() == pytest.approx(2e6 * 8 / 1.25)
     now[0] += 2                                    # nothing moved for 2 s: the rate falls
     assert upload.bandwidth() == pytest.approx(0.0)
 

@@ -210,6 +210,25 @@ def test_a_full_buffer_makes_receive_wait_for_the_apply():
     assert inbox.read() == b'cdef'
 
 
+def test_the_pace_names_the_side_that_waited():
+    inbox = Inbox(HANDOFF_ID, idle_timeout=10, buffer_bytes=4)
+    reader = _Thread(inbox.read)
+    assert _blocked(reader, 0.3)                   # the apply waits for bytes
+    inbox.receive(0, b'abcd')
+    assert reader.outcome() == (b'abcd', None)
+    inbox.receive(4, b'efgh')
+    writer = _Thread(inbox.receive, 8, b'ij', timeout=5)
+    assert _blocked(writer, 0.3)                   # the relay waits for room
+    assert inbox.read() == b'efgh'
+    writer.outcome()
+    assert inbox.apply_waited >= 0.25
+    assert inbox.relay_waited >= 0.25
+    pace = inbox.describe_pace()
+    assert pace.startswith('0.0 MB in ')
+    assert 'the apply waited %.1f s for bytes, the relay %.1f s for room' % (
+        inbox.apply_waited, inbox.relay_waited) in pace
+
+
 def test_a_full_buffer_fails_receive_after_its_timeout():
     inbox = Inbox(HANDOFF_ID, idle_timeout=10, buffer_bytes=4)
     inbox.receive(0, b'abcd')

@@ -315,7 +315,8 @@ class FakeLiveResidue:
                                      bytes_out=29, precopy_seconds=1.5, ready_wait_seconds=0.25,
                                      final_seconds=0.1,
                                      disk_chunks_sent=3, disk_chunks_resent=1,
-                                     memory_stream_bytes=4096)
+                                     memory_stream_bytes=4096, memory_seconds=1.0,
+                                     qemu_wait_seconds=0.5, send_wait_seconds=0.25)
 
     def cancel(self):
         self.log.append(('residue-cancel',))
@@ -509,7 +510,8 @@ class SuccessTest(SenderTestCase):
         self.assertEqual({'zstd': 2, 'xz': 1}, record['codecs'])
         self.assertEqual({'bytes_out': 29, 'precopy_seconds': 1.5, 'ready_wait_seconds': 0.25,
                           'final_seconds': 0.1, 'disk_chunks_sent': 3, 'disk_chunks_resent': 1,
-                          'memory_stream_bytes': 4096, 'bytes_after_pause': None}, record['residue'])
+                          'memory_stream_bytes': 4096, 'bytes_after_pause': None, 'memory_seconds': 1.0,
+                          'qemu_wait_seconds': 0.5, 'send_wait_seconds': 0.25}, record['residue'])
         self.assertGreaterEqual(record['downtime_seconds'], 0)
         self.assertNotIn(SECRET, self.record_text())
         self.assertNotIn(APP_ID, self.record_text())
