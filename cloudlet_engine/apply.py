@@ -98,7 +98,7 @@ class _Applier:
         self.memory_path = os.path.join(launch_dir, LAUNCH_MEMORY)
         self.restored_bytes = 0
         self.ram = ram
-        self.sparse_written = False
+        self.sparse_writer = None
         self.base_disk_fd = self.base_memory_fd = self.memory = self.disk = None
         try:
             self.base_disk_fd = os.open(base.disk_path, os.O_RDONLY)
@@ -108,6 +108,8 @@ class _Applier:
             else:
                 self.memory = sparse.Pieces(os.path.join(launch_dir, SPARSE_SPILL), base.memory_path,
                                             meta['memory_size'], max_memory_bytes)
+                # Written while the overlay arrives, not after its last byte.
+                self.sparse_writer = sparse.SparseWriter(self.memory, ram, self.memory_path)
             self.disk = qcow2.Qcow2Writer(self.disk_path, base.disk_size, base.disk_path, 'raw')
         except BaseException:
             # Half-built: remove what was created, close what was opened.
@@ -218,8 +220,7 @@ class _Applier:
             self.restored_bytes += self.memory.position
             self.memory.close()
         else:
-            self.sparse_written = True
-            sparse.write(self.memory, self.ram, self.memory_path)
+            self.sparse_writer.finish()
             self.restored_bytes += os.path.getsize(self.memory_path)
             self.memory.close()
         self.disk.close()
@@ -231,15 +232,17 @@ class _Applier:
         self.base_disk_fd = self.base_memory_fd = None
 
     def abort(self):
-        for closer in (lambda: self.memory and self.memory.close(), lambda: self.disk and self.disk.abort()):
+        for closer in (lambda: self.sparse_writer and self.sparse_writer.abort(),
+                       lambda: self.memory and self.memory.close(), lambda: self.disk and self.disk.abort()):
             try:
                 closer()
             except Exception:   # noqa: BLE001 - cleanup must go on
                 pass
         # Only files this applier created: a memory image that already existed
-        # (O_EXCL refused it) belongs to someone else.
+        # (O_EXCL refused it) belongs to someone else. The sparse writer
+        # removed its own.
         for target, path in ((self.memory, self.memory_path), (self.disk, self.disk_path)):
-            if target is None or (target is self.memory and self.ram is not None and not self.sparse_written):
+            if target is None or (target is self.memory and self.ram is not None):
                 continue
             try:
                 os.unlink(path)

@@ -16,6 +16,11 @@ was written (a later record wins in QEMU's loader). Runs of the base's
 records are skipped with the RAM file's index, without reading them, so the
 walk costs what the overlay changed, not the RAM size.
 
+`SparseWriter` does the same walk in a thread while the overlay is still
+being applied (the walk waits for the bytes it needs), so that a streamed
+residue leaves only its last records and the device state to write after
+its last byte: that part of a handoff's downtime.
+
 The written stream has one RAM section (START with the block list, the
 records, EOS) and an empty END section, as QEMU's loader accepts from any
 saver; the main block is written under ramfile.BACKEND_ID, the id of the
@@ -26,6 +31,7 @@ import bisect
 import io
 import os
 import struct
+import threading
 
 from cloudlet_engine import errors
 from cloudlet_engine import migstream
@@ -39,13 +45,16 @@ _NEW, _BASE = 0, 1
 _WINDOW = 64 << 10
 _BE32 = struct.Struct('>I')
 _BE64 = struct.Struct('>Q')
+# A walk of a growing image is done with this size (its end is known at its end).
+_UNKNOWN_SIZE = 1 << 62
 
 
 class Pieces:
     """The launch memory image as a sequence of new bytes and base ranges.
 
     New bytes go to a spill file; base ranges are only noted. `pread` reads
-    the image as if it had been written whole.
+    the image as if it had been written whole. Thread-safe: one thread
+    appends, another may walk it as it grows (`wait_pread`) until `end()`.
     """
 
     def __init__(self, spill_path, base_memory_path, size, limit):
@@ -58,8 +67,13 @@ class Pieces:
         self._spilled = 0
         self._base = open(base_memory_path, 'rb')
         self._base_size = os.fstat(self._base.fileno()).st_size
+        self._cond = threading.Condition()
+        self._ended = False
+        self._failure = None        # why the walker gave up: appending then raises it
 
     def _grow(self, length):
+        if self._failure is not None:
+            raise self._failure
         if self.position + length > self.limit:
             if self.size is None:
                 raise errors.LimitExceeded('memory image grows past the limit of %d bytes' % self.limit)
@@ -68,19 +82,22 @@ class Pieces:
     def _add(self, kind, source, length):
         if not length:
             return
-        if (self._kinds and self._kinds[-1] == kind
-                and self._sources[-1] + self._lengths[-1] == source):
-            self._lengths[-1] += length
-        else:
-            self._starts.append(self.position)
-            self._kinds.append(kind)
-            self._sources.append(source)
-            self._lengths.append(length)
-        self.position += length
+        with self._cond:
+            if (self._kinds and self._kinds[-1] == kind
+                    and self._sources[-1] + self._lengths[-1] == source):
+                self._lengths[-1] += length
+            else:
+                self._starts.append(self.position)
+                self._kinds.append(kind)
+                self._sources.append(source)
+                self._lengths.append(length)
+            self.position += length
+            self._cond.notify_all()
 
     def append(self, data):
         self._grow(len(data))
-        self._spill.write(data)
+        with self._cond:
+            self._spill.write(data)
         self._add(_NEW, self._spilled, len(data))
         self._spilled += len(data)
 
@@ -96,33 +113,61 @@ class Pieces:
             raise errors.CorruptOverlay('copy from launch memory offset %d, not written yet' % offset)
         return self.pread(PAGE, offset)
 
+    def end(self):
+        """Nothing more will be appended: walkers waiting for more see the end."""
+        with self._cond:
+            self._ended = True
+            self._cond.notify_all()
+
+    def fail(self, exc):
+        """The walker gave up (`exc`): the next append raises it, waiters stop."""
+        with self._cond:
+            self._failure = exc
+            self._ended = True
+            self._cond.notify_all()
+
+    def wait_for(self, end):
+        """Until `end` bytes were appended or the image ended."""
+        with self._cond:
+            while self.position < end and not self._ended:
+                self._cond.wait(1.0)
+
+    def wait_pread(self, length, offset):
+        """pread, first waiting for min(length, 64 KiB) bytes at `offset` (fewer at the end)."""
+        self.wait_for(offset + min(length, _WINDOW))
+        return self.pread(length, offset)
+
     def pread(self, length, offset):
-        length = max(0, min(length, self.position - offset))
-        parts = []
-        i = bisect.bisect_right(self._starts, offset) - 1
-        while length > 0:
-            start, kind, source, size = self._starts[i], self._kinds[i], self._sources[i], self._lengths[i]
-            within = offset - start
-            n = min(length, size - within)
-            if kind == _NEW:
+        with self._cond:
+            length = max(0, min(length, self.position - offset))
+            if length:
                 self._spill.flush()
-                data = os.pread(self._spill.fileno(), n, source + within)
+            pieces = []
+            i = bisect.bisect_right(self._starts, offset) - 1
+            at = offset
+            while at < offset + length:
+                start, kind, source, size = self._starts[i], self._kinds[i], self._sources[i], self._lengths[i]
+                pieces.append((kind, source + at - start, min(offset + length - at, size - (at - start))))
+                at += pieces[-1][2]
+                i += 1
+        parts = []
+        for kind, where, n in pieces:
+            if kind == _NEW:
+                data = os.pread(self._spill.fileno(), n, where)
             else:
-                data = os.pread(self._base.fileno(), n, source + within)
+                data = os.pread(self._base.fileno(), n, where)
             if len(data) != n:
                 raise errors.CloudletError('launch memory piece at %d reads short' % offset)
             parts.append(data)
-            offset += n
-            length -= n
-            i += 1
         return b''.join(parts)
 
     def base_extent(self, offset):
-        """(memory.save offset, launch offset where that base range ends) at `offset`, or None."""
-        i = bisect.bisect_right(self._starts, offset) - 1
-        if i < 0 or self._kinds[i] != _BASE or offset >= self._starts[i] + self._lengths[i]:
-            return None
-        return self._sources[i] + offset - self._starts[i], self._starts[i] + self._lengths[i]
+        """(memory.save offset, launch offset where that base range ends so far) at `offset`, or None."""
+        with self._cond:
+            i = bisect.bisect_right(self._starts, offset) - 1
+            if i < 0 or self._kinds[i] != _BASE or offset >= self._starts[i] + self._lengths[i]:
+                return None
+            return self._sources[i] + offset - self._starts[i], self._starts[i] + self._lengths[i]
 
     def close(self):
         """Close and remove the spill file (idempotent)."""
@@ -152,20 +197,75 @@ class _Writer:
         self.records += 1
 
 
+class _Growing:
+    """`pieces` as migstream's walker reads a stream still arriving: pread waits for the bytes."""
+
+    def __init__(self, pieces):
+        self.pread = pieces.wait_pread
+
+
 def _read_header(pieces):
-    head = pieces.pread(savefile.HEADER_SIZE, 0)
+    head = pieces.wait_pread(savefile.HEADER_SIZE, 0)
     data_len = struct.unpack_from(savefile.HEADER_FORMAT, head)[2] if len(head) == savefile.HEADER_SIZE else 0
     if data_len > savefile.MAX_DATA_LEN:
         raise errors.SaveImageError('launch memory image header announces %d bytes of XML' % data_len)
+    pieces.wait_for(savefile.HEADER_SIZE + data_len)
     return savefile.read_save_image(io.BytesIO(pieces.pread(savefile.HEADER_SIZE + data_len, 0)))
 
 
 def write(pieces, ram, out_path):
-    """Write the sparse launch image for `pieces` over the base's RamFile `ram`.
+    """Write the sparse launch image for `pieces` (whole: ends it) over the base's RamFile `ram`.
 
     Returns the number of main-block pages written. SaveImageError for a
     launch image that is not a save image whose main block matches the base's.
     """
+    pieces.end()
+    with open(out_path, 'xb') as out:
+        return _write_to(out, pieces, ram)
+
+
+class SparseWriter:
+    """`write` in a thread, walking `pieces` while they are appended (see the module doc).
+
+    The caller appends, then `finish()` (ends `pieces`, waits for the walk,
+    raises its error) or `abort()` (stops it, removes the image). A walk that
+    fails makes the caller's next append raise its error.
+    """
+
+    def __init__(self, pieces, ram, out_path):
+        self.pieces, self.ram, self.out_path = pieces, ram, out_path
+        self.pages = None
+        self._error = None
+        self._out = open(out_path, 'xb')
+        self._thread = threading.Thread(target=self._run, name='cloudlet-sparse-writer', daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        try:
+            with self._out:
+                self.pages = _write_to(self._out, self.pieces, self.ram)
+        except BaseException as exc:   # noqa: BLE001 - handed to the appending thread
+            self._error = exc
+            self.pieces.fail(exc)
+
+    def finish(self):
+        self.pieces.end()
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self.pages
+
+    def abort(self):
+        """Stop the walk and remove the image (idempotent)."""
+        self.pieces.fail(errors.CloudletError('the launch memory image was abandoned'))
+        self._thread.join()
+        try:
+            os.unlink(self.out_path)
+        except FileNotFoundError:
+            pass
+
+
+def _write_to(out, pieces, ram):
     image = _read_header(pieces)
     index = ram.index()
     block = ramfile.BLOCK
@@ -196,36 +296,37 @@ def write(pieces, ram, out_path):
         return pos + index.rec_end[j - 1] - base_offset
     skip.block = block
 
-    with open(out_path, 'xb') as out:
-        writer = _Writer(out, rename)
-        started = False
-        records = migstream.walk_records(pieces, image.stream_offset, pieces.position, stats=stats,
-                                         skip=skip, window=_WINDOW)
-        for rec in records:
-            if not started:
-                _write_prefix(out, pieces, stats, rename, ram.size)
-                started = True
-            if rec.block == block:
-                page = rec.addr // PAGE
-                if not written[page]:
-                    if rec.zero:
-                        if rec.fill == 0 and index.page_payload[page] == ramfile.ZERO_PAGE:
-                            continue
-                    else:
-                        extent = pieces.base_extent(rec.end - PAGE)
-                        if (extent is not None and extent[0] == index.page_payload[page]
-                                and extent[1] >= rec.end):
-                            continue
-                    written[page] = 1
-                    state['written'] += 1
-            writer.record(rec.block, rec.addr, rec.zero, rec.fill,
-                          b'' if rec.zero else pieces.pread(PAGE, rec.end - PAGE))
-        if stats.device_state_offset is None:
-            raise errors.SaveImageError('launch memory image has no device state')
+    writer = _Writer(out, rename)
+    started = False
+    records = migstream.walk_records(_Growing(pieces), image.stream_offset, _UNKNOWN_SIZE, stats=stats,
+                                     skip=skip, window=_WINDOW)
+    for rec in records:
+        pieces.wait_for(rec.end)     # the walker yields a record before reading its payload
         if not started:
             _write_prefix(out, pieces, stats, rename, ram.size)
-        _write_ram_end(out, stats)
-        _copy(out, pieces, stats.device_state_offset, pieces.position)
+            started = True
+        if rec.block == block:
+            page = rec.addr // PAGE
+            if not written[page]:
+                if rec.zero:
+                    if rec.fill == 0 and index.page_payload[page] == ramfile.ZERO_PAGE:
+                        continue
+                else:
+                    extent = pieces.base_extent(rec.end - PAGE)
+                    if (extent is not None and extent[0] == index.page_payload[page]
+                            and extent[1] >= rec.end):
+                        continue
+                written[page] = 1
+                state['written'] += 1
+        writer.record(rec.block, rec.addr, rec.zero, rec.fill,
+                      b'' if rec.zero else pieces.pread(PAGE, rec.end - PAGE))
+    if stats.device_state_offset is None:
+        raise errors.SaveImageError('launch memory image has no device state')
+    if not started:
+        _write_prefix(out, pieces, stats, rename, ram.size)
+    _write_ram_end(out, stats)
+    pieces.wait_for(_UNKNOWN_SIZE)   # the device state: to the image's end
+    _copy(out, pieces, stats.device_state_offset, pieces.position)
     return state['written']
 
 

@@ -128,6 +128,63 @@ def test_launch_of_another_ram_size_is_refused(scenario, ram, tmp_path):
     pieces.close()
 
 
+def test_the_writer_walks_the_image_while_it_is_appended(scenario, ram, tmp_path):
+    """SparseWriter in its thread, the image arriving in small pieces: the same image as write()."""
+    base_pages = _base_pages(scenario)
+    changed = list(base_pages)
+    block, addr, _data = changed[3]
+    changed[3] = (block, addr, b'Y' * PAGE)
+    path = str(tmp_path / 'arriving.save')
+    fake_savefile.build_fake_save_image(path, fake_savefile.SAMPLE_XML, changed)
+    whole = _pieces_from(scenario, path, tmp_path)
+    sparse.write(whole, ram, str(tmp_path / 'whole.sparse'))
+    whole.close()
+    size = os.path.getsize(path)
+    pieces = sparse.Pieces(str(tmp_path / 'spill-arriving'), scenario.base.memory_path, size, size)
+    writer = sparse.SparseWriter(pieces, ram, str(tmp_path / 'arriving.sparse'))
+    with open(path, 'rb') as f:
+        while True:
+            piece = f.read(777)
+            if not piece:
+                break
+            pieces.append(piece)
+    writer.finish()
+    pieces.close()
+    with open(str(tmp_path / 'whole.sparse'), 'rb') as a, open(str(tmp_path / 'arriving.sparse'), 'rb') as b:
+        assert a.read() == b.read()
+    assert load(str(tmp_path / 'arriving.sparse'), ram.path)[0] == load(path)[0]
+
+
+def test_a_failed_walk_fails_the_next_append(scenario, ram, tmp_path):
+    pages = [('pc.ram', 0, b'a' * PAGE), ('vga.vram', 0, b'b' * PAGE)]     # not the base's RAM size
+    path = str(tmp_path / 'small.save')
+    fake_savefile.build_fake_save_image(path, fake_savefile.SAMPLE_XML, pages)
+    data = open(path, 'rb').read()
+    pieces = sparse.Pieces(str(tmp_path / 'spill-small'), scenario.base.memory_path, None, 1 << 30)
+    writer = sparse.SparseWriter(pieces, ram, str(tmp_path / 'small.sparse'))
+    pieces.append(data + bytes(128 << 10))  # enough for the walk's 64 KiB reads: it fails now
+    writer._thread.join(5)
+    with pytest.raises(errors.SaveImageError, match='RAM file'):
+        pieces.append(b'more')
+    with pytest.raises(errors.SaveImageError, match='RAM file'):
+        writer.finish()
+    writer.abort()
+    pieces.close()
+    assert not os.path.exists(str(tmp_path / 'small.sparse'))
+
+
+def test_abort_stops_a_writer_waiting_for_bytes(scenario, ram, tmp_path):
+    pieces = sparse.Pieces(str(tmp_path / 'spill-none'), scenario.base.memory_path, None, 1 << 30)
+    writer = sparse.SparseWriter(pieces, ram, str(tmp_path / 'none.sparse'))
+    pieces.append(b'QEMU')                   # a header's first bytes; the walk waits for the rest
+    writer._thread.join(0.2)
+    assert writer._thread.is_alive()
+    writer.abort()
+    assert not writer._thread.is_alive()
+    assert not os.path.exists(str(tmp_path / 'none.sparse'))
+    pieces.close()
+
+
 def test_changed_ram_file_is_detected(scenario, tmp_path):
     other = Scenario(str(tmp_path / 's'), seed=3, memory_pages=32)
     ram = ramfile.convert(other.base)
