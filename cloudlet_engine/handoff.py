@@ -60,6 +60,7 @@ class ResidueStats:
     memory_seconds: float = 0.0      # QEMU's migration start to the stream's end
     qemu_wait_seconds: float = 0.0   # waiting for QEMU's bytes
     send_wait_seconds: float = 0.0   # blocked sending (the link, the destination's pace)
+    memory_cpu_seconds: float = 0.0  # this thread's CPU time: the rest is waiting for a core
     bytes_after_pause: int = 0
     codecs: dict = dataclasses.field(default_factory=dict)
     migration: dict = dataclasses.field(default_factory=dict)   # QEMU's last query-migrate
@@ -180,7 +181,9 @@ class LiveResidue:
             self._paused_by_us = True      # from here on a failure must resume the VM
             self._migration.start()
             memory_started, sending_before = time.monotonic(), counted.seconds
+            cpu_before = time.thread_time()
             self._send_memory(builder, classifier, spool, len(prefix))
+            self.stats.memory_cpu_seconds = time.thread_time() - cpu_before
             self.stats.memory_seconds = time.monotonic() - memory_started
             self.stats.send_wait_seconds = counted.seconds - sending_before
             self.stats.qemu_wait_seconds = spool.reader_waited

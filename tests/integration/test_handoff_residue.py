@@ -83,6 +83,7 @@ def test_residue_streams_while_running_and_synthesizes(changed_vm, guest_workdir
     # The slow sink limits the memory phase: it is where the pipeline waited.
     assert 0 < stats.send_wait_seconds
     assert stats.qemu_wait_seconds + stats.send_wait_seconds <= stats.memory_seconds
+    assert 0 < stats.memory_cpu_seconds <= stats.memory_seconds
 
     hypervisor.destroy_domain(libvirt_conn, name)
     fwd2 = _forwards()

@@ -316,7 +316,8 @@ class FakeLiveResidue:
                                      final_seconds=0.1,
                                      disk_chunks_sent=3, disk_chunks_resent=1,
                                      memory_stream_bytes=4096, memory_seconds=1.0,
-                                     qemu_wait_seconds=0.5, send_wait_seconds=0.25)
+                                     qemu_wait_seconds=0.5, send_wait_seconds=0.25,
+                                     memory_cpu_seconds=0.125)
 
     def cancel(self):
         self.log.append(('residue-cancel',))
@@ -511,7 +512,8 @@ class SuccessTest(SenderTestCase):
         self.assertEqual({'bytes_out': 29, 'precopy_seconds': 1.5, 'ready_wait_seconds': 0.25,
                           'final_seconds': 0.1, 'disk_chunks_sent': 3, 'disk_chunks_resent': 1,
                           'memory_stream_bytes': 4096, 'bytes_after_pause': None, 'memory_seconds': 1.0,
-                          'qemu_wait_seconds': 0.5, 'send_wait_seconds': 0.25}, record['residue'])
+                          'qemu_wait_seconds': 0.5, 'send_wait_seconds': 0.25,
+                          'memory_cpu_seconds': 0.125}, record['residue'])
         self.assertGreaterEqual(record['downtime_seconds'], 0)
         self.assertNotIn(SECRET, self.record_text())
         self.assertNotIn(APP_ID, self.record_text())
