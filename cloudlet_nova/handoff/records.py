@@ -14,6 +14,7 @@ reach a message. No nova imports.
 import contextlib
 import json
 import os
+import threading
 import time
 import urllib.parse
 
@@ -62,6 +63,7 @@ class HandoffRecord:
         self.path = path(state_dir, handoff_id)
         self._forbidden = []
         self._phase_started = {}
+        self._lock = threading.RLock()     # the handoff's threads update it at once
         self.data = {
             'version': VERSION,
             'handoff_id': handoff_id,
@@ -100,16 +102,18 @@ class HandoffRecord:
                         flavor_id=None):
         destination = {'auth_url': public_url(auth_url), 'cloud': cloud,
                        'region_name': region_name, 'interface': interface, 'flavor_id': flavor_id}
-        self.data['destination'] = {k: v for k, v in destination.items() if v is not None}
-        self.save()
+        with self._lock:
+            self.data['destination'] = {k: v for k, v in destination.items() if v is not None}
+            self.save()
 
     def update(self, **fields):
         """Set top-level fields of the record (only the ones it has)."""
         unknown = sorted(set(fields) - set(self.data))
         if unknown:
             raise KeyError('not a handoff record field: %s' % ', '.join(unknown))
-        self.data.update(fields)
-        self.save()
+        with self._lock:
+            self.data.update(fields)
+            self.save()
 
     @contextlib.contextmanager
     def phase(self, name):
@@ -144,8 +148,9 @@ class HandoffRecord:
 
     def save(self):
         """Write the record atomically."""
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        atomic.write_text(self.path, self.text())
+        with self._lock:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            atomic.write_text(self.path, self.text())
 
 
 def load(state_dir, handoff_id):

@@ -42,6 +42,7 @@ writes (logs, the instance action event, the record) is masked against its
 values.
 """
 
+from concurrent import futures
 import copy
 import os
 import shutil
@@ -214,6 +215,7 @@ class Handoff:
         self.floating_ips = []         # of the server here: released with it after the switch
         self.ports = []                # made at the destination with the VM's MACs (its NICs go along)
         self.destination_floating_ip_id = None
+        self._floating_ip_job = None   # giving the carried port its floating IP, during the disk pre-copy
         self.switched = False          # the destination server is ACTIVE: no roll back
         # The destination answered the residue upload: it has the whole residue and may run the VM.
         self.residue_delivered = False
@@ -397,29 +399,43 @@ class Handoff:
         self._record_destination(spec)
         # Read before the VM is touched: a Neutron that cannot answer fails the handoff here.
         self.floating_ips = addresses.floating_ips(self.context, self.instance)
-        base_image = self.destination.find_base_image(base.base_id)
         memory_mb, vcpus = self._base_needs(base)
-        flavor = self.destination.pick_flavor(memory_mb, vcpus, flavor_id=spec.get('flavor'))
+        networks = self._destination_networks(options.destination_networks)
+        # Independent calls, each a WAN round trip or more and a token validation
+        # there: at once. The first failure (in this order) fails the handoff; what
+        # the others made is recorded, and the roll back deletes it.
+        with futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix='cloudlet-handoff-prepare') as pool:
+            calls = [pool.submit(self.destination.find_base_image, base.base_id),
+                     pool.submit(self.destination.pick_flavor, memory_mb, vcpus, flavor_id=spec.get('flavor')),
+                     pool.submit(self._residue_key, options.residue_encryption),
+                     pool.submit(self._carry_nics, networks)]
+        base_image, flavor, _key, _nics = [call.result() for call in calls]
         self._record_destination(spec, flavor['id'])
         self._check_cancelled()
         metadata = {HANDOFF_ID: self.handoff_id}
-        self._residue_key(options.residue_encryption)
         if self.residue_key_id:
             metadata[props.OVERLAY_KEY_ID] = self.residue_key_id
         lease_seconds = (self.instance.metadata or {}).get(props.META_LEASE_SECONDS)
         if lease_seconds:
             # The lease goes along: the destination's API starts it afresh (its own bounds).
             metadata[props.META_LEASE_SECONDS] = lease_seconds
-        networks = self._destination_networks(options.destination_networks)
-        self._carry_nics(networks)
         if self.ports:
             networks = [{'port': port_id} for port_id in self.ports]
             if self.floating_ips:
-                # Now, not after the switch: Neutron's L3 agent is ready before the VM moves.
-                self._quietly('give the destination server a floating IP', self._add_floating_ip)
+                # Before the VM moves (the L3 agent is ready then), but alongside the
+                # server's build and the disk pre-copy: _wait_ready joins it.
+                self._floating_ip_job = pool = futures.ThreadPoolExecutor(
+                    max_workers=1, thread_name_prefix='cloudlet-handoff-fip')
+                pool.submit(self._quietly, 'give the destination server a floating IP', self._add_floating_ip)
+                pool.shutdown(wait=False)
         self.server_id = self.destination.create_server(
             self.request['name'], base_image['id'], flavor['id'], metadata, networks=networks)
         self.record.update(destination_server_id=self.server_id)
+
+    def _join_floating_ip_job(self):
+        job, self._floating_ip_job = self._floating_ip_job, None
+        if job is not None:
+            job.shutdown(wait=True)
 
     def _carry_nics(self, networks):
         """Ports at the destination with the VM's MACs, so that its NICs go along
@@ -530,6 +546,7 @@ class Handoff:
 
     def _wait_ready(self):
         """Until the destination's compute host has the base and takes the residue."""
+        self._join_floating_ip_job()
         self.destination.wait_ready(self.server_id, self.handoff_id, CONF.cloudlet_handoff.ready_timeout)
         self._check_cancelled()
 
@@ -588,6 +605,7 @@ class Handoff:
     # -- failure --
 
     def _roll_back(self):
+        self._join_floating_ip_job()     # what it makes is deleted below
         if self.switched:
             # The destination server is ACTIVE: never resume this copy, never delete that one.
             return

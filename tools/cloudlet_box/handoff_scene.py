@@ -149,6 +149,10 @@ def wait_handoff(conn, dst_conn, server_id, handoff_id, timeout=600, poll=0.2):
     started = time.monotonic()
     deadline = started + timeout
     dest = None
+    # The source's record first (a file here): polling box2's API meanwhile would take
+    # its nova-api and Keystone a good part of the two cores the handoff runs on.
+    while _result(handoff_id) in (None, 'running') and time.monotonic() < deadline:
+        time.sleep(0.05)
     while time.monotonic() < deadline:
         if dest is None or dest.status != 'ACTIVE':
             dest = find_dest_server(dst_conn, handoff_id) or dest

@@ -162,6 +162,12 @@ class FakeUpload:
         return 8e6
 
 
+# sender._prepare_destination's calls made in parallel, by the order they are submitted in (the
+# NICs' calls are one sequence in one thread).
+_PREPARED_AT_ONCE = {'find_base_image': 0, 'pick_flavor': 1, 'store_key': 2, 'project_network': 3,
+                     'create_port': 3, 'delete_port': 3}
+
+
 class FakeDestination:
     """Records every call in `log`; `fail_at` names the method that refuses.
 
@@ -172,6 +178,8 @@ class FakeDestination:
 
     fail_at = None
     server_status = 'ACTIVE'
+    # When set, find_base_image and pick_flavor each wait there for the other.
+    meet = None
     key_manager_url = None
     on_wait_ready = None
     network_id = 'dest-net'            # what project_network() finds
@@ -201,11 +209,15 @@ class FakeDestination:
 
     def find_base_image(self, base_id):
         self.log.append(('find_base_image', base_id))
+        if self.meet is not None:
+            self.meet.wait()
         self._maybe_fail('find_base_image')
         return {'id': 'dest-base-image'}
 
     def pick_flavor(self, memory_mb, vcpus, flavor_id=None):
         self.log.append(('pick_flavor', memory_mb, vcpus, flavor_id))
+        if self.meet is not None:
+            self.meet.wait()
         self._maybe_fail('pick_flavor')
         return {'id': flavor_id or 'dest-flavor'}
 
@@ -362,6 +374,7 @@ class SenderTestCase(test.NoDBTestCase):
         self.actions_started = []
         FakeDestination.fail_at = None
         FakeDestination.server_status = 'ACTIVE'
+        FakeDestination.meet = None
         self.residue_kwargs = {}
         self.on_wait_ready = None
         patches = [
@@ -417,7 +430,14 @@ class SenderTestCase(test.NoDBTestCase):
                               req or request(), 'compute1')
 
     def names(self):
-        return [entry[0] for entry in self.log]
+        """The calls' names, the destination checks made at once listed in their submit order."""
+        names = [entry[0] for entry in self.log]
+        at_once = [i for i, name in enumerate(names) if name in _PREPARED_AT_ONCE]
+        if at_once:
+            group = sorted((names[i] for i in at_once), key=lambda name: _PREPARED_AT_ONCE[name])
+            for i, name in zip(at_once, group):
+                names[i] = name
+        return names
 
     def record(self):
         return records.load(self.state_dir, HANDOFF_ID)
@@ -445,6 +465,12 @@ class SuccessTest(SenderTestCase):
         [create] = [entry for entry in self.log if entry[0] == 'create_server']
         # The length goes along; the destination's API starts the lease afresh.
         self.assertEqual({'cloudlet_handoff_id': HANDOFF_ID, 'cloudlet_lease_seconds': '120'}, create[4])
+
+    def test_the_destination_checks_are_made_at_once(self):
+        # Made one after the other, each would wait for the other until the barrier breaks.
+        FakeDestination.meet = threading.Barrier(2, timeout=5)
+        self.handoff().run()
+        self.assertEqual(records.OK, self.record()['result'])
 
     def test_the_whole_handoff(self):
         self.handoff().run()
@@ -671,12 +697,13 @@ class NicsTest(SenderTestCase):
         self.assertEqual('carried', record['nics'])
         self.assertEqual(1, len(FakeComputeRPCAPI.terminates))
 
-    def test_carried_with_a_floating_ip_it_is_made_before_the_server(self):
+    def test_carried_with_a_floating_ip_it_is_made_before_the_vm_moves(self):
         self.instance.network_info = [{'id': 'port-1', 'fip': True}]
         self.handoff().run()
         names = self.names()
-        self.assertEqual(['create_port', 'create_port', 'add_floating_ip', 'create_server'],
-                         names[names.index('create_port'):names.index('create_server') + 1])
+        # Alongside the server's build, joined before the memory moves.
+        self.assertLess(names.index('create_port'), names.index('add_floating_ip'))
+        self.assertLess(names.index('add_floating_ip'), names.index('wait_ready'))
         # On the first port (there is no server yet), and once: not again after the switch.
         self.assertEqual([('add_floating_ip', None, 'dest-port-1')],
                          [entry for entry in self.log if entry[0] == 'add_floating_ip'])
@@ -690,7 +717,7 @@ class NicsTest(SenderTestCase):
         FakeDestination.fail_at = 'add_floating_ip'
         self.handoff().run()
         names = self.names()
-        self.assertLess(names.index('add_floating_ip'), names.index('create_server'))
+        self.assertLess(names.index('add_floating_ip'), names.index('wait_ready'))
         self.assertEqual(['wait_active', 'add_floating_ip', 'release_floating_ips'], names[-3:])
         self.assertEqual([('add_floating_ip', None, 'dest-port-1'), ('add_floating_ip', 'dest-server', 'dest-port-1')],
                          [entry for entry in self.log if entry[0] == 'add_floating_ip'])
