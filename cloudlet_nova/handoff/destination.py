@@ -629,7 +629,7 @@ class Destination:
         self._delete_quietly(self.network_url, '/v2.0/ports/%s' % urllib.parse.quote(port_id, safe=''),
                              'port %s' % port_id)
 
-    def add_floating_ip(self, server_id=None, port_id=None):
+    def add_floating_ip(self, server_id=None, port_id=None, description=None):
         """A new floating IP from the destination's external network (the only one the
         project sees) on `port_id`, else on the server's first port: (its id, its address).
         """
@@ -646,6 +646,8 @@ class Destination:
             raise self._error('destination %s: %d external networks, cannot choose one for the '
                               'floating IP' % (self.auth_url, len(networks)), refused=True)
         body = {'floatingip': {'floating_network_id': networks[0]['id'], 'port_id': port_id}}
+        if description:
+            body['floatingip']['description'] = description
         floating_ip = self._network('POST', '/v2.0/floatingips', 'creating a floating IP',
                                     json=body).json()['floatingip']
         LOG.info('destination %s: port %s has floating IP %s', self.auth_url, port_id,

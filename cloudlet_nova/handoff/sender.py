@@ -357,8 +357,10 @@ class Handoff:
             self._quietly('give the destination server a floating IP', self._add_floating_ip)
 
     def _add_floating_ip(self):
+        # Named for the handoff: the destination releases it with the server (addresses.py).
         self.destination_floating_ip_id, address = self.destination.add_floating_ip(
-            server_id=self.server_id, port_id=self.ports[0] if self.ports else None)
+            server_id=self.server_id, port_id=self.ports[0] if self.ports else None,
+            description=addresses.handoff_description(self.handoff_id))
         self.record.update(destination_floating_ip=address,
                            destination_floating_ip_id=self.destination_floating_ip_id)
 

@@ -19,6 +19,10 @@ CHUNK_BYTES = 64 * 1024
 # waits for after it paused (the residue's downtime), and the queue's
 # backpressure paces QEMU's migration.
 BUFFER_BYTES = 256 * 1024
+# On a slow link less: at most QUEUE_SECONDS of the link's time (not under
+# MIN_BUFFER_BYTES), so that what is queued when the VM pauses crosses fast.
+QUEUE_SECONDS = 0.1
+MIN_BUFFER_BYTES = 64 * 1024
 NOTSENT_LOWAT_BYTES = 128 * 1024
 BANDWIDTH_WINDOW = 2.0      # seconds of history bandwidth() averages over
 BANDWIDTH_MIN_SPAN = 0.5    # seconds of history before bandwidth() answers
@@ -227,13 +231,20 @@ class Upload:
         if self._done:
             raise self._error('the request ended early')
 
+    def _room(self):
+        """Bytes the buffer may hold now (see QUEUE_SECONDS)."""
+        bits_per_second = self.bandwidth()
+        if not bits_per_second:
+            return self._buffer_bytes
+        return min(self._buffer_bytes, max(MIN_BUFFER_BYTES, int(bits_per_second * QUEUE_SECONDS / 8)))
+
     def _wait_for_room(self, size, waiting_since):
         """Under the lock: until `size` more bytes fit, or raise (failure, stall)."""
         while True:
             self._raise_if_failed()
             if self._aborted:
                 raise self._error('aborted')
-            if self._buffered == 0 or self._buffered + size <= self._buffer_bytes:
+            if self._buffered == 0 or self._buffered + size <= self._room():
                 return
             since = max(self._last_progress, waiting_since)
             remaining = since + self.stall_timeout - clock()

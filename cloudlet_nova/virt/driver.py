@@ -32,6 +32,7 @@ from nova.virt.libvirt import utils as libvirt_utils
 from cloudlet_engine import hypervisor
 from cloudlet_glance import properties as props
 from cloudlet_nova import conf as cloudlet_conf
+from cloudlet_nova.handoff import addresses as handoff_addresses
 from cloudlet_nova.handoff import arrival as handoff_arrival
 from cloudlet_nova.handoff import inbox as handoff_inbox
 from cloudlet_nova.handoff import records as handoff_records
@@ -187,6 +188,21 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
 
     def unplug_vifs(self, instance, network_info):
         super().unplug_vifs(instance, self._vifs_of(instance, network_info))
+
+    def destroy(self, context, instance, network_info, block_device_info=None, destroy_disks=True,
+                destroy_secrets=True):
+        if instance.task_state == task_states.DELETING and props.is_cloudlet_instance(instance):
+            try:
+                released = handoff_addresses.release_handed_off(context, instance, network_info)
+            except Exception as exc:   # noqa: BLE001 - the delete goes on; the address stays
+                LOG.warning('could not release the floating IP the handoff made for this server: %s',
+                            exc, instance=instance)
+            else:
+                if released:
+                    LOG.info('released the floating IP(s) %s the handoff made for this server',
+                             ', '.join(released), instance=instance)
+        return super().destroy(context, instance, network_info, block_device_info=block_device_info,
+                               destroy_disks=destroy_disks, destroy_secrets=destroy_secrets)
 
     def cleanup(self, context, instance, network_info, block_device_info=None, destroy_disks=True,
                 migrate_data=None, destroy_vifs=True, destroy_secrets=True):

@@ -72,9 +72,14 @@ def moved(box, box2, demo, demo_cli, box2_demo, wan, shared_base):
     server = handoff_scene.find_dest_server(box2_demo, result['handoff_id'])
     yield result, state, server, counters, server_id, source_address, source_macs
     if server is not None:
-        cloud.delete_server(box2_demo, server.id)
-        # The ports the handoff made for the NICs went with the server, as nova's own do.
+        floating_ip_id = handoff_scene.record(result['handoff_id']).get('destination_floating_ip_id')
+        # Nova's own delete (not cloud.delete_server, which releases floating IPs itself):
+        # the ports the handoff made for the NICs go with the server, as nova's own do,
+        # and so does the floating IP it made for it.
+        box2_demo.compute.delete_server(server.id)
+        box2_demo.compute.wait_for_delete(server, wait=120)
         assert not list(box2_demo.network.ports(name='cloudlet-handoff-%s' % result['handoff_id']))
+        assert floating_ip_id and box2_demo.network.find_ip(floating_ip_id) is None
 
 
 def test_handoff_moves_the_running_server(moved, demo, box2_demo):

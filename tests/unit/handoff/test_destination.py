@@ -901,6 +901,20 @@ def test_upload_bandwidth_is_measured_with_a_slow_server(put_server):
     assert 0.3 * rate * 8 < samples[-1] < 1.5 * rate * 8
 
 
+def test_a_slow_link_gets_a_shorter_queue(put_server):
+    server = put_server(rate=256 * 1024)                    # 2 Mbit/s: 0.1 s of it is 26 KB
+    upload = _upload(server, buffer_bytes=256 * 1024)
+    queued = []
+    with upload:
+        started = time.monotonic()
+        while time.monotonic() - started < 2.5:
+            upload.write(b'x' * 16384)
+            if upload.bandwidth():
+                queued.append(upload._buffered)
+    assert server.requests[0]['complete']
+    assert queued and max(queued) <= upload_mod.MIN_BUFFER_BYTES       # not the 256 KiB it may hold on fast links
+
+
 def test_upload_bandwidth_is_the_link_s_not_a_slow_sender_s(put_server):
     server = put_server()                                   # loopback, read at once
     upload = _upload(server, buffer_bytes=256 * 1024)
@@ -1107,6 +1121,16 @@ def test_add_floating_ip_on_a_given_port_lists_no_server_ports(dest, keystone):
     assert not _requests(keystone, 'GET', NEUTRON + '/v2.0/ports')
     [created] = _requests(keystone, 'POST', NEUTRON + '/v2.0/floatingips')
     assert created.json() == {'floatingip': {'floating_network_id': 'public', 'port_id': 'port-9'}}
+
+
+def test_add_floating_ip_with_a_description(dest, keystone):
+    keystone.get(NEUTRON + '/v2.0/networks?router:external=True', json={'networks': [{'id': 'public'}]})
+    keystone.post(NEUTRON + '/v2.0/floatingips', status_code=201,
+                  json={'floatingip': {'id': 'fip-3', 'floating_ip_address': '172.24.5.22'}})
+    dest.add_floating_ip(port_id='port-9', description='cloudlet-handoff-h1')
+    [created] = _requests(keystone, 'POST', NEUTRON + '/v2.0/floatingips')
+    assert created.json() == {'floatingip': {'floating_network_id': 'public', 'port_id': 'port-9',
+                                             'description': 'cloudlet-handoff-h1'}}
 
 
 # ---------------------------------------------------------------- Neutron: the ports the VM's NICs get

@@ -189,6 +189,7 @@ class FakeDestination:
 
     def __init__(self, log, destination, credential, **kwargs):
         self.log = log
+        self.floating_ip_descriptions = []
         self.auth_url = destination.get('auth_url') or (kwargs['known_clouds'] or {}).get(
             destination.get('cloud'))
         log.append(('init', dict(destination), kwargs))
@@ -258,8 +259,9 @@ class FakeDestination:
                 % (self.auth_url, server_id))
         return True
 
-    def add_floating_ip(self, server_id=None, port_id=None):
+    def add_floating_ip(self, server_id=None, port_id=None, description=None):
         self.log.append(('add_floating_ip', server_id, port_id))
+        self.floating_ip_descriptions.append(description)
         self._maybe_fail('add_floating_ip')
         return 'dest-fip', '172.24.5.20'
 
@@ -699,7 +701,8 @@ class NicsTest(SenderTestCase):
 
     def test_carried_with_a_floating_ip_it_is_made_before_the_vm_moves(self):
         self.instance.network_info = [{'id': 'port-1', 'fip': True}]
-        self.handoff().run()
+        handoff = self.handoff()
+        handoff.run()
         names = self.names()
         # Alongside the server's build, joined before the memory moves.
         self.assertLess(names.index('create_port'), names.index('add_floating_ip'))
@@ -707,6 +710,8 @@ class NicsTest(SenderTestCase):
         # On the first port (there is no server yet), and once: not again after the switch.
         self.assertEqual([('add_floating_ip', None, 'dest-port-1')],
                          [entry for entry in self.log if entry[0] == 'add_floating_ip'])
+        # Named for the handoff: the destination releases it with the server.
+        self.assertEqual(['cloudlet-handoff-%s' % HANDOFF_ID], handoff.destination.floating_ip_descriptions)
         self.assertEqual('172.24.5.20', self.record()['destination_floating_ip'])
         self.assertEqual('carried', self.record()['nics'])
         self.assertIn('release_floating_ips', names)

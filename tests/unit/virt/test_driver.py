@@ -376,6 +376,39 @@ class VifsTest(DriverTestCase):
         self.assertIs(hybrid, attach.call_args.args[-1])
 
 
+class DestroyTest(DriverTestCase):
+    """A deleted server that came by handoff gives back the floating IP the handoff made for it."""
+
+    def setUp(self):
+        super().setUp()
+        self.network_info = [{'id': 'port-1'}]
+        self.release = self.useFixture(fixtures.MockPatch(
+            'cloudlet_nova.handoff.addresses.release_handed_off', return_value=['fip-1'])).mock
+        self.parent = self.useFixture(fixtures.MockPatchObject(LibvirtDriver, 'destroy')).mock
+
+    def test_a_deleted_cloudlet_server_releases_them_before_nova_s_destroy(self):
+        instance = self.cloudlet_instance(task_state=task_states.DELETING)
+        self.driver.destroy(self.context, instance, self.network_info, block_device_info='bdi')
+        self.release.assert_called_once_with(self.context, instance, self.network_info)
+        self.parent.assert_called_once_with(self.context, instance, self.network_info, block_device_info='bdi',
+                                            destroy_disks=True, destroy_secrets=True)
+
+    def test_other_destroys_and_other_servers_release_nothing(self):
+        # A failed spawn, a rebuild, a stop: the server keeps its addresses.
+        for instance in (self.cloudlet_instance(task_state=task_states.SPAWNING),
+                         self.cloudlet_instance(task_state=None),
+                         self.cloudlet_instance(cloudlet=False, task_state=task_states.DELETING)):
+            self.driver.destroy(self.context, instance, self.network_info)
+        self.release.assert_not_called()
+        self.assertEqual(3, self.parent.call_count)
+
+    def test_a_neutron_failure_does_not_stop_the_delete(self):
+        self.release.side_effect = RuntimeError('neutron is down')
+        instance = self.cloudlet_instance(task_state=task_states.DELETING)
+        self.driver.destroy(self.context, instance, self.network_info)
+        self.parent.assert_called_once()
+
+
 class LifecycleDecisionTest(DriverTestCase):
 
     def test_evacuate_refused(self):
