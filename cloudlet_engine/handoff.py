@@ -12,7 +12,9 @@ last, small one:
    the network; QEMU pauses the VM for its last iteration;
 3. VM paused: the disk chunks that changed since phase 1 (or went back to the
    base's content) are sent again; a later item for a disk offset replaces an
-   earlier one when the overlay is applied.
+   earlier one when the overlay is applied. When the disk file was not
+   modified since phase 1 began (its mtime, ctime and size), there is nothing
+   to compare: the VM waits for no walk of the whole disk layer.
 
 Every segment's codec is chosen from the measured bandwidth
 (adaptive.CodecChooser) unless one is forced. `run()` returns with the VM
@@ -44,6 +46,10 @@ from cloudlet_engine import savefile
 SEGMENT_DATA_BYTES = 256 << 10
 SPOOL_AHEAD_BYTES = 4 << 20
 MIGRATION_END_TIMEOUT = 120
+# File timestamps move with the kernel's coarse clock: phase 1 starts only once
+# the disk's mtime is this far behind, so a later write cannot share its tick.
+STAMP_SETTLE_SECONDS = 0.05
+STAMP_SETTLE_TRIES = 10
 
 
 @dataclasses.dataclass
@@ -52,6 +58,7 @@ class ResidueStats:
     memory_stream_bytes: int = 0
     disk_chunks_sent: int = 0        # phase 1
     disk_chunks_resent: int = 0      # phase 3: changed (or reverted to the base) since phase 1
+    disk_pass_skipped: bool = False  # phase 3: the disk file was not modified since phase 1
     paused_at: float = None          # time.monotonic() when QEMU paused the VM
     precopy_seconds: float = 0.0     # phases 1 and 2 until the pause
     ready_wait_seconds: float = 0.0  # of those, waiting for the destination to be ready
@@ -120,6 +127,24 @@ class _DiskSender:
             del self.classifier.written[old]
 
 
+def _disk_stamp(path, settle=True):
+    """(mtime, ctime, size) of the disk file.
+
+    With `settle`: once the clock is STAMP_SETTLE_SECONDS past its last
+    change, so that any later write changes it; None if the VM keeps writing
+    for STAMP_SETTLE_TRIES tries (phase 3 then compares every chunk).
+    """
+    for _ in range(STAMP_SETTLE_TRIES if settle else 1):
+        st = os.stat(path)
+        stamp = st.st_mtime_ns, st.st_ctime_ns, st.st_size
+        if not settle:
+            return stamp
+        if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > STAMP_SETTLE_SECONDS * 1e9:
+            return stamp
+        time.sleep(STAMP_SETTLE_SECONDS)
+    return None
+
+
 class LiveResidue:
     """The residue of a running domain (resumed or synthesized from `base`)."""
 
@@ -169,6 +194,7 @@ class LiveResidue:
         disk = _DiskSender(self.base, builder, classifier)
         spool = livemigration.Spool(os.path.join(self.workdir, 'memory.stream'), prefix, SPOOL_AHEAD_BYTES)
         try:
+            stamp = _disk_stamp(disk_path)
             self._precopy_disk(disk, disk_path)
             self._check_cancelled()
             if before_memory is not None:
@@ -190,7 +216,10 @@ class LiveResidue:
             self.stats.migration = self._migration.wait(MIGRATION_END_TIMEOUT)
             self.stats.paused_at = self._migration.paused_at or time.monotonic()
             bytes_at_pause = counted.bytes
-            self._final_disk_pass(disk, disk_path)
+            if stamp is not None and _disk_stamp(disk_path, settle=False) == stamp:
+                self.stats.disk_pass_skipped = True
+            else:
+                self._final_disk_pass(disk, disk_path)
             builder.flush()
             writer.finish()
         except BaseException:

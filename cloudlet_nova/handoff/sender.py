@@ -543,7 +543,7 @@ class Handoff:
             residue={key: getattr(stats, key, None) for key in (
                 'bytes_out', 'precopy_seconds', 'ready_wait_seconds', 'final_seconds', 'disk_chunks_sent',
                 'disk_chunks_resent', 'memory_stream_bytes', 'bytes_after_pause', 'memory_seconds',
-                'qemu_wait_seconds', 'send_wait_seconds', 'memory_cpu_seconds')})
+                'qemu_wait_seconds', 'send_wait_seconds', 'memory_cpu_seconds', 'disk_pass_skipped')})
         return stats
 
     def _wait_ready(self):

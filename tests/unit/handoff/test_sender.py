@@ -331,7 +331,7 @@ class FakeLiveResidue:
                                      disk_chunks_sent=3, disk_chunks_resent=1,
                                      memory_stream_bytes=4096, memory_seconds=1.0,
                                      qemu_wait_seconds=0.5, send_wait_seconds=0.25,
-                                     memory_cpu_seconds=0.125)
+                                     memory_cpu_seconds=0.125, disk_pass_skipped=False)
 
     def cancel(self):
         self.log.append(('residue-cancel',))
@@ -541,7 +541,7 @@ class SuccessTest(SenderTestCase):
                           'final_seconds': 0.1, 'disk_chunks_sent': 3, 'disk_chunks_resent': 1,
                           'memory_stream_bytes': 4096, 'bytes_after_pause': None, 'memory_seconds': 1.0,
                           'qemu_wait_seconds': 0.5, 'send_wait_seconds': 0.25,
-                          'memory_cpu_seconds': 0.125}, record['residue'])
+                          'memory_cpu_seconds': 0.125, 'disk_pass_skipped': False}, record['residue'])
         self.assertGreaterEqual(record['downtime_seconds'], 0)
         self.assertNotIn(SECRET, self.record_text())
         self.assertNotIn(APP_ID, self.record_text())
