@@ -198,6 +198,30 @@ def test_destination_refuses_a_bad_credential(demo, box2_demo, wan, survivor):
     _secret_nowhere(dest.secret)
 
 
+def test_destination_refuses_over_quota(demo, box2_demo, box2_admin, wan, survivor):
+    """box2's project may run no more servers: its nova refuses the destination server, after the ports for
+    the NICs, their floating IP and the residue key were made at once; the roll back deletes them all.
+    """
+    server_id, state = survivor
+    project_id = box2_demo.current_project_id
+    instances = box2_admin.get_compute_quotas(project_id).instances
+    box2_admin.set_compute_quotas(project_id, instances=0)
+    dest = handoff_scene.destination(box2_demo, wan)
+    try:
+        handoff_id, outcome = _attempt(demo, box2_demo, wan, server_id, dest)
+    finally:
+        box2_admin.set_compute_quotas(project_id, instances=instances)
+        dest.cleanup()
+    assert outcome == 'failed'
+    record = _kept_running(demo, server_id, state, handoff_id)
+    assert 'quota' in record['error'].lower(), record['error']
+    assert record['nics'] == 'carried' and record['destination_port_ids']
+    assert not list(box2_demo.network.ports(name='cloudlet-handoff-%s' % handoff_id))
+    if record['destination_floating_ip_id']:
+        assert box2_demo.network.find_ip(record['destination_floating_ip_id']) is None
+    _secret_nowhere(dest.secret)
+
+
 @pytest.mark.parametrize('percent', [10, 50, 90])
 def test_link_cut_during_the_transfer(percent, demo, box2_demo, wan, survivor, moved):
     """The link dies after `percent` % of what the working handoff sent up: the source
