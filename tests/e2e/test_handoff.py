@@ -222,6 +222,23 @@ def test_destination_refuses_over_quota(demo, box2_demo, box2_admin, wan, surviv
     _secret_nowhere(dest.secret)
 
 
+def test_destination_without_the_base_refuses(demo, box2, wan, survivor):
+    """box2's alt project sees no image of the base (demo's is private there): refused, no server made."""
+    box2_alt = cloud.connect('%s-alt' % box2.name)
+    server_id, state = survivor
+    dest = handoff_scene.destination(box2_alt, wan)
+    try:
+        handoff_id, outcome = _attempt(demo, box2_alt, wan, server_id, dest)
+    finally:
+        dest.cleanup()
+    assert outcome == 'failed'
+    record = _kept_running(demo, server_id, state, handoff_id)
+    assert 'has no active base disk image of base' in record['error'], record['error']
+    assert record['destination_server_id'] is None
+    assert not list(box2_alt.network.ports(name='cloudlet-handoff-%s' % handoff_id))
+    _secret_nowhere(dest.secret)
+
+
 @pytest.mark.parametrize('percent', [10, 50, 90])
 def test_link_cut_during_the_transfer(percent, demo, box2_demo, wan, survivor, moved):
     """The link dies after `percent` % of what the working handoff sent up: the source
