@@ -1,10 +1,16 @@
 """cloudlet_nova.handoff.addresses: the floating IP a handoff made, released with its server."""
 
-from unittest import mock
+import os
 
-import pytest
+os.environ.setdefault('OS_NOVA_DISABLE_EVENTLET_PATCHING', '1')
 
-from cloudlet_nova.handoff import addresses
+import nova.tests.unit  # noqa: E402,F401  (nova's test setup before the rest of nova)
+
+from unittest import mock  # noqa: E402
+
+import pytest  # noqa: E402
+
+from cloudlet_nova.handoff import addresses  # noqa: E402
 
 HANDOFF_ID = '3d2c1b0a-9f8e-4d7c-8b6a-5f4e3d2c1b0a'
 
