@@ -127,19 +127,21 @@ class _DiskSender:
             del self.classifier.written[old]
 
 
-def _disk_stamp(path, settle=True):
-    """(mtime, ctime, size) of the disk file.
+def _disk_stamp(path):
+    """(mtime, ctime, size) of the disk file."""
+    st = os.stat(path)
+    return st.st_mtime_ns, st.st_ctime_ns, st.st_size
 
-    With `settle`: once the clock is STAMP_SETTLE_SECONDS past its last
-    change, so that any later write changes it; None if the VM keeps writing
-    for STAMP_SETTLE_TRIES tries (phase 3 then compares every chunk).
+
+def _settled_disk_stamp(path):
+    """The disk's stamp once the clock is STAMP_SETTLE_SECONDS past its last change,
+    so that any later write changes it; None if the VM keeps writing for
+    STAMP_SETTLE_TRIES tries (phase 3 then compares every chunk).
     """
-    for _ in range(STAMP_SETTLE_TRIES if settle else 1):
-        st = os.stat(path)
-        stamp = st.st_mtime_ns, st.st_ctime_ns, st.st_size
-        if not settle:
-            return stamp
-        if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > STAMP_SETTLE_SECONDS * 1e9:
+    for _ in range(STAMP_SETTLE_TRIES):
+        stamp = _disk_stamp(path)
+        mtime, ctime, _size = stamp
+        if time.time_ns() - max(mtime, ctime) > STAMP_SETTLE_SECONDS * 1e9:
             return stamp
         time.sleep(STAMP_SETTLE_SECONDS)
     return None
@@ -194,7 +196,7 @@ class LiveResidue:
         disk = _DiskSender(self.base, builder, classifier)
         spool = livemigration.Spool(os.path.join(self.workdir, 'memory.stream'), prefix, SPOOL_AHEAD_BYTES)
         try:
-            stamp = _disk_stamp(disk_path)
+            stamp = _settled_disk_stamp(disk_path)
             self._precopy_disk(disk, disk_path)
             self._check_cancelled()
             if before_memory is not None:
@@ -216,7 +218,7 @@ class LiveResidue:
             self.stats.migration = self._migration.wait(MIGRATION_END_TIMEOUT)
             self.stats.paused_at = self._migration.paused_at or time.monotonic()
             bytes_at_pause = counted.bytes
-            if stamp is not None and _disk_stamp(disk_path, settle=False) == stamp:
+            if stamp is not None and _disk_stamp(disk_path) == stamp:
                 self.stats.disk_pass_skipped = True
             else:
                 self._final_disk_pass(disk, disk_path)

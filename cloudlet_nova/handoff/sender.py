@@ -426,10 +426,10 @@ class Handoff:
             if self.floating_ips:
                 # Before the VM moves (the L3 agent is ready then), but alongside the
                 # server's build and the disk pre-copy: _wait_ready joins it.
-                self._floating_ip_job = pool = futures.ThreadPoolExecutor(
-                    max_workers=1, thread_name_prefix='cloudlet-handoff-fip')
-                pool.submit(self._quietly, 'give the destination server a floating IP', self._add_floating_ip)
-                pool.shutdown(wait=False)
+                self._floating_ip_job = threading.Thread(
+                    target=self._quietly, args=('give the destination server a floating IP', self._add_floating_ip),
+                    name='cloudlet-handoff-fip', daemon=True)
+                self._floating_ip_job.start()
         self.server_id = self.destination.create_server(
             self.request['name'], base_image['id'], flavor['id'], metadata, networks=networks)
         self.record.update(destination_server_id=self.server_id)
@@ -437,7 +437,7 @@ class Handoff:
     def _join_floating_ip_job(self):
         job, self._floating_ip_job = self._floating_ip_job, None
         if job is not None:
-            job.shutdown(wait=True)
+            job.join()
 
     def _carry_nics(self, networks):
         """Ports at the destination with the VM's MACs, so that its NICs go along

@@ -1,4 +1,4 @@
-"""cloudlet_engine.handoff._disk_stamp: the final disk pass is skipped only for an unmodified disk file."""
+"""cloudlet_engine.handoff's disk stamps: the final disk pass is skipped only for an unmodified disk file."""
 
 import os
 import threading
@@ -10,12 +10,12 @@ from cloudlet_engine import handoff
 def test_a_stamp_taken_after_a_write_changes_with_the_next_write(tmp_path):
     disk = tmp_path / 'disk.qcow2'
     disk.write_bytes(b'a' * 4096)
-    stamp = handoff._disk_stamp(str(disk))          # waits until the write's tick is past
+    stamp = handoff._settled_disk_stamp(str(disk))  # waits until the write's tick is past
     assert stamp is not None
-    assert handoff._disk_stamp(str(disk), settle=False) == stamp
+    assert handoff._disk_stamp(str(disk)) == stamp
     with open(disk, 'r+b') as f:                    # the same size, a rewrite in place
         f.write(b'b')
-    assert handoff._disk_stamp(str(disk), settle=False) != stamp
+    assert handoff._disk_stamp(str(disk)) != stamp
 
 
 def test_a_disk_written_all_the_time_gets_no_stamp(tmp_path, monkeypatch):
@@ -34,7 +34,7 @@ def test_a_disk_written_all_the_time_gets_no_stamp(tmp_path, monkeypatch):
     thread = threading.Thread(target=writer, daemon=True)
     thread.start()
     try:
-        assert handoff._disk_stamp(str(disk)) is None
+        assert handoff._settled_disk_stamp(str(disk)) is None
     finally:
         stop.set()
         thread.join(5)
