@@ -1,7 +1,6 @@
 """cloudlet_nova.discovery.advertiser with a fake reader and a fake zeroconf (no network)."""
 
 import logging
-import os
 import signal
 import threading
 import time
@@ -232,7 +231,10 @@ def test_run_until_signalled_interrupts_a_hung_read_and_withdraws(reader, zc):
         started.set()
         time.sleep(30)                            # e.g. Placement not answering
     reader.capacity = hung
-    killer = threading.Thread(target=lambda: (started.wait(5), os.kill(os.getpid(), signal.SIGTERM)))
+    # At the main thread, as the kernel gives a kill(2) of the process to it first: a signal a
+    # thread of the test process took instead would leave the main thread's sleep running.
+    killer = threading.Thread(target=lambda: (started.wait(5), signal.pthread_kill(
+        threading.main_thread().ident, signal.SIGTERM)))
     killer.start()
     began = time.monotonic()
     signum = advertiser.run_until_signalled(adv, interval=60)
@@ -243,7 +245,7 @@ def test_run_until_signalled_interrupts_a_hung_read_and_withdraws(reader, zc):
 
 def test_run_until_signalled_between_rounds(reader, zc):
     adv = make(reader, zc)
-    threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+    threading.Timer(0.3, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT)).start()
     began = time.monotonic()
     assert advertiser.run_until_signalled(adv, interval=60) == signal.SIGINT
     assert time.monotonic() - began < 5
