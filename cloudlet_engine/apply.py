@@ -12,10 +12,16 @@ the size the header declared. Any failure removes the launch files.
 An encrypted overlay (format version 2) needs its key; a `verifier` (a
 signature check) sees every byte read and must accept them before the launch
 files count as made.
+
+`Streamed` runs an apply in a thread whose launch memory is a named pipe: a
+restore loads it while the overlay still arrives (a handoff's residue), and
+the VM runs as soon as the last byte is checked (doc/handoff.md, "The
+restore streamed").
 """
 
 import dataclasses
 import os
+import threading
 import time
 
 from cloudlet_engine import chunks
@@ -44,6 +50,8 @@ class Launch:
     # The base's ramfile.RamFile when memory_path is a sparse image to restore
     # over it (None: a full image).
     ram: object = None
+    # The `Streamed` apply still writing memory_path (a named pipe), or None.
+    streamed: object = None
 
 
 class _MemoryTarget:
@@ -89,7 +97,7 @@ class _MemoryTarget:
 
 
 class _Applier:
-    def __init__(self, base, launch_dir, meta, workdir, max_memory_bytes, ram=None):
+    def __init__(self, base, launch_dir, meta, workdir, max_memory_bytes, ram=None, pipe=False):
         self.base = base
         self.workdir = workdir
         self.disk_size = meta['disk_size']
@@ -109,8 +117,11 @@ class _Applier:
                 self.memory = sparse.Pieces(os.path.join(launch_dir, SPARSE_SPILL), base.memory_path,
                                             meta['memory_size'], max_memory_bytes)
                 # Written while the overlay arrives, not after its last byte.
-                self.sparse_writer = sparse.SparseWriter(self.memory, ram, self.memory_path)
-            self.disk = qcow2.Qcow2Writer(self.disk_path, base.disk_size, base.disk_path, 'raw')
+                writer = sparse.PipeWriter if pipe else sparse.SparseWriter
+                self.sparse_writer = writer(self.memory, ram, self.memory_path)
+            # A restore reading the pipe opens the disk before its chunks are in.
+            self.disk = qcow2.Qcow2Writer(self.disk_path, base.disk_size, base.disk_path, 'raw',
+                                          valid_while_written=pipe)
         except BaseException:
             # Half-built: remove what was created, close what was opened.
             self.abort()
@@ -219,6 +230,15 @@ class _Applier:
         if self.ram is None:
             self.restored_bytes += self.memory.position
             self.memory.close()
+        elif isinstance(self.sparse_writer, sparse.PipeWriter):
+            # The reader runs the VM once it has the device state: the disk first.
+            self.memory.end()
+            self.disk.close()
+            self.sparse_writer.release()
+            self.sparse_writer.finish()
+            self.restored_bytes += self.sparse_writer.bytes_written
+            self.memory.close()
+            return
         else:
             self.sparse_writer.finish()
             self.restored_bytes += os.path.getsize(self.memory_path)
@@ -290,7 +310,8 @@ def _signature_error(exc):
                                    + (': %s' % detail if detail else ' (%s)' % type(exc).__name__))
 
 
-def apply_overlay(base, fileobj, launch_dir, limits=None, progress=None, key=None, verifier=None, ram=None):
+def apply_overlay(base, fileobj, launch_dir, limits=None, progress=None, key=None, verifier=None, ram=None,
+                  streamed=None):
     """Apply the overlay read from `fileobj` to `base`, writing into `launch_dir`.
 
     key: the 32-byte key of an encrypted overlay (KeyRequired without it;
@@ -303,6 +324,10 @@ def apply_overlay(base, fileobj, launch_dir, limits=None, progress=None, key=Non
     ram: the base's ramfile.RamFile to restore over: the memory image
     written is then sparse (sparse.py) and only valid over that file.
 
+    streamed: the `Streamed` running this apply (with `ram`): the memory
+    image is then a named pipe, handed to it with the launch's paths as soon
+    as the overlay's header is read.
+
     Returns a Launch. On any error the launch files are removed and the error
     (an errors.OverlayError for bad input) propagates.
     """
@@ -312,8 +337,12 @@ def apply_overlay(base, fileobj, launch_dir, limits=None, progress=None, key=Non
     reader.require_key()
     check_overlay_base(reader.meta, base)
     os.makedirs(launch_dir, exist_ok=True)
-    applier = _Applier(base, launch_dir, reader.meta, launch_dir, reader.limits.max_memory_bytes, ram)
+    pipe = streamed is not None and ram is not None
+    applier = _Applier(base, launch_dir, reader.meta, launch_dir, reader.limits.max_memory_bytes, ram, pipe)
     try:
+        if pipe:
+            streamed.started(Launch(applier.disk_path, applier.memory_path, reader.meta, ram=ram,
+                                    streamed=streamed), applier.sparse_writer)
         for segment in reader.segments():
             applier.apply_segment(segment)
             if progress:
@@ -322,7 +351,8 @@ def apply_overlay(base, fileobj, launch_dir, limits=None, progress=None, key=Non
         if tap is not None:
             tap.verify()
         applier.finish()
-        savefile.read_save_image(applier.memory_path)
+        if not pipe:
+            savefile.read_save_image(applier.memory_path)
         finish_seconds = time.monotonic() - finishing
     except BaseException:
         applier.abort()
@@ -331,6 +361,100 @@ def apply_overlay(base, fileobj, launch_dir, limits=None, progress=None, key=Non
         applier.close_sources()
     return Launch(applier.disk_path, applier.memory_path, reader.meta, reader.position,
                   applier.restored_bytes, time.monotonic() - started, finish_seconds, ram)
+
+
+class Streamed:
+    """An apply in a thread (`target(streamed)` calls apply_overlay with
+    `streamed=` this) whose launch memory a restore reads as it is written.
+
+    The restoring thread waits for `launch()` (the paths and the overlay's
+    metadata, once its header is read), reads the memory image's `header()`,
+    gives the restored VM's XML (`give_xml`), restores from the pipe, then
+    asks for the `result()`: the finished Launch, or the apply's error. On
+    its own failure it calls `abort()`, which closes the pipe short: an
+    apply still reading then fails at its next write.
+    """
+
+    def __init__(self, target, name='cloudlet-streamed-apply'):
+        self._cond = threading.Condition()
+        self._launch = self._writer = self._result = self._error = None
+        self._done = False
+        self._thread = threading.Thread(target=self._run, args=(target,), name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self, target):
+        try:
+            result = target(self)
+        except BaseException as exc:   # noqa: BLE001 - handed to the restoring thread
+            with self._cond:
+                self._error, self._done = exc, True
+                self._cond.notify_all()
+            return
+        with self._cond:
+            self._result, self._done = result, True
+            self._cond.notify_all()
+
+    def started(self, launch, writer):
+        """apply_overlay's call: the launch's files exist, `writer` (sparse.PipeWriter) fills the pipe."""
+        with self._cond:
+            self._launch, self._writer = launch, writer
+            self._cond.notify_all()
+
+    def launch(self, timeout=None):
+        """The Launch once its files exist (an apply without a pipe: once it
+        ended, its files whole); the apply's error if it failed first.
+        """
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._launch or self._done, timeout):
+                raise errors.CloudletError('the overlay\'s header did not arrive in %s s' % timeout)
+            if self._launch is not None:
+                return self._launch
+            if self._error is not None:
+                raise self._error
+            return self._result
+
+    def header(self, timeout=None):
+        """The launch memory image's libvirt header (savefile.SaveImageHeader), once it arrived."""
+        self.launch(timeout)
+        try:
+            return self._writer.header(timeout)
+        except errors.CloudletError:
+            self._raise_failure_first()
+            raise
+
+    def give_xml(self, xml):
+        """The restored VM's XML, for the image's libvirt header (SaveImageError: it does not fit)."""
+        self.launch()
+        self._writer.give_xml(xml)
+
+    def result(self, timeout=None):
+        """The finished Launch (after the reader had the whole image), or the apply's error."""
+        self._thread.join(timeout)
+        with self._cond:
+            if not self._done:
+                raise errors.CloudletError('the overlay\'s apply did not end in %s s' % timeout)
+            if self._error is not None:
+                raise self._error
+            return dataclasses.replace(self._result, streamed=None)
+
+    def failure(self):
+        """The apply's error if it has ended with one, else None."""
+        with self._cond:
+            return self._error if self._done else None
+
+    def abort(self):
+        """Close the pipe short (the reader's load fails); the apply fails at its next write."""
+        with self._cond:
+            writer = self._writer
+        if writer is not None:
+            writer.abort()
+
+    def _raise_failure_first(self):
+        """The apply's own error, when it ended: it says why better than a closed pipe."""
+        self._thread.join(0.5)
+        error = self.failure()
+        if error is not None:
+            raise error
 
 
 def empty_launch(base, launch_dir, ram=None):

@@ -5,7 +5,9 @@ A) `Qcow2Writer` writes a qcow2 version 3 image whose backing file is the
    cluster size is the chunk size, so every chunk is exactly one cluster and
    no copy-on-write merging is ever needed; data clusters are appended to the
    file as chunks arrive (in any order) and the metadata is written by
-   `close()`.
+   `close()`. With `valid_while_written`, the file is an empty valid image
+   from the start (a restore's QEMU may open it while the chunks arrive: it
+   re-reads the metadata when it activates the disk, after `close()`).
 
 B) `iter_top_layer_chunks` and `top_layer_info` read the top layer of a qcow2
    overlay that QEMU wrote (a VM's disk on a raw base), through `qemu-img`.
@@ -83,10 +85,16 @@ class Qcow2Writer:
     each 2 MiB (with 4 KiB clusters) of guest space touched; data goes
     straight to the file.  The image is valid only after `close()`, which
     writes the header last, so a crash leaves a file qemu will not open.
+
+    `valid_while_written`: the file is first an empty image over the backing
+    file (its own metadata clusters, freed at `close()`), and `close()`
+    rewrites the header in place (same inode) to the whole image's metadata.
+    That is for a restore that opens the disk before the chunks are in
+    (doc/handoff.md, "The restore streamed").
     """
 
     def __init__(self, path, virtual_size, backing_file, backing_format='raw',
-                 cluster_size=4096):
+                 cluster_size=4096, valid_while_written=False):
         if cluster_size < 512 or cluster_size > (2 << 20) or cluster_size & (cluster_size - 1):
             raise ValueError('cluster_size must be a power of two from 512 to 2 MiB: %r'
                              % (cluster_size,))
@@ -116,11 +124,21 @@ class Qcow2Writer:
         self._l2 = {}         # L1 index -> array('Q') of L2 entries, as stored
         self._end = cluster_size  # host cluster 0 is the header's
         self._free = []       # host offsets of clusters write_zero unmapped
+        self._retired = []    # the first metadata's clusters (valid_while_written): free at close
         # New data clusters are collected here and written in large writes:
         # 4 KiB pwrites would cost more in system calls than in copying.
         self._buffer = bytearray()
         self._buffer_start = self._end  # host offset of _buffer[0]
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        if valid_while_written:
+            try:
+                first = self._end
+                self._write_header(*self._write_tables())
+                self._retired = list(range(first, self._end, cluster_size))
+                self._buffer_start = self._end
+            except BaseException:
+                self.abort()
+                raise
 
     # -- chunks --
 
@@ -244,9 +262,21 @@ class Qcow2Writer:
             self.abort()
 
     def _write_metadata(self):
-        cs = self.cluster_size
         self._flush()
         self._buffer_start = 1 << 64    # from now on, everything is pwritten
+        tables = self._write_tables()
+        # The header goes last (after an fsync), so the image never looks
+        # valid with incomplete metadata.
+        os.fsync(self._fd)
+        self._write_header(*tables)
+        os.fsync(self._fd)
+
+    def _write_tables(self):
+        """L2 tables, the L1 table and the refcounts, at the end of the file.
+
+        Returns (l1_table_offset, refcount_table_offset, refcount_table_clusters).
+        """
+        cs = self.cluster_size
         # L2 tables, one cluster each (recycled clusters first); the L1 table
         # points at them.  Every cluster has refcount 1, hence OFLAG_COPIED.
         l1 = array.array('Q', bytes(8 * self._l1_size))
@@ -271,31 +301,30 @@ class Qcow2Writer:
         first_block = refcount_table_offset + table_clusters * cs
         total = used + table_clusters + blocks
         refcounts = array.array('H', [1]) * total + array.array('H', [0]) * (blocks * per_block - total)
-        for host in self._free:   # clusters write_zero unmapped and nothing reused
+        # Clusters write_zero unmapped and nothing reused, the first metadata's.
+        for host in self._free + self._retired:
             refcounts[host // cs] = 0
         table = array.array('Q', [first_block + i * cs for i in range(blocks)])
         self._append(_big_endian(table))
         self._append(_big_endian(refcounts))
         os.ftruncate(self._fd, self._end)
+        return l1_table_offset, refcount_table_offset, table_clusters
 
-        # The header goes last (after an fsync), so the image never looks
-        # valid with incomplete metadata.
-        os.fsync(self._fd)
+    def _write_header(self, l1_table_offset, refcount_table_offset, refcount_table_clusters):
         backing_file_offset = HEADER_LENGTH + len(self._extensions)
         header = _HEADER.pack(
             MAGIC, VERSION,
             backing_file_offset, len(self._backing),
-            cs.bit_length() - 1,           # cluster_bits
+            self.cluster_size.bit_length() - 1,   # cluster_bits
             self.virtual_size,             # size
             0,                             # crypt_method: none
             self._l1_size, l1_table_offset,
-            refcount_table_offset, table_clusters,
+            refcount_table_offset, refcount_table_clusters,
             0, 0,                          # nb_snapshots, snapshots_offset
             0, 0, 0,                       # incompatible/compatible/autoclear features
             REFCOUNT_ORDER, HEADER_LENGTH,
             0)                             # compression_type: zlib
         self._pwrite(header + self._extensions + self._backing, 0)
-        os.fsync(self._fd)
 
 
 # -- reading a QEMU-written overlay --

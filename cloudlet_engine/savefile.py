@@ -233,6 +233,18 @@ def _layout_data_area(xml, cookie, data_len):
 _KEEP = object()
 
 
+def with_xml(header, new_xml, cookie=_KEEP):
+    """The header and data area (`header.stream_offset` bytes) of `header`'s
+    image with `new_xml` in place of its XML and the magic `MAGIC_SAVE`; the
+    cookie kept unless `cookie` is given. What `rewrite_xml` leaves in place,
+    for an image written front to back (into a pipe) instead of rewritten.
+    """
+    if cookie is _KEEP:
+        cookie = header.cookie
+    data, cookie_offset = _layout_data_area(new_xml, cookie, header.data_len)
+    return header.pack_header(magic=MAGIC_SAVE, cookie_offset=cookie_offset) + data
+
+
 def _pwrite_all(fd, data, offset):
     view = memoryview(data)
     while view:

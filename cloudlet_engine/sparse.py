@@ -19,7 +19,12 @@ walk costs what the overlay changed, not the RAM size.
 `SparseWriter` does the same walk in a thread while the overlay is still
 being applied (the walk waits for the bytes it needs), so that a streamed
 residue leaves only its last records and the device state to write after
-its last byte: that part of a handoff's downtime.
+its last byte: that part of a handoff's downtime. `PipeWriter` writes it
+into a named pipe instead of a file, for a restore that loads it as it is
+written (doc/handoff.md, "The restore streamed"): with the restored VM's
+XML in its libvirt header, and the device state held back until the
+caller says the rest of the launch (the disk, the overlay's trailer) is
+sound, because QEMU runs the VM once it has loaded the device state.
 
 The written stream has one RAM section (START with the block list, the
 records, EOS) and an empty END section, as QEMU's loader accepts from any
@@ -28,10 +33,13 @@ memory backend the restored domain gets.
 """
 
 import bisect
+import errno
+import fcntl
 import io
 import os
 import struct
 import threading
+import time
 
 from cloudlet_engine import errors
 from cloudlet_engine import migstream
@@ -47,6 +55,12 @@ _BE32 = struct.Struct('>I')
 _BE64 = struct.Struct('>Q')
 # A walk of a growing image is done with this size (its end is known at its end).
 _UNKNOWN_SIZE = 1 << 62
+# A pipe of 1 MiB (Linux's default limit for F_SETPIPE_SZ) lets QEMU load as
+# fast as from a file; the default 64 KiB makes it wait on every few pages.
+PIPE_BYTES = 1 << 20
+# Buffered writes into the pipe, and how often the writer looks for its reader.
+_PIPE_WRITES = 256 << 10
+_READER_POLL = 0.01
 
 
 class Pieces:
@@ -265,8 +279,157 @@ class SparseWriter:
             pass
 
 
-def _write_to(out, pieces, ram):
-    image = _read_header(pieces)
+class PipeWriter:
+    """The sparse image written into a named pipe while `pieces` are appended,
+    for a restore reading the pipe meanwhile (see the module doc).
+
+    The caller appends; once `header()` has the image's libvirt header, it
+    gives the restored VM's XML (`give_xml`) and starts the restore on
+    `path`. Then `release()` when the launch is sound (the device state
+    follows: QEMU runs the VM) and `finish()`, or `abort()`: the pipe closes
+    short, and QEMU's load fails. A walk that fails makes the caller's next
+    append raise its error, and closes the pipe short too.
+    """
+
+    def __init__(self, pieces, ram, path):
+        self.pieces, self.ram, self.path = pieces, ram, path
+        self.pages = None
+        self.bytes_written = 0
+        self._error = None
+        self._image = None
+        self._prefix = None
+        self._released = False
+        self._aborted = False
+        self._cond = threading.Condition()
+        os.mkfifo(path, 0o600)
+        self._thread = threading.Thread(target=self._run, name='cloudlet-pipe-writer', daemon=True)
+        self._thread.start()
+
+    # -- the caller's side --
+
+    def header(self, timeout=None):
+        """The image's libvirt header (savefile.SaveImageHeader) once it is in; the walk's error, if it failed."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._image or self._error or self._aborted, timeout):
+                raise errors.CloudletError('the launch memory image\'s header did not arrive in %s s' % timeout)
+            self._raise_if_ended()
+            return self._image
+
+    def give_xml(self, xml):
+        """The XML the restored VM gets in the image's header (SaveImageError: it does not fit)."""
+        prefix = savefile.with_xml(self.header(), xml)
+        with self._cond:
+            self._prefix = prefix
+            self._cond.notify_all()
+
+    def release(self):
+        """The rest of the launch is sound: the device state may follow."""
+        with self._cond:
+            self._released = True
+            self._cond.notify_all()
+
+    def finish(self):
+        """Ends `pieces`, waits until the reader has had the whole image; raises the walk's error."""
+        self.pieces.end()
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self.pages
+
+    def abort(self, timeout=30.0):
+        """Stop: the pipe closes short (QEMU's load fails) and is removed (idempotent)."""
+        with self._cond:
+            self._aborted = True
+            self._cond.notify_all()
+        self.pieces.fail(errors.CloudletError('the launch memory image was abandoned'))
+        self._thread.join(timeout)
+        # A reader still waiting in open() for a writer (the walk ended before
+        # it had one) would wait for ever: it gets this one, then the end of
+        # the pipe. Removed meanwhile, the pipe takes no new reader.
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return
+        try:
+            os.unlink(self.path)
+        finally:
+            os.close(fd)
+
+    def _raise_if_ended(self):
+        if self._error is not None:
+            raise self._error
+        if self._aborted:
+            raise errors.CloudletError('the launch memory image was abandoned')
+
+    # -- the writing thread --
+
+    def _run(self):
+        try:
+            image = _read_header(self.pieces)
+            with self._cond:
+                self._image = image
+                self._cond.notify_all()
+                self._cond.wait_for(lambda: self._prefix is not None or self._aborted)
+                self._raise_if_ended()
+            fd = self._open_for_reader()
+            with open(fd, 'wb', buffering=_PIPE_WRITES) as pipe:
+                self.pages = _write_to(_Counting(pipe, self), self.pieces, self.ram, image=image,
+                                       prefix=self._prefix, hold=self._wait_released)
+        except BaseException as exc:   # noqa: BLE001 - handed to the caller
+            with self._cond:
+                if self._aborted:    # the walk saw the image cut short: that is not why
+                    exc = errors.CloudletError('the launch memory image was abandoned')
+                self._error = exc
+                self._cond.notify_all()
+            self.pieces.fail(exc)
+
+    def _open_for_reader(self):
+        """The pipe's write end, once a reader has opened it (polled: `abort` must be able to stop the wait)."""
+        while True:
+            with self._cond:
+                self._raise_if_ended()
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+                break
+            except OSError as exc:
+                if exc.errno != errno.ENXIO:     # ENXIO: no reader yet
+                    raise
+            time.sleep(_READER_POLL)
+        os.set_blocking(fd, True)
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+        except OSError:
+            pass    # above the host's pipe-max-size: the default size, only slower
+        return fd
+
+    def _wait_released(self):
+        with self._cond:
+            self._cond.wait_for(lambda: self._released or self._aborted)
+            self._raise_if_ended()
+
+
+class _Counting:
+    """A pipe's file object that counts the bytes written into `owner.bytes_written`."""
+
+    def __init__(self, out, owner):
+        self._out, self._owner = out, owner
+
+    def write(self, data):
+        self._owner.bytes_written += len(data)
+        return self._out.write(data)
+
+    def flush(self):
+        self._out.flush()
+
+
+def _write_to(out, pieces, ram, image=None, prefix=None, hold=None):
+    """The walk (see the module doc) into `out`. `image`: the image's header,
+    read already; `prefix`: bytes in place of its libvirt header and XML;
+    `hold`: called once everything before the RAM section's end is written,
+    returns when the rest may follow.
+    """
+    if image is None:
+        image = _read_header(pieces)
     index = ram.index()
     block = ramfile.BLOCK
     rename = {block: ramfile.BACKEND_ID}
@@ -303,7 +466,7 @@ def _write_to(out, pieces, ram):
     for rec in records:
         pieces.wait_for(rec.end)     # the walker yields a record before reading its payload
         if not started:
-            _write_prefix(out, pieces, stats, rename, ram.size)
+            _write_prefix(out, pieces, stats, rename, ram.size, prefix)
             started = True
         if rec.block == block:
             page = rec.addr // PAGE
@@ -323,22 +486,29 @@ def _write_to(out, pieces, ram):
     if stats.device_state_offset is None:
         raise errors.SaveImageError('launch memory image has no device state')
     if not started:
-        _write_prefix(out, pieces, stats, rename, ram.size)
-    _write_ram_end(out, stats)
+        _write_prefix(out, pieces, stats, rename, ram.size, prefix)
     pieces.wait_for(_UNKNOWN_SIZE)   # the device state: to the image's end
+    if hold is not None:
+        out.flush()
+        hold()
+    _write_ram_end(out, stats)
     _copy(out, pieces, stats.device_state_offset, pieces.position)
     return state['written']
 
 
-def _write_prefix(out, pieces, stats, rename, ram_size):
-    """libvirt header, QEMU preamble, the RAM START section's header and block list."""
+def _write_prefix(out, pieces, stats, rename, ram_size, prefix=None):
+    """libvirt header (`prefix`, if given), QEMU preamble, the RAM START section's header and block list."""
     ours = stats.blocks.get(ramfile.BLOCK)
     if stats.ram_section_offset is None or ours is None:
         raise errors.SaveImageError('launch memory image has no RAM block %s' % ramfile.BLOCK)
     if ours.used_length != ram_size:
         raise errors.SaveImageError('launch memory has a %s of %d bytes, the base\'s RAM file %d'
                                     % (ramfile.BLOCK, ours.used_length, ram_size))
-    _copy(out, pieces, 0, stats.ram_section_offset)
+    if prefix is None:
+        _copy(out, pieces, 0, stats.ram_section_offset)
+    else:
+        out.write(prefix)
+        _copy(out, pieces, len(prefix), stats.ram_section_offset)
     out.write(bytes((migstream.QEMU_VM_SECTION_START,)) + _BE32.pack(stats.ram_section_id)
               + migstream.idstr(migstream.RAM_SECTION_NAME) + _BE32.pack(stats.ram_instance_id)
               + _BE32.pack(migstream.RAM_SECTION_VERSION))

@@ -215,6 +215,40 @@ def test_zeroed_clusters_are_reused_or_free_not_leaked(tmp_path):
     assert_same_content(launch, tmp_path / 'expected.raw')
 
 
+def test_valid_while_written_is_an_empty_image_until_closed_in_place(tmp_path):
+    # A restore's QEMU opens the launch disk before the chunks are in, and
+    # re-reads its metadata when it activates it: the same file, whole.
+    base = tmp_path / 'base.raw'
+    expected = make_base(base, 4 * MiB)
+    launch = tmp_path / 'launch.qcow2'
+    writer = Qcow2Writer(str(launch), 4 * MiB, str(base), valid_while_written=True)
+    inode = os.stat(launch).st_ino
+    assert_clean(launch)
+    assert_same_content(launch, base)          # nothing of the overlay yet
+    for i in range(5):
+        writer.write_chunk(3 * MiB + i * CS, chunk(i))
+        expected[3 * MiB + i * CS:3 * MiB + (i + 1) * CS] = chunk(i)
+    writer.write_zero(0)
+    expected[:CS] = bytes(CS)
+    writer._flush()                            # the data on file, the first metadata still in force
+    assert_clean(launch)
+    assert_same_content(launch, base)
+    writer.close()
+    assert os.stat(launch).st_ino == inode
+    report = assert_clean(launch)              # the first metadata's clusters are free, not leaked
+    (tmp_path / 'expected.raw').write_bytes(expected)
+    assert_same_content(launch, tmp_path / 'expected.raw')
+    assert report['allocated-clusters'] == 5   # the chunks written; the zeroed one has none
+
+
+def test_valid_while_written_aborted_leaves_nothing(tmp_path):
+    launch = tmp_path / 'launch.qcow2'
+    writer = Qcow2Writer(str(launch), MiB, sparse_base(tmp_path, MiB), valid_while_written=True)
+    writer.write_chunk(0, chunk(0))
+    writer.abort()
+    assert not launch.exists()
+
+
 @pytest.mark.parametrize('chunks', [2039, 2040, 2041, 2042])
 def test_refcount_blocks_count_themselves(tmp_path, chunks):
     # A 4 KiB refcount block counts 2048 clusters; the file has the header,

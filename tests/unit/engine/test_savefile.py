@@ -259,13 +259,13 @@ def test_rewrite_xml_refuses_unusable_images(tmp_path):
         savefile.rewrite_xml(tmp_path / 'missing', '<domain/>')
 
 
-def test_build_image_prefix_matches_rewrite(image, tmp_path):
+def test_with_xml_is_what_rewrite_xml_leaves(image, tmp_path):
     header = savefile.read_save_image(image.path)
-    prefix = save_images.build_image_prefix(header, '<domain><name>n2</name></domain>')
+    prefix = savefile.with_xml(header, '<domain><name>n2</name></domain>')
     assert len(prefix) == header.stream_offset
     savefile.rewrite_xml(image.path, '<domain><name>n2</name></domain>')
     assert image.read_bytes()[:header.stream_offset] == prefix
-    other = save_images.build_image_prefix(header, '<domain/>', cookie=b'')
+    other = savefile.with_xml(header, '<domain/>', cookie=b'')
     assert struct.unpack_from('<I', other, 32)[0] == 0
 
 
