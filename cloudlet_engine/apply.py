@@ -443,9 +443,11 @@ class Streamed:
             return self._error if self._done else None
 
     def abort(self):
-        """Close the pipe short (the reader's load fails); the apply fails at its next write."""
+        """Close the pipe short (the reader's load fails); the apply fails at its next write.
+        Nothing to do once the apply has ended.
+        """
         with self._cond:
-            writer = self._writer
+            writer = None if self._done else self._writer
         if writer is not None:
             writer.abort()
 

@@ -69,6 +69,10 @@ class SaveImageError(CloudletError):
     """A libvirt save image (memory snapshot) that cannot be used."""
 
 
+class LaunchAbandoned(CloudletError):
+    """The launch files' writer was stopped by its reader's side (a streamed restore that failed)."""
+
+
 class BaseVMError(CloudletError):
     """A base VM or base VM package that is missing, corrupt or incompatible."""
 

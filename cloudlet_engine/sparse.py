@@ -271,7 +271,7 @@ class SparseWriter:
 
     def abort(self):
         """Stop the walk and remove the image (idempotent)."""
-        self.pieces.fail(errors.CloudletError('the launch memory image was abandoned'))
+        self.pieces.fail(errors.LaunchAbandoned('the launch memory image was abandoned'))
         self._thread.join()
         try:
             os.unlink(self.out_path)
@@ -341,7 +341,7 @@ class PipeWriter:
         with self._cond:
             self._aborted = True
             self._cond.notify_all()
-        self.pieces.fail(errors.CloudletError('the launch memory image was abandoned'))
+        self.pieces.fail(errors.LaunchAbandoned('the launch memory image was abandoned'))
         self._thread.join(timeout)
         # A reader still waiting in open() for a writer (the walk ended before
         # it had one) would wait for ever: it gets this one, then the end of
@@ -359,7 +359,7 @@ class PipeWriter:
         if self._error is not None:
             raise self._error
         if self._aborted:
-            raise errors.CloudletError('the launch memory image was abandoned')
+            raise errors.LaunchAbandoned('the launch memory image was abandoned')
 
     # -- the writing thread --
 
@@ -378,7 +378,7 @@ class PipeWriter:
         except BaseException as exc:   # noqa: BLE001 - handed to the caller
             with self._cond:
                 if self._aborted:    # the walk saw the image cut short: that is not why
-                    exc = errors.CloudletError('the launch memory image was abandoned')
+                    exc = errors.LaunchAbandoned('the launch memory image was abandoned')
                 self._error = exc
                 self._cond.notify_all()
             self.pieces.fail(exc)

@@ -171,7 +171,9 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
             LOG.info('cloudlet spawn: restore and NIC plug %(restore_seconds)s s, then '
                      'network-vif-plugged wait %(vif_plugged_wait_seconds)s s',
                      record['timings'], instance=instance)
-        except BaseException:
+        except BaseException as exc:
+            # A residue still streaming in (the spawn failed before its restore read it) stops.
+            launch.abandon(self._inboxes, spawn_plan.ref, prepared, str(exc) or type(exc).__name__)
             state.remove(instance_dir)
             raise
         finally:

@@ -11,7 +11,10 @@ properties from image_meta). Then:
 - `cloudlet_handoff_id` (the destination server of a handoff): once the base
   is in place, open the handoff's inbox (cloudlet_nova.handoff.inbox) and
   apply the residue as the source cloud streams it in (no byte for
-  `[cloudlet] handoff_receive_timeout` s: the build fails).
+  `[cloudlet] handoff_receive_timeout` s: the build fails). Over a RAM file,
+  that apply runs in a thread (`apply.Streamed`) and `prepare` returns once
+  the launch files exist: nova's spawn goes on meanwhile, and its restore
+  reads the launch memory from a pipe as the residue arrives (restore.py).
 
 The base is fetched into the host's base store (`<state_dir>/bases`) first;
 the flavor must match the memory and vCPUs the base's memory snapshot was
@@ -176,6 +179,8 @@ def prepare(context, instance, spawn_plan, instance_dir, ram_owner=None, inboxes
                 apply_from = functools.partial(apply.apply_overlay, base, launch_dir=launch_dir,
                                                limits=limits, progress=LogProgress(instance.uuid),
                                                key=key, verifier=verifier, ram=ram)
+                if spawn_plan.kind == HANDOFF and ram is not None:
+                    return base, stream_residue(inboxes, spawn_plan.ref, apply_from, base, started)
                 if spawn_plan.kind == HANDOFF:
                     launch = receive_residue(inboxes, spawn_plan.ref, apply_from)
                 else:
@@ -185,10 +190,14 @@ def prepare(context, instance, spawn_plan, instance_dir, ram_owner=None, inboxes
     except BaseException:
         shutil.rmtree(launch_dir, ignore_errors=True)
         raise
-    LOG.info('cloudlet launch files for base %s (%s) ready in %.1f s (%.2f s after the overlay\'s last '
-             'segment): %d overlay bytes', base.base_id[:12], spawn_plan.kind, time.monotonic() - started,
-             launch.finish_seconds, launch.overlay_bytes)
+    log_ready(base, spawn_plan.kind, launch, started)
     return base, launch
+
+
+def log_ready(base, kind, launch, started):
+    LOG.info('cloudlet launch files for base %s (%s) ready in %.1f s (%.2f s after the overlay\'s last '
+             'segment): %d overlay bytes', base.base_id[:12], kind, time.monotonic() - started,
+             launch.finish_seconds, launch.overlay_bytes)
 
 
 def overlay_trust(context, instance, image):
@@ -241,6 +250,35 @@ def receive_residue(inboxes, handoff_id, apply_from):
     finally:
         LOG.info('handoff %s: residue %s', handoff_id, inbox.describe_pace())
         inboxes.close(inbox, reason)
+
+
+def stream_residue(inboxes, handoff_id, apply_from, base, started):
+    """`receive_residue` in a thread whose launch memory is a pipe (apply.Streamed):
+    the Launch (its `streamed` set) once its files exist; `abandon` it if the
+    spawn fails before its restore has read the pipe.
+    """
+    def receive(streamed):
+        launch = receive_residue(inboxes, handoff_id, functools.partial(apply_from, streamed=streamed))
+        log_ready(base, HANDOFF, launch, started)
+        return launch
+
+    streamed = apply.Streamed(receive, name='cloudlet-residue-%s' % handoff_id[:8])
+    # Until the residue's header is in; the inbox's idle timeout bounds it.
+    return streamed.launch()
+
+
+def abandon(inboxes, handoff_id, launch, reason, timeout=30.0):
+    """A spawn failing while its residue streams in: fail the inbox (an apply
+    waiting for bytes stops), close the pipe short, wait for the apply's end.
+    """
+    if launch is None or launch.streamed is None:
+        return
+    inboxes.abort(handoff_id, reason)
+    launch.streamed.abort()
+    try:
+        launch.streamed.result(timeout)
+    except Exception as exc:    # noqa: BLE001 - the spawn's own error is the one to report
+        LOG.debug('the abandoned residue apply ended: %s', exc)
 
 
 class LogProgress(progress_mod.Progress):

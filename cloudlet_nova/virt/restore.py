@@ -27,6 +27,13 @@ option ROM (cloudlet_engine/nics.py: so that a handoff can carry them).
 A handoff residue that carries the VM's NICs (its metadata lists them) is
 the exception: those are in the memory stream, so nova's interfaces with
 their MACs go into the restored XML itself, at the residue's PCI addresses.
+
+Streamed (a handoff's residue over a RAM file, launch.stream_residue): the
+launch memory is a named pipe the residue's apply is still writing. The XML
+goes into its header as it is written (`give_xml`), and the restore loads
+the pipe while the residue arrives: it returns, the VM running, once the
+apply has checked the residue's last byte and closed the launch disk
+(doc/handoff.md, "The restore streamed").
 """
 
 import collections
@@ -44,6 +51,7 @@ from nova.virt.libvirt import driver as libvirt_driver
 from nova.virt.libvirt import guest as libvirt_guest
 
 from cloudlet_engine import domainxml
+from cloudlet_engine import errors
 from cloudlet_engine import identity
 from cloudlet_engine import nics
 from cloudlet_engine import ramfile
@@ -232,8 +240,12 @@ def restore_guest(driver, nova_xml, instance, launch, base_name, pause=False, po
     carried = carried_nics(nova_xml, launch.meta)
     with faults.spawn_errors('cloudlet restore failed'):
         with _disks_refused():
-            xml = identity.write(launch.memory_path,
-                                 nova_identity(nova_xml, base_boot_files, launch.ram, carried), base_name)
+            ident = nova_identity(nova_xml, base_boot_files, launch.ram, carried)
+            if launch.streamed is None:
+                xml = identity.write(launch.memory_path, ident, base_name)
+            else:
+                xml = identity.restore_xml(launch.streamed.header().xml, ident, base_name)
+                launch.streamed.give_xml(xml)
     # The definition never maps the base's RAM file: only this restore (the
     # image's XML) does, so a cold boot, power-on or hard reboot starts on
     # ordinary RAM.
@@ -247,9 +259,16 @@ def restore_guest(driver, nova_xml, instance, launch, base_name, pause=False, po
     try:
         driver._host.get_connection().restoreFlags(launch.memory_path, None, flags)
     except libvirt.libvirtError as exc:
+        cause = _residue_error(launch.streamed) if launch.streamed is not None else None
+        if cause is not None:
+            # The residue failed and closed the pipe short: its error says why.
+            raise faults.CloudletSpawnFailed(reason='cloudlet spawn failed: %s' % faults.describe(cause)) from cause
         raise faults.CloudletSpawnFailed(
             reason='libvirt could not restore the memory of base %s: %s'
                    % (base_name, exc.get_error_message() or exc)) from exc
+    if launch.streamed is not None:
+        with faults.spawn_errors():
+            launch.streamed.result(30.0)    # ended: the restore had its last byte
     guest = driver._host.get_guest(instance)
     carried_macs = {nics.mac_of(iface) for iface in carried}
     plugged = [nics.without_rom(iface) for iface in interfaces(nova_xml)
@@ -258,6 +277,22 @@ def restore_guest(driver, nova_xml, instance, launch, base_name, pause=False, po
         guest.attach_device(_RawDevice(iface), persistent=True, live=True)
     ensure_taps_up(carried + plugged)
     return guest
+
+
+def _residue_error(streamed, timeout=30.0):
+    """After a failed restore from its pipe: the streamed apply's own error
+    (a bad residue, a broken link), or None when it only lost its reader.
+    """
+    streamed.abort()
+    try:
+        streamed.result(timeout)
+    except errors.LaunchAbandoned:
+        return None
+    except errors.CloudletError as exc:
+        return exc
+    except Exception:   # noqa: BLE001 - e.g. the pipe broken by the reader: libvirt's error says why
+        return None
+    return None
 
 
 # IFF_UP and IFF_PROMISC in /sys/class/net/<dev>/flags.

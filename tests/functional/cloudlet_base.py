@@ -40,6 +40,7 @@ from cloudlet_engine import apply
 from cloudlet_engine import basevm
 from cloudlet_engine import create
 from cloudlet_engine import format as overlay_format
+from cloudlet_engine import ramfile
 from cloudlet_engine import savefile
 from cloudlet_glance import images as glance_images
 from cloudlet_glance import model
@@ -92,6 +93,14 @@ KERNEL_BOOT = """<kernel>/var/lib/nova/instances/0b3a8e2c-1111-4222-8333-0000000
 
 def _page(rng):
     return rng.randbytes(PAGE)
+
+
+def guest_memory(pages):
+    """{(block, addr): data} of a fake domain's pages, the main block under its
+    stock name (restored over a RAM file, it is its backend's); zero pages as None.
+    """
+    return {(ramfile.BLOCK if block == ramfile.BACKEND_ID else block, addr): data
+            for block, addr, data in pages}
 
 
 class SyntheticBase:
@@ -186,6 +195,10 @@ OverlayHTTPServer = http_server.DirectoryHTTPServer   # serves overlays for over
 class CloudletTestBase(base.ServersTestBase):
     """nova's libvirt functional base, with CloudletDriver and a base VM in Glance."""
 
+    # The memballoon of `self.synthetic`: with one (nova's default XML), it restores from its
+    # full memory image; 'none' (the box's bases) over its RAM file.
+    SYNTHETIC_BALLOON = 'virtio'
+
     microversion = 'latest'
 
     def setUp(self):
@@ -211,7 +224,7 @@ class CloudletTestBase(base.ServersTestBase):
         self.work = self.useFixture(fixtures.TempDir()).path
         self.admin_context = nova_context.get_admin_context()
         self.images = glance_images.NovaImages(self.admin_context)
-        self.synthetic = SyntheticBase(os.path.join(self.work, 'synthetic'))
+        self.synthetic = SyntheticBase(os.path.join(self.work, 'synthetic'), balloon=self.SYNTHETIC_BALLOON)
         self.base_images = self.upload_base(self.synthetic)
         self.flavor_id = self._create_flavor(name='m1.cloudlet', memory_mb=MEMORY_MIB, vcpu=VCPUS,
                                              disk=1, ephemeral=0)

@@ -14,17 +14,21 @@ nova's fake `Domain` and `Connection` (nova/tests/fixtures/libvirt.py) know
   stream (over the base's RAM file when the XML maps one, as QEMU would, the
   main block then named as its backend), and starts the domain from it (reusing a persistent definition with
   the same name and uuid, as libvirt does; refusing a clash), running or
-  paused as the flags say.
+  paused as the flags say. From a named pipe (a streamed handoff restore), it
+  reads the pipe until its writer closes it, as QEMU's incoming migration
+  does, and fails as QEMU's load does when the stream is cut short.
 
 The XML a domain saves is the XML it was defined with (not fakelibvirt's
 reduced XMLDesc), with its current NICs: an attached <interface> is added, a
 detached one removed, so a save with NICs still plugged shows in the image,
 as it would with libvirt. Every save, restore and boot is recorded on the
-fixture (`saves`, `restores`, `boots`) for assertions.
+fixture (`saves`, `restores`, `boots`, and `piped`: the restores from a
+pipe) for assertions.
 """
 
 import os
 import random
+import stat
 
 import fixtures
 from lxml import etree
@@ -32,6 +36,7 @@ from lxml import etree
 from nova.tests.fixtures import libvirt as fakelibvirt
 
 from cloudlet_engine import domainxml
+from cloudlet_engine import errors
 from cloudlet_engine import migstream
 from cloudlet_engine import ramfile
 from cloudlet_engine import savefile
@@ -105,11 +110,41 @@ def live_xml(dom):
     return etree.tostring(root, encoding='unicode')
 
 
+def drain(pipe_path, directory):
+    """QEMU loading a save image from a pipe: a file with all of it once its
+    writer closed it (libvirtError, as QEMU's load fails, when it was cut short).
+    """
+    path = os.path.join(directory, 'drained-%d' % random.getrandbits(32))
+    with open(pipe_path, 'rb') as pipe, open(path, 'wb') as out:
+        while True:
+            piece = pipe.read(1 << 20)
+            if not piece:
+                break
+            out.write(piece)
+    try:
+        header = savefile.read_save_image(path)
+        stats = migstream.ScanStats()
+        for _record in migstream.walk_records(path, header.stream_offset, header.file_size, stats=stats):
+            pass
+        if stats.device_state_offset is None or stats.device_state_offset >= header.file_size:
+            raise errors.SaveImageError('no device state')
+    except errors.CloudletError as exc:
+        os.unlink(path)
+        raise fakelibvirt.make_libvirtError(
+            fakelibvirt.libvirtError,
+            'internal error: qemu unexpectedly closed the monitor: load of migration failed: '
+            'Input/output error (%s)' % exc,
+            error_code=fakelibvirt.VIR_ERR_INTERNAL_ERROR, error_domain=fakelibvirt.VIR_FROM_QEMU)
+    return path
+
+
 class FakeLibvirtSaveRestore(fixtures.Fixture):
 
     def setUp(self):
         super().setUp()
         self.saves, self.restores, self.boots = [], [], []
+        self.pipe_dir = self.useFixture(fixtures.TempDir())
+        self.piped = []       # the restores that read a named pipe
         for name, value in (('VIR_DOMAIN_SAVE_BYPASS_CACHE', VIR_DOMAIN_SAVE_BYPASS_CACHE),
                             ('VIR_DOMAIN_SAVE_RUNNING', VIR_DOMAIN_SAVE_RUNNING),
                             ('VIR_DOMAIN_SAVE_PAUSED', VIR_DOMAIN_SAVE_PAUSED)):
@@ -168,6 +203,10 @@ class FakeLibvirtSaveRestore(fixtures.Fixture):
             return 0
 
         def restoreFlags(conn, path, dxml=None, flags=0):
+            restored_from = path
+            if stat.S_ISFIFO(os.stat(path).st_mode):
+                path = drain(path, fixture.pipe_dir.path)
+                fixture.piped.append(restored_from)
             header = savefile.read_save_image(path)
             xml = dxml or header.xml
             root = etree.fromstring(xml.encode())
@@ -201,7 +240,7 @@ class FakeLibvirtSaveRestore(fixtures.Fixture):
             dom._state = (fakelibvirt.VIR_DOMAIN_PAUSED if flags & VIR_DOMAIN_SAVE_PAUSED
                           else fakelibvirt.VIR_DOMAIN_RUNNING)
             conn._mark_running(dom)
-            fixture.restores.append((name, uuid, path, flags))
+            fixture.restores.append((name, uuid, restored_from, flags))
             return 0
 
         def saveImageGetXMLDesc(conn, path, flags=0):

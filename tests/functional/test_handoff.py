@@ -46,6 +46,9 @@ AUTH_URL = 'https://edge-b.example:5000/v3'
 
 
 class HandoffTest(cloudlet_base.CloudletTestBase):
+    # As the box's bases: restored over their RAM file, so the destination's restore reads
+    # the residue's launch memory from a pipe as it arrives.
+    SYNTHETIC_BALLOON = 'none'
 
     def _setup_services(self):
         # CloudletDriver's harness with nova-api loaded from OUR api-paste.ini (the
@@ -185,8 +188,11 @@ class HandoffTest(cloudlet_base.CloudletTestBase):
         dest = self._wait_for_state_change({'id': dest_id}, 'ACTIVE')
         self.assertEqual('app-b', dest['name'])
         self.assertEqual({'cloudlet_handoff_id': handoff_id}, dest['metadata'])
-        self.assertEqual(1, len(self.restores_of(dest)))
-        self.assertEqual(self.pages, self.destination_dom(dest_id)._fake_pages)
+        # Restored from a pipe the residue's apply wrote as the residue arrived.
+        [restore] = self.restores_of(dest)
+        self.assertEqual([restore[2]], self.fake_libvirt.piped)
+        self.assertEqual(cloudlet_base.guest_memory(self.pages),
+                         cloudlet_base.guest_memory(self.destination_dom(dest_id)._fake_pages))
         self.assertEqual(self.disk, self.disk_bytes(os.path.join(self.instance_dir(dest), 'disk')))
         # The whole residue went into the inbox, which the spawn closed; nothing went
         # through the destination's Glance.
@@ -237,6 +243,19 @@ class HandoffTest(cloudlet_base.CloudletTestBase):
         self.assertEqual({}, self.keys.objects)
         self.assertEqual({server['tenant_id']}, {c.project_id for c in self.keys.contexts})
         self.assertEqual({False}, {c.is_admin for c in self.keys.contexts})
+
+    def test_handoff_over_a_full_memory_image_restores_from_a_file(self):
+        # No RAM file ([cloudlet] memory_restore, or a base with a balloon): the launch memory
+        # is a whole file, applied first, then restored.
+        self.flags(memory_restore='full_image', group='cloudlet')
+        server = self.create_cloudlet_server()
+        self.handoff(server)
+        self._wait_until_deleted(server)
+        [dest_id] = self.cloud.servers_created
+        dest = self._wait_for_state_change({'id': dest_id}, 'ACTIVE')
+        self.assertEqual(1, len(self.restores_of(dest)))
+        self.assertEqual([], self.fake_libvirt.piped)
+        self.assertEqual(self.pages, self.destination_dom(dest_id)._fake_pages)
 
     def test_handoff_to_a_configured_cloud_with_a_token(self):
         self.flags(destinations={'edge-b': AUTH_URL}, group='cloudlet_handoff')

@@ -17,10 +17,7 @@ from tests.functional import cloudlet_base
 CONF = nova.conf.CONF
 
 
-def memory(pages):
-    """{(block, addr): data} with the main block under its stock name; zero pages as None."""
-    return {(ramfile.BLOCK if block == ramfile.BACKEND_ID else block, addr): data
-            for block, addr, data in pages}
+memory = cloudlet_base.guest_memory
 
 
 class RamFileTest(cloudlet_base.CloudletTestBase):

@@ -1,6 +1,7 @@
 """CloudletDriver's glue: the restore-flag bookkeeping and the lifecycle decisions, on fakelibvirt."""
 
 import os
+import threading
 import types
 from unittest import mock
 
@@ -47,7 +48,7 @@ class DriverTestCase(test.NoDBTestCase):
         os.makedirs(os.path.join(self.instance_dir, state.LAUNCH_DIR))
         self.launch = types.SimpleNamespace(
             disk_path=os.path.join(self.instance_dir, state.LAUNCH_DIR, 'disk.qcow2'),
-            memory_path=os.path.join(self.instance_dir, state.LAUNCH_DIR, 'memory.save'), ram=None,
+            memory_path=os.path.join(self.instance_dir, state.LAUNCH_DIR, 'memory.save'), ram=None, streamed=None,
             meta={'base_id': 'ab' * 32})
         open(self.launch.disk_path, 'w').close()
 
@@ -137,6 +138,22 @@ class SpawnTest(DriverTestCase):
         self.assertIsNone(state.load(self.instance_dir))
         self.assertFalse(os.path.exists(os.path.join(self.instance_dir, state.LAUNCH_DIR)))
         self.assertEqual(0, len(self.driver._restores))
+
+    @mock.patch.object(LibvirtDriver, 'spawn', side_effect=exception.VirtualInterfaceCreateException())
+    @mock.patch('cloudlet_nova.virt.launch.prepare')
+    def test_a_spawn_failing_before_its_restore_stops_the_streaming_residue(self, prepare, super_spawn):
+        base = types.SimpleNamespace(base_id='ab' * 32, name='test-base', boot_files=dict)
+        self.instance.metadata = {props.HANDOFF_ID: 'h-1'}
+        self.launch.streamed = mock.Mock()
+        prepare.return_value = (base, self.launch)
+        with mock.patch.object(self.driver._inboxes, 'abort') as abort_inbox:
+            self.assertRaises(exception.VirtualInterfaceCreateException, self.driver.spawn,
+                              self.context, self.instance, None, [], 'pw', {})
+        # The apply waiting for bytes stops, the pipe closes, the apply's end is waited for.
+        abort_inbox.assert_called_once_with('h-1', mock.ANY)
+        self.launch.streamed.abort.assert_called_once_with()
+        self.launch.streamed.result.assert_called_once_with(30.0)
+        self.assertFalse(os.path.exists(os.path.join(self.instance_dir, state.LAUNCH_DIR)))
 
     @mock.patch.object(LibvirtDriver, 'spawn')
     @mock.patch('cloudlet_nova.virt.launch.prepare')
@@ -482,6 +499,46 @@ class LifecycleDecisionTest(DriverTestCase):
         tree.add_traits.assert_called_once_with('node1', 'CUSTOM_CLOUDLET_V1')
 
 
+class FakeStreamed:
+    """Test double of apply.Streamed: writes the image at `image_path` into the pipe `pipe_path`
+    with the XML it is given (only its first half, then the pipe closed, with `error`).
+    """
+
+    def __init__(self, image_path, pipe_path, error=None):
+        from cloudlet_engine import savefile
+        self._header = savefile.read_save_image(image_path)
+        with open(image_path, 'rb') as f:
+            self._image = f.read()
+        self.error, self.xml, self.aborted, self.ended = error, None, False, False
+        self._path, self._thread = pipe_path, None
+        os.mkfifo(pipe_path)
+
+    def header(self, timeout=None):
+        return self._header
+
+    def give_xml(self, xml):
+        from cloudlet_engine import savefile
+        self.xml = xml
+        data = savefile.with_xml(self._header, xml) + self._image[self._header.stream_offset:]
+        if self.error is not None:
+            data = data[:len(data) // 2]
+
+        def write():
+            with open(self._path, 'wb') as pipe:
+                pipe.write(data)
+        self._thread = threading.Thread(target=write, daemon=True)
+        self._thread.start()
+
+    def result(self, timeout=None):
+        self._thread.join(timeout)
+        self.ended = True
+        if self.error is not None:
+            raise self.error
+
+    def abort(self):
+        self.aborted = True
+
+
 class RestoreGuestTest(DriverTestCase):
     """restore.restore_guest on fakelibvirt with save/restore (tests/functional/fake_libvirt_save.py)."""
 
@@ -549,6 +606,37 @@ class RestoreGuestTest(DriverTestCase):
         self.assertEqual('fa:16:3e:00:00:01', plugged.find('mac').get('address'))
         self.assertEqual([{'enabled': 'no'}], [dict(r.attrib) for r in plugged.findall('rom')])
         self.assertEqual(2, len(guest._domain._fake_ifaces))
+
+    def streamed_launch(self, error=None):
+        """The launch memory as a pipe a (test) streamed apply writes once given the XML."""
+        pipe = os.path.join(self.instance_dir, state.LAUNCH_DIR, 'memory.pipe')
+        self.launch.streamed = FakeStreamed(self.launch.memory_path, pipe, error)
+        self.launch.memory_path = pipe
+        return self.launch.streamed
+
+    def test_a_streamed_launch_is_restored_from_its_pipe_with_nova_identity(self):
+        streamed = self.streamed_launch()
+        guest = restore.restore_guest(self.driver, self.nova_xml, self.instance, self.launch, 'b')
+        self.assertEqual([self.launch.memory_path], self.fake_libvirt.piped)
+        self.assertEqual((UUID, 1), (guest._domain.UUIDString(), guest._domain._state))
+        self.assertIn('<name>instance-00000001</name>', streamed.xml)
+        self.assertTrue(streamed.ended)
+        self.assertFalse(streamed.aborted)
+
+    def test_a_residue_failing_during_the_restore_is_the_spawn_fault(self):
+        from cloudlet_engine import errors
+        self.streamed_launch(errors.CorruptOverlay('segment 3: items do not decode'))
+        exc = self.assertRaises(faults.CloudletSpawnFailed, restore.restore_guest, self.driver, self.nova_xml,
+                                self.instance, self.launch, 'b')
+        self.assertIn('segment 3: items do not decode', exc.format_message())
+        self.assertTrue(self.launch.streamed.aborted)
+
+    def test_a_restore_failing_on_its_own_is_libvirt_s_fault(self):
+        from cloudlet_engine import errors
+        self.streamed_launch(errors.LaunchAbandoned('the launch memory image was abandoned'))
+        exc = self.assertRaises(faults.CloudletSpawnFailed, restore.restore_guest, self.driver, self.nova_xml,
+                                self.instance, self.launch, 'b')
+        self.assertIn('libvirt could not restore the memory of base b', exc.format_message())
 
     def test_a_carried_nic_without_its_port_here_is_a_spawn_fault_before_libvirt(self):
         address = {'domain': '0x0000', 'bus': '0x00', 'slot': '0x05', 'function': '0x0'}
