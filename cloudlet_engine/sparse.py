@@ -238,7 +238,28 @@ def write(pieces, ram, out_path):
         return _write_to(out, pieces, ram)
 
 
-class SparseWriter:
+class _Walker:
+    """A walk of `pieces` in a thread (SparseWriter, PipeWriter): its pages, its end, its error."""
+
+    def __init__(self, pieces, ram, name):
+        self.pieces, self.ram = pieces, ram
+        self.pages = None
+        self._error = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def _run(self):
+        raise NotImplementedError
+
+    def finish(self):
+        """Ends `pieces`, waits for the walk's end; raises its error."""
+        self.pieces.end()
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self.pages
+
+
+class SparseWriter(_Walker):
     """`write` in a thread, walking `pieces` while they are appended (see the module doc).
 
     The caller appends, then `finish()` (ends `pieces`, waits for the walk,
@@ -247,11 +268,9 @@ class SparseWriter:
     """
 
     def __init__(self, pieces, ram, out_path):
-        self.pieces, self.ram, self.out_path = pieces, ram, out_path
-        self.pages = None
-        self._error = None
+        super().__init__(pieces, ram, 'cloudlet-sparse-writer')
+        self.out_path = out_path
         self._out = open(out_path, 'xb')
-        self._thread = threading.Thread(target=self._run, name='cloudlet-sparse-writer', daemon=True)
         self._thread.start()
 
     def _run(self):
@@ -261,13 +280,6 @@ class SparseWriter:
         except BaseException as exc:   # noqa: BLE001 - handed to the appending thread
             self._error = exc
             self.pieces.fail(exc)
-
-    def finish(self):
-        self.pieces.end()
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self.pages
 
     def abort(self):
         """Stop the walk and remove the image (idempotent)."""
@@ -279,7 +291,7 @@ class SparseWriter:
             pass
 
 
-class PipeWriter:
+class PipeWriter(_Walker):
     """The sparse image written into a named pipe while `pieces` are appended,
     for a restore reading the pipe meanwhile (see the module doc).
 
@@ -292,17 +304,15 @@ class PipeWriter:
     """
 
     def __init__(self, pieces, ram, path):
-        self.pieces, self.ram, self.path = pieces, ram, path
-        self.pages = None
+        super().__init__(pieces, ram, 'cloudlet-pipe-writer')
+        self.path = path
         self.bytes_written = 0
-        self._error = None
         self._image = None
         self._prefix = None
         self._released = False
         self._aborted = False
         self._cond = threading.Condition()
         os.mkfifo(path, 0o600)
-        self._thread = threading.Thread(target=self._run, name='cloudlet-pipe-writer', daemon=True)
         self._thread.start()
 
     # -- the caller's side --
@@ -327,14 +337,6 @@ class PipeWriter:
         with self._cond:
             self._released = True
             self._cond.notify_all()
-
-    def finish(self):
-        """Ends `pieces`, waits until the reader has had the whole image; raises the walk's error."""
-        self.pieces.end()
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self.pages
 
     def abort(self, timeout=30.0):
         """Stop: the pipe closes short (QEMU's load fails) and is removed (idempotent)."""

@@ -45,18 +45,8 @@ def load(image_path, ram_path=None):
     return memory, data[stats.device_state_offset:], image.xml
 
 
-@pytest.fixture(scope='module')
-def scenario(tmp_path_factory):
-    return Scenario(str(tmp_path_factory.mktemp('ramfile')))
-
-
-@pytest.fixture(scope='module')
-def ram(scenario):
-    return ramfile.convert(scenario.base)
-
-
-def test_ram_file_holds_the_main_block(scenario, ram):
-    expected, _state, _xml = load(scenario.base.memory_path)
+def test_ram_file_holds_the_main_block(ram_scenario, ram):
+    expected, _state, _xml = load(ram_scenario.base.memory_path)
     with open(ram.path, 'rb') as f:
         assert f.read() == expected[ramfile.BLOCK]
     assert ram.size == len(expected[ramfile.BLOCK])
@@ -66,35 +56,35 @@ def test_ram_file_holds_the_main_block(scenario, ram):
     assert os.stat(ram.path).st_blocks * 512 < ram.size
 
 
-def test_convert_is_idempotent(scenario, ram):
-    again = ramfile.convert(scenario.base)
+def test_convert_is_idempotent(ram_scenario, ram):
+    again = ramfile.convert(ram_scenario.base)
     assert again.meta == ram.meta
 
 
-def test_resume_image_carries_no_main_block_page(scenario, ram, tmp_path):
-    launch = apply.empty_launch(scenario.base, str(tmp_path / 'launch'), ram=ram)
+def test_resume_image_carries_no_main_block_page(ram_scenario, ram, tmp_path):
+    launch = apply.empty_launch(ram_scenario.base, str(tmp_path / 'launch'), ram=ram)
     assert launch.ram is ram
     sparse_memory, sparse_state, xml = load(launch.memory_path, ram.path)
-    full_memory, full_state, full_xml = load(scenario.base.memory_path)
+    full_memory, full_state, full_xml = load(ram_scenario.base.memory_path)
     assert sparse_memory == full_memory
     assert sparse_state == full_state and xml == full_xml
     image = savefile.read_save_image(launch.memory_path)
     blocks = {r.block for r in migstream.walk_records(launch.memory_path, image.stream_offset, image.file_size)}
     assert blocks == {'vga.vram'}
-    assert os.path.getsize(launch.memory_path) < os.path.getsize(scenario.base.memory_path) / 4
+    assert os.path.getsize(launch.memory_path) < os.path.getsize(ram_scenario.base.memory_path) / 4
     assert not os.path.exists(os.path.join(str(tmp_path / 'launch'), apply.SPARSE_SPILL))
 
 
 @pytest.mark.parametrize('codec', ['zstd', 'none'])
-def test_sparse_apply_gives_the_guest_the_full_apply_gives(scenario, ram, tmp_path, codec):
-    blob, _stats = scenario.create(codec)
-    full = apply.apply_overlay(scenario.base, io.BytesIO(blob), str(tmp_path / 'full'))
-    thin = apply.apply_overlay(scenario.base, io.BytesIO(blob), str(tmp_path / 'thin'), ram=ram)
+def test_sparse_apply_gives_the_guest_the_full_apply_gives(ram_scenario, ram, tmp_path, codec):
+    blob, _stats = ram_scenario.create(codec)
+    full = apply.apply_overlay(ram_scenario.base, io.BytesIO(blob), str(tmp_path / 'full'))
+    thin = apply.apply_overlay(ram_scenario.base, io.BytesIO(blob), str(tmp_path / 'thin'), ram=ram)
     want = load(full.memory_path)
     got = load(thin.memory_path, ram.path)
     assert got == want
-    assert want[0] == load(scenario.memory)[0]
-    # Only the changed main-block pages travel: 8 of the scenario's 96.
+    assert want[0] == load(ram_scenario.memory)[0]
+    # Only the changed main-block pages travel: 8 of the ram_scenario's 96.
     image = savefile.read_save_image(thin.memory_path)
     main = [r for r in migstream.walk_records(thin.memory_path, image.stream_offset, image.file_size)
             if r.block == ramfile.BACKEND_ID]
@@ -103,44 +93,44 @@ def test_sparse_apply_gives_the_guest_the_full_apply_gives(scenario, ram, tmp_pa
         assert a.read() == b.read()
 
 
-def test_later_record_for_a_page_wins(scenario, ram, tmp_path):
+def test_later_record_for_a_page_wins(ram_scenario, ram, tmp_path):
     """A page written, then sent again as the base has it: the second record must not be dropped."""
-    base_pages = _base_pages(scenario)
+    base_pages = _base_pages(ram_scenario)
     changed = list(base_pages)
     block, addr, data = changed[1]
     changed.insert(0, (block, addr, b'X' * PAGE))       # first a new page, then the base's record
     path = str(tmp_path / 'twice.save')
     fake_savefile.build_fake_save_image(path, fake_savefile.SAMPLE_XML, changed)
-    pieces = _pieces_from(scenario, path, tmp_path)
+    pieces = _pieces_from(ram_scenario, path, tmp_path)
     out = str(tmp_path / 'twice.sparse')
     sparse.write(pieces, ram, out)
     pieces.close()
     assert load(out, ram.path)[0] == load(path)[0]
 
 
-def test_launch_of_another_ram_size_is_refused(scenario, ram, tmp_path):
+def test_launch_of_another_ram_size_is_refused(ram_scenario, ram, tmp_path):
     pages = [('pc.ram', 0, b'a' * PAGE), ('vga.vram', 0, b'b' * PAGE)]
     path = str(tmp_path / 'small.save')
     fake_savefile.build_fake_save_image(path, fake_savefile.SAMPLE_XML, pages)
-    pieces = _pieces_from(scenario, path, tmp_path)
+    pieces = _pieces_from(ram_scenario, path, tmp_path)
     with pytest.raises(errors.SaveImageError, match='RAM file'):
         sparse.write(pieces, ram, str(tmp_path / 'small.sparse'))
     pieces.close()
 
 
-def test_the_writer_walks_the_image_while_it_is_appended(scenario, ram, tmp_path):
+def test_the_writer_walks_the_image_while_it_is_appended(ram_scenario, ram, tmp_path):
     """SparseWriter in its thread, the image arriving in small pieces: the same image as write()."""
-    base_pages = _base_pages(scenario)
+    base_pages = _base_pages(ram_scenario)
     changed = list(base_pages)
     block, addr, _data = changed[3]
     changed[3] = (block, addr, b'Y' * PAGE)
     path = str(tmp_path / 'arriving.save')
     fake_savefile.build_fake_save_image(path, fake_savefile.SAMPLE_XML, changed)
-    whole = _pieces_from(scenario, path, tmp_path)
+    whole = _pieces_from(ram_scenario, path, tmp_path)
     sparse.write(whole, ram, str(tmp_path / 'whole.sparse'))
     whole.close()
     size = os.path.getsize(path)
-    pieces = sparse.Pieces(str(tmp_path / 'spill-arriving'), scenario.base.memory_path, size, size)
+    pieces = sparse.Pieces(str(tmp_path / 'spill-arriving'), ram_scenario.base.memory_path, size, size)
     writer = sparse.SparseWriter(pieces, ram, str(tmp_path / 'arriving.sparse'))
     with open(path, 'rb') as f:
         while True:
@@ -155,12 +145,12 @@ def test_the_writer_walks_the_image_while_it_is_appended(scenario, ram, tmp_path
     assert load(str(tmp_path / 'arriving.sparse'), ram.path)[0] == load(path)[0]
 
 
-def test_a_failed_walk_fails_the_next_append(scenario, ram, tmp_path):
+def test_a_failed_walk_fails_the_next_append(ram_scenario, ram, tmp_path):
     pages = [('pc.ram', 0, b'a' * PAGE), ('vga.vram', 0, b'b' * PAGE)]     # not the base's RAM size
     path = str(tmp_path / 'small.save')
     fake_savefile.build_fake_save_image(path, fake_savefile.SAMPLE_XML, pages)
     data = open(path, 'rb').read()
-    pieces = sparse.Pieces(str(tmp_path / 'spill-small'), scenario.base.memory_path, None, 1 << 30)
+    pieces = sparse.Pieces(str(tmp_path / 'spill-small'), ram_scenario.base.memory_path, None, 1 << 30)
     writer = sparse.SparseWriter(pieces, ram, str(tmp_path / 'small.sparse'))
     pieces.append(data + bytes(128 << 10))  # enough for the walk's 64 KiB reads: it fails now
     writer._thread.join(5)
@@ -173,8 +163,8 @@ def test_a_failed_walk_fails_the_next_append(scenario, ram, tmp_path):
     assert not os.path.exists(str(tmp_path / 'small.sparse'))
 
 
-def test_abort_stops_a_writer_waiting_for_bytes(scenario, ram, tmp_path):
-    pieces = sparse.Pieces(str(tmp_path / 'spill-none'), scenario.base.memory_path, None, 1 << 30)
+def test_abort_stops_a_writer_waiting_for_bytes(ram_scenario, ram, tmp_path):
+    pieces = sparse.Pieces(str(tmp_path / 'spill-none'), ram_scenario.base.memory_path, None, 1 << 30)
     writer = sparse.SparseWriter(pieces, ram, str(tmp_path / 'none.sparse'))
     pieces.append(b'QEMU')                   # a header's first bytes; the walk waits for the rest
     writer._thread.join(0.2)
@@ -185,7 +175,7 @@ def test_abort_stops_a_writer_waiting_for_bytes(scenario, ram, tmp_path):
     pieces.close()
 
 
-def test_changed_ram_file_is_detected(scenario, tmp_path):
+def test_changed_ram_file_is_detected(ram_scenario, tmp_path):
     other = Scenario(str(tmp_path / 's'), seed=3, memory_pages=32)
     ram = ramfile.convert(other.base)
     with open(ram.path, 'r+b') as f:
@@ -218,17 +208,17 @@ def test_a_memory_balloon_is_unsupported():
         assert ramfile.unsupported('<domain><devices>%s</devices></domain>' % fine) is None
 
 
-def _base_pages(scenario):
-    image = savefile.read_save_image(scenario.base.memory_path)
-    with open(scenario.base.memory_path, 'rb') as f:
+def _base_pages(ram_scenario):
+    image = savefile.read_save_image(ram_scenario.base.memory_path)
+    with open(ram_scenario.base.memory_path, 'rb') as f:
         data = f.read()
     return [(r.block, r.addr, None if r.zero else data[r.end - PAGE:r.end])
-            for r in migstream.walk_records(scenario.base.memory_path, image.stream_offset, image.file_size)]
+            for r in migstream.walk_records(ram_scenario.base.memory_path, image.stream_offset, image.file_size)]
 
 
-def _pieces_from(scenario, path, tmp_path):
+def _pieces_from(ram_scenario, path, tmp_path):
     size = os.path.getsize(path)
-    pieces = sparse.Pieces(str(tmp_path / ('spill-%s' % os.path.basename(path))), scenario.base.memory_path,
+    pieces = sparse.Pieces(str(tmp_path / ('spill-%s' % os.path.basename(path))), ram_scenario.base.memory_path,
                            size, size)
     with open(path, 'rb') as f:
         pieces.append(f.read())

@@ -12,24 +12,12 @@ import pytest
 
 from cloudlet_engine import apply
 from cloudlet_engine import errors
-from cloudlet_engine import ramfile
 from cloudlet_engine import savefile
 from cloudlet_engine import sparse
 from tests.unit.engine.test_engine import qcow2_to_raw
-from tests.unit.engine.test_engine import Scenario
 from tests.unit.engine.test_ramfile import load
 
 NEW_XML = '<domain type="qemu"><name>restored-here</name></domain>'
-
-
-@pytest.fixture(scope='module')
-def scenario(tmp_path_factory):
-    return Scenario(str(tmp_path_factory.mktemp('streamed')))
-
-
-@pytest.fixture(scope='module')
-def ram(scenario):
-    return ramfile.convert(scenario.base)
 
 
 class PipeReader:
@@ -63,11 +51,11 @@ class PipeReader:
         return bytes(self.data)
 
 
-def sparse_image_with_new_xml(scenario, ram, tmp_path):
+def sparse_image_with_new_xml(ram_scenario, ram, tmp_path):
     """What the pipe must carry: write()'s sparse image of the changed memory, its XML replaced."""
-    size = os.path.getsize(scenario.memory)
-    pieces = sparse.Pieces(str(tmp_path / 'spill-whole'), scenario.base.memory_path, size, size)
-    with open(scenario.memory, 'rb') as f:
+    size = os.path.getsize(ram_scenario.memory)
+    pieces = sparse.Pieces(str(tmp_path / 'spill-whole'), ram_scenario.base.memory_path, size, size)
+    with open(ram_scenario.memory, 'rb') as f:
         pieces.append(f.read())
     path = str(tmp_path / 'whole.sparse')
     pages = sparse.write(pieces, ram, path)
@@ -77,26 +65,31 @@ def sparse_image_with_new_xml(scenario, ram, tmp_path):
         return f.read(), pages
 
 
-def test_the_pipe_carries_the_sparse_image_and_holds_the_device_state_back(scenario, ram, tmp_path):
-    expected, pages = sparse_image_with_new_xml(scenario, ram, tmp_path)
-    size = os.path.getsize(scenario.memory)
-    pieces = sparse.Pieces(str(tmp_path / 'spill'), scenario.base.memory_path, size, size)
+def pipe_writer(ram_scenario, ram, tmp_path):
+    """(Pieces of the changed VM's memory image, a PipeWriter over them, the image's bytes, the pipe's path)."""
+    size = os.path.getsize(ram_scenario.memory)
+    pieces = sparse.Pieces(str(tmp_path / 'spill'), ram_scenario.base.memory_path, size, size)
     pipe = str(tmp_path / 'memory.pipe')
-    writer = sparse.PipeWriter(pieces, ram, pipe)
-    with open(scenario.memory, 'rb') as f:
+    with open(ram_scenario.memory, 'rb') as f:
         image = f.read()
+    return pieces, sparse.PipeWriter(pieces, ram, pipe), image, pipe
+
+
+def test_the_pipe_carries_the_sparse_image_and_holds_the_device_state_back(ram_scenario, ram, tmp_path):
+    expected, pages = sparse_image_with_new_xml(ram_scenario, ram, tmp_path)
+    pieces, writer, image, pipe = pipe_writer(ram_scenario, ram, tmp_path)
     pieces.append(image[:100])
     with pytest.raises(errors.CloudletError, match='did not arrive'):
         writer.header(timeout=0.1)               # the header's XML is not all in yet
     for at in range(100, len(image), 777):
         pieces.append(image[at:at + 777])
-    assert writer.header(timeout=5).xml == savefile.read_save_image(scenario.memory).xml
+    assert writer.header(timeout=5).xml == savefile.read_save_image(ram_scenario.memory).xml
     writer.give_xml(NEW_XML)
     reader = PipeReader(pipe)
     pieces.end()
     held = reader.settled()
     # Everything but the RAM section's end and the device state: QEMU would run the VM on those.
-    device_state = load(scenario.memory)[1]
+    device_state = load(ram_scenario.memory)[1]
     assert expected.startswith(held)
     assert len(expected) - len(held) >= len(device_state)
     assert not reader.ended.is_set()
@@ -104,7 +97,7 @@ def test_the_pipe_carries_the_sparse_image_and_holds_the_device_state_back(scena
     assert writer.finish() == pages
     assert reader.join() == expected
     assert writer.bytes_written == len(expected)
-    assert load_bytes(expected, tmp_path, ram)[0] == load(scenario.memory)[0]
+    assert load_bytes(expected, tmp_path, ram)[0] == load(ram_scenario.memory)[0]
     pieces.close()
     writer.abort()                               # idempotent after a finish: the pipe is removed
     assert not os.path.exists(pipe)
@@ -117,12 +110,9 @@ def load_bytes(data, tmp_path, ram):
     return load(path, ram.path)
 
 
-def test_an_xml_that_does_not_fit_is_refused_before_anything_is_written(scenario, ram, tmp_path):
-    size = os.path.getsize(scenario.memory)
-    pieces = sparse.Pieces(str(tmp_path / 'spill'), scenario.base.memory_path, size, size)
-    writer = sparse.PipeWriter(pieces, ram, str(tmp_path / 'memory.pipe'))
-    with open(scenario.memory, 'rb') as f:
-        pieces.append(f.read())
+def test_an_xml_that_does_not_fit_is_refused_before_anything_is_written(ram_scenario, ram, tmp_path):
+    pieces, writer, image, _pipe = pipe_writer(ram_scenario, ram, tmp_path)
+    pieces.append(image)
     data_len = writer.header(timeout=5).data_len
     with pytest.raises(errors.SaveImageError, match='do not fit'):
         writer.give_xml('<domain>%s</domain>' % ('x' * data_len))
@@ -132,13 +122,8 @@ def test_an_xml_that_does_not_fit_is_refused_before_anything_is_written(scenario
     pieces.close()
 
 
-def test_abort_closes_the_pipe_short(scenario, ram, tmp_path):
-    size = os.path.getsize(scenario.memory)
-    pieces = sparse.Pieces(str(tmp_path / 'spill'), scenario.base.memory_path, size, size)
-    pipe = str(tmp_path / 'memory.pipe')
-    writer = sparse.PipeWriter(pieces, ram, pipe)
-    with open(scenario.memory, 'rb') as f:
-        image = f.read()
+def test_abort_closes_the_pipe_short(ram_scenario, ram, tmp_path):
+    pieces, writer, image, pipe = pipe_writer(ram_scenario, ram, tmp_path)
     pieces.append(image[:len(image) // 2])
     writer.give_xml(NEW_XML)
     reader = PipeReader(pipe)
@@ -152,12 +137,9 @@ def test_abort_closes_the_pipe_short(scenario, ram, tmp_path):
     pieces.close()
 
 
-def test_abort_without_a_reader_ends_the_writer(scenario, ram, tmp_path):
-    size = os.path.getsize(scenario.memory)
-    pieces = sparse.Pieces(str(tmp_path / 'spill'), scenario.base.memory_path, size, size)
-    writer = sparse.PipeWriter(pieces, ram, str(tmp_path / 'memory.pipe'))
-    with open(scenario.memory, 'rb') as f:
-        pieces.append(f.read())
+def test_abort_without_a_reader_ends_the_writer(ram_scenario, ram, tmp_path):
+    pieces, writer, image, _pipe = pipe_writer(ram_scenario, ram, tmp_path)
+    pieces.append(image)
     writer.give_xml(NEW_XML)                     # the writer now waits for a reader
     writer._thread.join(0.2)
     assert writer._thread.is_alive()
@@ -174,14 +156,14 @@ def restore_from(streamed, timeout=10):
     return launch, PipeReader(launch.memory_path)
 
 
-def test_a_streamed_apply_gives_the_restore_what_a_file_apply_gives(scenario, ram, tmp_path):
-    blob, _stats = scenario.create('zstd')
-    whole = apply.apply_overlay(scenario.base, io.BytesIO(blob), str(tmp_path / 'file'), ram=ram)
+def test_a_streamed_apply_gives_the_restore_what_a_file_apply_gives(ram_scenario, ram, tmp_path):
+    blob, _stats = ram_scenario.create('zstd')
+    whole = apply.apply_overlay(ram_scenario.base, io.BytesIO(blob), str(tmp_path / 'file'), ram=ram)
     launch_dir = str(tmp_path / 'pipe')
-    streamed = apply.Streamed(lambda s: apply.apply_overlay(scenario.base, io.BytesIO(blob), launch_dir,
+    streamed = apply.Streamed(lambda s: apply.apply_overlay(ram_scenario.base, io.BytesIO(blob), launch_dir,
                                                             ram=ram, streamed=s))
     launch, reader = restore_from(streamed)
-    assert launch.streamed is streamed and launch.meta['base_id'] == scenario.base.base_id
+    assert launch.streamed is streamed and launch.meta['base_id'] == ram_scenario.base.base_id
     data = reader.join()
     done = streamed.result(10)
     assert done.streamed is None and done.overlay_bytes == len(blob)
@@ -189,7 +171,7 @@ def test_a_streamed_apply_gives_the_restore_what_a_file_apply_gives(scenario, ra
     assert load_bytes(data, tmp_path, ram)[0] == load(whole.memory_path, ram.path)[0]
     qcow2_to_raw(done.disk_path, str(tmp_path / 'disk.raw'))
     with open(str(tmp_path / 'disk.raw'), 'rb') as f:
-        assert f.read() == scenario.expected_disk
+        assert f.read() == ram_scenario.expected_disk
 
 
 class Trickle(io.RawIOBase):
@@ -210,10 +192,10 @@ class Trickle(io.RawIOBase):
         return self._tail.readinto(buffer)
 
 
-def test_the_launch_disk_is_a_valid_image_while_the_overlay_arrives(scenario, ram, tmp_path):
-    blob, _stats = scenario.create('zstd')
+def test_the_launch_disk_is_a_valid_image_while_the_overlay_arrives(ram_scenario, ram, tmp_path):
+    blob, _stats = ram_scenario.create('zstd')
     source = Trickle(blob, 40)
-    streamed = apply.Streamed(lambda s: apply.apply_overlay(scenario.base, source, str(tmp_path / 'l'),
+    streamed = apply.Streamed(lambda s: apply.apply_overlay(ram_scenario.base, source, str(tmp_path / 'l'),
                                                             ram=ram, streamed=s))
     launch, reader = restore_from(streamed)
     subprocess.run(['qemu-img', 'check', '-q', '-f', 'qcow2', launch.disk_path], check=True)
@@ -224,24 +206,24 @@ def test_the_launch_disk_is_a_valid_image_while_the_overlay_arrives(scenario, ra
     assert os.stat(streamed.result(10).disk_path).st_ino == inode
 
 
-def test_a_corrupt_overlay_closes_the_pipe_short_and_leaves_no_files(scenario, ram, tmp_path):
-    blob, _stats = scenario.create('zstd')
+def test_a_corrupt_overlay_closes_the_pipe_short_and_leaves_no_files(ram_scenario, ram, tmp_path):
+    blob, _stats = ram_scenario.create('zstd')
     source = Trickle(blob[:-40], 20)             # its trailer cut short
     launch_dir = str(tmp_path / 'bad')
-    streamed = apply.Streamed(lambda s: apply.apply_overlay(scenario.base, source, launch_dir,
+    streamed = apply.Streamed(lambda s: apply.apply_overlay(ram_scenario.base, source, launch_dir,
                                                             ram=ram, streamed=s))
     launch, reader = restore_from(streamed)
     source.gate.set()
     data = reader.join()
-    assert len(data) < len(sparse_image_with_new_xml(scenario, ram, tmp_path)[0])
+    assert len(data) < len(sparse_image_with_new_xml(ram_scenario, ram, tmp_path)[0])
     with pytest.raises(errors.TruncatedOverlay):
         streamed.result(10)
     assert sorted(os.listdir(launch_dir)) == []
 
 
-def test_an_apply_failing_first_is_the_restore_s_error(scenario, ram, tmp_path):
-    blob, _stats = scenario.create('zstd')
-    streamed = apply.Streamed(lambda s: apply.apply_overlay(scenario.base, io.BytesIO(blob[:-40]),
+def test_an_apply_failing_first_is_the_restore_s_error(ram_scenario, ram, tmp_path):
+    blob, _stats = ram_scenario.create('zstd')
+    streamed = apply.Streamed(lambda s: apply.apply_overlay(ram_scenario.base, io.BytesIO(blob[:-40]),
                                                             str(tmp_path / 'bad'), ram=ram, streamed=s))
     with pytest.raises(errors.TruncatedOverlay):
         streamed.result(10)
@@ -249,11 +231,11 @@ def test_an_apply_failing_first_is_the_restore_s_error(scenario, ram, tmp_path):
         streamed.header(10)      # not "abandoned": why the apply gave up
 
 
-def test_the_restore_s_failure_stops_the_apply(scenario, ram, tmp_path):
-    blob, _stats = scenario.create('zstd')
+def test_the_restore_s_failure_stops_the_apply(ram_scenario, ram, tmp_path):
+    blob, _stats = ram_scenario.create('zstd')
     source = Trickle(blob, 40)
     launch_dir = str(tmp_path / 'stopped')
-    streamed = apply.Streamed(lambda s: apply.apply_overlay(scenario.base, source, launch_dir,
+    streamed = apply.Streamed(lambda s: apply.apply_overlay(ram_scenario.base, source, launch_dir,
                                                             ram=ram, streamed=s))
     streamed.launch(10)
     streamed.abort()                             # e.g. the spawn failed before its restore
@@ -263,8 +245,8 @@ def test_the_restore_s_failure_stops_the_apply(scenario, ram, tmp_path):
     assert sorted(os.listdir(launch_dir)) == []
 
 
-def test_an_apply_that_fails_before_its_files_exist_says_why_to_the_restore(scenario, ram, tmp_path):
-    streamed = apply.Streamed(lambda s: apply.apply_overlay(scenario.base, io.BytesIO(b'not an overlay'),
+def test_an_apply_that_fails_before_its_files_exist_says_why_to_the_restore(ram_scenario, ram, tmp_path):
+    streamed = apply.Streamed(lambda s: apply.apply_overlay(ram_scenario.base, io.BytesIO(b'not an overlay'),
                                                             str(tmp_path / 'x'), ram=ram, streamed=s))
     with pytest.raises(errors.OverlayError):
         streamed.launch(10)
@@ -272,11 +254,8 @@ def test_an_apply_that_fails_before_its_files_exist_says_why_to_the_restore(scen
         streamed.header(10)
 
 
-def test_abort_releases_a_reader_waiting_for_a_writer(scenario, ram, tmp_path):
-    size = os.path.getsize(scenario.memory)
-    pieces = sparse.Pieces(str(tmp_path / 'spill'), scenario.base.memory_path, size, size)
-    pipe = str(tmp_path / 'memory.pipe')
-    writer = sparse.PipeWriter(pieces, ram, pipe)     # no XML given: it never opens the pipe
+def test_abort_releases_a_reader_waiting_for_a_writer(ram_scenario, ram, tmp_path):
+    pieces, writer, _image, pipe = pipe_writer(ram_scenario, ram, tmp_path)   # no XML given: no open
     reader = PipeReader(pipe)                         # libvirt's open() waits for a writer
     time.sleep(0.1)
     writer.abort()
