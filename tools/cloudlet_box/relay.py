@@ -14,7 +14,8 @@ One thread, one selector; each accepted connection is a pair of pipes:
   directions), so a request/answer round trip gains 2 x delay while the
   throughput stays what the path carries (data in flight is buffered, up to
   `buffer_limit` bytes per pipe; beyond it the relay stops reading, which is
-  TCP backpressure towards the sender). A close (EOF) is delayed like data.
+  TCP backpressure towards the sender; its sockets' kernel buffers are kept
+  small, so that they add no queue of their own). A close (EOF) is delayed like data.
   The TCP handshake with the relay itself is not delayed.
 - Cut: nothing is read, written or accepted any more, but every socket stays
   open, as if the cable were pulled: senders stall once the socket buffers
@@ -54,6 +55,11 @@ READ_SIZE = 256 * 1024
 # router's queue. A deep buffer here would hide the WAN's pace from the sender (its data would pile
 # up in the middle of the path instead of in its own queue) and lengthen every drain.
 BUFFER_LIMIT = 512 * 1024
+# The relay's own sockets are a part of the path too. Left to the kernel's autotuning, their receive
+# and send buffers grow to megabytes: a second, hidden queue behind BUFFER_LIMIT that no router has
+# (seen: at 5 Mbps, ~3 s of a handoff's data still crossing after the source had sent its last byte).
+# Kept small (the kernel doubles it), what is in flight is BUFFER_LIMIT and the tbf queue.
+SOCKET_BUFFER = 64 * 1024
 EOF = None                          # queue marker: the sender closed its side
 
 
@@ -126,11 +132,18 @@ class Pipe:
         return True, None
 
 
+def _small_buffers(sock):
+    """SOCKET_BUFFER for `sock`'s receive and send buffers (before it connects or listens)."""
+    for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+
+
 class Connection:
     def __init__(self, relay, client, target):
         self.relay = relay
         self.client = client
         self.server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        _small_buffers(self.server)
         for sock in (client, self.server):
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -208,6 +221,7 @@ class Relay:
         for listen, target in routes:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            _small_buffers(sock)      # accepted connections inherit them
             sock.bind(listen)
             sock.listen(128)
             sock.setblocking(False)
