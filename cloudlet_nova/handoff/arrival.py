@@ -1,17 +1,20 @@
-"""The destination server of a handoff once its VM runs: the NICs that came along.
+"""The destination server of a handoff: the NICs that came along.
 
-A residue that carries the VM's NICs (cloudlet_engine/nics.py) was restored
-with them (virt/restore.py). Two things remain, after nova resumed the VM:
+A residue that carries the VM's NICs (cloudlet_engine/nics.py) is restored
+with them (virt/restore.py). Two things remain:
 
-- the ports: the source made them with the VM's MACs and passed them to
-  `POST /servers`, so nova's network info cache marks them preserve_on_delete
-  (ports a user brought). They exist for this server only: marked as nova's
-  own, they are deleted with it, like the ports nova makes.
-- the addresses: the guest still holds the source cloud's IP address. Its
-  links go down and up once (libvirt `<link state>`), as when a laptop joins
-  another network: the guest's DHCP client asks this cloud's Neutron for the
-  port's address (the test guest renews on a carrier change, as
-  NetworkManager and systemd-networkd do).
+- the ports (`adopt`, while the residue still arrives: it needs only the
+  residue's metadata): the source made them with the VM's MACs and passed
+  them to `POST /servers`, so nova's network info cache marks them
+  preserve_on_delete (ports a user brought). They exist for this server
+  only: marked as nova's own, they are deleted with it, like the ports nova
+  makes (a build that fails deletes them too; the source's roll back then
+  finds them gone).
+- the addresses (`settle`, once the VM runs): the guest still holds the
+  source cloud's IP address. Its links go down and up once (libvirt
+  `<link state>`), as when a laptop joins another network: the guest's DHCP
+  client asks this cloud's Neutron for the port's address (the test guest
+  renews on a carrier change, as NetworkManager and systemd-networkd do).
 """
 
 import time
@@ -71,12 +74,20 @@ def renew_addresses(guest, macs, down_seconds=LINK_DOWN_SECONDS):
     return len(ifaces)
 
 
-def settle(instance, guest, launch_meta):
-    """After the restore of a handoff's destination server (see the module doc)."""
+def adopt(instance, launch_meta):
+    """Before the restore of a handoff's destination server: its carried NICs' ports become nova's own."""
     macs = carried_macs(launch_meta)
     if not macs:
         return
     adopted = adopt_ports(instance, macs)
+    LOG.info('handoff: %d NIC(s) come along with the VM; %d port(s) now deleted with the server',
+             len(macs), len(adopted), instance=instance)
+
+
+def settle(instance, guest, launch_meta):
+    """After the restore of a handoff's destination server: the guest renews its addresses."""
+    macs = carried_macs(launch_meta)
+    if not macs:
+        return
     renewed = renew_addresses(guest, macs)
-    LOG.info('handoff: %d NIC(s) came along with the VM; %d port(s) now deleted with the server, '
-             '%d link(s) renewed', len(macs), len(adopted), renewed, instance=instance)
+    LOG.info('handoff: %d link(s) renewed', renewed, instance=instance)

@@ -560,11 +560,12 @@ class Destination:
             return None
         return self._check(response, 'getting server %s' % server_id).json()['server']
 
-    def wait_active(self, server_id, timeout, poll=0.2):
+    def wait_active(self, server_id, timeout, poll=0.1):
         """Poll the server until ACTIVE (returned); ERROR, disappearance or `timeout` s -> error.
 
         As wait_ready: a WAN hiccup is retried, `stall_timeout` s without an
-        answer is a failure (the VM is paused at the source meanwhile).
+        answer is a failure (the VM is paused at the source meanwhile: hence
+        the short poll, a GET every 0.1 s for the second or two of activation).
         """
         def settled(server):
             if server is None:

@@ -15,6 +15,7 @@ instances, and which are refused, is tabled in doc/nova-driver.md. Everything
 here runs in nova 34's native threads: no eventlet.
 """
 
+import contextlib
 import os
 import threading
 import time
@@ -149,6 +150,9 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
                                       spawn_plan.source_record())
             record['memory_restore'] = 'ram_file' if prepared.ram is not None else 'full_image'
             state.save(instance_dir, record)
+            if spawn_plan.kind == launch.HANDOFF:
+                with self._carried_nics_fault():
+                    handoff_arrival.adopt(instance, prepared.meta)
             if spawn_plan.kind == launch.HANDOFF and network_info:
                 vifs.wait_wired(context, instance, network_info)
             with self._restores.pending(instance.uuid,
@@ -159,14 +163,9 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
                               accel_info=accel_info)
                 record['timings'] = restore.spawn_timings(self._restores.timings(instance.uuid))
             if spawn_plan.kind == launch.HANDOFF:
-                try:
+                with self._carried_nics_fault():
                     # Inherited: nova exposes no public accessor for the libvirt connection's Host.
                     handoff_arrival.settle(instance, self._host.get_guest(instance), prepared.meta)
-                except Exception as exc:
-                    # The VM runs but cannot be reached, or its ports would outlive it: a
-                    # failed build (nova destroys the VM; the source resumes its own).
-                    raise faults.CloudletSpawnFailed(
-                        reason='the NICs that came with the handoff: %s' % (str(exc) or type(exc).__name__)) from exc
             state.save(instance_dir, record)
             LOG.info('cloudlet spawn: restore and NIC plug %(restore_seconds)s s, then '
                      'network-vif-plugged wait %(vif_plugged_wait_seconds)s s',
@@ -179,6 +178,19 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
         finally:
             # QEMU has read the memory image; the launch disk was moved in as the root disk.
             state.remove_launch_dir(instance_dir)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _carried_nics_fault():
+        """The NICs a handoff carried cannot be settled: a failed build (nova destroys
+        the VM; the source resumes its own), rather than a VM that cannot be reached or
+        ports that would outlive it.
+        """
+        try:
+            yield
+        except Exception as exc:
+            raise faults.CloudletSpawnFailed(
+                reason='the NICs that came with the handoff: %s' % (str(exc) or type(exc).__name__)) from exc
 
     # -- ports: taps made by os-vif for cloudlet instances (vifs.py) --------------------
 

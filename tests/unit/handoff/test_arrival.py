@@ -196,19 +196,23 @@ def test_settle_without_carried_nics_does_nothing():
     assert instance.mock_calls == [] and guest.mock_calls == []
 
 
-def test_settle_adopts_the_ports_then_renews_the_addresses(locks, monkeypatch):
+def test_adopt_before_the_restore_then_settle_once_the_vm_runs(locks, monkeypatch):
     monkeypatch.setattr(arrival.time, 'sleep', lambda seconds: None)
     instance = FakeInstance(vifs())
     guest = FakeGuest(_iface(MAC1, 'tap1'), _iface(MAC3, 'tap3'))
     guest.log = instance.log                           # one log for the order
     guest._domain.log = instance.log
+    arrival.adopt(instance, _meta(MAC1))
+    assert [entry[0] for entry in instance.log] == ['get_network_info', 'save']
+    assert [vif['preserve_on_delete'] for vif in instance.vifs] == [False, True, True, True]
     arrival.settle(instance, guest, _meta(MAC1))
     assert [entry[0] for entry in instance.log] == ['get_network_info', 'save', 'update', 'update']
-    assert [vif['preserve_on_delete'] for vif in instance.vifs] == [False, True, True, True]
 
 
-def test_settle_with_bad_metadata_raises_before_touching_anything():
+def test_bad_metadata_raises_before_touching_anything():
     instance, guest = mock.Mock(), mock.Mock()
+    with pytest.raises(errors.CorruptOverlay):
+        arrival.adopt(instance, {'kind': 'handoff-residue', 'nics': 'all of them'})
     with pytest.raises(errors.CorruptOverlay):
         arrival.settle(instance, guest, {'kind': 'handoff-residue', 'nics': 'all of them'})
     assert instance.mock_calls == [] and guest.mock_calls == []

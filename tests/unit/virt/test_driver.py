@@ -201,6 +201,21 @@ class SpawnTest(DriverTestCase):
         self.assertFalse(os.path.exists(os.path.join(self.instance_dir, state.LAUNCH_DIR)))
         self.assertEqual(0, len(self.driver._restores))
 
+    @mock.patch.object(LibvirtDriver, 'spawn')
+    @mock.patch('cloudlet_nova.virt.launch.prepare')
+    def test_carried_ports_are_adopted_before_the_restore(self, prepare, super_spawn):
+        base = types.SimpleNamespace(base_id='ab' * 32, name='test-base', boot_files=dict)
+        self.instance.metadata = {props.HANDOFF_ID: 'h-1'}
+        prepare.return_value = (base, self.launch)
+        with mock.patch.object(driver.handoff_arrival, 'adopt',
+                               side_effect=RuntimeError('the conductor is down')) as adopt:
+            exc = self.assertRaises(faults.CloudletSpawnFailed, self.driver.spawn,
+                                    self.context, self.instance, None, [], 'pw', {})
+        adopt.assert_called_once_with(self.instance, self.launch.meta)
+        self.assertEqual('the NICs that came with the handoff: the conductor is down', exc.format_message())
+        super_spawn.assert_not_called()
+        self.assertIsNone(state.load(self.instance_dir))
+
     def test_a_handoff_spawn_with_bad_nic_metadata_fails_the_build(self):
         from cloudlet_engine import errors
         exc = self.assertRaises(faults.CloudletSpawnFailed, self.handoff_spawn,
