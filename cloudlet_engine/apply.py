@@ -52,6 +52,8 @@ class Launch:
     ram: object = None
     # The `Streamed` apply still writing memory_path (a named pipe), or None.
     streamed: object = None
+    # Of finish_seconds, a memory image written into a pipe: how long its walk took to catch up.
+    catch_up_seconds: float = None
 
 
 class _MemoryTarget:
@@ -232,7 +234,7 @@ class _Applier:
             self.memory.close()
         elif isinstance(self.sparse_writer, sparse.PipeWriter):
             # The reader runs the VM once it has the device state: the disk first.
-            self.memory.end()
+            self.sparse_writer.end()
             self.disk.close()
             self.sparse_writer.release()
             self.sparse_writer.finish()
@@ -360,7 +362,8 @@ def apply_overlay(base, fileobj, launch_dir, limits=None, progress=None, key=Non
     finally:
         applier.close_sources()
     return Launch(applier.disk_path, applier.memory_path, reader.meta, reader.position,
-                  applier.restored_bytes, time.monotonic() - started, finish_seconds, ram)
+                  applier.restored_bytes, time.monotonic() - started, finish_seconds, ram,
+                  catch_up_seconds=getattr(applier.sparse_writer, 'catch_up_seconds', None))
 
 
 class Streamed:

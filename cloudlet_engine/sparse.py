@@ -307,6 +307,10 @@ class PipeWriter(_Walker):
         super().__init__(pieces, ram, 'cloudlet-pipe-writer')
         self.path = path
         self.bytes_written = 0
+        # From `end()` until the walk had everything but the device state: how far
+        # behind the appends it was when they ended (the walk's share of the downtime).
+        self.catch_up_seconds = None
+        self._ended_at = None
         self._image = None
         self._prefix = None
         self._released = False
@@ -331,6 +335,11 @@ class PipeWriter(_Walker):
         with self._cond:
             self._prefix = prefix
             self._cond.notify_all()
+
+    def end(self):
+        """Nothing more will be appended (the walk goes on to the image's end)."""
+        self._ended_at = time.monotonic()
+        self.pieces.end()
 
     def release(self):
         """The rest of the launch is sound: the device state may follow."""
@@ -405,6 +414,8 @@ class PipeWriter(_Walker):
         return fd
 
     def _wait_released(self):
+        if self._ended_at is not None:
+            self.catch_up_seconds = time.monotonic() - self._ended_at
         with self._cond:
             self._cond.wait_for(lambda: self._released or self._aborted)
             self._raise_if_ended()

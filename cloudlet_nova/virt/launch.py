@@ -196,8 +196,11 @@ def prepare(context, instance, spawn_plan, instance_dir, ram_owner=None, inboxes
 
 def log_ready(base, kind, launch, started):
     LOG.info('cloudlet launch files for base %s (%s) ready in %.1f s (%.2f s after the overlay\'s last '
-             'segment): %d overlay bytes', base.base_id[:12], kind, time.monotonic() - started,
-             launch.finish_seconds, launch.overlay_bytes)
+             'segment%s): %d overlay bytes', base.base_id[:12], kind, time.monotonic() - started,
+             launch.finish_seconds,
+             '' if launch.catch_up_seconds is None else
+             ', of which %.2f s for the memory walk to catch up' % launch.catch_up_seconds,
+             launch.overlay_bytes)
 
 
 def overlay_trust(context, instance, image):

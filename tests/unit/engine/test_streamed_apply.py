@@ -167,6 +167,7 @@ def test_a_streamed_apply_gives_the_restore_what_a_file_apply_gives(ram_scenario
     data = reader.join()
     done = streamed.result(10)
     assert done.streamed is None and done.overlay_bytes == len(blob)
+    assert 0 <= done.catch_up_seconds <= done.finish_seconds and whole.catch_up_seconds is None
     assert done.restored_bytes == whole.restored_bytes - os.path.getsize(whole.memory_path) + len(data)
     assert load_bytes(data, tmp_path, ram)[0] == load(whole.memory_path, ram.path)[0]
     qcow2_to_raw(done.disk_path, str(tmp_path / 'disk.raw'))

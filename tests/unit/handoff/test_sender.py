@@ -500,7 +500,7 @@ class SuccessTest(SenderTestCase):
         self.assertEqual(os.path.join(self.instances_path, self.instance.uuid,
                                       'cloudlet-handoff-' + HANDOFF_ID), residue[3])
         self.assertEqual('xz', residue[4]['codec'])
-        self.assertEqual(300, residue[4]['max_downtime_ms'])
+        self.assertEqual(100, residue[4]['max_downtime_ms'])
         self.assertEqual(8e6, residue[4]['bandwidth']())
         # Before the memory: the destination is waited for ([cloudlet_handoff] ready_timeout),
         # the disk pre-copy already in the upload.
