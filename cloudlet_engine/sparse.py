@@ -60,6 +60,8 @@ _UNKNOWN_SIZE = 1 << 62
 PIPE_BYTES = 1 << 20
 # Buffered writes into the pipe, and how often the writer looks for its reader.
 _PIPE_WRITES = 256 << 10
+# The spill file's write buffer: pread flushes it only when it reads what is still in it.
+_SPILL_BUFFER = 1 << 20
 _READER_POLL = 0.01
 
 
@@ -77,11 +79,16 @@ class Pieces:
         self.position = 0
         self._starts, self._kinds, self._sources, self._lengths = [], [], [], []
         self._spill_path = spill_path
-        self._spill = open(spill_path, 'xb+')
+        self._spill = open(spill_path, 'xb+', buffering=_SPILL_BUFFER)
         self._spilled = 0
+        self._flushed = 0           # of the spilled bytes, those on file (pread sees them)
         self._base = open(base_memory_path, 'rb')
         self._base_size = os.fstat(self._base.fileno()).st_size
         self._cond = threading.Condition()
+        # What a waiting walker waits for: an append wakes it only once that is in
+        # (an append per page, each waking the walker, cost the two threads more in
+        # lock and GIL handovers than the walk itself).
+        self._wanted = _UNKNOWN_SIZE
         self._ended = False
         self._failure = None        # why the walker gave up: appending then raises it
 
@@ -94,32 +101,34 @@ class Pieces:
             raise errors.CorruptOverlay('memory image grows past its declared %d bytes' % self.size)
 
     def _add(self, kind, source, length):
+        """Under the lock."""
         if not length:
             return
-        with self._cond:
-            if (self._kinds and self._kinds[-1] == kind
-                    and self._sources[-1] + self._lengths[-1] == source):
-                self._lengths[-1] += length
-            else:
-                self._starts.append(self.position)
-                self._kinds.append(kind)
-                self._sources.append(source)
-                self._lengths.append(length)
-            self.position += length
+        if (self._kinds and self._kinds[-1] == kind
+                and self._sources[-1] + self._lengths[-1] == source):
+            self._lengths[-1] += length
+        else:
+            self._starts.append(self.position)
+            self._kinds.append(kind)
+            self._sources.append(source)
+            self._lengths.append(length)
+        self.position += length
+        if self.position >= self._wanted:
             self._cond.notify_all()
 
     def append(self, data):
         self._grow(len(data))
         with self._cond:
             self._spill.write(data)
-        self._add(_NEW, self._spilled, len(data))
-        self._spilled += len(data)
+            self._add(_NEW, self._spilled, len(data))
+            self._spilled += len(data)
 
     def append_base(self, offset, length):
         if offset < 0 or offset + length > self._base_size:
             raise errors.CorruptOverlay('base memory range %d+%d out of range' % (offset, length))
         self._grow(length)
-        self._add(_BASE, offset, length)
+        with self._cond:
+            self._add(_BASE, offset, length)
 
     def read(self, offset):
         """A launch memory chunk already appended (an overlay's copy from launch memory)."""
@@ -142,9 +151,13 @@ class Pieces:
 
     def wait_for(self, end):
         """Until `end` bytes were appended or the image ended."""
+        if self.position >= end:
+            return      # without the lock: only the appender moves it, and only forward
         with self._cond:
             while self.position < end and not self._ended:
+                self._wanted = end
                 self._cond.wait(1.0)
+            self._wanted = _UNKNOWN_SIZE
 
     def wait_pread(self, length, offset):
         """pread, first waiting for min(length, 64 KiB) bytes at `offset` (fewer at the end)."""
@@ -154,8 +167,6 @@ class Pieces:
     def pread(self, length, offset):
         with self._cond:
             length = max(0, min(length, self.position - offset))
-            if length:
-                self._spill.flush()
             pieces = []
             i = bisect.bisect_right(self._starts, offset) - 1
             at = offset
@@ -164,6 +175,9 @@ class Pieces:
                 pieces.append((kind, source + at - start, min(offset + length - at, size - (at - start))))
                 at += pieces[-1][2]
                 i += 1
+            if any(kind == _NEW and where + n > self._flushed for kind, where, n in pieces):
+                self._spill.flush()
+                self._flushed = self._spilled
         parts = []
         for kind, where, n in pieces:
             if kind == _NEW:
