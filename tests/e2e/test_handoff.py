@@ -19,6 +19,8 @@ from cloudlet_box import cloud
 from cloudlet_box import guest_app
 from cloudlet_box import handoff_scene
 from cloudlet_box import layout
+from cloudlet_box import processes
+from cloudlet_box import services
 from cloudlet_glance import properties as props
 
 RAM, DISK = 'e2e-ho-ram', 'e2e-ho-disk'
@@ -312,3 +314,53 @@ def test_link_cut_during_the_switch(demo, box2_demo, admin, wan, shared_base):
         cloud.delete_server(demo, server_id)
         if handoff_id:
             _dest_leftovers(box2_demo, handoff_id)
+
+
+def _logged(log, text, since, timeout=300):
+    """Wait until `text` appears in `log` after byte `since`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(log, 'rb') as f:
+            f.seek(since)
+            if text.encode() in f.read():
+                return
+        time.sleep(0.1)
+    raise AssertionError('%r never appeared in %s' % (text, log))
+
+
+def test_destination_compute_killed_while_it_restores(demo, box2_demo, box2, wan, survivor):
+    """box2's nova-compute dies while the residue streams into the restore (QEMU loading the
+    launch memory from its pipe): the source gives up and runs on with its state; once box2's
+    nova-compute is back, its server is deleted and nothing of it is left there: no domain, no
+    QEMU, no files.
+    """
+    server_id, state = survivor
+    compute = services.all_services(box2)['nova-compute']
+    log = LOGS / 'box2' / 'nova-compute.log'
+    dest = handoff_scene.destination(box2_demo, wan)
+    handoff_id = None
+    try:
+        since = log.stat().st_size
+        handoff_id = handoff_scene.start_handoff(demo, server_id, dest, 'e2e-ho-killed')
+        _logged(log, 'handoff %s: ready to receive the residue' % handoff_id, since)
+        _logged(log, 'restoring instance from the memory of base', since)
+        time.sleep(1.0)                      # the memory is streaming into the restore
+        assert processes.kill('nova-compute', box2.run)
+        outcome, _dest, _seconds = handoff_scene.wait_handoff(demo, box2_demo, server_id, handoff_id, 300)
+    finally:
+        processes.start(compute.name, list(compute.argv), box2.run, box2.logs, env=compute.env)
+        dest.cleanup()
+    assert outcome == 'failed'
+    record = _kept_running(demo, server_id, state, handoff_id)
+    assert record['error'], record
+    dest_id = record['destination_server_id']
+    # The source's delete (or the leftover clean-up below) completes once box2's compute is back.
+    _dest_leftovers(box2_demo, handoff_id)
+    deadline = time.monotonic() + 300
+    while handoff_scene.find_dest_server(box2_demo, handoff_id) is not None:
+        assert time.monotonic() < deadline, 'the destination server outlived its compute restart'
+        time.sleep(2)
+    qemus = subprocess.run(['pgrep', '-f', 'qemu-system.*%s' % dest_id], capture_output=True, text=True)
+    assert qemus.stdout == '', 'a QEMU of the destination server is left: %s' % qemus.stdout
+    assert not (box2.root / 'nova' / 'instances' / dest_id).exists()
+    _secret_nowhere(dest.secret)

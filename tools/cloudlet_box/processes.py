@@ -78,6 +78,20 @@ def stop(name, run_dir, grace=10.0):
     return True
 
 
+def kill(name, run_dir, timeout=10.0):
+    """SIGKILL the daemon recorded as `name` and its process group, as a crash would; True if one ran."""
+    pidfile = run_dir / (name + '.pid')
+    pid = pid_of(pidfile)
+    if not pid:
+        return False
+    _signal_group(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and pid_of(pidfile):
+        time.sleep(0.1)
+    pidfile.unlink(missing_ok=True)
+    return True
+
+
 def _signal_group(pid, signum):
     try:
         os.killpg(pid, signum)
