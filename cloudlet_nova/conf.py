@@ -128,6 +128,16 @@ handoff_opts = [
                      'pauses, and the guest renews its address at the destination. When off, or when '
                      'it cannot be done (the handoff record says why), the NICs are unplugged before '
                      'the residue is sent and the destination server gets new ones.'),
+    cfg.IntOpt('cleanup_retry_interval', default=30, min=1,
+               help='Seconds between two tries to delete what a failed handoff left at the '
+                    'destination (its server, floating IP, ports, residue key) when the roll back '
+                    'could not reach it, e.g. with the link down.'),
+    cfg.IntOpt('cleanup_retry_timeout', default=3600, min=0,
+               help='How long to retry deleting what a failed handoff left at the destination, in '
+                    'seconds (0: no retry). The destination credential is kept, in the key manager and '
+                    'in the compute host\'s memory, until then; what is still left is then named in the '
+                    'log and the handoff record (destination_leftovers). A stop of nova-compute ends '
+                    'the retries.'),
     cfg.IntOpt('max_downtime_ms', default=100, min=1,
                help='Longest pause of the VM for the last memory iteration of a handoff, in '
                     'milliseconds (QEMU\'s migration downtime limit). QEMU pauses the VM once what '

@@ -476,9 +476,9 @@ class Destination:
                               % self.auth_url) from None
 
     def delete_key(self, key_id):
-        """Best effort: never raises."""
-        self._delete_quietly(self.key_manager_url, '/v1/secrets/%s' % urllib.parse.quote(key_id, safe=''),
-                             'key %s' % key_id)
+        """Best effort: never raises; True once it is gone."""
+        return self._delete_quietly(self.key_manager_url, '/v1/secrets/%s' % urllib.parse.quote(key_id, safe=''),
+                                    'key %s' % key_id)
 
     # ------------------------------------------------------------ nova
 
@@ -626,9 +626,9 @@ class Destination:
         return port['id']
 
     def delete_port(self, port_id):
-        """Best effort: never raises."""
-        self._delete_quietly(self.network_url, '/v2.0/ports/%s' % urllib.parse.quote(port_id, safe=''),
-                             'port %s' % port_id)
+        """Best effort: never raises; True once it is gone."""
+        return self._delete_quietly(self.network_url, '/v2.0/ports/%s' % urllib.parse.quote(port_id, safe=''),
+                                    'port %s' % port_id)
 
     def add_floating_ip(self, server_id=None, port_id=None, description=None):
         """A new floating IP from the destination's external network (the only one the
@@ -656,25 +656,28 @@ class Destination:
         return floating_ip['id'], floating_ip['floating_ip_address']
 
     def delete_floating_ip(self, floating_ip_id):
-        """Best effort: never raises."""
-        self._delete_quietly(self.network_url,
-                             '/v2.0/floatingips/%s' % urllib.parse.quote(floating_ip_id, safe=''),
-                             'floating IP %s' % floating_ip_id)
+        """Best effort: never raises; True once it is gone."""
+        return self._delete_quietly(self.network_url,
+                                    '/v2.0/floatingips/%s' % urllib.parse.quote(floating_ip_id, safe=''),
+                                    'floating IP %s' % floating_ip_id)
 
     def _delete_quietly(self, base_url, path, what):
-        """DELETE base_url + path, best effort: a failure is logged, a 404 is success."""
+        """DELETE base_url + path, best effort: a failure is logged; True once it is gone (a 404 too)."""
         try:
             if not base_url:
                 raise HandoffDestinationError('no endpoint in the catalog')
             response = self._request('DELETE', base_url + path, 'deleting %s' % what)
             if response.status_code >= 400 and response.status_code != 404:
                 LOG.warning('destination %s: deleting %s: HTTP %d', self.auth_url, what, response.status_code)
+                return False
+            return True
         except HandoffDestinationError as exc:       # says what it was doing already
             LOG.warning('%s', exc)
         except Exception as exc:      # best effort, by contract
             LOG.warning('destination %s: deleting %s failed: %s', self.auth_url, what, self._redact(exc))
+        return False
 
     def delete_server(self, server_id):
-        """Best effort: never raises."""
-        self._delete_quietly(self.compute_url, '/servers/%s' % urllib.parse.quote(server_id, safe=''),
-                             'server %s' % server_id)
+        """Best effort: never raises; True once it is gone."""
+        return self._delete_quietly(self.compute_url, '/servers/%s' % urllib.parse.quote(server_id, safe=''),
+                                    'server %s' % server_id)

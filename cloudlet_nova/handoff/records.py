@@ -79,6 +79,8 @@ class HandoffRecord:
             # What the handoff made at the destination besides the server (deleted by a roll back).
             'destination_port_ids': [],
             'destination_floating_ip_id': None,
+            # What a roll back could not delete there (the link down): retried, then named here.
+            'destination_leftovers': [],
             # 'carried' (the VM's NICs went along), 'replaced: <why>' or 'none'.
             'nics': None,
             'residue_encrypted': None,

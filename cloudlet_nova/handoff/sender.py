@@ -214,6 +214,7 @@ class Handoff:
         self.server_id = None
         self.floating_ips = []         # of the server here: released with it after the switch
         self.ports = []                # made at the destination with the VM's MACs (its NICs go along)
+        self.leftovers = []            # (what, delete call, id) the roll back could not delete there
         self.destination_floating_ip_id = None
         self._floating_ip_job = None   # giving the carried port its floating IP, during the disk pre-copy
         self.switched = False          # the destination server is ACTIVE: no roll back
@@ -300,7 +301,9 @@ class Handoff:
                       instance=self.instance)
         finally:
             self.credential = None
-            credentials.forget(self.context, self.request.get('credential'))
+            if not self.leftovers:
+                # Else kept until sweep_leftovers is done with the destination.
+                credentials.forget(self.context, self.request.get('credential'))
             if not self.delete_requested:
                 self._clear_task_state()
             self.record.finish(records.ERROR if self.error else records.OK, self.error)
@@ -634,15 +637,59 @@ class Handoff:
                               self.guest, self.nics)
         if self.destination is not None:
             # The residue upload was aborted: the destination's build fails at once.
-            if self.server_id:
-                self._quietly('delete the destination server', self.destination.delete_server,
-                              self.server_id)
-            if self.destination_floating_ip_id:
-                self.destination.delete_floating_ip(self.destination_floating_ip_id)
-            self._delete_ports()
-            if self.residue_key_id:
-                self._quietly('delete the residue key', self.destination.delete_key, self.residue_key_id)
+            self.leftovers = [step for step in self._destination_deletions() if not self._delete(step)]
+            self.ports = []
+            if self.leftovers:
+                self.record.update(destination_leftovers=[what for what, _delete, _id in self.leftovers])
         self.residue_key = None
+
+    def _destination_deletions(self):
+        """What a roll back deletes at the destination: (what, delete call, id), the server first."""
+        steps = []
+        if self.server_id:
+            steps.append(('server %s' % self.server_id, self.destination.delete_server, self.server_id))
+        if self.destination_floating_ip_id:
+            steps.append(('floating IP %s' % self.destination_floating_ip_id,
+                          self.destination.delete_floating_ip, self.destination_floating_ip_id))
+        steps += [('port %s' % port_id, self.destination.delete_port, port_id) for port_id in self.ports]
+        if self.residue_key_id:
+            steps.append(('residue key %s' % self.residue_key_id, self.destination.delete_key,
+                          self.residue_key_id))
+        return steps
+
+    def _delete(self, step):
+        what, delete, ident = step
+        try:
+            return bool(delete(ident))
+        except Exception as exc:   # noqa: BLE001 - the other deletions still run
+            LOG.error('handoff %s: could not delete the destination\'s %s: %s', self.handoff_id, what,
+                      self._masked(describe(exc)), instance=self.instance)
+            return False
+
+    def sweep_leftovers(self, stop):
+        """Retry deleting what the roll back left at the destination, every
+        `cleanup_retry_interval` s for `cleanup_retry_timeout` s or until `stop`
+        is set; then forget the credential (kept for this until now).
+        """
+        deadline = time.monotonic() + CONF.cloudlet_handoff.cleanup_retry_timeout
+        try:
+            while self.leftovers and time.monotonic() < deadline:
+                if stop.wait(min(CONF.cloudlet_handoff.cleanup_retry_interval,
+                                 max(0.0, deadline - time.monotonic()))):
+                    break
+                self.leftovers = [step for step in self.leftovers if not self._delete(step)]
+                self.record.update(destination_leftovers=[what for what, _delete, _id in self.leftovers])
+            if self.leftovers:
+                LOG.error('handoff %s: left at the destination %s, to delete there: %s', self.handoff_id,
+                          self.destination.auth_url, ', '.join(what for what, _d, _i in self.leftovers),
+                          instance=self.instance)
+            else:
+                LOG.info('handoff %s: what the roll back left at the destination is deleted', self.handoff_id,
+                         instance=self.instance)
+        finally:
+            self.leftovers = []
+            self.destination = None
+            credentials.forget(self.context, self.request.get('credential'))
 
     def _destination_gone(self):
         """Delete the destination server and wait until the destination confirms it is gone."""
@@ -696,6 +743,8 @@ class Handoffs:
         self._lock = threading.Lock()
         self._running = {}
         self._stopping = None
+        self._sweeps = {}              # handoff id -> the thread retrying its destination clean-up
+        self._stop_sweeps = threading.Event()
 
     def run(self, context, instance, handoff_id, request):
         """One handoff, to its end (in a long-task pool thread)."""
@@ -710,6 +759,25 @@ class Handoffs:
         finally:
             with self._lock:
                 self._running.pop(handoff_id, None)
+        if handoff.leftovers:
+            # A thread of its own: the long-task pool is not held for the retries.
+            sweep = threading.Thread(target=self._sweep, args=(handoff,), daemon=True,
+                                     name='cloudlet-handoff-sweep-%s' % handoff_id[:8])
+            with self._lock:
+                self._sweeps[handoff_id] = sweep
+            sweep.start()
+
+    def _sweep(self, handoff):
+        try:
+            handoff.sweep_leftovers(self._stop_sweeps)
+        finally:
+            with self._lock:
+                self._sweeps.pop(handoff.handoff_id, None)
+
+    def sweeping(self):
+        """The handoffs whose destination clean-up is being retried: {handoff id: thread}."""
+        with self._lock:
+            return dict(self._sweeps)
 
     def running(self):
         with self._lock:
@@ -725,4 +793,8 @@ class Handoffs:
         deadline = time.monotonic() + timeout
         while self.running() and time.monotonic() < deadline:
             time.sleep(0.1)
+        # The clean-up retries end (each forgets its credential; the record names what is left).
+        self._stop_sweeps.set()
+        for sweep in self.sweeping().values():
+            sweep.join(max(0.0, deadline - time.monotonic()))
         return not self.running()

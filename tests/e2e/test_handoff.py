@@ -258,8 +258,25 @@ def test_link_cut_during_the_transfer(percent, demo, box2_demo, wan, survivor, m
     assert outcome == 'failed'
     record = _kept_running(demo, server_id, state, handoff_id)
     assert record['error'], record
-    _dest_leftovers(box2_demo, handoff_id)
+    try:
+        # What the roll back could not delete with the link down, the source deletes once it is back.
+        _left_nothing(box2_demo, handoff_id)
+    finally:
+        _dest_leftovers(box2_demo, handoff_id)
     _secret_nowhere(dest.secret)
+
+
+def _left_nothing(box2_demo, handoff_id, timeout=120):
+    """Until the source's record names nothing left at box2 and box2 has no server of the handoff."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = handoff_scene.record(handoff_id)['destination_leftovers']
+        server = handoff_scene.find_dest_server(box2_demo, handoff_id)
+        if not left and (server is None or server.status == 'DELETED'):
+            return
+        assert time.monotonic() < deadline, 'still left at box2 after %d s: %s (server %s)' % (
+            timeout, left, server and server.status)
+        time.sleep(2)
 
 
 def _phase_started(handoff_id, name, timeout=600):

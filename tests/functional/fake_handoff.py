@@ -196,9 +196,11 @@ class FakeDestination:
 
     def delete_port(self, port_id):
         self.cloud.calls.append(('delete_port', port_id))
+        return True
 
     def delete_floating_ip(self, floating_ip_id):
         self.cloud.calls.append(('delete_floating_ip', floating_ip_id))
+        return True
 
     def wait_gone(self, server_id, timeout, poll=0.5):
         """Poll the server until nova no longer shows it, as Destination.wait_gone does."""
@@ -218,6 +220,7 @@ class FakeDestination:
             self.cloud.api.delete_server(server_id)
         except api_client.OpenStackApiNotFoundException:
             pass
+        return True         # deleted, or gone already (the real one's answer)
 
 
 class FakeDestinationCloud:

@@ -348,8 +348,9 @@ def nova(box):
     cpu_conf['DEFAULT']['vif_plugging_timeout'] = '60'
     if box.remote:
         cpu_conf['libvirt']['connection_uri'] = box.libvirt_uri
-    # Test clouds: a cut WAN link is given up on in seconds, not the default minute.
-    cpu_conf['cloudlet_handoff'] = {'connect_timeout': '10', 'stall_timeout': '15'}
+    # Test clouds: a cut WAN link is given up on in seconds, not the default minute, and what a
+    # roll back left behind it is deleted seconds after the link is back.
+    cpu_conf['cloudlet_handoff'] = {'connect_timeout': '10', 'stall_timeout': '15', 'cleanup_retry_interval': '5'}
     cpu_conf['cloudlet'] = {'handoff_receive_timeout': '300'}
     write_ini(etc / 'nova-cpu.conf', cpu_conf)
     # Stock nova 34 api-paste; cloudlet-configure then plugs our router into it.

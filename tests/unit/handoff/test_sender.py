@@ -199,6 +199,17 @@ class FakeDestination:
         self.log.append(('no-such-method', name))
         raise AttributeError(name)
 
+    # How many times each delete call fails (answers False, as the real one does when the
+    # destination cannot be reached) before it deletes.
+    delete_failures = {}
+
+    def _deleted(self, name):
+        failures = self.delete_failures.get(name, 0)
+        if failures:
+            self.delete_failures = dict(self.delete_failures, **{name: failures - 1})
+            return False
+        return True
+
     def _maybe_fail(self, name):
         if self.fail_at == name:
             raise destination_mod.HandoffDestinationError(
@@ -250,6 +261,7 @@ class FakeDestination:
 
     def delete_server(self, server_id):
         self.log.append(('delete_server', server_id))
+        return self._deleted('delete_server')
 
     def wait_gone(self, server_id, timeout, poll=0.5):
         self.log.append(('wait_gone', server_id))
@@ -267,6 +279,7 @@ class FakeDestination:
 
     def delete_floating_ip(self, floating_ip_id):
         self.log.append(('delete_floating_ip', floating_ip_id))
+        return self._deleted('delete_floating_ip')
 
     def project_network(self):
         self.log.append(('project_network',))
@@ -285,6 +298,7 @@ class FakeDestination:
 
     def delete_port(self, port_id):
         self.log.append(('delete_port', port_id))
+        return self._deleted('delete_port')
 
     def store_key(self, key, name):
         self.log.append(('store_key', len(key), name))
@@ -295,6 +309,7 @@ class FakeDestination:
 
     def delete_key(self, key_id):
         self.log.append(('delete_key', key_id))
+        return self._deleted('delete_key')
 
 
 class FakeLiveResidue:
@@ -1097,6 +1112,13 @@ class LoggingKeyManager(fake_key_manager.FakeKeyManager):
         return super().delete(context, managed_object_id, **kwargs)
 
 
+class NoWait:
+    """A stop event that is never set and does not wait: the retries run back to back."""
+
+    def wait(self, timeout=None):
+        return False
+
+
 class CredentialTest(SenderTestCase):
     """The credential as a reference to the key manager ([cloudlet_handoff] credential_store)."""
 
@@ -1211,6 +1233,56 @@ class CredentialTest(SenderTestCase):
         self.assertEqual(records.OK, self.record()['result'])
         self.assertEqual(1, len(FakeComputeRPCAPI.terminates))
         self.assertIn('could not be deleted from the key manager', self.stdlog.logger.output)
+
+    def left_at_the_destination(self, failures):
+        """A handoff whose roll back cannot delete some of what it made there (`failures`: the
+        delete calls' failures before they delete): the handoff, what it left.
+        """
+        self.instance.network_info = [{'id': 'port-1', 'fip': True}]
+        self.useFixture(fixtures.MockPatchObject(FakeDestination, 'delete_failures', failures))
+        self.residue_kwargs = {'fail': OSError('link cut')}
+        handoff = self.referenced()
+        handoff.run()
+        self.assert_rolled_back_to_running()
+        return handoff, [what for what, _delete, _id in handoff.leftovers]
+
+    def test_what_the_roll_back_left_is_retried_until_deleted_then_the_credential_forgotten(self):
+        handoff, left = self.left_at_the_destination({'delete_server': 2, 'delete_port': 1})
+        self.assertEqual(['server dest-server', 'port dest-port-1'], left)
+        self.assertEqual(left, self.record()['destination_leftovers'])
+        self.assertEqual([], self.keys.deleted)              # kept: the retries need it
+        handoff.sweep_leftovers(NoWait())
+        # Two more tries for the server, one for the port; nothing else deleted twice.
+        self.assertEqual([('delete_server', 'dest-server')] * 3, [e for e in self.log if e[0] == 'delete_server'])
+        self.assertEqual(['dest-port-1'] * 2, [e[1] for e in self.log if e[0] == 'delete_port'])
+        self.assertEqual(1, len([e for e in self.log if e[0] == 'delete_floating_ip']))
+        self.assertEqual([], self.record()['destination_leftovers'])
+        self.assertEqual(records.ERROR, self.record()['result'])
+        self.assert_forgotten()
+
+    def test_retries_end_at_their_timeout_naming_what_is_left(self):
+        self.flags(cleanup_retry_timeout=0, group='cloudlet_handoff')
+        handoff, left = self.left_at_the_destination({'delete_server': 5})
+        handoff.sweep_leftovers(NoWait())
+        self.assertEqual(1, len([e for e in self.log if e[0] == 'delete_server']))
+        self.assertEqual(['server dest-server'], self.record()['destination_leftovers'])
+        self.assertIn('left at the destination', self.stdlog.logger.output)
+        self.assert_forgotten()
+
+    def test_a_compute_stop_ends_the_retries(self):
+        self.flags(cleanup_retry_interval=3600, group='cloudlet_handoff')
+        self.instance.network_info = [{'id': 'port-1', 'fip': True}]
+        self.useFixture(fixtures.MockPatchObject(FakeDestination, 'delete_failures', {'delete_server': 1}))
+        self.residue_kwargs = {'fail': OSError('link cut')}
+        handoffs = sender.Handoffs(FakeDriver(self.guest), 'compute1')
+        handoffs.run(self.context, self.instance, HANDOFF_ID, request(credential=self.reference))
+        [sweep] = handoffs.sweeping().values()
+        self.assertTrue(sweep.is_alive())
+        self.assertTrue(handoffs.cancel_all('nova-compute is stopping', timeout=10))
+        self.assertFalse(sweep.is_alive())
+        self.assertEqual({}, handoffs.sweeping())
+        self.assertEqual(['server dest-server'], self.record()['destination_leftovers'])
+        self.assert_forgotten()
 
     def test_the_credential_s_values_are_masked_in_the_event_the_record_and_the_log(self):
         self.residue_kwargs = {'fail': OSError('link cut while sending %s as %s' % (SECRET, APP_ID))}
