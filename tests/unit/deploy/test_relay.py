@@ -217,6 +217,18 @@ def test_delay_does_not_cap_throughput(make_relay):
     assert control('stats')['up_bytes'] == sent + 4
 
 
+def _send_until_stalled(sock, piece_size):
+    """Bytes `sock` takes until a send waits 0.5 s (at most 200 MB)."""
+    sock.settimeout(0.5)
+    sent = 0
+    try:
+        while sent < 200 * 1000 * 1000:
+            sent += sock.send(b'\0' * piece_size)
+    except socket.timeout:
+        pass
+    return sent
+
+
 def test_buffer_limit_gives_backpressure(make_relay):
     """While cut, the relay buffers at most buffer_limit (plus one read) and
     the sender stalls instead of the relay's memory growing.
@@ -225,13 +237,7 @@ def test_buffer_limit_gives_backpressure(make_relay):
     control('set_delay', ms=30000)          # nothing is forwarded for 30 s
     with connect(port) as sock:
         sock.sendall(b'SINK')
-        sock.settimeout(0.5)
-        sent = 0
-        try:
-            while sent < 200 * 1000 * 1000:
-                sent += sock.send(b'\0' * (1 << 20))
-        except socket.timeout:
-            pass
+        sent = _send_until_stalled(sock, 1 << 20)
         stats = control('stats')
         assert stats['queued_up'] <= (1 << 20) + relay_mod.READ_SIZE
         assert sent < 100 * 1000 * 1000
@@ -371,13 +377,7 @@ def _stalled_sender_gets_in(port, control):
             sock.sendall(b'\0' * (1 << 20))
         time.sleep(0.5)                     # all of it through
         control('set_delay', ms=30000)      # from now on nothing is forwarded for 30 s
-        sock.settimeout(0.5)
-        sent = 0
-        try:
-            while sent < 200 * 1000 * 1000:
-                sent += sock.send(b'\0' * (64 << 10))
-        except socket.timeout:
-            pass
+        sent = _send_until_stalled(sock, 64 << 10)
         control('set_delay', ms=0)
         return sent
 
