@@ -42,11 +42,12 @@ def release_handed_off(context, instance, network_info):
     found = client.list_floatingips(port_id=port_ids, description=handoff_description(handoff_id),
                                     fields=['id'])['floatingips']
     ids = [floating_ip['id'] for floating_ip in found]
-    release(context, ids)
+    release(context, ids, client)
     return ids
 
 
-def release(context, floating_ip_ids):
-    client = neutron.get_client(context, admin=True)
+def release(context, floating_ip_ids, client=None):
+    """Delete these floating IPs (`client`: a Neutron client of the caller's, else one made here)."""
+    client = client or neutron.get_client(context, admin=True)
     for floating_ip_id in floating_ip_ids:
         client.delete_floatingip(floating_ip_id)

@@ -39,7 +39,12 @@ def neutron(monkeypatch):
         {'id': 'another-handoff-s', 'port_id': 'port-2', 'description': 'cloudlet-handoff-other'},
         {'id': 'another-server-s', 'port_id': 'port-9', 'description': 'cloudlet-handoff-' + HANDOFF_ID},
     ])
-    monkeypatch.setattr(addresses.neutron, 'get_client', lambda context, admin: client)
+    client.made = 0
+
+    def get_client(context, admin):
+        client.made += 1
+        return client
+    monkeypatch.setattr(addresses.neutron, 'get_client', get_client)
     return client
 
 
@@ -52,6 +57,7 @@ def test_only_the_one_the_handoff_made_for_the_server_s_ports_is_released(neutro
                                             [{'id': 'port-1'}, {'id': 'port-2'}])
     assert released == ['made-by-handoff']
     assert neutron.deleted == ['made-by-handoff']
+    assert neutron.made == 1           # one Neutron client for the lookup and the release
 
 
 @pytest.mark.parametrize('metadata,network_info', [
