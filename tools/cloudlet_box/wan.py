@@ -35,6 +35,7 @@ from cloudlet_box import layout
 from cloudlet_box import netns_link
 from cloudlet_box import processes
 from cloudlet_box import relay as relay_mod
+from cloudlet_box import services
 
 RELAY = 'wan-relay'
 # One error for the path and its link (namespace, veth, tc).
@@ -107,8 +108,15 @@ class WanPath:
         return self
 
     def down(self):
-        """Stop the relay, delete the namespace and the veth pair. Idempotent."""
+        """Stop the relay and the box's daemons inside the namespace (its advertiser), delete the
+        namespace and the veth pair. Idempotent. A daemon left in a deleted namespace would run on,
+        cut off: `tools/box.sh up` starts them again in the new one.
+        """
         stopped = processes.stop(RELAY, self.box.run, grace=5)
+        inside = self.link.exec_argv()
+        for name, service in services.all_services(self.box).items():
+            if list(service.argv[:len(inside)]) == inside:
+                processes.stop(name, self.box.run, grace=5)
         self.link.down()
         self.control_path.unlink(missing_ok=True)
         return stopped

@@ -69,3 +69,14 @@ def test_status_and_stop_cover_the_advertiser_before_the_wan_path_goes(box_roots
     cli.stop(box2)
     assert events.index('cloudlet-advertise') < events.index('wan down')
     assert events[0] in services.cloudlet_services(box2)          # started last, stopped first
+
+
+def test_the_wan_path_going_down_takes_its_namespace_s_daemons_with_it(box_roots, monkeypatch):
+    # Left running in a deleted namespace, box2's advertiser would go on, cut off from every
+    # network, and a new path would never hear it.
+    events = []
+    monkeypatch.setattr(processes, 'stop', lambda name, run, grace=10: events.append(name) or True)
+    path = wan.WanPath(layout.BOX2)
+    monkeypatch.setattr(path.link, 'down', lambda: events.append('namespace deleted'))
+    path.down()
+    assert events == [wan.RELAY, 'cloudlet-advertise', 'namespace deleted']
