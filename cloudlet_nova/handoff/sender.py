@@ -640,8 +640,11 @@ class Handoff:
             self.leftovers = [step for step in self._destination_deletions() if not self._delete(step)]
             self.ports = []
             if self.leftovers:
-                self.record.update(destination_leftovers=[what for what, _delete, _id in self.leftovers])
+                self.record.update(destination_leftovers=self._leftover_names())
         self.residue_key = None
+
+    def _leftover_names(self):
+        return [what for what, _delete, _id in self.leftovers]
 
     def _destination_deletions(self):
         """What a roll back deletes at the destination: (what, delete call, id), the server first."""
@@ -678,11 +681,10 @@ class Handoff:
                                  max(0.0, deadline - time.monotonic()))):
                     break
                 self.leftovers = [step for step in self.leftovers if not self._delete(step)]
-                self.record.update(destination_leftovers=[what for what, _delete, _id in self.leftovers])
+                self.record.update(destination_leftovers=self._leftover_names())
             if self.leftovers:
                 LOG.error('handoff %s: left at the destination %s, to delete there: %s', self.handoff_id,
-                          self.destination.auth_url, ', '.join(what for what, _d, _i in self.leftovers),
-                          instance=self.instance)
+                          self.destination.auth_url, ', '.join(self._leftover_names()), instance=self.instance)
             else:
                 LOG.info('handoff %s: what the roll back left at the destination is deleted', self.handoff_id,
                          instance=self.instance)

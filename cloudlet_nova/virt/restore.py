@@ -262,7 +262,8 @@ def restore_guest(driver, nova_xml, instance, launch, base_name, pause=False, po
         cause = _residue_error(launch.streamed) if launch.streamed is not None else None
         if cause is not None:
             # The residue failed and closed the pipe short: its error says why.
-            raise faults.CloudletSpawnFailed(reason='cloudlet spawn failed: %s' % faults.describe(cause)) from cause
+            with faults.spawn_errors():
+                raise cause
         raise faults.CloudletSpawnFailed(
             reason='libvirt could not restore the memory of base %s: %s'
                    % (base_name, exc.get_error_message() or exc)) from exc
