@@ -131,13 +131,16 @@ handoff_opts = [
     cfg.IntOpt('cleanup_retry_interval', default=30, min=1,
                help='Seconds between two tries to delete what a failed handoff left at the '
                     'destination (its server, floating IP, ports, residue key) when the roll back '
-                    'could not reach it, e.g. with the link down.'),
+                    'could not reach it, e.g. with the link down; and to ask the destination, after '
+                    'a failure once the whole residue was sent, whether its server runs the VM (then '
+                    'the source server is deleted) or is gone (then the VM resumes at the source).'),
     cfg.IntOpt('cleanup_retry_timeout', default=3600, min=0,
-               help='How long to retry deleting what a failed handoff left at the destination, in '
-                    'seconds (0: no retry). The destination credential is kept, in the key manager and '
-                    'in the compute host\'s memory, until then; what is still left is then named in the '
-                    'log and the handoff record (destination_leftovers). A stop of nova-compute ends '
-                    'the retries.'),
+               help='How long to retry deleting what a failed handoff left at the destination, and '
+                    'asking where the VM runs, in seconds (0: no retry). The destination credential is '
+                    'kept, in the key manager and in the compute host\'s memory, until then; what is '
+                    'still left is then named in the log and the handoff record (destination_leftovers; '
+                    'a VM left paused at the source: in_doubt with settled null). A stop of nova-compute '
+                    'ends the retries.'),
     cfg.IntOpt('max_downtime_ms', default=100, min=1,
                help='Longest pause of the VM for the last memory iteration of a handoff, in '
                     'milliseconds (QEMU\'s migration downtime limit). QEMU pauses the VM once what '

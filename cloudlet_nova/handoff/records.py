@@ -85,8 +85,12 @@ class HandoffRecord:
             'nics': None,
             'residue_encrypted': None,
             # A roll back after the whole residue was sent that could not confirm the
-            # destination server gone: the VM was left paused at the source.
+            # destination server gone: the VM was left paused at the source...
             'in_doubt': False,
+            # ... until the destination answered: 'destination' (its server ran the VM: the
+            # source server was deleted), 'source' (it was gone: the VM resumed at the
+            # source) or 'owner' (the source server changed first: left as it was).
+            'settled': None,
             'phases': [],
             'bytes_sent': None,
             'codecs': {},

@@ -28,9 +28,11 @@ Any failure before the switch rolls back: the migration is cancelled, the
 VM resumed and its NICs plugged back, what was created at the destination
 deleted (best effort: the aborted upload fails the destination's build at
 once, then the server, its floating IP and ports are deleted), `task_state`
-back to None. The VM keeps running. Once the destination has answered the
-residue upload, it may run the VM: the VM resumes here only once the
-destination confirms its server gone, else it stays paused (`in_doubt`).
+back to None. The VM keeps running. Once the whole residue has gone to the
+upload, the destination may have it and run the VM: the VM resumes here only
+once the destination confirms its server gone, else it stays paused
+(`in_doubt`) and `sweep` settles the doubt once the destination answers
+again: its server ACTIVE, this one is deleted; gone, the VM resumes here.
 Once the destination server is ACTIVE nothing is rolled back (two running
 copies would be worse): a failed delete here leaves this VM paused, with the
 reason in the event.
@@ -218,11 +220,14 @@ class Handoff:
         self.destination_floating_ip_id = None
         self._floating_ip_job = None   # giving the carried port its floating IP, during the disk pre-copy
         self.switched = False          # the destination server is ACTIVE: no roll back
-        # The destination answered the residue upload: it has the whole residue and may run the VM.
-        self.residue_delivered = False
+        # The whole residue went to the upload: the destination may have it all and run the VM,
+        # whether or not its answer arrives.
+        self.residue_sent = False
         # Set by a roll back that could not confirm the destination server gone although the
-        # residue's last byte had gone out: the VM stays paused (never two copies running).
+        # residue's last byte had gone out: the VM stays paused (never two copies running)
+        # until `sweep` settles where it runs: 'destination', 'source', or 'owner' (who acted first).
         self.in_doubt = False
+        self.settled = None
         self.delete_requested = False
         self.error = None
 
@@ -301,8 +306,8 @@ class Handoff:
                       instance=self.instance)
         finally:
             self.credential = None
-            if not self.leftovers:
-                # Else kept until sweep_leftovers is done with the destination.
+            if not self.unfinished():
+                # Else kept until sweep is done with the destination.
                 credentials.forget(self.context, self.request.get('credential'))
             if not self.delete_requested:
                 self._clear_task_state()
@@ -539,7 +544,9 @@ class Handoff:
                     progress=launch.LogProgress(self.instance.uuid), bandwidth=upload.bandwidth)
             self._check_cancelled()
             stats = self.residue.run(upload, before_memory=self._wait_ready)
-        self.residue_delivered = True
+            # Before the destination's answer: a link cut from here on leaves it unknown
+            # whether the destination has the whole residue.
+            self.residue_sent = True
         self.record.update(
             bytes_sent=getattr(upload, 'bytes_sent', None),
             codecs=dict(getattr(stats, 'codecs', None) or {}),
@@ -557,14 +564,15 @@ class Handoff:
 
     # -- step 3 --
 
-    def _delete_source(self):
+    def _delete_source(self, expected_task_state=task_states.MIGRATING):
         """Delete this server as nova-api does for a server whose host is up.
 
         compute API's delete() itself cannot run here: it updates the instance
         mapping in the API database, which nova-compute has no access to. So:
-        task_state deleting (expected: our migrating; a user's delete that came
-        first wins), the `delete` instance action (a request id of its own),
-        and the terminate_instance cast to this host. The compute manager does
+        task_state deleting (expected: our migrating, or None for a doubt settled
+        after the handoff; a user's delete that came first wins), the `delete`
+        instance action (a request id of its own), and the terminate_instance
+        cast to this host. The compute manager does
         the rest (notifications, networks, volumes, the domain, the instance
         directory). Not done: the instance mapping's `queued_for_delete` flag
         (only read when quotas are counted from placement; it becomes right
@@ -576,7 +584,7 @@ class Handoff:
             try:
                 self.instance.task_state = task_states.DELETING
                 self.instance.progress = 0
-                self.instance.save(expected_task_state=[task_states.MIGRATING])
+                self.instance.save(expected_task_state=[expected_task_state])
             except (exception.UnexpectedDeletingTaskStateError, exception.InstanceNotFound):
                 LOG.info('handoff %s: the server is already being deleted', self.handoff_id,
                          instance=self.instance)
@@ -614,18 +622,28 @@ class Handoff:
         if self.switched:
             # The destination server is ACTIVE: never resume this copy, never delete that one.
             return
-        # The destination has the whole residue: it may run the VM from now on, so it resumes
-        # here only once the destination server is known to be gone. (Not covered: a link
-        # cut between the residue's last byte arriving there and the answer arriving here.)
-        if self.residue_delivered and not self._destination_gone():
+        # The destination may have the whole residue and run the VM from now on (its answer
+        # may be what the link cut), so the VM resumes here only once the destination server
+        # is known to be gone.
+        if self.residue_sent and not self._destination_gone():
             # Never two copies: the destination may have the whole residue and run the VM.
             self.in_doubt = True
             self.record.update(in_doubt=True)
             LOG.error('handoff %s: the destination server %s may run the VM (its whole residue was sent) '
-                      'and cannot be confirmed gone: the VM stays paused here. Delete the destination '
-                      'server, or this server if the destination runs it', self.handoff_id, self.server_id,
+                      'and cannot be confirmed gone: the VM stays paused here until the destination '
+                      'answers (every %d s for %d s): its server ACTIVE, this one is deleted; gone, this '
+                      'one resumes', self.handoff_id, self.server_id,
+                      CONF.cloudlet_handoff.cleanup_retry_interval, CONF.cloudlet_handoff.cleanup_retry_timeout,
                       instance=self.instance)
             return
+        self._resume_source()
+        if self.destination is not None:
+            # The residue upload was aborted: the destination's build fails at once.
+            self._leave_destination(self._destination_deletions())
+        self.residue_key = None
+
+    def _resume_source(self):
+        """The VM runs here again, with its NICs."""
         residue = self.residue
         if residue is not None:
             self._quietly('cancel the residue migration', residue.cancel)
@@ -635,13 +653,13 @@ class Handoff:
             if self.nics:
                 self._quietly('plug the NICs back', restore.replug_nics, self.driver, self.instance,
                               self.guest, self.nics)
-        if self.destination is not None:
-            # The residue upload was aborted: the destination's build fails at once.
-            self.leftovers = [step for step in self._destination_deletions() if not self._delete(step)]
-            self.ports = []
-            if self.leftovers:
-                self.record.update(destination_leftovers=self._leftover_names())
-        self.residue_key = None
+
+    def _leave_destination(self, steps):
+        """Delete these at the destination; what cannot be is retried by `sweep`."""
+        self.leftovers = [step for step in steps if not self._delete(step)]
+        self.ports = []
+        if self.leftovers:
+            self.record.update(destination_leftovers=self._leftover_names())
 
     def _leftover_names(self):
         return [what for what, _delete, _id in self.leftovers]
@@ -669,29 +687,91 @@ class Handoff:
                       self._masked(describe(exc)), instance=self.instance)
             return False
 
-    def sweep_leftovers(self, stop):
-        """Retry deleting what the roll back left at the destination, every
-        `cleanup_retry_interval` s for `cleanup_retry_timeout` s or until `stop`
-        is set; then forget the credential (kept for this until now).
+    def unfinished(self):
+        """Whether `sweep` has work: a doubt to settle, or leftovers to delete at the destination."""
+        return bool(self.leftovers) or (self.in_doubt and self.settled is None)
+
+    def sweep(self, stop):
+        """After the handoff ended: every `cleanup_retry_interval` s, for
+        `cleanup_retry_timeout` s or until `stop` is set, settle the doubt
+        (`_settle`) and retry deleting what the roll back left at the
+        destination; then forget the credential (kept for this until now).
         """
         deadline = time.monotonic() + CONF.cloudlet_handoff.cleanup_retry_timeout
         try:
-            while self.leftovers and time.monotonic() < deadline:
+            while self.unfinished() and time.monotonic() < deadline:
                 if stop.wait(min(CONF.cloudlet_handoff.cleanup_retry_interval,
                                  max(0.0, deadline - time.monotonic()))):
                     break
+                if self.in_doubt and self.settled is None:
+                    self._quietly('settle where the VM runs', self._settle)
                 self.leftovers = [step for step in self.leftovers if not self._delete(step)]
                 self.record.update(destination_leftovers=self._leftover_names())
+            if self.in_doubt and self.settled is None:
+                LOG.error('handoff %s: the destination %s never answered whether its server %s runs the VM: '
+                          'the VM stays paused here. Delete the destination server, or this server if the '
+                          'destination runs it', self.handoff_id, self.destination.auth_url, self.server_id,
+                          instance=self.instance)
             if self.leftovers:
                 LOG.error('handoff %s: left at the destination %s, to delete there: %s', self.handoff_id,
                           self.destination.auth_url, ', '.join(self._leftover_names()), instance=self.instance)
-            else:
+            elif not self.in_doubt:
                 LOG.info('handoff %s: what the roll back left at the destination is deleted', self.handoff_id,
                          instance=self.instance)
         finally:
             self.leftovers = []
             self.destination = None
             credentials.forget(self.context, self.request.get('credential'))
+
+    def _settle(self):
+        """One attempt at ending the doubt, once the destination answers: its server ACTIVE
+        (it has the whole residue and runs the VM) -> this server is deleted, nova's way;
+        gone -> the VM resumes here; ERROR -> deleted there, and resumed here at a later
+        attempt; still building -> asked again later. The owner acting first (this server
+        no longer PAUSED with no task) settles it too: nothing is done then.
+        """
+        server = self.destination.get_server(self.server_id)      # unreachable: raises, tried again later
+        status = (server or {}).get('status')
+        if server is not None and status not in ('DELETED', 'SOFT_DELETED'):
+            if status == 'ACTIVE' and server.get('OS-EXT-STS:task_state') != 'deleting':
+                self._settle_at('destination', self._give_way)
+            elif status == 'ERROR':
+                self.destination.delete_server(self.server_id)
+            return
+        self._settle_at('source', self._locked, self._resume_here)
+
+    def _settle_at(self, where, act, *args):
+        self.instance.refresh()
+        if self.instance.vm_state != vm_states.PAUSED or self.instance.task_state is not None:
+            where = 'owner'
+        else:
+            act(*args)
+        self.settled = where
+        self.record.update(settled=where)
+        LOG.warning('handoff %s: settled, the VM runs %s', self.handoff_id, {
+            'destination': 'at the destination as %s: this server is deleted' % self.server_id,
+            'source': 'here again: the destination server %s is gone' % self.server_id,
+            'owner': 'where the owner chose (this server changed meanwhile)'}[where], instance=self.instance)
+
+    def _give_way(self):
+        """The destination server runs the VM: this one is deleted, and only the residue's key
+        is left to delete there (the rest is that server's now).
+        """
+        self.switched = True
+        self._delete_source(expected_task_state=None)
+        if self.residue_key_id:
+            self._leave_destination([('residue key %s' % self.residue_key_id, self.destination.delete_key,
+                                      self.residue_key_id)])
+
+    def _resume_here(self):
+        """The destination server is gone: the VM runs here again, shown ACTIVE, and what the
+        handoff made there besides the server is deleted.
+        """
+        self._resume_source()
+        self.instance.vm_state = vm_states.ACTIVE
+        self.instance.power_state = power_state.RUNNING
+        self.instance.save(expected_task_state=[None])
+        self._leave_destination(self._destination_deletions())
 
     def _destination_gone(self):
         """Delete the destination server and wait until the destination confirms it is gone."""
@@ -761,7 +841,7 @@ class Handoffs:
         finally:
             with self._lock:
                 self._running.pop(handoff_id, None)
-        if handoff.leftovers:
+        if handoff.unfinished():
             # A thread of its own: the long-task pool is not held for the retries.
             sweep = threading.Thread(target=self._sweep, args=(handoff,), daemon=True,
                                      name='cloudlet-handoff-sweep-%s' % handoff_id[:8])
@@ -771,13 +851,13 @@ class Handoffs:
 
     def _sweep(self, handoff):
         try:
-            handoff.sweep_leftovers(self._stop_sweeps)
+            handoff.sweep(self._stop_sweeps)
         finally:
             with self._lock:
                 self._sweeps.pop(handoff.handoff_id, None)
 
     def sweeping(self):
-        """The handoffs whose destination clean-up is being retried: {handoff id: thread}."""
+        """The handoffs whose doubt or destination clean-up is being retried: {handoff id: thread}."""
         with self._lock:
             return dict(self._sweeps)
 

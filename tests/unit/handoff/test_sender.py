@@ -97,6 +97,9 @@ class FakeInstance:
         self.db_task_state = self.task_state
         self.saves.append((self.task_state, expected_task_state))
 
+    def refresh(self):
+        """The tests change the fake itself, as another request would change the database."""
+
 
 class FakeGuest:
     """The VM; its live XML has `nics` (by default NIC, as a restore plugs it: PCI address, no ROM)."""
@@ -144,6 +147,9 @@ class FakeEventReporter:
 
 
 class FakeUpload:
+    # Raised once the whole residue is written: its answer lost (a link cut at the very end).
+    answer_error = None
+
     def __init__(self, log):
         self.log, self.data, self.bytes_sent = log, bytearray(), 0
 
@@ -152,6 +158,8 @@ class FakeUpload:
 
     def __exit__(self, exc_type, exc, tb):
         self.log.append(('upload-abort',) if exc_type else ('upload-finish', bytes(self.data)))
+        if exc_type is None and self.answer_error is not None:
+            raise self.answer_error
         return False
 
     def write(self, data):
@@ -262,6 +270,16 @@ class FakeDestination:
     def delete_server(self, server_id):
         self.log.append(('delete_server', server_id))
         return self._deleted('delete_server')
+
+    # What get_server answers, one per call: a status, None (404), or an exception it raises.
+    answers = ()
+
+    def get_server(self, server_id, timeout=None):
+        answer, self.answers = self.answers[0], self.answers[1:]
+        self.log.append(('get_server', server_id, answer if isinstance(answer, (str, type(None))) else 'raises'))
+        if isinstance(answer, Exception):
+            raise answer
+        return None if answer is None else {'id': server_id, 'status': answer}
 
     def wait_gone(self, server_id, timeout, poll=0.5):
         self.log.append(('wait_gone', server_id))
@@ -948,6 +966,18 @@ class ResidueFailsTest(SenderTestCase):
         self.assertEqual(('paused', power_state.PAUSED, None),
                          (self.instance.vm_state, self.instance.power_state, self.instance.db_task_state))
 
+    def test_an_answer_lost_after_the_whole_residue_went_out_asks_the_destination_first(self):
+        """The destination may have all of it and run the VM although its answer never came."""
+        self.useFixture(fixtures.MockPatchObject(FakeUpload, 'answer_error', OSError('connection reset')))
+        self.handoff().run()
+        message = self.assert_rolled_back_to_running()
+        self.assertIn('connection reset', message)
+        names = self.names()
+        self.assertEqual(['upload-finish', 'delete_server', 'wait_gone', 'residue-cancel', 'residue-resume',
+                          'replug_nics', 'delete_server'], names[names.index('residue') + 2:])
+        self.assertNotIn('wait_active', names)
+        self.assertFalse(self.record()['in_doubt'])
+
     def test_vm_left_paused_by_the_engine_is_resumed(self):
         self.residue_kwargs = {'fail': RuntimeError('boom')}
         with mock.patch.object(FakeLiveResidue, 'resume_source', lambda self: None):
@@ -1251,7 +1281,7 @@ class CredentialTest(SenderTestCase):
         self.assertEqual(['server dest-server', 'port dest-port-1'], left)
         self.assertEqual(left, self.record()['destination_leftovers'])
         self.assertEqual([], self.keys.deleted)              # kept: the retries need it
-        handoff.sweep_leftovers(NoWait())
+        handoff.sweep(NoWait())
         # Two more tries for the server, one for the port; nothing else deleted twice.
         self.assertEqual([('delete_server', 'dest-server')] * 3, [e for e in self.log if e[0] == 'delete_server'])
         self.assertEqual(['dest-port-1'] * 2, [e[1] for e in self.log if e[0] == 'delete_port'])
@@ -1263,7 +1293,7 @@ class CredentialTest(SenderTestCase):
     def test_retries_end_at_their_timeout_naming_what_is_left(self):
         self.flags(cleanup_retry_timeout=0, group='cloudlet_handoff')
         handoff, left = self.left_at_the_destination({'delete_server': 5})
-        handoff.sweep_leftovers(NoWait())
+        handoff.sweep(NoWait())
         self.assertEqual(1, len([e for e in self.log if e[0] == 'delete_server']))
         self.assertEqual(['server dest-server'], self.record()['destination_leftovers'])
         self.assertIn('left at the destination', self.stdlog.logger.output)
@@ -1274,6 +1304,11 @@ class CredentialTest(SenderTestCase):
         self.instance.network_info = [{'id': 'port-1', 'fip': True}]
         self.useFixture(fixtures.MockPatchObject(FakeDestination, 'delete_failures', {'delete_server': 1}))
         self.residue_kwargs = {'fail': OSError('link cut')}
+        self.stop_the_sweep()
+        self.assertEqual(['server dest-server'], self.record()['destination_leftovers'])
+
+    def stop_the_sweep(self):
+        """Run the handoff on Handoffs, see its sweep thread start, stop the compute service."""
         handoffs = sender.Handoffs(FakeDriver(self.guest), 'compute1')
         handoffs.run(self.context, self.instance, HANDOFF_ID, request(credential=self.reference))
         [sweep] = handoffs.sweeping().values()
@@ -1281,8 +1316,85 @@ class CredentialTest(SenderTestCase):
         self.assertTrue(handoffs.cancel_all('nova-compute is stopping', timeout=10))
         self.assertFalse(sweep.is_alive())
         self.assertEqual({}, handoffs.sweeping())
-        self.assertEqual(['server dest-server'], self.record()['destination_leftovers'])
         self.assert_forgotten()
+
+    def in_doubt(self, *answers):
+        """A handoff whose switch lost the link: the VM left paused here; then the
+        destination's answers to get_server (FakeDestination.answers).
+        """
+        self.instance.network_info = [{'id': 'port-1', 'fip': True}]
+        self.useFixture(fixtures.MockPatchObject(FakeDestination, 'server_status', 'BUILD'))
+        self.useFixture(fixtures.MockPatchObject(FakeDestination, 'fail_at', 'wait_gone'))
+        self.useFixture(fixtures.MockPatchObject(FakeDestination, 'answers', answers))
+        handoff = self.referenced()
+        handoff.run()
+        self.assertEqual(power_state.PAUSED, self.guest.state)
+        self.assertEqual(('paused', None), (self.instance.vm_state, self.instance.db_task_state))
+        self.assertTrue(handoff.unfinished())
+        self.assertEqual([], self.keys.deleted)              # kept: settling needs it
+        return handoff
+
+    def test_a_doubt_settles_at_the_destination_once_its_server_runs_the_vm(self):
+        unreachable = destination_mod.HandoffDestinationError('destination: connection refused')
+        handoff = self.in_doubt(unreachable, 'BUILD', 'ACTIVE')
+        handoff.sweep(NoWait())
+        self.assertEqual(['raises', 'BUILD', 'ACTIVE'], [e[2] for e in self.log if e[0] == 'get_server'])
+        # This server is deleted nova's way, its floating IP released first; the VM never resumed.
+        [(_request_id, uuid, task_state, _bdms)] = FakeComputeRPCAPI.terminates
+        self.assertEqual((self.instance.uuid, task_states.DELETING), (uuid, task_state))
+        self.assertEqual((task_states.DELETING, [None]), self.instance.saves[-1])
+        self.assertEqual(('release_floating_ips', ['fip-port-1'], 0),
+                         [e for e in self.log if e[0] == 'release_floating_ips'][-1])
+        self.assertEqual(power_state.PAUSED, self.guest.state)
+        # The destination server is left alone (it runs the VM), the residue key aside.
+        self.assertEqual(1, len([e for e in self.log if e[0] == 'delete_server']))     # the roll back's
+        record = self.record()
+        self.assertEqual(('destination', True, records.ERROR),
+                         (record['settled'], record['in_doubt'], record['result']))
+        self.assertFalse(handoff.unfinished())
+        self.assert_forgotten()
+
+    def test_a_doubt_settles_at_the_source_once_the_destination_server_is_gone(self):
+        handoff = self.in_doubt('ERROR', None)
+        handoff.sweep(NoWait())
+        names = self.names()
+        tail = names[names.index('get_server'):]
+        # Resumed (the NICs went along: none to plug back), then what is left there deleted.
+        self.assertEqual(['get_server', 'delete_server', 'get_server', 'residue-cancel', 'residue-resume',
+                          'delete_server', 'delete_floating_ip', 'delete_port', 'key-delete'], tail)
+        self.assertEqual(power_state.RUNNING, self.guest.state)
+        self.assertEqual(('active', power_state.RUNNING, None),
+                         (self.instance.vm_state, self.instance.power_state, self.instance.db_task_state))
+        self.assertEqual([], FakeComputeRPCAPI.terminates)
+        self.assertEqual('source', self.record()['settled'])
+        self.assert_forgotten()
+
+    def test_the_owner_acting_first_settles_a_doubt(self):
+        handoff = self.in_doubt('ACTIVE')
+        self.instance.vm_state = 'active'             # unpaused by its owner meanwhile
+        handoff.sweep(NoWait())
+        self.assertEqual([], FakeComputeRPCAPI.terminates)
+        self.assertEqual(power_state.PAUSED, self.guest.state)    # the fake guest: nova's unpause not faked
+        self.assertEqual('owner', self.record()['settled'])
+        self.assert_forgotten()
+
+    def test_a_doubt_never_settled_leaves_the_vm_paused_and_says_so(self):
+        self.flags(cleanup_retry_timeout=0, group='cloudlet_handoff')
+        handoff = self.in_doubt()
+        handoff.sweep(NoWait())
+        self.assertNotIn('get_server', self.names())
+        self.assertEqual(power_state.PAUSED, self.guest.state)
+        self.assertIsNone(self.record()['settled'])
+        self.assertIn('never answered whether its server dest-server runs the VM', self.stdlog.logger.output)
+        self.assert_forgotten()
+
+    def test_a_doubt_is_settled_in_a_thread_of_its_own(self):
+        self.flags(cleanup_retry_interval=3600, group='cloudlet_handoff')
+        self.useFixture(fixtures.MockPatchObject(FakeDestination, 'server_status', 'BUILD'))
+        self.useFixture(fixtures.MockPatchObject(FakeDestination, 'fail_at', 'wait_gone'))
+        self.stop_the_sweep()
+        self.assertEqual(power_state.PAUSED, self.guest.state)
+        self.assertIsNone(self.record()['settled'])
 
     def test_the_credential_s_values_are_masked_in_the_event_the_record_and_the_log(self):
         self.residue_kwargs = {'fail': OSError('link cut while sending %s as %s' % (SECRET, APP_ID))}
