@@ -664,11 +664,11 @@ class Handoff:
     def _leftover_names(self):
         return [what for what, _delete, _id in self.leftovers]
 
-    def _destination_deletions(self):
+    def _destination_deletions(self, server=True):
         """What a roll back deletes at the destination: (what, delete call, id), the server first."""
         steps = []
-        if self.server_id:
-            steps.append(('server %s' % self.server_id, self.destination.delete_server, self.server_id))
+        if self.server_id and server:
+            steps.append(('server %s' % self.server_id, self._delete_server, self.server_id))
         if self.destination_floating_ip_id:
             steps.append(('floating IP %s' % self.destination_floating_ip_id,
                           self.destination.delete_floating_ip, self.destination_floating_ip_id))
@@ -677,6 +677,22 @@ class Handoff:
             steps.append(('residue key %s' % self.residue_key_id, self.destination.delete_key,
                           self.residue_key_id))
         return steps
+
+    def _delete_server(self, server_id):
+        """Delete the destination server; with carried ports, until it is gone: its compute host
+        deletes the ports it adopted and unbinds the others meanwhile, and Neutron refuses to
+        delete a port in between (403).
+        """
+        if not self.destination.delete_server(server_id):
+            return False
+        if not self.ports:
+            return True
+        try:
+            return self.destination.wait_gone(server_id, CONF.cloudlet_handoff.connect_timeout)
+        except remote.HandoffDestinationError as exc:
+            LOG.warning('handoff %s: the destination server %s is not gone yet: %s', self.handoff_id, server_id,
+                        self._masked(describe(exc)), instance=self.instance)
+            return False
 
     def _delete(self, step):
         what, delete, ident = step
@@ -771,7 +787,7 @@ class Handoff:
         self.instance.vm_state = vm_states.ACTIVE
         self.instance.power_state = power_state.RUNNING
         self.instance.save(expected_task_state=[None])
-        self._leave_destination(self._destination_deletions())
+        self._leave_destination(self._destination_deletions(server=False))
 
     def _destination_gone(self):
         """Delete the destination server and wait until the destination confirms it is gone."""

@@ -407,3 +407,36 @@ def test_destination_compute_killed_while_it_restores(demo, box2_demo, box2, wan
     assert qemus.stdout == '', 'a QEMU of the destination server is left: %s' % qemus.stdout
     assert not (box2.root / 'nova' / 'instances' / dest_id).exists()
     _secret_nowhere(dest.secret)
+
+
+def test_source_compute_restarted_mid_handoff(demo, box, box2_demo, wan, shared_base):
+    """box's nova-compute is restarted (SIGTERM, as an operator's restart stops it) while the
+    residue streams. nova 34's graceful shutdown first lets running work end for a while, then
+    `cleanup_host` cancels what still runs: the handoff either completes (the VM runs on box2)
+    or rolls back before the service ends (it runs on here). Either way exactly one copy runs
+    the app with its state, and box2 keeps nothing else of the handoff.
+    """
+    server_id, state = _source(demo, shared_base, 'e2e-ho-restarted')
+    compute = services.all_services(box)['nova-compute']
+    dest = handoff_scene.destination(box2_demo, wan)
+    handoff_id = None
+    try:
+        handoff_id = handoff_scene.start_handoff(demo, server_id, dest, 'e2e-ho-restarted-moved')
+        _phase_started(handoff_id, 'residue')
+        assert processes.stop('nova-compute', box.run, grace=120)
+        processes.start(compute.name, list(compute.argv), box.run, box.logs, env=compute.env)
+        outcome, moved, _seconds = handoff_scene.wait_handoff(demo, box2_demo, server_id, handoff_id, 300)
+        if outcome == 'done':
+            arrived = handoff_scene.app_state(box2_demo, moved.id)
+            assert (arrived['bootid'], arrived['ram'], arrived['disk']) == (state['bootid'], RAM, DISK)
+        else:
+            record = _kept_running(demo, server_id, state, handoff_id)
+            assert 'nova-compute is stopping' in record['error'], record
+            _left_nothing(box2_demo, handoff_id)
+    finally:
+        processes.start(compute.name, list(compute.argv), box.run, box.logs, env=compute.env)   # if not yet
+        dest.cleanup()
+        cloud.delete_server(demo, server_id)
+        if handoff_id:
+            _dest_leftovers(box2_demo, handoff_id)
+    _secret_nowhere(dest.secret)

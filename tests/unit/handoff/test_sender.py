@@ -846,14 +846,25 @@ class NicsTest(SenderTestCase):
         handoff.run()
         self.assert_rolled_back_to_running()
         names = self.names()
-        self.assertEqual(['residue-cancel', 'residue-resume', 'delete_server', 'delete_floating_ip', 'delete_port',
-                          'delete_port'], names[names.index('upload-abort') + 1:])
-        self.assertEqual([('delete_server', 'dest-server'), ('delete_floating_ip', 'dest-fip'),
-                          ('delete_port', 'dest-port-1'), ('delete_port', 'dest-port-2')],
+        # The server gone before its ports are deleted (its compute host unbinds them meanwhile).
+        self.assertEqual(['residue-cancel', 'residue-resume', 'delete_server', 'wait_gone', 'delete_floating_ip',
+                          'delete_port', 'delete_port'], names[names.index('upload-abort') + 1:])
+        self.assertEqual([('delete_server', 'dest-server'), ('wait_gone', 'dest-server'),
+                          ('delete_floating_ip', 'dest-fip'), ('delete_port', 'dest-port-1'),
+                          ('delete_port', 'dest-port-2')],
                          self.log[names.index('delete_server'):])
         self.assertNotIn('replug_nics', names)                  # never unplugged
         self.assertEqual([], handoff.ports)
         self.assertNotIn('release_floating_ips', names)
+
+    def test_a_server_not_gone_in_time_is_left_for_the_retries(self):
+        self.residue_kwargs = {'fail': OSError('link cut')}
+        self.useFixture(fixtures.MockPatchObject(FakeDestination, 'fail_at', 'wait_gone'))
+        handoff = self.handoff()
+        handoff.run()
+        self.assert_rolled_back_to_running()
+        self.assertEqual(['server dest-server'], [what for what, _delete, _id in handoff.leftovers])
+        self.assertEqual(['delete_port', 'delete_port'], [e[0] for e in self.log if e[0] == 'delete_port'])
 
     def test_a_server_refused_at_the_destination_leaves_no_ports(self):
         FakeDestination.fail_at = 'create_server'
@@ -1361,7 +1372,7 @@ class CredentialTest(SenderTestCase):
         tail = names[names.index('get_server'):]
         # Resumed (the NICs went along: none to plug back), then what is left there deleted.
         self.assertEqual(['get_server', 'delete_server', 'get_server', 'residue-cancel', 'residue-resume',
-                          'delete_server', 'delete_floating_ip', 'delete_port', 'key-delete'], tail)
+                          'delete_floating_ip', 'delete_port', 'key-delete'], tail)
         self.assertEqual(power_state.RUNNING, self.guest.state)
         self.assertEqual(('active', power_state.RUNNING, None),
                          (self.instance.vm_state, self.instance.power_state, self.instance.db_task_state))
