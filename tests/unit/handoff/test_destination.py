@@ -1,7 +1,8 @@
 """cloudlet_nova.handoff.destination: the destination cloud as the source compute host talks to it.
 
-Keystone, Glance and nova are requests-mock answers behind the real
-keystoneauth session, so the tests see the very requests Destination sends.
+Keystone, Glance, nova, Neutron and Barbican are requests-mock answers
+behind the real keystoneauth session (and openstacksdk's proxies on it), so
+the tests see the very requests Destination sends.
 The streaming upload (the residue, to nova's cloudlet-residue) runs against
 a real HTTP server on 127.0.0.1 that reads the chunked PUT (fast, slow, or
 not at all).
@@ -273,7 +274,8 @@ def companions(keystone):
 
 def test_find_base_image(dest, keystone, companions):
     keystone.get(GLANCE + '/v2/images', json={'images': [_disk()]})
-    assert dest.find_base_image(BASE_ID)['id'] == DISK_ID
+    image = dest.find_base_image(BASE_ID)
+    assert _disk().items() <= image.items()          # Glance's JSON: its names, properties at the top
     [listing] = _requests(keystone, 'GET', GLANCE + '/v2/images')
     assert listing.qs == {props.CLOUDLET_TYPE: [props.BASE_DISK], props.BASE_ID: [BASE_ID]}
 
@@ -332,8 +334,22 @@ FLAVORS = [_flavor('big', 256, 1, 20), _flavor('zero', 256, 1, 0), _flavor('swap
 
 def test_pick_flavor_exact_smallest_disk(dest, keystone):
     keystone.get(NOVA + '/flavors/detail', json={'flavors': FLAVORS})
-    assert dest.pick_flavor(256, 1)['id'] == 'fit'
+    flavor = dest.pick_flavor(256, 1)
+    assert FLAVORS[3].items() <= flavor.items()      # nova's JSON of 'fit'
     assert dest.pick_flavor(256, 1, min_disk_gb=6)['id'] == 'big'
+    # What nova lists without the parameter (the sdk would ask for private flavors too).
+    assert _requests(keystone, 'GET', NOVA + '/flavors/detail')[0].qs == {'is_public': ['true']}
+
+
+def test_flavor_listing_follows_pages_within_a_bound(dest, keystone, monkeypatch):
+    monkeypatch.setattr(dest_mod, 'MAX_LIST_ITEMS', 3)
+    keystone.get(NOVA + '/flavors/detail', [
+        {'json': {'flavors': [_flavor('f%d' % i, 256, 1, 10 - i)],
+                  'flavors_links': [{'rel': 'next', 'href': NOVA + '/flavors/detail?marker=f%d' % i}]}}
+        for i in range(10)])
+    assert dest.pick_flavor(256, 1)['id'] == 'f2'
+    listings = _requests(keystone, 'GET', NOVA + '/flavors/detail')
+    assert [r.qs.get('marker') for r in listings] == [None, ['f0'], ['f1']]
 
 
 def test_pick_flavor_uses_the_base_images_min_disk(dest, keystone, companions):
@@ -396,6 +412,16 @@ def test_create_server_refused_with_novas_message(dest, keystone):
 
 def _server(status, **fields):
     return {'server': dict({'id': SERVER_ID, 'status': status}, **fields)}
+
+
+def test_get_server_is_novas_json(dest, keystone):
+    server = _server('BUILD', fault={'code': 500, 'message': 'x'}, **{'OS-EXT-STS:task_state': 'spawning',
+                                                                      'os-new-extension:field': [1]})['server']
+    keystone.get(NOVA + '/servers/' + SERVER_ID, json={'server': server})
+    assert dest.get_server(SERVER_ID, timeout=4) == server
+    assert keystone.last_request.timeout == 4
+    keystone.get(NOVA + '/servers/' + SERVER_ID, status_code=404, json={'itemNotFound': {'message': 'x'}})
+    assert dest.get_server(SERVER_ID) is None
 
 
 def test_wait_active(dest, keystone, no_waiting):
@@ -1270,6 +1296,7 @@ def test_residue_key_is_stored_as_the_users_symmetric_key(keystone, dest_with_ba
     assert dest_with_barbican.store_key(key, 'cloudlet-handoff-x') == KEY_ID
     request = keystone.last_request
     assert request.headers['X-Auth-Token'] == 'token-from-app-cred'
+    assert request.headers['OpenStack-API-Version'] == 'key-manager 1.0'     # pinned: no probe first
     body = request.json()
     assert base64.b64decode(body.pop('payload')) == key
     assert body == {'name': 'cloudlet-handoff-x', 'secret_type': 'symmetric', 'algorithm': 'aes',
@@ -1289,7 +1316,50 @@ def test_a_refused_key_store_is_a_refusal_without_the_key(keystone, dest_with_ba
 
 def test_deleting_the_key_is_best_effort(keystone, dest_with_barbican):
     keystone.delete(BARBICAN + '/v1/secrets/' + KEY_ID, status_code=204)
-    dest_with_barbican.delete_key(KEY_ID)
+    assert dest_with_barbican.delete_key(KEY_ID) is True
     assert keystone.last_request.method == 'DELETE'
+    keystone.delete(BARBICAN + '/v1/secrets/' + KEY_ID, status_code=404)
+    assert dest_with_barbican.delete_key(KEY_ID) is True       # gone already
     keystone.delete(BARBICAN + '/v1/secrets/' + KEY_ID, status_code=500)
-    dest_with_barbican.delete_key(KEY_ID)          # logged, not raised
+    assert dest_with_barbican.delete_key(KEY_ID) is False      # logged, not raised
+
+
+# ---------------------------------------------------------------- the sdk's requests
+
+
+def test_no_version_discovery(keystone, dest_with_barbican, companions):
+    """The proxies are on the catalog's endpoints: no GET of an endpoint root (a WAN round trip each)."""
+    dest = dest_with_barbican
+    keystone.get(GLANCE + '/v2/images', json={'images': [_disk()]})
+    keystone.get(NOVA + '/flavors/detail', json={'flavors': FLAVORS})
+    keystone.get(PROJECT_NETWORKS, json={'networks': [{'id': 'net-own'}]})
+    keystone.post(BARBICAN + '/v1/secrets', status_code=201,
+                  json={'secret_ref': BARBICAN + '/v1/secrets/' + KEY_ID})
+    keystone.post(NOVA + '/servers', status_code=202, json={'server': {'id': SERVER_ID}})
+    keystone.delete(NEUTRON + '/v2.0/ports/port-1', status_code=204)
+    dest.find_base_image(BASE_ID)
+    dest.pick_flavor(256, 1)
+    dest.project_network()
+    dest.store_key(bytes(32), 'cloudlet-handoff-x')
+    dest.create_server('app-b', DISK_ID, 'fit', {})
+    dest.delete_port('port-1')
+    assert [(r.method, r.path) for r in keystone.request_history] == [
+        ('POST', '/v3/auth/tokens'),
+        ('GET', '/v2/images')] + [('GET', '/v2/images/' + i) for i in (MEMORY_ID, DISKHASH_ID, MEMHASH_ID)] + [
+        ('GET', '/v2.1/flavors/detail'), ('GET', '/v2.0/networks'), ('POST', '/v1/secrets'),
+        ('POST', '/v2.1/servers'), ('DELETE', '/v2.0/ports/port-1')]
+
+
+def test_the_sdk_calls_go_only_where_the_policy_allows(keystone, monkeypatch, no_connection):
+    # The catalog names the endpoints by name; the names resolve to private addresses.
+    _resolving(monkeypatch, {host: ['10.9.8.7'] for host in ('nova-b.test', 'glance-b.test', 'neutron-b.test')})
+    dest = Destination(REGION_B, APP_CREDENTIAL).connect()
+    keystone.stop()
+    for call, host in ((lambda: dest.create_server('app-b', DISK_ID, 'fit', {}), 'nova-b.test'),
+                       (lambda: dest.find_base_image(BASE_ID), 'glance-b.test'),
+                       (dest.project_network, 'neutron-b.test')):
+        with pytest.raises(HandoffDestinationError) as caught:
+            call()
+        assert caught.value.refused and 'refused by policy: host %s' % host in str(caught.value)
+    assert dest.delete_port('port-1') is False
+    assert no_connection == []
