@@ -37,13 +37,9 @@ from keystoneauth1 import exceptions as ksa_exc
 from keystoneauth1.identity import access as access_plugin
 from keystoneauth1.identity import v3
 from keystoneauth1 import session as ksa_session
-from openstack.compute.v2 import _proxy as compute_proxy
 from openstack import connection as sdk_connection
 from openstack import exceptions as sdk_exc
-from openstack.image.v2 import _proxy as image_proxy
 from openstack.image.v2 import image as sdk_image
-from openstack.key_manager.v1 import _proxy as key_manager_proxy
-from openstack.network.v2 import _proxy as network_proxy
 from openstack import resource as sdk_resource
 import requests
 
@@ -59,8 +55,6 @@ LOG = logging.getLogger(__name__)
 # >= 2.37: "networks": "none" | "auto". The lowest that works: destinations run
 # other nova releases than ours.
 COMPUTE_MICROVERSION = '2.37'
-# Barbican's first version: pinned, else the sdk probes the endpoint for its range first.
-KEY_MANAGER_MICROVERSION = '1.0'
 INTERFACES = ('public', 'internal', 'admin')
 MAX_LIST_ITEMS = 5000       # bounds a paginated listing (Glance images, nova flavors)
 
@@ -146,7 +140,7 @@ class Destination:
         self.image_url = self.compute_url = self.network_url = self.key_manager_url = None
         self.base_image = None
         self._session = None
-        self._compute = self._image = self._network = self._key_manager = None
+        self._sdk = None
 
     def __repr__(self):
         return '<Destination %s>' % (self.auth_url or self.compute_endpoint)
@@ -348,28 +342,45 @@ class Destination:
         return self
 
     def _make_proxies(self, session):
-        """openstacksdk's proxies on the session, for the catalog's endpoints.
+        """An openstacksdk Connection on the session, each service at its catalog endpoint."""
+        config = {}
+        for service, url, version in (('compute', self.compute_url, '2'),
+                                      ('image', self.image_url and self.image_url + '/v2', '2'),
+                                      ('network', self.network_url and self.network_url + '/v2.0', '2'),
+                                      ('key_manager', self.key_manager_url and self.key_manager_url + '/v1', '1')):
+            if url:
+                config.update({service + '_endpoint_override': url, service + '_api_version': version})
+        self._sdk = sdk_connection.Connection(session=session, region_name=self.region_name,
+                                              interface=self.interface, **config)
 
-        Made here rather than by the Connection, which would first GET each
-        endpoint's version document (a WAN round trip or two per service):
-        the endpoints are known and the versions fixed.
+    def _proxy(self, service):
+        """The sdk's proxy of a service the catalog has (else None). Made at its first use, when
+        the sdk reads the endpoint's version document: a round trip per service, at the first
+        call of each branch of the destination checks, which run at once.
         """
-        sdk = sdk_connection.Connection(session=session, region_name=self.region_name, interface=self.interface)
+        if self._sdk is None or not getattr(self, service + '_url'):
+            return None
+        with self._calling('reading its %s API version' % service.replace('_', '-')):
+            proxy = getattr(self._sdk, service)
+        if service == 'compute':
+            proxy.default_microversion = COMPUTE_MICROVERSION
+        return proxy
 
-        def proxy(cls, service_type, url, **kwargs):
-            if not url:
-                return None
-            made = cls(session, service_type=service_type, region_name=self.region_name, interface=self.interface,
-                       endpoint_override=url, **kwargs)
-            made._connection = sdk        # as the Connection's own proxies have it
-            return made
-        self._compute = proxy(compute_proxy.Proxy, 'compute', self.compute_url,
-                              default_microversion=COMPUTE_MICROVERSION)
-        self._image = proxy(image_proxy.Proxy, 'image', self.image_url + '/v2')
-        self._network = proxy(network_proxy.Proxy, 'network', self.network_url and self.network_url + '/v2.0')
-        self._key_manager = proxy(key_manager_proxy.Proxy, 'key-manager',
-                                  self.key_manager_url and self.key_manager_url + '/v1',
-                                  default_microversion=KEY_MANAGER_MICROVERSION)
+    @property
+    def _compute(self):
+        return self._proxy('compute')
+
+    @property
+    def _image(self):
+        return self._proxy('image')
+
+    @property
+    def _network(self):
+        return self._proxy('network')
+
+    @property
+    def _key_manager(self):
+        return self._proxy('key_manager')
 
     # ------------------------------------------------------------ Glance
 
@@ -529,7 +540,7 @@ class Destination:
 
     def delete_key(self, key_id):
         """Best effort: never raises; True once it is gone."""
-        return self._delete_quietly(self._key_manager, 'key %s' % key_id,
+        return self._delete_quietly('key_manager', 'key %s' % key_id,
                                     lambda proxy: proxy.delete_secret(_quote(key_id)))
 
     # ------------------------------------------------------------ nova
@@ -667,7 +678,7 @@ class Destination:
 
     def delete_port(self, port_id):
         """Best effort: never raises; True once it is gone."""
-        return self._delete_quietly(self._network, 'port %s' % port_id,
+        return self._delete_quietly('network', 'port %s' % port_id,
                                     lambda proxy: proxy.delete_port(_quote(port_id)))
 
     def add_floating_ip(self, server_id=None, port_id=None, description=None):
@@ -698,14 +709,15 @@ class Destination:
 
     def delete_floating_ip(self, floating_ip_id):
         """Best effort: never raises; True once it is gone."""
-        return self._delete_quietly(self._network, 'floating IP %s' % floating_ip_id,
+        return self._delete_quietly('network', 'floating IP %s' % floating_ip_id,
                                     lambda proxy: proxy.delete_ip(_quote(floating_ip_id)))
 
-    def _delete_quietly(self, proxy, what, delete):
-        """delete(proxy), best effort: a failure is logged; True once it is gone (a 404 too: the
-        sdk's deletes ignore a missing resource).
+    def _delete_quietly(self, service, what, delete):
+        """delete(the service's proxy), best effort: a failure is logged; True once it is gone (a
+        404 too: the sdk's deletes ignore a missing resource).
         """
         try:
+            proxy = self._proxy(service)
             if proxy is None:
                 raise HandoffDestinationError('no endpoint in the catalog')
             with self._calling('deleting %s' % what):
@@ -719,5 +731,5 @@ class Destination:
 
     def delete_server(self, server_id):
         """Best effort: never raises; True once it is gone."""
-        return self._delete_quietly(self._compute, 'server %s' % server_id,
+        return self._delete_quietly('compute', 'server %s' % server_id,
                                     lambda proxy: proxy.delete_server(_quote(server_id)))

@@ -63,13 +63,26 @@ def _token():
     return token
 
 
+def _version_documents(mock, *urls):
+    """What the services answer at their versioned endpoints (openstacksdk reads them once)."""
+    for url in urls:
+        version = {'id': url.rsplit('/', 1)[-1], 'status': 'CURRENT', 'links': [{'rel': 'self', 'href': url + '/'}]}
+        if url == NOVA:
+            version.update(version='2.96', min_version='2.1')
+        for path in (url, url + '/'):
+            mock.get(path, json={'version': version})
+
+
 @pytest.fixture
 def keystone():
-    """requests-mock with the destination's Keystone: app credentials and token validation."""
+    """requests-mock with the destination's Keystone: app credentials and token validation;
+    and the version documents of its nova, Glance and Neutron.
+    """
     with requests_mock.Mocker() as mock:
         mock.post(KEYSTONE + '/auth/tokens', status_code=201, json=_token(),
                   headers={'X-Subject-Token': 'token-from-app-cred'})
         mock.get(KEYSTONE + '/auth/tokens', json=_token(), headers={'X-Subject-Token': TOKEN})
+        _version_documents(mock, NOVA, GLANCE + '/v2', NEUTRON + '/v2.0')
         yield mock
 
 
@@ -1278,6 +1291,7 @@ def dest_with_barbican(keystone):
                                                                             region='RegionB')
     keystone.post(KEYSTONE + '/auth/tokens', status_code=201, json=token,
                   headers={'X-Subject-Token': 'token-from-app-cred'})
+    _version_documents(keystone, BARBICAN + '/v1')
     return Destination(REGION_B, APP_CREDENTIAL).connect()
 
 
@@ -1296,7 +1310,6 @@ def test_residue_key_is_stored_as_the_users_symmetric_key(keystone, dest_with_ba
     assert dest_with_barbican.store_key(key, 'cloudlet-handoff-x') == KEY_ID
     request = keystone.last_request
     assert request.headers['X-Auth-Token'] == 'token-from-app-cred'
-    assert request.headers['OpenStack-API-Version'] == 'key-manager 1.0'     # pinned: no probe first
     body = request.json()
     assert base64.b64decode(body.pop('payload')) == key
     assert body == {'name': 'cloudlet-handoff-x', 'secret_type': 'symmetric', 'algorithm': 'aes',
@@ -1327,8 +1340,11 @@ def test_deleting_the_key_is_best_effort(keystone, dest_with_barbican):
 # ---------------------------------------------------------------- the sdk's requests
 
 
-def test_no_version_discovery(keystone, dest_with_barbican, companions):
-    """The proxies are on the catalog's endpoints: no GET of an endpoint root (a WAN round trip each)."""
+def test_each_service_s_version_document_is_read_once_before_its_first_call(keystone, dest_with_barbican,
+                                                                             companions):
+    """openstacksdk reads the version document at the catalog's versioned endpoint of a service
+    before its first call (one round trip per service; Barbican's /v1 points to /v1/), never again.
+    """
     dest = dest_with_barbican
     keystone.get(GLANCE + '/v2/images', json={'images': [_disk()]})
     keystone.get(NOVA + '/flavors/detail', json={'flavors': FLAVORS})
@@ -1343,11 +1359,17 @@ def test_no_version_discovery(keystone, dest_with_barbican, companions):
     dest.store_key(bytes(32), 'cloudlet-handoff-x')
     dest.create_server('app-b', DISK_ID, 'fit', {})
     dest.delete_port('port-1')
+    dest.pick_flavor(256, 1)
+    dest.project_network()
     assert [(r.method, r.path) for r in keystone.request_history] == [
         ('POST', '/v3/auth/tokens'),
-        ('GET', '/v2/images')] + [('GET', '/v2/images/' + i) for i in (MEMORY_ID, DISKHASH_ID, MEMHASH_ID)] + [
-        ('GET', '/v2.1/flavors/detail'), ('GET', '/v2.0/networks'), ('POST', '/v1/secrets'),
-        ('POST', '/v2.1/servers'), ('DELETE', '/v2.0/ports/port-1')]
+        ('GET', '/v2'), ('GET', '/v2/images')] + [
+        ('GET', '/v2/images/' + i) for i in (MEMORY_ID, DISKHASH_ID, MEMHASH_ID)] + [
+        ('GET', '/v2.1'), ('GET', '/v2.1/flavors/detail'),
+        ('GET', '/v2.0'), ('GET', '/v2.0/networks'),
+        ('GET', '/v1'), ('GET', '/v1/'), ('POST', '/v1/secrets'),
+        ('POST', '/v2.1/servers'), ('DELETE', '/v2.0/ports/port-1'),
+        ('GET', '/v2.1/flavors/detail'), ('GET', '/v2.0/networks')]
 
 
 def test_the_sdk_calls_go_only_where_the_policy_allows(keystone, monkeypatch, no_connection):
