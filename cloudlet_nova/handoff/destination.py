@@ -5,11 +5,14 @@
 find the base disk image there, pick a flavor, create the server, wait
 until its compute host is ready for the residue, stream the residue into it
 (`PUT /servers/{id}/cloudlet-residue`, api_extensions.residue), wait for it
-to be ACTIVE, and clean up. It talks HTTP only (keystoneauth1 sessions and requests): no nova
-imports, so it runs and is tested on its own. Every connection it opens (to
-the auth_url or compute_endpoint, the catalog's endpoints, redirects, the
-upload) is checked by the outbound policy (cloudlet_engine.outbound) and
-uses no proxy from the environment.
+to be ACTIVE, and clean up. It authenticates with keystoneauth1 and calls
+Glance, nova, Neutron and Barbican through openstacksdk's proxies on that
+keystoneauth session (our residue calls, which the sdk does not know, through
+its compute proxy as plain requests); the residue upload streams with
+requests. No nova imports, so it runs and is tested on its own. Every
+connection it opens (to the auth_url or compute_endpoint, the catalog's
+endpoints, redirects, the upload) is checked by the outbound policy
+(cloudlet_engine.outbound) and uses no proxy from the environment.
 
 Errors are `HandoffDestinationError`; `refused` tells a destination that
 answered and said no (4xx, no matching base, no fitting flavor, a build that
@@ -22,6 +25,8 @@ for each API call; the upload adds `stall_timeout`): nothing waits forever.
 """
 
 import base64
+import contextlib
+import itertools
 import logging
 import re
 import time
@@ -32,6 +37,10 @@ from keystoneauth1 import exceptions as ksa_exc
 from keystoneauth1.identity import access as access_plugin
 from keystoneauth1.identity import v3
 from keystoneauth1 import session as ksa_session
+from openstack import connection as sdk_connection
+from openstack import exceptions as sdk_exc
+from openstack.image.v2 import image as sdk_image
+from openstack import resource as sdk_resource
 import requests
 
 from cloudlet_engine import outbound
@@ -47,7 +56,7 @@ LOG = logging.getLogger(__name__)
 # other nova releases than ours.
 COMPUTE_MICROVERSION = '2.37'
 INTERFACES = ('public', 'internal', 'admin')
-MAX_LIST_PAGES = 50         # bounds a paginated listing (Glance images, nova flavors)
+MAX_LIST_ITEMS = 5000       # bounds a paginated listing (Glance images, nova flavors)
 
 _KEYSTONE_URI = re.compile(r'keystone\s+uri\s*=\s*"([^"]+)"', re.IGNORECASE)
 
@@ -57,9 +66,27 @@ sleep = time.sleep
 
 
 def _image_api_root(url):
-    """Glance's catalog endpoint without a version: /v2/images is appended to it."""
+    """Glance's catalog endpoint without a version (the image proxy's is it + /v2)."""
     url = url.rstrip('/')
     return re.sub(r'/v2(\.\d+)?$', '', url)
+
+
+class _CloudletImage(sdk_image.Image):
+    """Glance's image, listed by our properties: the sdk's Image drops filters it does not know."""
+
+    _query_mapping = sdk_resource.QueryParameters(props.CLOUDLET_TYPE, props.BASE_ID)
+
+
+def _as_json(resource):
+    """An sdk resource as the service's JSON: its names, an image's properties at the top again."""
+    body = resource.to_dict(headers=False, computed=False, original_names=True, ignore_none=True)
+    body.update(body.pop('properties', None) or {})
+    return body
+
+
+def _quote(resource_id):
+    """An id as one path segment: the sdk puts ids into URLs as they are."""
+    return urllib.parse.quote(str(resource_id), safe='')
 
 
 def _check_http_url(url, what):
@@ -113,6 +140,7 @@ class Destination:
         self.image_url = self.compute_url = self.network_url = self.key_manager_url = None
         self.base_image = None
         self._session = None
+        self._sdk = None
 
     def __repr__(self):
         return '<Destination %s>' % (self.auth_url or self.compute_endpoint)
@@ -166,39 +194,43 @@ class Destination:
         return ksa_session.Session(auth=auth, session=self._policy.session(), verify=self._verify,
                                    timeout=self.connect_timeout, user_agent='openstack-cloudlet-handoff')
 
-    def _request(self, method, url, what, **kwargs):
-        """One authenticated API call; connection problems become HandoffDestinationError."""
-        if self._session is None:
-            raise HandoffDestinationError('destination: connect() first')
-        kwargs.setdefault('raise_exc', False)
+    @contextlib.contextmanager
+    def _calling(self, what):
+        """Around an API call (an sdk proxy's): its failures become HandoffDestinationError."""
         try:
-            return self._session.request(url, method, **kwargs)
+            yield
         except ksa_exc.HttpError as exc:      # re-authentication refused
             raise self._error('destination %s: %s refused: %s' % (self.auth_url, what, exc),
                               refused=True) from None
         except outbound.Refused as exc:
             raise self._refused(exc) from None
-        except (ksa_exc.ClientException, requests.exceptions.RequestException) as exc:
+        except (ksa_exc.ClientException, requests.exceptions.RequestException, sdk_exc.SDKException) as exc:
+            if isinstance(exc, sdk_exc.HttpException) and exc.response is not None:
+                raise self._http_error(exc.response, what) from None     # the sdk's check of an answer
             raise self._unreachable(what, exc) from None
 
-    def _compute(self, method, path, what, **kwargs):
-        if self.compute_url is None:
+    def _connected(self, proxy):
+        if proxy is None:
             raise HandoffDestinationError('destination: connect() first')
-        return self._request(method, self.compute_url + path, what, microversion=COMPUTE_MICROVERSION,
-                             microversion_service_type='compute', **kwargs)
+        return proxy
 
-    def _image(self, method, path, what, **kwargs):
-        if self.image_url is None:
-            raise HandoffDestinationError('destination: connect() first')
-        return self._request(method, self.image_url + path, what, **kwargs)
+    def _raw(self, proxy, method, path, what, **kwargs):
+        """A plain request through an sdk proxy (a keystoneauth Adapter: its endpoint, microversion)."""
+        proxy = self._connected(proxy)
+        with self._calling(what):
+            return proxy.request(path, method, raise_exc=False, **kwargs)
+
+    def _http_error(self, response, what):
+        """A failed answer: 4xx -> refused, anything else -> not."""
+        refused = 400 <= response.status_code < 500
+        return self._error('destination %s: %s: %s (HTTP %d)' % (self.auth_url, what, remote.response_message(response),
+                                                                 response.status_code), refused=refused)
 
     def _check(self, response, what):
-        """The response of a call that must succeed: 4xx -> refused, anything else -> not."""
+        """The response of a call that must succeed."""
         if response.status_code < 400:
             return response
-        refused = 400 <= response.status_code < 500
-        raise self._error('destination %s: %s: %s (HTTP %d)' % (self.auth_url, what, remote.response_message(response),
-                                                                response.status_code), refused=refused)
+        raise self._http_error(response, what)
 
     # ------------------------------------------------------------ connect
 
@@ -304,34 +336,66 @@ class Destination:
             if endpoint:
                 self._check_policy(endpoint, 'catalog endpoint')
         self._session = session
+        self._make_proxies(session)
         LOG.info('handoff destination %s: project %s, image %s, compute %s', self.auth_url, self.project_id,
                  self.image_url, self.compute_url)
         return self
 
+    def _make_proxies(self, session):
+        """An openstacksdk Connection on the session, each service at its catalog endpoint."""
+        config = {}
+        for service, url, version in (('compute', self.compute_url, '2'),
+                                      ('image', self.image_url and self.image_url + '/v2', '2'),
+                                      ('network', self.network_url and self.network_url + '/v2.0', '2'),
+                                      ('key_manager', self.key_manager_url and self.key_manager_url + '/v1', '1')):
+            if url:
+                config.update({service + '_endpoint_override': url, service + '_api_version': version})
+        self._sdk = sdk_connection.Connection(session=session, region_name=self.region_name,
+                                              interface=self.interface, **config)
+
+    def _proxy(self, service):
+        """The sdk's proxy of a service the catalog has (else None). Made at its first use, when
+        the sdk reads the endpoint's version document: a round trip per service, at the first
+        call of each branch of the destination checks, which run at once.
+        """
+        if self._sdk is None or not getattr(self, service + '_url'):
+            return None
+        with self._calling('reading its %s API version' % service.replace('_', '-')):
+            proxy = getattr(self._sdk, service)
+        if service == 'compute':
+            proxy.default_microversion = COMPUTE_MICROVERSION
+        return proxy
+
+    @property
+    def _compute(self):
+        return self._proxy('compute')
+
+    @property
+    def _image(self):
+        return self._proxy('image')
+
+    @property
+    def _network(self):
+        return self._proxy('network')
+
+    @property
+    def _key_manager(self):
+        return self._proxy('key_manager')
+
     # ------------------------------------------------------------ Glance
 
     def _list_images(self, filters):
-        params = dict(filters)
-        path = '/v2/images'
-        for _ in range(MAX_LIST_PAGES):
-            body = self._check(self._image('GET', path, 'listing images', params=params),
-                               'listing images').json()
-            yield from body.get('images') or []
-            following = body.get('next')
-            if not following:
-                return
-            # Glance's next link is /v2/images?marker=...&<the same filters>
-            parts = urllib.parse.urlsplit(following)
-            path, params = parts.path, dict(urllib.parse.parse_qsl(parts.query))
-            if path.startswith('/v2/'):
-                path = path[path.index('/v2/'):]
+        image = self._connected(self._image)
+        with self._calling('listing images'):
+            return [_as_json(i) for i in itertools.islice(_CloudletImage.list(image, **filters), MAX_LIST_ITEMS)]
 
     def _get_image(self, image_id):
-        response = self._image('GET', '/v2/images/%s' % urllib.parse.quote(image_id, safe=''),
-                               'getting image %s' % image_id)
-        if response.status_code == 404:
-            return None
-        return self._check(response, 'getting image %s' % image_id).json()
+        image = self._connected(self._image)
+        with self._calling('getting image %s' % image_id):
+            try:
+                return _as_json(image.get_image(_quote(image_id)))
+            except sdk_exc.NotFoundException:
+                return None
 
     def _base_problem(self, image, base_id):
         """Why a base disk image cannot be restored there (a companion missing or not active), or None."""
@@ -377,14 +441,15 @@ class Destination:
                              ' (%s)' % '; '.join(problems) if problems else ''), refused=True)
 
     def _residue_path(self, server_id):
-        return '/servers/%s/cloudlet-residue' % urllib.parse.quote(server_id, safe='')
+        return '/servers/%s/cloudlet-residue' % _quote(server_id)
 
     def residue_status(self, server_id, handoff_id, timeout=None):
         """The destination inbox of the server: {'state', 'bytes_received', 'reason'}."""
         what = 'asking server %s whether it is ready for the residue' % server_id
-        response = self._compute('GET', self._residue_path(server_id), what,
-                                 headers={remote.RESIDUE_HEADER: str(handoff_id)},
-                                 **({'timeout': timeout} if timeout else {}))
+        # Our own API extension: a plain request (the sdk has no resource for it).
+        response = self._raw(self._compute, 'GET', self._residue_path(server_id), what,
+                             headers={remote.RESIDUE_HEADER: str(handoff_id)},
+                             **({'timeout': timeout} if timeout else {}))
         return self._check(response, what).json()['residue']
 
     def _poll(self, ask, settled, timeout, poll, waiting_for, late):
@@ -460,46 +525,28 @@ class Destination:
 
     def store_key(self, key, name):
         """Store an AES-256 key in the destination's key manager (its project's secret); its id."""
-        if not self.key_manager_url:
+        if self._key_manager is None:
             raise HandoffDestinationError('destination %s has no key manager in its catalog' % self.auth_url,
                                           refused=True)
-        body = {'name': name, 'secret_type': 'symmetric', 'algorithm': 'aes', 'bit_length': 256,
-                'mode': 'gcm', 'payload': base64.b64encode(key).decode('ascii'),
-                'payload_content_type': 'application/octet-stream', 'payload_content_encoding': 'base64'}
-        response = self._check(self._request('POST', self.key_manager_url + '/v1/secrets',
-                                             'storing the residue key', json=body),
-                               'storing the residue key')
-        try:
-            return response.json()['secret_ref'].rstrip('/').rsplit('/', 1)[-1]
-        except (ValueError, KeyError, TypeError, AttributeError):
-            raise self._error('destination %s: the key manager answered without a secret_ref'
-                              % self.auth_url) from None
+        with self._calling('storing the residue key'):
+            secret = self._key_manager.create_secret(
+                name=name, secret_type='symmetric', algorithm='aes', bit_length=256, mode='gcm',
+                payload=base64.b64encode(key).decode('ascii'), payload_content_type='application/octet-stream',
+                payload_content_encoding='base64')
+        key_id = str(secret.secret_ref or '').rstrip('/').rsplit('/', 1)[-1]
+        if not key_id:
+            raise self._error('destination %s: the key manager answered without a secret_ref' % self.auth_url)
+        return key_id
 
     def delete_key(self, key_id):
         """Best effort: never raises; True once it is gone."""
-        return self._delete_quietly(self.key_manager_url, '/v1/secrets/%s' % urllib.parse.quote(key_id, safe=''),
-                                    'key %s' % key_id)
+        return self._delete_quietly('key_manager', 'key %s' % key_id,
+                                    lambda proxy: proxy.delete_secret(_quote(key_id)))
 
     # ------------------------------------------------------------ nova
 
-    def _list_flavors(self):
-        path, params = '/flavors/detail', {}
-        for _ in range(MAX_LIST_PAGES):
-            body = self._check(self._compute('GET', path, 'listing flavors', params=params),
-                               'listing flavors').json()
-            flavors = body.get('flavors') or []
-            yield from flavors
-            marker = None
-            for link in body.get('flavors_links') or ():
-                if link.get('rel') == 'next':
-                    query = urllib.parse.parse_qs(urllib.parse.urlsplit(link.get('href', '')).query)
-                    marker = (query.get('marker') or [None])[0]
-            if not marker or not flavors:
-                return
-            params = {'marker': marker}
-
     def pick_flavor(self, memory_mb, vcpus, flavor_id=None, *, min_disk_gb=None):
-        """The flavor for the new server.
+        """The flavor for the new server (nova's JSON of it).
 
         `flavor_id` (else the destination's `flavor`): it must have exactly
         this RAM and these vCPUs. Otherwise the enabled flavor with exactly
@@ -510,55 +557,57 @@ class Destination:
         """
         memory_mb, vcpus = int(memory_mb), int(vcpus)
         flavor_id = flavor_id or self.flavor_id
+        compute = self._connected(self._compute)
         if flavor_id:
-            response = self._compute('GET', '/flavors/%s' % urllib.parse.quote(str(flavor_id), safe=''),
-                                     'getting flavor %s' % flavor_id)
-            if response.status_code == 404:
-                raise self._error('destination %s has no flavor %s' % (self.auth_url, flavor_id),
-                                  refused=True)
-            flavor = self._check(response, 'getting flavor %s' % flavor_id).json()['flavor']
-            if flavor.get('ram') != memory_mb or flavor.get('vcpus') != vcpus:
+            with self._calling('getting flavor %s' % flavor_id):
+                try:
+                    flavor = compute.get_flavor(_quote(flavor_id))
+                except sdk_exc.NotFoundException:
+                    raise self._error('destination %s has no flavor %s' % (self.auth_url, flavor_id),
+                                      refused=True) from None
+            if flavor.ram != memory_mb or flavor.vcpus != vcpus:
                 raise self._error('destination flavor %s has %s MB / %s vCPUs; the server needs %d MB / %d '
-                                  'vCPUs' % (flavor.get('name') or flavor_id, flavor.get('ram'),
-                                             flavor.get('vcpus'), memory_mb, vcpus), refused=True)
-            return flavor
+                                  'vCPUs' % (flavor.name or flavor_id, flavor.ram, flavor.vcpus, memory_mb, vcpus),
+                                  refused=True)
+            return _as_json(flavor)
         if min_disk_gb is None:
             min_disk_gb = int((self.base_image or {}).get(props.MIN_DISK) or 0)
 
         def extra_disks(flavor):
-            return int(flavor.get('OS-FLV-EXT-DATA:ephemeral') or 0) + int(flavor.get('swap') or 0)
-        fitting = [f for f in self._list_flavors()
-                   if f.get('ram') == memory_mb and f.get('vcpus') == vcpus and f.get('disk')
-                   and f['disk'] >= min_disk_gb and not f.get('OS-FLV-DISABLED:disabled')]
+            return (flavor.ephemeral or 0) + (flavor.swap or 0)
+        with self._calling('listing flavors'):
+            # nova's default listing; the sdk would ask for is_public=None (all flavors, for an admin).
+            flavors = list(itertools.islice(compute.flavors(details=True, is_public=True), MAX_LIST_ITEMS))
+        fitting = [f for f in flavors if f.ram == memory_mb and f.vcpus == vcpus and f.disk
+                   and f.disk >= min_disk_gb and not f.is_disabled]
         if not fitting:
             raise self._error('destination %s has no flavor with %d MB RAM, %d vCPUs and a root disk of at '
                               'least %d GB available to project %s'
                               % (self.auth_url, memory_mb, vcpus, max(min_disk_gb, 1), self.project_id),
                               refused=True)
-        return min(fitting, key=lambda f: (extra_disks(f) > 0, f['disk'], extra_disks(f),
-                                           str(f.get('name')), str(f['id'])))
+        return _as_json(min(fitting, key=lambda f: (extra_disks(f) > 0, f.disk, extra_disks(f),
+                                                    str(f.name), str(f.id))))
 
     def create_server(self, name, image_id, flavor_id, metadata, networks='none'):
         """POST /servers (microversion 2.37); the new server's id."""
-        server = {'name': name, 'imageRef': image_id, 'flavorRef': flavor_id, 'networks': networks}
+        server = {'name': name, 'image_id': image_id, 'flavor_id': flavor_id, 'networks': networks}
         if metadata:
             server['metadata'] = {str(k): str(v) for k, v in metadata.items()}
-        response = self._check(
-            self._compute('POST', '/servers', 'creating the server', json={'server': server}),
-            'creating the server')
-        server_id = response.json()['server']['id']
+        with self._calling('creating the server'):
+            server_id = self._connected(self._compute).create_server(**server).id
         LOG.info('destination %s: server %s created (image %s, flavor %s)', self.auth_url, server_id,
                  image_id, flavor_id)
         return server_id
 
     def get_server(self, server_id, timeout=None):
-        """The server, or None when the destination does not know it (404)."""
-        path = '/servers/%s' % urllib.parse.quote(server_id, safe='')
-        response = self._compute('GET', path, 'getting server %s' % server_id,
-                                 **({'timeout': timeout} if timeout else {}))
+        """The server (nova's JSON), or None when the destination does not know it (404)."""
+        what = 'getting server %s' % server_id
+        # A plain request: nova's JSON as it is, and a timeout per poll (the sdk's get_server has none).
+        response = self._raw(self._compute, 'GET', '/servers/%s' % _quote(server_id), what,
+                             **({'timeout': timeout} if timeout else {}))
         if response.status_code == 404:
             return None
-        return self._check(response, 'getting server %s' % server_id).json()['server']
+        return self._check(response, what).json()['server']
 
     def wait_active(self, server_id, timeout, poll=0.1):
         """Poll the server until ACTIVE (returned); ERROR, disappearance or `timeout` s -> error.
@@ -600,76 +649,79 @@ class Destination:
 
     # ------------------------------------------------------------ Neutron
 
-    def _network(self, method, path, what, **kwargs):
-        if self.network_url is None:
+    def _neutron(self):
+        if self._network is None:
             raise self._error('destination %s: no network (Neutron) endpoint in the catalog'
                               % self.auth_url, refused=True)
-        return self._check(self._request(method, self.network_url + path, what, **kwargs), what)
+        return self._network
 
     def project_network(self):
         """The one network of the destination project its servers get with networks=auto, or None
         (none or several of its own; an external network is never it).
         """
-        networks = self._network('GET', '/v2.0/networks?' + urllib.parse.urlencode(
-            {'project_id': self.project_id, 'router:external': 'False'}),
-            'listing the project\'s networks').json()['networks']
-        return networks[0]['id'] if len(networks) == 1 else None
+        network = self._neutron()
+        with self._calling('listing the project\'s networks'):
+            # Two are enough to tell "several".
+            networks = list(itertools.islice(network.networks(project_id=self.project_id,
+                                                              is_router_external=False), 2))
+        return networks[0].id if len(networks) == 1 else None
 
     def create_port(self, network_id, mac_address, name):
         """A port on `network_id` with this MAC (the VM's: doc/handoff.md, "NICs"); its id."""
-        body = {'port': {'network_id': network_id, 'mac_address': mac_address, 'name': name,
-                         'description': 'made by cloudlet handoff for the NIC %s of the moving VM'
-                                        % mac_address}}
-        port = self._network('POST', '/v2.0/ports', 'creating a port with MAC %s' % mac_address,
-                             json=body).json()['port']
-        LOG.info('destination %s: port %s created with MAC %s', self.auth_url, port['id'], mac_address)
-        return port['id']
+        network = self._neutron()
+        with self._calling('creating a port with MAC %s' % mac_address):
+            port = network.create_port(network_id=network_id, mac_address=mac_address, name=name,
+                                       description='made by cloudlet handoff for the NIC %s of the moving VM'
+                                                   % mac_address)
+        LOG.info('destination %s: port %s created with MAC %s', self.auth_url, port.id, mac_address)
+        return port.id
 
     def delete_port(self, port_id):
         """Best effort: never raises; True once it is gone."""
-        return self._delete_quietly(self.network_url, '/v2.0/ports/%s' % urllib.parse.quote(port_id, safe=''),
-                                    'port %s' % port_id)
+        return self._delete_quietly('network', 'port %s' % port_id,
+                                    lambda proxy: proxy.delete_port(_quote(port_id)))
 
     def add_floating_ip(self, server_id=None, port_id=None, description=None):
         """A new floating IP from the destination's external network (the only one the
         project sees) on `port_id`, else on the server's first port: (its id, its address).
         """
+        network = self._neutron()
         if port_id is None:
-            query = urllib.parse.urlencode({'device_id': server_id})
-            ports = self._network('GET', '/v2.0/ports?' + query, 'listing the server\'s ports').json()['ports']
+            with self._calling('listing the server\'s ports'):
+                ports = list(itertools.islice(network.ports(device_id=server_id), 1))
             if not ports:
                 raise self._error('destination %s: server %s has no port for a floating IP'
                                   % (self.auth_url, server_id), refused=True)
-            port_id = ports[0]['id']
-        networks = self._network('GET', '/v2.0/networks?router:external=True',
-                                 'listing external networks').json()['networks']
+            port_id = ports[0].id
+        with self._calling('listing external networks'):
+            networks = list(network.networks(is_router_external=True))
         if len(networks) != 1:
             raise self._error('destination %s: %d external networks, cannot choose one for the '
                               'floating IP' % (self.auth_url, len(networks)), refused=True)
-        body = {'floatingip': {'floating_network_id': networks[0]['id'], 'port_id': port_id}}
+        attrs = {'floating_network_id': networks[0].id, 'port_id': port_id}
         if description:
-            body['floatingip']['description'] = description
-        floating_ip = self._network('POST', '/v2.0/floatingips', 'creating a floating IP',
-                                    json=body).json()['floatingip']
+            attrs['description'] = description
+        with self._calling('creating a floating IP'):
+            floating_ip = network.create_ip(**attrs)
         LOG.info('destination %s: port %s has floating IP %s', self.auth_url, port_id,
-                 floating_ip['floating_ip_address'])
-        return floating_ip['id'], floating_ip['floating_ip_address']
+                 floating_ip.floating_ip_address)
+        return floating_ip.id, floating_ip.floating_ip_address
 
     def delete_floating_ip(self, floating_ip_id):
         """Best effort: never raises; True once it is gone."""
-        return self._delete_quietly(self.network_url,
-                                    '/v2.0/floatingips/%s' % urllib.parse.quote(floating_ip_id, safe=''),
-                                    'floating IP %s' % floating_ip_id)
+        return self._delete_quietly('network', 'floating IP %s' % floating_ip_id,
+                                    lambda proxy: proxy.delete_ip(_quote(floating_ip_id)))
 
-    def _delete_quietly(self, base_url, path, what):
-        """DELETE base_url + path, best effort: a failure is logged; True once it is gone (a 404 too)."""
+    def _delete_quietly(self, service, what, delete):
+        """delete(the service's proxy), best effort: a failure is logged; True once it is gone (a
+        404 too: the sdk's deletes ignore a missing resource).
+        """
         try:
-            if not base_url:
+            proxy = self._proxy(service)
+            if proxy is None:
                 raise HandoffDestinationError('no endpoint in the catalog')
-            response = self._request('DELETE', base_url + path, 'deleting %s' % what)
-            if response.status_code >= 400 and response.status_code != 404:
-                LOG.warning('destination %s: deleting %s: HTTP %d', self.auth_url, what, response.status_code)
-                return False
+            with self._calling('deleting %s' % what):
+                delete(proxy)
             return True
         except HandoffDestinationError as exc:       # says what it was doing already
             LOG.warning('%s', exc)
@@ -679,5 +731,5 @@ class Destination:
 
     def delete_server(self, server_id):
         """Best effort: never raises; True once it is gone."""
-        return self._delete_quietly(self.compute_url, '/servers/%s' % urllib.parse.quote(server_id, safe=''),
-                                    'server %s' % server_id)
+        return self._delete_quietly('compute', 'server %s' % server_id,
+                                    lambda proxy: proxy.delete_server(_quote(server_id)))

@@ -1,7 +1,8 @@
 """cloudlet_nova.handoff.destination: the destination cloud as the source compute host talks to it.
 
-Keystone, Glance and nova are requests-mock answers behind the real
-keystoneauth session, so the tests see the very requests Destination sends.
+Keystone, Glance, nova, Neutron and Barbican are requests-mock answers
+behind the real keystoneauth session (and openstacksdk's proxies on it), so
+the tests see the very requests Destination sends.
 The streaming upload (the residue, to nova's cloudlet-residue) runs against
 a real HTTP server on 127.0.0.1 that reads the chunked PUT (fast, slow, or
 not at all).
@@ -62,13 +63,26 @@ def _token():
     return token
 
 
+def _version_documents(mock, *urls):
+    """What the services answer at their versioned endpoints (openstacksdk reads them once)."""
+    for url in urls:
+        version = {'id': url.rsplit('/', 1)[-1], 'status': 'CURRENT', 'links': [{'rel': 'self', 'href': url + '/'}]}
+        if url == NOVA:
+            version.update(version='2.96', min_version='2.1')
+        for path in (url, url + '/'):
+            mock.get(path, json={'version': version})
+
+
 @pytest.fixture
 def keystone():
-    """requests-mock with the destination's Keystone: app credentials and token validation."""
+    """requests-mock with the destination's Keystone: app credentials and token validation;
+    and the version documents of its nova, Glance and Neutron.
+    """
     with requests_mock.Mocker() as mock:
         mock.post(KEYSTONE + '/auth/tokens', status_code=201, json=_token(),
                   headers={'X-Subject-Token': 'token-from-app-cred'})
         mock.get(KEYSTONE + '/auth/tokens', json=_token(), headers={'X-Subject-Token': TOKEN})
+        _version_documents(mock, NOVA, GLANCE + '/v2', NEUTRON + '/v2.0')
         yield mock
 
 
@@ -273,7 +287,8 @@ def companions(keystone):
 
 def test_find_base_image(dest, keystone, companions):
     keystone.get(GLANCE + '/v2/images', json={'images': [_disk()]})
-    assert dest.find_base_image(BASE_ID)['id'] == DISK_ID
+    image = dest.find_base_image(BASE_ID)
+    assert _disk().items() <= image.items()          # Glance's JSON: its names, properties at the top
     [listing] = _requests(keystone, 'GET', GLANCE + '/v2/images')
     assert listing.qs == {props.CLOUDLET_TYPE: [props.BASE_DISK], props.BASE_ID: [BASE_ID]}
 
@@ -332,8 +347,22 @@ FLAVORS = [_flavor('big', 256, 1, 20), _flavor('zero', 256, 1, 0), _flavor('swap
 
 def test_pick_flavor_exact_smallest_disk(dest, keystone):
     keystone.get(NOVA + '/flavors/detail', json={'flavors': FLAVORS})
-    assert dest.pick_flavor(256, 1)['id'] == 'fit'
+    flavor = dest.pick_flavor(256, 1)
+    assert FLAVORS[3].items() <= flavor.items()      # nova's JSON of 'fit'
     assert dest.pick_flavor(256, 1, min_disk_gb=6)['id'] == 'big'
+    # What nova lists without the parameter (the sdk would ask for private flavors too).
+    assert _requests(keystone, 'GET', NOVA + '/flavors/detail')[0].qs == {'is_public': ['true']}
+
+
+def test_flavor_listing_follows_pages_within_a_bound(dest, keystone, monkeypatch):
+    monkeypatch.setattr(dest_mod, 'MAX_LIST_ITEMS', 3)
+    keystone.get(NOVA + '/flavors/detail', [
+        {'json': {'flavors': [_flavor('f%d' % i, 256, 1, 10 - i)],
+                  'flavors_links': [{'rel': 'next', 'href': NOVA + '/flavors/detail?marker=f%d' % i}]}}
+        for i in range(10)])
+    assert dest.pick_flavor(256, 1)['id'] == 'f2'
+    listings = _requests(keystone, 'GET', NOVA + '/flavors/detail')
+    assert [r.qs.get('marker') for r in listings] == [None, ['f0'], ['f1']]
 
 
 def test_pick_flavor_uses_the_base_images_min_disk(dest, keystone, companions):
@@ -396,6 +425,16 @@ def test_create_server_refused_with_novas_message(dest, keystone):
 
 def _server(status, **fields):
     return {'server': dict({'id': SERVER_ID, 'status': status}, **fields)}
+
+
+def test_get_server_is_novas_json(dest, keystone):
+    server = _server('BUILD', fault={'code': 500, 'message': 'x'}, **{'OS-EXT-STS:task_state': 'spawning',
+                                                                      'os-new-extension:field': [1]})['server']
+    keystone.get(NOVA + '/servers/' + SERVER_ID, json={'server': server})
+    assert dest.get_server(SERVER_ID, timeout=4) == server
+    assert keystone.last_request.timeout == 4
+    keystone.get(NOVA + '/servers/' + SERVER_ID, status_code=404, json={'itemNotFound': {'message': 'x'}})
+    assert dest.get_server(SERVER_ID) is None
 
 
 def test_wait_active(dest, keystone, no_waiting):
@@ -1252,6 +1291,7 @@ def dest_with_barbican(keystone):
                                                                             region='RegionB')
     keystone.post(KEYSTONE + '/auth/tokens', status_code=201, json=token,
                   headers={'X-Subject-Token': 'token-from-app-cred'})
+    _version_documents(keystone, BARBICAN + '/v1')
     return Destination(REGION_B, APP_CREDENTIAL).connect()
 
 
@@ -1289,7 +1329,59 @@ def test_a_refused_key_store_is_a_refusal_without_the_key(keystone, dest_with_ba
 
 def test_deleting_the_key_is_best_effort(keystone, dest_with_barbican):
     keystone.delete(BARBICAN + '/v1/secrets/' + KEY_ID, status_code=204)
-    dest_with_barbican.delete_key(KEY_ID)
+    assert dest_with_barbican.delete_key(KEY_ID) is True
     assert keystone.last_request.method == 'DELETE'
+    keystone.delete(BARBICAN + '/v1/secrets/' + KEY_ID, status_code=404)
+    assert dest_with_barbican.delete_key(KEY_ID) is True       # gone already
     keystone.delete(BARBICAN + '/v1/secrets/' + KEY_ID, status_code=500)
-    dest_with_barbican.delete_key(KEY_ID)          # logged, not raised
+    assert dest_with_barbican.delete_key(KEY_ID) is False      # logged, not raised
+
+
+# ---------------------------------------------------------------- the sdk's requests
+
+
+def test_each_service_s_version_document_is_read_once_before_its_first_call(keystone, dest_with_barbican,
+                                                                             companions):
+    """openstacksdk reads the version document at the catalog's versioned endpoint of a service
+    before its first call (one round trip per service; Barbican's /v1 points to /v1/), never again.
+    """
+    dest = dest_with_barbican
+    keystone.get(GLANCE + '/v2/images', json={'images': [_disk()]})
+    keystone.get(NOVA + '/flavors/detail', json={'flavors': FLAVORS})
+    keystone.get(PROJECT_NETWORKS, json={'networks': [{'id': 'net-own'}]})
+    keystone.post(BARBICAN + '/v1/secrets', status_code=201,
+                  json={'secret_ref': BARBICAN + '/v1/secrets/' + KEY_ID})
+    keystone.post(NOVA + '/servers', status_code=202, json={'server': {'id': SERVER_ID}})
+    keystone.delete(NEUTRON + '/v2.0/ports/port-1', status_code=204)
+    dest.find_base_image(BASE_ID)
+    dest.pick_flavor(256, 1)
+    dest.project_network()
+    dest.store_key(bytes(32), 'cloudlet-handoff-x')
+    dest.create_server('app-b', DISK_ID, 'fit', {})
+    dest.delete_port('port-1')
+    dest.pick_flavor(256, 1)
+    dest.project_network()
+    assert [(r.method, r.path) for r in keystone.request_history] == [
+        ('POST', '/v3/auth/tokens'),
+        ('GET', '/v2'), ('GET', '/v2/images')] + [
+        ('GET', '/v2/images/' + i) for i in (MEMORY_ID, DISKHASH_ID, MEMHASH_ID)] + [
+        ('GET', '/v2.1'), ('GET', '/v2.1/flavors/detail'),
+        ('GET', '/v2.0'), ('GET', '/v2.0/networks'),
+        ('GET', '/v1'), ('GET', '/v1/'), ('POST', '/v1/secrets'),
+        ('POST', '/v2.1/servers'), ('DELETE', '/v2.0/ports/port-1'),
+        ('GET', '/v2.1/flavors/detail'), ('GET', '/v2.0/networks')]
+
+
+def test_the_sdk_calls_go_only_where_the_policy_allows(keystone, monkeypatch, no_connection):
+    # The catalog names the endpoints by name; the names resolve to private addresses.
+    _resolving(monkeypatch, {host: ['10.9.8.7'] for host in ('nova-b.test', 'glance-b.test', 'neutron-b.test')})
+    dest = Destination(REGION_B, APP_CREDENTIAL).connect()
+    keystone.stop()
+    for call, host in ((lambda: dest.create_server('app-b', DISK_ID, 'fit', {}), 'nova-b.test'),
+                       (lambda: dest.find_base_image(BASE_ID), 'glance-b.test'),
+                       (dest.project_network, 'neutron-b.test')):
+        with pytest.raises(HandoffDestinationError) as caught:
+            call()
+        assert caught.value.refused and 'refused by policy: host %s' % host in str(caught.value)
+    assert dest.delete_port('port-1') is False
+    assert no_connection == []
