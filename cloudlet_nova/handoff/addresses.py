@@ -1,7 +1,7 @@
 """The floating IPs of a server that moves: found here, released here after the switch.
 
 A server reached at a floating IP before its handoff should be reachable
-after it: the destination server gets one of its own (Destination.add_floating_ip,
+after it: the destination server gets one of its own (DestinationClient.add_floating_ip,
 described `cloudlet-handoff-<handoff id>`), and the source's, which nova would
 only disassociate when it deletes the ports, are released with the source
 server. The destination's is released in turn when that server is deleted

@@ -38,8 +38,9 @@ copies would be worse): a failed delete here leaves this VM paused, with the
 reason in the event.
 
 The credential arrives as a reference to the key manager (credentials.py):
-it is read when the handoff starts, only handed to `destination.Destination`,
-and the secret is deleted when the handoff ends. Every message this module
+it is read when the handoff starts, only handed to
+`destination_client.DestinationClient`, and the secret is deleted when the
+handoff ends. Every message this module
 writes (logs, the instance action event, the record) is masked against its
 values.
 """
@@ -78,7 +79,7 @@ from cloudlet_glance import model
 from cloudlet_glance import properties as props
 from cloudlet_nova.handoff import addresses
 from cloudlet_nova.handoff import credentials
-from cloudlet_nova.handoff import destination as destination_mod
+from cloudlet_nova.handoff import destination_client
 from cloudlet_nova.handoff import records
 from cloudlet_nova.handoff import remote
 from cloudlet_nova import outbound
@@ -400,7 +401,7 @@ class Handoff:
     def _prepare_destination(self, base):
         spec = self.request['destination']
         options = CONF.cloudlet_handoff
-        self.destination = destination_mod.Destination(
+        self.destination = destination_client.DestinationClient(
             spec, self.credential, known_clouds=dict(options.destinations or {}),
             ca_file=options.ca_file, insecure=options.insecure,
             connect_timeout=options.connect_timeout, stall_timeout=options.stall_timeout,

@@ -2,7 +2,7 @@
 
 - `FakeDestinationCloud`: the destination cloud of a handoff, played by the
   test's own nova (API, Glance fixture, CloudletDriver compute): the fake
-  `Destination` it hands out creates the destination server through the
+  `DestinationClient` it hands out creates the destination server through the
   test's nova API (metadata `cloudlet_handoff_id`), asks the inbox of the
   server's compute host (its CloudletDriver's `_inboxes`) whether it is
   ready, and "uploads" the residue into that inbox as nova-api's relay
@@ -19,7 +19,7 @@
   after the first half until cancelled.
 
 Both record what they were asked, for assertions. They replace the names
-`cloudlet_nova.handoff.sender` uses (`destination_mod.Destination`,
+`cloudlet_nova.handoff.sender` uses (`destination_client.DestinationClient`,
 `engine_handoff.LiveResidue`).
 """
 
@@ -34,7 +34,7 @@ from nova import objects
 from nova.tests.functional.api import client as api_client
 
 from cloudlet_glance import properties as props
-from cloudlet_nova.handoff import destination as destination_mod
+from cloudlet_nova.handoff import destination_client
 from cloudlet_nova.handoff import inbox as inbox_mod
 from cloudlet_nova.handoff import rpc as handoff_rpc
 
@@ -94,7 +94,7 @@ class FakeUpload:
                 return
             if time.monotonic() > deadline:
                 self.cloud.abort(self.server_id, self.handoff_id, 'not ready in time')
-                raise destination_mod.HandoffDestinationError(
+                raise destination_client.HandoffDestinationError(
                     'residue upload to server %s: not ready for the residue after %d s (HTTP 409)'
                     % (self.server_id, WAIT_READY_SECONDS), refused=True)
             time.sleep(POLL_SECONDS)
@@ -117,7 +117,7 @@ class FakeDestination:
         if name != 'init':
             self.cloud.calls.append((name,) + args)
         if self.cloud.fail_at == name:
-            raise destination_mod.HandoffDestinationError(
+            raise destination_client.HandoffDestinationError(
                 'destination %s refused %s (fake)' % (self.auth_url, name), refused=True)
 
     def connect(self):
@@ -130,7 +130,7 @@ class FakeDestination:
             if properties.get(props.CLOUDLET_TYPE) == props.BASE_DISK and \
                     properties.get(props.BASE_ID) == base_id:
                 return {'id': image['id']}
-        raise destination_mod.HandoffDestinationError('no base image %s' % base_id, refused=True)
+        raise destination_client.HandoffDestinationError('no base image %s' % base_id, refused=True)
 
     def pick_flavor(self, memory_mb, vcpus, flavor_id=None):
         self._step('pick_flavor', memory_mb, vcpus, flavor_id)
@@ -152,12 +152,12 @@ class FakeDestination:
             if server['status'] == 'ACTIVE':
                 return server
             if server['status'] == 'ERROR':
-                raise destination_mod.HandoffDestinationError(
+                raise destination_client.HandoffDestinationError(
                     'destination %s: server %s is ERROR: %s' % (
                         self.auth_url, server_id, (server.get('fault') or {}).get('message')),
                     refused=True)
             if time.monotonic() > deadline:
-                raise destination_mod.HandoffDestinationError(
+                raise destination_client.HandoffDestinationError(
                     'destination server %s is not ACTIVE after %d s' % (server_id, timeout))
             time.sleep(poll)
 
@@ -166,19 +166,19 @@ class FakeDestination:
         return self.cloud.status(server_id, handoff_id)
 
     def wait_ready(self, server_id, handoff_id, timeout, poll=0.2):
-        """Poll the inbox of the server's compute host, as Destination.wait_ready polls nova-api."""
+        """Poll the inbox of the server's compute host, as DestinationClient.wait_ready polls nova-api."""
         self._step('wait_ready', server_id, handoff_id, timeout)
         deadline = time.monotonic() + min(timeout, 60)
         while True:
             status = self.cloud.status(server_id, handoff_id)
             if status['state'] == inbox_mod.FAILED:
-                raise destination_mod.HandoffDestinationError(
+                raise destination_client.HandoffDestinationError(
                     'destination %s: server %s gave the residue up: %s'
                     % (self.auth_url, server_id, status['reason']), refused=True)
             if status['state'] != inbox_mod.WAITING:
                 return status
             if time.monotonic() > deadline:
-                raise destination_mod.HandoffDestinationError(
+                raise destination_client.HandoffDestinationError(
                     'destination %s: server %s not ready for the residue after %d s'
                     % (self.auth_url, server_id, timeout))
             time.sleep(poll)
@@ -203,7 +203,7 @@ class FakeDestination:
         return True
 
     def wait_gone(self, server_id, timeout, poll=0.5):
-        """Poll the server until nova no longer shows it, as Destination.wait_gone does."""
+        """Poll the server until nova no longer shows it, as DestinationClient.wait_gone does."""
         self.cloud.calls.append(('wait_gone', server_id))
         deadline = time.monotonic() + min(timeout, 60)
         while time.monotonic() < deadline:
@@ -212,7 +212,7 @@ class FakeDestination:
             except api_client.OpenStackApiNotFoundException:
                 return True
             time.sleep(0.2)
-        raise destination_mod.HandoffDestinationError('destination server %s is not deleted' % server_id)
+        raise destination_client.HandoffDestinationError('destination server %s is not deleted' % server_id)
 
     def delete_server(self, server_id):
         self.cloud.calls.append(('delete_server', server_id))
@@ -269,11 +269,11 @@ class FakeDestinationCloud:
         """The API's 409 for a server that failed to build (or is gone)."""
         instance = self._instance(server_id)
         if instance is None:
-            raise destination_mod.HandoffDestinationError(
+            raise destination_client.HandoffDestinationError(
                 'server %s not found (HTTP 404)' % server_id, refused=True)
         if instance.vm_state != vm_states.BUILDING:
             fault = instance.fault.message if instance.fault else 'no fault'
-            raise destination_mod.HandoffDestinationError(
+            raise destination_client.HandoffDestinationError(
                 'server %s is %s: %s (HTTP 409)' % (server_id, instance.vm_state, fault), refused=True)
 
     def status(self, server_id, handoff_id):
@@ -294,7 +294,7 @@ class FakeDestinationCloud:
         except inbox_mod.InboxError as error:
             # The relay answers 409 and aborts the inbox.
             self.abort(server_id, handoff_id, str(error))
-            raise destination_mod.HandoffDestinationError(
+            raise destination_client.HandoffDestinationError(
                 'residue upload to server %s: %s (HTTP 409)' % (server_id, error), refused=True) from None
         if status['state'] == inbox_mod.WAITING:
             self._build_failed(server_id)

@@ -26,7 +26,7 @@ from nova import objects
 from nova.tests.fixtures import libvirt as fakelibvirt
 
 from api_extensions import router
-from cloudlet_nova.handoff import destination as destination_mod
+from cloudlet_nova.handoff import destination_client
 from cloudlet_nova.handoff import inbox as inbox_mod
 from cloudlet_nova.handoff import records
 from cloudlet_nova.handoff import rpc as handoff_rpc
@@ -72,7 +72,7 @@ class HandoffTest(cloudlet_base.CloudletTestBase):
                                                        self.computes)
         self.residues = fake_handoff.FakeLiveResidueFactory(self.residue_blob)
         self.useFixture(fixtures.MonkeyPatch(
-            'cloudlet_nova.handoff.destination.Destination', self.cloud))
+            'cloudlet_nova.handoff.destination_client.DestinationClient', self.cloud))
         self.useFixture(fixtures.MonkeyPatch(
             'cloudlet_engine.handoff.LiveResidue', self.residues))
         self.keys = fake_key_manager.FakeKeyManager()
@@ -470,6 +470,6 @@ class HandoffTest(cloudlet_base.CloudletTestBase):
         self.assertRaises(inbox_mod.InboxError, inboxes.receive, handoff_id, half, b'late')
         self.assertEqual(images_before, set(self.glance.images))
         # The source, asking again, is refused: the server failed to build.
-        error = self.assertRaises(destination_mod.HandoffDestinationError, destination.wait_ready,
+        error = self.assertRaises(destination_client.HandoffDestinationError, destination.wait_ready,
                                   server_id, handoff_id, 5)
         self.assertTrue(error.refused)

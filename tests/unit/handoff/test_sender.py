@@ -34,7 +34,7 @@ from nova import test  # noqa: E402
 from cloudlet_glance import properties as props  # noqa: E402
 from cloudlet_nova import conf as cloudlet_conf  # noqa: E402
 from cloudlet_nova.handoff import credentials  # noqa: E402
-from cloudlet_nova.handoff import destination as destination_mod  # noqa: E402
+from cloudlet_nova.handoff import destination_client  # noqa: E402
 from cloudlet_nova.handoff import inbox as inbox_mod  # noqa: E402
 from cloudlet_nova.handoff import records  # noqa: E402
 from cloudlet_nova.handoff import rpc  # noqa: E402
@@ -220,7 +220,7 @@ class FakeDestination:
 
     def _maybe_fail(self, name):
         if self.fail_at == name:
-            raise destination_mod.HandoffDestinationError(
+            raise destination_client.HandoffDestinationError(
                 'destination %s refused at %s' % (self.auth_url, name), refused=True)
 
     def connect(self):
@@ -262,7 +262,7 @@ class FakeDestination:
     def wait_active(self, server_id, timeout, poll=0.2):
         self.log.append(('wait_active', server_id, timeout))
         if self.server_status != 'ACTIVE':
-            raise destination_mod.HandoffDestinationError(
+            raise destination_client.HandoffDestinationError(
                 'destination %s: server %s is ERROR: No valid host' % (self.auth_url, server_id),
                 refused=True)
         return {'id': server_id, 'status': 'ACTIVE'}
@@ -284,7 +284,7 @@ class FakeDestination:
     def wait_gone(self, server_id, timeout, poll=0.5):
         self.log.append(('wait_gone', server_id))
         if self.fail_at == 'wait_gone':
-            raise destination_mod.HandoffDestinationError(
+            raise destination_client.HandoffDestinationError(
                 'destination %s: no answer for 60 s while waiting for server %s to be deleted'
                 % (self.auth_url, server_id))
         return True
@@ -321,7 +321,7 @@ class FakeDestination:
     def store_key(self, key, name):
         self.log.append(('store_key', len(key), name))
         if not self.key_manager_url:
-            raise destination_mod.HandoffDestinationError('destination has no key manager', refused=True)
+            raise destination_client.HandoffDestinationError('destination has no key manager', refused=True)
         self.stored_key = key
         return 'dest-key'
 
@@ -416,7 +416,7 @@ class SenderTestCase(test.NoDBTestCase):
             mock.patch.object(sender.compute_utils, 'EventReporter', FakeEventReporter),
             mock.patch.object(sender.model, 'fetch_base', lambda images, image_id, store: FakeBase()),
             mock.patch.object(sender.glance_images, 'NovaImages', lambda context: 'images'),
-            mock.patch.object(sender.destination_mod, 'Destination', self.new_destination),
+            mock.patch.object(sender.destination_client, 'DestinationClient', self.new_destination),
             mock.patch.object(sender.engine_handoff, 'LiveResidue', self.new_residue),
             mock.patch.object(sender.restore, 'unplug_nics', self.unplug_nics),
             mock.patch.object(sender.restore, 'replug_nics', self.replug_nics),
@@ -698,10 +698,10 @@ class NicsTest(SenderTestCase):
         self.guest.nics = [live_nic(MAC), live_nic(MAC2, slot=4)]
 
     def refuse(self, message):
-        return destination_mod.HandoffDestinationError(message, refused=True)
+        return destination_client.HandoffDestinationError(message, refused=True)
 
     def unreachable(self, message):
-        return destination_mod.HandoffDestinationError(message, refused=False)
+        return destination_client.HandoffDestinationError(message, refused=False)
 
     def assert_replaced(self, why):
         names = self.names()
@@ -1346,7 +1346,7 @@ class CredentialTest(SenderTestCase):
         return handoff
 
     def test_a_doubt_settles_at_the_destination_once_its_server_runs_the_vm(self):
-        unreachable = destination_mod.HandoffDestinationError('destination: connection refused')
+        unreachable = destination_client.HandoffDestinationError('destination: connection refused')
         handoff = self.in_doubt(unreachable, 'BUILD', 'ACTIVE')
         handoff.sweep(NoWait())
         self.assertEqual(['raises', 'BUILD', 'ACTIVE'], [e[2] for e in self.log if e[0] == 'get_server'])
@@ -1436,8 +1436,8 @@ class FakesTest(test.NoDBTestCase):
         for name, fake in vars(FakeDestination).items():
             if name.startswith('_') or not callable(fake):
                 continue
-            real = getattr(destination_mod.Destination, name, None)
-            self.assertIsNotNone(real, 'Destination has no %s' % name)
+            real = getattr(destination_client.DestinationClient, name, None)
+            self.assertIsNotNone(real, 'DestinationClient has no %s' % name)
             self.assertLessEqual(set(inspect.signature(fake).parameters),
                                  set(inspect.signature(real).parameters), name)
 
@@ -1456,7 +1456,7 @@ class HelpersTest(test.NoDBTestCase):
 
     def test_describe(self):
         self.assertEqual('no route', sender.describe(sender.HandoffFailed(reason='no route')))
-        self.assertEqual('refused', sender.describe(destination_mod.HandoffDestinationError('refused')))
+        self.assertEqual('refused', sender.describe(destination_client.HandoffDestinationError('refused')))
         self.assertEqual('OSError: disk full', sender.describe(OSError('disk full')))
         self.assertEqual('ValueError', sender.describe(ValueError()))
 

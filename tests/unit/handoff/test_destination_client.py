@@ -1,8 +1,8 @@
-"""cloudlet_nova.handoff.destination: the destination cloud as the source compute host talks to it.
+"""cloudlet_nova.handoff.destination_client: the destination cloud as the source compute host talks to it.
 
 Keystone, Glance, nova, Neutron and Barbican are requests-mock answers
 behind the real keystoneauth session (and openstacksdk's proxies on it), so
-the tests see the very requests Destination sends.
+the tests see the very requests DestinationClient sends.
 The streaming upload (the residue, to nova's cloudlet-residue) runs against
 a real HTTP server on 127.0.0.1 that reads the chunked PUT (fast, slow, or
 not at all).
@@ -25,10 +25,10 @@ import requests_mock
 
 from cloudlet_engine import outbound
 from cloudlet_glance import properties as props
-from cloudlet_nova.handoff import destination as dest_mod
-from cloudlet_nova.handoff.destination import Destination
-from cloudlet_nova.handoff.destination import HandoffDestinationError
-from cloudlet_nova.handoff.destination import Upload
+from cloudlet_nova.handoff import destination_client as dest_mod
+from cloudlet_nova.handoff.destination_client import DestinationClient
+from cloudlet_nova.handoff.destination_client import HandoffDestinationError
+from cloudlet_nova.handoff.destination_client import Upload
 from cloudlet_nova.handoff import remote
 from cloudlet_nova.handoff import upload as upload_mod
 from tests.fixtures import http_server
@@ -92,8 +92,8 @@ REGION_B = {'auth_url': KEYSTONE, 'region_name': 'RegionB'}
 
 @pytest.fixture
 def dest(keystone):
-    """A connected Destination (application credential, RegionB, public)."""
-    return Destination(REGION_B, APP_CREDENTIAL).connect()
+    """A connected DestinationClient (application credential, RegionB, public)."""
+    return DestinationClient(REGION_B, APP_CREDENTIAL).connect()
 
 
 @pytest.fixture
@@ -113,7 +113,7 @@ def _requests(mock, method, url):
 
 
 def test_auth_url_with_an_application_credential(keystone):
-    dest = Destination({'auth_url': 'https://keystone-b.test:5000/', 'region_name': 'RegionB'},
+    dest = DestinationClient({'auth_url': 'https://keystone-b.test:5000/', 'region_name': 'RegionB'},
                        APP_CREDENTIAL)
     assert dest.auth_url == KEYSTONE            # /v3 appended, known before connect()
     dest.connect()
@@ -130,13 +130,13 @@ def test_auth_url_with_an_application_credential(keystone):
 
 
 def test_internal_interface_and_a_versioned_glance_endpoint(keystone):
-    dest = Destination(dict(REGION_B, interface='internal'), APP_CREDENTIAL).connect()
+    dest = DestinationClient(dict(REGION_B, interface='internal'), APP_CREDENTIAL).connect()
     assert (dest.image_url, dest.compute_url) == ('http://glance-b.internal:9292',
                                                   'http://nova-b.internal/v2.1')
 
 
 def test_token_is_validated_and_used_as_is(keystone):
-    dest = Destination(REGION_B, {'token': TOKEN}).connect()
+    dest = DestinationClient(REGION_B, {'token': TOKEN}).connect()
     [validation] = _requests(keystone, 'GET', KEYSTONE + '/auth/tokens')
     assert validation.headers['X-Auth-Token'] == TOKEN and validation.headers['X-Subject-Token'] == TOKEN
     assert _requests(keystone, 'POST', KEYSTONE + '/auth/tokens') == []
@@ -152,7 +152,7 @@ def test_compute_endpoint_discovers_keystone_from_www_authenticate(keystone):
     keystone.get(NOVA, json={'version': {'id': 'v2.1'}})
     keystone.get(NOVA + '/servers', status_code=401, json={'error': {'message': 'authenticate'}},
                  headers={'WWW-Authenticate': 'Keystone uri="https://keystone-b.test:5000"'})
-    dest = Destination({'compute_endpoint': NOVA + '/', 'region_name': 'RegionB'}, APP_CREDENTIAL)
+    dest = DestinationClient({'compute_endpoint': NOVA + '/', 'region_name': 'RegionB'}, APP_CREDENTIAL)
     assert dest.auth_url is None
     dest.connect()
     assert dest.auth_url == KEYSTONE
@@ -165,19 +165,19 @@ def test_compute_endpoint_without_a_keystone_header_is_refused(keystone):
     keystone.get(NOVA, status_code=200, json={})
     keystone.get(NOVA + '/servers', status_code=404, text='not found')
     with pytest.raises(HandoffDestinationError, match='does not name its Keystone') as caught:
-        Destination({'compute_endpoint': NOVA}, APP_CREDENTIAL).connect()
+        DestinationClient({'compute_endpoint': NOVA}, APP_CREDENTIAL).connect()
     assert caught.value.refused
 
 
 def test_compute_endpoint_unreachable_is_not_refused(keystone):
     keystone.get(NOVA, exc=requests.exceptions.ConnectTimeout('timed out'))
     with pytest.raises(HandoffDestinationError, match='cannot reach it') as caught:
-        Destination({'compute_endpoint': NOVA}, APP_CREDENTIAL).connect()
+        DestinationClient({'compute_endpoint': NOVA}, APP_CREDENTIAL).connect()
     assert not caught.value.refused
 
 
 def test_known_cloud(keystone):
-    dest = Destination({'cloud': 'edge-b', 'region_name': 'RegionB'}, APP_CREDENTIAL,
+    dest = DestinationClient({'cloud': 'edge-b', 'region_name': 'RegionB'}, APP_CREDENTIAL,
                        known_clouds={'edge-b': 'https://keystone-b.test:5000/v3', 'edge-c': 'http://c/v3'})
     assert dest.auth_url == KEYSTONE
     assert dest.connect().project_id == PROJECT
@@ -186,7 +186,7 @@ def test_known_cloud(keystone):
 def test_unknown_cloud_is_refused():
     with pytest.raises(HandoffDestinationError, match="destination cloud 'edge-z' is not configured here "
                                                       r"\(known: edge-b\)") as caught:
-        Destination({'cloud': 'edge-z'}, APP_CREDENTIAL, known_clouds={'edge-b': KEYSTONE})
+        DestinationClient({'cloud': 'edge-z'}, APP_CREDENTIAL, known_clouds={'edge-b': KEYSTONE})
     assert caught.value.refused
 
 
@@ -201,7 +201,7 @@ def test_unknown_cloud_is_refused():
 ])
 def test_bad_destination_or_credential(destination, credential, message):
     with pytest.raises(HandoffDestinationError, match=message) as caught:
-        Destination(destination, credential)
+        DestinationClient(destination, credential)
     assert caught.value.refused
     assert TOKEN not in str(caught.value)
 
@@ -210,7 +210,7 @@ def test_refused_application_credential_never_shows_the_secret(keystone):
     keystone.post(KEYSTONE + '/auth/tokens', status_code=401, json={'error': {
         'code': 401, 'title': 'Unauthorized', 'message': 'Invalid application credential: %s' % APP_SECRET}})
     with pytest.raises(HandoffDestinationError) as caught:
-        Destination(REGION_B, APP_CREDENTIAL).connect()
+        DestinationClient(REGION_B, APP_CREDENTIAL).connect()
     assert caught.value.refused
     assert str(caught.value) == 'destination %s refused the credential (HTTP 401)' % KEYSTONE
     assert APP_SECRET not in repr(caught.value) and caught.value.__cause__ is None
@@ -219,7 +219,7 @@ def test_refused_application_credential_never_shows_the_secret(keystone):
 def test_keystone_failing_is_not_a_refusal(keystone):
     keystone.post(KEYSTONE + '/auth/tokens', status_code=503, text='Service Unavailable')
     with pytest.raises(HandoffDestinationError, match=r'Keystone failed .* \(HTTP 503\)') as caught:
-        Destination(REGION_B, APP_CREDENTIAL).connect()
+        DestinationClient(REGION_B, APP_CREDENTIAL).connect()
     assert not caught.value.refused
 
 
@@ -227,7 +227,7 @@ def test_refused_token_never_shows_the_token(keystone):
     keystone.get(KEYSTONE + '/auth/tokens', status_code=404,
                  json={'error': {'code': 404, 'message': 'Could not find token: %s.' % TOKEN}})
     with pytest.raises(HandoffDestinationError) as caught:
-        Destination(REGION_B, {'token': TOKEN}).connect()
+        DestinationClient(REGION_B, {'token': TOKEN}).connect()
     assert caught.value.refused
     assert 'refused the token' in str(caught.value) and TOKEN not in str(caught.value)
 
@@ -235,7 +235,7 @@ def test_refused_token_never_shows_the_token(keystone):
 def test_unreachable_keystone_is_not_refused(keystone):
     keystone.post(KEYSTONE + '/auth/tokens', exc=requests.exceptions.ConnectionError('Connection refused'))
     with pytest.raises(HandoffDestinationError, match='cannot reach Keystone') as caught:
-        Destination(REGION_B, APP_CREDENTIAL).connect()
+        DestinationClient(REGION_B, APP_CREDENTIAL).connect()
     assert not caught.value.refused
     assert APP_SECRET not in str(caught.value)
 
@@ -244,14 +244,14 @@ def test_unscoped_token_is_refused(keystone):
     unscoped = ksa_fixture.V3Token(user_id='user-b')
     keystone.get(KEYSTONE + '/auth/tokens', json=unscoped, headers={'X-Subject-Token': TOKEN})
     with pytest.raises(HandoffDestinationError, match='not scoped to a project') as caught:
-        Destination(REGION_B, {'token': TOKEN}).connect()
+        DestinationClient(REGION_B, {'token': TOKEN}).connect()
     assert caught.value.refused
 
 
 def test_no_endpoint_in_the_region_is_refused(keystone):
     with pytest.raises(HandoffDestinationError, match=r'no image \(Glance\) endpoint for interface public '
                                                       'in region RegionZ') as caught:
-        Destination(dict(REGION_B, region_name='RegionZ'), APP_CREDENTIAL).connect()
+        DestinationClient(dict(REGION_B, region_name='RegionZ'), APP_CREDENTIAL).connect()
     assert caught.value.refused
 
 
@@ -393,7 +393,7 @@ def test_pick_flavor_given_id(dest, keystone):
 
 
 def test_pick_flavor_from_the_destination_dict(keystone):
-    dest = Destination(dict(REGION_B, flavor='fit'), APP_CREDENTIAL).connect()
+    dest = DestinationClient(dict(REGION_B, flavor='fit'), APP_CREDENTIAL).connect()
     keystone.get(NOVA + '/flavors/fit', json={'flavor': FLAVORS[3]})
     assert dest.pick_flavor(256, 1)['id'] == 'fit'
 
@@ -639,7 +639,7 @@ def test_delete_server_is_best_effort_and_says_whether_it_is_gone(dest, keystone
 
 
 def test_calls_before_connect_fail_clearly():
-    dest = Destination(REGION_B, APP_CREDENTIAL)
+    dest = DestinationClient(REGION_B, APP_CREDENTIAL)
     with pytest.raises(HandoffDestinationError, match='connect'):
         dest.create_server('a', DISK_ID, 'fit', {})
     dest.delete_server(SERVER_ID)        # best effort, even now
@@ -648,9 +648,9 @@ def test_calls_before_connect_fail_clearly():
 def test_secrets_never_logged(keystone, caplog):
     caplog.set_level('DEBUG')
     keystone.get(NOVA + RESIDUE_PATH[len('/v2.1'):], json={'residue': _residue('ready')})
-    dest = Destination(REGION_B, APP_CREDENTIAL).connect()
+    dest = DestinationClient(REGION_B, APP_CREDENTIAL).connect()
     dest.residue_status(SERVER_ID, HANDOFF_ID)
-    Destination(REGION_B, {'token': TOKEN}).connect()
+    DestinationClient(REGION_B, {'token': TOKEN}).connect()
     assert APP_SECRET not in caplog.text and TOKEN not in caplog.text
 
 
@@ -682,7 +682,7 @@ def _resolving(monkeypatch, answers):
 @pytest.mark.parametrize('auth_url', ['http://127.0.0.1:5000/v3', 'http://169.254.169.254/latest',
                                       'https://10.0.0.5:5000/v3', 'http://[::ffff:127.0.0.1]:5000/v3'])
 def test_an_auth_url_the_policy_refuses_is_refused_before_any_connection(auth_url, no_connection):
-    dest = Destination({'auth_url': auth_url}, APP_CREDENTIAL)
+    dest = DestinationClient({'auth_url': auth_url}, APP_CREDENTIAL)
     with pytest.raises(HandoffDestinationError) as caught:
         dest.connect()
     assert caught.value.refused and 'refused by policy' in str(caught.value)
@@ -692,7 +692,7 @@ def test_an_auth_url_the_policy_refuses_is_refused_before_any_connection(auth_ur
 
 def test_a_name_resolving_to_a_private_address_is_refused_when_connecting(monkeypatch, no_connection):
     _resolving(monkeypatch, {'keystone.evil.test': ['203.0.113.9', '10.9.8.7']})
-    dest = Destination({'auth_url': 'https://keystone.evil.test:5000/v3'}, {'token': TOKEN})
+    dest = DestinationClient({'auth_url': 'https://keystone.evil.test:5000/v3'}, {'token': TOKEN})
     with pytest.raises(HandoffDestinationError) as caught:
         dest.connect()
     message = str(caught.value)
@@ -702,7 +702,7 @@ def test_a_name_resolving_to_a_private_address_is_refused_when_connecting(monkey
 
 
 def test_a_compute_endpoint_the_policy_refuses_is_refused(no_connection):
-    dest = Destination({'compute_endpoint': 'http://192.168.1.1:8774/v2.1'}, APP_CREDENTIAL)
+    dest = DestinationClient({'compute_endpoint': 'http://192.168.1.1:8774/v2.1'}, APP_CREDENTIAL)
     with pytest.raises(HandoffDestinationError, match='refused by policy') as caught:
         dest.connect()
     assert caught.value.refused and no_connection == []
@@ -716,7 +716,7 @@ def test_the_policy_allows_what_the_operator_allows(keystone):
     keystone.post(KEYSTONE + '/auth/tokens', status_code=201, json=token,
                   headers={'X-Subject-Token': 'token-from-app-cred'})
     policy = outbound.Policy(allowed_networks=['10.20.0.0/24'])
-    assert Destination(REGION_B, APP_CREDENTIAL, policy=policy).connect().image_url == 'http://10.20.0.5:9292'
+    assert DestinationClient(REGION_B, APP_CREDENTIAL, policy=policy).connect().image_url == 'http://10.20.0.5:9292'
 
 
 @pytest.mark.parametrize('endpoint', ['http://169.254.169.254', 'http://127.0.0.1:9292', 'http://[fd00::1]:9292'])
@@ -727,14 +727,14 @@ def test_a_catalog_endpoint_the_policy_refuses_fails_the_connect(keystone, endpo
     keystone.post(KEYSTONE + '/auth/tokens', status_code=201, json=token,
                   headers={'X-Subject-Token': 'token-from-app-cred'})
     with pytest.raises(HandoffDestinationError) as caught:
-        Destination(REGION_B, APP_CREDENTIAL).connect()
+        DestinationClient(REGION_B, APP_CREDENTIAL).connect()
     assert caught.value.refused and 'catalog endpoint refused by policy: host ' in str(caught.value)
 
 
 def test_a_redirect_to_a_refused_host_is_refused():
     server = http_server.RedirectingHTTPServer('http://169.254.169.254/latest/meta-data/')
     try:
-        dest = Destination({'auth_url': 'http://127.0.0.1:%d' % server.server_address[1]}, {'token': TOKEN},
+        dest = DestinationClient({'auth_url': 'http://127.0.0.1:%d' % server.server_address[1]}, {'token': TOKEN},
                            policy=LOCAL, connect_timeout=5)
         with pytest.raises(HandoffDestinationError) as caught:
             dest.connect()
@@ -756,7 +756,7 @@ def test_the_upload_goes_only_where_the_policy_allows(no_connection):
 def test_the_residue_upload_goes_only_where_the_policy_allows(keystone, monkeypatch, no_connection):
     # The catalog names the compute endpoint by name; the name resolves to a private address.
     _resolving(monkeypatch, {'nova-b.test': ['10.9.8.7']})
-    dest = Destination(REGION_B, APP_CREDENTIAL).connect()
+    dest = DestinationClient(REGION_B, APP_CREDENTIAL).connect()
     keystone.stop()
     with pytest.raises(HandoffDestinationError) as caught:
         with dest.residue_upload(SERVER_ID, HANDOFF_ID) as upload:
@@ -870,13 +870,13 @@ def _upload(server, **kwargs):
 
 
 def _dest_with_compute_at(keystone, url, policy=LOCAL):
-    """A connected Destination whose compute endpoint is `url` (a stand-in); keystone stopped."""
+    """A connected DestinationClient whose compute endpoint is `url` (a stand-in); keystone stopped."""
     token = _token()
     token.remove_service('compute')
     token.add_service('compute', name='nova').add_standard_endpoints(public=url, region='RegionB')
     keystone.post(KEYSTONE + '/auth/tokens', status_code=201, json=token,
                   headers={'X-Subject-Token': 'token-from-app-cred'})
-    dest = Destination(REGION_B, APP_CREDENTIAL, policy=policy).connect()
+    dest = DestinationClient(REGION_B, APP_CREDENTIAL, policy=policy).connect()
     keystone.stop()            # the upload goes to the real server
     return dest
 
@@ -903,7 +903,7 @@ def test_residue_upload_through_destination_arrives_intact(keystone, put_server)
 
 
 def test_residue_upload_quotes_the_server_id(keystone):
-    dest = Destination(REGION_B, APP_CREDENTIAL).connect()
+    dest = DestinationClient(REGION_B, APP_CREDENTIAL).connect()
     upload = dest.residue_upload('a/b?c', HANDOFF_ID)
     assert upload.url == NOVA + '/servers/a%2Fb%3Fc/cloudlet-residue'
     assert (upload.connect_timeout, upload.stall_timeout) == (30, 60)
@@ -922,7 +922,7 @@ def test_residue_upload_refused_by_the_destination_names_the_server(keystone, pu
 
 def test_residue_upload_before_connect_fails_clearly():
     with pytest.raises(HandoffDestinationError, match='connect'):
-        Destination(REGION_B, APP_CREDENTIAL).residue_upload(SERVER_ID, HANDOFF_ID)
+        DestinationClient(REGION_B, APP_CREDENTIAL).residue_upload(SERVER_ID, HANDOFF_ID)
 
 
 def test_upload_bandwidth_is_measured_with_a_slow_server(put_server):
@@ -1097,7 +1097,7 @@ def test_upload_over_https_refuses_an_unknown_certificate(put_server, certificat
 @pytest.mark.parametrize('kwargs, verify', [({}, True), ({'ca_file': '/etc/ca.pem'}, '/etc/ca.pem'),
                                             ({'insecure': True, 'ca_file': '/etc/ca.pem'}, False)])
 def test_tls_verification_reaches_every_session(keystone, kwargs, verify):
-    dest = Destination(REGION_B, APP_CREDENTIAL, **kwargs).connect()
+    dest = DestinationClient(REGION_B, APP_CREDENTIAL, **kwargs).connect()
     assert dest._session.verify == verify
     assert dest.residue_upload(SERVER_ID, HANDOFF_ID)._verify == verify
 
@@ -1149,7 +1149,7 @@ def test_add_floating_ip_refused_when_it_cannot_choose(dest, keystone, ports, ne
 
 
 def test_add_floating_ip_without_a_network_endpoint(keystone):
-    destination = Destination({'auth_url': KEYSTONE, 'region_name': 'RegionOne'}, APP_CREDENTIAL).connect()
+    destination = DestinationClient({'auth_url': KEYSTONE, 'region_name': 'RegionOne'}, APP_CREDENTIAL).connect()
     with pytest.raises(HandoffDestinationError, match='no network'):
         destination.add_floating_ip(SERVER_ID)
 
@@ -1201,7 +1201,7 @@ def test_project_network_refused(dest, keystone):
 
 
 def test_project_network_without_a_network_endpoint(keystone):
-    destination = Destination({'auth_url': KEYSTONE, 'region_name': 'RegionOne'}, APP_CREDENTIAL).connect()
+    destination = DestinationClient({'auth_url': KEYSTONE, 'region_name': 'RegionOne'}, APP_CREDENTIAL).connect()
     with pytest.raises(HandoffDestinationError, match='no network') as caught:
         destination.project_network()
     assert caught.value.refused
@@ -1265,10 +1265,10 @@ def test_deleting_a_port_or_a_floating_ip_is_best_effort(dest, keystone, caplog,
 
 
 def test_deleting_a_port_or_a_floating_ip_never_raises_even_without_neutron(keystone):
-    destination = Destination({'auth_url': KEYSTONE, 'region_name': 'RegionOne'}, APP_CREDENTIAL).connect()
+    destination = DestinationClient({'auth_url': KEYSTONE, 'region_name': 'RegionOne'}, APP_CREDENTIAL).connect()
     destination.delete_port('port-1')
     destination.delete_floating_ip('fip-1')
-    Destination(REGION_B, APP_CREDENTIAL).delete_port('port-1')            # not even connected
+    DestinationClient(REGION_B, APP_CREDENTIAL).delete_port('port-1')            # not even connected
     assert not [r for r in keystone.request_history if r.method == 'DELETE']
 
 
@@ -1292,7 +1292,7 @@ def dest_with_barbican(keystone):
     keystone.post(KEYSTONE + '/auth/tokens', status_code=201, json=token,
                   headers={'X-Subject-Token': 'token-from-app-cred'})
     _version_documents(keystone, BARBICAN + '/v1')
-    return Destination(REGION_B, APP_CREDENTIAL).connect()
+    return DestinationClient(REGION_B, APP_CREDENTIAL).connect()
 
 
 def test_a_destination_without_a_key_manager_cannot_keep_a_key(dest):
@@ -1375,7 +1375,7 @@ def test_each_service_s_version_document_is_read_once_before_its_first_call(keys
 def test_the_sdk_calls_go_only_where_the_policy_allows(keystone, monkeypatch, no_connection):
     # The catalog names the endpoints by name; the names resolve to private addresses.
     _resolving(monkeypatch, {host: ['10.9.8.7'] for host in ('nova-b.test', 'glance-b.test', 'neutron-b.test')})
-    dest = Destination(REGION_B, APP_CREDENTIAL).connect()
+    dest = DestinationClient(REGION_B, APP_CREDENTIAL).connect()
     keystone.stop()
     for call, host in ((lambda: dest.create_server('app-b', DISK_ID, 'fit', {}), 'nova-b.test'),
                        (lambda: dest.find_base_image(BASE_ID), 'glance-b.test'),

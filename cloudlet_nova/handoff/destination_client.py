@@ -1,6 +1,6 @@
 """The destination cloud of a VM handoff, as the source compute host sees it.
 
-`Destination` is everything the source compute host asks of the other cloud
+`DestinationClient` is everything the source compute host asks of the other cloud
 (doc/handoff.md, "Flow"): authenticate with the credential of the request,
 find the base disk image there, pick a flavor, create the server, wait
 until its compute host is ready for the residue, stream the residue into it
@@ -19,7 +19,7 @@ answered and said no (4xx, no matching base, no fitting flavor, a build that
 ended in ERROR, a host the outbound policy refuses) from one that could not
 be reached, timed out or stalled.
 Messages never hold the credential: every message built here goes through
-`Destination._redact`, and nothing here logs more than the Keystone URL and
+`DestinationClient._redact`, and nothing here logs more than the Keystone URL and
 ids. Every network call has a timeout (`connect_timeout` for connecting and
 for each API call; the upload adds `stall_timeout`): nothing waits forever.
 """
@@ -96,7 +96,7 @@ def _check_http_url(url, what):
     return url
 
 
-class Destination:
+class DestinationClient:
     """The destination cloud of one handoff (see the module doc)."""
 
     def __init__(self, destination, credential, *, known_clouds=None, ca_file=None, insecure=False,
@@ -143,7 +143,7 @@ class Destination:
         self._sdk = None
 
     def __repr__(self):
-        return '<Destination %s>' % (self.auth_url or self.compute_endpoint)
+        return '<DestinationClient %s>' % (self.auth_url or self.compute_endpoint)
 
     # ------------------------------------------------------------ plumbing
 
