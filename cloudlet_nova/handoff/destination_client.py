@@ -366,31 +366,15 @@ class DestinationClient:
             proxy.default_microversion = COMPUTE_MICROVERSION
         return proxy
 
-    @property
-    def _compute(self):
-        return self._proxy('compute')
-
-    @property
-    def _image(self):
-        return self._proxy('image')
-
-    @property
-    def _network(self):
-        return self._proxy('network')
-
-    @property
-    def _key_manager(self):
-        return self._proxy('key_manager')
-
     # ------------------------------------------------------------ Glance
 
     def _list_images(self, filters):
-        image = self._connected(self._image)
+        image = self._connected(self._proxy('image'))
         with self._calling('listing images'):
             return [_as_json(i) for i in itertools.islice(_CloudletImage.list(image, **filters), MAX_LIST_ITEMS)]
 
     def _get_image(self, image_id):
-        image = self._connected(self._image)
+        image = self._connected(self._proxy('image'))
         with self._calling('getting image %s' % image_id):
             try:
                 return _as_json(image.get_image(_quote(image_id)))
@@ -447,7 +431,7 @@ class DestinationClient:
         """The destination inbox of the server: {'state', 'bytes_received', 'reason'}."""
         what = 'asking server %s whether it is ready for the residue' % server_id
         # Our own API extension: a plain request (the sdk has no resource for it).
-        response = self._raw(self._compute, 'GET', self._residue_path(server_id), what,
+        response = self._raw(self._proxy('compute'), 'GET', self._residue_path(server_id), what,
                              headers={remote.RESIDUE_HEADER: str(handoff_id)},
                              **({'timeout': timeout} if timeout else {}))
         return self._check(response, what).json()['residue']
@@ -525,11 +509,11 @@ class DestinationClient:
 
     def store_key(self, key, name):
         """Store an AES-256 key in the destination's key manager (its project's secret); its id."""
-        if self._key_manager is None:
+        if self._proxy('key_manager') is None:
             raise HandoffDestinationError('destination %s has no key manager in its catalog' % self.auth_url,
                                           refused=True)
         with self._calling('storing the residue key'):
-            secret = self._key_manager.create_secret(
+            secret = self._proxy('key_manager').create_secret(
                 name=name, secret_type='symmetric', algorithm='aes', bit_length=256, mode='gcm',
                 payload=base64.b64encode(key).decode('ascii'), payload_content_type='application/octet-stream',
                 payload_content_encoding='base64')
@@ -557,7 +541,7 @@ class DestinationClient:
         """
         memory_mb, vcpus = int(memory_mb), int(vcpus)
         flavor_id = flavor_id or self.flavor_id
-        compute = self._connected(self._compute)
+        compute = self._connected(self._proxy('compute'))
         if flavor_id:
             with self._calling('getting flavor %s' % flavor_id):
                 try:
@@ -594,7 +578,7 @@ class DestinationClient:
         if metadata:
             server['metadata'] = {str(k): str(v) for k, v in metadata.items()}
         with self._calling('creating the server'):
-            server_id = self._connected(self._compute).create_server(**server).id
+            server_id = self._connected(self._proxy('compute')).create_server(**server).id
         LOG.info('destination %s: server %s created (image %s, flavor %s)', self.auth_url, server_id,
                  image_id, flavor_id)
         return server_id
@@ -603,7 +587,7 @@ class DestinationClient:
         """The server (nova's JSON), or None when the destination does not know it (404)."""
         what = 'getting server %s' % server_id
         # A plain request: nova's JSON as it is, and a timeout per poll (the sdk's get_server has none).
-        response = self._raw(self._compute, 'GET', '/servers/%s' % _quote(server_id), what,
+        response = self._raw(self._proxy('compute'), 'GET', '/servers/%s' % _quote(server_id), what,
                              **({'timeout': timeout} if timeout else {}))
         if response.status_code == 404:
             return None
@@ -650,10 +634,10 @@ class DestinationClient:
     # ------------------------------------------------------------ Neutron
 
     def _neutron(self):
-        if self._network is None:
+        if self._proxy('network') is None:
             raise self._error('destination %s: no network (Neutron) endpoint in the catalog'
                               % self.auth_url, refused=True)
-        return self._network
+        return self._proxy('network')
 
     def project_network(self):
         """The one network of the destination project its servers get with networks=auto, or None
