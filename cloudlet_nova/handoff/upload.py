@@ -14,18 +14,16 @@ from cloudlet_nova.handoff.remote import response_message
 
 # write() hands pieces of at most CHUNK_BYTES to the HTTP body; at most
 # BUFFER_BYTES wait in memory (write() blocks beyond that).
-CHUNK_BYTES = 16 * 1024
+CHUNK_BYTES = 64 * 1024
 # Small on purpose: bytes queued here or unsent in the kernel are bytes the VM
 # waits for after it paused (the residue's downtime), and the queue's
 # backpressure paces QEMU's migration.
 BUFFER_BYTES = 256 * 1024
+# On a slow link less: at most QUEUE_SECONDS of the link's time (not under
+# MIN_BUFFER_BYTES), so that what is queued when the VM pauses crosses fast.
+QUEUE_SECONDS = 0.1
+MIN_BUFFER_BYTES = 64 * 1024
 NOTSENT_LOWAT_BYTES = 128 * 1024
-# On a slower link less: each queue at most QUEUE_SECONDS of the link's time
-# (not under its MIN_), so that what is queued when the VM pauses crosses fast
-# (at 5 Mbps the fixed sizes above held 0.4 s).
-QUEUE_SECONDS = 0.04
-MIN_BUFFER_BYTES = 16 * 1024
-MIN_NOTSENT_LOWAT_BYTES = 16 * 1024
 BANDWIDTH_WINDOW = 2.0      # seconds of history bandwidth() averages over
 BANDWIDTH_MIN_SPAN = 0.5    # seconds of history before bandwidth() answers
 BUSY_FLOOR = 1e-3           # seconds: a connection that took a window's bytes at once
@@ -119,7 +117,6 @@ class Upload:
         self._busy = 0.0                        # seconds the connection took to take the pieces
         self._last_progress = None
         self._connections = []
-        self._notsent_lowat = NOTSENT_LOWAT_BYTES     # the connection's, as init_poolmanager set it
         policy = outbound.Policy() if policy is None else policy
         self._http = policy.session()           # trust_env off: no proxy, no .netrc
         adapter = _TrackingAdapter(self._connections, policy)
@@ -206,21 +203,6 @@ class Upload:
                 self._samples.append((now, self.bytes_sent, self._busy))
                 self._prune(now)
                 self._cond.notify_all()
-            self._fit_notsent_lowat()
-
-    def _fit_notsent_lowat(self):
-        """TCP_NOTSENT_LOWAT to QUEUE_SECONDS of the link, once it moved by a quarter."""
-        lowat = self._queue_bytes(NOTSENT_LOWAT_BYTES, MIN_NOTSENT_LOWAT_BYTES)
-        if abs(lowat - self._notsent_lowat) * 4 < self._notsent_lowat:
-            return
-        self._notsent_lowat = lowat
-        for conn in list(self._connections):
-            sock = getattr(conn, 'sock', None)
-            if sock is not None:
-                try:
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, lowat)
-                except OSError:
-                    pass        # closing: the next write says so
 
     # ------------------------------------------------------------ the caller's side
 
@@ -249,16 +231,12 @@ class Upload:
         if self._done:
             raise self._error('the request ended early')
 
-    def _queue_bytes(self, most, least):
-        """QUEUE_SECONDS of the link, between `least` and `most` (`most` until it is measured)."""
-        bits_per_second = self.bandwidth()
-        if not bits_per_second:
-            return most
-        return min(most, max(least, int(bits_per_second * QUEUE_SECONDS / 8)))
-
     def _room(self):
         """Bytes the buffer may hold now (see QUEUE_SECONDS)."""
-        return self._queue_bytes(self._buffer_bytes, MIN_BUFFER_BYTES)
+        bits_per_second = self.bandwidth()
+        if not bits_per_second:
+            return self._buffer_bytes
+        return min(self._buffer_bytes, max(MIN_BUFFER_BYTES, int(bits_per_second * QUEUE_SECONDS / 8)))
 
     def _wait_for_room(self, size, waiting_since):
         """Under the lock: until `size` more bytes fit, or raise (failure, stall)."""
