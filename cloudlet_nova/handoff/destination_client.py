@@ -509,11 +509,12 @@ class DestinationClient:
 
     def store_key(self, key, name):
         """Store an AES-256 key in the destination's key manager (its project's secret); its id."""
-        if self._proxy('key_manager') is None:
+        key_manager = self._proxy('key_manager')
+        if key_manager is None:
             raise HandoffDestinationError('destination %s has no key manager in its catalog' % self.auth_url,
                                           refused=True)
         with self._calling('storing the residue key'):
-            secret = self._proxy('key_manager').create_secret(
+            secret = key_manager.create_secret(
                 name=name, secret_type='symmetric', algorithm='aes', bit_length=256, mode='gcm',
                 payload=base64.b64encode(key).decode('ascii'), payload_content_type='application/octet-stream',
                 payload_content_encoding='base64')
@@ -634,10 +635,11 @@ class DestinationClient:
     # ------------------------------------------------------------ Neutron
 
     def _neutron(self):
-        if self._proxy('network') is None:
+        network = self._proxy('network')
+        if network is None:
             raise self._error('destination %s: no network (Neutron) endpoint in the catalog'
                               % self.auth_url, refused=True)
-        return self._proxy('network')
+        return network
 
     def project_network(self):
         """The one network of the destination project its servers get with networks=auto, or None
