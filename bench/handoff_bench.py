@@ -58,7 +58,7 @@ from cloudlet_box import guest_app
 from cloudlet_box import handoff_scene
 from cloudlet_box import layout
 from cloudlet_box import wan as wan_mod
-from cloudlet_engine import basevm
+from cloudlet_engine import basestore
 
 RAM, DISK = 'bench-ram-state', 'bench-disk-state'
 
@@ -120,7 +120,7 @@ class OutsideProbe:
 
 def evict_base(base_id):
     """Remove the base from box2's compute host (its Glance keeps it): the next spawn fetches it."""
-    store = basevm.BaseStore(str(layout.named('box2').state_dir / 'bases'))
+    store = basestore.BaseStore(str(layout.named('box2').state_dir / 'bases'))
     path = store.path(base_id)
     if os.path.isdir(path):
         shutil.rmtree(path)
@@ -177,7 +177,7 @@ def baseline_of(dst_server_id, base_id, work):
     raw = os.path.join(work, 'disk.raw')
     domain.save(memory)         # the server is deleted after this: its memory is in the file
     subprocess.run(['qemu-img', 'convert', '-U', '-O', 'raw', disk, raw], check=True)
-    store = basevm.BaseStore(str(box2.state_dir / 'bases'))
+    store = basestore.BaseStore(str(box2.state_dir / 'bases'))
     base = store.get(base_id)
     jobs, _window = baselines.cmu_jobs(work, base.disk_path, raw, base.memory_path, memory)
     baselines.run_jobs(jobs, log=log)

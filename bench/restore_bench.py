@@ -32,7 +32,7 @@ if _REPO not in sys.path:
 
 from bench import testbed                   # noqa: E402
 from cloudlet_engine import apply           # noqa: E402
-from cloudlet_engine import basevm          # noqa: E402
+from cloudlet_engine import basestore       # noqa: E402
 from cloudlet_engine import capture         # noqa: E402
 from cloudlet_engine import hypervisor      # noqa: E402
 from cloudlet_engine import outbound        # noqa: E402
@@ -429,7 +429,7 @@ def main(argv=None):
     os.makedirs(os.path.join(WORK, 'bases'))
     for path in (WORK, os.path.join(WORK, 'instances'), os.path.join(WORK, 'bases')):
         os.chmod(path, 0o755)   # QEMU runs as libvirt-qemu and must reach the files
-    store = basevm.BaseStore(os.path.join(WORK, 'bases'))
+    store = basestore.BaseStore(os.path.join(WORK, 'bases'))
     guests = testbed.Guests(conn, PREFIX, log, check_free=True)
     bases, facts, runs, dens = [], [], {}, None
     failed = True

@@ -38,6 +38,7 @@ from bench import baselines                      # noqa: E402
 from bench import linkemu                        # noqa: E402
 from cloudlet_box import netns_link              # noqa: E402
 from cloudlet_engine import apply           # noqa: E402
+from cloudlet_engine import basestore       # noqa: E402
 from cloudlet_engine import basevm          # noqa: E402
 from cloudlet_engine import capture         # noqa: E402
 from cloudlet_engine import codecs          # noqa: E402
@@ -180,7 +181,7 @@ class Prepared:
 
 def prepare(conn, guests, image, work):
     """Boot, capture a base, resume it, change it, save it (step 1)."""
-    store = basevm.BaseStore(os.path.join(work, 'bases'))
+    store = basestore.BaseStore(os.path.join(work, 'bases'))
     origin = guests.name('origin')
     fwd = testbed.forwards()
     log('booting the test guest (%d MiB, TCG)' % GUEST_MEMORY_MIB)

@@ -23,6 +23,7 @@ import os
 import sys
 
 from cloudlet_engine import apply
+from cloudlet_engine import basestore
 from cloudlet_engine import basevm
 from cloudlet_engine import codecs
 from cloudlet_engine import crypto
@@ -284,7 +285,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    store = basevm.BaseStore(os.path.join(args.state_dir, 'bases'))
+    store = basestore.BaseStore(os.path.join(args.state_dir, 'bases'))
     progress = progress_mod.NullProgress() if args.quiet else progress_mod.TerminalProgress()
     try:
         args.func(args, store, progress)

@@ -27,7 +27,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 import zipfile
 import zlib
@@ -289,70 +288,6 @@ def restore_boot_files(snapshot_xml, base_name, *sources):
                                      % (base_name, tag, recorded))
         chosen[tag] = found[0]
     return chosen
-
-
-class BaseStore:
-    """The bases cached on this host: `<root>/<base_id>/`."""
-
-    def __init__(self, root):
-        self.root = root
-
-    def path(self, base_id):
-        return os.path.join(self.root, base_id)
-
-    def get(self, base_id):
-        if not base_id or not all(c in '0123456789abcdef' for c in base_id):
-            raise errors.BaseVMError('invalid base id %r' % base_id)
-        path = self.path(base_id)
-        if not os.path.isdir(path):
-            raise errors.BaseVMError('base %s is not cached on this host (%s)' % (base_id, self.root))
-        return BaseVM(path)
-
-    def list(self):
-        if not os.path.isdir(self.root):
-            return []
-        bases = []
-        for entry in sorted(os.listdir(self.root)):
-            if entry.startswith('.'):
-                continue
-            try:
-                bases.append(BaseVM(os.path.join(self.root, entry)))
-            except errors.BaseVMError:
-                continue
-        return bases
-
-    def new_workdir(self):
-        os.makedirs(self.root, exist_ok=True)
-        return tempfile.mkdtemp(prefix='.incoming-', dir=self.root)
-
-    def adopt(self, workdir, base):
-        """Move a finished base from its workdir to its id; idempotent."""
-        final = self.path(base.base_id)
-        # mkdtemp made the workdir 0700; QEMU (another user) opens the base
-        # disk as the backing file of every launch disk, and the boot files.
-        os.chmod(workdir, 0o755)
-        for name in os.listdir(workdir):
-            os.chmod(os.path.join(workdir, name), 0o644)
-        if os.path.isdir(final):
-            _add_boot_files(BaseVM(final), base)
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            os.rename(workdir, final)
-        return BaseVM(final)
-
-    def delete(self, base_id):
-        shutil.rmtree(self.get(base_id).path)
-
-
-def _add_boot_files(cached, new_copy):
-    """Give a cached base the boot files a new copy of it brings (same id: same disk and memory)."""
-    if cached.boot_files() or not new_copy.boot_files():
-        return
-    for name, path in new_copy.boot_files().items():
-        os.replace(path, os.path.join(cached.path, name))
-    manifest = dict(cached.manifest, version=BOOT_VERSION, boot=new_copy.manifest['boot'],
-                    files=new_copy.manifest['files'])
-    atomic.write_json(os.path.join(cached.path, MANIFEST), manifest)
 
 
 def export_package(base, package_path, progress=None):

@@ -37,6 +37,7 @@ import uuid
 import zipfile
 import zlib
 
+from cloudlet_engine import basestore
 from cloudlet_engine import basevm
 from cloudlet_engine import chunks
 from cloudlet_engine import domainxml
@@ -133,7 +134,7 @@ def import_base_package(images, package_path, name=None, visibility='private', p
     scratch = tempfile.mkdtemp(prefix='cloudlet-import-', dir=workdir)
     try:
         try:
-            base = basevm.import_package(basevm.BaseStore(scratch), package_path, progress)
+            base = basevm.import_package(basestore.BaseStore(scratch), package_path, progress)
         except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
             # The engine checks sizes and digests, but zipfile raises these on
             # a damaged member (bad CRC, bad deflate data) before it can.
@@ -383,17 +384,17 @@ def export_base_package(images, base_ref, package_path, progress=None, workdir=N
     scratch = tempfile.mkdtemp(prefix='cloudlet-export-', dir=workdir)
     try:
         disk_path, memory_path = os.path.join(scratch, basevm.DISK), os.path.join(scratch, basevm.MEMORY)
-        _download_file(images, links.disk_id, disk_path, 'downloading disk', progress)
-        _download_file(images, links.memory_id, memory_path, 'downloading memory', progress)
+        download_file(images, links.disk_id, disk_path, 'downloading disk', progress)
+        download_file(images, links.memory_id, memory_path, 'downloading memory', progress)
         hash_lists = {}
         for kind in (props.BASE_DISK_HASH, props.BASE_MEMORY_HASH):
             companion, image_id = _COMPANION_BY_KIND[kind], links.companion_ids()[kind]
             path = os.path.join(scratch, 'downloaded-' + companion.file_name)
-            _download_file(images, image_id, path, 'downloading ' + companion.suffix, progress)
+            download_file(images, image_id, path, 'downloading ' + companion.suffix, progress)
             hash_lists[companion.file_name] = (image_id, path)
         boot_files = _download_boot_files(images, disk_image, memory_path, scratch, progress)
         base = basevm.build_base(scratch, disk_path, memory_path, links.name, progress, boot_files)
-        _check_base_id(base, disk_image)
+        check_base_id(base, disk_image)
         for file_name, (image_id, path) in hash_lists.items():
             if chunks.sha256_file(path) != base.manifest['files'][file_name]['sha256']:
                 raise engine_errors.BaseVMError('image %s does not hold the %s of base %s'
@@ -420,43 +421,8 @@ def _download_boot_files(images, disk_image, memory_path, scratch, progress):
     paths = {}
     for file_name, image_id in image_ids.items():
         paths[file_name] = os.path.join(scratch, file_name)
-        _download_file(images, image_id, paths[file_name], 'downloading ' + file_name, progress)
+        download_file(images, image_id, paths[file_name], 'downloading ' + file_name, progress)
     return paths
-
-
-def fetch_base(images, disk_image_id, store, progress=None):
-    """The base of a base disk image, cached in `store` (a basevm.BaseStore); for compute hosts.
-
-    A cached base is returned as is. Otherwise the disk and memory images are
-    downloaded into a work directory of the store and the engine rebuilds the
-    hash lists (the hash list images are not needed); the base id must match
-    the image's cloudlet_base_id.
-    """
-    disk_image = images.get(disk_image_id)
-    base_id = base_id_of(disk_image)
-    if os.path.isdir(store.path(base_id)):
-        return store.get(base_id)
-    memory_id = disk_image.get(props.BASE_MEMORY)
-    if not memory_id:
-        raise engine_errors.BaseVMError('base image %s does not name its memory image' % disk_image_id)
-    workdir = store.new_workdir()
-    try:
-        disk_path, memory_path = os.path.join(workdir, basevm.DISK), os.path.join(workdir, basevm.MEMORY)
-        _download_file(images, disk_image_id, disk_path, 'downloading base disk', progress)
-        _download_file(images, memory_id, memory_path, 'downloading base memory', progress)
-        name = disk_image.get(props.BASE_NAME) or disk_image.get('name') or ''
-        base = basevm.build_base(workdir, disk_path, memory_path, name, progress)
-        _check_base_id(base, disk_image)
-        return store.adopt(workdir, base)
-    except BaseException:
-        shutil.rmtree(workdir, ignore_errors=True)
-        raise
-
-
-def _check_base_id(base, disk_image):
-    if base.base_id != disk_image[props.BASE_ID]:
-        raise engine_errors.BaseVMError('image %s claims base %s, but its content is base %s'
-                                        % (disk_image['id'], disk_image[props.BASE_ID], base.base_id))
 
 
 # ---------------------------------------------------------------- overlays
@@ -571,7 +537,14 @@ def upload_file(images, image_id, path, stage, progress):
                                        % (image_id, path, streams.UPLOAD_HASH))
 
 
-def _download_file(images, image_id, path, stage, progress):
+def check_base_id(base, disk_image):
+    """The content's base id against the one the disk image claims (engine BaseVMError)."""
+    if base.base_id != disk_image[props.BASE_ID]:
+        raise engine_errors.BaseVMError('image %s claims base %s, but its content is base %s'
+                                        % (disk_image['id'], disk_image[props.BASE_ID], base.base_id))
+
+
+def download_file(images, image_id, path, stage, progress):
     size = images.get(image_id).get('size')
     with open(path, 'wb') as f:
         writer = streams.SparseFileWriter(f, progress, stage, size)

@@ -20,7 +20,7 @@ import urllib.request
 import uuid as uuidlib
 
 from cloudlet_box import http_serve   # tools/ is this script's directory
-from cloudlet_engine import basevm
+from cloudlet_engine import basestore
 from cloudlet_engine import capture
 from cloudlet_engine import domainxml
 from cloudlet_engine import hypervisor
@@ -72,7 +72,7 @@ def run(conn, rows):
     shutil.rmtree(work, ignore_errors=True)
     (work / 'www').mkdir(parents=True)
     os.chmod(work, 0o755)
-    store = basevm.BaseStore(str(STATE_DIR / 'bases'))
+    store = basestore.BaseStore(str(STATE_DIR / 'bases'))
 
     with step(rows, 'cold boot of the test guest until its app answers') as note:
         disk = work / 'boot-disk.qcow2'

@@ -74,8 +74,8 @@ from cloudlet_engine import errors as engine_errors
 from cloudlet_engine import handoff as engine_handoff
 from cloudlet_engine import nics
 from cloudlet_engine import urls
+from cloudlet_glance import hostcache
 from cloudlet_glance import images as glance_images
-from cloudlet_glance import model
 from cloudlet_glance import properties as props
 from cloudlet_nova.handoff import addresses
 from cloudlet_nova.handoff import credentials
@@ -389,7 +389,7 @@ class Handoff:
 
     def _base(self):
         images = glance_images.NovaImages(self.context)
-        return model.fetch_base(images, self.instance.image_ref, launch.base_store())
+        return hostcache.fetch_base(images, self.instance.image_ref, launch.base_store())
 
     def _base_needs(self, base):
         """(memory MB, vCPUs) the base's memory snapshot was taken with."""

@@ -46,6 +46,7 @@ from cloudlet_engine import domainxml
 from cloudlet_engine import errors
 from cloudlet_engine import ramfile
 from cloudlet_engine import savefile
+from cloudlet_glance import hostcache
 from cloudlet_glance import images as glance_images
 from cloudlet_glance import model
 from cloudlet_glance import properties as props
@@ -115,7 +116,7 @@ class Capture:
                 reason='instance %s was not booted from a cloudlet base disk image, so there is no '
                        'base to make an overlay against' % self.instance.uuid)
         with faults.capture_errors():
-            return model.fetch_base(self.images, self.instance.image_ref, launch_mod.base_store())
+            return hostcache.fetch_base(self.images, self.instance.image_ref, launch_mod.base_store())
 
     def _codec(self):
         codec = (self.image.get('properties') or {}).get(props.CODEC) or CONF.cloudlet.overlay_codec

@@ -33,7 +33,7 @@ from oslo_log import log as logging
 import nova.conf
 
 from cloudlet_engine import apply
-from cloudlet_engine import basevm
+from cloudlet_engine import basestore
 from cloudlet_engine import errors
 from cloudlet_engine import format as overlay_format
 from cloudlet_engine import progress as progress_mod
@@ -41,8 +41,8 @@ from cloudlet_engine import ramfile
 from cloudlet_engine import savefile
 from cloudlet_engine import source
 from cloudlet_engine import urls
+from cloudlet_glance import hostcache
 from cloudlet_glance import images as glance_images
-from cloudlet_glance import model
 from cloudlet_glance import properties as props
 from cloudlet_glance import streams as glance_streams
 from cloudlet_nova import outbound
@@ -103,7 +103,7 @@ def check_overlay_url(url):
 
 
 def base_store():
-    return basevm.BaseStore(os.path.join(CONF.cloudlet.state_dir, 'bases'))
+    return basestore.BaseStore(os.path.join(CONF.cloudlet.state_dir, 'bases'))
 
 
 def flavor_fit_error(flavor, base_name, needs_mb, needs_vcpus):
@@ -161,7 +161,7 @@ def prepare(context, instance, spawn_plan, instance_dir, ram_owner=None, inboxes
     images = glance_images.NovaImages(context)
     started = time.monotonic()
     with faults.spawn_errors('cannot fetch base image %s' % spawn_plan.base_image_id):
-        base = model.fetch_base(images, spawn_plan.base_image_id, base_store(),
+        base = hostcache.fetch_base(images, spawn_plan.base_image_id, base_store(),
                                 LogProgress(instance.uuid))
     check_flavor(instance.flavor, base)
     with faults.spawn_errors('cannot prepare the RAM file of base %s' % spawn_plan.base_image_id):

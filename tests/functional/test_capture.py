@@ -6,7 +6,7 @@ from unittest import mock
 
 from lxml import etree
 
-from cloudlet_engine import basevm
+from cloudlet_engine import basestore
 from cloudlet_engine import savefile
 from cloudlet_glance import model
 from cloudlet_glance import properties as props
@@ -106,7 +106,7 @@ class CaptureTest(cloudlet_base.CloudletTestBase):
             f.write(memory)
         self.assertNotIn('<interface', savefile.read_save_image(path).xml)
         # The new base is cached on this host already.
-        store = basevm.BaseStore(os.path.join(self.flags_instances_path(), '_cloudlet', 'bases'))
+        store = basestore.BaseStore(os.path.join(self.flags_instances_path(), '_cloudlet', 'bases'))
         self.assertEqual(links.base_id, store.get(links.base_id).base_id)
         self._wait_for_state_change(server, 'ACTIVE')
         self.assertTrue(self.domain(server).isActive())

@@ -13,7 +13,7 @@ import threading
 
 import pytest
 
-from cloudlet_engine import basevm
+from cloudlet_engine import basestore
 from cloudlet_engine import capture
 from cloudlet_engine import handoff
 from cloudlet_engine import hypervisor
@@ -52,7 +52,7 @@ def changed_vm(running_guest, guest_workdir, libvirt_conn):
     work = str(guest_workdir)
     guest = running_guest(name='cl-ho-origin')
     booted = guest.state()
-    base = capture.capture_base(libvirt_conn, guest.name, basevm.BaseStore(os.path.join(work, 'bases')),
+    base = capture.capture_base(libvirt_conn, guest.name, basestore.BaseStore(os.path.join(work, 'bases')),
                                 'ho-base')
     fwd = _forwards()
     running_guest.track('cl-ho-src')

@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from cloudlet_engine import basevm
+from cloudlet_engine import basestore
 from cloudlet_engine import capture
 from cloudlet_engine import domainxml
 from cloudlet_engine import hypervisor
@@ -61,7 +61,7 @@ def _qemu(name):
 
 def test_resume_capture_and_synthesis_over_the_ram_file(running_guest, guest_workdir, libvirt_conn):
     conn, work = libvirt_conn, str(guest_workdir)
-    store = basevm.BaseStore(os.path.join(work, 'bases'))
+    store = basestore.BaseStore(os.path.join(work, 'bases'))
     instances = os.path.join(work, 'instances')
     guest = running_guest(name='cl-it-ram-origin')
     booted = guest.state()
@@ -120,7 +120,7 @@ def test_resume_capture_and_synthesis_over_the_ram_file(running_guest, guest_wor
 
 def test_two_vms_share_the_base_pages(running_guest, guest_workdir, libvirt_conn):
     conn, work = libvirt_conn, str(guest_workdir)
-    store = basevm.BaseStore(os.path.join(work, 'bases'))
+    store = basestore.BaseStore(os.path.join(work, 'bases'))
     guest = running_guest(name='cl-it-ram-share')
     guest.state()
     base = capture.capture_base(conn, guest.name, store, 'it-ram-share')

@@ -15,7 +15,7 @@ import urllib.request
 
 import pytest
 
-from cloudlet_engine import basevm
+from cloudlet_engine import basestore
 from cloudlet_engine import capture
 from cloudlet_engine import crypto
 from cloudlet_engine import errors
@@ -70,7 +70,7 @@ def _launch_dirs(instances):
 def test_capture_resume_overlay_synthesize(running_guest, guest_workdir, libvirt_conn, http_server):
     conn = libvirt_conn
     work = str(guest_workdir)
-    store = basevm.BaseStore(os.path.join(work, 'bases'))
+    store = basestore.BaseStore(os.path.join(work, 'bases'))
     instances = os.path.join(work, 'instances')
     www, url = http_server
 

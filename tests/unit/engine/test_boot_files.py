@@ -12,6 +12,7 @@ import zipfile
 from lxml import etree
 import pytest
 
+from cloudlet_engine import basestore
 from cloudlet_engine import basevm
 from cloudlet_engine import capture
 from cloudlet_engine import errors
@@ -85,7 +86,7 @@ def boot_files(tmp_path):
 
 @pytest.fixture
 def store(tmp_path):
-    return basevm.BaseStore(str(tmp_path / 'store'))
+    return basestore.BaseStore(str(tmp_path / 'store'))
 
 
 def export(base, tmp_path, name='base.zip'):

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 import pytest
 
 from cloudlet_engine import apply
+from cloudlet_engine import basestore
 from cloudlet_engine import basevm
 from cloudlet_engine import create
 from cloudlet_engine import errors
@@ -194,7 +195,7 @@ def test_apply_result_is_a_valid_save_image(scenario, tmp_path):
 def test_base_package_roundtrip(scenario, tmp_path):
     package = str(tmp_path / 'base.zip')
     basevm.export_package(scenario.base, package)
-    store = basevm.BaseStore(str(tmp_path / 'store'))
+    store = basestore.BaseStore(str(tmp_path / 'store'))
     imported = basevm.import_package(store, package)
     assert imported.base_id == scenario.base.base_id
     again = basevm.import_package(store, package)                  # idempotent
@@ -216,7 +217,7 @@ def test_tampered_package_refused(scenario, tmp_path):
             if info.filename == basevm.DISK:
                 data = b'\xff' + data[1:]
             dst.writestr(info, data)
-    store = basevm.BaseStore(str(tmp_path / 'store'))
+    store = basestore.BaseStore(str(tmp_path / 'store'))
     with pytest.raises(errors.BaseVMError, match='SHA-256 mismatch'):
         basevm.import_package(store, tampered)
     assert store.list() == []
@@ -313,7 +314,7 @@ def test_damaged_package_is_a_base_error(scenario, tmp_path):
     middle = len(blob) // 2             # inside the deflated disk image
     blob[middle:middle + 64] = bytes(64)
     package.write_bytes(bytes(blob))
-    store = basevm.BaseStore(str(tmp_path / 'store'))
+    store = basestore.BaseStore(str(tmp_path / 'store'))
     with pytest.raises(errors.BaseVMError):
         basevm.import_package(store, str(package))
     assert [e for e in os.listdir(store.root) if e.startswith('.incoming')] == []

@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from cloudlet_engine import basestore
 from cloudlet_engine import basevm
 from cloudlet_engine import create
 from cloudlet_engine import errors as engine_errors
@@ -147,7 +148,7 @@ def test_export_gives_a_package_of_the_same_base(fake_images, package, tmp_path)
     imported = model.import_base_package(fake_images, package[1])
     out = str(tmp_path / 'exported.zip')
     assert model.export_base_package(fake_images, 'demo-base', out, workdir=str(tmp_path)) == out
-    rebuilt = basevm.import_package(basevm.BaseStore(str(tmp_path / 'store')), out)
+    rebuilt = basevm.import_package(basestore.BaseStore(str(tmp_path / 'store')), out)
     assert rebuilt.base_id == imported.base_id
     assert _read(rebuilt.memory_path) == _read(package[0].memory_path)
     # ... and it imports into another cloud as the same base.
@@ -171,58 +172,6 @@ def test_export_refuses_a_wrong_hash_list_image(fake_images, package, tmp_path):
     fake_images.replace_data(imported.disk_hash_id, b'\0' * 64)
     with pytest.raises(engine_errors.BaseVMError, match=imported.disk_hash_id):
         model.export_base_package(fake_images, imported.disk_id, str(tmp_path / 'out.zip'))
-
-
-# ---------------------------------------------------------------- fetch_base
-
-
-def test_fetch_base_downloads_once_then_uses_the_cache(fake_images, package, tmp_path):
-    imported = model.import_base_package(fake_images, package[1])
-    store = basevm.BaseStore(str(tmp_path / 'cache'))
-    progress = RecordingProgress()
-    base = model.fetch_base(fake_images, imported.disk_id, store, progress)
-    assert base.base_id == imported.base_id and base.path == store.path(imported.base_id)
-    assert _read(base.disk_path) == _read(package[0].disk_path)
-    assert _read(base.memory_path) == _read(package[0].memory_path)
-    # Only disk and memory travel; the engine recomputes the hash lists.
-    downloaded = {image_id for method, image_id in fake_images.calls if method == 'download'}
-    assert downloaded == {imported.disk_id, imported.memory_id}
-    assert progress.stages['downloading base disk'] == (base.disk_size, base.disk_size)
-
-    downloads = fake_images.count('download')
-    again = model.fetch_base(fake_images, imported.disk_id, store)
-    assert again.path == base.path and fake_images.count('download') == downloads
-    assert os.listdir(store.root) == [imported.base_id]
-
-
-def test_fetch_base_refuses_content_with_another_id(fake_images, package, other_package, tmp_path):
-    imported = model.import_base_package(fake_images, package[1])
-    other = other_package[0]
-    # The memory image now holds another base's snapshot: the content is a different base.
-    fake_images.replace_data(imported.memory_id, _read(other.memory_path))
-    store = basevm.BaseStore(str(tmp_path / 'cache'))
-    with pytest.raises(engine_errors.BaseVMError) as caught:
-        model.fetch_base(fake_images, imported.disk_id, store)
-    message = str(caught.value)
-    assert imported.base_id in message and imported.disk_id in message
-    assert os.listdir(store.root) == []          # the work directory is gone
-
-
-@pytest.mark.parametrize('claimed', ['../../etc', 'ABC', ''])
-def test_fetch_base_refuses_a_bad_base_id(fake_images, package, tmp_path, claimed):
-    imported = model.import_base_package(fake_images, package[1])
-    fake_images.update(imported.disk_id, {props.BASE_ID: claimed})
-    with pytest.raises(engine_errors.BaseVMError, match='invalid'):
-        model.fetch_base(fake_images, imported.disk_id, basevm.BaseStore(str(tmp_path / 'cache')))
-    assert not os.path.exists(str(tmp_path / 'cache'))
-
-
-def test_fetch_base_refuses_an_image_that_is_not_a_base(fake_images, package, tmp_path):
-    imported = model.import_base_package(fake_images, package[1])
-    with pytest.raises(engine_errors.BaseVMError, match='not a cloudlet base disk'):
-        model.fetch_base(fake_images, imported.memory_id, basevm.BaseStore(str(tmp_path / 'cache')))
-    with pytest.raises(errors.ImageNotFound):
-        model.fetch_base(fake_images, '00000000-0000-0000-0000-000000000000', basevm.BaseStore(str(tmp_path)))
 
 
 # ---------------------------------------------------------------- find, list, delete
@@ -459,7 +408,7 @@ def test_export_brings_the_boot_files_back(fake_images, boot_package, tmp_path):
     model.import_base_package(fake_images, boot_package[1])
     out = model.export_base_package(fake_images, 'boot-base', str(tmp_path / 'exported.zip'),
                                     workdir=str(tmp_path))
-    rebuilt = basevm.import_package(basevm.BaseStore(str(tmp_path / 'store')), out)
+    rebuilt = basevm.import_package(basestore.BaseStore(str(tmp_path / 'store')), out)
     assert rebuilt.base_id == base.base_id and rebuilt.manifest['version'] == 2
     for file_name in (basevm.KERNEL, basevm.INITRD):
         assert _read(rebuilt.boot_files()[file_name]) == _read(base.boot_files()[file_name])
@@ -486,7 +435,7 @@ def test_a_base_captured_through_nova_before_boot_files(fake_images, boot_packag
 
     # Exported, it carries them as its boot files: a package that restores anywhere.
     out = model.export_base_package(fake_images, imported.disk_id, str(tmp_path / 'out.zip'))
-    rebuilt = basevm.import_package(basevm.BaseStore(str(tmp_path / 'store')), out)
+    rebuilt = basevm.import_package(basestore.BaseStore(str(tmp_path / 'store')), out)
     assert rebuilt.base_id == imported.base_id
     assert _read(rebuilt.boot_files()[basevm.KERNEL]) == b'shared kernel'
     assert _read(rebuilt.boot_files()[basevm.INITRD]) == b'shared ramdisk'
@@ -502,7 +451,7 @@ def test_export_without_kernel_images_gives_a_package_without_boot_files(
     imported = model.import_base_package(fake_images, boot_package_without_boot_files[1])
     fake_images.update(imported.disk_id, {props.KERNEL_ID: 'nokernel'})     # nova's "none"
     out = model.export_base_package(fake_images, imported.disk_id, str(tmp_path / 'out.zip'))
-    rebuilt = basevm.import_package(basevm.BaseStore(str(tmp_path / 'store')), out)
+    rebuilt = basevm.import_package(basestore.BaseStore(str(tmp_path / 'store')), out)
     assert rebuilt.base_id == imported.base_id and rebuilt.boot_files() == {}
 
 

@@ -414,7 +414,7 @@ class SenderTestCase(test.NoDBTestCase):
         self.on_wait_ready = None
         patches = [
             mock.patch.object(sender.compute_utils, 'EventReporter', FakeEventReporter),
-            mock.patch.object(sender.model, 'fetch_base', lambda images, image_id, store: FakeBase()),
+            mock.patch.object(sender.hostcache, 'fetch_base', lambda images, image_id, store: FakeBase()),
             mock.patch.object(sender.glance_images, 'NovaImages', lambda context: 'images'),
             mock.patch.object(sender.destination_client, 'DestinationClient', self.new_destination),
             mock.patch.object(sender.engine_handoff, 'LiveResidue', self.new_residue),

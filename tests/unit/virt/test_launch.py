@@ -295,7 +295,7 @@ class PrepareTest(LaunchTestCase):
         self.apply = FakeApply()
         self.stub_out('cloudlet_nova.virt.launch.glance_images.NovaImages', lambda context: 'images')
         self.stub_out('cloudlet_nova.virt.launch.base_store', lambda: 'store')
-        self.stub_out('cloudlet_nova.virt.launch.model.fetch_base',
+        self.stub_out('cloudlet_nova.virt.launch.hostcache.fetch_base',
                       lambda images, image_id, store, progress: self.base)
         self.stub_out('cloudlet_nova.virt.launch.ram_file', lambda base, owner: 'ram')
         self.stub_out('cloudlet_nova.virt.launch.overlay_trust',
