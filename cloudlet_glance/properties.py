@@ -35,6 +35,9 @@ MEMORY_BLOCKS = 'cloudlet_memory_blocks'  # comma-separated RAM block names (bas
 # Schedules instances of base images onto cloudlet hosts only.
 TRAIT = 'CUSTOM_CLOUDLET_V1'
 TRAIT_PROPERTY = 'trait:%s' % TRAIT
+# A compute host's provider has one per base disk image whose base it holds
+# (CloudletDriver.update_provider_tree): the scheduler's base weigher prefers them.
+CACHED_IMAGE_TRAIT_PREFIX = 'CUSTOM_CLOUDLET_IMAGE_'
 
 # Server metadata keys read by the driver at spawn.
 META_OVERLAY_URL = 'overlay_url'
@@ -79,3 +82,8 @@ NO_KERNEL = 'nokernel'                # kernel_id value meaning "none" to nova
 MIN_RAM = 'min_ram'                   # Glance image attributes (integers, not extra
 MIN_DISK = 'min_disk'                 # properties): MB and GiB
 OS_HIDDEN = 'os_hidden'               # Glance attribute; also the list filter for hidden images
+
+
+def cached_image_trait(image_id):
+    """The trait of a host that holds the base of image `image_id` (Placement: [A-Z0-9_])."""
+    return CACHED_IMAGE_TRAIT_PREFIX + ''.join(c if c.isalnum() else '_' for c in image_id.upper())

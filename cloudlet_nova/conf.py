@@ -68,6 +68,20 @@ opts = [
                help='How a resume or synthesis restores guest memory (doc/nova-driver.md, "Memory '
                     'restore"). ram_file falls back to full_image for a base it cannot serve (one with a '
                     'memory balloon), saying so in the log.'),
+    cfg.IntOpt('base_store_budget_mb', default=0, min=0,
+               help='Bytes (in MiB) the bases cached on this compute host may take on disk, '
+                    '0 for no limit. Above it, nova\'s image cache pass ([image_cache] '
+                    'manager_interval) deletes the bases no instance on this host uses, least '
+                    'recently used first, but none used less than [image_cache] '
+                    'remove_unused_original_minimum_age_seconds ago, and none at all when '
+                    '[image_cache] remove_unused_base_images is false. A deleted base is '
+                    'fetched again from Glance when it is next needed.'),
+    cfg.FloatOpt('base_weight_multiplier', default=10.0,
+                 help='nova-scheduler, with cloudlet_nova.scheduler.BaseWeigher in [filter_scheduler] '
+                      'weight_classes: the weight of "this host holds the base of the requested base '
+                      'image". The default outweighs the stock weighers (multiplier 1.0 each), so a '
+                      'host with the base wins whenever it has room; 0 disables the preference, a '
+                      'negative value spreads bases instead.'),
     cfg.StrOpt('overlay_codec', default='zstd', choices=['zstd', 'xz'],
                help='Codec of the overlays this host creates: zstd (fast) or xz (smaller, slow).'),
     cfg.IntOpt('base_import_workers', default=2, min=1,

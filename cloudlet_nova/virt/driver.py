@@ -6,6 +6,7 @@ Thin glue; the work is in the sibling modules:
 - restore.py  the per-spawn restore flag, the domain's identity, restore + NIC hot-plug;
 - vifs.py     the ports: taps made by os-vif, wired before the restore for a handoff;
 - capture.py  create-base / create-overlay through snapshot();
+- basecache.py  the base store: pre-cache (cache_image), ageing (manage_image_cache), traits;
 - state.py    `<instance dir>/cloudlet.json`;
 - faults.py   engine errors -> nova exceptions.
 
@@ -40,6 +41,7 @@ from cloudlet_nova.handoff import records as handoff_records
 from cloudlet_nova.handoff import rpc as handoff_rpc
 from cloudlet_nova.handoff import sender as handoff_sender
 from cloudlet_nova import outbound
+from cloudlet_nova.virt import basecache
 from cloudlet_nova.virt import capture
 from cloudlet_nova.virt import faults
 from cloudlet_nova.virt import launch
@@ -84,6 +86,8 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
         outbound.policy(CONF)       # a bad [cloudlet] outbound_allowed_networks stops nova-compute here
         super().init_host(host)
         os.makedirs(launch.base_store().root, exist_ok=True)
+        for path in launch.base_store().sweep():
+            LOG.info('removed what an interrupted base fetch or deletion left: %s', path)
         removed, captures = state.sweep(CONF.instances_path)
         for path in removed:
             LOG.info('removed launch files of an interrupted cloudlet spawn: %s', path)
@@ -122,6 +126,17 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
     def update_provider_tree(self, provider_tree, nodename, allocations=None):
         super().update_provider_tree(provider_tree, nodename, allocations=allocations)
         provider_tree.add_traits(nodename, props.TRAIT)
+        provider_tree.update_traits(nodename, basecache.provider_traits(provider_tree.data(nodename).traits))
+
+    # -- the base store: nova's image pre-cache and image cache pass ---------------------
+
+    def cache_image(self, context, image_id):
+        cached = basecache.precache(context, image_id, self._qemu_owner())
+        return super().cache_image(context, image_id) if cached is None else cached
+
+    def manage_image_cache(self, context, all_instances):
+        super().manage_image_cache(context, all_instances)
+        basecache.age(all_instances)
 
     # -- spawn: restore instead of boot ----------------------------------------------
 

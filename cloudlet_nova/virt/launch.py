@@ -285,10 +285,14 @@ def abandon(inboxes, handoff_id, launch, reason, timeout=30.0):
 
 
 class LogProgress(progress_mod.Progress):
-    """Engine progress -> a log line per stage every 10 s (nova-compute has no terminal)."""
+    """Engine progress -> a log line per stage every 10 s (nova-compute has no terminal).
 
-    def __init__(self, instance_uuid, interval=10.0):
-        self.instance_uuid, self.interval = instance_uuid, interval
+    `instance_uuid` names what the lines are about, or `subject` ('pre-cache of image ...').
+    """
+
+    def __init__(self, instance_uuid=None, interval=10.0, subject=None):
+        self.subject = subject or 'instance %s' % instance_uuid
+        self.interval = interval
         self._stage, self._last = None, 0.0
 
     def update(self, stage, done, total=None):
@@ -296,5 +300,5 @@ class LogProgress(progress_mod.Progress):
         if stage == self._stage and now - self._last < self.interval:
             return
         self._stage, self._last = stage, now
-        LOG.info('instance %s: %s: %.1f MB%s', self.instance_uuid, stage, done / 1e6,
+        LOG.info('%s: %s: %.1f MB%s', self.subject, stage, done / 1e6,
                  ' of %.1f MB' % (total / 1e6) if total else '')

@@ -507,11 +507,31 @@ class LifecycleDecisionTest(DriverTestCase):
         super_reboot.assert_called_once()
 
     @mock.patch.object(LibvirtDriver, 'update_provider_tree')
-    def test_trait(self, super_update):
+    def test_traits(self, super_update):
         tree = mock.Mock()
-        self.driver.update_provider_tree(tree, 'node1')
+        tree.data.return_value.traits = {'COMPUTE_NODE', 'CUSTOM_CLOUDLET_IMAGE_GONE'}
+        with mock.patch.object(driver.basecache.hostcache, 'cached_images',
+                               return_value={'5c1d6f0e-8a4b': 'ab' * 32}):
+            self.driver.update_provider_tree(tree, 'node1')
         super_update.assert_called_once_with(tree, 'node1', allocations=None)
         tree.add_traits.assert_called_once_with('node1', 'CUSTOM_CLOUDLET_V1')
+        tree.update_traits.assert_called_once_with('node1', {'COMPUTE_NODE', 'CUSTOM_CLOUDLET_IMAGE_5C1D6F0E_8A4B'})
+
+    @mock.patch.object(LibvirtDriver, 'cache_image', return_value=True)
+    def test_cache_image_leaves_ordinary_images_to_nova(self, super_cache):
+        with mock.patch.object(driver.basecache, 'precache', side_effect=[None, False]) as precache, \
+                mock.patch.object(self.driver, '_qemu_owner', return_value=(1, 2)):
+            self.assertTrue(self.driver.cache_image(self.context, 'cirros'))
+            self.assertFalse(self.driver.cache_image(self.context, 'base-image'))
+        super_cache.assert_called_once_with(self.context, 'cirros')
+        precache.assert_called_with(self.context, 'base-image', (1, 2))
+
+    @mock.patch.object(LibvirtDriver, 'manage_image_cache')
+    def test_the_image_cache_pass_ages_the_base_store_after_nova_s_own(self, super_manage):
+        with mock.patch.object(driver.basecache, 'age') as age:
+            self.driver.manage_image_cache(self.context, [self.instance])
+        super_manage.assert_called_once_with(self.context, [self.instance])
+        age.assert_called_once_with([self.instance])
 
 
 class FakeStreamed:

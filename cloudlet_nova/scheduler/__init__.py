@@ -1,0 +1,1 @@
+"""nova-scheduler plug-ins: `weigher.BaseWeigher` (hosts that hold the requested base first)."""
