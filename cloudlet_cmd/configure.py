@@ -15,7 +15,10 @@ command, so what operators run is what our own bring-up exercises.
   api      api_extensions.router must import; the api-paste.ini nova-api
            loads gets our router in [app:osapi_compute_app_v21]; a commented
            sample of the cloudlet:* policy rules is written to
-           <dir of NOVA_CONF>/policy.d/cloudlet.yaml unless that file exists.
+           <dir of NOVA_CONF>/policy.d/cloudlet.yaml unless that file exists;
+           nova-scheduler (which reads the controllers' nova.conf) gets the
+           base weigher added to [filter_scheduler] weight_classes
+           (cloudlet_nova.scheduler.weigher: hosts holding the base first).
   all      both (the default).
   --set    any further option of NOVA_CONF, e.g.
            --set cloudlet.overlay_url_allowed_hosts=overlays.example
@@ -48,6 +51,9 @@ DRIVER_SHIM = 'nova.virt.cloudlet'
 DRIVER_CLASS = 'CloudletDriver'
 COMPUTE_DRIVER = 'cloudlet.CloudletDriver'   # nova imports 'nova.virt.' + this
 DISTRIBUTION = 'openstack-cloudlet'
+
+WEIGHER = 'cloudlet_nova.scheduler.weigher.BaseWeigher'
+STOCK_WEIGHERS = 'nova.scheduler.weights.all_weighers'     # nova's default weight_classes
 
 ROUTER_MODULE = 'api_extensions.router'
 ROUTER_SECTION = 'app:osapi_compute_app_v21'
@@ -248,6 +254,19 @@ def set_option(plan, path, section, option, value):
         plan.done(what)
 
 
+def add_weigher(plan, path):
+    """[filter_scheduler] weight_classes: nova's (the stock default when unset), plus ours."""
+    document = plan.document(path)
+    current = document.get('filter_scheduler', 'weight_classes')
+    classes = [c.strip() for c in (current or STOCK_WEIGHERS).split(',') if c.strip()]
+    what = '[filter_scheduler] weight_classes has %s in %s' % (WEIGHER, path)
+    if WEIGHER in classes:
+        plan.done(what)
+        return
+    document.set('filter_scheduler', 'weight_classes', ','.join(classes + [WEIGHER]))
+    plan.todo(what, 'added %s to [filter_scheduler] weight_classes in %s' % (WEIGHER, path))
+
+
 def ensure_directory(plan, path, purpose):
     what = 'directory %s (%s)' % (path, purpose)
     if os.path.isdir(path):
@@ -352,6 +371,7 @@ def plan_nova(args):
         check_paste_is_loaded(plan, nova_conf, paste)
         plug_router(plan, paste, args.force)
         write_policy_sample(plan, nova_conf)
+        add_weigher(plan, nova_conf)
     for section, option, value in args.set:
         set_option(plan, nova_conf, section, option, value)
     return plan

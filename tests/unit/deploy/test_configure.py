@@ -117,9 +117,25 @@ def test_api_role_turns_the_stock_paste_file_into_ours_byte_for_byte(etc, capsys
         '%s (was nova.api.openstack.compute:APIRouterV21.factory)' % (etc / 'api-paste.ini'),
         'wrote %s (cloudlet:* policy rules, all commented out: override them there)'
         % (etc / 'policy.d' / 'cloudlet.yaml'),
+        'added cloudlet_nova.scheduler.weigher.BaseWeigher to [filter_scheduler] weight_classes in %s'
+        % (etc / 'nova.conf'),
     ]
     assert open(etc / 'api-paste.ini', 'rb').read() == open(REPO_PASTE, 'rb').read()
-    assert (etc / 'nova.conf').read_text() == NOVA_CONF
+    # nova's default weighers (the option was unset) and ours.
+    assert (etc / 'nova.conf').read_text() == NOVA_CONF + (
+        'weight_classes = nova.scheduler.weights.all_weighers,cloudlet_nova.scheduler.weigher.BaseWeigher\n')
+
+
+def test_the_weigher_joins_the_weighers_an_operator_chose(etc, capsys):
+    conf = etc / 'nova.conf'
+    conf.write_text(NOVA_CONF + 'weight_classes = nova.scheduler.weights.ram.RAMWeigher\n')
+    assert run(capsys, *api_args(etc))[0] == 0
+    loaded = cfg.ConfigOpts()
+    loaded.register_opt(cfg.ListOpt('weight_classes'), group='filter_scheduler')
+    loaded(['--config-file', str(conf)])
+    assert loaded.filter_scheduler.weight_classes == [
+        'nova.scheduler.weights.ram.RAMWeigher', 'cloudlet_nova.scheduler.weigher.BaseWeigher']
+    assert run(capsys, *api_args(etc)) == (0, [], '')
 
 
 def test_the_api_paste_defaults_to_the_one_nova_api_loads(etc, capsys):
@@ -142,7 +158,7 @@ def test_all_role_does_both(etc, capsys):
     code, out, _ = run(capsys, 'nova', '--config-file', etc / 'nova.conf', '--api-paste', etc / 'api-paste.ini',
                        '--virt-type', 'kvm')
     assert code == 0
-    assert len(out) == 3    # compute_driver, paste, policy (virt_type is already kvm)
+    assert len(out) == 4    # compute_driver, paste, policy, weigher (virt_type is already kvm)
     assert (etc / 'policy.d' / 'cloudlet.yaml').exists()
     assert 'compute_driver=cloudlet.CloudletDriver' in (etc / 'nova.conf').read_text()
 
@@ -220,7 +236,7 @@ def test_our_router_already_there_is_left_alone(etc, capsys):
                                                'api_extensions.router:APIRouter.factory'))
     before = paste.read_bytes()
     code, out, _ = run(capsys, *api_args(etc))
-    assert code == 0 and len(out) == 1     # only the policy file
+    assert code == 0 and len(out) == 2     # only the policy file and the weigher
     assert paste.read_bytes() == before
 
 
@@ -273,7 +289,7 @@ def test_check_changes_nothing_and_exits_1_when_something_is_missing(etc, capsys
     assert code == 1 and err == ''
     assert snapshot(etc) == before and not (etc / 'state').exists()
     missing = [line for line in out if line.startswith('MISSING')]
-    assert len(missing) == 5     # compute_driver, state_dir option, the directory, router, policy file
+    assert len(missing) == 6     # compute_driver, state_dir option, the directory, router, policy file, weigher
     assert 'MISSING  [DEFAULT] compute_driver = cloudlet.CloudletDriver in %s (now: libvirt.LibvirtDriver)' \
         % (etc / 'nova.conf') in out
     assert any(line.startswith('ok       nova.virt.cloudlet.CloudletDriver importable') for line in out)
