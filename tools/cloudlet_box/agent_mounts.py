@@ -11,9 +11,8 @@ children, live there too. The first box's agents keep the host's /run/netns.
 """
 
 import pathlib
-import subprocess
 
-from cloudlet_box import processes
+from cloudlet_box import mounts
 
 RUN = pathlib.Path('/run/openstack-cloudlet')
 FILE = 'agents-mnt'
@@ -26,29 +25,20 @@ class AgentMounts:
         self.netns_dir = box.run / 'netns'
 
     def exists(self):
-        return _is_mount_point(self.path)
+        return mounts.is_mount_point(self.path)
 
     def ensure(self):
         """Create the mount namespace unless it exists (it outlives the agents)."""
-        if self.exists():
-            return
         self.netns_dir.mkdir(parents=True, exist_ok=True)
-        self.path.touch()
-        result = subprocess.run(['unshare', '--mount=%s' % self.path, '--propagation', 'private', '--',
-                                 'sh', '-ec', 'mkdir -p /run/netns; mount --bind %s /run/netns'
-                                 % self.netns_dir], capture_output=True, text=True)
-        if result.returncode:
-            raise processes.StartError('could not make the agents\' mount namespace of box %s: %s'
-                                       % (self.box.name, result.stderr.strip()))
+        mounts.ensure(self.path, ['mkdir -p /run/netns', 'mount --bind %s /run/netns' % self.netns_dir],
+                      'the agents of box %s' % self.box.name)
 
     def enter(self):
         """The argv prefix that runs a command in it."""
-        return ('nsenter', '--mount=%s' % self.path, '--')
+        return mounts.enter(self.path)
 
     def remove(self):
-        if self.exists():
-            subprocess.run(['umount', str(self.path)], capture_output=True)
-        self.path.unlink(missing_ok=True)
+        mounts.remove(self.path)
 
 
 def entries():
@@ -57,12 +47,6 @@ def entries():
     """
     found = [()]
     for path in sorted(RUN.glob('*/' + FILE)) if RUN.exists() else ():
-        if _is_mount_point(path):
-            found.append(('nsenter', '--mount=%s' % path, '--'))
+        if mounts.is_mount_point(path):
+            found.append(mounts.enter(path))
     return found
-
-
-def _is_mount_point(path):
-    target = str(path)
-    with open('/proc/self/mountinfo') as mounts:
-        return any(line.split()[4] == target for line in mounts)

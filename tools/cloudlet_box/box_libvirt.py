@@ -1,4 +1,4 @@
-"""A remote box's own libvirtd and virtlogd, in a private mount namespace.
+"""A remote box's (or a further compute host's) own libvirtd and virtlogd, in a private mount namespace.
 
 nova-compute refuses to start as a new service on a libvirt that already holds
 domains, and one cloud must never see the other's domains: so a remote box
@@ -20,6 +20,11 @@ nova-compute, in the root namespace, connects with Box.libvirt_uri
 Seeding the capability cache from the host's spares the ~45 s QEMU probe
 (libvirt re-probes by itself if the copy does not fit).
 
+A further compute host of the first box (layout.ComputeHost, compute_host.py)
+gets the same, in the persistent mount namespace its nova-compute runs in
+too (`unshare --mount=<file>`), where its instance directory and base store
+are bound over the first host's paths as well.
+
 QEMU processes started by this daemon live in the namespace too; only paths
 outside the five binds (nova's instances, the cloudlet state) are the same
 for them and for nova-compute. `stop` leaves guests running, as
@@ -34,6 +39,7 @@ import signal
 import subprocess
 import time
 
+from cloudlet_box import mounts
 from cloudlet_box import processes
 
 HOST_ETC = pathlib.Path('/etc/libvirt')
@@ -45,21 +51,25 @@ STOP_WAIT = 15        # seconds before SIGKILL
 
 
 class BoxLibvirt:
-    def __init__(self, box):
-        if not box.remote:
-            raise ValueError('box %s uses the host libvirtd (tools/libvirtd.sh)' % box.name)
-        self.box = box
-        self.uri = box.libvirt_uri
-        self.socket_dir = box.libvirt_socket_dir
-        state = box.root / 'libvirt'
+    """`owner`: a remote layout.Box, or a layout.ComputeHost."""
+
+    def __init__(self, owner):
+        if getattr(owner, 'remote', True) is False:
+            raise ValueError('box %s uses the host libvirtd (tools/libvirtd.sh)' % owner.name)
+        self.box = owner
+        self.uri = owner.libvirt_uri
+        self.socket_dir = owner.libvirt_socket_dir
+        state = owner.root / 'libvirt'
         self.etc = state / 'etc'
         self.cache = state / 'cache'
         self.lib = state / 'lib'
-        self.run_dir = box.run / 'libvirt-run'
-        self.logs = box.logs / 'libvirt'
+        self.run_dir = owner.run / 'libvirt-run'
+        self.logs = getattr(owner, 'logs') / 'libvirt'
         self.binds = ((self.run_dir, '/run/libvirt'), (self.lib, '/var/lib/libvirt'),
                       (self.etc, '/etc/libvirt'), (self.cache, '/var/cache/libvirt'),
-                      (self.logs, '/var/log/libvirt'))
+                      (self.logs, '/var/log/libvirt')) + tuple(getattr(owner, 'binds', ()))
+        # A compute host's namespace outlives its daemons (its nova-compute runs there too).
+        self.namespace = getattr(owner, 'mount_namespace', None)
 
     # Files.
 
@@ -149,27 +159,37 @@ class BoxLibvirt:
                 else:
                     argv += ['--config', str(self.etc / 'virtlogd.conf')]
                 starts.append(' '.join(argv))
-            alive = [(daemon, self.pid(daemon)) for daemon in DAEMONS if self.pid(daemon)]
-            if alive:
-                # Join the namespace the other daemon runs in (its binds are in place).
-                daemon, pid = alive[0]
-                if self._namespace_of(pid) == self._namespace_of(os.getpid()):
-                    raise processes.StartError('%s of box %s (pid %d) runs outside a private mount '
-                                               'namespace: stop it' % (daemon, self.box.name, pid))
-                argv = ['nsenter', '-t', str(pid), '-m', '--', 'sh', '-ec', '\n'.join(starts)]
-            else:
-                mounts = ['mount --bind %s %s' % (source, target) for source, target in self.binds]
-                argv = ['unshare', '-m', '--propagation', 'private', '--', 'sh', '-ec',
-                        '\n'.join(mounts + starts)]
             print('[box] starting %s for %s in its own mount namespace' % (', '.join(missing),
                                                                             self.box.name), flush=True)
-            result = subprocess.run(argv, capture_output=True, text=True)
+            result = subprocess.run(self._enter() + ['sh', '-ec', '\n'.join(starts)],
+                                    capture_output=True, text=True)
             if result.returncode:
                 raise processes.StartError('starting %s failed: %s%s' % (
                     ', '.join(missing), result.stdout[-1000:], result.stderr[-2000:]))
         processes.wait_for('libvirtd of %s' % self.box.name, self.answers, SOCKET_WAIT,
                            pid_check=lambda: self.pid('libvirtd'), log=self.log('libvirtd'))
         self.warm()
+
+    def _mounts(self):
+        return ['mkdir -p %s %s' % bind for bind in self.binds] + [
+            'mount --bind %s %s' % (source, target) for source, target in self.binds]
+
+    def _enter(self):
+        """The argv prefix that runs a command where the daemons run (made, with its binds, if needed)."""
+        if self.namespace is not None:
+            mounts.ensure(self.namespace, self._mounts(), self.box.name)
+            return list(mounts.enter(self.namespace))
+        alive = [(daemon, self.pid(daemon)) for daemon in DAEMONS if self.pid(daemon)]
+        if alive:
+            # Join the namespace the other daemon runs in (its binds are in place).
+            daemon, pid = alive[0]
+            if self._namespace_of(pid) == self._namespace_of(os.getpid()):
+                raise processes.StartError('%s of box %s (pid %d) runs outside a private mount '
+                                           'namespace: stop it' % (daemon, self.box.name, pid))
+            return ['nsenter', '-t', str(pid), '-m', '--']
+        # A new namespace: the binds, then the commands.
+        return ['unshare', '-m', '--propagation', 'private', '--', 'sh', '-ec',
+                '\n'.join(self._mounts()) + '\nexec "$@"', 'sh']
 
     def warm(self):
         """Make libvirt probe QEMU now (instant when the seeded cache fits)."""

@@ -135,17 +135,20 @@ def warm_neutron(box):
         session.get(box.url('neutron') + '/v2.0/' + resource, raise_exc=True)
 
 
-def wait_for_compute(box, log_start, timeout=180):
+def wait_for_compute(box, log_starts, timeout=180):
+    """Every compute host's nova-compute up (`log_starts`: {service name: its log's size before})."""
     session = identity.admin_session(box)
     url = box.url('nova-api') + '/v2.1/os-services?binary=nova-compute'
+    wanted = 1 + len(box.compute_hosts)
 
-    def compute_up():
+    def computes_up():
         services_ = session.get(url, raise_exc=False).json().get('services', [])
-        return any(s['state'] == 'up' and s['status'] == 'enabled' for s in services_)
-    processes.wait_for('nova-compute', compute_up, timeout,
-                       pid_check=lambda: processes.pid_of(box.run / 'nova-compute.pid'),
-                       log=box.logs / 'nova-compute.log', fatal=processes.NOVA_FATAL,
-                       log_start=log_start)
+        return sum(s['state'] == 'up' for s in services_) >= wanted
+    for name, log_start in log_starts.items():
+        processes.wait_for(name, computes_up, timeout,
+                           pid_check=lambda: processes.pid_of(box.run / (name + '.pid')),
+                           log=box.logs / (name + '.log'), fatal=processes.NOVA_FATAL,
+                           log_start=log_start)
     run([VENV_BIN / 'nova-manage', '--config-file', box.etc / 'nova' / 'nova.conf',
          'cell_v2', 'discover_hosts'])
 
@@ -188,6 +191,8 @@ def up(box, timings):
             box_libvirt.BoxLibvirt(box).start()
         else:
             infra.start_libvirtd()
+        for host in box.compute_hosts:
+            box_libvirt.BoxLibvirt(host).start()
     if box.remote:
         # Before the APIs: they listen on the path's root end too.
         with timings.step('WAN path (namespace %s, veth, relay)' % box.wan.namespace):
@@ -225,16 +230,22 @@ def up(box, timings):
                            log=box.logs / 'neutron-rpc-server.log')
         start_services(box, [service for name, service in neutron.items() if name not in servers])
         network.wait_for_agents(box)
-    with timings.step('nova-conductor, nova-scheduler, nova-compute'):
-        compute_log_start = processes.log_size(box.logs / 'nova-compute.log')
-        start_services(box, list(services.nova_services(box).values()))
-        wait_for_compute(box, compute_log_start)
+    with timings.step('nova-conductor, nova-scheduler, nova-compute' + (
+            ' (%d hosts)' % (1 + len(box.compute_hosts)) if box.compute_hosts else '')):
+        nova = services.nova_services(box)
+        log_starts = {name: processes.log_size(box.logs / (name + '.log'))
+                      for name in nova if name.startswith('nova-compute')}
+        start_services(box, list(nova.values()))
+        wait_for_compute(box, log_starts)
     with timings.step('cloudlet-reaper, cloudlet-advertise'):
         start_services(box, list(services.cloudlet_services(box).values()))
     with timings.step('flavors, guest image, clouds.yaml'):
         resources.populate(box)
     with timings.step('networks: public, private and router per project'):
         network.populate(box)
+    if box.compute_hosts:
+        with timings.step('aggregate %s (every compute host)' % resources.AGGREGATE):
+            resources.ensure_aggregate(box)
     record_code()
 
 

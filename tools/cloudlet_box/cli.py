@@ -8,6 +8,7 @@ from cloudlet_box import box_libvirt
 from cloudlet_box import bringup
 from cloudlet_box import infra
 from cloudlet_box import layout
+from cloudlet_box import mounts
 from cloudlet_box import network
 from cloudlet_box import ovs
 from cloudlet_box import processes
@@ -29,15 +30,16 @@ def stop(box, keep_shared=False, destroy_domains=False):
     for name in reversed(list(services.all_services(box))):
         if processes.stop(name, box.run, grace=15):
             print('[box] stopped %s' % name)
-    if box.remote:
-        if wan.WanPath(box).down():
-            print('[box] removed the WAN path (%s)' % box.wan.namespace)
-        own = box_libvirt.BoxLibvirt(box)
+    if box.remote and wan.WanPath(box).down():
+        print('[box] removed the WAN path (%s)' % box.wan.namespace)
+    # The libvirtd of a remote box, and of every further compute host.
+    for owner in ((box,) if box.remote else ()) + tuple(box.compute_hosts):
+        own = box_libvirt.BoxLibvirt(owner)
         if destroy_domains and (own.pid('libvirtd') or own.has_guests()):
             own.start()
             own.destroy_domains()
         for daemon in own.stop():
-            print('[box] stopped %s of %s' % (daemon, box.name))
+            print('[box] stopped %s of %s' % (daemon, owner.name))
     if not keep_shared and not other_boxes_running(box):
         infra.stop_rabbitmq()
         infra.stop_mariadb()
@@ -54,6 +56,9 @@ def status(box):
              for name in ('mariadb', 'rabbitmq')]
     rows += ovs.status_rows()
     path = None
+    for host in box.compute_hosts:
+        rows += [('%s (%s)' % (daemon, host.tag), pid, log)
+                 for daemon, pid, log in box_libvirt.BoxLibvirt(host).status_rows()]
     if box.remote:
         rows += box_libvirt.BoxLibvirt(box).status_rows()
         path = wan.WanPath(box)
@@ -88,6 +93,8 @@ def logs(box, service):
 def destroy(box):
     stop(box, keep_shared=True, destroy_domains=True)
     network.teardown(box)
+    for host in box.compute_hosts:
+        mounts.remove(host.mount_namespace)
     if processes.pid_of(infra.RUN / 'mariadb.pid'):
         infra.drop_databases(box)
     for path in (box.root, box.logs, box.run):

@@ -199,22 +199,24 @@ def neutron(box):
         'ovs': {'integration_bridge': net.integration_bridge},
         **privsep_sections(*NEUTRON_PRIVSEP),
     })
+    # Tenant networks are VLANs of physical network `tenant` (every host's tenant
+    # bridge, patched together: network.plumb). Not VXLAN: OVS 3.1's userspace
+    # datapath drops the guests' checksum-offloaded TCP packets where it would
+    # encapsulate them (doc/multi-host.md). vxlan stays a type driver for networks
+    # made before.
     write_ini(etc / 'plugins' / 'ml2' / 'ml2_conf.ini', {
-        'ml2': {'type_drivers': 'flat,vxlan', 'tenant_network_types': 'vxlan',
+        'ml2': {'type_drivers': 'flat,vlan,vxlan', 'tenant_network_types': 'vlan',
                 'mechanism_drivers': 'openvswitch', 'extension_drivers': 'port_security'},
         'ml2_type_flat': {'flat_networks': '%s,%s' % (net.physnet, net.unbound_physnet)},
+        'ml2_type_vlan': {'network_vlan_ranges': '%s:%s' % (net.tenant_physnet, net.vlan_range)},
         'ml2_type_vxlan': {'vni_ranges': '1:1000'},
     })
-    write_ini(etc / 'plugins' / 'ml2' / 'openvswitch_agent.ini', {
-        'ovs': {'integration_bridge': net.integration_bridge, 'tunnel_bridge': net.tunnel_bridge,
-                'int_peer_patch_port': net.int_peer_patch_port,
-                'tun_peer_patch_port': net.tun_peer_patch_port,
-                'local_ip': '127.0.0.1', 'datapath_type': 'netdev',
-                'bridge_mappings': '%s:%s' % (net.physnet, net.external_bridge),
-                'of_listen_port': net.of_listen_port},
-        'agent': {'tunnel_types': 'vxlan'},
-        'securitygroup': {'firewall_driver': 'openvswitch', 'enable_security_group': 'true'},
-    })
+    write_ini(etc / 'plugins' / 'ml2' / 'openvswitch_agent.ini', ovs_agent(net, [
+        (net.physnet, net.external_bridge), (net.tenant_physnet, net.tenant_bridge)], tunnels=True))
+    for host in box.compute_hosts:
+        agent = ovs_agent(host.network, [(net.tenant_physnet, host.network.tenant_bridge)], tunnels=False)
+        agent['DEFAULT'] = {'host': host.name}
+        write_ini(etc / 'plugins' / 'ml2' / ('openvswitch_agent-%s.ini' % host.tag), agent)
     agent_common = {'interface_driver': 'openvswitch'}
     write_ini(etc / 'dhcp_agent.ini', {
         # dnsmasq logs every lease it hands out (a log per network) beside the box's logs.
@@ -233,13 +235,28 @@ def neutron(box):
     return etc
 
 
+def ovs_agent(net, mappings, tunnels):
+    """One OVS agent's file: its bridges, its physical networks; a VXLAN endpoint or none."""
+    agent = {
+        'ovs': {'integration_bridge': net.integration_bridge, 'datapath_type': 'netdev',
+                'bridge_mappings': ','.join('%s:%s' % mapping for mapping in mappings),
+                'of_listen_port': net.of_listen_port},
+        'agent': {'tunnel_types': 'vxlan' if tunnels else ''},
+        'securitygroup': {'firewall_driver': 'openvswitch', 'enable_security_group': 'true'},
+    }
+    if tunnels:
+        agent['ovs'].update(tunnel_bridge=net.tunnel_bridge, int_peer_patch_port=net.int_peer_patch_port,
+                            tun_peer_patch_port=net.tun_peer_patch_port, local_ip='127.0.0.1')
+    return agent
+
+
 def _nova_common(box):
     sections = {
         'DEFAULT': {
             'transport_url': box.transport_url(),
             'my_ip': '127.0.0.1',
             'state_path': box.root / 'nova',
-            'instances_path': box.root / 'nova' / 'instances',
+            'instances_path': box.instances_path,
             'use_rootwrap_daemon': 'false',
         },
         'keystone_authtoken': authtoken(box, 'nova'),
@@ -312,10 +329,16 @@ def advertiser(box):
     return section
 
 
+SCHEDULER_FILTERS = ('ComputeFilter', 'ComputeCapabilitiesFilter', 'ImagePropertiesFilter',
+                     'ServerGroupAntiAffinityFilter', 'ServerGroupAffinityFilter', 'AggregateNumInstancesFilter')
+
+
 def nova(box):
-    """nova.conf (API, conductor, scheduler) and nova-cpu.conf (compute), as devstack splits them."""
+    """nova.conf (API, conductor, scheduler) and nova-cpu.conf (compute), as devstack splits them;
+    a further compute host reads nova-cpu.conf, then its own nova-cpu-<tag>.conf.
+    """
     etc = box.etc / 'nova'
-    (box.root / 'nova' / 'instances').mkdir(parents=True, exist_ok=True)
+    box.instances_path.mkdir(parents=True, exist_ok=True)
     api_conf = _nova_common(box)
     api_conf['DEFAULT'].update({'log_file': box.logs / 'nova-api-app.log',
                                 'osapi_compute_workers': '1'})
@@ -328,7 +351,14 @@ def nova(box):
         # fault ("Exceeded maximum number of retries") would hide the cause (e.g.
         # "Binding failed for port ..."): fail the build at once with that cause.
         'scheduler': {'workers': '1', 'discover_hosts_in_cells_interval': '-1', 'max_attempts': '1'},
+        # nova's default filters, and a per-aggregate instance limit (metadata
+        # max_instances_per_host): what the e2e tests use to fill a host.
+        'filter_scheduler': {'enabled_filters': ','.join(SCHEDULER_FILTERS)},
         'api': {'auth_strategy': 'keystone'},
+        # Versioned notifications on the bus (conductor sends the aggregate image
+        # pre-cache's per-host results as aggregate.cache_images.progress).
+        'notifications': {'notification_format': 'versioned'},
+        'oslo_messaging_notifications': {'driver': 'messagingv2'},
     })
     api_conf['cloudlet_lease'] = LEASES
     write_ini(etc / 'nova.conf', api_conf)
@@ -352,7 +382,16 @@ def nova(box):
     # roll back left behind it is deleted seconds after the link is back.
     cpu_conf['cloudlet_handoff'] = {'connect_timeout': '10', 'stall_timeout': '15', 'cleanup_retry_interval': '5'}
     cpu_conf['cloudlet'] = {'handoff_receive_timeout': '300'}
+    # Traits of newly cached bases reach Placement within 15 s (default 60 s).
+    cpu_conf['DEFAULT']['update_resources_interval'] = '15'
     write_ini(etc / 'nova-cpu.conf', cpu_conf)
+    for host in box.compute_hosts:
+        host.nova_state.mkdir(parents=True, exist_ok=True)
+        write_ini(etc / ('nova-cpu-%s.conf' % host.tag), {
+            'DEFAULT': {'host': host.name, 'my_ip': host.address, 'state_path': host.nova_state},
+            'libvirt': {'connection_uri': host.libvirt_uri},
+            'neutron': {'ovs_bridge': host.network.integration_bridge},
+        })
     # Stock nova 34 api-paste; cloudlet-configure then plugs our router into it.
     stock = layout.VENV / 'etc' / 'nova' / 'api-paste.ini'
     shutil.copyfile(stock, etc / 'api-paste.ini')

@@ -18,7 +18,17 @@ Open vSwitch (ovs.py); its bridges, patch ports and OpenFlow port carry the
 box's index so that boxes never share one (Box.network: box `br-int`, box2
 `br-int2`), and its external network, whose gateway address is on its br-ex
 here, is 172.24.(4 + index).0/24: this host stands in for the phone and
-reaches floating IPs directly.
+reaches floating IPs directly. Tenant networks are VLANs of the physical
+network `tenant` (the box's `br-vlan`).
+
+Compute hosts: the first box has two (Box.compute_hosts). The first is the
+box's own nova-compute (host name: this machine's). The second,
+`<box>-compute2` (ComputeHost), has its own nova-compute, libvirtd and OVS
+agent, in a mount namespace of its own (compute_host.py) where its instance
+directory and base store are bound over the first host's paths: nova wants
+the same instances_path on every host, and each host keeps its own files
+there, as two machines would. Its OVS agent's `br-vlan-c2` is patched to the
+box's `br-vlan`: the tenant networks span both hosts.
 """
 
 import base64
@@ -86,7 +96,10 @@ class NetworkLayout:
     of_listen_port: int          # the OVS agent's OpenFlow controller
     external_cidr: str           # the `public` network; .1 is this host, on external_bridge
     tenant_cidr: str             # each user project's `private` network
+    tenant_bridge: str           # physical network `tenant`: the VLANs of tenant networks
     physnet: str = 'public'
+    tenant_physnet: str = 'tenant'
+    vlan_range: str = '100:199'
     # A flat physical network no agent has a bridge for: ports on it cannot
     # bind (the e2e tests' failing binding).
     unbound_physnet: str = 'nowhere'
@@ -105,7 +118,8 @@ class NetworkLayout:
 
     @property
     def bridges(self):
-        return (self.integration_bridge, self.tunnel_bridge, self.external_bridge)
+        return tuple(bridge for bridge in (self.integration_bridge, self.tunnel_bridge, self.external_bridge,
+                                           self.tenant_bridge) if bridge)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,7 +169,16 @@ class Box:
             external_bridge='br-ex' + suffix, int_peer_patch_port='patch-tun' + suffix,
             tun_peer_patch_port='patch-int' + suffix, of_listen_port=6633 + self.port_offset,
             external_cidr='172.24.%d.0/24' % (4 + self.index),
-            tenant_cidr='10.%d.0.0/24' % (10 + self.index))
+            tenant_cidr='10.%d.0.0/24' % (10 + self.index), tenant_bridge='br-vlan' + suffix)
+
+    @property
+    def compute_hosts(self):
+        """The further compute hosts of this box (the first box has one, `<box>-compute2`)."""
+        return () if self.remote else (ComputeHost(self, 2),)
+
+    @property
+    def instances_path(self):
+        return self.root / 'nova' / 'instances'
 
     @property
     def wan(self):
@@ -238,6 +261,90 @@ class Box:
         self.root.mkdir(parents=True, exist_ok=True)
         atomic.write_json(str(path), values, indent=1, mode=0o600)
         return values
+
+
+@dataclasses.dataclass(frozen=True)
+class ComputeHost:
+    """A further compute host of `box`: nova's host `<box>-compute<number>` (compute_host.py)."""
+    box: Box
+    number: int
+
+    @property
+    def name(self):
+        """nova's [DEFAULT] host, and the OVS agent's."""
+        return '%s-compute%d' % (self.box.name, self.number)
+
+    @property
+    def tag(self):
+        """In its services' names (`nova-compute-c2`) and its bridges' (`br-int-c2`)."""
+        return 'c%d' % self.number
+
+    @property
+    def root(self):
+        """Its own files: instances, base store, nova's state, libvirt's."""
+        return self.box.root / ('compute%d' % self.number)
+
+    @property
+    def instances(self):
+        """Bound over box.instances_path in its mount namespace."""
+        return self.root / 'instances'
+
+    @property
+    def state_dir(self):
+        """Its [cloudlet] state_dir (base store, handoff records), bound over box.state_dir."""
+        return self.root / 'cloudlet'
+
+    @property
+    def nova_state(self):
+        """Its [DEFAULT] state_path: nova keeps the compute node's uuid there (compute_id)."""
+        return self.root / 'nova'
+
+    @property
+    def run(self):
+        return self.box.run / ('compute%d' % self.number)
+
+    @property
+    def logs(self):
+        """Its libvirt's logs; its nova-compute and agent log to box.logs like the others."""
+        return self.box.logs / ('compute%d' % self.number)
+
+    @property
+    def address(self):
+        """Its [DEFAULT] my_ip (the first host's is 127.0.0.1)."""
+        return '127.0.0.%d' % self.number
+
+    @property
+    def mount_namespace(self):
+        """The persistent mount namespace its libvirtd, QEMU and nova-compute run in."""
+        return self.run / 'mnt'
+
+    @property
+    def binds(self):
+        """(own directory, the first host's path it is bound over) in the mount namespace."""
+        return ((self.instances, self.box.instances_path), (self.state_dir, self.box.state_dir))
+
+    @property
+    def libvirt_socket_dir(self):
+        return self.run / 'libvirt'
+
+    @property
+    def libvirt_uri(self):
+        return 'qemu+unix:///system?socket=%s' % (self.libvirt_socket_dir / 'libvirt-sock')
+
+    @property
+    def network(self):
+        """Its OVS agent's bridges: its own integration, tunnel and tenant bridges."""
+        net = self.box.network
+        suffix = '-' + self.tag
+        return dataclasses.replace(
+            net, integration_bridge=net.integration_bridge + suffix, tunnel_bridge=net.tunnel_bridge + suffix,
+            external_bridge=None, int_peer_patch_port=net.int_peer_patch_port + suffix,
+            tun_peer_patch_port=net.tun_peer_patch_port + suffix,
+            of_listen_port=net.of_listen_port + self.number - 1, tenant_bridge=net.tenant_bridge + suffix)
+
+    def service(self, name):
+        """This host's instance of a per-host service: `nova-compute` -> `nova-compute-c2`."""
+        return '%s-%s' % (name, self.tag)
 
 
 def current():

@@ -32,7 +32,9 @@ AGENT_TYPES = ('Open vSwitch agent', 'DHCP agent', 'L3 agent', 'Metadata agent')
 
 def plumb(box):
     """Before the agents start: the external bridge (the OVS agent wants it
-    to exist) with this host's gateway address on its internal port.
+    to exist) with this host's gateway address on its internal port; the
+    tenant bridge of every compute host, the further hosts' patched to the
+    first's (one physical network: the tenant VLANs reach every host).
     """
     net = box.network
     if box.remote:
@@ -40,6 +42,11 @@ def plumb(box):
     ovs.start()
     ovs.ensure_bridge(net.external_bridge)
     ovs.ensure_address(net.external_bridge, net.gateway_cidr)
+    ovs.ensure_bridge(net.tenant_bridge)
+    for host in box.compute_hosts:
+        ovs.ensure_bridge(host.network.tenant_bridge)
+        ovs.ensure_patch(net.tenant_bridge, 'vlan-to-' + host.tag,
+                         host.network.tenant_bridge, 'vlan-from-' + host.tag)
 
 
 def admin_connection(box):
@@ -51,9 +58,12 @@ def admin_connection(box):
 def wait_for_agents(box, timeout=120):
     conn = admin_connection(box)
 
+    hosts = {host.name for host in box.compute_hosts}
+
     def all_alive():
-        alive = {agent.agent_type for agent in conn.network.agents() if agent.is_alive}
-        return alive.issuperset(AGENT_TYPES)
+        agents = [agent for agent in conn.network.agents() if agent.is_alive]
+        ovs_hosts = {agent.host for agent in agents if agent.agent_type == AGENT_TYPES[0]}
+        return {agent.agent_type for agent in agents}.issuperset(AGENT_TYPES) and hosts <= ovs_hosts
     processes.wait_for('neutron agents (%s)' % ', '.join(AGENT_TYPES), all_alive, timeout,
                        log=box.logs / 'neutron-openvswitch-agent.log')
 
@@ -130,5 +140,7 @@ def teardown(box):
                 ovs.vsctl('--if-exists', 'del-port', dev, check=False)
             subprocess.run([*enter, 'ip', 'netns', 'delete', namespace], capture_output=True)
     ovs.delete_bridges(box.network.bridges)
+    for host in box.compute_hosts:
+        ovs.delete_bridges(host.network.bridges)
     if mounts is not None:
         mounts.remove()

@@ -104,3 +104,17 @@ def populate(box):
     ensure_flavors(nova)
     ensure_guest_image(glance)
     write_clouds_yaml(box)
+
+
+# Every compute host of a box with several (the aggregate image pre-cache works per aggregate).
+AGGREGATE = 'cloudlet'
+
+
+def ensure_aggregate(box):
+    """The aggregate `cloudlet` with every compute host of the box in it."""
+    nova, _ = admin_clients(box)
+    aggregate = next((a for a in nova.aggregates.list() if a.name == AGGREGATE), None) or \
+        nova.aggregates.create(AGGREGATE, None)
+    for host in sorted({s.host for s in nova.services.list(binary='nova-compute')} - set(aggregate.hosts)):
+        aggregate = nova.aggregates.add_host(aggregate, host)
+    return aggregate

@@ -4,6 +4,7 @@ import dataclasses
 
 from cloudlet_box import agent_mounts
 from cloudlet_box import layout
+from cloudlet_box import mounts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,15 +91,20 @@ def api_services(box):
     }
 
 
-def nova_service(box, binary, config_file):
-    argv = (str(layout.VENV / 'bin' / binary), '--config-file', str(box.etc / 'nova' / config_file),
-            '--log-file', str(box.logs / (binary + '.log')))
-    # The engine's own libvirt connections (hypervisor.connect) follow the box's libvirt.
-    env = {'CLOUDLET_LIBVIRT_URI': box.libvirt_uri} if box.remote else {}
-    return Service(binary, argv, env)
+def nova_service(box, binary, config_file, host=None):
+    """A nova process; for a further compute `host`, in its mount namespace with its own file too."""
+    name = host.service(binary) if host else binary
+    argv = (str(layout.VENV / 'bin' / binary), '--config-file', str(box.etc / 'nova' / config_file))
+    if host:
+        argv = mounts.enter(host.mount_namespace) + argv + (
+            '--config-file', str(box.etc / 'nova' / ('nova-cpu-%s.conf' % host.tag)))
+    argv += ('--log-file', str(box.logs / (name + '.log')))
+    # The engine's own libvirt connections (hypervisor.connect) follow the host's libvirt.
+    uri = host.libvirt_uri if host else (box.libvirt_uri if box.remote else None)
+    return Service(name, argv, {'CLOUDLET_LIBVIRT_URI': uri} if uri else {})
 
 
-def neutron_service(box, binary, *agent_configs, own_namespaces=False):
+def neutron_service(box, binary, *agent_configs, own_namespaces=False, name=None):
     """A neutron process with neutron.conf (+ ml2_conf.ini or an agent's file).
     `own_namespaces`: an agent that makes network namespaces runs, for a
     remote box, in the box's agents' mount namespace (agent_mounts.py).
@@ -108,7 +114,8 @@ def neutron_service(box, binary, *agent_configs, own_namespaces=False):
     argv = enter + (str(layout.VENV / 'bin' / binary), '--config-file', str(etc / 'neutron.conf'))
     for config in agent_configs:
         argv += ('--config-file', str(etc / config))
-    return Service(binary, argv + ('--log-file', str(box.logs / (binary + '.log'))), {})
+    name = name or binary
+    return Service(name, argv + ('--log-file', str(box.logs / (name + '.log'))), {})
 
 
 def neutron_services(box):
@@ -116,6 +123,10 @@ def neutron_services(box):
     periodic tasks are processes of their own (as devstack runs them).
     """
     ml2 = 'plugins/ml2/ml2_conf.ini'
+    # Each further compute host's OVS agent (its own host name and bridges).
+    hosts = {host.service('neutron-openvswitch-agent'): neutron_service(
+        box, 'neutron-openvswitch-agent', 'plugins/ml2/openvswitch_agent-%s.ini' % host.tag,
+        name=host.service('neutron-openvswitch-agent')) for host in box.compute_hosts}
     return {
         'neutron-rpc-server': neutron_service(box, 'neutron-rpc-server', ml2),
         'neutron-periodic-workers': neutron_service(box, 'neutron-periodic-workers', ml2),
@@ -126,14 +137,21 @@ def neutron_services(box):
         'neutron-l3-agent': neutron_service(box, 'neutron-l3-agent', 'l3_agent.ini',
                                             own_namespaces=True),
         'neutron-metadata-agent': neutron_service(box, 'neutron-metadata-agent', 'metadata_agent.ini'),
+        **hosts,
     }
 
 
+def compute_service(box, host=None):
+    """The nova-compute of the box's first host, or of a further compute `host` (layout.ComputeHost)."""
+    return nova_service(box, 'nova-compute', 'nova-cpu.conf', host)
+
+
 def nova_services(box):
+    computes = [compute_service(box)] + [compute_service(box, host) for host in box.compute_hosts]
     return {
         'nova-conductor': nova_service(box, 'nova-conductor', 'nova.conf'),
         'nova-scheduler': nova_service(box, 'nova-scheduler', 'nova.conf'),
-        'nova-compute': nova_service(box, 'nova-compute', 'nova-cpu.conf'),
+        **{service.name: service for service in computes},
     }
 
 
