@@ -22,6 +22,9 @@ from cloudlet_client import cloud
 # >= 2.37 for "networks": "none"/"auto"; >= 2.47 embeds the flavor in a
 # server (its name shows without another call). nova 34 serves 2.1 to 2.104.
 COMPUTE_MICROVERSION = '2.96'
+# POST /os-aggregates/{id}/images; GET /resource_providers/{uuid}/traits.
+PRECACHE_MICROVERSION = '2.81'
+PLACEMENT_MICROVERSION = '1.6'
 OVERLAY_ACTION = 'cloudlet-create-overlay'
 BASE_ACTION = 'cloudlet-create-base'
 HEARTBEAT_ACTION = 'cloudlet-heartbeat'
@@ -232,3 +235,39 @@ class CloudletClient:
     def delete_base_import(self, import_id):
         """DELETE /os-cloudlet/bases/{id}: the record, and the Glance images of an active import."""
         self._call('DELETE', '/os-cloudlet/bases/%s' % _quote(import_id))
+
+    # ------------------------------------------------------------ pre-cache (admin)
+
+    def find_aggregate(self, ref):
+        """A host aggregate by id or name."""
+        return self._find(
+            'aggregate', ref, lambda agg_id: self._call('GET', '/os-aggregates/%s' % _quote(agg_id))['aggregate'],
+            lambda: self._call('GET', '/os-aggregates')['aggregates'])
+
+    def cache_images(self, aggregate_id, image_ids):
+        """POST /os-aggregates/{id}/images (microversion 2.81): nova pre-caches them on every host."""
+        self._send('POST', '/os-aggregates/%s/images' % _quote(aggregate_id),
+                   json={'cache': [{'id': image_id} for image_id in image_ids]},
+                   microversion=PRECACHE_MICROVERSION)
+
+    def compute_hosts(self):
+        """{host: {'state': 'up'|'down', 'status': 'enabled'|'disabled', 'provider': uuid or None}}."""
+        hosts = {s['host']: {'state': s['state'], 'status': s['status'], 'provider': None}
+                 for s in self._call('GET', '/os-services', params={'binary': 'nova-compute'})['services']}
+        for hypervisor in self._list('/os-hypervisors/detail', 'hypervisors'):
+            host = (hypervisor.get('service') or {}).get('host')
+            if host in hosts:
+                hosts[host]['provider'] = hypervisor['id']     # 2.53+: the compute node's uuid
+        return hosts
+
+    @functools.cached_property
+    def placement(self):
+        return adapter.Adapter(self.session, service_type='placement', region_name=self.region_name,
+                               interface=self.interface, default_microversion=PLACEMENT_MICROVERSION,
+                               raise_exc=False)
+
+    def provider_traits(self, provider_id):
+        response = self.placement.get('/resource_providers/%s/traits' % _quote(provider_id))
+        if response.status_code >= 400:
+            raise http_error(response)
+        return set(response.json()['traits'])

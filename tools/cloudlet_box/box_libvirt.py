@@ -177,8 +177,8 @@ class BoxLibvirt:
     def _enter(self):
         """The argv prefix that runs a command where the daemons run (made, with its binds, if needed)."""
         if self.namespace is not None:
-            mounts.ensure(self.namespace, self._mounts(), self.box.name)
-            return list(mounts.enter(self.namespace))
+            mounts.ensure(self.namespace, self._mounts(), self.box.name, hostname=self.box.name)
+            return list(mounts.enter(self.namespace, uts=True))
         alive = [(daemon, self.pid(daemon)) for daemon in DAEMONS if self.pid(daemon)]
         if alive:
             # Join the namespace the other daemon runs in (its binds are in place).

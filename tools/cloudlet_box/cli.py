@@ -95,8 +95,9 @@ def destroy(box):
     network.teardown(box)
     for host in box.compute_hosts:
         mounts.remove(host.mount_namespace)
-    if processes.pid_of(infra.RUN / 'mariadb.pid'):
-        infra.drop_databases(box)
+    # MariaDB is shared: started if it does not run, so that the box's databases go too.
+    infra.start_mariadb()
+    infra.drop_databases(box)
     for path in (box.root, box.logs, box.run):
         shutil.rmtree(path, ignore_errors=True)
     print('[box] destroyed %s (its databases, data, logs)' % box.name)

@@ -48,6 +48,8 @@ def create_databases(box):
     statements = ["CREATE DATABASE IF NOT EXISTS `%s_%s` CHARACTER SET utf8mb4" % (box.db_prefix, name)
                   for name in DATABASES]
     statements.append("CREATE USER IF NOT EXISTS '%s'@'127.0.0.1' IDENTIFIED BY '%s'" % (user, secret))
+    # A user left by a box destroyed while MariaDB did not run has another password.
+    statements.append("ALTER USER '%s'@'127.0.0.1' IDENTIFIED BY '%s'" % (user, secret))
     statements.append("GRANT ALL PRIVILEGES ON `%s\\_%%`.* TO '%s'@'127.0.0.1'" % (box.db_prefix, user))
     sql('; '.join(statements))
 

@@ -3,7 +3,10 @@
 `unshare --mount=<file>` makes a mount namespace and keeps it alive by
 binding it to the file; `nsenter --mount=<file>` runs a command in it. The box
 uses them where a group of daemons must see their own directories at paths
-shared with the rest of the machine (agent_mounts.py, box_libvirt.py).
+shared with the rest of the machine (agent_mounts.py, box_libvirt.py). With a
+`hostname`, the namespace gets a UTS namespace of its own too (`<file>-uts`),
+where that is the host name: a further compute host's libvirtd then names its
+node (nova's hypervisor_hostname, Placement's provider) apart from the first's.
 """
 
 import subprocess
@@ -11,27 +14,36 @@ import subprocess
 from cloudlet_box import processes
 
 
-def ensure(path, commands, owner):
+def ensure(path, commands, owner, hostname=None):
     """The namespace at `path`, made by running the shell `commands` (its binds) in it unless it exists."""
     if is_mount_point(path):
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     path.touch()
-    result = subprocess.run(['unshare', '--mount=%s' % path, '--propagation', 'private', '--',
-                             'sh', '-ec', '\n'.join(commands)], capture_output=True, text=True)
+    argv = ['unshare', '--mount=%s' % path, '--propagation', 'private']
+    if hostname:
+        uts_path(path).touch()
+        argv.append('--uts=%s' % uts_path(path))
+        commands = ['hostname %s' % hostname] + list(commands)
+    result = subprocess.run(argv + ['--', 'sh', '-ec', '\n'.join(commands)], capture_output=True, text=True)
     if result.returncode:
         raise processes.StartError('could not make the mount namespace of %s: %s' % (owner, result.stderr.strip()))
 
 
-def enter(path):
-    """The argv prefix that runs a command in the namespace at `path`."""
-    return ('nsenter', '--mount=%s' % path, '--')
+def enter(path, uts=False):
+    """The argv prefix that runs a command in the namespace at `path` (and its UTS namespace)."""
+    return ('nsenter', '--mount=%s' % path) + (('--uts=%s' % uts_path(path),) if uts else ()) + ('--',)
+
+
+def uts_path(path):
+    return path.with_name(path.name + '-uts')
 
 
 def remove(path):
-    if is_mount_point(path):
-        subprocess.run(['umount', str(path)], capture_output=True)
-    path.unlink(missing_ok=True)
+    for each in (path, uts_path(path)):
+        if is_mount_point(each):
+            subprocess.run(['umount', str(each)], capture_output=True)
+        each.unlink(missing_ok=True)
 
 
 def is_mount_point(path):

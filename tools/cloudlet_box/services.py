@@ -96,7 +96,7 @@ def nova_service(box, binary, config_file, host=None):
     name = host.service(binary) if host else binary
     argv = (str(layout.VENV / 'bin' / binary), '--config-file', str(box.etc / 'nova' / config_file))
     if host:
-        argv = mounts.enter(host.mount_namespace) + argv + (
+        argv = mounts.enter(host.mount_namespace, uts=True) + argv + (
             '--config-file', str(box.etc / 'nova' / ('nova-cpu-%s.conf' % host.tag)))
     argv += ('--log-file', str(box.logs / (name + '.log')))
     # The engine's own libvirt connections (hypervisor.connect) follow the host's libvirt.
