@@ -196,12 +196,13 @@ def choose_evictions(cached, budget_bytes, in_use, min_idle, now):
 def age(store, budget_bytes, in_use, min_idle, now=None):
     """Delete the bases `choose_evictions` picks; returns an Ageing.
 
-    `in_use`: the ids of bases instances on this host were restored from.
-    Holding the store's lock exclusively, no fetch of a base can find it
-    cached and then lose it.
+    `in_use`: the ids of the bases in use on this host, or a callable that
+    returns them (called under the lock). Holding the store's lock
+    exclusively, no fetch of a base can find it cached and then lose it.
     """
     with store.lock(exclusive=True):
-        chosen, kept = choose_evictions(store.cached(), budget_bytes, set(in_use), min_idle,
+        used = set(in_use() if callable(in_use) else in_use)
+        chosen, kept = choose_evictions(store.cached(), budget_bytes, used, min_idle,
                                         time.time() if now is None else now)
         for base_id in chosen:
             store.delete(base_id)

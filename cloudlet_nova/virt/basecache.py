@@ -18,6 +18,10 @@ the scheduler which bases are here.
   base answers for); cloudlet_nova.scheduler.weigher prefers those hosts.
 """
 
+import collections
+import contextlib
+import threading
+
 from oslo_log import log as logging
 
 import nova.conf
@@ -36,6 +40,25 @@ LOG = logging.getLogger(__name__)
 
 MB = 1024 * 1024
 
+# Base disk images that spawns and pre-caches of this process are using now:
+# their bases are in use before any instance record names them.
+_busy = collections.Counter()
+_busy_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def in_use(image_id):
+    """While the body runs, the base of base disk image `image_id` is never aged out."""
+    with _busy_lock:
+        _busy[image_id] += 1
+    try:
+        yield
+    finally:
+        with _busy_lock:
+            _busy[image_id] -= 1
+            if not _busy[image_id]:
+                del _busy[image_id]
+
 
 def precache(context, image_id, ram_owner):
     """Pre-cache one image: True when its base was fetched now, False when it was here
@@ -52,19 +75,24 @@ def precache(context, image_id, ram_owner):
                                       'base disk image (cloudlet_type=%s) of its base' % (kind, props.BASE_DISK))
     store = launch.base_store()
     was_here = store.has(model.base_id_of(image))
-    base = hostcache.fetch_base(images, image_id, store,
-                                launch.LogProgress(subject='pre-cache of image %s' % image_id))
-    launch.ram_file(base, ram_owner)
+    with in_use(image_id):
+        base = hostcache.fetch_base(images, image_id, store,
+                                    launch.LogProgress(subject='pre-cache of image %s' % image_id))
+        launch.ram_file(base, ram_owner)
     LOG.info('pre-cache of image %s: base %s (%s) %s', image_id, base.base_id[:12], base.name,
              'was cached already' if was_here else 'fetched')
     return not was_here
 
 
-def bases_in_use(instances_path, instances=()):
-    """Ids of the bases instances on this host were restored from: each instance
-    directory's cloudlet record, and the base id nova holds for `instances`.
+def bases_in_use(instances_path, instances=(), store=None):
+    """Ids of the bases in use on this host: each instance directory's cloudlet
+    record, the base id nova holds for `instances`, and the bases of the images
+    spawns and pre-caches are using now (`in_use`; `store` maps them to bases).
     """
-    in_use = set()
+    with _busy_lock:
+        busy = set(_busy)
+    in_use = {base_id for image_id, base_id in hostcache.cached_images(store).items()
+              if image_id in busy} if store is not None and busy else set()
     for instance_dir, _names in state.instance_dirs(instances_path):
         record = state.load(instance_dir)
         if record:
@@ -82,8 +110,9 @@ def age(instances):
     budget_mb = CONF.cloudlet.base_store_budget_mb
     if not budget_mb or not CONF.image_cache.remove_unused_base_images:
         return None
-    result = basestore.age(launch.base_store(), budget_mb * MB,
-                           bases_in_use(CONF.instances_path, instances),
+    store = launch.base_store()
+    result = basestore.age(store, budget_mb * MB,
+                           lambda: bases_in_use(CONF.instances_path, instances, store),
                            CONF.image_cache.remove_unused_original_minimum_age_seconds)
     for base_id in result.evicted:
         LOG.info('base %s deleted from this host\'s base store: unused, least recently used, above '

@@ -154,6 +154,13 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
         if self._is_booted_from_volume(block_device_info):
             raise faults.CloudletSpawnFailed(reason='cloudlet instances need a local root disk: '
                                                     'boot from volume is not supported')
+        with basecache.in_use(spawn_plan.base_image_id):     # not aged out before the record names it
+            self._spawn_cloudlet(context, instance, image_meta, injected_files, admin_password, allocations,
+                                 network_info, block_device_info, power_on, accel_info, spawn_plan,
+                                 instance_dir)
+
+    def _spawn_cloudlet(self, context, instance, image_meta, injected_files, admin_password, allocations,
+                        network_info, block_device_info, power_on, accel_info, spawn_plan, instance_dir):
         network_info = vifs.with_os_vif_taps(network_info)
         if spawn_plan.kind == launch.HANDOFF and network_info:
             # The ports get wired while the residue arrives, not after the source paused.

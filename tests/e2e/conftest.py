@@ -47,9 +47,10 @@ def not_running(box):
     """The box's daemons that do not run (for a remote box also its libvirtd and WAN relay)."""
     down = [name for name in services.all_services(box)
             if not processes.pid_of(box.run / (name + '.pid'))]
+    for owner in ((box,) if box.remote else ()) + tuple(box.compute_hosts):
+        own = box_libvirt.BoxLibvirt(owner)
+        down += ['%s (%s)' % (daemon, owner.name) for daemon in box_libvirt.DAEMONS if not own.pid(daemon)]
     if box.remote:
-        own = box_libvirt.BoxLibvirt(box)
-        down += ['%s (own)' % daemon for daemon in box_libvirt.DAEMONS if not own.pid(daemon)]
         if not wan_path.WanPath(box).is_up():
             down.append('WAN path %s' % box.wan.namespace)
     return down
@@ -201,8 +202,14 @@ def sweep(box):
 
 def _ram_files(*boxes):
     for made in boxes:
-        for meta in sorted((made.state_dir / 'bases').glob('*/' + ramfile.RAM_META)):
-            yield ramfile.RamFile(str(meta.parent))
+        for state_dir in made.state_dirs:
+            for meta in sorted((state_dir / 'bases').glob('*/' + ramfile.RAM_META)):
+                yield ramfile.RamFile(str(meta.parent))
+
+
+def host_files(box, admin, server_id):
+    """Where the server's compute host keeps its files (layout.HostFiles)."""
+    return box.host_files(admin.compute.get_server(server_id).compute_host)
 
 
 @pytest.fixture(scope='session', autouse=True)

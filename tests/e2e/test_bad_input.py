@@ -51,13 +51,14 @@ def bad_overlays(app_overlay, tmp_path_factory):
 
 
 def state_dir_files(box):
-    return set(box.state_dir.rglob('*'))
+    """Every compute host's base store and handoff records."""
+    return {path for state_dir in box.state_dirs for path in state_dir.rglob('*')}
 
 
 def assert_refused_without_residue(box, demo, base, metadata, expected, networks='auto',
                                    trusted_certificates=None):
     """ERROR with `expected` in the fault; no domain, no instance files, no port left."""
-    files_before = state_dir_files(box)   # the compute host's base store
+    files_before = state_dir_files(box)   # the compute hosts' base stores
     server_id = cloud.create_server(demo, 'e2e-bad-input', base['image_id'], metadata=metadata,
                                     networks=networks, trusted_certificates=trusted_certificates)
     try:
@@ -66,14 +67,15 @@ def assert_refused_without_residue(box, demo, base, metadata, expected, networks
         assert expected in server.fault['message'], server.fault
         # nova's failed build gives its ports back to Neutron.
         assert not list(demo.network.ports(device_id=server_id))
-        conn = libvirt.open('qemu:///system')
-        try:
-            with pytest.raises(libvirt.libvirtError):
-                conn.lookupByUUIDString(server_id)
-        finally:
-            conn.close()
-        instance_dir = box.root / 'nova' / 'instances' / server_id
-        assert not instance_dir.exists() or not any(instance_dir.iterdir()), list(instance_dir.iterdir())
+        for files in [box.host_files(None)] + [box.host_files(host.name) for host in box.compute_hosts]:
+            conn = libvirt.open(files.libvirt_uri)
+            try:
+                with pytest.raises(libvirt.libvirtError):
+                    conn.lookupByUUIDString(server_id)
+            finally:
+                conn.close()
+            instance_dir = files.instances / server_id
+            assert not instance_dir.exists() or not any(instance_dir.iterdir()), list(instance_dir.iterdir())
     finally:
         cloud.delete_server(demo, server_id)
     assert state_dir_files(box) == files_before

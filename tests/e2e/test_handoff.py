@@ -22,6 +22,7 @@ from cloudlet_box import layout
 from cloudlet_box import processes
 from cloudlet_box import services
 from cloudlet_glance import properties as props
+from tests.e2e.conftest import host_files
 
 RAM, DISK = 'e2e-ho-ram', 'e2e-ho-disk'
 LOGS = pathlib.Path('/var/log/openstack-cloudlet')
@@ -431,7 +432,7 @@ def test_destination_compute_killed_while_it_restores(demo, box2_demo, box2, wan
     _secret_nowhere(dest.secret)
 
 
-def test_source_compute_restarted_mid_handoff(demo, box, box2_demo, wan, shared_base):
+def test_source_compute_restarted_mid_handoff(demo, admin, box, box2_demo, wan, shared_base):
     """box's nova-compute is restarted (SIGTERM, as an operator's restart stops it) while the
     residue streams. nova 34's graceful shutdown first lets running work end for a while, then
     `cleanup_host` cancels what still runs: the handoff either completes (the VM runs on box2)
@@ -439,13 +440,13 @@ def test_source_compute_restarted_mid_handoff(demo, box, box2_demo, wan, shared_
     the app with its state, and box2 keeps nothing else of the handoff.
     """
     server_id, state = _source(demo, shared_base, 'e2e-ho-restarted')
-    compute = services.all_services(box)['nova-compute']
+    compute = services.all_services(box)[host_files(box, admin, server_id).compute_service]
     dest = handoff_scene.destination(box2_demo, wan)
     handoff_id = None
     try:
         handoff_id = handoff_scene.start_handoff(demo, server_id, dest, 'e2e-ho-restarted-moved')
         _phase_started(handoff_id, 'residue')
-        assert processes.stop('nova-compute', box.run, grace=120)
+        assert processes.stop(compute.name, box.run, grace=120)
         processes.start(compute.name, list(compute.argv), box.run, box.logs, env=compute.env)
         outcome, moved, _seconds = handoff_scene.wait_handoff(demo, box2_demo, server_id, handoff_id, 300)
         if outcome == 'done':

@@ -12,6 +12,7 @@ from cloudlet_box import cloud
 from cloudlet_engine import ramfile
 from tests.e2e.conftest import app_get
 from tests.e2e.conftest import DISK_STATE
+from tests.e2e.conftest import host_files
 from tests.e2e.conftest import RAM_STATE
 
 
@@ -23,8 +24,13 @@ def _qemu_args(server_id):
     return out
 
 
-def _record(box, server_id):
-    with open(box.root / 'nova' / 'instances' / server_id / 'cloudlet.json') as f:
+def _mapped(box, base):
+    """The RAM file QEMU maps: every host has its own base store at the first host's path."""
+    return box.state_dir / 'bases' / base['base_id'] / ramfile.RAM_FILE
+
+
+def _record(files, server_id):
+    with open(files.instances / server_id / 'cloudlet.json') as f:
         return json.load(f)
 
 
@@ -40,13 +46,14 @@ def _wait_status(conn, server_id, status, timeout=300):
         time.sleep(0.5)
 
 
-def test_resume_maps_the_base_ram_file_and_cold_boots_use_ordinary_ram(box, demo, servers, base):
+def test_resume_maps_the_base_ram_file_and_cold_boots_use_ordinary_ram(box, admin, demo, servers, base):
     server_id = servers.track(cloud.create_server(demo, 'e2e-ramfile', base['image_id']))
     assert cloud.wait_server(demo, server_id).status == 'ACTIVE'
-    ram = ramfile.RamFile(str(box.state_dir / 'bases' / base['base_id']))
-    assert _record(box, server_id)['memory_restore'] == 'ram_file'
+    files = host_files(box, admin, server_id)
+    ram = ramfile.RamFile(str(files.state_dir / 'bases' / base['base_id']))
+    assert _record(files, server_id)['memory_restore'] == 'ram_file'
     args = _qemu_args(server_id)
-    assert 'mem-path=%s,share=off' % ram.path in args and 'memory-backend=%s' % ramfile.BACKEND_ID in args
+    assert 'mem-path=%s,share=off' % _mapped(box, base) in args and 'memory-backend=%s' % ramfile.BACKEND_ID in args
     state = app_get(demo, server_id, '/cgi-bin/fill?8', '/cgi-bin/set?ram=mapped&disk=mapped-disk')
     assert state['bootid'] == base['bootid'] and state['ram'] == 'mapped'
 
@@ -77,7 +84,7 @@ def _wait_new_boot(conn, server_id, seen, timeout=300):
         time.sleep(2)
 
 
-def test_suspend_and_resume_come_back_over_the_file(box, demo, servers, base):
+def test_suspend_and_resume_come_back_over_the_file(box, admin, demo, servers, base):
     """libvirt's managed save holds the live XML, mapping included: the resume maps the file again.
 
     The guest's memory across a managed save over the file is checked on real QEMU in
@@ -87,20 +94,21 @@ def test_suspend_and_resume_come_back_over_the_file(box, demo, servers, base):
     """
     server_id = servers.track(cloud.create_server(demo, 'e2e-ramfile-suspend', base['image_id']))
     assert cloud.wait_server(demo, server_id).status == 'ACTIVE'
-    ram = ramfile.RamFile(str(box.state_dir / 'bases' / base['base_id']))
+    ram = ramfile.RamFile(str(host_files(box, admin, server_id).state_dir / 'bases' / base['base_id']))
     demo.compute.suspend_server(server_id)
     _wait_status(demo, server_id, 'SUSPENDED')
     demo.compute.resume_server(server_id)
     _wait_status(demo, server_id, 'ACTIVE')
-    assert 'mem-path=%s,share=off' % ram.path in _qemu_args(server_id)
+    assert 'mem-path=%s,share=off' % _mapped(box, base) in _qemu_args(server_id)
     ram.verify()
 
 
-def test_a_synthesized_server_maps_the_file_under_the_overlay_s_state(box, demo, servers, base, app_overlay):
+def test_a_synthesized_server_maps_the_file_under_the_overlay_s_state(box, admin, demo, servers, base,
+                                                                     app_overlay):
     server_id = servers.track(cloud.create_server(demo, 'e2e-ramfile-synth', base['image_id'],
                                                   metadata={'cloudlet_overlay_id': app_overlay['image_id']}))
     assert cloud.wait_server(demo, server_id).status == 'ACTIVE'
-    assert _record(box, server_id)['memory_restore'] == 'ram_file'
+    assert _record(host_files(box, admin, server_id), server_id)['memory_restore'] == 'ram_file'
     assert 'memory-backend-file' in _qemu_args(server_id)
     state = app_get(demo, server_id, '/cgi-bin/state')
     assert (state['ram'], state['disk'], state['bootid']) == (RAM_STATE, DISK_STATE, base['bootid'])

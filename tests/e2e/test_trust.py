@@ -7,6 +7,7 @@ it, no domain and nothing written (test_bad_input.assert_refused_without_residue
 
 import pytest
 
+from cloudlet_box import services
 from cloudlet_client import keys as client_keys
 from cloudlet_client import overlays as client_overlays
 from cloudlet_engine import crypto
@@ -171,6 +172,8 @@ def test_key_never_reaches_the_compute_hosts_disk_or_logs(box, demo, base, trust
     key_id = metadata[props.OVERLAY_KEY_ID]
     raw = key_manager(demo)._client.secrets.get(key_id).payload
     assert isinstance(raw, bytes) and len(raw) == crypto.KEY_BYTES
-    for path in [box.logs / 'nova-compute.log'] + [p for p in box.state_dir.rglob('*') if p.is_file()]:
+    logs = [box.logs / (services.compute_service(box, host).name + '.log')
+            for host in (None,) + tuple(box.compute_hosts)]
+    for path in logs + [p for state_dir in box.state_dirs for p in state_dir.rglob('*') if p.is_file()]:
         data = path.read_bytes()
         assert raw not in data and raw.hex().encode() not in data, path

@@ -165,8 +165,12 @@ def wait_handoff(conn, dst_conn, server_id, handoff_id, timeout=600, poll=0.2):
 
 
 def record_path(handoff_id, box_name='box'):
-    path = pathlib.Path(records.path(layout.named(box_name).state_dir, handoff_id))
-    return path if path.exists() else None
+    """The record of a handoff, on whichever compute host of the box was its source."""
+    for state_dir in layout.named(box_name).state_dirs:
+        path = pathlib.Path(records.path(state_dir, handoff_id))
+        if path.exists():
+            return path
+    return None
 
 
 def _result(handoff_id):

@@ -181,6 +181,20 @@ class Box:
         return self.root / 'nova' / 'instances'
 
     @property
+    def state_dirs(self):
+        """Every compute host's [cloudlet] state_dir, as seen from outside the hosts' namespaces."""
+        return (self.state_dir,) + tuple(host.state_dir for host in self.compute_hosts)
+
+    def host_files(self, host_name):
+        """Where compute host `host_name` (nova's name) keeps its files, as seen from outside
+        the hosts' namespaces: the first host's unless it is a further one.
+        """
+        host = next((h for h in self.compute_hosts if h.name == host_name), None)
+        if host is None:
+            return HostFiles(self.instances_path, self.state_dir, self.libvirt_uri, 'nova-compute')
+        return HostFiles(host.instances, host.state_dir, host.libvirt_uri, host.service('nova-compute'))
+
+    @property
     def wan(self):
         """The WAN path's layout (a remote box), else None."""
         if not self.remote:
@@ -261,6 +275,15 @@ class Box:
         self.root.mkdir(parents=True, exist_ok=True)
         atomic.write_json(str(path), values, indent=1, mode=0o600)
         return values
+
+
+@dataclasses.dataclass(frozen=True)
+class HostFiles:
+    """A compute host's instance directories, base store, libvirt and nova-compute service name."""
+    instances: pathlib.Path
+    state_dir: pathlib.Path
+    libvirt_uri: str
+    compute_service: str
 
 
 @dataclasses.dataclass(frozen=True)

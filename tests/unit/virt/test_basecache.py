@@ -148,3 +148,14 @@ def test_ageing_keeps_a_base_in_use_and_evicts_it_once_unused(glance, conf):
     assert _entries(store) == []
     # Needed again: fetched again.
     assert basecache.precache('ctx', imported.disk_id, ram_owner=None) is True
+
+
+def test_a_base_a_spawn_is_using_is_kept_before_any_record_names_it(glance, conf):
+    images, imported = glance
+    basecache.precache('ctx', imported.disk_id, ram_owner=None)
+    conf.config(remove_unused_original_minimum_age_seconds=0, group='image_cache')
+    conf.config(base_store_budget_mb=1, group='cloudlet')
+    with mock.patch.object(basecache, 'MB', 1):           # a budget of 1 byte
+        with basecache.in_use(imported.disk_id):
+            assert basecache.age([]).evicted == ()
+        assert basecache.age([]).evicted == (imported.base_id,)
