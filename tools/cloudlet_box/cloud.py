@@ -28,10 +28,11 @@ def _check(response, what):
 
 
 def create_server(conn, name, image_id, flavor_name='m1.tiny', metadata=None, networks='auto',
-                  security_groups=None, trusted_certificates=None):
+                  security_groups=None, trusted_certificates=None, host=None):
     """POST /v2.1/servers; return the new server's id. `networks`: 'auto' (the
     project's `private` network), 'none', or a list of {"uuid": ...};
-    `trusted_certificates`: nova's trusted_image_certificates (key manager ids).
+    `trusted_certificates`: nova's trusted_image_certificates (key manager ids);
+    `host`: the compute host to build on (admin only, microversion 2.74).
     """
     flavor = conn.compute.find_flavor(flavor_name, ignore_missing=False)
     body = {'server': {'name': name, 'imageRef': image_id, 'flavorRef': flavor.id,
@@ -40,6 +41,8 @@ def create_server(conn, name, image_id, flavor_name='m1.tiny', metadata=None, ne
         body['server']['security_groups'] = [{'name': group} for group in security_groups]
     if trusted_certificates:
         body['server']['trusted_image_certificates'] = list(trusted_certificates)
+    if host:
+        body['server']['host'] = host
     reply = _check(conn.compute.post('/servers', json=body, microversion=MICROVERSION),
                    'create server %s' % name)
     return reply.json()['server']['id']

@@ -333,8 +333,8 @@ class ComputeHost:
 
     @property
     def address(self):
-        """Its [DEFAULT] my_ip (the first host's is 127.0.0.1)."""
-        return '127.0.0.%d' % self.number
+        """Its [DEFAULT] my_ip (the first host's is 127.0.0.1; 127.0.0.2 serves the tests' overlays)."""
+        return '127.0.1.%d' % self.number
 
     @property
     def mount_namespace(self):

@@ -1,0 +1,274 @@
+"""The box's two compute hosts (doc/multi-host.md): base ageing, pre-cache, base-aware placement,
+many syntheses at once.
+
+The first host is the box's own nova-compute; the second, box-compute2, keeps
+no base it does not use ([cloudlet] base_store_budget_mb = 1, a pass every
+15 s, none younger than 20 s), so the tests can see a base leave it and come
+back. What each host holds is read from its base store (the tests run on the
+machine) and from Placement (the CUSTOM_CLOUDLET_IMAGE_<id> trait the
+scheduler's base weigher reads).
+"""
+
+import concurrent.futures
+import threading
+import time
+
+from oslo_config import cfg
+import oslo_messaging
+import pytest
+
+from cloudlet_box import cloud
+from cloudlet_box import http_serve
+from cloudlet_box import resources
+from cloudlet_glance import properties as props
+from tests.e2e.conftest import app_get
+from tests.e2e.conftest import DISK_STATE
+from tests.e2e.conftest import OpenStackCLI
+from tests.e2e.conftest import RAM_STATE
+from tests.e2e.conftest import Servers
+
+AGED_OUT = 120          # seconds: idle 20 s, a pass every 15 s, its trait gone at the next report (15 s)
+
+
+@pytest.fixture(scope='module')
+def hosts(box, admin):
+    """(first host, second host): nova's names."""
+    if not box.compute_hosts:
+        pytest.skip('box %s has one compute host' % box.name)
+    second = box.compute_hosts[0].name
+    names = {service.host for service in admin.compute.services(binary='nova-compute')}
+    assert second in names and len(names) == 2, names
+    return (names - {second}).pop(), second
+
+
+@pytest.fixture(scope='module')
+def admin_cli(box):
+    return OpenStackCLI(box, 'admin')
+
+
+@pytest.fixture
+def admin_servers(admin):
+    made = Servers(admin)
+    yield made
+    made.cleanup()
+
+
+def holds(box, host_name, base_id):
+    """Whether the host's base store holds the base (its directory, as this machine sees it)."""
+    return (box.host_files(host_name).state_dir / 'bases' / base_id).is_dir()
+
+
+def traits(admin, host_name):
+    provider = next(h for h in admin.compute.hypervisors(details=True) if h.service_details['host'] == host_name)
+    return set(admin.placement.get('/resource_providers/%s/traits' % provider.id,
+                                   microversion='1.6').json()['traits'])
+
+
+def wait_until(what, check, timeout):
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, 'not within %d s: %s' % (timeout, what)
+        time.sleep(1)
+    return time.monotonic()
+
+
+def host_of(admin, server_id):
+    return admin.compute.get_server(server_id).compute_host
+
+
+def synthesize(conn, name, base_image_id, overlay, **kwargs):
+    """A server of the base image with the overlay: {'cloudlet_overlay_id': ...} or {'overlay_url': ...}."""
+    return cloud.create_server(conn, name, base_image_id, metadata=overlay, **kwargs)
+
+
+@pytest.fixture(scope='module')
+def hosts_base(base, demo_cli):
+    """The e2e base under a Glance image of its own: no host has used it through this image yet."""
+    imported = demo_cli.json('cloudlet', 'base', 'import', base['package'], '--name', 'e2e-hosts-base')
+    yield dict(base, image_id=imported['id'])
+    demo_cli.run('cloudlet', 'base', 'delete', imported['id'])
+
+
+@pytest.fixture
+def aggregate(admin):
+    """A host aggregate the test fills (deleted afterwards, hosts removed first)."""
+    made = []
+
+    def make(name, *host_names, metadata=None):
+        found = admin.compute.create_aggregate(name=name)
+        for host_name in host_names:
+            admin.compute.add_host_to_aggregate(found, host_name)
+        if metadata:
+            admin.compute.set_aggregate_metadata(found, metadata)
+        made.append(found.id)
+        return admin.compute.get_aggregate(found.id)
+    yield make
+    for aggregate_id in made:
+        found = admin.compute.get_aggregate(aggregate_id)
+        for host_name in found.hosts or ():
+            admin.compute.remove_host_from_aggregate(found, host_name)
+        admin.compute.delete_aggregate(found)
+
+
+class Notifications:
+    """nova's versioned notifications of one event type, as an operator's listener gets them."""
+
+    def __init__(self, box, event_type):
+        self.event_type, self.payloads, self.lock = event_type, [], threading.Lock()
+        conf = cfg.ConfigOpts()
+        conf([], project='e2e-notifications')
+        transport = oslo_messaging.get_notification_transport(conf, url=box.transport_url())
+        # nova's exchange, and a queue of this listener's own (pool) beside any other consumer.
+        targets = [oslo_messaging.Target(topic='versioned_notifications', exchange='nova')]
+        self.listener = oslo_messaging.get_notification_listener(
+            transport, targets, [self], executor='threading', pool='e2e-%s' % event_type)
+
+    def info(self, ctxt, publisher_id, event_type, payload, metadata):
+        if event_type == self.event_type:
+            with self.lock:
+                self.payloads.append(payload['nova_object.data'])
+
+    error = info
+
+    def __enter__(self):
+        self.listener.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.listener.stop()
+        self.listener.wait()
+
+    def wait_for_hosts(self, host_names, timeout=600):
+        """{host: payload} once every host reported."""
+        def seen():
+            with self.lock:
+                return {p['host']: p for p in self.payloads}
+        wait_until('%s from %s' % (self.event_type, ', '.join(host_names)),
+                   lambda: set(host_names) <= set(seen()), timeout)
+        return seen()
+
+
+def test_an_unused_base_ages_out_of_the_small_host_and_comes_back_when_needed(
+        box, admin, hosts, base, admin_servers):
+    _, second = hosts
+    # In use (a server restored from it runs there): kept, however long it sits.
+    server_id = admin_servers.track(cloud.create_server(admin, 'e2e-hosts-aged', base['image_id'],
+                                                        networks='none', host=second))
+    assert cloud.wait_server(admin, server_id).status == 'ACTIVE'
+    time.sleep(40)       # past the 20 s idle limit, two passes
+    assert holds(box, second, base['base_id'])
+    trait = props.cached_image_trait(base['image_id'])
+    assert trait in traits(admin, second)
+    # Unused: gone from the store, then from Placement.
+    cloud.delete_server(admin, server_id)
+    wait_until('base aged out of %s' % second, lambda: not holds(box, second, base['base_id']), AGED_OUT)
+    wait_until('trait gone from %s' % second, lambda: trait not in traits(admin, second), AGED_OUT)
+    # Needed again: fetched again.
+    again = admin_servers.track(cloud.create_server(admin, 'e2e-hosts-back', base['image_id'],
+                                                    networks='none', host=second))
+    assert cloud.wait_server(admin, again).status == 'ACTIVE'
+    assert holds(box, second, base['base_id'])
+
+
+def test_precache_fills_every_host_of_the_aggregate_and_nova_reports_each(
+        box, admin, admin_cli, hosts, base, aggregate):
+    first, second = hosts
+    wait_until('base aged out of %s' % second, lambda: not holds(box, second, base['base_id']), AGED_OUT)
+    both = aggregate('e2e-hosts-both', first, second)
+    with Notifications(box, 'aggregate.cache_images.progress') as events:
+        started = time.monotonic()
+        rows = admin_cli.json('cloudlet', 'base', 'precache', base['image_id'], '--aggregate', both.name,
+                              '--wait', '--timeout', '600')
+        took = time.monotonic() - started
+        reports = events.wait_for_hosts([first, second])
+    assert {(r['host'], r['status']) for r in rows} == {(first, 'cached'), (second, 'cached')}
+    assert all(reports[h]['images_cached'] == [base['image_id']] and reports[h]['images_failed'] == []
+               for h in (first, second)), reports
+    assert holds(box, second, base['base_id'])
+    print('\npre-cache of %s on %s (fetched) and %s (held): %.1f s until both report it'
+          % (base['image_id'], second, first, took))
+
+
+def test_precache_of_an_image_that_is_not_a_base_is_each_host_s_error(box, admin, hosts, base, aggregate):
+    first, second = hosts
+    memory_id = admin.image.get_image(base['image_id']).properties[props.BASE_MEMORY]
+    both = aggregate('e2e-hosts-bad', first, second)
+    stores = {path for state_dir in box.state_dirs for path in (state_dir / 'bases').glob('*')}
+    with Notifications(box, 'aggregate.cache_images.progress') as events:
+        answer = admin.compute.post('/os-aggregates/%s/images' % both.id, json={'cache': [{'id': memory_id}]},
+                                    microversion='2.81')
+        assert answer.status_code == 202, answer.text
+        reports = events.wait_for_hosts([first, second])
+    assert all(reports[h]['images_failed'] == [memory_id] and reports[h]['images_cached'] == []
+               for h in (first, second)), reports
+    # Nothing half-written: the stores hold what they held.
+    assert {path for state_dir in box.state_dirs for path in (state_dir / 'bases').glob('*')} == stores
+
+
+def test_syntheses_go_to_the_host_that_holds_the_base_until_it_is_full(
+        box, admin, admin_cli, demo, hosts, hosts_base, app_overlay, aggregate, servers):
+    first, second = hosts
+    only_first = aggregate('e2e-hosts-first', first)
+    rows = admin_cli.json('cloudlet', 'base', 'precache', hosts_base['image_id'], '--aggregate',
+                          only_first.name, '--wait', '--timeout', '600')
+    assert [(r['host'], r['status']) for r in rows] == [(first, 'cached')]
+    assert props.cached_image_trait(hosts_base['image_id']) not in traits(admin, second)
+    overlay = {'cloudlet_overlay_id': app_overlay['image_id']}
+    started = time.monotonic()
+    ids = [servers.track(synthesize(demo, 'e2e-hosts-%d' % i, hosts_base['image_id'], overlay))
+           for i in range(10)]
+    assert [cloud.wait_server(demo, i, timeout=900).status for i in ids] == ['ACTIVE'] * 10
+    ten = time.monotonic() - started
+    assert [host_of(admin, i) for i in ids] == [first] * 10
+    # The first host full (nova's per-aggregate instance limit): the next goes to the other,
+    # which fetches the base.
+    wait_until('base aged out of %s' % second, lambda: not holds(box, second, hosts_base['base_id']), AGED_OUT)
+    on_first = sum(1 for s in admin.compute.servers(all_projects=True) if s.compute_host == first)
+    admin.compute.set_aggregate_metadata(only_first, {'max_instances_per_host': str(on_first)})
+    started = time.monotonic()
+    overflow = servers.track(synthesize(demo, 'e2e-hosts-overflow', hosts_base['image_id'], overlay))
+    assert cloud.wait_server(demo, overflow, timeout=900).status == 'ACTIVE'
+    uncached = time.monotonic() - started
+    assert host_of(admin, overflow) == second
+    state = app_get(demo, overflow, '/cgi-bin/state')       # across hosts: the tenant VLAN
+    assert (state['ram'], state['disk'], state['bootid']) == (RAM_STATE, DISK_STATE, hosts_base['bootid'])
+    print('\n10 syntheses at once on %s (holds the base): %.1f s; the 11th, alone on %s (fetches '
+          'the base): %.1f s' % (first, ten, second, uncached))
+
+
+def test_eight_syntheses_at_once_across_both_hosts(box, admin, admin_cli, demo, hosts, base, app_overlay,
+                                                   aggregate, servers):
+    first, second = hosts
+    both = aggregate('e2e-hosts-eight', first, second)
+    admin_cli.json('cloudlet', 'base', 'precache', base['image_id'], '--aggregate', both.name, '--wait',
+                   '--timeout', '600')
+    with http_serve.serve(app_overlay['path'].parent) as url:
+        by_url = {'overlay_url': '%s/%s' % (url, app_overlay['path'].name)}
+        by_id = {'cloudlet_overlay_id': app_overlay['image_id']}
+        started = time.monotonic()
+        alone = servers.track(synthesize(demo, 'e2e-hosts-alone', base['image_id'], by_id))
+        assert cloud.wait_server(demo, alone, timeout=600).status == 'ACTIVE'
+        one = time.monotonic() - started
+        cloud.delete_server(demo, alone)
+
+        def run(i):
+            server_id = servers.track(synthesize(demo, 'e2e-hosts-8-%d' % i, base['image_id'],
+                                                 by_url if i % 2 else by_id))
+            assert cloud.wait_server(demo, server_id, timeout=900).status == 'ACTIVE'
+            return server_id
+        started = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            ids = list(pool.map(run, range(8)))
+        eight = time.monotonic() - started
+    placed = [host_of(admin, i) for i in ids]
+    assert set(placed) == {first, second}, placed
+    for server_id in ids:
+        state = app_get(demo, server_id, '/cgi-bin/state')
+        assert (state['ram'], state['disk'], state['bootid']) == (RAM_STATE, DISK_STATE, base['bootid'])
+    print('\n8 syntheses at once (4 by URL, 4 by image id) on %d + %d hosts: %.1f s; one alone: %.1f s '
+          '(%.2f x)' % (placed.count(first), placed.count(second), eight, one, eight / one))
+
+
+def test_the_aggregate_of_every_host_exists(admin, hosts):
+    found = next(a for a in admin.compute.aggregates() if a.name == resources.AGGREGATE)
+    assert set(found.hosts) == set(hosts)
