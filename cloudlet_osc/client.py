@@ -239,10 +239,16 @@ class CloudletClient:
     # ------------------------------------------------------------ pre-cache (admin)
 
     def find_aggregate(self, ref):
-        """A host aggregate by id or name."""
-        return self._find(
-            'aggregate', ref, lambda agg_id: self._call('GET', '/os-aggregates/%s' % _quote(agg_id))['aggregate'],
-            lambda: self._call('GET', '/os-aggregates')['aggregates'])
+        """A host aggregate by id, uuid or name (nova answers 400, not 404, to a name where an id goes)."""
+        aggregates = self._call('GET', '/os-aggregates')['aggregates']
+        for key in ('id', 'uuid', 'name'):
+            found = [a for a in aggregates if str(a.get(key)) == str(ref)]
+            if len(found) == 1:
+                return found[0]
+            if found:
+                raise exceptions.CommandError('more than one aggregate is named %r (%s); use an ID'
+                                              % (ref, ', '.join(str(a['id']) for a in found)))
+        raise exceptions.NotFound(404, 'no aggregate with a name or ID of %r exists' % ref)
 
     def cache_images(self, aggregate_id, image_ids):
         """POST /os-aggregates/{id}/images (microversion 2.81): nova pre-caches them on every host."""

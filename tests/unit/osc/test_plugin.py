@@ -32,6 +32,7 @@ COMMANDS = {
     'cloudlet server handoff': command.ShowOne,
     'cloudlet server lease': command.ShowOne, 'cloudlet server heartbeat': command.ShowOne,
     'cloudlet base create': command.ShowOne, 'cloudlet discover': command.Lister,
+    'cloudlet base precache': command.Lister,
 }
 IMPORT_ID = '0c3f3b44-7b83-4f4e-9d6e-7d3b9a1e2f10'
 URL = 'https://packages.example/demo-base.zip'

@@ -18,7 +18,6 @@ PROVIDERS = {'host-a': 'b1c6a0a4-0000-4000-8000-00000000000a', 'host-b': 'b1c6a0
 def cloud(nova, cloudlet, base):
     """nova: the aggregate, both hosts' services and hypervisors; Placement: each host's traits."""
     _, images = base
-    nova.get(NOVA + '/os-aggregates/cloudlet', status_code=404, json={'itemNotFound': {'message': 'no'}})
     nova.get(NOVA + '/os-aggregates', json={'aggregates': [AGGREGATE]})
     nova.post(NOVA + '/os-aggregates/7/images', status_code=202)
     services = {'host-a': 'up', 'host-b': 'up'}
@@ -49,7 +48,6 @@ def test_precache_asks_nova_for_the_aggregate_and_shows_each_host(app, nova, clo
 def test_wait_polls_until_every_host_that_is_up_holds_the_base(app, nova, cloud, monkeypatch):
     images, traits, services = cloud
     services['host-b'] = 'down'
-    nova.get(NOVA + '/os-aggregates/7', json={'aggregate': AGGREGATE})
     polls = []
 
     def sleep(_seconds):
@@ -75,6 +73,5 @@ def test_only_bases_are_pre_cached(app, nova, cloud):
 
 
 def test_an_unknown_aggregate_is_a_clear_error(app, nova, cloud):
-    nova.get(NOVA + '/os-aggregates/nowhere', status_code=404, json={'itemNotFound': {'message': 'no'}})
     with pytest.raises(exceptions.CommandError, match="no aggregate with a name or ID of 'nowhere'"):
         run(app, precache.PrecacheBase, 'demo-base', '--aggregate', 'nowhere')
