@@ -11,6 +11,7 @@ fetch and its first record). A deleted base is fetched again on its next use.
 Beside the bases, the store holds:
 
     .lock                  flock: fetches and uses take it shared, ageing exclusive
+    .fetch-<base_id>       flock: one fetch of a base at a time (the others then find it here)
     .incoming-*            a base being fetched or built (new_workdir)
     .evicting-*            a base being deleted (renamed first: it disappears at once)
     <base_id>/.last-used   its mtime is the base's last use (touch)
@@ -33,7 +34,7 @@ from cloudlet_engine import basevm
 from cloudlet_engine import errors
 
 LOCK, LAST_USED = '.lock', '.last-used'
-INCOMING, EVICTING = '.incoming-', '.evicting-'
+INCOMING, EVICTING, FETCH_LOCK = '.incoming-', '.evicting-', '.fetch-'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +84,14 @@ class BaseStore:
         os.makedirs(self.root, exist_ok=True)
         with open(os.path.join(self.root, LOCK), 'a') as lock:
             fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
+
+    @contextlib.contextmanager
+    def fetching(self, base_id):
+        """Across threads and processes: one fetch of `base_id` at a time."""
+        os.makedirs(self.root, exist_ok=True)
+        with open(os.path.join(self.root, FETCH_LOCK + base_id), 'a') as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
             yield
 
     def new_workdir(self):
@@ -135,9 +144,12 @@ class BaseStore:
             return []
         removed = []
         for entry in sorted(os.listdir(self.root)):
+            path = os.path.join(self.root, entry)
             if entry.startswith((INCOMING, EVICTING)):
-                shutil.rmtree(os.path.join(self.root, entry), ignore_errors=True)
-                removed.append(os.path.join(self.root, entry))
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+            elif entry.startswith(FETCH_LOCK):
+                os.unlink(path)         # a lock file, not a leftover worth reporting
         return removed
 
 

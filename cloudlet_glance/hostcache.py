@@ -37,6 +37,15 @@ def fetch_base(images, disk_image_id, store, progress=None):
     with store.lock():
         if store.has(base_id):
             return _used(store, base_id, disk_image_id)
+    # Spawns of one base on a host without it download it once: the others wait, then find it.
+    with store.fetching(base_id):
+        with store.lock():
+            if store.has(base_id):
+                return _used(store, base_id, disk_image_id)
+        return _download(images, disk_image_id, disk_image, store, base_id, progress)
+
+
+def _download(images, disk_image_id, disk_image, store, base_id, progress):
     memory_id = disk_image.get(props.BASE_MEMORY)
     if not memory_id:
         raise engine_errors.BaseVMError('base image %s does not name its memory image' % disk_image_id)
@@ -48,7 +57,7 @@ def fetch_base(images, disk_image_id, store, progress=None):
         name = disk_image.get(props.BASE_NAME) or disk_image.get('name') or ''
         base = basevm.build_base(workdir, disk_path, memory_path, name, progress)
         model.check_base_id(base, disk_image)
-        with store.lock(exclusive=True):       # two fetches of one base may end together
+        with store.lock(exclusive=True):       # in place and recorded as one step for readers
             store.adopt(workdir, base)
             return _used(store, base_id, disk_image_id)
     except BaseException:

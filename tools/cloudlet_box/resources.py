@@ -99,9 +99,24 @@ def admin_clients(box):
             glance_client.Client('2', session=session, region_name=box.region, interface=interface))
 
 
+# A user project's compute quota: room for the e2e tests' ten syntheses on one host and one more.
+QUOTAS = {'instances': 20, 'cores': 40, 'ram': 20 * 1024}
+
+
+def ensure_quotas(box, nova):
+    session = identity.admin_session(box)
+    for name in identity.USER_PROJECTS:
+        project = session.get(box.keystone_url + '/projects', params={'name': name, 'domain_id': 'default'},
+                              raise_exc=True).json()['projects'][0]
+        current = nova.quotas.get(project['id'])
+        if any(getattr(current, key) != value for key, value in QUOTAS.items()):
+            nova.quotas.update(project['id'], **QUOTAS)
+
+
 def populate(box):
     nova, glance = admin_clients(box)
     ensure_flavors(nova)
+    ensure_quotas(box, nova)
     ensure_guest_image(glance)
     write_clouds_yaml(box)
 

@@ -28,8 +28,9 @@ def _read(path):
 
 
 def _entries(store):
-    """What the store holds but its lock file."""
-    return sorted(e for e in os.listdir(store.root) if e != basestore.LOCK)
+    """What the store holds but its lock files."""
+    return sorted(e for e in os.listdir(store.root)
+                  if e != basestore.LOCK and not e.startswith(basestore.FETCH_LOCK))
 
 
 def test_fetch_base_downloads_once_then_uses_the_cache(fake_images, package, tmp_path):
@@ -72,7 +73,7 @@ def test_a_fetch_records_the_image_and_the_use(fake_images, package, tmp_path):
                                               second: imported.base_id}
 
 
-def test_concurrent_fetches_of_one_base_leave_one_copy(fake_images, package, tmp_path):
+def test_concurrent_fetches_of_one_base_download_it_once(fake_images, package, tmp_path):
     imported = model.import_base_package(fake_images, package[1])
     store = basestore.BaseStore(str(tmp_path / 'cache'))
     results, failures = [], []
@@ -89,6 +90,7 @@ def test_concurrent_fetches_of_one_base_leave_one_copy(fake_images, package, tmp
         thread.join()
     assert failures == [] and set(results) == {store.path(imported.base_id)}
     assert _entries(store) == [imported.base_id]
+    assert fake_images.count('download') == 2          # disk and memory, once
 
 
 def test_fetch_base_refuses_content_with_another_id(fake_images, package, other_package, tmp_path):

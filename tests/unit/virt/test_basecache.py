@@ -50,7 +50,8 @@ def glance(tmp_path, package, conf):
 
 
 def _entries(store):
-    return sorted(e for e in os.listdir(store.root) if e != basestore.LOCK)
+    return sorted(e for e in os.listdir(store.root)
+                  if e != basestore.LOCK and not e.startswith(basestore.FETCH_LOCK))
 
 
 def test_precache_fetches_a_base_once(glance):
