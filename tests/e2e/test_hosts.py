@@ -12,15 +12,13 @@ base aged out of the second host by the test before it (or waits for it).
 """
 
 import concurrent.futures
-import threading
 import time
 
-from oslo_config import cfg
-import oslo_messaging
 import pytest
 
 from cloudlet_box import cloud
 from cloudlet_box import http_serve
+from cloudlet_box import notifications
 from cloudlet_box import resources
 from cloudlet_glance import properties as props
 from tests.e2e.conftest import app_get
@@ -96,50 +94,12 @@ def aggregate(admin):
         admin.compute.delete_aggregate(found)
 
 
-class Notifications:
-    """nova's versioned notifications of one event type, as an operator's listener gets them."""
-
-    def __init__(self, box, event_type):
-        self.event_type, self.payloads, self.lock = event_type, [], threading.Lock()
-        conf = cfg.ConfigOpts()
-        conf([], project='e2e-notifications')
-        transport = oslo_messaging.get_notification_transport(conf, url=box.transport_url())
-        # nova's exchange, and a queue of this listener's own (pool) beside any other consumer.
-        targets = [oslo_messaging.Target(topic='versioned_notifications', exchange='nova')]
-        self.listener = oslo_messaging.get_notification_listener(
-            transport, targets, [self], executor='threading', pool='e2e-%s' % event_type)
-
-    def info(self, ctxt, publisher_id, event_type, payload, metadata):
-        if event_type == self.event_type:
-            with self.lock:
-                self.payloads.append(payload['nova_object.data'])
-
-    error = info
-
-    def __enter__(self):
-        self.listener.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.listener.stop()
-        self.listener.wait()
-
-    def wait_for_hosts(self, host_names, timeout=600):
-        """{host: payload} once every host reported."""
-        def seen():
-            with self.lock:
-                return {p['host']: p for p in self.payloads}
-        wait_until('%s from %s' % (self.event_type, ', '.join(host_names)),
-                   lambda: set(host_names) <= set(seen()), timeout)
-        return seen()
-
-
 def test_precache_fills_every_host_of_the_aggregate_and_nova_reports_each(
         box, admin, admin_cli, hosts, base, aggregate):
     first, second = hosts
     wait_until('base aged out of %s' % second, lambda: not holds(box, second, base['base_id']), AGED_OUT)
     both = aggregate('e2e-hosts-both', first, second)
-    with Notifications(box, 'aggregate.cache_images.progress') as events:
+    with notifications.Listener(box, 'aggregate.cache_images.progress') as events:
         started = time.monotonic()
         rows = admin_cli.json('cloudlet', 'base', 'precache', base['image_id'], '--aggregate', both.name,
                               '--wait', '--timeout', '600')
@@ -158,7 +118,7 @@ def test_precache_of_an_image_that_is_not_a_base_is_each_host_s_error(box, admin
     memory_id = admin.image.get_image(base['image_id']).properties[props.BASE_MEMORY]
     both = aggregate('e2e-hosts-bad', first, second)
     stores = {path for state_dir in box.state_dirs for path in (state_dir / 'bases').glob('*')}
-    with Notifications(box, 'aggregate.cache_images.progress') as events:
+    with notifications.Listener(box, 'aggregate.cache_images.progress') as events:
         answer = admin.compute.post('/os-aggregates/%s/images' % both.id, json={'cache': [{'id': memory_id}]},
                                     microversion='2.81')
         assert answer.status_code == 202, answer.text

@@ -3,9 +3,9 @@
 Used by the handoff e2e tests and bench/handoff_bench.py (both need box and
 box2 up, doc/handoff.md "Test clouds"):
 
-- `shared_base`: the same base VM in both clouds' Glance (captured on box from
-  a stock boot of the test guest, exported as a package, imported into box2),
-  found again by name on later runs;
+- `shared_base`: the same base VM in both clouds' Glance (`box_base`: captured
+  on box from a stock boot of the test guest; exported as a package, imported
+  into box2), found again by name on later runs;
 - `app_server`: a server resumed from that base on box, with the app installed
   and RAM and disk state set, its access NIC unplugged (a handoff moves the
   VM's devices: it must not carry the test instrumentation's NIC);
@@ -53,22 +53,31 @@ def _find_base(images, name):
     return None
 
 
+def box_base(conn, name=BASE_NAME, log=print):
+    """The base disk image `name` in box's Glance (made on first use: ~2 min): a stock boot
+    of the test guest, captured through nova.
+    """
+    images = _images(conn, layout.named('box'))
+    found = _find_base(images, name)
+    if found is None:
+        log('making base %s on box: boot the test guest, capture it' % name)
+        guest = conn.image.find_image('cloudlet-guest', ignore_missing=False)
+        booted_id = cloud.create_server(conn, name + '-boot', guest.id)
+        try:
+            cloud.wait_server(conn, booted_id)
+            guest_app.app_answers(conn, booted_id, '/cgi-bin/state')
+            cloud.capture(conn, booted_id, 'base', name)
+        finally:
+            cloud.delete_server(conn, booted_id)
+        found = _find_base(images, name)
+    return found
+
+
 def shared_base(src_conn, dst_conn, work, name=BASE_NAME, log=print):
     """The base `name` in both clouds (made on first use: ~2 min); a SharedBase."""
     src_box, dst_box = layout.named('box'), layout.named('box2')
     src_images, dst_images = _images(src_conn, src_box), _images(dst_conn, dst_box)
-    found = _find_base(src_images, name)
-    if found is None:
-        log('making base %s on %s: boot the test guest, capture it' % (name, src_box.name))
-        guest = src_conn.image.find_image('cloudlet-guest', ignore_missing=False)
-        booted_id = cloud.create_server(src_conn, name + '-boot', guest.id)
-        try:
-            cloud.wait_server(src_conn, booted_id)
-            guest_app.app_answers(src_conn, booted_id, '/cgi-bin/state')
-            cloud.capture(src_conn, booted_id, 'base', name)
-        finally:
-            cloud.delete_server(src_conn, booted_id)
-        found = _find_base(src_images, name)
+    found = box_base(src_conn, name, log)
     there = _find_base(dst_images, name)
     if there is not None and there.get(props.BASE_ID) != found.get(props.BASE_ID):
         model.delete_base(dst_images, there['id'])
