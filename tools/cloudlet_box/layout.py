@@ -291,50 +291,25 @@ class ComputeHost:
     """A further compute host of `box`: nova's host `<box>-compute<number>` (compute_host.py)."""
     box: Box
     number: int
+    # Derived from the two above (__post_init__):
+    name: str = dataclasses.field(init=False)           # nova's [DEFAULT] host, and its OVS agent's
+    tag: str = dataclasses.field(init=False)            # in its services' and bridges' names: c2
+    root: pathlib.Path = dataclasses.field(init=False)  # its own files
+    instances: pathlib.Path = dataclasses.field(init=False)    # bound over box.instances_path
+    state_dir: pathlib.Path = dataclasses.field(init=False)    # [cloudlet] state_dir, bound over box.state_dir
+    nova_state: pathlib.Path = dataclasses.field(init=False)   # [DEFAULT] state_path: its compute_id
+    run: pathlib.Path = dataclasses.field(init=False)
+    logs: pathlib.Path = dataclasses.field(init=False)  # its libvirt's (nova's and the agent's: box.logs)
+    address: str = dataclasses.field(init=False)        # [DEFAULT] my_ip; 127.0.0.2 serves the tests' overlays
 
-    @property
-    def name(self):
-        """nova's [DEFAULT] host, and the OVS agent's."""
-        return '%s-compute%d' % (self.box.name, self.number)
-
-    @property
-    def tag(self):
-        """In its services' names (`nova-compute-c2`) and its bridges' (`br-int-c2`)."""
-        return 'c%d' % self.number
-
-    @property
-    def root(self):
-        """Its own files: instances, base store, nova's state, libvirt's."""
-        return self.box.root / ('compute%d' % self.number)
-
-    @property
-    def instances(self):
-        """Bound over box.instances_path in its mount namespace."""
-        return self.root / 'instances'
-
-    @property
-    def state_dir(self):
-        """Its [cloudlet] state_dir (base store, handoff records), bound over box.state_dir."""
-        return self.root / 'cloudlet'
-
-    @property
-    def nova_state(self):
-        """Its [DEFAULT] state_path: nova keeps the compute node's uuid there (compute_id)."""
-        return self.root / 'nova'
-
-    @property
-    def run(self):
-        return self.box.run / ('compute%d' % self.number)
-
-    @property
-    def logs(self):
-        """Its libvirt's logs; its nova-compute and agent log to box.logs like the others."""
-        return self.box.logs / ('compute%d' % self.number)
-
-    @property
-    def address(self):
-        """Its [DEFAULT] my_ip (the first host's is 127.0.0.1; 127.0.0.2 serves the tests' overlays)."""
-        return '127.0.1.%d' % self.number
+    def __post_init__(self):
+        root = self.box.root / ('compute%d' % self.number)
+        derived = {'name': '%s-compute%d' % (self.box.name, self.number), 'tag': 'c%d' % self.number,
+                   'root': root, 'instances': root / 'instances', 'state_dir': root / 'cloudlet',
+                   'nova_state': root / 'nova', 'run': self.box.run / ('compute%d' % self.number),
+                   'logs': self.box.logs / ('compute%d' % self.number), 'address': '127.0.1.%d' % self.number}
+        for field, value in derived.items():
+            object.__setattr__(self, field, value)
 
     @property
     def mount_namespace(self):

@@ -13,6 +13,7 @@ import itertools
 import os
 import uuid
 
+from cloudlet_engine import progress as progress_mod
 from cloudlet_glance import errors
 from cloudlet_glance import images
 
@@ -137,3 +138,18 @@ class FakeImageService(images.ImageService):
 
     def count(self, method):
         return sum(1 for call in self.calls if call[0] == method)
+
+
+class RecordingProgress(progress_mod.Progress):
+    """Engine progress kept per stage: {stage: (done, total)} of its last update."""
+
+    def __init__(self):
+        self.stages = {}
+
+    def update(self, stage, done, total=None):
+        self.stages[stage] = (done, total)
+
+
+def read_file(path):
+    with open(path, 'rb') as f:
+        return f.read()

@@ -7,24 +7,11 @@ import pytest
 
 from cloudlet_engine import basestore
 from cloudlet_engine import errors as engine_errors
-from cloudlet_engine import progress as progress_mod
 from cloudlet_glance import errors
 from cloudlet_glance import hostcache
 from cloudlet_glance import model
 from cloudlet_glance import properties as props
-
-
-class RecordingProgress(progress_mod.Progress):
-    def __init__(self):
-        self.stages = {}
-
-    def update(self, stage, done, total=None):
-        self.stages[stage] = (done, total)
-
-
-def _read(path):
-    with open(path, 'rb') as f:
-        return f.read()
+from tests.unit.glance import fakes
 
 
 def _entries(store):
@@ -36,11 +23,11 @@ def _entries(store):
 def test_fetch_base_downloads_once_then_uses_the_cache(fake_images, package, tmp_path):
     imported = model.import_base_package(fake_images, package[1])
     store = basestore.BaseStore(str(tmp_path / 'cache'))
-    progress = RecordingProgress()
+    progress = fakes.RecordingProgress()
     base = hostcache.fetch_base(fake_images, imported.disk_id, store, progress)
     assert base.base_id == imported.base_id and base.path == store.path(imported.base_id)
-    assert _read(base.disk_path) == _read(package[0].disk_path)
-    assert _read(base.memory_path) == _read(package[0].memory_path)
+    assert fakes.read_file(base.disk_path) == fakes.read_file(package[0].disk_path)
+    assert fakes.read_file(base.memory_path) == fakes.read_file(package[0].memory_path)
     # Only disk and memory travel; the engine recomputes the hash lists.
     downloaded = {image_id for method, image_id in fake_images.calls if method == 'download'}
     assert downloaded == {imported.disk_id, imported.memory_id}
@@ -97,7 +84,7 @@ def test_fetch_base_refuses_content_with_another_id(fake_images, package, other_
     imported = model.import_base_package(fake_images, package[1])
     other = other_package[0]
     # The memory image now holds another base's snapshot: the content is a different base.
-    fake_images.replace_data(imported.memory_id, _read(other.memory_path))
+    fake_images.replace_data(imported.memory_id, fakes.read_file(other.memory_path))
     store = basestore.BaseStore(str(tmp_path / 'cache'))
     with pytest.raises(engine_errors.BaseVMError) as caught:
         hostcache.fetch_base(fake_images, imported.disk_id, store)

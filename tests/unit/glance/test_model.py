@@ -9,24 +9,10 @@ from cloudlet_engine import basestore
 from cloudlet_engine import basevm
 from cloudlet_engine import create
 from cloudlet_engine import errors as engine_errors
-from cloudlet_engine import progress as progress_mod
 from cloudlet_glance import errors
 from cloudlet_glance import model
 from cloudlet_glance import properties as props
 from tests.unit.glance import fakes
-
-
-class RecordingProgress(progress_mod.Progress):
-    def __init__(self):
-        self.stages = {}
-
-    def update(self, stage, done, total=None):
-        self.stages[stage] = (done, total)
-
-
-def _read(path):
-    with open(path, 'rb') as f:
-        return f.read()
 
 
 def _by_type(fake):
@@ -38,7 +24,7 @@ def _by_type(fake):
 
 def test_import_creates_four_linked_images(fake_images, package, tmp_path):
     base, path = package
-    progress = RecordingProgress()
+    progress = fakes.RecordingProgress()
     result = model.import_base_package(fake_images, path, visibility='public', progress=progress,
                                        workdir=str(tmp_path))
     assert len(fake_images.images) == 4
@@ -74,7 +60,7 @@ def test_import_creates_four_linked_images(fake_images, package, tmp_path):
     # Each image holds its file, byte for byte.
     for image, name in ((disk, basevm.DISK), (memory, basevm.MEMORY), (disk_hash, basevm.DISK_HASHES),
                         (memory_hash, basevm.MEMORY_PAGES)):
-        assert fake_images.read_data(image['id']) == _read(os.path.join(base.path, name))
+        assert fake_images.read_data(image['id']) == fakes.read_file(os.path.join(base.path, name))
     # Companions are created (and uploaded) first, the disk image last.
     creates = [name for method, name in fake_images.calls if method == 'create']
     assert creates[-1] == 'demo-base' and len(creates) == 4
@@ -133,7 +119,7 @@ def test_upload_that_glance_stores_wrongly_is_undone(fake_images, package, monke
 
 def test_corrupt_package_creates_nothing(fake_images, package, tmp_path):
     corrupt = tmp_path / 'corrupt.zip'
-    data = bytearray(_read(package[1]))
+    data = bytearray(fakes.read_file(package[1]))
     data[len(data) // 2] ^= 0xFF
     corrupt.write_bytes(bytes(data))
     with pytest.raises(engine_errors.BaseVMError):
@@ -150,7 +136,7 @@ def test_export_gives_a_package_of_the_same_base(fake_images, package, tmp_path)
     assert model.export_base_package(fake_images, 'demo-base', out, workdir=str(tmp_path)) == out
     rebuilt = basevm.import_package(basestore.BaseStore(str(tmp_path / 'store')), out)
     assert rebuilt.base_id == imported.base_id
-    assert _read(rebuilt.memory_path) == _read(package[0].memory_path)
+    assert fakes.read_file(rebuilt.memory_path) == fakes.read_file(package[0].memory_path)
     # ... and it imports into another cloud as the same base.
     other_cloud = fakes.FakeImageService(tmp_path / 'other-cloud')
     assert model.import_base_package(other_cloud, out).base_id == imported.base_id
@@ -279,7 +265,7 @@ def test_overlays_upload_list_download(fake_images, package, overlay_path):
     assert image['os_hidden'] is True and image['visibility'] == 'private'
     assert image[props.CLOUDLET_TYPE] == props.OVERLAY and image[props.BASE_ID] == base_id
     assert image['app'] == 'web'
-    assert fake_images.read_data(image_id) == _read(overlay_path)
+    assert fake_images.read_data(image_id) == fakes.read_file(overlay_path)
 
     second = model.upload_overlay(fake_images, overlay_path, 'another-app', base_id)
     assert [o['id'] for o in model.list_overlays(fake_images)] == [second, image_id]
@@ -289,8 +275,8 @@ def test_overlays_upload_list_download(fake_images, package, overlay_path):
 
     for ref in (image_id, 'my-app'):
         out = io.BytesIO()
-        assert model.download_overlay(fake_images, ref, out) == len(_read(overlay_path))
-        assert out.getvalue() == _read(overlay_path)
+        assert model.download_overlay(fake_images, ref, out) == len(fakes.read_file(overlay_path))
+        assert out.getvalue() == fakes.read_file(overlay_path)
     with pytest.raises(errors.ImageNotFound):
         model.download_overlay(fake_images, 'no-such-overlay', io.BytesIO())
 
@@ -309,7 +295,7 @@ def test_overlay_of_another_base_is_refused(fake_images, overlay_path):
 def test_a_damaged_overlay_file_is_refused_before_upload(fake_images, package, overlay_path, tmp_path,
                                                          damage, error):
     damaged = tmp_path / 'damaged.clo'
-    damaged.write_bytes(damage(_read(overlay_path)))
+    damaged.write_bytes(damage(fakes.read_file(overlay_path)))
     with pytest.raises(engine_errors.CorruptOverlay, match=error):
         model.upload_overlay(fake_images, str(damaged), 'my-app', package[0].base_id)
     assert fake_images.calls == []
@@ -363,7 +349,7 @@ def test_import_uploads_the_boot_files_as_nova_s_kernel_and_ramdisk(fake_images,
         assert (image['disk_format'], image['container_format']) == (image_format, image_format)
         assert image['os_hidden'] is True and image['visibility'] == 'public' and image['name'] == name
         assert image[props.BASE_ID] == base.base_id and image[props.BASE_NAME] == 'boot-base'
-        assert fake_images.read_data(image['id']) == _read(base.boot_files()[file_name])
+        assert fake_images.read_data(image['id']) == fakes.read_file(base.boot_files()[file_name])
     # The disk image still comes last.
     assert [name for method, name in fake_images.calls if method == 'create'][-1] == 'boot-base'
 
@@ -411,7 +397,7 @@ def test_export_brings_the_boot_files_back(fake_images, boot_package, tmp_path):
     rebuilt = basevm.import_package(basestore.BaseStore(str(tmp_path / 'store')), out)
     assert rebuilt.base_id == base.base_id and rebuilt.manifest['version'] == 2
     for file_name in (basevm.KERNEL, basevm.INITRD):
-        assert _read(rebuilt.boot_files()[file_name]) == _read(base.boot_files()[file_name])
+        assert fakes.read_file(rebuilt.boot_files()[file_name]) == fakes.read_file(base.boot_files()[file_name])
     assert rebuilt.kernel_cmdline == base.kernel_cmdline
 
 
@@ -437,8 +423,8 @@ def test_a_base_captured_through_nova_before_boot_files(fake_images, boot_packag
     out = model.export_base_package(fake_images, imported.disk_id, str(tmp_path / 'out.zip'))
     rebuilt = basevm.import_package(basestore.BaseStore(str(tmp_path / 'store')), out)
     assert rebuilt.base_id == imported.base_id
-    assert _read(rebuilt.boot_files()[basevm.KERNEL]) == b'shared kernel'
-    assert _read(rebuilt.boot_files()[basevm.INITRD]) == b'shared ramdisk'
+    assert fakes.read_file(rebuilt.boot_files()[basevm.KERNEL]) == b'shared kernel'
+    assert fakes.read_file(rebuilt.boot_files()[basevm.INITRD]) == b'shared ramdisk'
 
     # Deleted, it leaves the shared images to the image they belong to.
     assert model.delete_base(fake_images, imported.disk_id) == [
