@@ -77,7 +77,7 @@ opts = [
                     '[image_cache] remove_unused_base_images is false. A deleted base is '
                     'fetched again from Glance when it is next needed.'),
     cfg.FloatOpt('base_weight_multiplier', default=10.0,
-                 help='nova-scheduler, with cloudlet_nova.scheduler.BaseWeigher in [filter_scheduler] '
+                 help='nova-scheduler, with cloudlet_nova.scheduler.weigher.BaseWeigher in [filter_scheduler] '
                       'weight_classes: the weight of "this host holds the base of the requested base '
                       'image". The default outweighs the stock weighers (multiplier 1.0 each), so a '
                       'host with the base wins whenever it has room; 0 disables the preference, a '
