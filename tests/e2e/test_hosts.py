@@ -3,7 +3,7 @@ ageing, base-aware placement.
 
 The first host is the box's own nova-compute; the second, box-compute2, keeps
 no base it does not use ([cloudlet] base_store_budget_mb = 1, a pass every
-15 s, none used less than 60 s ago), so the tests can see a base stay while
+15 s, none used less than 30 s ago), so the tests can see a base stay while
 it is used, leave once it is not, and come back when it is needed. What each
 host holds is read from its base store (the tests run on the machine) and
 from Placement (the CUSTOM_CLOUDLET_IMAGE_<id> trait the scheduler's base
@@ -19,14 +19,16 @@ import pytest
 from cloudlet_box import cloud
 from cloudlet_box import http_serve
 from cloudlet_box import notifications
+from cloudlet_box import processes
 from cloudlet_box import resources
+from cloudlet_box import services
 from cloudlet_glance import properties as props
 from tests.e2e.conftest import app_get
 from tests.e2e.conftest import DISK_STATE
 from tests.e2e.conftest import OpenStackCLI
 from tests.e2e.conftest import RAM_STATE
 
-AGED_OUT = 150          # seconds: idle 60 s, a pass every 15 s, its trait gone at the next report (15 s)
+AGED_OUT = 120          # seconds: idle 30 s, a pass every 15 s, its trait gone at the next report (15 s)
 
 
 @pytest.fixture(scope='module')
@@ -138,10 +140,6 @@ def test_eight_syntheses_at_once_across_both_hosts_then_the_unused_base_ages_out
     with http_serve.serve(app_overlay['path'].parent) as url:
         by_url = {'overlay_url': '%s/%s' % (url, app_overlay['path'].name)}
         by_id = {'cloudlet_overlay_id': app_overlay['image_id']}
-        started = time.monotonic()
-        alone = servers.track(synthesize(demo, 'e2e-hosts-alone', base['image_id'], by_id))
-        assert cloud.wait_server(demo, alone, timeout=600).status == 'ACTIVE'
-        one = time.monotonic() - started
 
         def run(i):
             server_id = servers.track(synthesize(demo, 'e2e-hosts-8-%d' % i, base['image_id'],
@@ -157,17 +155,39 @@ def test_eight_syntheses_at_once_across_both_hosts_then_the_unused_base_ages_out
     for server_id in ids:
         state = app_get(demo, server_id, '/cgi-bin/state')
         assert (state['ram'], state['disk'], state['bootid']) == (RAM_STATE, DISK_STATE, base['bootid'])
-    print('\n8 syntheses at once (4 by URL, 4 by image id) on %d + %d hosts: %.1f s; one alone: %.1f s '
-          '(%.2f x)' % (placed.count(first), placed.count(second), eight, one, eight / one))
-    # The small host's base is in use: kept past its idle limit, over its budget.
-    wait_until('a pass after the idle limit', lambda: time.monotonic() - started > 80, 120)
+    print('\n8 syntheses at once (4 by URL, 4 by image id) on %d + %d hosts: %.1f s (bench/hosts_bench.py '
+          'compares with one alone)' % (placed.count(first), placed.count(second), eight))
+    # The small host's base is in use: kept past its idle limit and a pass, over its budget.
+    wait_until('a pass after the idle limit', lambda: time.monotonic() - started > 50, 60)
     assert holds(box, second, base['base_id'])
     # Unused: gone from its store, then from Placement.
-    for server_id in [alone] + ids:
+    for server_id in ids:
         cloud.delete_server(demo, server_id)
     wait_until('base aged out of %s' % second, lambda: not holds(box, second, base['base_id']), AGED_OUT)
     trait = props.cached_image_trait(base['image_id'])
     wait_until('trait gone from %s' % second, lambda: trait not in traits(admin, second), 60)
+
+
+def test_a_host_killed_in_the_middle_of_a_precache_leaves_no_files_once_restarted(
+        box, admin, hosts, base, aggregate):
+    _, second = hosts
+    wait_until('base aged out of %s' % second, lambda: not holds(box, second, base['base_id']), AGED_OUT)
+    store = box.host_files(second).state_dir / 'bases'
+    only_second = aggregate('e2e-hosts-killed', second)
+    compute = services.all_services(box)[box.host_files(second).compute_service]
+    answer = admin.compute.post('/os-aggregates/%s/images' % only_second.id,
+                                json={'cache': [{'id': base['image_id']}]}, microversion='2.81')
+    assert answer.status_code == 202, answer.text
+    try:
+        wait_until('the fetch under way on %s' % second, lambda: list(store.glob('.incoming-*')), 120)
+        assert processes.kill(compute.name, box.run)
+        assert list(store.glob('.incoming-*'))           # what a crash leaves
+    finally:
+        processes.start(compute.name, list(compute.argv), box.run, box.logs, env=compute.env)
+    wait_until('%s up again' % second, lambda: any(
+        s.host == second and s.state == 'up' for s in admin.compute.services(binary='nova-compute')), 180)
+    wait_until('the leftovers swept', lambda: not list(store.glob('.incoming-*')), 60)
+    assert not holds(box, second, base['base_id'])
 
 
 def test_syntheses_go_to_the_host_that_holds_the_base_until_it_is_full(

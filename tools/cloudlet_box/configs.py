@@ -394,7 +394,7 @@ def nova(box):
             # An edge host with little disk: it keeps no base it does not use (the e2e
             # tests see a base aged out within a minute and fetched again when needed).
             'cloudlet': {'base_store_budget_mb': '1'},
-            'image_cache': {'manager_interval': '15', 'remove_unused_original_minimum_age_seconds': '60'},
+            'image_cache': {'manager_interval': '15', 'remove_unused_original_minimum_age_seconds': '30'},
         })
     # Stock nova 34 api-paste; cloudlet-configure then plugs our router into it.
     stock = layout.VENV / 'etc' / 'nova' / 'api-paste.ini'
