@@ -9,6 +9,7 @@ import pytest
 
 from cloudlet_box import cloud
 from cloudlet_box import http_serve
+from cloudlet_engine import basestore
 from cloudlet_engine import format as overlay_format
 
 
@@ -51,8 +52,18 @@ def bad_overlays(app_overlay, tmp_path_factory):
 
 
 def state_dir_files(box):
-    """Every compute host's base store and handoff records."""
-    return {path for state_dir in box.state_dirs for path in state_dir.rglob('*')}
+    """Every compute host's base store and handoff records, but the bases complete in a store
+    (a spawn fetches its base before it reads the overlay: a cached base, not a leftover)
+    and the stores' lock files.
+    """
+    found = set()
+    for state_dir in box.state_dirs:
+        bases = state_dir / 'bases'
+        complete = {p.parent for p in bases.glob('*/manifest.json') if not p.parent.name.startswith('.')}
+        found |= {path for path in state_dir.rglob('*')
+                  if not any(path == c or c in path.parents for c in complete)
+                  and not path.name.startswith((basestore.FETCH_LOCK, basestore.LOCK))}
+    return found
 
 
 def assert_refused_without_residue(box, demo, base, metadata, expected, networks='auto',

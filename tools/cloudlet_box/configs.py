@@ -199,20 +199,23 @@ def neutron(box):
         'ovs': {'integration_bridge': net.integration_bridge},
         **privsep_sections(*NEUTRON_PRIVSEP),
     })
-    # Tenant networks are VLANs of physical network `tenant` (every host's tenant
-    # bridge, patched together: network.plumb). Not VXLAN: OVS 3.1's userspace
+    # With several compute hosts, tenant networks are VLANs of physical network `tenant`
+    # (every host's tenant bridge, patched together: network.plumb); one host keeps
+    # VXLAN, which needs no bridge. Not VXLAN across hosts: OVS 3.1's userspace
     # datapath drops the guests' checksum-offloaded TCP packets where it would
     # encapsulate them (doc/multi-host.md). vxlan stays a type driver for networks
     # made before.
     write_ini(etc / 'plugins' / 'ml2' / 'ml2_conf.ini', {
-        'ml2': {'type_drivers': 'flat,vlan,vxlan', 'tenant_network_types': 'vlan',
+        'ml2': {'type_drivers': 'flat,vlan,vxlan', 'tenant_network_types': 'vlan' if box.compute_hosts else 'vxlan',
                 'mechanism_drivers': 'openvswitch', 'extension_drivers': 'port_security'},
         'ml2_type_flat': {'flat_networks': '%s,%s' % (net.physnet, net.unbound_physnet)},
         'ml2_type_vlan': {'network_vlan_ranges': '%s:%s' % (net.tenant_physnet, net.vlan_range)},
         'ml2_type_vxlan': {'vni_ranges': '1:1000'},
     })
-    write_ini(etc / 'plugins' / 'ml2' / 'openvswitch_agent.ini', ovs_agent(net, [
-        (net.physnet, net.external_bridge), (net.tenant_physnet, net.tenant_bridge)], tunnels=True))
+    mappings = [(net.physnet, net.external_bridge)]
+    if box.compute_hosts:
+        mappings.append((net.tenant_physnet, net.tenant_bridge))
+    write_ini(etc / 'plugins' / 'ml2' / 'openvswitch_agent.ini', ovs_agent(net, mappings, tunnels=True))
     for host in box.compute_hosts:
         agent = ovs_agent(host.network, [(net.tenant_physnet, host.network.tenant_bridge)], tunnels=False)
         agent['DEFAULT'] = {'host': host.name}

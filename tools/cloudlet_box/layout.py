@@ -126,6 +126,7 @@ class NetworkLayout:
 class Box:
     name: str
     port_offset: int = 0
+    hosts: int = 1          # compute hosts: 2 gives the first box `<box>-compute2` ($CLOUDLET_BOX_HOSTS)
 
     @property
     def root(self):
@@ -173,8 +174,8 @@ class Box:
 
     @property
     def compute_hosts(self):
-        """The further compute hosts of this box (the first box has one, `<box>-compute2`)."""
-        return () if self.remote else (ComputeHost(self, 2),)
+        """The further compute hosts of this box (`<box>-compute2`, ...; only the first box has any)."""
+        return () if self.remote else tuple(ComputeHost(self, n) for n in range(2, self.hosts + 1))
 
     @property
     def instances_path(self):
@@ -346,10 +347,18 @@ class ComputeHost:
 
 
 def current():
-    """The box named by $CLOUDLET_BOX (default `box`, ports as in BASE_PORTS)."""
+    """The box named by $CLOUDLET_BOX (default `box`, ports as in BASE_PORTS), with
+    $CLOUDLET_BOX_HOSTS compute hosts (default: as its last `up` recorded, else 1).
+    """
     name = os.environ.get('CLOUDLET_BOX', 'box')
     offset = int(os.environ.get('CLOUDLET_BOX_PORT_OFFSET', '0'))
-    return Box(name, offset)
+    hosts = os.environ.get('CLOUDLET_BOX_HOSTS')
+    return Box(name, offset, int(hosts) if hosts else _recorded(name).get('hosts', 1))
+
+
+def _recorded(name):
+    path = Box(name).root / 'box.json'
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 # The second test cloud (doc/handoff.md, "Test clouds").
@@ -357,9 +366,9 @@ BOX2 = Box('box2', 100)
 
 
 def record(box):
-    """Remember the box's port offset (layout.named reads it back)."""
+    """Remember the box's port offset and compute hosts (layout.named reads them back)."""
     path = box.root / 'box.json'
-    text = json.dumps({'name': box.name, 'port_offset': box.port_offset}) + '\n'
+    text = json.dumps({'name': box.name, 'port_offset': box.port_offset, 'hosts': box.hosts}) + '\n'
     box.root.mkdir(parents=True, exist_ok=True)
     if not path.exists() or path.read_text() != text:
         path.write_text(text)
@@ -372,9 +381,9 @@ def named(name):
     env = current()
     if env.name == name:
         return env
-    path = Box(name).root / 'box.json'
-    if path.exists():
-        return Box(name, int(json.loads(path.read_text())['port_offset']))
+    recorded = _recorded(name)
+    if recorded:
+        return Box(name, int(recorded['port_offset']), int(recorded.get('hosts', 1)))
     defaults = {'box': Box('box'), BOX2.name: BOX2}
     if name in defaults:
         return defaults[name]

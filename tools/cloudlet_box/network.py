@@ -42,7 +42,8 @@ def plumb(box):
     ovs.start()
     ovs.ensure_bridge(net.external_bridge)
     ovs.ensure_address(net.external_bridge, net.gateway_cidr)
-    ovs.ensure_bridge(net.tenant_bridge)
+    if box.compute_hosts:
+        ovs.ensure_bridge(net.tenant_bridge)
     for host in box.compute_hosts:
         ovs.ensure_bridge(host.network.tenant_bridge)
         ovs.ensure_patch(net.tenant_bridge, 'vlan-to-' + host.tag,

@@ -231,32 +231,35 @@ def test_wan_up_restarts_a_relay_that_lacks_a_port(box_roots, monkeypatch):
     assert events == []
 
 
+TWO = layout.Box('box', 0, hosts=2)     # CLOUDLET_BOX_HOSTS=2
+
+
 def test_the_first_box_has_a_second_compute_host_in_namespaces_of_its_own(box_roots):
-    [host] = BOX.compute_hosts
-    assert BOX2.compute_hosts == ()
+    [host] = TWO.compute_hosts
+    assert BOX2.compute_hosts == () and BOX.compute_hosts == ()
     assert (host.name, host.tag, host.address) == ('box-compute2', 'c2', '127.0.1.2')
     # Its own instances and base store, bound over the first host's paths.
-    assert host.binds == ((host.instances, BOX.instances_path), (host.state_dir, BOX.state_dir))
-    assert BOX.state_dirs == (BOX.state_dir, host.state_dir)
-    assert BOX.host_files(host.name).compute_service == 'nova-compute-c2'
-    assert BOX.host_files('vm').instances == BOX.instances_path
-    compute = services.all_services(BOX)['nova-compute-c2']
+    assert host.binds == ((host.instances, TWO.instances_path), (host.state_dir, TWO.state_dir))
+    assert TWO.state_dirs == (TWO.state_dir, host.state_dir)
+    assert TWO.host_files(host.name).compute_service == 'nova-compute-c2'
+    assert TWO.host_files('vm').instances == TWO.instances_path
+    compute = services.all_services(TWO)['nova-compute-c2']
     assert compute.argv[:4] == ('nsenter', '--mount=%s' % host.mount_namespace,
                                 '--uts=%s-uts' % host.mount_namespace, '--')
-    assert compute.argv[-4:-2] == ('--config-file', str(BOX.etc / 'nova' / 'nova-cpu-c2.conf'))
+    assert compute.argv[-4:-2] == ('--config-file', str(TWO.etc / 'nova' / 'nova-cpu-c2.conf'))
     assert compute.env == {'CLOUDLET_LIBVIRT_URI': host.libvirt_uri}
-    assert 'neutron-openvswitch-agent-c2' in services.all_services(BOX)
-    assert 'nova-compute-c2' not in services.all_services(BOX2)
+    assert 'neutron-openvswitch-agent-c2' in services.all_services(TWO)
+    assert 'nova-compute-c2' not in services.all_services(BOX)
 
 
 def test_the_second_host_s_configuration(box_roots):
-    [host] = BOX.compute_hosts
-    own = read_ini(configs.nova(BOX) / 'nova-cpu-c2.conf')
+    [host] = TWO.compute_hosts
+    own = read_ini(configs.nova(TWO) / 'nova-cpu-c2.conf')
     assert (own['DEFAULT']['host'], own['DEFAULT']['my_ip']) == ('box-compute2', '127.0.1.2')
     assert own['DEFAULT']['state_path'] == str(host.nova_state)      # its compute node's own uuid
     assert own['libvirt']['connection_uri'] == host.libvirt_uri
     assert own['neutron']['ovs_bridge'] == 'br-int-c2'
-    etc = configs.neutron(BOX)
+    etc = configs.neutron(TWO)
     ml2 = read_ini(etc / 'plugins' / 'ml2' / 'ml2_conf.ini')
     assert ml2['ml2']['tenant_network_types'] == 'vlan'
     assert ml2['ml2_type_vlan']['network_vlan_ranges'] == 'tenant:100:199'
@@ -267,6 +270,23 @@ def test_the_second_host_s_configuration(box_roots):
     assert second['ovs']['integration_bridge'] == 'br-int-c2'
     assert second['ovs']['bridge_mappings'] == 'tenant:br-vlan-c2'
     assert second['agent']['tunnel_types'] == ''
-    api = read_ini(configs.nova(BOX) / 'nova.conf')
+    api = read_ini(configs.nova(TWO) / 'nova.conf')
     assert 'AggregateNumInstancesFilter' in api['filter_scheduler']['enabled_filters']
     assert api['notifications']['notification_format'] == 'versioned'
+
+
+def test_one_host_keeps_vxlan_tenant_networks(box_roots):
+    etc = configs.neutron(BOX)
+    assert read_ini(etc / 'plugins' / 'ml2' / 'ml2_conf.ini')['ml2']['tenant_network_types'] == 'vxlan'
+    first = read_ini(etc / 'plugins' / 'ml2' / 'openvswitch_agent.ini')
+    assert first['ovs']['bridge_mappings'] == 'public:br-ex'
+    assert not (etc / 'plugins' / 'ml2' / 'openvswitch_agent-c2.ini').exists()
+
+
+def test_the_hosts_are_recorded_and_read_back(box_roots, monkeypatch):
+    monkeypatch.delenv('CLOUDLET_BOX', raising=False)
+    monkeypatch.delenv('CLOUDLET_BOX_HOSTS', raising=False)
+    layout.record(TWO)
+    assert layout.current() == TWO and layout.named('box') == TWO
+    monkeypatch.setenv('CLOUDLET_BOX_HOSTS', '1')
+    assert layout.current().compute_hosts == ()
