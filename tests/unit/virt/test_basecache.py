@@ -6,8 +6,8 @@ from unittest import mock
 from oslo_config import fixture as config_fixture
 import pytest
 
-from nova import exception
 import nova.conf
+from nova import exception
 from nova import objects
 
 from cloudlet_engine import basestore
