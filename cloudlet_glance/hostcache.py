@@ -78,10 +78,10 @@ def _used(store, base_id, image_id):
 def cached_images(store):
     """{image id: base id} of the base disk images this host holds the base of."""
     found = {}
-    for cached in store.cached():
+    for base in store.list():       # not store.cached(): no sizes needed at every resource claim
         try:
-            names = os.listdir(os.path.join(store.path(cached.base_id), IMAGES_DIR))
+            names = os.listdir(os.path.join(base.path, IMAGES_DIR))
         except FileNotFoundError:
             continue
-        found.update((name, cached.base_id) for name in names if _IMAGE_ID.match(name))
+        found.update((name, base.base_id) for name in names if _IMAGE_ID.match(name))
     return found
