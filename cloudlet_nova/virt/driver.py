@@ -7,6 +7,7 @@ Thin glue; the work is in the sibling modules:
 - vifs.py     the ports: taps made by os-vif, wired before the restore for a handoff;
 - capture.py  create-base / create-overlay through snapshot();
 - basecache.py  the base store: pre-cache (cache_image), ageing (manage_image_cache), traits;
+- migration.py  live migration: the destination holds the base, the disk layer and record follow;
 - state.py    `<instance dir>/cloudlet.json`;
 - faults.py   engine errors -> nova exceptions.
 
@@ -29,6 +30,7 @@ import nova.conf
 from nova import exception
 import nova.privsep
 from nova.virt.libvirt import driver as libvirt_driver
+from nova.virt.libvirt import imagecache
 from nova.virt.libvirt import utils as libvirt_utils
 
 from cloudlet_engine import hypervisor
@@ -45,6 +47,7 @@ from cloudlet_nova.virt import basecache
 from cloudlet_nova.virt import capture
 from cloudlet_nova.virt import faults
 from cloudlet_nova.virt import launch
+from cloudlet_nova.virt import migration
 from cloudlet_nova.virt import restore
 from cloudlet_nova.virt import state
 from cloudlet_nova.virt import vifs
@@ -80,6 +83,9 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
         self._handoff_server = None
         # Residues arriving for the handoffs this host is the destination of.
         self._inboxes = handoff_inbox.Inboxes()
+        # instance uuid -> the BaseVM a live migration to this host brings it onto.
+        self._migrating_in = {}
+        self.vif_driver = vifs.CloudletVIFDriver(self._host)
 
     def init_host(self, host):
         cloudlet_conf.register_opts(CONF)
@@ -404,22 +410,69 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
             context, instance, dest, flavor, network_info, block_device_info=block_device_info,
             timeout=timeout, retry_interval=retry_interval)
 
+    # -- live migration: the destination holds the base (migration.py) -----------------
+
     def check_can_live_migrate_destination(self, context, instance, src_compute_info,
                                            dst_compute_info, block_migration=False,
                                            disk_over_commit=False):
-        self._refuse_live_migration(instance)
+        if props.is_cloudlet_instance(instance):
+            reason = migration.cannot_receive(context, instance)
+            if reason:
+                raise exception.MigrationPreCheckError(reason=reason)
         return super().check_can_live_migrate_destination(
             context, instance, src_compute_info, dst_compute_info,
             block_migration=block_migration, disk_over_commit=disk_over_commit)
 
-    def check_can_live_migrate_source(self, context, instance, dest_check_data,
-                                      block_device_info=None):
-        self._refuse_live_migration(instance)
-        return super().check_can_live_migrate_source(context, instance, dest_check_data,
-                                                     block_device_info=block_device_info)
+    def pre_live_migration(self, context, instance, block_device_info, network_info, disk_info,
+                           migrate_data):
+        if not props.is_cloudlet_instance(instance):
+            return super().pre_live_migration(context, instance, block_device_info, network_info,
+                                              disk_info, migrate_data)
+        with basecache.in_use(instance.image_ref):     # not aged out before the record names it
+            with faults.spawn_errors('cannot receive base image %s' % instance.image_ref):
+                base, ram = migration.receive(context, instance, self._qemu_owner())
+            self._migrating_in[instance.uuid] = base
+            try:
+                result = super().pre_live_migration(context, instance, block_device_info,
+                                                    network_info, disk_info, migrate_data)
+            finally:
+                self._migrating_in.pop(instance.uuid, None)
+            migration.record(libvirt_utils.get_instance_path(instance), instance, base, ram,
+                             instance.host)
+        return result
 
-    @staticmethod
-    def _refuse_live_migration(instance):
+    # Private LibvirtDriver override: nova's live migration fetches the kernel and ramdisk
+    # with its disk format inspection, which refuses a kernel (a bzImage reads as a bad
+    # MBR); its spawn fetches them through its image cache without it. Do as the spawn did.
+    def _fetch_instance_kernel_ramdisk(self, context, instance, fallback_from_host=None):
+        if instance.uuid not in self._migrating_in:
+            return super()._fetch_instance_kernel_ramdisk(context, instance,
+                                                          fallback_from_host=fallback_from_host)
+        for name, image_id in (('kernel', instance.kernel_id), ('ramdisk', instance.ramdisk_id)):
+            if image_id:
+                self.image_backend.by_name(instance, name, 'raw').cache(
+                    fetch_func=libvirt_utils.fetch_raw_image, context=context,
+                    filename=imagecache.get_cache_fname(image_id), image_id=image_id)
+
+    def post_live_migration_at_destination(self, context, instance, network_info, block_migration=False,
+                                           block_device_info=None):
+        super().post_live_migration_at_destination(context, instance, network_info,
+                                                   block_migration=block_migration,
+                                                   block_device_info=block_device_info)
         if props.is_cloudlet_instance(instance):
-            raise exception.MigrationPreCheckError(
-                reason=faults.CloudletOperationRefused('live-migrated').format_message())
+            # Inherited: nova exposes no public accessor for the libvirt connection's Host.
+            migration.unmap_definition(self._host, instance)
+
+    # Private LibvirtDriver override: nova makes the destination's disks here, its
+    # backing file from its own image cache (_base); a cloudlet root disk's is the base.
+    def _create_images_and_backing(self, context, instance, instance_dir, disk_info,
+                                   fallback_from_host=None):
+        base = self._migrating_in.get(instance.uuid)
+        root = [info for info in disk_info or () if os.path.basename(info['path']) == restore.ROOT_DISK]
+        if base is not None and root and root[0]['backing_file']:
+            with faults.spawn_errors('cannot create the root disk over base %s' % base.base_id[:12]):
+                migration.create_root_disk(base, os.path.join(instance_dir, restore.ROOT_DISK),
+                                           root[0]['virt_disk_size'])
+            disk_info = [info for info in disk_info if info not in root]
+        return super()._create_images_and_backing(context, instance, instance_dir, disk_info,
+                                                  fallback_from_host=fallback_from_host)

@@ -28,6 +28,9 @@ import nova.conf
 from nova import exception
 from nova.network import model as network_model
 from nova.network import neutron
+from nova.virt.libvirt import vif as libvirt_vif
+
+from cloudlet_glance import properties as props
 
 from cloudlet_engine import nics
 
@@ -66,6 +69,20 @@ def with_os_vif_taps(network_info):
     if network_info is None:
         return None
     return network_model.NetworkInfo([with_os_vif_tap(vif) for vif in network_info])
+
+
+class CloudletVIFDriver(libvirt_vif.LibvirtGenericVIFDriver):
+    """nova's VIF driver, writing os-vif's taps into a cloudlet instance's interface XML.
+
+    The driver's entry points pass transformed VIFs already; nova's live
+    migration builds the destination's interfaces from the port bindings
+    itself (migration.get_updated_guest_xml), and reaches only this.
+    """
+
+    def get_config(self, instance, vif, image_meta, flavor, virt_type):
+        if props.is_cloudlet_instance(instance):
+            vif = with_os_vif_tap(vif)
+        return super().get_config(instance, vif, image_meta, flavor, virt_type)
 
 
 def plug_early(driver, instance, network_info):

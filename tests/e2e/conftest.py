@@ -18,6 +18,7 @@ import json
 import pathlib
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -294,3 +295,70 @@ def app_overlay(base, demo, demo_cli, tmp_path_factory):
     yield {'image_id': overlay['id'], 'path': path, 'resumed_state': state, 'address': address,
            'after_capture': after_capture, 'address_after_capture': address_after_capture}
     demo_cli.run('cloudlet', 'overlay', 'delete', overlay['id'])
+
+
+# -- the box's two compute hosts (test_hosts.py, test_migration.py) --------------------------
+
+# Seconds until box-compute2 forgets a base no server uses: idle 30 s, a pass
+# every 15 s, its trait gone at the next report (15 s).
+AGED_OUT = 120
+
+
+@pytest.fixture(scope='module')
+def hosts(box, admin):
+    """(first host, second host): nova's names."""
+    if not box.compute_hosts:
+        pytest.skip('box %s has one compute host' % box.name)
+    second = box.compute_hosts[0].name
+    names = {service.host for service in admin.compute.services(binary='nova-compute')}
+    assert second in names and len(names) == 2, names
+    return (names - {second}).pop(), second
+
+
+def holds(box, host_name, base_id):
+    """Whether the host's base store holds the base (its directory, as this machine sees it)."""
+    return (box.host_files(host_name).state_dir / 'bases' / base_id).is_dir()
+
+
+def traits(admin, host_name):
+    provider = next(h for h in admin.compute.hypervisors(details=True) if h.service_details['host'] == host_name)
+    return set(admin.placement.get('/resource_providers/%s/traits' % provider.id,
+                                   microversion='1.6').json()['traits'])
+
+
+def wait_until(what, check, timeout):
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, 'not within %d s: %s' % (timeout, what)
+        time.sleep(1)
+    return time.monotonic()
+
+
+def host_of(admin, server_id):
+    return admin.compute.get_server(server_id).compute_host
+
+
+def synthesize(conn, name, base_image_id, overlay, **kwargs):
+    """A server of the base image with the overlay: {'cloudlet_overlay_id': ...} or {'overlay_url': ...}."""
+    return cloud.create_server(conn, name, base_image_id, metadata=overlay, **kwargs)
+
+
+@pytest.fixture
+def aggregate(admin):
+    """A host aggregate the test fills (deleted afterwards, hosts removed first)."""
+    made = []
+
+    def make(name, *host_names, metadata=None):
+        found = admin.compute.create_aggregate(name=name)
+        for host_name in host_names:
+            admin.compute.add_host_to_aggregate(found, host_name)
+        if metadata:
+            admin.compute.set_aggregate_metadata(found, metadata)
+        made.append(found.id)
+        return admin.compute.get_aggregate(found.id)
+    yield make
+    for aggregate_id in made:
+        found = admin.compute.get_aggregate(aggregate_id)
+        for host_name in found.hosts or ():
+            admin.compute.remove_host_from_aggregate(found, host_name)
+        admin.compute.delete_aggregate(found)

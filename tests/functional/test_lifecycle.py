@@ -1,14 +1,18 @@
 """Lifecycle operations on cloudlet instances: what works, what is refused (doc/nova-driver.md)."""
 
 import os
+import shutil
 import time
 
 from nova.compute import power_state
 from nova import objects
 
+from cloudlet_nova.virt import launch
+
 from tests.functional import cloudlet_base
 
 REFUSED = 'cloudlet instances cannot be %s: '
+CANNOT_GET_BASE = 'cannot fetch it from the image service'
 
 
 class LifecycleBase(cloudlet_base.CloudletTestBase):
@@ -117,21 +121,28 @@ class RefusalTest(LifecycleBase):
         self.assert_running_unrestored(server)
         self.assertEqual(images_before, set(self.glance.images))
 
-    def test_live_migration_refused(self):
+    def withdraw_the_base(self):
+        """The destination can neither find the base in its store nor fetch it: the image deactivated."""
+        shutil.rmtree(launch.base_store().path(self.base_images.base_id))
+        self.glance.images[self.base_images.disk_id]['status'] = 'deactivated'
+
+    def test_live_migration_refused_when_the_destination_cannot_get_the_base(self):
         self.start_compute('compute2')
+        self.withdraw_the_base()
         self.admin_api.post_server_action(self.server['id'], {'os-migrateLive': {
             'host': 'compute2', 'block_migration': 'auto'}})
         # The destination's pre-check refuses; nova's scheduler loop then finds
         # no other host: the fault says NoValidHost, the action event says why.
         event = self._wait_for_instance_action_event(
             self.server, 'live-migration', 'compute_check_can_live_migrate_destination', 'Error')
-        self.assertIn(REFUSED % 'live-migrated', event['details'])
+        self.assertIn(CANNOT_GET_BASE, event['details'])
         server = self.wait_for_task(self.server)
         self.assertEqual('compute1', server['OS-EXT-SRV-ATTR:host'])
         self.assert_running_unrestored(server)
 
-    def test_forced_live_migration_refused(self):
+    def test_forced_live_migration_refused_when_the_destination_cannot_get_the_base(self):
         self.start_compute('compute2')
+        self.withdraw_the_base()
         self.admin_api.microversion = '2.67'      # the last with 'force'
         self.admin_api.post_server_action(self.server['id'], {'os-migrateLive': {
             'host': 'compute2', 'block_migration': 'auto', 'force': True}})
@@ -142,7 +153,7 @@ class RefusalTest(LifecycleBase):
             if self.latest_fault(server):
                 break
             time.sleep(0.25)
-        self.assertIn(REFUSED % 'live-migrated', self.latest_fault(server))
+        self.assertIn(CANNOT_GET_BASE, self.latest_fault(server))
         self.assert_running_unrestored(server)
 
     def test_evacuate_refused(self):

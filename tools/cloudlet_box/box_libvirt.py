@@ -70,6 +70,9 @@ class BoxLibvirt:
                       (self.logs, '/var/log/libvirt')) + tuple(getattr(owner, 'binds', ()))
         # A compute host's namespace outlives its daemons (its nova-compute runs there too).
         self.namespace = getattr(owner, 'mount_namespace', None)
+        # A compute host's libvirtd takes live migrations at its address (compute_host.py).
+        self.netns = getattr(owner, 'netns_path', None)
+        self.listen = getattr(owner, 'address', None) if self.netns else None
 
     # Files.
 
@@ -110,6 +113,10 @@ class BoxLibvirt:
             'virtlogd.conf': ['log_outputs = "3:file:/var/log/libvirt/virtlogd.log"'],
             'qemu.conf': ['cgroup_controllers = [ ]'],
         }
+        if self.listen:
+            # Plain TCP without authentication, on the host's own link only (test clouds).
+            settings['libvirtd.conf'] += ['listen_tls = 0', 'listen_tcp = 1', 'auth_tcp = "none"',
+                                          'listen_addr = "%s"' % self.listen]
         for name, lines in settings.items():
             path = self.etc / name
             text = self._config_text(name, lines)
@@ -155,7 +162,7 @@ class BoxLibvirt:
             for daemon in missing:
                 argv = ['/usr/sbin/' + daemon, '-d', '-p', str(self.pidfile(daemon))]
                 if daemon == 'libvirtd':
-                    argv += ['--config', str(self.etc / 'libvirtd.conf')]
+                    argv += ['--config', str(self.etc / 'libvirtd.conf')] + (['--listen'] if self.listen else [])
                 else:
                     argv += ['--config', str(self.etc / 'virtlogd.conf')]
                 starts.append(' '.join(argv))
@@ -177,8 +184,8 @@ class BoxLibvirt:
     def _enter(self):
         """The argv prefix that runs a command where the daemons run (made, with its binds, if needed)."""
         if self.namespace is not None:
-            mounts.ensure(self.namespace, self._mounts(), self.box.name, hostname=self.box.name)
-            return list(mounts.enter(self.namespace, uts=True))
+            mounts.ensure(self.namespace, self._mounts(), self.box.name, hostname=self.box.name, netns=self.netns)
+            return list(mounts.enter(self.namespace, uts=True, netns=self.netns))
         alive = [(daemon, self.pid(daemon)) for daemon in DAEMONS if self.pid(daemon)]
         if alive:
             # Join the namespace the other daemon runs in (its binds are in place).

@@ -12,6 +12,7 @@ import sys
 import time
 
 from cloudlet_box import box_libvirt
+from cloudlet_box import compute_host
 from cloudlet_box import configs
 from cloudlet_box import http_serve
 from cloudlet_box import identity
@@ -192,6 +193,7 @@ def up(box, timings):
         else:
             infra.start_libvirtd()
         for host in box.compute_hosts:
+            compute_host.network_up(host)
             box_libvirt.BoxLibvirt(host).start()
     if box.remote:
         # Before the APIs: they listen on the path's root end too.

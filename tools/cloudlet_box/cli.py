@@ -6,6 +6,7 @@ import sys
 
 from cloudlet_box import box_libvirt
 from cloudlet_box import bringup
+from cloudlet_box import compute_host
 from cloudlet_box import infra
 from cloudlet_box import layout
 from cloudlet_box import mounts
@@ -40,6 +41,8 @@ def stop(box, keep_shared=False, destroy_domains=False):
             own.destroy_domains()
         for daemon in own.stop():
             print('[box] stopped %s of %s' % (daemon, owner.name))
+    for host in box.compute_hosts:
+        compute_host.stop_ovs(host)
     if not keep_shared and not other_boxes_running(box):
         infra.stop_rabbitmq()
         infra.stop_mariadb()
@@ -58,7 +61,8 @@ def status(box):
     path = None
     for host in box.compute_hosts:
         rows += [('%s (%s)' % (daemon, host.tag), pid, log)
-                 for daemon, pid, log in box_libvirt.BoxLibvirt(host).status_rows()]
+                 for daemon, pid, log in box_libvirt.BoxLibvirt(host).status_rows()
+                 + compute_host.status_rows(host)]
     if box.remote:
         rows += box_libvirt.BoxLibvirt(box).status_rows()
         path = wan.WanPath(box)

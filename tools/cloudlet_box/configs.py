@@ -219,6 +219,9 @@ def neutron(box):
     for host in box.compute_hosts:
         agent = ovs_agent(host.network, [(net.tenant_physnet, host.network.tenant_bridge)], tunnels=False)
         agent['DEFAULT'] = {'host': host.name}
+        # Its host's own Open vSwitch (compute_host.py): the database at OVS's default path in
+        # the host's mount namespace, and its bridges reach the controller across the management link.
+        agent['ovs'].update(ovsdb_connection='unix:/run/openvswitch/db.sock', of_listen_address=host.gateway)
         write_ini(etc / 'plugins' / 'ml2' / ('openvswitch_agent-%s.ini' % host.tag), agent)
     agent_common = {'interface_driver': 'openvswitch'}
     write_ini(etc / 'dhcp_agent.ini', {
@@ -390,9 +393,16 @@ def nova(box):
     write_ini(etc / 'nova-cpu.conf', cpu_conf)
     for host in box.compute_hosts:
         host.nova_state.mkdir(parents=True, exist_ok=True)
+        # Its privsep daemons (taps, MTUs) work in its network namespace (compute_host.py).
+        enter_net = 'nsenter --net=%s -- ' % host.netns_path
+        privsep = {section: {'helper_command': enter_net + values['helper_command']} for section, values in
+                   privsep_sections('nova_sys_admin', 'vif_plug_ovs_privileged',
+                                    'vif_plug_linux_bridge_privileged').items()}
         write_ini(etc / ('nova-cpu-%s.conf' % host.tag), {
             'DEFAULT': {'host': host.name, 'my_ip': host.address, 'state_path': host.nova_state},
-            'libvirt': {'connection_uri': host.libvirt_uri},
+            'libvirt': {'connection_uri': host.libvirt_uri, 'live_migration_inbound_addr': host.address},
+            'os_vif_ovs': {'ovsdb_connection': 'unix:/run/openvswitch/db.sock'},
+            **privsep,
             'neutron': {'ovs_bridge': host.network.integration_bridge},
             # An edge host with little disk: it keeps no base it does not use (the e2e
             # tests see a base aged out within a minute and fetched again when needed).

@@ -301,14 +301,18 @@ class ComputeHost:
     nova_state: pathlib.Path = dataclasses.field(init=False)   # [DEFAULT] state_path: its compute_id
     run: pathlib.Path = dataclasses.field(init=False)
     logs: pathlib.Path = dataclasses.field(init=False)  # its libvirt's (nova's and the agent's: box.logs)
-    address: str = dataclasses.field(init=False)        # [DEFAULT] my_ip; 127.0.0.2 serves the tests' overlays
+    address: str = dataclasses.field(init=False)        # [DEFAULT] my_ip: its end of the management link
+    gateway: str = dataclasses.field(init=False)        # the first host's end of that link
+    netns: str = dataclasses.field(init=False)          # its network namespace (host_net.py)
 
     def __post_init__(self):
         root = self.box.root / ('compute%d' % self.number)
         derived = {'name': '%s-compute%d' % (self.box.name, self.number), 'tag': 'c%d' % self.number,
                    'root': root, 'instances': root / 'instances', 'state_dir': root / 'cloudlet',
                    'nova_state': root / 'nova', 'run': self.box.run / ('compute%d' % self.number),
-                   'logs': self.box.logs / ('compute%d' % self.number), 'address': '127.0.1.%d' % self.number}
+                   'logs': self.box.logs / ('compute%d' % self.number),
+                   'address': '10.253.%d.2' % self.number, 'gateway': '10.253.%d.1' % self.number,
+                   'netns': 'cl-%s-%s' % (self.box.name, 'c%d' % self.number)}
         for field, value in derived.items():
             object.__setattr__(self, field, value)
 
@@ -318,9 +322,29 @@ class ComputeHost:
         return self.run / 'mnt'
 
     @property
+    def netns_path(self):
+        return '/run/netns/' + self.netns
+
+    @property
+    def ovs_run(self):
+        """Its own Open vSwitch's sockets and pid files, bound over /run/openvswitch."""
+        return self.run / 'openvswitch'
+
+    @property
+    def ovs_etc(self):
+        """Its own Open vSwitch's database, bound over /etc/openvswitch."""
+        return self.root / 'openvswitch'
+
+    @property
     def binds(self):
         """(own directory, the first host's path it is bound over) in the mount namespace."""
-        return ((self.instances, self.box.instances_path), (self.state_dir, self.box.state_dir))
+        return ((self.instances, self.box.instances_path), (self.state_dir, self.box.state_dir),
+                (self.ovs_run, '/run/openvswitch'), (self.ovs_etc, '/etc/openvswitch'))
+
+    def link_names(self, kind):
+        """(first host's end, this host's end) of its veth pair `kind`: m (management) or t (tenant VLANs)."""
+        stem = 'cl%s-%s-%s' % (kind, self.box.name, self.tag)
+        return stem + 'r', stem + 'n'
 
     @property
     def libvirt_socket_dir(self):

@@ -7,6 +7,10 @@ shared with the rest of the machine (agent_mounts.py, box_libvirt.py). With a
 `hostname`, the namespace gets a UTS namespace of its own too (`<file>-uts`),
 where that is the host name: a further compute host's libvirtd then names its
 node (nova's hypervisor_hostname, Placement's provider) apart from the first's.
+With a `netns` (a network namespace's file), the namespace is made from inside
+that network namespace and mounts its own sysfs: /sys/class/net then lists that
+namespace's devices, for every process in the mount namespace (OVS, libvirt,
+os-vif look there).
 """
 
 import subprocess
@@ -14,13 +18,17 @@ import subprocess
 from cloudlet_box import processes
 
 
-def ensure(path, commands, owner, hostname=None):
+def ensure(path, commands, owner, hostname=None, netns=None):
     """The namespace at `path`, made by running the shell `commands` (its binds) in it unless it exists."""
     if is_mount_point(path):
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     path.touch()
-    argv = ['unshare', '--mount=%s' % path, '--propagation', 'private']
+    # From the root mount namespace (not `ip netns exec`'s own), or the file binds nowhere lasting.
+    argv = ['nsenter', '--net=%s' % netns, '--'] if netns else []
+    argv += ['unshare', '--mount=%s' % path, '--propagation', 'private']
+    if netns:
+        commands = ['mount -t sysfs sysfs /sys'] + list(commands)
     if hostname:
         uts_path(path).touch()
         argv.append('--uts=%s' % uts_path(path))
@@ -30,9 +38,10 @@ def ensure(path, commands, owner, hostname=None):
         raise processes.StartError('could not make the mount namespace of %s: %s' % (owner, result.stderr.strip()))
 
 
-def enter(path, uts=False):
-    """The argv prefix that runs a command in the namespace at `path` (and its UTS namespace)."""
-    return ('nsenter', '--mount=%s' % path) + (('--uts=%s' % uts_path(path),) if uts else ()) + ('--',)
+def enter(path, uts=False, netns=None):
+    """The argv prefix that runs a command in the namespace at `path` (its UTS namespace, a network namespace)."""
+    return (('nsenter', '--mount=%s' % path) + (('--uts=%s' % uts_path(path),) if uts else ())
+            + (('--net=%s' % netns,) if netns else ()) + ('--',))
 
 
 def uts_path(path):

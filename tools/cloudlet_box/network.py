@@ -21,6 +21,7 @@ import subprocess
 import openstack.connection
 
 from cloudlet_box import agent_mounts
+from cloudlet_box import compute_host
 from cloudlet_box import identity
 from cloudlet_box import ovs
 from cloudlet_box import processes
@@ -33,8 +34,9 @@ AGENT_TYPES = ('Open vSwitch agent', 'DHCP agent', 'L3 agent', 'Metadata agent')
 def plumb(box):
     """Before the agents start: the external bridge (the OVS agent wants it
     to exist) with this host's gateway address on its internal port; the
-    tenant bridge of every compute host, the further hosts' patched to the
-    first's (one physical network: the tenant VLANs reach every host).
+    tenant bridge of every compute host, the further hosts' (on their own
+    Open vSwitch) trunked to the first's (one physical network: the tenant
+    VLANs reach every host; compute_host.py).
     """
     net = box.network
     if box.remote:
@@ -45,9 +47,7 @@ def plumb(box):
     if box.compute_hosts:
         ovs.ensure_bridge(net.tenant_bridge)
     for host in box.compute_hosts:
-        ovs.ensure_bridge(host.network.tenant_bridge)
-        ovs.ensure_patch(net.tenant_bridge, 'vlan-to-' + host.tag,
-                         host.network.tenant_bridge, 'vlan-from-' + host.tag)
+        compute_host.plumb(host, net.tenant_bridge)
 
 
 def admin_connection(box):
@@ -142,6 +142,6 @@ def teardown(box):
             subprocess.run([*enter, 'ip', 'netns', 'delete', namespace], capture_output=True)
     ovs.delete_bridges(box.network.bridges)
     for host in box.compute_hosts:
-        ovs.delete_bridges(host.network.bridges)
+        compute_host.teardown(host)
     if mounts is not None:
         mounts.remove()

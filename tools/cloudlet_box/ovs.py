@@ -116,14 +116,6 @@ def ensure_bridge(name):
     subprocess.run(['ip', 'link', 'set', name, 'up'], check=True, capture_output=True)
 
 
-def ensure_patch(bridge, port, peer_bridge, peer_port):
-    """A patch port pair joining two bridges."""
-    vsctl('--may-exist', 'add-port', bridge, port, '--', 'set', 'interface', port, 'type=patch',
-          'options:peer=%s' % peer_port)
-    vsctl('--may-exist', 'add-port', peer_bridge, peer_port, '--', 'set', 'interface', peer_port,
-          'type=patch', 'options:peer=%s' % port)
-
-
 def ensure_address(device, cidr):
     """Give `device` the address `cidr` (e.g. the external network's gateway on br-ex)."""
     shown = subprocess.run(['ip', '-4', 'addr', 'show', 'dev', device], capture_output=True,

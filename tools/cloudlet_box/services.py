@@ -3,8 +3,8 @@
 import dataclasses
 
 from cloudlet_box import agent_mounts
+from cloudlet_box import compute_host
 from cloudlet_box import layout
-from cloudlet_box import mounts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,7 +96,7 @@ def nova_service(box, binary, config_file, host=None):
     name = host.service(binary) if host else binary
     argv = (str(layout.VENV / 'bin' / binary), '--config-file', str(box.etc / 'nova' / config_file))
     if host:
-        argv = mounts.enter(host.mount_namespace, uts=True) + argv + (
+        argv = compute_host.enter(host, net=False) + argv + (
             '--config-file', str(box.etc / 'nova' / ('nova-cpu-%s.conf' % host.tag)))
     argv += ('--log-file', str(box.logs / (name + '.log')))
     # The engine's own libvirt connections (hypervisor.connect) follow the host's libvirt.
@@ -104,13 +104,16 @@ def nova_service(box, binary, config_file, host=None):
     return Service(name, argv, {'CLOUDLET_LIBVIRT_URI': uri} if uri else {})
 
 
-def neutron_service(box, binary, *agent_configs, own_namespaces=False, name=None):
+def neutron_service(box, binary, *agent_configs, own_namespaces=False, name=None, host=None):
     """A neutron process with neutron.conf (+ ml2_conf.ini or an agent's file).
     `own_namespaces`: an agent that makes network namespaces runs, for a
     remote box, in the box's agents' mount namespace (agent_mounts.py).
+    `host`: the OVS agent of a further compute host runs in its mount namespace.
     """
     etc = box.etc / 'neutron'
     enter = agent_mounts.AgentMounts(box).enter() if own_namespaces and box.remote else ()
+    if host is not None:
+        enter = compute_host.enter(host, net=False)
     argv = enter + (str(layout.VENV / 'bin' / binary), '--config-file', str(etc / 'neutron.conf'))
     for config in agent_configs:
         argv += ('--config-file', str(etc / config))
@@ -126,7 +129,7 @@ def neutron_services(box):
     # Each further compute host's OVS agent (its own host name and bridges).
     hosts = {host.service('neutron-openvswitch-agent'): neutron_service(
         box, 'neutron-openvswitch-agent', 'plugins/ml2/openvswitch_agent-%s.ini' % host.tag,
-        name=host.service('neutron-openvswitch-agent')) for host in box.compute_hosts}
+        name=host.service('neutron-openvswitch-agent'), host=host) for host in box.compute_hosts}
     return {
         'neutron-rpc-server': neutron_service(box, 'neutron-rpc-server', ml2),
         'neutron-periodic-workers': neutron_service(box, 'neutron-periodic-workers', ml2),

@@ -19,11 +19,13 @@ from nova.tests import fixtures as nova_fixtures
 from nova.virt import fake
 from nova.virt.libvirt import driver as libvirt_driver
 from nova.virt.libvirt import guest as guest_mod
+from nova.virt.libvirt import utils as libvirt_utils
 
 from cloudlet_glance import properties as props
 from cloudlet_nova import conf as cloudlet_conf
 from cloudlet_nova.virt import driver
 from cloudlet_nova.virt import faults
+from cloudlet_nova.virt import migration
 from cloudlet_nova.virt import restore
 from cloudlet_nova.virt import state
 
@@ -466,15 +468,104 @@ class LifecycleDecisionTest(DriverTestCase):
                                                'dest', None, [])
         super_migrate.assert_called_once()
 
-    @mock.patch.object(LibvirtDriver, 'check_can_live_migrate_source')
     @mock.patch.object(LibvirtDriver, 'check_can_live_migrate_destination')
-    def test_live_migration_refused(self, super_dest, super_source):
-        self.assertRaises(exception.MigrationPreCheckError, self.driver.check_can_live_migrate_destination,
-                          self.context, self.instance, {}, {})
-        self.assertRaises(exception.MigrationPreCheckError, self.driver.check_can_live_migrate_source,
-                          self.context, self.instance, {})
+    def test_live_migration_refused_by_a_destination_that_cannot_get_the_base(self, super_dest):
+        with mock.patch.object(migration, 'cannot_receive', return_value='no base here') as check:
+            error = self.assertRaises(exception.MigrationPreCheckError,
+                                      self.driver.check_can_live_migrate_destination,
+                                      self.context, self.instance, {}, {})
+        check.assert_called_once_with(self.context, self.instance)
+        self.assertIn('no base here', str(error))
         super_dest.assert_not_called()
-        super_source.assert_not_called()
+
+    @mock.patch.object(LibvirtDriver, 'check_can_live_migrate_destination', return_value='data')
+    def test_live_migration_to_a_destination_that_can_get_the_base_is_nova_s(self, super_dest):
+        with mock.patch.object(migration, 'cannot_receive', return_value=None):
+            self.assertEqual('data', self.driver.check_can_live_migrate_destination(
+                self.context, self.instance, {}, {}, block_migration=True))
+        super_dest.assert_called_once_with(self.context, self.instance, {}, {}, block_migration=True,
+                                           disk_over_commit=False)
+
+    @mock.patch.object(LibvirtDriver, 'check_can_live_migrate_destination', return_value='data')
+    def test_live_migration_of_an_ordinary_instance_asks_nothing_of_glance(self, super_dest):
+        with mock.patch.object(migration, 'cannot_receive') as check:
+            self.driver.check_can_live_migrate_destination(self.context, self.cloudlet_instance(False), {}, {})
+        check.assert_not_called()
+
+    def test_pre_live_migration_brings_the_base_then_records_it(self):
+        base, calls = mock.Mock(base_id='ab' * 32), []
+
+        def nova_pre(context, instance, *args):
+            calls.append(('nova', dict(self.driver._migrating_in)))
+            return 'migrate-data'
+        self.instance.host = 'source-host'
+        with mock.patch.object(migration, 'receive', return_value=(base, 'ram')) as receive, \
+                mock.patch.object(migration, 'record') as record, \
+                mock.patch.object(LibvirtDriver, 'pre_live_migration', side_effect=nova_pre), \
+                mock.patch.object(self.driver, '_qemu_owner', return_value=(64055, 108)):
+            result = self.driver.pre_live_migration(self.context, self.instance, None, [], None, 'data')
+        self.assertEqual('migrate-data', result)
+        receive.assert_called_once_with(self.context, self.instance, (64055, 108))
+        # nova's pre_live_migration (and so _create_images_and_backing) saw the base.
+        self.assertEqual([('nova', {UUID: base})], calls)
+        record.assert_called_once_with(self.instance_dir, self.instance, base, 'ram', 'source-host')
+        self.assertEqual({}, self.driver._migrating_in)
+
+    def test_pre_live_migration_that_fails_records_nothing(self):
+        with mock.patch.object(migration, 'receive', return_value=(mock.Mock(), None)), \
+                mock.patch.object(migration, 'record') as record, \
+                mock.patch.object(LibvirtDriver, 'pre_live_migration',
+                                  side_effect=exception.DestinationDiskExists(path='x')), \
+                mock.patch.object(self.driver, '_qemu_owner', return_value=None):
+            self.assertRaises(exception.DestinationDiskExists, self.driver.pre_live_migration,
+                              self.context, self.instance, None, [], None, 'data')
+        record.assert_not_called()
+        self.assertEqual({}, self.driver._migrating_in)
+
+    @mock.patch.object(LibvirtDriver, '_create_images_and_backing')
+    def test_the_migrating_root_disk_is_a_layer_over_the_base(self, super_create):
+        base = mock.Mock(base_id='ab' * 32)
+        root = {'path': '/src/%s/disk' % UUID, 'backing_file': 'disk', 'virt_disk_size': 4096, 'type': 'qcow2'}
+        config = {'path': '/src/%s/disk.config' % UUID, 'backing_file': '', 'virt_disk_size': 512, 'type': 'raw'}
+        self.driver._migrating_in[UUID] = base
+        with mock.patch.object(migration, 'create_root_disk') as create:
+            self.driver._create_images_and_backing(self.context, self.instance, self.instance_dir,
+                                                   [root, config], fallback_from_host='src')
+        create.assert_called_once_with(base, os.path.join(self.instance_dir, 'disk'), 4096)
+        # The other disks, the kernel and ramdisk: nova's way.
+        super_create.assert_called_once_with(self.context, self.instance, self.instance_dir, [config],
+                                             fallback_from_host='src')
+
+    @mock.patch.object(LibvirtDriver, '_create_images_and_backing')
+    def test_outside_a_migration_disks_are_nova_s(self, super_create):
+        root = {'path': '/src/%s/disk' % UUID, 'backing_file': 'abc', 'virt_disk_size': 4096, 'type': 'qcow2'}
+        with mock.patch.object(migration, 'create_root_disk') as create:
+            self.driver._create_images_and_backing(self.context, self.instance, self.instance_dir, [root])
+        create.assert_not_called()
+        super_create.assert_called_once_with(self.context, self.instance, self.instance_dir, [root],
+                                             fallback_from_host=None)
+
+    @mock.patch.object(LibvirtDriver, '_fetch_instance_kernel_ramdisk')
+    def test_a_migrating_instance_s_kernel_comes_through_the_image_cache_as_at_spawn(self, nova_fetch):
+        self.instance.kernel_id, self.instance.ramdisk_id = 'kernel-image', None
+        self.driver._migrating_in[UUID] = mock.Mock()
+        with mock.patch.object(self.driver, 'image_backend') as backend:
+            self.driver._fetch_instance_kernel_ramdisk(self.context, self.instance)
+        backend.by_name.assert_called_once_with(self.instance, 'kernel', 'raw')
+        [_, kwargs] = backend.by_name.return_value.cache.call_args
+        self.assertEqual((libvirt_utils.fetch_raw_image, 'kernel-image'), (kwargs['fetch_func'], kwargs['image_id']))
+        nova_fetch.assert_not_called()
+        del self.driver._migrating_in[UUID]
+        self.driver._fetch_instance_kernel_ramdisk(self.context, self.instance)
+        nova_fetch.assert_called_once_with(self.context, self.instance, fallback_from_host=None)
+
+    @mock.patch.object(LibvirtDriver, 'post_live_migration_at_destination')
+    def test_after_a_live_migration_the_definition_maps_no_ram_file(self, super_post):
+        with mock.patch.object(migration, 'unmap_definition') as unmap:
+            self.driver.post_live_migration_at_destination(self.context, self.instance, [])
+            self.driver.post_live_migration_at_destination(self.context, self.cloudlet_instance(False), [])
+        unmap.assert_called_once_with(self.driver._host, self.instance)
+        self.assertEqual(2, super_post.call_count)
 
     @mock.patch.object(LibvirtDriver, 'power_off')
     def test_shelve_does_not_stop_the_vm(self, super_power_off):

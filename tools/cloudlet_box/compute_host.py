@@ -1,0 +1,125 @@
+"""A further compute host of the box (layout.ComputeHost): its namespaces, its network, its own Open vSwitch.
+
+A second machine has its own network stack; so does this host. nova names a
+port's tap after the port (`tap<port id>`), and a live migration has the
+same tap on both hosts at once: in one network namespace the second could
+not exist. So the host's libvirtd and QEMU, its taps and its own ovsdb-server
++ ovs-vswitchd (userspace datapath, like the first host's: ovs.py) run in a
+network namespace of their own, `cl-<box>-c<n>`. Two veth pairs join it to
+the first host, as two cables would:
+
+    first host (root namespace)             this host (cl-box-c2)
+    clm-box-c2r 10.253.2.1/30  <== management ==>  clm-box-c2n 10.253.2.2/30
+    clt-box-c2r on br-vlan     <== tenant VLANs ==> clt-box-c2n on br-vlan-c2
+
+- Management: nova's `my_ip` and `live_migration_inbound_addr` (libvirtd
+  listens there for a live migration, QEMU takes the migration stream), and
+  the first host's end is where its OVS agent's OpenFlow controller listens
+  for this host's Open vSwitch.
+- Tenant VLANs: a trunk between the two hosts' tenant bridges (physical
+  network `tenant`), so the routers and DHCP of the first host serve guests
+  on this one.
+
+nova-compute and the OVS agent of this host stay in the root network
+namespace, where RabbitMQ and the APIs listen on loopback; they run in the
+host's mount namespace, where /run/openvswitch and /etc/openvswitch are this
+host's own (its binds, layout.ComputeHost.binds): os-vif, libvirt and the
+agent find this host's Open vSwitch at the default paths. nova's privsep
+daemons enter the network namespace (configs.nova: their helper_command), so
+the taps os-vif makes are this host's.
+"""
+
+import subprocess
+
+from cloudlet_box import mounts
+from cloudlet_box import netns_link
+from cloudlet_box import ovs
+from cloudlet_box import processes
+
+OVS_DAEMONS = ('ovsdb-server', 'ovs-vswitchd')
+
+
+def enter(host, net=True):
+    """The argv prefix that runs a command on `host`: its mount and UTS namespaces, and its
+    network namespace unless `net` is false (nova-compute and the OVS agent: see above).
+    """
+    return mounts.enter(host.mount_namespace, uts=True, netns=host.netns_path if net else None)
+
+
+def management_link(host):
+    first, own = host.link_names('m')
+    return netns_link.NetnsLink(host.netns, first, own, host.gateway, host.address)
+
+
+def network_up(host):
+    """The network namespace and its management link (before its libvirtd starts). Idempotent."""
+    management_link(host).up()
+
+
+def run(host, *argv, check=True):
+    result = subprocess.run([*enter(host), *map(str, argv)], capture_output=True, text=True)
+    if check and result.returncode:
+        raise processes.StartError('%s on %s failed: %s' % (' '.join(map(str, argv)), host.name,
+                                                             (result.stderr or result.stdout).strip()))
+    return result
+
+
+def ovs_pid(host, daemon):
+    return processes.pid_of(host.ovs_run / (daemon + '.pid'))
+
+
+def start_ovs(host):
+    """This host's ovsdb-server and ovs-vswitchd, in its namespaces, at OVS's default paths there."""
+    host.ovs_run.mkdir(parents=True, exist_ok=True)
+    host.ovs_etc.mkdir(parents=True, exist_ok=True)
+    host.logs.mkdir(parents=True, exist_ok=True)
+    if not (host.ovs_etc / 'conf.db').exists():
+        run(host, 'ovsdb-tool', 'create', '/etc/openvswitch/conf.db', ovs.SCHEMA)
+    if not ovs_pid(host, 'ovsdb-server'):
+        run(host, 'ovsdb-server', '/etc/openvswitch/conf.db', '--remote=punix:/run/openvswitch/db.sock',
+            '--pidfile', '--detach', '--log-file=%s' % (host.logs / 'ovsdb-server.log'))
+        run(host, 'ovs-vsctl', '--timeout=10', '--no-wait', 'init')
+    if not ovs_pid(host, 'ovs-vswitchd'):
+        # As on the first host (ovs.start says why).
+        run(host, 'ovs-vsctl', '--timeout=10', '--no-wait', 'set', 'Open_vSwitch', '.',
+            'other_config:userspace-tso-enable=true')
+        run(host, 'ovs-vswitchd', 'unix:/run/openvswitch/db.sock', '--pidfile', '--detach',
+            '--log-file=%s' % (host.logs / 'ovs-vswitchd.log'))
+    processes.wait_for('Open vSwitch of %s' % host.name,
+                       lambda: run(host, 'ovs-vsctl', '--timeout=5', 'show', check=False).returncode == 0, 30,
+                       pid_check=lambda: ovs_pid(host, 'ovs-vswitchd'), log=host.logs / 'ovs-vswitchd.log')
+
+
+def stop_ovs(host):
+    for daemon in reversed(OVS_DAEMONS):
+        processes.stop(daemon, host.ovs_run)
+
+
+def plumb(host, first_tenant_bridge):
+    """This host's tenant bridge on its own Open vSwitch, trunked to the first host's."""
+    start_ovs(host)
+    bridge = host.network.tenant_bridge
+    run(host, 'ovs-vsctl', '--timeout=10', '--may-exist', 'add-br', bridge, '--', 'set', 'bridge', bridge,
+        'datapath_type=netdev')
+    run(host, 'ip', 'link', 'set', bridge, 'up')
+    first, own = host.link_names('t')
+    if subprocess.run(['ip', 'link', 'show', 'dev', first], capture_output=True).returncode:
+        run(host, 'ip', 'link', 'delete', own, check=False)     # a stale end would block the name
+        netns_link.run('ip', 'link', 'add', first, 'type', 'veth', 'peer', 'name', own, 'netns', host.netns)
+    netns_link.run('ip', 'link', 'set', first, 'up')
+    run(host, 'ip', 'link', 'set', own, 'up')
+    ovs.vsctl('--may-exist', 'add-port', first_tenant_bridge, first)
+    run(host, 'ovs-vsctl', '--timeout=10', '--may-exist', 'add-port', bridge, own)
+
+
+def teardown(host):
+    """Stop its Open vSwitch, remove its links and network namespace (destroy)."""
+    stop_ovs(host)
+    first, _own = host.link_names('t')
+    ovs.vsctl('--if-exists', 'del-port', first, check=False)
+    netns_link.run('ip', 'link', 'delete', first, check=False)
+    management_link(host).down()
+
+
+def status_rows(host):
+    return [(daemon, ovs_pid(host, daemon), host.logs / (daemon + '.log')) for daemon in OVS_DAEMONS]
