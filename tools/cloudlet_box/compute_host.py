@@ -10,7 +10,7 @@ the first host, as two cables would:
 
     first host (root namespace)             this host (cl-box-c2)
     clm-box-c2r 10.253.2.1/30  <== management ==>  clm-box-c2n 10.253.2.2/30
-    clt-box-c2r on br-vlan     <== tenant VLANs ==> clt-box-c2n on br-vlan-c2
+    clt-box-c2r on br-vlan     <== tenant VLANs ==> clt-box-c2n on its own br-vlan
 
 - Management: nova's `my_ip` and `live_migration_inbound_addr` (libvirtd
   listens there for a live migration, QEMU takes the migration stream), and
@@ -20,17 +20,29 @@ the first host, as two cables would:
   network `tenant`), so the routers and DHCP of the first host serve guests
   on this one.
 
-nova-compute and the OVS agent of this host stay in the root network
-namespace, where RabbitMQ and the APIs listen on loopback; they run in the
-host's mount namespace, where /run/openvswitch and /etc/openvswitch are this
-host's own (its binds, layout.ComputeHost.binds): os-vif, libvirt and the
-agent find this host's Open vSwitch at the default paths. nova's privsep
-daemons enter the network namespace (configs.nova: their helper_command), so
-the taps os-vif makes are this host's.
+Its bridges have the first host's names (`br-int`, `br-vlan`), as the hosts
+of one cloud do: nova gives a live migration's destination port the source
+port's bridge name.
+
+Its nova-compute runs in the network namespace too: os-vif looks for a tap
+by name in its caller's network stack before it makes one, and during a live
+migration to this host the source's tap of that name exists in the first
+host's. What nova-compute talks to listens in the root namespace (RabbitMQ
+and the APIs on loopback, the tests' overlay server on 127.0.0.2, box2's
+public endpoints): `host-relay-c<n>` (host_relay.py) listens at those same
+addresses inside and connects outside. nova's privsep daemons follow it there.
+The OVS agent stays in the root network namespace (its RPC, its OpenFlow
+controller at the management link's first end) and reaches this host's
+ovsdb-server through its unix socket. Both run in the host's mount namespace,
+where /run/openvswitch and /etc/openvswitch are this host's own (its binds,
+layout.ComputeHost.binds): os-vif, libvirt and the agent find this host's
+Open vSwitch at the default paths.
 """
 
 import subprocess
 
+from cloudlet_box import http_serve
+from cloudlet_box import layout
 from cloudlet_box import mounts
 from cloudlet_box import netns_link
 from cloudlet_box import ovs
@@ -53,7 +65,20 @@ def management_link(host):
 
 def network_up(host):
     """The network namespace and its management link (before its libvirtd starts). Idempotent."""
-    management_link(host).up()
+    link = management_link(host)
+    link.up()
+    # box2's public endpoints: the relay listens at their address inside.
+    netns_link.run(*link.exec_argv('ip', 'addr', 'replace', '%s/32' % layout.BOX2.wan.address, 'dev', 'lo'))
+
+
+def relayed(host):
+    """(address, port) of what the host's nova-compute reaches through host_relay.py."""
+    box = host.box
+    ports = [layout.RABBIT_PORT] + [box.port(service) for service in {**layout.BASE_PORTS,
+                                                                       **layout.INTERNAL_PORTS}]
+    return ([('127.0.0.1', port) for port in ports]
+            + [(http_serve.ADDRESS, port) for port in http_serve.PORTS]
+            + [(layout.BOX2.wan.address, layout.BOX2.port(service)) for service in layout.BASE_PORTS])
 
 
 def run(host, *argv, check=True):

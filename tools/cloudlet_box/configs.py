@@ -393,16 +393,10 @@ def nova(box):
     write_ini(etc / 'nova-cpu.conf', cpu_conf)
     for host in box.compute_hosts:
         host.nova_state.mkdir(parents=True, exist_ok=True)
-        # Its privsep daemons (taps, MTUs) work in its network namespace (compute_host.py).
-        enter_net = 'nsenter --net=%s -- ' % host.netns_path
-        privsep = {section: {'helper_command': enter_net + values['helper_command']} for section, values in
-                   privsep_sections('nova_sys_admin', 'vif_plug_ovs_privileged',
-                                    'vif_plug_linux_bridge_privileged').items()}
         write_ini(etc / ('nova-cpu-%s.conf' % host.tag), {
             'DEFAULT': {'host': host.name, 'my_ip': host.address, 'state_path': host.nova_state},
             'libvirt': {'connection_uri': host.libvirt_uri, 'live_migration_inbound_addr': host.address},
             'os_vif_ovs': {'ovsdb_connection': 'unix:/run/openvswitch/db.sock'},
-            **privsep,
             'neutron': {'ovs_bridge': host.network.integration_bridge},
             # An edge host with little disk: it keeps no base it does not use (the e2e
             # tests see a base aged out within a minute and fetched again when needed).

@@ -11,6 +11,8 @@ import http.server
 import threading
 
 ADDRESS = '127.0.0.2'
+# Its ports: a further compute host reaches them through its relay (compute_host.py).
+PORTS = range(18100, 18140)
 
 
 @contextlib.contextmanager
@@ -22,7 +24,15 @@ def serve(root):
         def log_message(self, *args):
             pass
 
-    server = http.server.ThreadingHTTPServer((ADDRESS, 0), QuietHandler)
+    server = None
+    for port in PORTS:
+        try:
+            server = http.server.ThreadingHTTPServer((ADDRESS, port), QuietHandler)
+            break
+        except OSError:
+            continue
+    if server is None:
+        raise OSError('no free port for an overlay server on %s in %d-%d' % (ADDRESS, PORTS[0], PORTS[-1]))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         yield 'http://%s:%d' % (ADDRESS, server.server_address[1])

@@ -27,8 +27,9 @@ box's own nova-compute (host name: this machine's). The second,
 agent, in a mount namespace of its own (compute_host.py) where its instance
 directory and base store are bound over the first host's paths: nova wants
 the same instances_path on every host, and each host keeps its own files
-there, as two machines would. Its OVS agent's `br-vlan-c2` is patched to the
-box's `br-vlan`: the tenant networks span both hosts.
+there, as two machines would. It has its own network namespace and Open vSwitch
+too, whose `br-vlan` a veth pair trunks to the first host's: the tenant networks
+span both hosts.
 """
 
 import base64
@@ -356,14 +357,12 @@ class ComputeHost:
 
     @property
     def network(self):
-        """Its OVS agent's bridges: its own integration, tunnel and tenant bridges."""
+        """Its OVS agent's bridges, on its own Open vSwitch (compute_host.py): named as the
+        first host's, as on every host of a cloud (nova keeps the source's bridge name for a
+        live migration's destination port); no external bridge.
+        """
         net = self.box.network
-        suffix = '-' + self.tag
-        return dataclasses.replace(
-            net, integration_bridge=net.integration_bridge + suffix, tunnel_bridge=net.tunnel_bridge + suffix,
-            external_bridge=None, int_peer_patch_port=net.int_peer_patch_port + suffix,
-            tun_peer_patch_port=net.tun_peer_patch_port + suffix,
-            of_listen_port=net.of_listen_port + self.number - 1, tenant_bridge=net.tenant_bridge + suffix)
+        return dataclasses.replace(net, external_bridge=None, of_listen_port=net.of_listen_port + self.number - 1)
 
     def service(self, name):
         """This host's instance of a per-host service: `nova-compute` -> `nova-compute-c2`."""

@@ -143,7 +143,8 @@ class Connection:
         self.relay = relay
         self.client = client
         self.server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        _small_buffers(self.server)
+        if relay.small_buffers:
+            _small_buffers(self.server)
         for sock in (client, self.server):
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -203,9 +204,12 @@ class Connection:
 class Relay:
     """Forward each listening (host, port) to its target (host, port)."""
 
-    def __init__(self, routes, control_path=None, delay_ms=0, buffer_limit=BUFFER_LIMIT):
-        """`routes`: [((listen host, port), (target host, port)), ...]; port 0 picks one."""
+    def __init__(self, routes, control_path=None, delay_ms=0, buffer_limit=BUFFER_LIMIT, small_buffers=True):
+        """`routes`: [((listen host, port), (target host, port)), ...]; port 0 picks one.
+        `small_buffers`: keep the sockets' kernel buffers small (a WAN path's queue is the relay's own).
+        """
         self.selector = selectors.DefaultSelector()
+        self.small_buffers = small_buffers
         self.buffer_limit = buffer_limit
         self.delay = delay_ms / 1000.0
         self.is_cut = False
@@ -221,7 +225,8 @@ class Relay:
         for listen, target in routes:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            _small_buffers(sock)      # accepted connections inherit them
+            if small_buffers:
+                _small_buffers(sock)      # accepted connections inherit them
             sock.bind(listen)
             sock.listen(128)
             sock.setblocking(False)

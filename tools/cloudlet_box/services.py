@@ -96,7 +96,8 @@ def nova_service(box, binary, config_file, host=None):
     name = host.service(binary) if host else binary
     argv = (str(layout.VENV / 'bin' / binary), '--config-file', str(box.etc / 'nova' / config_file))
     if host:
-        argv = compute_host.enter(host, net=False) + argv + (
+        # In the host's network namespace too (compute_host.py); host_relay.py brings it the rest.
+        argv = compute_host.enter(host) + argv + (
             '--config-file', str(box.etc / 'nova' / ('nova-cpu-%s.conf' % host.tag)))
     argv += ('--log-file', str(box.logs / (name + '.log')))
     # The engine's own libvirt connections (hypervisor.connect) follow the host's libvirt.
@@ -149,11 +150,20 @@ def compute_service(box, host=None):
     return nova_service(box, 'nova-compute', 'nova-cpu.conf', host)
 
 
+def host_relay(box, host):
+    """What a further compute host's nova-compute reaches through host_relay.py (before it starts)."""
+    argv = (str(layout.VENV / 'bin' / 'python'), '-m', 'cloudlet_box.host_relay', '--netns', host.netns_path)
+    for address, port in compute_host.relayed(host):
+        argv += ('--route', '%s:%d' % (address, port))
+    return Service(host.service('host-relay'), argv, {'PYTHONPATH': str(layout.REPO / 'tools')})
+
+
 def nova_services(box):
     computes = [compute_service(box)] + [compute_service(box, host) for host in box.compute_hosts]
     return {
         'nova-conductor': nova_service(box, 'nova-conductor', 'nova.conf'),
         'nova-scheduler': nova_service(box, 'nova-scheduler', 'nova.conf'),
+        **{relay.name: relay for relay in (host_relay(box, host) for host in box.compute_hosts)},
         **{service.name: service for service in computes},
     }
 

@@ -237,15 +237,30 @@ TWO = layout.Box('box', 0, hosts=2)     # CLOUDLET_BOX_HOSTS=2
 def test_the_first_box_has_a_second_compute_host_in_namespaces_of_its_own(box_roots):
     [host] = TWO.compute_hosts
     assert BOX2.compute_hosts == () and BOX.compute_hosts == ()
-    assert (host.name, host.tag, host.address) == ('box-compute2', 'c2', '127.0.1.2')
-    # Its own instances and base store, bound over the first host's paths.
-    assert host.binds == ((host.instances, TWO.instances_path), (host.state_dir, TWO.state_dir))
+    assert (host.name, host.tag, host.address, host.gateway) == ('box-compute2', 'c2', '10.253.2.2', '10.253.2.1')
+    assert (host.netns, host.link_names('m'), host.link_names('t')) == (
+        'cl-box-c2', ('clm-box-c2r', 'clm-box-c2n'), ('clt-box-c2r', 'clt-box-c2n'))
+    # Its own instances, base store and Open vSwitch, bound over the first host's paths.
+    assert host.binds == ((host.instances, TWO.instances_path), (host.state_dir, TWO.state_dir),
+                          (host.ovs_run, '/run/openvswitch'), (host.ovs_etc, '/etc/openvswitch'))
+    # Its bridges are named as the first host's (on its own Open vSwitch).
+    assert (host.network.integration_bridge, host.network.tenant_bridge, host.network.external_bridge) == (
+        'br-int', 'br-vlan', None)
     assert TWO.state_dirs == (TWO.state_dir, host.state_dir)
     assert TWO.host_files(host.name).compute_service == 'nova-compute-c2'
     assert TWO.host_files('vm').instances == TWO.instances_path
     compute = services.all_services(TWO)['nova-compute-c2']
-    assert compute.argv[:4] == ('nsenter', '--mount=%s' % host.mount_namespace,
-                                '--uts=%s-uts' % host.mount_namespace, '--')
+    assert compute.argv[:5] == ('nsenter', '--mount=%s' % host.mount_namespace,
+                                '--uts=%s-uts' % host.mount_namespace, '--net=/run/netns/cl-box-c2', '--')
+    agent = services.all_services(TWO)['neutron-openvswitch-agent-c2']
+    assert agent.argv[:4] == compute.argv[:3] + ('--',)       # the root network namespace
+    # The relay starts before the nova-compute it serves: RabbitMQ, every API, the overlay server, box2.
+    names = list(services.all_services(TWO))
+    assert names.index('host-relay-c2') < names.index('nova-compute-c2')
+    routes = services.all_services(TWO)['host-relay-c2'].argv
+    for route in ('127.0.0.1:5672', '127.0.0.1:5000', '127.0.0.1:9292', '127.0.0.1:8778', '127.0.0.1:9696',
+                  '127.0.0.1:9311', '127.0.0.2:18100', '10.254.88.2:5100'):
+        assert route in routes, route
     assert compute.argv[-4:-2] == ('--config-file', str(TWO.etc / 'nova' / 'nova-cpu-c2.conf'))
     assert compute.env == {'CLOUDLET_LIBVIRT_URI': host.libvirt_uri}
     assert 'neutron-openvswitch-agent-c2' in services.all_services(TWO)
@@ -255,10 +270,11 @@ def test_the_first_box_has_a_second_compute_host_in_namespaces_of_its_own(box_ro
 def test_the_second_host_s_configuration(box_roots):
     [host] = TWO.compute_hosts
     own = read_ini(configs.nova(TWO) / 'nova-cpu-c2.conf')
-    assert (own['DEFAULT']['host'], own['DEFAULT']['my_ip']) == ('box-compute2', '127.0.1.2')
+    assert (own['DEFAULT']['host'], own['DEFAULT']['my_ip']) == ('box-compute2', '10.253.2.2')
     assert own['DEFAULT']['state_path'] == str(host.nova_state)      # its compute node's own uuid
     assert own['libvirt']['connection_uri'] == host.libvirt_uri
-    assert own['neutron']['ovs_bridge'] == 'br-int-c2'
+    assert own['libvirt']['live_migration_inbound_addr'] == '10.253.2.2'
+    assert own['os_vif_ovs']['ovsdb_connection'] == 'unix:/run/openvswitch/db.sock'
     etc = configs.neutron(TWO)
     ml2 = read_ini(etc / 'plugins' / 'ml2' / 'ml2_conf.ini')
     assert ml2['ml2']['tenant_network_types'] == 'vlan'
@@ -267,8 +283,10 @@ def test_the_second_host_s_configuration(box_roots):
     assert first['ovs']['bridge_mappings'] == 'public:br-ex,tenant:br-vlan'
     second = read_ini(etc / 'plugins' / 'ml2' / 'openvswitch_agent-c2.ini')
     assert second['DEFAULT']['host'] == 'box-compute2'
-    assert second['ovs']['integration_bridge'] == 'br-int-c2'
-    assert second['ovs']['bridge_mappings'] == 'tenant:br-vlan-c2'
+    assert second['ovs']['integration_bridge'] == 'br-int'
+    assert second['ovs']['bridge_mappings'] == 'tenant:br-vlan'
+    assert (second['ovs']['ovsdb_connection'], second['ovs']['of_listen_address']) == (
+        'unix:/run/openvswitch/db.sock', '10.253.2.1')
     assert second['agent']['tunnel_types'] == ''
     api = read_ini(configs.nova(TWO) / 'nova.conf')
     assert 'AggregateNumInstancesFilter' in api['filter_scheduler']['enabled_filters']

@@ -395,3 +395,28 @@ def test_the_path_holds_no_queue_beyond_the_buffer_limit(make_relay, monkeypatch
         assert sent <= bound
     else:
         assert sent > bound                 # what the relay guards against
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason='needs root for a network namespace')
+def test_the_host_relay_listens_inside_a_namespace_and_connects_outside():
+    from cloudlet_box import host_relay
+    namespace = 'cltest-relay-%d' % os.getpid()
+    subprocess.run(['ip', 'netns', 'add', namespace], check=True)
+    server = EchoServer()          # outside, on loopback
+    relay = None
+    try:
+        subprocess.run(['ip', '-n', namespace, 'link', 'set', 'lo', 'up'], check=True)
+        relay = host_relay.relay_from('/run/netns/' + namespace, [('127.0.0.1', server.port)])
+        thread = threading.Thread(target=relay.serve_forever, daemon=True)
+        thread.start()
+        client = ('import socket; s = socket.create_connection(("127.0.0.1", %d), timeout=5); '
+                  's.sendall(b"ping"); print(s.recv(4).decode())' % server.port)
+        inside = subprocess.run(['ip', 'netns', 'exec', namespace, sys.executable, '-c', client],
+                                capture_output=True, text=True, timeout=30)
+        # Inside, only the relay listens on that port: the echo came from the server outside.
+        assert inside.stdout.strip() == 'ping', inside.stderr
+    finally:
+        if relay is not None:
+            relay.stop()
+        server.close()
+        subprocess.run(['ip', 'netns', 'delete', namespace])
