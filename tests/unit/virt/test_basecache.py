@@ -3,7 +3,6 @@
 import os
 from unittest import mock
 
-from oslo_config import fixture as config_fixture
 import pytest
 
 import nova.conf
@@ -11,42 +10,13 @@ from nova import exception
 from nova import objects
 
 from cloudlet_engine import basestore
-from cloudlet_glance import model
 from cloudlet_glance import properties as props
-from cloudlet_nova import conf as cloudlet_conf
 from cloudlet_nova.virt import basecache
 from cloudlet_nova.virt import launch
 from cloudlet_nova.virt import state
-from tests.unit.glance import conftest as glance_conftest
-from tests.unit.glance import fakes
 
 CONF = nova.conf.CONF
 MB = 1024 * 1024
-
-
-@pytest.fixture(scope='module')
-def package(tmp_path_factory):
-    return glance_conftest.make_package(tmp_path_factory.mktemp('package'), seed=1, name='demo-base')
-
-
-@pytest.fixture
-def conf(tmp_path):
-    cloudlet_conf.register_opts(CONF)
-    objects.register_all()
-    fixture = config_fixture.Config(CONF)
-    fixture.setUp()
-    fixture.config(instances_path=str(tmp_path / 'instances'))
-    fixture.config(state_dir=str(tmp_path / 'state'), memory_restore='full_image', group='cloudlet')
-    yield fixture
-    fixture.cleanUp()
-
-
-@pytest.fixture
-def glance(tmp_path, package, conf):
-    images = fakes.FakeImageService(tmp_path / 'glance')
-    imported = model.import_base_package(images, package[1])
-    with mock.patch.object(basecache.glance_images, 'NovaImages', lambda context: images):
-        yield images, imported
 
 
 def _entries(store):

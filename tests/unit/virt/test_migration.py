@@ -3,46 +3,19 @@
 import os
 from unittest import mock
 
-from oslo_config import fixture as config_fixture
 import pytest
 
-import nova.conf
 from nova import objects
 
 from cloudlet_engine import errors
 from cloudlet_engine import qcow2
 from cloudlet_engine import ramfile
-from cloudlet_glance import model
 from cloudlet_glance import properties as props
-from cloudlet_nova import conf as cloudlet_conf
 from cloudlet_nova.virt import launch
 from cloudlet_nova.virt import migration
 from cloudlet_nova.virt import state
-from tests.unit.glance import conftest as glance_conftest
-from tests.unit.glance import fakes
 
-CONF = nova.conf.CONF
 UUID = '7b0b4a41-2a0c-4a7e-8f7e-0d6c7d5a0002'
-
-
-@pytest.fixture(scope='module')
-def package(tmp_path_factory):
-    return glance_conftest.make_package(tmp_path_factory.mktemp('package'), seed=3, name='migrating-base')
-
-
-@pytest.fixture
-def glance(tmp_path, package):
-    cloudlet_conf.register_opts(CONF)
-    objects.register_all()
-    fixture = config_fixture.Config(CONF)
-    fixture.setUp()
-    fixture.config(instances_path=str(tmp_path / 'instances'))
-    fixture.config(state_dir=str(tmp_path / 'state'), memory_restore='full_image', group='cloudlet')
-    images = fakes.FakeImageService(tmp_path / 'glance')
-    imported = model.import_base_package(images, package[1])
-    with mock.patch.object(migration.glance_images, 'NovaImages', lambda context: images):
-        yield images, imported
-    fixture.cleanUp()
 
 
 def instance_of(imported, host='source'):
