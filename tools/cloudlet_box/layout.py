@@ -304,7 +304,10 @@ class ComputeHost:
     logs: pathlib.Path = dataclasses.field(init=False)  # its libvirt's (nova's and the agent's: box.logs)
     address: str = dataclasses.field(init=False)        # [DEFAULT] my_ip: its end of the management link
     gateway: str = dataclasses.field(init=False)        # the first host's end of that link
-    netns: str = dataclasses.field(init=False)          # its network namespace (host_net.py)
+    netns: str = dataclasses.field(init=False)          # its network namespace (compute_host.py)
+    netns_path: str = dataclasses.field(init=False)     # ... and its file
+    ovs_run: pathlib.Path = dataclasses.field(init=False)   # its Open vSwitch's sockets, bound over /run/openvswitch
+    ovs_etc: pathlib.Path = dataclasses.field(init=False)   # its Open vSwitch's database, bound over /etc/openvswitch
 
     def __post_init__(self):
         root = self.box.root / ('compute%d' % self.number)
@@ -313,7 +316,10 @@ class ComputeHost:
                    'nova_state': root / 'nova', 'run': self.box.run / ('compute%d' % self.number),
                    'logs': self.box.logs / ('compute%d' % self.number),
                    'address': '10.253.%d.2' % self.number, 'gateway': '10.253.%d.1' % self.number,
-                   'netns': 'cl-%s-%s' % (self.box.name, 'c%d' % self.number)}
+                   'netns': 'cl-%s-c%d' % (self.box.name, self.number),
+                   'netns_path': '/run/netns/cl-%s-c%d' % (self.box.name, self.number),
+                   'ovs_run': self.box.run / ('compute%d' % self.number) / 'openvswitch',
+                   'ovs_etc': root / 'openvswitch'}
         for field, value in derived.items():
             object.__setattr__(self, field, value)
 
@@ -321,20 +327,6 @@ class ComputeHost:
     def mount_namespace(self):
         """The persistent mount namespace its libvirtd, QEMU and nova-compute run in."""
         return self.run / 'mnt'
-
-    @property
-    def netns_path(self):
-        return '/run/netns/' + self.netns
-
-    @property
-    def ovs_run(self):
-        """Its own Open vSwitch's sockets and pid files, bound over /run/openvswitch."""
-        return self.run / 'openvswitch'
-
-    @property
-    def ovs_etc(self):
-        """Its own Open vSwitch's database, bound over /etc/openvswitch."""
-        return self.root / 'openvswitch'
 
     @property
     def binds(self):
