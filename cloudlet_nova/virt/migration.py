@@ -103,8 +103,6 @@ def unmap_definition(host, instance):
     which maps the base's RAM file; as after a restore (restore.py), the
     definition must not: a cold boot starts on ordinary RAM.
     """
-    guest = host.get_guest(instance)
-    xml = guest.get_xml_desc(dump_inactive=True)
-    definition = domainxml.without_ram_file(xml, ramfile.BACKEND_ID)
-    if definition != xml and 'id=%s,' % ramfile.BACKEND_ID in xml:
-        host.write_instance_config(definition)
+    xml = host.get_guest(instance).get_xml_desc(dump_inactive=True)
+    if domainxml.ram_file(xml, ramfile.BACKEND_ID) is not None:
+        host.write_instance_config(domainxml.without_ram_file(xml, ramfile.BACKEND_ID))
