@@ -48,8 +48,6 @@ from cloudlet_box import netns_link
 from cloudlet_box import ovs
 from cloudlet_box import processes
 
-OVS_DAEMONS = ('ovsdb-server', 'ovs-vswitchd')
-
 
 def enter(host, net=True):
     """The argv prefix that runs a command on `host`: its mount and UTS namespaces, and its
@@ -95,29 +93,12 @@ def ovs_pid(host, daemon):
 
 def start_ovs(host):
     """This host's ovsdb-server and ovs-vswitchd, in its namespaces, at OVS's default paths there."""
-    host.ovs_run.mkdir(parents=True, exist_ok=True)
-    host.ovs_etc.mkdir(parents=True, exist_ok=True)
-    host.logs.mkdir(parents=True, exist_ok=True)
-    if not (host.ovs_etc / 'conf.db').exists():
-        run(host, 'ovsdb-tool', 'create', '/etc/openvswitch/conf.db', ovs.SCHEMA)
-    if not ovs_pid(host, 'ovsdb-server'):
-        run(host, 'ovsdb-server', '/etc/openvswitch/conf.db', '--remote=punix:/run/openvswitch/db.sock',
-            '--pidfile', '--detach', '--log-file=%s' % (host.logs / 'ovsdb-server.log'))
-        run(host, 'ovs-vsctl', '--timeout=10', '--no-wait', 'init')
-    if not ovs_pid(host, 'ovs-vswitchd'):
-        # As on the first host (ovs.start says why).
-        run(host, 'ovs-vsctl', '--timeout=10', '--no-wait', 'set', 'Open_vSwitch', '.',
-            'other_config:userspace-tso-enable=true')
-        run(host, 'ovs-vswitchd', 'unix:/run/openvswitch/db.sock', '--pidfile', '--detach',
-            '--log-file=%s' % (host.logs / 'ovs-vswitchd.log'))
-    processes.wait_for('Open vSwitch of %s' % host.name,
-                       lambda: run(host, 'ovs-vsctl', '--timeout=5', 'show', check=False).returncode == 0, 30,
-                       pid_check=lambda: ovs_pid(host, 'ovs-vswitchd'), log=host.logs / 'ovs-vswitchd.log')
+    ovs.start_daemons(enter(host), host.ovs_run, host.ovs_etc / 'conf.db', host.logs,
+                      'Open vSwitch of %s' % host.name)
 
 
 def stop_ovs(host):
-    for daemon in reversed(OVS_DAEMONS):
-        processes.stop(daemon, host.ovs_run)
+    ovs.stop(host.ovs_run)
 
 
 def plumb(host, first_tenant_bridge):
@@ -147,4 +128,4 @@ def teardown(host):
 
 
 def status_rows(host):
-    return [(daemon, ovs_pid(host, daemon), host.logs / (daemon + '.log')) for daemon in OVS_DAEMONS]
+    return [(daemon, ovs_pid(host, daemon), host.logs / (daemon + '.log')) for daemon in ovs.DAEMONS]

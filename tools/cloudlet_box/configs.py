@@ -200,7 +200,7 @@ def neutron(box):
         **privsep_sections(*NEUTRON_PRIVSEP),
     })
     # With several compute hosts, tenant networks are VLANs of physical network `tenant`
-    # (every host's tenant bridge, patched together: network.plumb); one host keeps
+    # (every host's tenant bridge, trunked together: compute_host.plumb); one host keeps
     # VXLAN, which needs no bridge. Not VXLAN across hosts: OVS 3.1's userspace
     # datapath drops the guests' checksum-offloaded TCP packets where it would
     # encapsulate them (doc/multi-host.md). vxlan stays a type driver for networks

@@ -311,13 +311,13 @@ class ComputeHost:
 
     def __post_init__(self):
         root = self.box.root / ('compute%d' % self.number)
+        netns = 'cl-%s-c%d' % (self.box.name, self.number)
         derived = {'name': '%s-compute%d' % (self.box.name, self.number), 'tag': 'c%d' % self.number,
                    'root': root, 'instances': root / 'instances', 'state_dir': root / 'cloudlet',
                    'nova_state': root / 'nova', 'run': self.box.run / ('compute%d' % self.number),
                    'logs': self.box.logs / ('compute%d' % self.number),
                    'address': '10.253.%d.2' % self.number, 'gateway': '10.253.%d.1' % self.number,
-                   'netns': 'cl-%s-c%d' % (self.box.name, self.number),
-                   'netns_path': '/run/netns/cl-%s-c%d' % (self.box.name, self.number),
+                   'netns': netns, 'netns_path': '/run/netns/' + netns,
                    'ovs_run': self.box.run / ('compute%d' % self.number) / 'openvswitch',
                    'ovs_etc': root / 'openvswitch'}
         for field, value in derived.items():

@@ -38,32 +38,57 @@ def vsctl(*args, check=True):
 
 
 def start():
-    """Start both daemons unless they run (their own --detach and pid files)."""
-    RUN_DIR.mkdir(parents=True, exist_ok=True)
-    LOGS.mkdir(parents=True, exist_ok=True)
-    if not DB.exists():
-        DB.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(['ovsdb-tool', 'create', str(DB), str(SCHEMA)], check=True, capture_output=True)
-    if not pid('ovsdb-server'):
-        subprocess.run(['ovsdb-server', str(DB), '--remote=punix:%s' % (RUN_DIR / 'db.sock'),
-                        '--remote=' + OVSDB_TCP, '--remote=db:Open_vSwitch,Open_vSwitch,manager_options',
-                        '--pidfile', '--detach', '--log-file=%s' % (LOGS / 'ovsdb-server.log')],
-                       check=True, capture_output=True)
-        vsctl('--no-wait', 'init')
-    if not pid('ovs-vswitchd'):
+    """The machine's Open vSwitch (the first host's, and every box's bridges): both daemons unless they run."""
+    start_daemons((), RUN_DIR, DB, LOGS, 'Open vSwitch',
+                  remotes=(OVSDB_TCP, 'db:Open_vSwitch,Open_vSwitch,manager_options'),
+                  before_vswitchd=forget_namespaced_ports)
+
+
+def start_daemons(enter, run_dir, db, logs, what, remotes=(), before_vswitchd=None):
+    """ovsdb-server and ovs-vswitchd on the userspace datapath, unless they run (their own
+    --detach and pid files).
+
+    `enter`: the argv prefix of the namespaces they run in, where their database and
+    sockets are at OVS's default paths (DB, RUN_DIR); `run_dir` and `db`: those paths as
+    seen from here; `logs`: where their logs go; `remotes`: ovsdb-server's other remotes.
+    A further compute host runs its own (compute_host.py).
+    """
+    def run(*argv, check=True):
+        result = subprocess.run([*enter, *map(str, argv)], capture_output=True, text=True)
+        if check and result.returncode:
+            raise processes.StartError('%s failed: %s' % (' '.join(map(str, argv)),
+                                                          (result.stderr or result.stdout).strip()))
+        return result
+
+    def running(daemon):
+        return processes.pid_of(run_dir / (daemon + '.pid'))
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    logs.mkdir(parents=True, exist_ok=True)
+    if not db.exists():
+        db.parent.mkdir(parents=True, exist_ok=True)
+        run('ovsdb-tool', 'create', DB, SCHEMA)
+    if not running('ovsdb-server'):
+        run('ovsdb-server', DB, '--remote=punix:%s' % (RUN_DIR / 'db.sock'),
+            *('--remote=' + remote for remote in remotes),
+            '--pidfile', '--detach', '--log-file=%s' % (logs / 'ovsdb-server.log'))
+        run('ovs-vsctl', '--timeout=10', '--no-wait', 'init')
+    if not running('ovs-vswitchd'):
         # Guests hand their TCP packets to the tap with the checksum left to
         # the NIC (virtio offload). Without userspace TSO, OVS reads them
         # without the virtio-net header and forwards them with bad checksums:
         # the routers' conntrack drops them (ICMP works, TCP does not). With
         # it, OVS keeps the offload flags end to end. Read at start only.
-        vsctl('--no-wait', 'set', 'Open_vSwitch', '.', 'other_config:userspace-tso-enable=true')
-        forget_namespaced_ports()
+        run('ovs-vsctl', '--timeout=10', '--no-wait', 'set', 'Open_vSwitch', '.',
+            'other_config:userspace-tso-enable=true')
+        if before_vswitchd is not None:
+            before_vswitchd()
         # "Generic Netlink family 'ovs_datapath' does not exist" in its log is
         # expected: no kernel module, the netdev datapath carries on.
-        subprocess.run(['ovs-vswitchd', 'unix:%s' % (RUN_DIR / 'db.sock'), '--pidfile', '--detach',
-                        '--log-file=%s' % (LOGS / 'ovs-vswitchd.log')], check=True, capture_output=True)
-    processes.wait_for('Open vSwitch', lambda: vsctl('show', check=False) != '', 30,
-                       pid_check=lambda: pid('ovs-vswitchd'), log=LOGS / 'ovs-vswitchd.log')
+        run('ovs-vswitchd', 'unix:%s' % (RUN_DIR / 'db.sock'), '--pidfile', '--detach',
+            '--log-file=%s' % (logs / 'ovs-vswitchd.log'))
+    processes.wait_for(what, lambda: run('ovs-vsctl', '--timeout=10', 'show', check=False).returncode == 0, 30,
+                       pid_check=lambda: running('ovs-vswitchd'), log=logs / 'ovs-vswitchd.log')
 
 
 AGENT_NAMESPACES = ('qrouter-', 'qdhcp-')
@@ -105,9 +130,10 @@ def forget_namespaced_ports():
                 in_namespace(namespace, enter, 'ip', 'link', 'delete', link)
 
 
-def stop():
+def stop(run_dir=RUN_DIR):
+    """Stop the daemons whose pid files are in `run_dir` (a further compute host's: its own)."""
     for daemon in reversed(DAEMONS):
-        processes.stop(daemon, RUN_DIR)
+        processes.stop(daemon, run_dir)
 
 
 def ensure_bridge(name):
