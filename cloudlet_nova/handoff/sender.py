@@ -32,7 +32,9 @@ back to None. The VM keeps running. Once the whole residue has gone to the
 upload, the destination may have it and run the VM: the VM resumes here only
 once the destination confirms its server gone, else it stays paused
 (`in_doubt`) and `sweep` settles the doubt once the destination answers
-again: its server ACTIVE, this one is deleted; gone, the VM resumes here.
+again: it deletes the destination server until it is gone (even one that
+runs the VM: the roll back's own delete may land there late), then the VM
+resumes here.
 Once the destination server is ACTIVE nothing is rolled back (two running
 copies would be worse): a failed delete here leaves this VM paused, with the
 reason in the event.
@@ -226,7 +228,7 @@ class Handoff:
         self.residue_sent = False
         # Set by a roll back that could not confirm the destination server gone although the
         # residue's last byte had gone out: the VM stays paused (never two copies running)
-        # until `sweep` settles where it runs: 'destination', 'source', or 'owner' (who acted first).
+        # until `sweep` settles where it runs: 'source', or 'owner' (who acted first).
         self.in_doubt = False
         self.settled = None
         self.delete_requested = False
@@ -565,13 +567,13 @@ class Handoff:
 
     # -- step 3 --
 
-    def _delete_source(self, expected_task_state=task_states.MIGRATING):
+    def _delete_source(self):
         """Delete this server as nova-api does for a server whose host is up.
 
         compute API's delete() itself cannot run here: it updates the instance
         mapping in the API database, which nova-compute has no access to. So:
-        task_state deleting (expected: our migrating, or None for a doubt settled
-        after the handoff; a user's delete that came first wins), the `delete`
+        task_state deleting (expected: our migrating; a user's delete that came
+        first wins), the `delete`
         instance action (a request id of its own), and the terminate_instance
         cast to this host. The compute manager does
         the rest (notifications, networks, volumes, the domain, the instance
@@ -585,7 +587,7 @@ class Handoff:
             try:
                 self.instance.task_state = task_states.DELETING
                 self.instance.progress = 0
-                self.instance.save(expected_task_state=[expected_task_state])
+                self.instance.save(expected_task_state=[task_states.MIGRATING])
             except (exception.UnexpectedDeletingTaskStateError, exception.InstanceNotFound):
                 LOG.info('handoff %s: the server is already being deleted', self.handoff_id,
                          instance=self.instance)
@@ -741,44 +743,29 @@ class Handoff:
             credentials.forget(self.context, self.request.get('credential'))
 
     def _settle(self):
-        """One attempt at ending the doubt, once the destination answers: its server ACTIVE
-        (it has the whole residue and runs the VM) -> this server is deleted, nova's way;
-        gone -> the VM resumes here; ERROR -> deleted there, and resumed here at a later
-        attempt; still building -> asked again later. The owner acting first (this server
+        """One attempt at ending the doubt, once the destination answers. The roll back asked
+        the destination to delete its server, and a request whose answer the link cut may
+        still land there later: so the VM never stays there, even when that server runs it.
+        A server still there is deleted again (unless deleting already) and asked about at
+        the next attempt; gone -> the VM resumes here. The owner acting first (this server
         no longer PAUSED with no task) settles it too: nothing is done then.
         """
         server = self.destination.get_server(self.server_id)      # unreachable: raises, tried again later
-        status = (server or {}).get('status')
-        if server is not None and status not in ('DELETED', 'SOFT_DELETED'):
-            if status == 'ACTIVE' and server.get('OS-EXT-STS:task_state') != 'deleting':
-                self._settle_at('destination', self._give_way)
-            elif status == 'ERROR':
+        if server is not None and server.get('status') not in ('DELETED', 'SOFT_DELETED'):
+            if server.get('OS-EXT-STS:task_state') != 'deleting':
                 self.destination.delete_server(self.server_id)
             return
-        self._settle_at('source', self._locked, self._resume_here)
-
-    def _settle_at(self, where, act, *args):
         self.instance.refresh()
         if self.instance.vm_state != vm_states.PAUSED or self.instance.task_state is not None:
             where = 'owner'
         else:
-            act(*args)
+            self._locked(self._resume_here)
+            where = 'source'
         self.settled = where
         self.record.update(settled=where)
         LOG.warning('handoff %s: settled, the VM runs %s', self.handoff_id, {
-            'destination': 'at the destination as %s: this server is deleted' % self.server_id,
             'source': 'here again: the destination server %s is gone' % self.server_id,
             'owner': 'where the owner chose (this server changed meanwhile)'}[where], instance=self.instance)
-
-    def _give_way(self):
-        """The destination server runs the VM: this one is deleted, and only the residue's key
-        is left to delete there (the rest is that server's now).
-        """
-        self.switched = True
-        self._delete_source(expected_task_state=None)
-        if self.residue_key_id:
-            self._leave_destination([('residue key %s' % self.residue_key_id, self.destination.delete_key,
-                                      self.residue_key_id)])
 
     def _resume_here(self):
         """The destination server is gone: the VM runs here again, shown ACTIVE, and what the

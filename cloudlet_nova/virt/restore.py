@@ -128,6 +128,10 @@ def spawn_timings(marks):
             'vif_plugged_wait_seconds': between('nics_plugged', 'guest_running')}
 
 
+# How long a spawn whose launch disk vanished waits for the streamed apply's error.
+APPLY_END_TIMEOUT = 30.0
+
+
 def place_launch_disk(launch, instance_dir):
     """Move the launch disk (qcow2 over the base disk) in as the instance's root disk.
 
@@ -141,6 +145,10 @@ def place_launch_disk(launch, instance_dir):
     if not os.path.exists(launch.disk_path):
         if os.path.exists(target):
             return False
+        if launch.streamed is not None:
+            # A residue apply that fails removes its launch files: its error is the cause.
+            with faults.spawn_errors():
+                launch.streamed.result(APPLY_END_TIMEOUT)
         raise faults.CloudletSpawnFailed(reason='launch disk %s vanished' % launch.disk_path)
     os.replace(launch.disk_path, target)
     launch.disk_path = target

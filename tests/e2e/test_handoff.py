@@ -300,9 +300,9 @@ def test_link_cut_during_the_switch(demo, box2_demo, admin, wan, shared_base):
     """The link dies once box2 has the whole residue, while the source waits for its server to be
     ACTIVE: box2 may run the VM and the source cannot know, so it must not resume its own copy.
     Never two copies: the source stays PAUSED while the link is down. Once it is back, the
-    source settles it by itself: box2's server ACTIVE, the source server is deleted; gone, the
-    VM resumes at the source. Then exactly one copy runs the app, with its state, and nothing
-    else of the handoff is left on box2.
+    source settles it by itself: box2's server is deleted (the roll back's own delete may land
+    there late), then the VM resumes at the source, with its state, and nothing of the handoff
+    is left on box2.
     """
     server_id, state = _source(demo, shared_base, 'e2e-ho-switch')
     source_address = guest_app.floating_ip(demo, server_id)
@@ -323,18 +323,12 @@ def test_link_cut_during_the_switch(demo, box2_demo, admin, wan, shared_base):
         wan.restore()
         dest.cleanup()
     try:
-        settled = _settled(handoff_id)
+        assert _settled(handoff_id) == 'source'
         moved = handoff_scene.find_dest_server(box2_demo, handoff_id)
-        if settled == 'destination':
-            _wait_server_gone(demo, server_id)
-            assert moved is not None and moved.status == 'ACTIVE', moved
-            arrived = handoff_scene.app_state(box2_demo, moved.id)
-        else:
-            assert settled == 'source', settled
-            assert moved is None or moved.status == 'DELETED', moved
-            source = admin.compute.get_server(server_id)
-            assert (source.status, source.power_state, source.task_state) == ('ACTIVE', 1, None)
-            arrived = handoff_scene.app_state(demo, server_id)
+        assert moved is None or moved.status == 'DELETED', moved
+        source = admin.compute.get_server(server_id)
+        assert (source.status, source.power_state, source.task_state) == ('ACTIVE', 1, None)
+        arrived = handoff_scene.app_state(demo, server_id)
         assert (arrived['bootid'], arrived['ram'], arrived['disk']) == (state['bootid'], RAM, DISK)
         assert handoff_scene.record(handoff_id)['destination_leftovers'] == []
     finally:
@@ -351,13 +345,6 @@ def _settled(handoff_id, timeout=180):
         if settled:
             return settled
         assert time.monotonic() < deadline, 'handoff %s not settled after %d s' % (handoff_id, timeout)
-        time.sleep(1)
-
-
-def _wait_server_gone(conn, server_id, timeout=120):
-    deadline = time.monotonic() + timeout
-    while conn.compute.find_server(server_id) is not None:
-        assert time.monotonic() < deadline, 'server %s not deleted after %d s' % (server_id, timeout)
         time.sleep(1)
 
 

@@ -271,15 +271,18 @@ class FakeDestination:
         self.log.append(('delete_server', server_id))
         return self._deleted('delete_server')
 
-    # What get_server answers, one per call: a status, None (404), or an exception it raises.
+    # What get_server answers, one per call: a status, the server's fields, None (404), or
+    # an exception it raises.
     answers = ()
 
     def get_server(self, server_id, timeout=None):
         answer, self.answers = self.answers[0], self.answers[1:]
-        self.log.append(('get_server', server_id, answer if isinstance(answer, (str, type(None))) else 'raises'))
         if isinstance(answer, Exception):
+            self.log.append(('get_server', server_id, 'raises'))
             raise answer
-        return None if answer is None else {'id': server_id, 'status': answer}
+        server = {'status': answer} if isinstance(answer, str) else answer
+        self.log.append(('get_server', server_id, server and server['status']))
+        return None if server is None else dict(server, id=server_id)
 
     def wait_gone(self, server_id, timeout, poll=0.5):
         self.log.append(('wait_gone', server_id))
@@ -1345,25 +1348,31 @@ class CredentialTest(SenderTestCase):
         self.assertEqual([], self.keys.deleted)              # kept: settling needs it
         return handoff
 
-    def test_a_doubt_settles_at_the_destination_once_its_server_runs_the_vm(self):
+    def test_a_doubt_never_keeps_the_destination_server_even_when_it_runs_the_vm(self):
+        # The roll back's delete may land there late (its answer was what the link cut):
+        # a server found ACTIVE is deleted again, and the VM resumes here once it is gone.
         unreachable = destination_client.HandoffDestinationError('destination: connection refused')
-        handoff = self.in_doubt(unreachable, 'BUILD', 'ACTIVE')
+        handoff = self.in_doubt(unreachable, 'BUILD', 'ACTIVE', None)
         handoff.sweep(NoWait())
-        self.assertEqual(['raises', 'BUILD', 'ACTIVE'], [e[2] for e in self.log if e[0] == 'get_server'])
-        # This server is deleted nova's way, its floating IP released first; the VM never resumed.
-        [(_request_id, uuid, task_state, _bdms)] = FakeComputeRPCAPI.terminates
-        self.assertEqual((self.instance.uuid, task_states.DELETING), (uuid, task_state))
-        self.assertEqual((task_states.DELETING, [None]), self.instance.saves[-1])
-        self.assertEqual(('release_floating_ips', ['fip-port-1'], 0),
-                         [e for e in self.log if e[0] == 'release_floating_ips'][-1])
-        self.assertEqual(power_state.PAUSED, self.guest.state)
-        # The destination server is left alone (it runs the VM), the residue key aside.
-        self.assertEqual(1, len([e for e in self.log if e[0] == 'delete_server']))     # the roll back's
+        self.assertEqual(['raises', 'BUILD', 'ACTIVE', None], [e[2] for e in self.log if e[0] == 'get_server'])
+        # The roll back's delete, then one per answer that the server is still there.
+        self.assertEqual(3, len([e for e in self.log if e[0] == 'delete_server']))
+        self.assertEqual([], FakeComputeRPCAPI.terminates)
+        self.assertEqual(power_state.RUNNING, self.guest.state)
+        self.assertEqual(('active', power_state.RUNNING, None),
+                         (self.instance.vm_state, self.instance.power_state, self.instance.db_task_state))
         record = self.record()
-        self.assertEqual(('destination', True, records.ERROR),
+        self.assertEqual(('source', True, records.ERROR),
                          (record['settled'], record['in_doubt'], record['result']))
         self.assertFalse(handoff.unfinished())
         self.assert_forgotten()
+
+    def test_a_doubt_waits_while_the_destination_server_is_deleting(self):
+        handoff = self.in_doubt({'status': 'ACTIVE', 'OS-EXT-STS:task_state': 'deleting'}, None)
+        handoff.sweep(NoWait())
+        self.assertEqual(1, len([e for e in self.log if e[0] == 'delete_server']))     # the roll back's
+        self.assertEqual(power_state.RUNNING, self.guest.state)
+        self.assertEqual('source', self.record()['settled'])
 
     def test_a_doubt_settles_at_the_source_once_the_destination_server_is_gone(self):
         handoff = self.in_doubt('ERROR', None)
@@ -1381,9 +1390,10 @@ class CredentialTest(SenderTestCase):
         self.assert_forgotten()
 
     def test_the_owner_acting_first_settles_a_doubt(self):
-        handoff = self.in_doubt('ACTIVE')
+        handoff = self.in_doubt('ACTIVE', None)
         self.instance.vm_state = 'active'             # unpaused by its owner meanwhile
         handoff.sweep(NoWait())
+        self.assertEqual(2, len([e for e in self.log if e[0] == 'delete_server']))     # gone there all the same
         self.assertEqual([], FakeComputeRPCAPI.terminates)
         self.assertEqual(power_state.PAUSED, self.guest.state)    # the fake guest: nova's unpause not faked
         self.assertEqual('owner', self.record()['settled'])

@@ -2,12 +2,14 @@
 
 import os
 import threading
+import time
 import types
 
 import fixtures
 from lxml import etree
 import testtools
 
+from cloudlet_engine import apply
 from cloudlet_engine import errors
 from cloudlet_nova.virt import faults
 from cloudlet_nova.virt import restore
@@ -274,8 +276,23 @@ class LaunchDiskTest(testtools.TestCase):
 
     def test_vanished(self):
         root = self.useFixture(fixtures.TempDir()).path
-        launch = types.SimpleNamespace(disk_path=os.path.join(root, 'gone.qcow2'))
-        self.assertRaises(faults.CloudletSpawnFailed, restore.place_launch_disk, launch, root)
+        launch = types.SimpleNamespace(disk_path=os.path.join(root, 'gone.qcow2'), streamed=None)
+        exc = self.assertRaises(faults.CloudletSpawnFailed, restore.place_launch_disk, launch, root)
+        self.assertIn('gone.qcow2 vanished', exc.format_message())
+
+    def test_vanished_with_a_failed_residue_apply_reports_its_error(self):
+        # The streamed apply removes its launch files when it fails, before its
+        # thread has ended: the spawn waits for the apply's error and reports it.
+        root = self.useFixture(fixtures.TempDir()).path
+
+        def apply_from(streamed):
+            time.sleep(0.2)
+            raise errors.CorruptOverlay('overlay is truncated at byte 9')
+
+        launch = types.SimpleNamespace(disk_path=os.path.join(root, 'gone.qcow2'),
+                                       streamed=apply.Streamed(apply_from))
+        exc = self.assertRaises(faults.CloudletSpawnFailed, restore.place_launch_disk, launch, root)
+        self.assertIn('overlay is truncated at byte 9', exc.format_message())
 
 
 # As libvirt's live XML shows it (restore.interfaces serialises through lxml).
