@@ -97,6 +97,10 @@ opts = [
                help='Destination side of a VM handoff: seconds without a byte of the residue (the '
                     'source cloud streams it through this cloud\'s compute API into the spawning '
                     'server\'s compute host) after which the build fails.'),
+    cfg.IntOpt('migration_prepare_timeout', default=600, min=1,
+               help='Source side of a cold migration of a cloudlet server: seconds the destination '
+                    'compute host may take to fetch the server\'s base before the VM stops; '
+                    'longer, and the migration is refused, the VM untouched.'),
 ]
 
 HANDOFF_GROUP = cfg.OptGroup(

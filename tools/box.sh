@@ -25,9 +25,10 @@ if [ "$command" = up ]; then
   . "$here/tools/lib/ensure.sh"
   # openvswitch-switch: the userspace datapath; dnsmasq-base: the DHCP agent;
   # dnsmasq-utils: dhcp_release; iptables, conntrack, iputils-arping: the L3 agent (NAT, floating IPs);
-  # haproxy: the routers' metadata proxy
+  # haproxy: the routers' metadata proxy; openssh-server: cold migration into a further compute host
   ensure_debian_packages box mariadb-server mariadb-client rabbitmq-server \
-    openvswitch-switch dnsmasq-base dnsmasq-utils iptables conntrack iputils-arping haproxy
+    openvswitch-switch dnsmasq-base dnsmasq-utils iptables conntrack iputils-arping haproxy \
+    openssh-server
   ensure_requirements box "$VENV" "$STAMP_DIR/box-requirements.stamp" \
     "$here/requirements.txt" "$here/tools/cloudlet_box/requirements.txt"
 fi

@@ -17,6 +17,8 @@ Versions: 1.0 - handoff(instance, handoff_id, request)
                 residue_data(instance, handoff_id, offset, data, end): data in base64
                 (messages are JSON), up to RELAY_BYTES decoded,
                 residue_abort(instance, handoff_id, reason)
+          1.2 - prepare_migration(instance): the destination of a cold migration
+                fetches the instance's base (cloudlet_nova/virt/cold_migration.py)
 
 The request holds the destination credential: it travels in this message
 only; nothing here logs message arguments.
@@ -36,7 +38,7 @@ from cloudlet_nova.handoff import inbox as inbox_mod
 LOG = logging.getLogger(__name__)
 
 TOPIC = 'cloudlet'
-VERSION = '1.1'
+VERSION = '1.2'
 RELAY_BYTES = 1 << 20
 # Below nova's rpc_response_timeout (60 s): a full inbox answers before the call times out.
 RECEIVE_WAIT_SECONDS = 30.0
@@ -74,6 +76,13 @@ class HandoffAPI:
         self._residue_client(context, instance).cast(
             context, 'residue_abort', instance=instance, handoff_id=handoff_id, reason=reason)
 
+    def prepare_migration(self, context, instance, host, timeout):
+        """Ask compute host `host` to hold the instance's base before a cold migration to it
+        (a RemoteError naming the reason when it cannot).
+        """
+        self.router.client(context).prepare(server=host, version='1.2', timeout=timeout).call(
+            context, 'prepare_migration', instance=instance)
+
 
 class RPCClientUser:
     """For nova-api's controllers: `self.rpcapi`, the HandoffAPI made on first use
@@ -99,9 +108,10 @@ class HandoffEndpoint:
 
     target = messaging.Target(version=VERSION)
 
-    def __init__(self, runner, inboxes=None):
+    def __init__(self, runner, inboxes=None, prepare_migration=None):
         self._runner = runner
         self._inboxes = inboxes
+        self._prepare_migration = prepare_migration
 
     def handoff(self, context, instance, handoff_id, request):
         LOG.info('handoff %s requested', handoff_id, instance=instance)
@@ -124,6 +134,9 @@ class HandoffEndpoint:
     def residue_abort(self, context, instance, handoff_id, reason):
         LOG.warning('handoff %s: the residue relay gave up: %s', handoff_id, reason, instance=instance)
         self._inboxes.abort(handoff_id, reason)
+
+    def prepare_migration(self, context, instance):
+        self._prepare_migration(context, instance)
 
 
 class HandoffServer:

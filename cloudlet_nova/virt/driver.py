@@ -8,6 +8,7 @@ Thin glue; the work is in the sibling modules:
 - capture.py  create-base / create-overlay through snapshot();
 - basecache.py  the base store: pre-cache (cache_image), ageing (manage_image_cache), traits;
 - migration.py  live migration: the destination holds the base, the disk layer and record follow;
+- cold_migration.py  cold migration: the base fetched first, the memory saved, carried and restored;
 - state.py    `<instance dir>/cloudlet.json`;
 - faults.py   engine errors -> nova exceptions.
 
@@ -25,9 +26,11 @@ import time
 from oslo_log import log as logging
 from oslo_service import loopingcall
 
+from nova.compute import power_state
 from nova.compute import task_states
 import nova.conf
 from nova import exception
+from nova import objects
 import nova.privsep
 from nova.virt.libvirt import driver as libvirt_driver
 from nova.virt.libvirt import imagecache
@@ -45,9 +48,10 @@ from cloudlet_nova.handoff import sender as handoff_sender
 from cloudlet_nova import outbound
 from cloudlet_nova.virt import basecache
 from cloudlet_nova.virt import capture
+from cloudlet_nova.virt import cold_migration
 from cloudlet_nova.virt import faults
 from cloudlet_nova.virt import launch
-from cloudlet_nova.virt import migration
+from cloudlet_nova.virt import migration as migration_mod
 from cloudlet_nova.virt import restore
 from cloudlet_nova.virt import state
 from cloudlet_nova.virt import vifs
@@ -81,6 +85,7 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
         self._qemu_owner_cache = None
         self._handoffs = None
         self._handoff_server = None
+        self._cloudlet_rpc = None     # the `cloudlet` RPC topic's client (init_host: after nova.rpc.init)
         # Residues arriving for the handoffs this host is the destination of.
         self._inboxes = handoff_inbox.Inboxes()
         # instance uuid -> the BaseVM a live migration to this host brings it onto.
@@ -112,7 +117,8 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
         # nova's Service.start() creates its own RPC servers after init_host.
         self._handoffs = handoff_sender.Handoffs(self, host)
         self._handoff_server = handoff_rpc.HandoffServer(
-            host, handoff_rpc.HandoffEndpoint(self._handoffs.run, self._inboxes))
+            host, handoff_rpc.HandoffEndpoint(self._handoffs.run, self._inboxes, self._prepare_migration_in))
+        self._cloudlet_rpc = handoff_rpc.HandoffAPI()
         self._handoff_server.start()
         threading.Thread(target=_start_privsep, name='cloudlet-privsep-start', daemon=True).start()
 
@@ -399,16 +405,95 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
         # nova's default rebuild (destroy + spawn) resumes the base again.
         raise NotImplementedError()
 
+    # -- cold migration: the memory carried along (cold_migration.py) -------------------
+
     def migrate_disk_and_power_off(self, context, instance, dest, flavor, network_info,
                                    block_device_info=None, timeout=0, retry_interval=0):
-        if props.is_cloudlet_instance(instance):
+        if not props.is_cloudlet_instance(instance):
+            return super().migrate_disk_and_power_off(
+                context, instance, dest, flavor, network_info, block_device_info=block_device_info,
+                timeout=timeout, retry_interval=retry_interval)
+        # Inherited: nova exposes no public accessor for the libvirt connection's Host.
+        guest = self._host.get_guest(instance)
+        refusal = cold_migration.refusal(instance, flavor,
+                                         guest.get_power_state(self._host) == power_state.RUNNING)
+        if refusal is not None:
             # InstanceFaultRollback: the manager puts the instance back to its
             # vm_state and records the inner exception as the fault.
-            raise exception.InstanceFaultRollback(
-                inner_exception=faults.CloudletOperationRefused('resized or migrated'))
-        return super().migrate_disk_and_power_off(
-            context, instance, dest, flavor, network_info, block_device_info=block_device_info,
-            timeout=timeout, retry_interval=retry_interval)
+            raise exception.InstanceFaultRollback(inner_exception=refusal)
+        move = objects.Migration.get_by_instance_and_status(context, instance.uuid, 'migrating')
+        try:
+            self._cloudlet_rpc.prepare_migration(context, instance, move.dest_compute,
+                                                 CONF.cloudlet.migration_prepare_timeout)
+        except Exception as exc:   # noqa: BLE001 - any reason refuses, the VM untouched
+            raise exception.InstanceFaultRollback(inner_exception=exception.MigrationPreCheckError(
+                reason=cold_migration.prepare_failure(move.dest_compute, exc)))
+        instance_dir = libvirt_utils.get_instance_path(instance)
+        nics = cold_migration.save_memory(self, instance, guest, cold_migration.memory_path(instance_dir))
+        try:
+            # Before nova's copy: it renames the directory to <dir>_resize, the memory along.
+            if not self._is_path_shared_with(dest, instance_dir):       # inherited private
+                self._remotefs.create_dir(dest, instance_dir)
+                libvirt_utils.copy_image(cold_migration.memory_path(instance_dir),
+                                         cold_migration.memory_path(instance_dir), host=dest,
+                                         compression=False)
+            return super().migrate_disk_and_power_off(
+                context, instance, dest, flavor, network_info, block_device_info=block_device_info,
+                timeout=timeout, retry_interval=retry_interval)
+        except Exception as exc:
+            # nova's clean-up put the directory back: the VM runs here again, or the manager
+            # marks the server ERROR (its memory kept in the directory, logged).
+            if not cold_migration.restore_here(self, instance, instance_dir, nics):
+                raise
+            inner = exc.inner_exception if isinstance(exc, exception.InstanceFaultRollback) else exc
+            raise exception.InstanceFaultRollback(inner_exception=inner)
+
+    def _prepare_migration_in(self, context, instance):
+        """This host is a cold migration's destination: fetch the base before the VM stops."""
+        with basecache.in_use(instance.image_ref):
+            cold_migration.prepare(context, instance, self._qemu_owner())
+
+    def finish_migration(self, context, migration, instance, disk_info, network_info, image_meta,
+                         resize_instance, allocations, block_device_info=None, power_on=True,
+                         share_info=None):
+        instance_dir = libvirt_utils.get_instance_path(instance)
+        if not (props.is_cloudlet_instance(instance)
+                and os.path.exists(cold_migration.memory_path(instance_dir))):
+            return super().finish_migration(context, migration, instance, disk_info, network_info,
+                                            image_meta, resize_instance, allocations,
+                                            block_device_info=block_device_info, power_on=power_on,
+                                            share_info=share_info)
+        with basecache.in_use(instance.image_ref):     # not aged out before the record names it
+            with faults.spawn_errors('cannot receive base image %s' % instance.image_ref):
+                base, _ram = migration_mod.receive(context, instance, self._qemu_owner())
+            migration_mod.record(instance_dir, instance, base, None, migration.source_compute,
+                                 kind=cold_migration.SOURCE_KIND)
+            self._restore_carried_memory(instance, instance_dir, base, super().finish_migration,
+                                         context, migration, instance, disk_info, network_info, image_meta,
+                                         resize_instance, allocations, block_device_info=block_device_info,
+                                         power_on=power_on, share_info=share_info)
+
+    def finish_revert_migration(self, context, instance, network_info, migration, block_device_info=None,
+                                power_on=True, share_info=None):
+        instance_dir = libvirt_utils.get_instance_path(instance)
+        record = state.load(instance_dir + '_resize')
+        if not (props.is_cloudlet_instance(instance) and record
+                and os.path.exists(cold_migration.memory_path(instance_dir + '_resize'))):
+            return super().finish_revert_migration(context, instance, network_info, migration,
+                                                   block_device_info=block_device_info,
+                                                   power_on=power_on, share_info=share_info)
+        base = launch.base_store().get(record['base_id'])
+        self._restore_carried_memory(instance, instance_dir, base, super().finish_revert_migration,
+                                     context, instance, network_info, migration,
+                                     block_device_info=block_device_info, power_on=power_on,
+                                     share_info=share_info)
+
+    def _restore_carried_memory(self, instance, instance_dir, base, finish, *args, **kwargs):
+        """nova's finish (its _create_guest restores the saved memory), then the memory file goes."""
+        LOG.info('cold migration: restoring the VM from its carried memory', instance=instance)
+        with self._restores.pending(instance.uuid, cold_migration.pending_restore(instance_dir, base)):
+            finish(*args, **kwargs)
+        cold_migration.forget_memory(instance_dir)
 
     # -- live migration: the destination holds the base (migration.py) -----------------
 
@@ -416,7 +501,7 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
                                            dst_compute_info, block_migration=False,
                                            disk_over_commit=False):
         if props.is_cloudlet_instance(instance):
-            reason = migration.cannot_receive(context, instance)
+            reason = migration_mod.cannot_receive(context, instance)
             if reason:
                 raise exception.MigrationPreCheckError(reason=reason)
         return super().check_can_live_migrate_destination(
@@ -430,14 +515,14 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
                                               disk_info, migrate_data)
         with basecache.in_use(instance.image_ref):     # not aged out before the record names it
             with faults.spawn_errors('cannot receive base image %s' % instance.image_ref):
-                base, ram = migration.receive(context, instance, self._qemu_owner())
+                base, ram = migration_mod.receive(context, instance, self._qemu_owner())
             self._migrating_in[instance.uuid] = base
             try:
                 result = super().pre_live_migration(context, instance, block_device_info,
                                                     network_info, disk_info, migrate_data)
             finally:
                 self._migrating_in.pop(instance.uuid, None)
-            migration.record(libvirt_utils.get_instance_path(instance), instance, base, ram,
+            migration_mod.record(libvirt_utils.get_instance_path(instance), instance, base, ram,
                              instance.host)
         return result
 
@@ -461,7 +546,7 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
                                                    block_device_info=block_device_info)
         if props.is_cloudlet_instance(instance):
             # Inherited: nova exposes no public accessor for the libvirt connection's Host.
-            migration.unmap_definition(self._host, instance)
+            migration_mod.unmap_definition(self._host, instance)
 
     # Private LibvirtDriver override: nova makes the destination's disks here, its
     # backing file from its own image cache (_base); a cloudlet root disk's is the base.
@@ -471,7 +556,7 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
         root = [info for info in disk_info or () if os.path.basename(info['path']) == restore.ROOT_DISK]
         if base is not None and root and root[0]['backing_file']:
             with faults.spawn_errors('cannot create the root disk over base %s' % base.base_id[:12]):
-                migration.create_root_disk(base, os.path.join(instance_dir, restore.ROOT_DISK),
+                migration_mod.create_root_disk(base, os.path.join(instance_dir, restore.ROOT_DISK),
                                            root[0]['virt_disk_size'])
             disk_info = [info for info in disk_info if info not in root]
         return super()._create_images_and_backing(context, instance, instance_dir, disk_info,

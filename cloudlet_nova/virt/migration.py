@@ -1,4 +1,5 @@
-"""Live migration of a cloudlet instance to another compute host of the cloud.
+"""Live migration of a cloudlet instance to another compute host of the cloud
+(cold_migration.py uses `cannot_receive`, `receive` and `record` too).
 
 nova's own live migration moves the VM: its RAM state travels in QEMU's
 migration stream, its root disk in a block migration (the hosts share no
@@ -88,10 +89,10 @@ def create_root_disk(base, path, virtual_size):
         pass
 
 
-def record(instance_dir, instance, base, ram, source_host):
-    """Write the instance's cloudlet record on the destination."""
+def record(instance_dir, instance, base, ram, source_host, kind=SOURCE_KIND):
+    """Write the instance's cloudlet record on the destination (`kind`: of migration)."""
     entry = state.new_record(instance.uuid, base, instance.image_ref,
-                             {'kind': SOURCE_KIND, 'ref': source_host})
+                             {'kind': kind, 'ref': source_host})
     entry['memory_restore'] = 'ram_file' if ram is not None else 'full_image'
     state.save(instance_dir, entry)
 

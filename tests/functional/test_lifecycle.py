@@ -109,7 +109,7 @@ class RefusalTest(LifecycleBase):
         self._wait_for_action_fail_completion(self.server, 'resize', 'compute_resize_instance')
         server = self.wait_for_task(self.server)
         self.assertEqual('m1.cloudlet', server['flavor']['original_name'])
-        self.assertIn(REFUSED % 'resized or migrated', self.latest_fault(server))
+        self.assertIn(REFUSED % 'resized', self.latest_fault(server))
         self.assert_running_unrestored(server)
 
     def test_shelve_refused(self):
@@ -154,6 +154,21 @@ class RefusalTest(LifecycleBase):
                 break
             time.sleep(0.25)
         self.assertIn(CANNOT_GET_BASE, self.latest_fault(server))
+        self.assert_running_unrestored(server)
+
+    def test_cold_migration_refused_when_the_destination_cannot_get_the_base(self):
+        self.start_compute('compute2')
+        self.withdraw_the_base()
+        self.admin_api.microversion = '2.56'      # migrate with a host
+        self.admin_api.post_server_action(self.server['id'], {'migrate': {'host': 'compute2'}})
+        # The destination answers the source's prepare_migration (the `cloudlet` RPC topic)
+        # before the VM stops: the fault says why, the VM runs on where it was.
+        self._wait_for_action_fail_completion(self.server, 'migrate', 'compute_resize_instance')
+        server = self.wait_for_task(self.server)
+        self.assertEqual(('compute1', 'ACTIVE'), (server['OS-EXT-SRV-ATTR:host'], server['status']))
+        fault = self.latest_fault(server)
+        self.assertIn('compute2: the destination does not hold base', fault)
+        self.assertIn(CANNOT_GET_BASE, fault)
         self.assert_running_unrestored(server)
 
     def test_evacuate_refused(self):

@@ -14,6 +14,7 @@ import time
 from cloudlet_box import box_libvirt
 from cloudlet_box import compute_host
 from cloudlet_box import configs
+from cloudlet_box import host_ssh
 from cloudlet_box import http_serve
 from cloudlet_box import identity
 from cloudlet_box import infra
@@ -210,6 +211,7 @@ def up(box, timings):
         configs.nova(box)
         configs.barbican(box)
         configs.cloudlet_services(box)
+        host_ssh.prepare(box)
         configure_cloudlet(box)
     with timings.step('database schemas (glance, placement, neutron, nova, barbican)'):
         sync_databases(box)

@@ -7,6 +7,7 @@ import sys
 from cloudlet_box import box_libvirt
 from cloudlet_box import bringup
 from cloudlet_box import compute_host
+from cloudlet_box import host_ssh
 from cloudlet_box import infra
 from cloudlet_box import layout
 from cloudlet_box import mounts
@@ -97,6 +98,7 @@ def logs(box, service):
 def destroy(box):
     stop(box, keep_shared=True, destroy_domains=True)
     network.teardown(box)
+    host_ssh.remove(box)
     for host in box.compute_hosts:
         mounts.remove(host.mount_namespace)
     # MariaDB is shared: started if it does not run, so that the box's databases go too.

@@ -4,6 +4,7 @@ import dataclasses
 
 from cloudlet_box import agent_mounts
 from cloudlet_box import compute_host
+from cloudlet_box import host_ssh
 from cloudlet_box import layout
 
 
@@ -164,6 +165,8 @@ def nova_services(box):
         'nova-conductor': nova_service(box, 'nova-conductor', 'nova.conf'),
         'nova-scheduler': nova_service(box, 'nova-scheduler', 'nova.conf'),
         **{relay.name: relay for relay in (host_relay(box, host) for host in box.compute_hosts)},
+        **{host.service('sshd'): Service(host.service('sshd'), host_ssh.argv(host), {})
+           for host in box.compute_hosts},
         **{service.name: service for service in computes},
     }
 

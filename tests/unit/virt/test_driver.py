@@ -458,16 +458,6 @@ class LifecycleDecisionTest(DriverTestCase):
                           self.cloudlet_instance(cloudlet=False), None, [], 'pw', {}, [], None, None,
                           evacuate=True)
 
-    @mock.patch.object(LibvirtDriver, 'migrate_disk_and_power_off')
-    def test_resize_refused_with_rollback(self, super_migrate):
-        exc = self.assertRaises(exception.InstanceFaultRollback, self.driver.migrate_disk_and_power_off,
-                                self.context, self.instance, 'dest', None, [])
-        self.assertIsInstance(exc.inner_exception, faults.CloudletOperationRefused)
-        super_migrate.assert_not_called()
-        self.driver.migrate_disk_and_power_off(self.context, self.cloudlet_instance(cloudlet=False),
-                                               'dest', None, [])
-        super_migrate.assert_called_once()
-
     @mock.patch.object(LibvirtDriver, 'check_can_live_migrate_destination')
     def test_live_migration_refused_by_a_destination_that_cannot_get_the_base(self, super_dest):
         with mock.patch.object(migration, 'cannot_receive', return_value='no base here') as check:
