@@ -1,12 +1,15 @@
-"""Live migration of cloudlet servers between the box's two compute hosts (doc/multi-host.md).
+"""Live and cold migration of cloudlet servers between the box's two compute hosts (doc/multi-host.md).
 
 nova's stock live migration (`POST /servers/{id}/action` os-migrateLive,
 block migration `auto`): the destination gets the base from its store or from
 Glance, the VM keeps its memory (same boot id, the app's RAM state) and
 answers at its floating IP throughout but for the switch-over, whose length
-the outside probe measures. The migrations go from the first host to
-box-compute2: the first host's libvirtd is the machine's own, which listens on
-no TCP port (doc/multi-host.md, "Live migration").
+the outside probe measures. nova's stock cold migration (`migrate`, then
+`confirmResize` or `revertResize`): the VM's memory is saved, carried next to
+its disk and restored, so it keeps its boot id and state too. The migrations
+go from the first host to box-compute2: the first host's libvirtd is the
+machine's own, which listens on no TCP port, and it runs no sshd
+(doc/multi-host.md, "Live migration", "Cold migration").
 """
 
 import json
@@ -151,3 +154,65 @@ def test_a_live_migration_moves_the_running_vm_onto_the_base_of_the_other_host(
         demo_cli.run('cloudlet', 'overlay', 'delete', overlay['id'])
     print('\nlive migration %s -> %s: %.1f s in all; the app answered no request for %.2f s at most '
           '(probe every 0.1 s)' % (first, second, took, outage.longest))
+
+
+def cold_migrate(admin, server_id, host=None):
+    answer = admin.compute.post('/servers/%s/action' % server_id, microversion='2.56',
+                                json={'migrate': {'host': host} if host else None})
+    assert answer.status_code == 202, answer.text
+
+
+def resize_action(admin, server_id, action):
+    answer = admin.compute.post('/servers/%s/action' % server_id, json={action: None})
+    assert answer.status_code in (202, 204), answer.text
+
+
+def wait_status(admin, server_id, statuses, timeout=MIGRATION_TIMEOUT):
+    wait_until('server %s %s' % (server_id, ' or '.join(statuses)),
+               lambda: admin.compute.get_server(server_id).status in statuses + ('ERROR',), timeout)
+    server = admin.compute.get_server(server_id)
+    assert server.status in statuses, (server.status, server.fault)
+    return server
+
+
+def test_a_cold_migration_carries_the_vm_s_memory_to_the_other_host(
+        box, admin, demo, hosts, base, app_overlay, aggregate, servers):
+    """nova's stock cold migration (`openstack server migrate`): reverted first (the VM runs on
+    the first host again, from the memory it saved), then again and confirmed. Each time the VM
+    keeps its memory: same boot id, same RAM state, its disk.
+    """
+    first, second = hosts
+    server_id = on_first_host(demo, admin, hosts, aggregate, 'cold', base, app_overlay, servers)
+    address = guest_app.floating_ip(demo, server_id)
+
+    def same_vm():
+        state = app_get(demo, server_id, '/cgi-bin/state')
+        return (state['ram'], state['disk'], state['bootid']) == (RAM_STATE, DISK_STATE, base['bootid'])
+
+    assert same_vm()
+    cold_migrate(admin, server_id, host=second)
+    server = wait_status(admin, server_id, ('VERIFY_RESIZE',))
+    assert server.compute_host == second and same_vm()
+    resize_action(admin, server_id, 'revertResize')
+    wait_until('the revert of %s ends' % server_id,
+               lambda: admin.compute.get_server(server_id).task_state is None, MIGRATION_TIMEOUT)
+    server = wait_status(admin, server_id, ('ACTIVE',))
+    assert server.compute_host == first and same_vm()
+    assert not (box.host_files(second).instances / server_id).exists()
+
+    started = time.monotonic()
+    with Outage(address) as outage:
+        cold_migrate(admin, server_id)        # the scheduler's choice: the other host
+        server = wait_status(admin, server_id, ('VERIFY_RESIZE',))
+        took = time.monotonic() - started
+        wait_until('the app answers on %s' % second, lambda: guest_app.answers(address, 1.0), 120)
+    assert server.compute_host == second and same_vm()
+    resize_action(admin, server_id, 'confirmResize')
+    wait_status(admin, server_id, ('ACTIVE',))
+    wait_until('the source directory of %s deleted' % server_id,
+               lambda: not (box.host_files(first).instances / server_id).exists(), 120)
+    record = json.loads((box.host_files(second).instances / server_id / 'cloudlet.json').read_text())
+    assert (record['base_id'], record['source']) == (base['base_id'], {'kind': 'cold-migration', 'ref': first})
+    assert not (box.host_files(second).instances / server_id / 'cloudlet-migration.save').exists()
+    print('\ncold migration %s -> %s: %.1f s to VERIFY_RESIZE; the app answered no request for %.2f s at '
+          'most (probe every 0.1 s)' % (first, second, took, outage.longest))
