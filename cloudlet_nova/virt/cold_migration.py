@@ -24,6 +24,7 @@ A cloudlet server that is not running is refused too: its memory is its state.
 """
 
 import os
+import time
 
 from oslo_log import log as logging
 
@@ -83,6 +84,7 @@ def save_memory(driver, instance, guest, path):
     On failure the NICs are plugged back and the VM runs on.
     """
     libvirt = libvirt_driver.libvirt
+    started = time.monotonic()
     nics = restore.unplug_nics(driver, instance, guest)
     try:
         # nova's Guest wraps no virDomainSaveFlags (save_memory_state is managedSave).
@@ -96,6 +98,8 @@ def save_memory(driver, instance, guest, path):
         nova.privsep.path.chown(path, uid=os.getuid())
     # A VM restored over its base's RAM file: a stock image from here on.
     ramfile.normalize_saved(path)
+    LOG.info('cold migration: NICs unplugged and memory saved (%d MiB) in %.1f s', os.path.getsize(path) >> 20,
+             time.monotonic() - started, instance=instance)
     return nics
 
 

@@ -430,17 +430,15 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
                 reason=cold_migration.prepare_failure(move.dest_compute, exc)))
         instance_dir = libvirt_utils.get_instance_path(instance)
         memory = cold_migration.memory_path(instance_dir)
-        started = time.monotonic()
         nics = cold_migration.save_memory(self, instance, guest, memory)
-        saved = time.monotonic()
         try:
             # Before nova's copy: it renames the directory to <dir>_resize, the memory along.
             if not self._is_path_shared_with(dest, instance_dir):       # inherited private
+                started = time.monotonic()
                 self._remotefs.create_dir(dest, instance_dir)
                 libvirt_utils.copy_image(memory, memory, host=dest, compression=False)
-            LOG.info('cold migration: memory saved (%d MiB) in %.1f s, copied to %s in %.1f s',
-                     os.path.getsize(memory) >> 20, saved - started, dest, time.monotonic() - saved,
-                     instance=instance)
+                LOG.info('cold migration: memory copied to %s in %.1f s', dest, time.monotonic() - started,
+                         instance=instance)
             return super().migrate_disk_and_power_off(
                 context, instance, dest, flavor, network_info, block_device_info=block_device_info,
                 timeout=timeout, retry_interval=retry_interval)
