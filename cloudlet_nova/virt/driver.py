@@ -432,16 +432,22 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
         memory = cold_migration.memory_path(instance_dir)
         nics = cold_migration.save_memory(self, instance, guest, memory)
         try:
-            # Before nova's copy: it renames the directory to <dir>_resize, the memory along.
-            if not self._is_path_shared_with(dest, instance_dir):       # inherited private
+            shared = self._is_path_shared_with(dest, instance_dir)       # inherited private
+            if not shared:
+                # Before nova's copy: it renames the directory to <dir>_resize, the memory along.
                 started = time.monotonic()
                 self._remotefs.create_dir(dest, instance_dir)
                 libvirt_utils.copy_image(memory, memory, host=dest, compression=False)
                 LOG.info('cold migration: memory copied to %s in %.1f s', dest, time.monotonic() - started,
                          instance=instance)
-            return super().migrate_disk_and_power_off(
+            disk_info = super().migrate_disk_and_power_off(
                 context, instance, dest, flavor, network_info, block_device_info=block_device_info,
                 timeout=timeout, retry_interval=retry_interval)
+            if shared:
+                # The same directory on both (the same host, or shared storage): nova copied the
+                # disks from <dir>_resize into a new <dir>; the memory goes there too.
+                libvirt_utils.copy_image(cold_migration.memory_path(instance_dir + '_resize'), memory)
+            return disk_info
         except Exception as exc:
             # nova's clean-up put the directory back: the VM runs here again, or the manager
             # marks the server ERROR (its memory kept in the directory, logged).

@@ -89,6 +89,14 @@ class ColdMigrationTest(test_driver.DriverTestCase):
         self.super_migrate.assert_called_once()
         self.restore_here.assert_not_called()
 
+    def test_with_a_shared_instance_directory_the_memory_follows_nova_s_local_copy(self):
+        self.driver._is_path_shared_with.return_value = True
+        self.assertEqual('[disk info]', self.migrate())
+        self.driver._remotefs.create_dir.assert_not_called()
+        memory = os.path.join(self.instance_dir, cold_migration.MEMORY_FILE)
+        self.copy.assert_called_once_with(
+            os.path.join(self.instance_dir + '_resize', cold_migration.MEMORY_FILE), memory)
+
     def test_a_failed_copy_restores_the_vm_here_and_rolls_back(self):
         self.super_migrate.side_effect = exception.ResizeError(reason='scp: connection refused')
         exc = self.assertRaises(exception.InstanceFaultRollback, self.migrate)
