@@ -11,7 +11,11 @@ command, so what operators run is what our own bring-up exercises.
   compute  nova.virt.cloudlet.CloudletDriver must import (the shim this
            package installs into nova/virt/); [DEFAULT] compute_driver =
            cloudlet.CloudletDriver; [libvirt] virt_type (--virt-type);
-           [cloudlet] state_dir (--state-dir, directory created).
+           [cloudlet] state_dir (--state-dir, directory created);
+           [compute] consecutive_build_service_disable_threshold = 0 unless
+           the operator set it: a synthesis fails for a bad overlay, the
+           user's fault, and nova would count it against the host (its
+           BuildFailureWeigher then avoids the host; 10 in a row disable it).
   api      api_extensions.router must import; the api-paste.ini nova-api
            loads gets our router in [app:osapi_compute_app_v21]; a commented
            sample of the cloudlet:* policy rules is written to
@@ -254,6 +258,15 @@ def set_option(plan, path, section, option, value):
         plan.done(what)
 
 
+def default_option(plan, path, section, option, value):
+    """Set an option the operator has not set; an operator's value stays."""
+    current = plan.document(path).get(section, option)
+    if current is None:
+        set_option(plan, path, section, option, value)
+    else:
+        plan.done('[%s] %s = %s (the operator\'s) in %s' % (section, option, current, path))
+
+
 def add_weigher(plan, path):
     """[filter_scheduler] weight_classes: nova's (the stock default when unset), plus ours."""
     document = plan.document(path)
@@ -360,6 +373,7 @@ def plan_nova(args):
     if args.role in ('compute', 'all'):
         check_driver_shim(plan)
         set_option(plan, nova_conf, 'DEFAULT', 'compute_driver', COMPUTE_DRIVER)
+        default_option(plan, nova_conf, 'compute', 'consecutive_build_service_disable_threshold', '0')
         if args.virt_type:
             set_option(plan, nova_conf, 'libvirt', 'virt_type', args.virt_type)
         if args.state_dir:

@@ -90,6 +90,7 @@ def test_compute_role_sets_the_driver_options_and_creates_the_state_dir(etc, cap
     assert (code, err) == (0, '')
     assert out == [
         'set [DEFAULT] compute_driver = cloudlet.CloudletDriver in %s' % conf,
+        'set [compute] consecutive_build_service_disable_threshold = 0 in %s' % conf,
         'set [libvirt] virt_type = qemu in %s' % conf,
         'set [cloudlet] state_dir = %s in %s' % (etc / 'state', conf),
         'created directory %s ([cloudlet] state_dir)' % (etc / 'state'),
@@ -103,7 +104,9 @@ def test_compute_role_sets_the_driver_options_and_creates_the_state_dir(etc, cap
         # after its commented-out sample; a new option after the section's last option
         '#state_dir = $instances_path/_cloudlet\n',
         '#state_dir = $instances_path/_cloudlet\nstate_dir = %s\n'
-        'overlay_url_allowed_hosts = 127.0.0.1,localhost\n' % (etc / 'state'))
+        'overlay_url_allowed_hosts = 127.0.0.1,localhost\n' % (etc / 'state')) + (
+        # a section nova.conf did not have: appended
+        '\n[compute]\nconsecutive_build_service_disable_threshold = 0\n')
     # The compute role touches neither api-paste.ini nor policy.
     assert open(etc / 'api-paste.ini', 'rb').read() == open(STOCK_PASTE, 'rb').read()
     assert not (etc / 'policy.d').exists()
@@ -138,6 +141,17 @@ def test_the_weigher_joins_the_weighers_an_operator_chose(etc, capsys):
     assert run(capsys, *api_args(etc)) == (0, [], '')
 
 
+def test_an_operator_s_build_failure_threshold_stays(etc, capsys):
+    conf = etc / 'nova.conf'
+    conf.write_text(NOVA_CONF + '\n[compute]\nconsecutive_build_service_disable_threshold = 3\n')
+    code, out, _ = run(capsys, *compute_args(etc))
+    assert code == 0 and not [line for line in out if 'consecutive_build' in line]
+    assert 'consecutive_build_service_disable_threshold = 3\n' in conf.read_text()
+    code, out, _ = run(capsys, *compute_args(etc), '--check')
+    assert code == 0
+    assert 'ok       [compute] consecutive_build_service_disable_threshold = 3 (the operator\'s) in %s' % conf in out
+
+
 def test_the_api_paste_defaults_to_the_one_nova_api_loads(etc, capsys):
     (etc / 'nova.conf').write_text(NOVA_CONF + '\n[wsgi]\napi_paste_config = api-paste.ini\n')
     code, out, _ = run(capsys, 'nova', '--config-file', etc / 'nova.conf', '--role', 'api')
@@ -158,7 +172,7 @@ def test_all_role_does_both(etc, capsys):
     code, out, _ = run(capsys, 'nova', '--config-file', etc / 'nova.conf', '--api-paste', etc / 'api-paste.ini',
                        '--virt-type', 'kvm')
     assert code == 0
-    assert len(out) == 4    # compute_driver, paste, policy, weigher (virt_type is already kvm)
+    assert len(out) == 5    # compute_driver, build failures, paste, policy, weigher (virt_type is already kvm)
     assert (etc / 'policy.d' / 'cloudlet.yaml').exists()
     assert 'compute_driver=cloudlet.CloudletDriver' in (etc / 'nova.conf').read_text()
 
@@ -289,7 +303,8 @@ def test_check_changes_nothing_and_exits_1_when_something_is_missing(etc, capsys
     assert code == 1 and err == ''
     assert snapshot(etc) == before and not (etc / 'state').exists()
     missing = [line for line in out if line.startswith('MISSING')]
-    assert len(missing) == 6     # compute_driver, state_dir option, the directory, router, policy file, weigher
+    # compute_driver, build failures, state_dir option, the directory, router, policy file, weigher
+    assert len(missing) == 7
     assert 'MISSING  [DEFAULT] compute_driver = cloudlet.CloudletDriver in %s (now: libvirt.LibvirtDriver)' \
         % (etc / 'nova.conf') in out
     assert any(line.startswith('ok       nova.virt.cloudlet.CloudletDriver importable') for line in out)
