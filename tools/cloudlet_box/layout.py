@@ -371,6 +371,12 @@ def current():
     return Box(name, offset, int(hosts) if hosts else _recorded(name).get('hosts', 1))
 
 
+def recorded_hosts(name):
+    """The compute hosts box `name` had at its last `up` (0: never brought up here)."""
+    recorded = _recorded(name)
+    return recorded.get('hosts', 1) if recorded else 0
+
+
 def _recorded(name):
     path = Box(name).root / 'box.json'
     return json.loads(path.read_text()) if path.exists() else {}
