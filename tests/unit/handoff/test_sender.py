@@ -1493,7 +1493,7 @@ class RPCTest(test.NoDBTestCase):
             instance = types.SimpleNamespace(host='compute7')
             api.handoff(ctx, instance, HANDOFF_ID, {'name': 'x'})
         target = get_client.call_args[0][0]
-        self.assertEqual(('cloudlet', '1.1', None), (target.topic, target.version, target.server))
+        self.assertEqual(('cloudlet', '1.2', None), (target.topic, target.version, target.server))
         router.return_value.client.assert_called_once_with(ctx)
         client.prepare.assert_called_once_with(server='compute7', version='1.0')
         client.prepare.return_value.cast.assert_called_once_with(
@@ -1502,7 +1502,7 @@ class RPCTest(test.NoDBTestCase):
     def test_endpoint_runs_the_handoff_in_the_long_task_pool(self):
         runner = mock.Mock()
         endpoint = rpc.HandoffEndpoint(runner)
-        self.assertEqual('1.1', endpoint.target.version)
+        self.assertEqual('1.2', endpoint.target.version)
         with mock.patch.object(rpc.thread_pool_factory, 'spawn_on') as spawn_on:
             endpoint.handoff('ctx', 'instance', HANDOFF_ID, {'r': 1})
         spawn_on.assert_called_once_with(rpc.thread_pool_factory.ExecutorType.LONG_TASK, runner,
@@ -1555,6 +1555,20 @@ class RPCTest(test.NoDBTestCase):
         client.prepare.return_value.cast.assert_called_once_with(
             ctx, 'residue_abort', instance=instance, handoff_id=HANDOFF_ID, reason='the body broke off')
         client.prepare.return_value.call.assert_not_called()
+
+    def test_prepare_migration_is_a_call_to_the_destination_at_version_1_2(self):
+        api, client = self._api()
+        ctx = nova_context.RequestContext('u', 'p')
+        instance = types.SimpleNamespace(host='compute1')
+        api.prepare_migration(ctx, instance, 'compute2', 600)
+        client.prepare.assert_called_once_with(server='compute2', version='1.2', timeout=600)
+        client.prepare.return_value.call.assert_called_once_with(ctx, 'prepare_migration', instance=instance)
+
+    def test_endpoint_prepare_migration_is_the_driver_s(self):
+        prepare = mock.Mock(side_effect=RuntimeError('no base here'))
+        endpoint = rpc.HandoffEndpoint(mock.Mock(), prepare_migration=prepare)
+        self.assertRaises(RuntimeError, endpoint.prepare_migration, 'ctx', 'instance')
+        prepare.assert_called_once_with('ctx', 'instance')
 
     def test_endpoint_residue_calls_reach_the_hosts_inboxes(self):
         inboxes = inbox_mod.Inboxes()
