@@ -20,7 +20,7 @@
 #                test_migration.py). Not in `all`: CI's time does not fit it (README.md)
 #   clouds       only bring up both clouds, box and box2 (no tests)
 #   tempest      tempest's compute API smoke tests against the box (tools/tempest.sh)
-#   all          all of the above (what CI runs)
+#   all          all of the above but hosts (what CI runs)
 # Extra arguments go to pytest. The house checks run first, but fail the run
 # only at the end: the tests run either way.
 set -euo pipefail

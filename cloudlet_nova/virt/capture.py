@@ -44,7 +44,6 @@ from cloudlet_engine import codecs
 from cloudlet_engine import create
 from cloudlet_engine import domainxml
 from cloudlet_engine import errors
-from cloudlet_engine import ramfile
 from cloudlet_engine import savefile
 from cloudlet_glance import hostcache
 from cloudlet_glance import images as glance_images
@@ -173,12 +172,8 @@ class Capture:
                 raise faults.CloudletCaptureFailed(reason='libvirt could not save the memory: %s'
                                                           % (exc.get_error_message() or exc)) from exc
             saved = True
-            if os.stat(memory_path).st_uid != os.getuid():
-                # libvirtd (root) wrote the file; make it ours, as _live_snapshot does.
-                nova.privsep.path.chown(memory_path, uid=os.getuid())
-            # A VM restored over its base's RAM file: a stock image from here
-            # on (the restore below too runs on ordinary RAM).
-            ramfile.normalize_saved(memory_path)
+            # The restore below too runs on ordinary RAM.
+            restore.own_stock_image(memory_path)
             disk_copy = self._copy_disk(disk_path, disk_format)
         finally:
             if saved:

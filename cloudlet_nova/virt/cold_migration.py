@@ -29,12 +29,10 @@ import time
 from oslo_log import log as logging
 
 from nova import exception
-import nova.privsep.path
 from nova.virt.libvirt import driver as libvirt_driver
 
 from cloudlet_engine import apply
 from cloudlet_engine import errors
-from cloudlet_engine import ramfile
 from cloudlet_nova.virt import faults
 from cloudlet_nova.virt import migration
 from cloudlet_nova.virt import restore
@@ -93,11 +91,7 @@ def save_memory(driver, instance, guest, path):
         restore.replug_nics(driver, instance, guest, nics)
         raise exception.MigrationError(reason='libvirt could not save the memory: %s'
                                               % (exc.get_error_message() or exc)) from exc
-    if os.stat(path).st_uid != os.getuid():
-        # libvirtd (root) wrote the file; make it ours, as _live_snapshot does.
-        nova.privsep.path.chown(path, uid=os.getuid())
-    # A VM restored over its base's RAM file: a stock image from here on.
-    ramfile.normalize_saved(path)
+    restore.own_stock_image(path)
     LOG.info('cold migration: NICs unplugged and memory saved (%d MiB) in %.1f s', os.path.getsize(path) >> 20,
              time.monotonic() - started, instance=instance)
     return nics

@@ -484,9 +484,10 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
     def finish_revert_migration(self, context, instance, network_info, migration, block_device_info=None,
                                 power_on=True, share_info=None):
         instance_dir = libvirt_utils.get_instance_path(instance)
-        record = state.load(instance_dir + '_resize')
+        resize_dir = instance_dir + '_resize'      # the source's directory until nova renames it back
+        record = state.load(resize_dir)
         if not (props.is_cloudlet_instance(instance) and record
-                and os.path.exists(cold_migration.memory_path(instance_dir + '_resize'))):
+                and os.path.exists(cold_migration.memory_path(resize_dir))):
             return super().finish_revert_migration(context, instance, network_info, migration,
                                                    block_device_info=block_device_info,
                                                    power_on=power_on, share_info=share_info)

@@ -47,6 +47,7 @@ from oslo_log import log as logging
 
 import nova.conf
 import nova.privsep.linux_net
+import nova.privsep.path
 from nova.virt.libvirt import driver as libvirt_driver
 from nova.virt.libvirt import guest as libvirt_guest
 
@@ -381,6 +382,17 @@ def unplug_nics(driver, instance, guest, timeout=None):
         raise faults.CloudletCaptureFailed(
             reason='could not take the ports off the virtual switch: %s' % exc) from exc
     return nics
+
+
+def own_stock_image(path):
+    """A memory image libvirt just saved at `path`: owned by this process, and a stock image
+    (a VM restored over its base's RAM file is saved mapping it; a restore of the image
+    runs on ordinary RAM).
+    """
+    if os.stat(path).st_uid != os.getuid():
+        # libvirtd (root) wrote the file; make it ours, as _live_snapshot does.
+        nova.privsep.path.chown(path, uid=os.getuid())
+    ramfile.normalize_saved(path)
 
 
 def replug_nics(driver, instance, guest, nics):

@@ -310,16 +310,15 @@ class ComputeHost:
     ovs_etc: pathlib.Path = dataclasses.field(init=False)   # its Open vSwitch's database, bound over /etc/openvswitch
 
     def __post_init__(self):
-        root = self.box.root / ('compute%d' % self.number)
+        own = 'compute%d' % self.number
+        root, run = self.box.root / own, self.box.run / own
         netns = 'cl-%s-c%d' % (self.box.name, self.number)
-        derived = {'name': '%s-compute%d' % (self.box.name, self.number), 'tag': 'c%d' % self.number,
+        derived = {'name': '%s-%s' % (self.box.name, own), 'tag': 'c%d' % self.number,
                    'root': root, 'instances': root / 'instances', 'state_dir': root / 'cloudlet',
-                   'nova_state': root / 'nova', 'run': self.box.run / ('compute%d' % self.number),
-                   'logs': self.box.logs / ('compute%d' % self.number),
+                   'nova_state': root / 'nova', 'run': run, 'logs': self.box.logs / own,
                    'address': '10.253.%d.2' % self.number, 'gateway': '10.253.%d.1' % self.number,
                    'netns': netns, 'netns_path': '/run/netns/' + netns,
-                   'ovs_run': self.box.run / ('compute%d' % self.number) / 'openvswitch',
-                   'ovs_etc': root / 'openvswitch'}
+                   'ovs_run': run / 'openvswitch', 'ovs_etc': root / 'openvswitch'}
         for field, value in derived.items():
             object.__setattr__(self, field, value)
 
