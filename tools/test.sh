@@ -9,18 +9,21 @@
 #   functional   nova 34's own functional harness: real nova-api (our api-paste),
 #                conductor, scheduler, placement, compute running CloudletDriver
 #                on nova's fake libvirt (extended with save/restore)
-#   integration  real libvirtd + QEMU guests: save/restore, base capture, overlay, synthesis
-#   e2e          the real box (tools/box.sh up: Keystone, Glance, Placement, Neutron,
-#                Nova with CloudletDriver, libvirtd + QEMU), through the `openstack` CLI
-#                and raw HTTP, two projects; and the second cloud box2 (own libvirtd,
-#                public endpoints behind an emulated WAN path) for handoffs
-#   hosts        the two-host box (CLOUDLET_BOX_HOSTS=2; a box up with another number of
-#                hosts is destroyed first): base pre-cache, placement, ageing, the
-#                concurrency run, live and cold migration (tests/e2e/test_hosts.py,
-#                test_migration.py). Not in `all`: CI's time does not fit it (README.md)
+#   integration  real libvirtd + QEMU guests, no nova: save/restore, base capture,
+#                overlay, synthesis (not in all: e2e drives the same code through nova)
+#   e2e          the real box with two compute hosts (CLOUDLET_BOX_HOSTS=2 tools/box.sh up:
+#                Keystone, Glance, Placement, Neutron, Nova with CloudletDriver, libvirtd
+#                + QEMU; a box up with another number of hosts is destroyed first),
+#                through the `openstack` CLI and raw HTTP, two projects; and the second
+#                cloud box2 (own libvirtd, public endpoints behind an emulated WAN path)
+#                for handoffs; all but the tests marked `faults`
+#   faults       the same clouds, the e2e tests marked `faults`: failure injection into
+#                the running clouds (links cut, nova-compute killed or restarted
+#                mid-handoff); not in all
 #   clouds       only bring up both clouds, box and box2 (no tests)
 #   tempest      tempest's compute API smoke tests against the box (tools/tempest.sh)
-#   all          all of the above but hosts (what CI runs)
+#   all          quick, functional, e2e, tempest: what CI runs (its time: README.md)
+#   full         all, integration and faults
 # Extra arguments go to pytest. The house checks run first, but fail the run
 # only at the end: the tests run either way.
 set -euo pipefail
@@ -36,10 +39,13 @@ case "$tier" in
   quick)       parallel=(tests/unit) ;;
   functional)  parallel=(tests/functional) ;;
   integration) serial=(tests/integration) ;;
-  e2e|hosts|tempest|clouds) ;;
-  all)         parallel=(tests/unit tests/functional); serial=(tests/integration) ;;
-  *) echo "usage: $0 [quick|functional|integration|e2e|hosts|tempest|clouds|all] [pytest args]" >&2; exit 2 ;;
+  e2e|faults|tempest|clouds) ;;
+  all)         parallel=(tests/unit tests/functional) ;;
+  full)        parallel=(tests/unit tests/functional); serial=(tests/integration) ;;
+  *) echo "usage: $0 [quick|functional|integration|e2e|faults|tempest|clouds|all|full] [pytest args]" >&2
+     exit 2 ;;
 esac
+in_tier() { local t; for t in "$@"; do [ "$tier" = "$t" ] && return 0; done; return 1; }
 "$here/tools/setup.sh"
 export CLOUDLET_SETUP_DONE=1   # box.sh up need not run it again
 cd "$here"
@@ -50,7 +56,7 @@ export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
 export OS_NOVA_DISABLE_EVENTLET_PATCHING=1
 pytest=("$VENV/bin/python" -m pytest -q -ra)
 house_rc=0
-if [ "$tier" = quick ] || [ "$tier" = all ]; then
+if in_tier quick all full; then
   "$here/tools/house.sh" --check || house_rc=$?
 fi
 # CLOUDLET_TEST_WORKERS: pytest-xdist's -n (default auto: one per CPU; 0: none).
@@ -63,33 +69,33 @@ if ((${#serial[@]})); then
   "${pytest[@]}" "${serial[@]}" "$@" || tests_rc=$?
 fi
 ((tests_rc == 0)) || exit "$tests_rc"   # no clouds for a tree that fails its own tests
-# Both test clouds: box (the host's libvirtd, loopback endpoints) and box2
-# (its own libvirtd, public endpoints through the WAN path: doc/handoff.md).
+# Both test clouds: box, with two compute hosts (the host's libvirtd, and a second
+# host's own), and box2 (its own libvirtd, public endpoints through the WAN path:
+# doc/handoff.md).
 clouds_up() {
-  # The box's nova-compute must start against a libvirt without leftover
-  # domains: the tiers above clean up theirs.
-  "$here/tools/box.sh" up
-  CLOUDLET_BOX=box2 CLOUDLET_BOX_PORT_OFFSET=100 "$here/tools/box.sh" up
-}
-if [ "$tier" = clouds ]; then
-  clouds_up
-fi
-if [ "$tier" = e2e ] || [ "$tier" = all ]; then
-  clouds_up
-  "${pytest[@]}" tests/e2e "$@"
-fi
-if [ "$tier" = hosts ]; then
   # Another number of hosts means other tenant networks (VXLAN with one, VLANs with
   # two): that box goes first (doc/multi-host.md).
+  local recorded
   recorded=$(PYTHONPATH="$here/tools" "$VENV/bin/python" -c \
     'from cloudlet_box import layout; print(layout.recorded_hosts("box"))')
   if [ "$recorded" != 0 ] && [ "$recorded" != 2 ]; then
     "$here/tools/box.sh" destroy
   fi
+  # The box's nova-compute must start against a libvirt without leftover
+  # domains: the tiers above clean up theirs.
   CLOUDLET_BOX_HOSTS=2 "$here/tools/box.sh" up
-  "${pytest[@]}" tests/e2e/test_hosts.py tests/e2e/test_migration.py "$@"
+  CLOUDLET_BOX=box2 CLOUDLET_BOX_PORT_OFFSET=100 "$here/tools/box.sh" up
+}
+if in_tier clouds e2e faults all full; then
+  clouds_up
 fi
-if [ "$tier" = tempest ] || [ "$tier" = all ]; then
+if in_tier e2e all full; then
+  "${pytest[@]}" tests/e2e -m 'not faults' "$@"
+fi
+if in_tier faults full; then
+  "${pytest[@]}" tests/e2e -m faults "$@"
+fi
+if in_tier tempest all full; then
   # Stock nova behaviour with the extension loaded (counts printed at the end).
   "$here/tools/box.sh" up
   "$here/tools/tempest.sh"

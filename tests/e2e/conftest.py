@@ -168,8 +168,7 @@ class Servers:
         return server_id
 
     def cleanup(self):
-        for server_id in self.ids:
-            cloud.delete_server(self.conn, server_id)
+        cloud.delete_servers(self.conn, self.ids)
 
 
 def sweep(box):
@@ -185,9 +184,7 @@ def sweep(box):
     for each in boxes:
         for user in ('demo', 'alt'):
             conn = cloud.connect('%s-%s' % (each.name, user))
-            for server in conn.compute.servers():
-                if server.name.startswith('e2e-'):
-                    cloud.delete_server(conn, server.id)
+            cloud.delete_servers(conn, [s.id for s in conn.compute.servers() if s.name.startswith('e2e-')])
         admin = cloud.connect('%s-admin' % each.name)
         for network in admin.network.networks():
             if network.name.startswith('e2e-'):
@@ -266,6 +263,18 @@ def base(box, demo, demo_cli, tmp_path_factory):
     yield {'image_id': imported['id'], 'base_id': imported['base_id'], 'bootid': booted_state['bootid'],
            'captured_id': captured.id, 'package': package}
     demo_cli.run('cloudlet', 'base', 'delete', imported['id'])
+
+
+@pytest.fixture(scope='session')
+def shared_base(base, demo, box2, box2_demo, tmp_path_factory):
+    """The session's base, also in box2's Glance (demo's, private there): the handoffs' base
+    (handoff_scene.SharedBase). Copied, not captured again: one boot of the guest per run.
+    """
+    from cloudlet_box import handoff_scene
+    shared = handoff_scene.share_base(demo, box2_demo, tmp_path_factory.mktemp('shared'),
+                                      handoff_scene.base_image(demo, base['image_id']))
+    yield shared
+    handoff_scene.forget_shared(box2_demo, shared)
 
 
 @pytest.fixture(scope='session')

@@ -105,8 +105,7 @@ def test_eight_syntheses_at_once_across_both_hosts_then_the_unused_base_ages_out
     wait_until('a pass after the idle limit', lambda: time.monotonic() - started > 50, 60)
     assert holds(box, second, base['base_id'])
     # Unused: gone from its store, then from Placement.
-    for server_id in ids:
-        cloud.delete_server(demo, server_id)
+    cloud.delete_servers(demo, ids)
     wait_until('base aged out of %s' % second, lambda: not holds(box, second, base['base_id']), AGED_OUT)
     trait = props.cached_image_trait(base['image_id'])
     wait_until('trait gone from %s' % second, lambda: trait not in traits(admin, second), 60)

@@ -75,14 +75,13 @@ def test_the_journey_on_the_box_ends_with_the_reaper(box, base, app_overlay, dem
     assert int(configs.LEASES['grace_seconds']) == GRACE
 
 
-def test_the_journey_hands_off_to_box2_and_keeps_the_lease(box2, demo, box2_demo, wan, tmp_path):
+def test_the_journey_hands_off_to_box2_and_keeps_the_lease(box2, demo, box2_demo, wan, shared_base):
     from cloudlet_box import handoff_scene
     from cloudlet_client import session as session_mod
     from cloudlet_glance import properties as props
     from tests.e2e import test_handoff
 
-    shared = handoff_scene.shared_base(demo, box2_demo, tmp_path)
-    server_id, state = handoff_scene.app_server(demo, shared, 'e2e-journey-ho', test_handoff.RAM,
+    server_id, state = handoff_scene.app_server(demo, shared_base, 'e2e-journey-ho', test_handoff.RAM,
                                                 test_handoff.DISK, {props.META_LEASE_SECONDS: '600'})
     # The back end's session on box, following the server it made there.
     session = session_mod.CloudletSession(credentials.named_cloud('box-demo'))

@@ -69,12 +69,23 @@ def server_ports(conn, server_id):
 
 def delete_server(conn, server_id, timeout=120):
     """Delete the server and the floating IPs of its ports (nova would only disassociate them)."""
-    server = conn.compute.find_server(server_id)
-    if server is not None:
-        for port in server_ports(conn, server_id):
-            for address in conn.network.ips(port_id=port.id):
-                conn.network.delete_ip(address)
-        conn.compute.delete_server(server)
+    delete_servers(conn, [server_id], timeout)
+
+
+def delete_servers(conn, server_ids, timeout=120):
+    """delete_server for each, the deletes all asked for before the first is waited for:
+    nova-compute tears them down side by side.
+    """
+    asked = []
+    for server_id in server_ids:
+        server = conn.compute.find_server(server_id)
+        if server is not None:
+            for port in server_ports(conn, server_id):
+                for address in conn.network.ips(port_id=port.id):
+                    conn.network.delete_ip(address)
+            conn.compute.delete_server(server)
+            asked.append(server)
+    for server in asked:
         conn.compute.wait_for_delete(server, wait=timeout)
 
 

@@ -4,8 +4,8 @@ Used by the handoff e2e tests and bench/handoff_bench.py (both need box and
 box2 up, doc/handoff.md "Test clouds"):
 
 - `shared_base`: the same base VM in both clouds' Glance (`box_base`: captured
-  on box from a stock boot of the test guest; exported as a package, imported
-  into box2), found again by name on later runs;
+  on box from a stock boot of the test guest; `share_base`: exported as a
+  package, imported into box2), found again by name on later runs;
 - `app_server`: a server resumed from that base on box, with the app installed
   and RAM and disk state set, its access NIC unplugged (a handoff moves the
   VM's devices: it must not carry the test instrumentation's NIC);
@@ -75,9 +75,26 @@ def box_base(conn, name=BASE_NAME, log=print):
 
 def shared_base(src_conn, dst_conn, work, name=BASE_NAME, log=print):
     """The base `name` in both clouds (made on first use: ~2 min); a SharedBase."""
-    src_box, dst_box = layout.named('box'), layout.named('box2')
-    src_images, dst_images = _images(src_conn, src_box), _images(dst_conn, dst_box)
-    found = box_base(src_conn, name, log)
+    return share_base(src_conn, dst_conn, work, box_base(src_conn, name, log), log)
+
+
+def base_image(conn, image_id):
+    """Box's base disk image `image_id`, as share_base takes it."""
+    return _images(conn, layout.named('box')).get(image_id)
+
+
+def forget_shared(dst_conn, base):
+    """Delete box2's copy of a SharedBase (share_base made it)."""
+    model.delete_base(_images(dst_conn, layout.named('box2')), base.dest_disk_id)
+
+
+def share_base(src_conn, dst_conn, work, found, log=print):
+    """The base of box's base disk image `found` (a Glance image dict), also in box2's Glance
+    under the same name (copied on first use); a SharedBase.
+    """
+    dst_box = layout.named('box2')
+    src_images, dst_images = _images(src_conn, layout.named('box')), _images(dst_conn, dst_box)
+    name = found['name']
     there = _find_base(dst_images, name)
     if there is not None and there.get(props.BASE_ID) != found.get(props.BASE_ID):
         model.delete_base(dst_images, there['id'])
