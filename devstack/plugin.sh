@@ -212,6 +212,20 @@ function import_cloudlet_base {
         || die $LINENO "importing the base VM package $CLOUDLET_BASE_PACKAGE failed"
 }
 
+# The tempest plugin's options (doc/tempest-plugin.md) in devstack's tempest.conf;
+# the plugin itself is installed into tempest's venv by devstack when
+# TEMPEST_PLUGINS names this repository.
+function configure_cloudlet_tempest {
+    iniset "$TEMPEST_CONFIG" service_available cloudlet True
+    local option
+    for option in guest_image_ref flavor_ref overlay_serve_address; do
+        local variable="CLOUDLET_TEMPEST_${option^^}"
+        if [[ -n ${!variable} ]]; then
+            iniset "$TEMPEST_CONFIG" cloudlet "$option" "${!variable}"
+        fi
+    done
+}
+
 # Removes the state the driver and nova-api kept (code and packages stay, as
 # clean.sh leaves them).
 function cleanup_cloudlet {
@@ -252,8 +266,10 @@ if is_service_enabled cloudlet; then
         fi
         import_cloudlet_base
     elif [[ "$1" == "stack" && "$2" == "test-config" ]]; then
-        # No tempest plugin yet.
-        :
+        if is_service_enabled tempest; then
+            echo_summary "Configuring tempest for openstack-cloudlet's plugin"
+            configure_cloudlet_tempest
+        fi
     fi
 
     if [[ "$1" == "unstack" ]]; then

@@ -4,24 +4,30 @@ written from the box's layout, secrets and resources (tools/tempest.sh).
 The flags say what this single-node box can do, so tempest skips the rest by
 itself: Neutron runs ML2/OVS with DHCP and L3 agents (each test project gets
 its own network and router, interfaces attach, floating IPs work), but the
-test guest has no SSH server (no validation over SSH, no scenario tests);
-there is one compute host (no migration, resize needs
-allow_resize_to_same_host), no Cinder or Swift, and no consoles but the
-console log.
+test guest has no SSH server (no validation over SSH, no tempest scenario
+tests); no migration or resize (nothing migrates into the box's first
+host, allow_resize_to_same_host is off),
+there is no Cinder or Swift, and no consoles but the console log.
+
+The plugin's own options ([cloudlet], doc/tempest-plugin.md): the test guest
+is tempest's image, and the tests serve overlays where the box's outbound
+policy lets nova fetch them (http_serve.ADDRESS and its ports).
 """
 
 import subprocess
 import sys
 
 from cloudlet_box import configs
+from cloudlet_box import http_serve
 from cloudlet_box import identity
 from cloudlet_box import layout
 from cloudlet_box import network
 from cloudlet_box import resources
+from cloudlet_box import wan
 
 # Services this box does not run (tempest's own, and common plugins').
 NOT_RUNNING = ('cinder', 'swift', 'horizon', 'heat', 'ironic', 'designate', 'octavia',
-               'barbican', 'manila', 'aodh', 'ceilometer', 'gnocchi')
+               'manila', 'aodh', 'ceilometer', 'gnocchi')
 
 
 def workspace(box):
@@ -53,6 +59,19 @@ def _lookups(box):
             public['networks'][0]['id'])
 
 
+def handoff_destination(box):
+    """[cloudlet] handoff_*: box2's demo user at its public Keystone, through the WAN path,
+    when box2 is up (for a test run against box); else nothing (the handoff test skips).
+    """
+    other = layout.named(layout.BOX2.name)
+    if other.name == box.name or not wan.WanPath(other).is_up():
+        return {}
+    return {'handoff_auth_url': other.public_keystone_url, 'handoff_region_name': other.region,
+            'handoff_username': 'demo', 'handoff_password': other.secrets()['demo'],
+            'handoff_project_name': 'demo', 'handoff_domain_name': 'Default',
+            'handoff_endpoint_type': 'public'}
+
+
 def sections(box):
     image_id, flavors, net_extensions, public_id = _lookups(box)
     path = workspace(box)
@@ -68,8 +87,14 @@ def sections(box):
             # A network, subnet and router (to `public`) per test project.
             'create_isolated_networks': 'true',
         },
-        'service_available': dict({'nova': 'true', 'glance': 'true', 'neutron': 'true'},
+        'service_available': dict({'nova': 'true', 'glance': 'true', 'neutron': 'true',
+                                   'cloudlet': 'true'},
                                   **{name: 'false' for name in NOT_RUNNING}),
+        'cloudlet': dict({
+            'app_port': str(network.APP_PORT),
+            'overlay_serve_address': http_serve.ADDRESS,
+            'overlay_serve_ports': '%d-%d' % (http_serve.PORTS[0], http_serve.PORTS[-1]),
+        }, **handoff_destination(box)),
         'compute': {
             'image_ref': image_id, 'image_ref_alt': image_id,
             'flavor_ref': flavors['m1.tiny'], 'flavor_ref_alt': flavors['m1.small'],
@@ -81,7 +106,8 @@ def sections(box):
             'console_output': 'true',
             # Consoles are disabled in nova.conf ([vnc], [spice], [serial_console]).
             'vnc_console': 'false', 'spice_console': 'false', 'serial_console': 'false',
-            # One compute host, and allow_resize_to_same_host is off.
+            # Nothing migrates into the box's first host (doc/multi-host.md),
+            # and allow_resize_to_same_host is off.
             'resize': 'false', 'cold_migration': 'false', 'live_migration': 'false',
             'shelve_migrate': 'false', 'block_migration_for_live_migration': 'false',
             # Tempest checks the metadata service from inside the guest, over SSH.

@@ -369,6 +369,20 @@ def test_the_reaper_alone_can_be_disabled(devstack):
 
 # --------------------------------------------------------------------------- unstack, clean, disabled
 
+def test_test_config_sets_the_tempest_plugin_s_options_that_are_given(devstack):
+    devstack.env.update(ENABLED_SERVICES=devstack.env['ENABLED_SERVICES'] + ',tempest',
+                        TEMPEST_CONFIG='/opt/stack/tempest/etc/tempest.conf')
+    run_ok(devstack, 'stack', 'test-config',
+           before_settings='CLOUDLET_TEMPEST_OVERLAY_SERVE_ADDRESS=10.0.0.5')
+    assert _ini(devstack) == {'/opt/stack/tempest/etc/tempest.conf': {
+        'service_available': {'cloudlet': 'True'}, 'cloudlet': {'overlay_serve_address': '10.0.0.5'}}}
+
+
+def test_test_config_without_tempest_writes_nothing(devstack):
+    run_ok(devstack, 'stack', 'test-config')
+    assert not devstack.calls('iniset')
+
+
 def test_unstack_stops_only_the_advertiser_and_the_reaper(devstack):
     run_ok(devstack, 'unstack')
     assert [call[0] for call in devstack.calls()] == ['define_plugin', 'enable_service', 'enable_service',

@@ -1,0 +1,3 @@
+from cloudlet_tempest_plugin.services.cloudlet_client import CloudletClient
+
+__all__ = ['CloudletClient']

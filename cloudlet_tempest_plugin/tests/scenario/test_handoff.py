@@ -1,0 +1,110 @@
+"""VM handoff to a second cloud ([cloudlet] handoff_*; skipped without one): the
+running VM leaves this cloud and runs on there, with its RAM and disk state, in
+the same boot, reached at a floating IP of the destination (doc/handoff.md).
+
+The destination needs the base: it is exported here and imported there as the
+`openstack cloudlet base export` and `import` commands do, and deleted there
+afterwards. The credential is an application credential of the configured
+destination user, made for the handoff and deleted after it.
+"""
+
+import datetime
+import secrets
+import time
+
+from tempest.common import utils
+from tempest import config
+from tempest.lib.common.utils import data_utils
+from tempest.lib import decorators
+from tempest.lib import exceptions as lib_exc
+
+from cloudlet_glance import model
+from cloudlet_glance import properties as props
+from cloudlet_tempest_plugin.common import clouds
+from cloudlet_tempest_plugin.common import guest_app
+from cloudlet_tempest_plugin.tests import base
+
+CONF = config.CONF
+RAM, DISK = 'tempest-handoff-ram', 'tempest-handoff-disk'
+HANDOFF_TIMEOUT = 600
+
+
+class HandoffTest(base.CloudletScenarioTest):
+
+    @classmethod
+    def skip_checks(cls):
+        super().skip_checks()
+        if not CONF.cloudlet.handoff_auth_url:
+            raise cls.skipException('[cloudlet] handoff_auth_url is not set: no second cloud')
+
+    def share_base(self, dest, image_id):
+        """The base of `image_id` imported into the destination cloud (deleted at the end)."""
+        directory = self.workdir()
+        package = model.export_base_package(clouds.images_of(self.os_primary.credentials), image_id,
+                                            '%s/base.zip' % directory, workdir=directory)
+        there = clouds.destination_images(dest)
+        imported = model.import_base_package(there, package, workdir=directory)
+        self.addCleanup(model.delete_base, there, imported.disk_id)
+
+    def application_credential(self, dest):
+        """{'id', 'secret'} of a fresh application credential of the destination user."""
+        secret = secrets.token_urlsafe(24)
+        expires = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1)
+        made = dest.identity.create_application_credential(
+            dest.current_user_id, name=data_utils.rand_name('cloudlet-handoff'), secret=secret,
+            expires_at=expires.strftime('%Y-%m-%dT%H:%M:%S'))
+        self.addCleanup(dest.identity.delete_application_credential, dest.current_user_id, made.id)
+        return {'id': made.id, 'secret': secret}
+
+    def wait_gone(self, server_id, handoff_id):
+        """Until the source server is gone; fail at once if the handoff rolled back."""
+        deadline = time.monotonic() + HANDOFF_TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                server = self.servers_client.show_server(server_id)['server']
+            except lib_exc.NotFound:
+                return
+            if server['OS-EXT-STS:task_state'] is None:
+                self.fail('handoff %s did not move server %s: it is %s here again (fault: %s)'
+                          % (handoff_id, server_id, server['status'], server.get('fault')))
+            time.sleep(1)
+        self.fail('handoff %s of server %s not over after %d s' % (handoff_id, server_id, HANDOFF_TIMEOUT))
+
+    def arrived(self, dest, handoff_id):
+        """The destination server of the handoff, once ACTIVE (deleted at the end)."""
+        deadline = time.monotonic() + HANDOFF_TIMEOUT
+        while time.monotonic() < deadline:
+            found = [s for s in dest.compute.servers(details=True)
+                     if (s.metadata or {}).get(props.HANDOFF_ID) == handoff_id]
+            if found:
+                server = found[0]
+                self.addCleanup(dest.compute.wait_for_delete, server, wait=300)
+                self.addCleanup(dest.compute.delete_server, server, ignore_missing=True)
+                return dest.compute.wait_for_server(server, status='ACTIVE', wait=HANDOFF_TIMEOUT)
+            time.sleep(1)
+        self.fail('no server of handoff %s on the destination after %d s' % (handoff_id, HANDOFF_TIMEOUT))
+
+    @decorators.idempotent_id('5b8e0c3a-2f6d-4e1b-9c7a-8d0e1f2a3b15')
+    @decorators.attr(type='slow')
+    @utils.services('compute', 'image', 'network')
+    def test_handoff_moves_the_running_vm_with_its_state(self):
+        base_image, boot_id = self.guest_base(self.addCleanup)
+        server = self.create_app_server(base_image['id'])
+        self.app(server['id'], '/cgi-bin/set?ram=%s&disk=%s' % (RAM, DISK))
+        dest = clouds.destination()
+        self.addCleanup(dest.close)
+        self.share_base(dest, base_image['id'])
+        handoff_id = self.cloudlet.handoff(
+            server['id'], name=data_utils.rand_name('cloudlet-moved'),
+            destination={'auth_url': CONF.cloudlet.handoff_auth_url,
+                         'region_name': CONF.cloudlet.handoff_region_name},
+            credential={'application_credential': self.application_credential(dest)})['handoff_id']
+        self.wait_gone(server['id'], handoff_id)
+        moved = self.arrived(dest, handoff_id)
+        # The server had a floating IP here: the handoff gave it one there.
+        ports = list(dest.network.ports(device_id=moved.id))
+        addresses = [ip.floating_ip_address for port in ports for ip in dest.network.ips(port_id=port.id)]
+        self.assertTrue(addresses, 'the moved server has no floating IP on the destination')
+        answer = guest_app.get(addresses[0], CONF.cloudlet.app_port, '/cgi-bin/state',
+                               CONF.cloudlet.app_timeout)
+        self.assertEqual((boot_id, RAM, DISK), (answer['bootid'], answer['ram'], answer['disk']))
