@@ -40,9 +40,9 @@ class CloudletClient(base_compute_client.BaseComputeClient):
         """POST /os-cloudlet/bases: url, and name and visibility if given."""
         return self._post('os-cloudlet/bases', {'base': base}, 202)
 
-    def list_base_imports(self, **params):
-        resp, body = self.get('os-cloudlet/bases' + (
-            '?' + '&'.join('%s=%s' % item for item in sorted(params.items())) if params else ''))
+    def list_base_imports(self):
+        """The caller's project's imports (an admin's: every project's)."""
+        resp, body = self.get('os-cloudlet/bases')
         return self._answer(resp, body, 200)
 
     def show_base_import(self, base_import_id):

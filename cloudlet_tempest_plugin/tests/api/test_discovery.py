@@ -25,19 +25,24 @@ class DiscoveryTest(base.CloudletTest):
         self.assertGreaterEqual((int(major), int(minor)), (1, 0))
 
     @decorators.idempotent_id('5d0a8a7e-2d0c-4f6c-8e1a-3f0f7b6b9c02')
-    def test_an_overlay_of_an_unknown_base_is_not_acceptable(self):
-        answer = self.cloudlet.negotiate(overlay={'base_id': UNKNOWN_BASE, 'format_version': 1,
-                                                  'codec': 'zstd'})['negotiation']
-        self.assertFalse(answer['acceptable'])
-        self.assertTrue(answer['reason'])
-        self.assertIsNone(answer['base_image_id'])
+    def test_overlays_this_cloud_cannot_run_are_an_answer_not_an_error(self):
+        codecs = self.cloudlet.show_cloudlet()['cloudlet']['codecs']
+        for overlay in ({'base_id': UNKNOWN_BASE, 'format_version': 1, 'codec': codecs[0]},
+                        {'base_id': UNKNOWN_BASE, 'format_version': 1, 'codec': 'no-such-codec'},
+                        {'base_id': UNKNOWN_BASE, 'format_version': 65535, 'codec': codecs[0]}):
+            answer = self.cloudlet.negotiate(overlay=overlay)['negotiation']
+            self.assertFalse(answer['acceptable'], overlay)
+            self.assertTrue(answer['reason'], overlay)
+            self.assertIsNone(answer['base_image_id'], overlay)
 
     @decorators.attr(type=['negative'])
     @decorators.idempotent_id('c4e1d5b0-6f36-4a4e-b1b9-0e9a4c8b7d03')
     def test_negotiation_bodies_that_are_refused(self):
         for body in ({},                                                    # neither
+                     {'overlay': {'base_id': UNKNOWN_BASE, 'format_version': 1, 'codec': 'zstd'},
+                      'overlay_url': 'https://overlays.invalid/app.clo'},    # both
                      {'overlay': {'base_id': 'not-hex', 'format_version': 1, 'codec': 'zstd'}},
-                     {'overlay': {'base_id': UNKNOWN_BASE, 'format_version': 1, 'codec': 'gzip'}},
+                     {'overlay': {'base_id': UNKNOWN_BASE, 'format_version': 0, 'codec': 'zstd'}},
                      {'overlay_url': 'ftp://overlays.invalid/app.clo'}):
             self.assertRaises(lib_exc.BadRequest, self.cloudlet.negotiate, **body)
 

@@ -1,7 +1,7 @@
 """The cloudlet server actions and the residue endpoint (api-ref:
 cloudlet-server-actions, cloudlet-residue) refusing what they must, on a server
 booted from the test guest image (not from a base: no cloudlet server), and the
-lease metadata of POST /servers.
+server metadata POST /servers refuses (leases, overlay URL).
 """
 
 import uuid
@@ -35,7 +35,10 @@ class ServerActionsNegativeTest(base.CloudletTest):
                            ('cloudlet-create-base', {'name': 'x', 'unknown': 1}),
                            ('cloudlet-create-overlay', {'name': ''}),
                            ('cloudlet-create-base', {'name': 'x', 'metadata': {'cloudlet_base_id': 'x'}}),
+                           ('cloudlet-create-overlay', {'name': 'x', 'options': {'codec': 'gzip'}}),
                            ('cloudlet-handoff', {'destination': {}}),            # no credential
+                           ('cloudlet-handoff', {'destination': {'auth_url': 'https://b.invalid/v3'},
+                                                 'credential': {'password': 'x'}, 'name': 'x'}),
                            ('cloudlet-heartbeat', {'seconds': 'ten'})):
             self.assertRaises(lib_exc.BadRequest, action, self.server_id, name, body)
 
@@ -62,10 +65,11 @@ class ServerActionsNegativeTest(base.CloudletTest):
 
     @decorators.attr(type=['negative'])
     @decorators.idempotent_id('c7b9d1e3-5f6a-4b8c-9d0e-2f3a4b5c6d15')
-    def test_lease_metadata_that_is_refused(self):
+    def test_server_metadata_that_is_refused(self):
         seconds = props.META_LEASE_SECONDS
         for metadata in ({seconds: '0'}, {seconds: 'ten'}, {seconds: '86401'},
-                         {props.META_LEASE_EXPIRES_AT: '2030-01-01T00:00:00Z'}):
+                         {props.META_LEASE_EXPIRES_AT: '2030-01-01T00:00:00Z'},
+                         {props.META_OVERLAY_URL: 12}):
             self.assertRaises(lib_exc.BadRequest, self.servers_client.create_server,
                               name=data_utils.rand_name('cloudlet-refused'), imageRef=base.guest_image(),
                               flavorRef=base.flavor(), metadata=metadata)

@@ -231,15 +231,22 @@ def test_run_until_signalled_interrupts_a_hung_read_and_withdraws(reader, zc):
         started.set()
         time.sleep(30)                            # e.g. Placement not answering
     reader.capacity = hung
-    # At the main thread, as the kernel gives a kill(2) of the process to it first: a signal a
-    # thread of the test process took instead would leave the main thread's sleep running.
-    killer = threading.Thread(target=lambda: (started.wait(5), signal.pthread_kill(
-        threading.main_thread().ident, signal.SIGTERM)))
+    sent = []
+
+    def kill():
+        # Only once the read hangs (a loaded machine may take seconds to get there: a
+        # signal before it is the between-rounds case below). At the main thread, as the
+        # kernel gives a kill(2) of the process to it first: a signal a thread of the test
+        # process took instead would leave the main thread's sleep running.
+        assert started.wait(60)
+        sent.append(time.monotonic())
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+    killer = threading.Thread(target=kill)
     killer.start()
-    began = time.monotonic()
     signum = advertiser.run_until_signalled(adv, interval=60)
+    ended = time.monotonic()
     killer.join()
-    assert signum == signal.SIGTERM and time.monotonic() - began < 5
+    assert signum == signal.SIGTERM and ended - sent[0] < 5      # not the 30 s of the hung read
     assert [what for what, _ in calls(zc)] == ['register', 'unregister']
 
 

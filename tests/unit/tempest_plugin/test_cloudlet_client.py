@@ -63,8 +63,8 @@ class CloudletClientTest(base.BaseServiceTest):
     def test_base_imports(self):
         args = self.sent('post', 'import_base', {'base': {'id': 'r'}}, 202, url='https://p.example/b.zip')
         self.assertEqual({'base': {'url': 'https://p.example/b.zip'}}, json.loads(args.args[1]))
-        args = self.sent('get', 'list_base_imports', {'bases': []}, 200, all_projects='true')
-        self.assertEqual(('os-cloudlet/bases?all_projects=true',), args.args)
+        args = self.sent('get', 'list_base_imports', {'bases': []}, 200)
+        self.assertEqual(('os-cloudlet/bases',), args.args)
         args = self.sent('delete', 'delete_base_import', {}, 204, base_import_id='r')
         self.assertEqual(('os-cloudlet/bases/r',), args.args)
 
