@@ -16,8 +16,12 @@ import json
 import threading
 import time
 
+import pytest
+
 from cloudlet_box import cloud
 from cloudlet_box import guest_app
+from cloudlet_box import processes
+from cloudlet_box import services
 from tests.e2e.conftest import AGED_OUT
 from tests.e2e.conftest import app_get
 from tests.e2e.conftest import DISK_STATE
@@ -26,6 +30,7 @@ from tests.e2e.conftest import host_of
 from tests.e2e.conftest import RAM_STATE
 from tests.e2e.conftest import synthesize
 from tests.e2e.conftest import wait_until
+
 MIGRATION_TIMEOUT = 600
 
 
@@ -216,3 +221,37 @@ def test_a_cold_migration_carries_the_vm_s_memory_to_the_other_host(
     assert not (box.host_files(second).instances / server_id / 'cloudlet-migration.save').exists()
     print('\ncold migration %s -> %s: %.1f s to VERIFY_RESIZE; the app answered no request for %.2f s at '
           'most (probe every 0.1 s)' % (first, second, took, outage.longest))
+
+
+@pytest.mark.faults
+def test_the_destination_killed_while_it_fetches_the_base_for_a_cold_migration(
+        box, admin, demo, hosts, base, app_overlay, aggregate, servers):
+    """box-compute2's nova-compute dies while it fetches the base a cold migration asked it for
+    (before anything stops: the source asks first). The source's question times out (the box's
+    [cloudlet] migration_prepare_timeout): the migration is refused and the VM runs on at the
+    first host with its state. Started again, box-compute2 sweeps what the fetch left, and
+    holds nothing of the server.
+    """
+    first, second = hosts
+    wait_until('base aged out of %s' % second, lambda: not holds(box, second, base['base_id']), AGED_OUT)
+    server_id = on_first_host(demo, admin, hosts, aggregate, 'killed', base, app_overlay, servers)
+    store = box.host_files(second).state_dir / 'bases'
+    compute = services.all_services(box)[box.host_files(second).compute_service]
+    cold_migrate(admin, server_id, host=second)
+    try:
+        wait_until('the fetch under way on %s' % second, lambda: list(store.glob('.incoming-*')), 120)
+        assert processes.kill(compute.name, box.run)
+        # Down until the source gave up: the migration refused, the VM running at the first host.
+        wait_until('the migration of %s given up' % server_id,
+                   lambda: admin.compute.get_server(server_id).task_state is None, MIGRATION_TIMEOUT)
+    finally:
+        processes.start(compute.name, list(compute.argv), box.run, box.logs, env=compute.env)
+    server = wait_status(admin, server_id, ('ACTIVE',))
+    assert server.compute_host == first
+    state = app_get(demo, server_id, '/cgi-bin/state')
+    assert (state['ram'], state['disk'], state['bootid']) == (RAM_STATE, DISK_STATE, base['bootid'])
+    migrations = admin.compute.get('/os-migrations?instance_uuid=%s' % server_id, microversion='2.80').json()
+    assert [m['status'] for m in migrations['migrations']] == ['error'], migrations
+    # Swept by the restarted nova-compute's init_host; nothing of the server there.
+    wait_until('the leftovers swept', lambda: not list(store.glob('.incoming-*')), 180)
+    assert not (box.host_files(second).instances / server_id).exists()

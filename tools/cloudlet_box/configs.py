@@ -387,7 +387,8 @@ def nova(box):
     # Test clouds: a cut WAN link is given up on in seconds, not the default minute, and what a
     # roll back left behind it is deleted seconds after the link is back.
     cpu_conf['cloudlet_handoff'] = {'connect_timeout': '10', 'stall_timeout': '15', 'cleanup_retry_interval': '5'}
-    cpu_conf['cloudlet'] = {'handoff_receive_timeout': '300'}
+    # A cold migration's destination that does not answer is given up on after a minute (default ten).
+    cpu_conf['cloudlet'] = {'handoff_receive_timeout': '300', 'migration_prepare_timeout': '60'}
     # Traits of newly cached bases reach Placement within 15 s (default 60 s).
     cpu_conf['DEFAULT']['update_resources_interval'] = '15'
     write_ini(etc / 'nova-cpu.conf', cpu_conf)
