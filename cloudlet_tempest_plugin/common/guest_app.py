@@ -1,5 +1,7 @@
 """The cloudlet test guest's app (guest/www): HTTP on [cloudlet] app_port, answers
 `key=value` lines (/cgi-bin/state: bootid, ram, disk, app, counter).
+
+Also the box's way to the app (tools/cloudlet_box/guest_app.py).
 """
 
 import http.client
@@ -11,23 +13,26 @@ class Unreachable(Exception):
     pass
 
 
-def get(address, port, path, timeout):
+def get(address, port, path, timeout, connect_timeout=1.0, interval=0.5):
     """GET `path` until the app answers 200 or `timeout` s pass; the answer as a dict."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return _get_once(address, port, path, read_timeout=max(5.0, deadline - time.monotonic()))
+            # A slow answer (/cgi-bin/install takes ~15 s under TCG) gets all the time
+            # left: a retry would start the work over.
+            return get_once(address, port, path, connect_timeout, max(5.0, deadline - time.monotonic()))
         except OSError as exc:
             if time.monotonic() > deadline:
                 raise Unreachable('http://%s:%d%s did not answer within %d s: %s'
                                   % (address, port, path, timeout, exc)) from exc
-            time.sleep(0.5)
+            time.sleep(interval)
 
 
-def _get_once(address, port, path, read_timeout):
-    # A short connect timeout: a SYN lost while the guest's NIC comes up is
-    # retried at once; the read may take long (the app's install runs ~15 s under TCG).
-    sock = socket.create_connection((address, port), timeout=1.0)
+def get_once(address, port, path, connect_timeout, read_timeout):
+    """One GET: a short connect timeout (a SYN lost while the guest is not yet on the
+    network is retried at once, not after TCP's backoff), a long read; OSError if no 200.
+    """
+    sock = socket.create_connection((address, port), timeout=connect_timeout)
     connection = http.client.HTTPConnection(address, port)
     connection.sock = sock
     try:

@@ -7,18 +7,14 @@ its address from Neutron's DHCP on every NIC, including those nova hot-plugs
 after a restore.
 """
 
-import http.client
-import socket
 import time
 
 from cloudlet_box import cloud
 from cloudlet_box import network
+from cloudlet_tempest_plugin.common import guest_app as app_http
 
 APP_PORT = network.APP_PORT
-
-
-class Unreachable(RuntimeError):
-    pass
+Unreachable = app_http.Unreachable
 
 
 def floating_ip(conn, server_id, timeout=60):
@@ -39,44 +35,15 @@ def floating_ip(conn, server_id, timeout=60):
                                   port_id=port.id).floating_ip_address
 
 
-def _get_once(address, path, connect_timeout, read_timeout):
-    """One GET: a short connect timeout (a SYN lost while the guest is not yet
-    on the network is retried at once, not after TCP's backoff), a long read.
-    """
-    sock = socket.create_connection((address, APP_PORT), timeout=connect_timeout)
-    connection = http.client.HTTPConnection(address, APP_PORT)
-    connection.sock = sock
-    try:
-        sock.settimeout(read_timeout)
-        connection.request('GET', path)
-        reply = connection.getresponse()
-        text = reply.read().decode()
-        if reply.status != 200:
-            raise OSError('HTTP %d from %s' % (reply.status, path))
-        return dict(line.split('=', 1) for line in text.splitlines() if '=' in line)
-    finally:
-        connection.close()
-
-
 def get(address, path, timeout=120):
     """GET `path` from the app at `address`, retrying until it answers; return {key: value}."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            # A slow answer (/cgi-bin/install takes ~15 s under TCG) gets all
-            # the time left: a retry would start the work over.
-            return _get_once(address, path, 0.5, max(5.0, deadline - time.monotonic()))
-        except OSError as exc:
-            if time.monotonic() > deadline:
-                raise Unreachable('http://%s:%d%s did not answer within %d s: %s'
-                                  % (address, APP_PORT, path, timeout, exc)) from exc
-            time.sleep(0.05)
+    return app_http.get(address, APP_PORT, path, timeout, connect_timeout=0.5, interval=0.05)
 
 
 def answers(address, timeout=0.5):
     """True if the app at `address` answers one GET within `timeout` s (no retry): a probe."""
     try:
-        _get_once(address, '/cgi-bin/state', timeout, timeout)
+        app_http.get_once(address, APP_PORT, '/cgi-bin/state', timeout, timeout)
         return True
     except OSError:
         return False
