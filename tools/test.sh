@@ -11,19 +11,23 @@
 #                on nova's fake libvirt (extended with save/restore)
 #   integration  real libvirtd + QEMU guests, no nova: save/restore, base capture,
 #                overlay, synthesis (not in all: e2e drives the same code through nova)
-#   e2e          the real box with two compute hosts (CLOUDLET_BOX_HOSTS=2 tools/box.sh up:
-#                Keystone, Glance, Placement, Neutron, Nova with CloudletDriver, libvirtd
-#                + QEMU; a box up with another number of hosts is destroyed first),
-#                through the `openstack` CLI and raw HTTP, two projects; and the second
-#                cloud box2 (own libvirtd, public endpoints behind an emulated WAN path)
-#                for handoffs; all but the tests marked `faults`
+#   e2e          the real box (tools/box.sh up: Keystone, Glance, Placement, Neutron,
+#                Nova with CloudletDriver, libvirtd + QEMU; one compute host: a box up
+#                with two is destroyed first), through the `openstack` CLI and raw
+#                HTTP, two projects; and the second cloud box2 (own libvirtd, public
+#                endpoints behind an emulated WAN path) for handoffs; all but the tests
+#                marked `faults`
 #   faults       the same clouds, the e2e tests marked `faults`: failure injection into
 #                the running clouds (links cut, nova-compute killed or restarted
-#                mid-handoff); not in all
+#                mid-handoff or mid-migration); not in all
+#   hosts        the box with two compute hosts (CLOUDLET_BOX_HOSTS=2; a box up with
+#                another number is destroyed first): base pre-cache, placement, ageing,
+#                the concurrency run, live and cold migration (tests/e2e/test_hosts.py,
+#                test_migration.py, faults included); not in all (README.md, "Tests")
 #   clouds       only bring up both clouds, box and box2 (no tests)
 #   tempest      tempest's compute API smoke tests against the box (tools/tempest.sh)
 #   all          quick, functional, e2e, tempest: what CI runs (its time: README.md)
-#   full         all, integration and faults
+#   full         all, integration, faults and hosts
 # Extra arguments go to pytest. The house checks run first, but fail the run
 # only at the end: the tests run either way.
 set -euo pipefail
@@ -39,10 +43,10 @@ case "$tier" in
   quick)       parallel=(tests/unit) ;;
   functional)  parallel=(tests/functional) ;;
   integration) serial=(tests/integration) ;;
-  e2e|faults|tempest|clouds) ;;
+  e2e|faults|hosts|tempest|clouds) ;;
   all)         parallel=(tests/unit tests/functional) ;;
   full)        parallel=(tests/unit tests/functional); serial=(tests/integration) ;;
-  *) echo "usage: $0 [quick|functional|integration|e2e|faults|tempest|clouds|all|full] [pytest args]" >&2
+  *) echo "usage: $0 [quick|functional|integration|e2e|faults|hosts|tempest|clouds|all|full] [pytest args]" >&2
      exit 2 ;;
 esac
 in_tier() { local t; for t in "$@"; do [ "$tier" = "$t" ] && return 0; done; return 1; }
@@ -69,21 +73,23 @@ if ((${#serial[@]})); then
   "${pytest[@]}" "${serial[@]}" "$@" || tests_rc=$?
 fi
 ((tests_rc == 0)) || exit "$tests_rc"   # no clouds for a tree that fails its own tests
-# Both test clouds: box, with two compute hosts (the host's libvirtd, and a second
-# host's own), and box2 (its own libvirtd, public endpoints through the WAN path:
-# doc/handoff.md).
-clouds_up() {
-  # Another number of hosts means other tenant networks (VXLAN with one, VLANs with
-  # two): that box goes first (doc/multi-host.md).
+# The box with `1` or `2` compute hosts. Another number of hosts means other tenant
+# networks (VXLAN with one, VLANs with two): a box up with another number goes first
+# (doc/multi-host.md). Its nova-compute must start against a libvirt without leftover
+# domains: the tiers above clean up theirs.
+box_up() {
   local recorded
   recorded=$(PYTHONPATH="$here/tools" "$VENV/bin/python" -c \
     'from cloudlet_box import layout; print(layout.recorded_hosts("box"))')
-  if [ "$recorded" != 0 ] && [ "$recorded" != 2 ]; then
+  if [ "$recorded" != 0 ] && [ "$recorded" != "$1" ]; then
     "$here/tools/box.sh" destroy
   fi
-  # The box's nova-compute must start against a libvirt without leftover
-  # domains: the tiers above clean up theirs.
-  CLOUDLET_BOX_HOSTS=2 "$here/tools/box.sh" up
+  CLOUDLET_BOX_HOSTS=$1 "$here/tools/box.sh" up
+}
+# Both test clouds: box (one host: the host's libvirtd) and box2 (its own libvirtd,
+# public endpoints through the WAN path: doc/handoff.md).
+clouds_up() {
+  box_up 1
   CLOUDLET_BOX=box2 CLOUDLET_BOX_PORT_OFFSET=100 "$here/tools/box.sh" up
 }
 if in_tier clouds e2e faults all full; then
@@ -96,9 +102,14 @@ if in_tier faults full; then
   "${pytest[@]}" tests/e2e -m faults "$@"
 fi
 if in_tier tempest all full; then
-  # Stock nova behaviour with the extension loaded (counts printed at the end).
+  # Stock nova behaviour with the extension loaded, then the project's plugin (counts
+  # printed at the end); box2, when up, is the plugin's handoff destination.
   "$here/tools/box.sh" up
   "$here/tools/tempest.sh"
+fi
+if in_tier hosts full; then
+  box_up 2
+  "${pytest[@]}" tests/e2e/test_hosts.py tests/e2e/test_migration.py "$@"
 fi
 if ((house_rc)); then
   echo "tools/test.sh: the house checks failed (above: [house] ... FAILED)" >&2

@@ -25,7 +25,7 @@ class ServerActionsNegativeTest(base.CloudletTest):
     @decorators.idempotent_id('d2c4e6f8-0a1b-4c3d-8e5f-6a7b8c9d0e10')
     def test_an_overlay_of_a_server_that_is_no_cloudlet_server(self):
         error = self.assertRaises(lib_exc.Conflict, self.cloudlet.create_overlay, self.server_id, 'none')
-        self.assertIn('not a cloudlet server', str(error))
+        self.assertIn('not booted from a cloudlet base VM image', str(error))
 
     @decorators.attr(type=['negative'])
     @decorators.idempotent_id('e3d5f7a9-1b2c-4d3e-9f6a-7b8c9d0e1f11')
