@@ -20,8 +20,6 @@ CloudletGroup = [
     cfg.PortOpt('app_port', default=8080, help="The test guest's app port (TCP)."),
     cfg.IntOpt('app_timeout', default=300,
                help='Seconds to wait for the app to answer at a server\'s floating IP.'),
-    cfg.IntOpt('capture_timeout', default=600,
-               help='Seconds to wait for a captured base or overlay image to be active.'),
     cfg.StrOpt('overlay_serve_address',
                help='An address of the machine running tempest that the compute hosts may fetch '
                     'overlays and base packages from (nova\'s [cloudlet] overlay_url_allowed_hosts '

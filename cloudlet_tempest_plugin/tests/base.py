@@ -58,23 +58,16 @@ class CloudletTest(test.BaseTestCase):
     # -- servers --
 
     @classmethod
-    def make_server(cls, cleanup, image_id, wait_until='ACTIVE', metadata=None, **kwargs):
-        """A server of `image_id` on the project's network, deleted by `cleanup`.
-
-        wait_until: 'ACTIVE' (an ERROR fails the test), 'ERROR' (the server must end
-        there) or None.
+    def make_server(cls, cleanup, image_id, metadata=None, **kwargs):
+        """A server of `image_id` on the project's network, once ACTIVE (an ERROR fails the
+        test); deleted by `cleanup`.
         """
         body, _ = compute.create_test_server(
             cls.os_primary, tenant_network=cls.get_tenant_network(), image_id=image_id,
             flavor=flavor(), name=data_utils.rand_name(cls.__name__), metadata=metadata or {}, **kwargs)
         cleanup(cls.delete_server, body['id'])
-        if wait_until:
-            waiters.wait_for_server_status(cls.servers_client, body['id'], wait_until,
-                                           raise_on_error=wait_until != 'ERROR')
+        waiters.wait_for_server_status(cls.servers_client, body['id'], 'ACTIVE')
         return cls.servers_client.show_server(body['id'])['server']
-
-    def create_server(self, image_id, wait_until='ACTIVE', metadata=None, **kwargs):
-        return self.make_server(self.addCleanup, image_id, wait_until, metadata, **kwargs)
 
     @classmethod
     def delete_server(cls, server_id):
@@ -166,13 +159,13 @@ class CloudletScenarioTest(CloudletTest):
         cls.app_security_group = group
 
     @classmethod
-    def make_app_server(cls, cleanup, image_id, metadata=None, wait_until='ACTIVE'):
+    def make_app_server(cls, cleanup, image_id, metadata=None):
         """make_server, in the security group that opens the app's port."""
-        return cls.make_server(cleanup, image_id, wait_until, metadata,
+        return cls.make_server(cleanup, image_id, metadata,
                                security_groups=[{'name': cls.app_security_group['name']}])
 
-    def create_app_server(self, image_id, metadata=None, wait_until='ACTIVE'):
-        return self.make_app_server(self.addCleanup, image_id, metadata, wait_until)
+    def create_app_server(self, image_id, metadata=None):
+        return self.make_app_server(self.addCleanup, image_id, metadata)
 
     @classmethod
     def ask_app(cls, cleanup, server_id, *paths):

@@ -1,13 +1,13 @@
 """A tempest workspace for a box: <box root>/tempest, its etc/tempest.conf
 written from the box's layout, secrets and resources (tools/tempest.sh).
 
-The flags say what this single-node box can do, so tempest skips the rest by
-itself: Neutron runs ML2/OVS with DHCP and L3 agents (each test project gets
-its own network and router, interfaces attach, floating IPs work), but the
-test guest has no SSH server (no validation over SSH, no tempest scenario
-tests); no migration or resize (nothing migrates into the box's first
-host, allow_resize_to_same_host is off),
-there is no Cinder or Swift, and no consoles but the console log.
+The flags say what the box can do, so tempest skips the rest by itself:
+Neutron runs ML2/OVS with DHCP and L3 agents (each test project gets its own
+network and router, interfaces attach, floating IPs work), but the test guest
+has no SSH server (no validation over SSH, no tempest scenario tests); there
+is no migration or resize (nothing migrates into the box's first host,
+allow_resize_to_same_host is off), no Cinder or Swift, and no consoles but the
+console log.
 
 The plugin's own options ([cloudlet], doc/tempest-plugin.md): the test guest
 is tempest's image, and the tests serve overlays where the box's outbound
