@@ -14,6 +14,7 @@ import time
 from cloudlet_box import box_libvirt
 from cloudlet_box import compute_host
 from cloudlet_box import configs
+from cloudlet_box import dashboard
 from cloudlet_box import host_ssh
 from cloudlet_box import http_serve
 from cloudlet_box import identity
@@ -250,6 +251,11 @@ def up(box, timings):
     if box.compute_hosts:
         with timings.step('aggregate %s (every compute host)' % resources.AGGREGATE):
             resources.ensure_aggregate(box)
+    horizon = services.dashboard_services(box).get('horizon')
+    if horizon:
+        with timings.step('Horizon with the cloudlet plugin (settings, static files, uwsgi)'):
+            dashboard.prepare(box)
+            start_services(box, [horizon])
     record_code()
 
 
@@ -263,6 +269,9 @@ def main_up(box):
     timings.print()
     print('[box] up: %s (clouds %s-admin, %s-demo, %s-alt in %s)' % (
         box.name, box.name, box.name, box.name, resources.CLOUDS_YAML))
+    if services.dashboard_services(box):
+        print('[box] dashboard: %s (users admin, demo and alt: their passwords are in %s)'
+              % (dashboard.url(box), resources.CLOUDS_YAML))
     if box.remote:
         print('[box] libvirt: %s; public endpoints through the WAN path: %s '
               '(clouds %s-wan-admin, -demo, -alt)' % (box.libvirt_uri, box.public_keystone_url, box.name))

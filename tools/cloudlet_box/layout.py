@@ -58,6 +58,8 @@ BASE_PORTS = {
 # Services only the box itself reaches, on loopback (nova's metadata API: the
 # routers' metadata proxies ask it through Neutron's metadata agent).
 INTERNAL_PORTS = {'nova-metadata': 8775}
+# The dashboard (Horizon, at /dashboard/): for browsers, not in the catalog.
+DASHBOARD_PORTS = {'horizon': 8000}
 MARIADB_SOCKET = '/run/mysqld/mysqld.sock'
 RABBIT_PORT = 5672
 HOST_LIBVIRT_URI = 'qemu:///system'
@@ -79,7 +81,7 @@ class WanLayout:
 # Generated passwords (Box.secrets); `metadata` is the shared secret of nova's
 # metadata API and Neutron's metadata agent.
 SECRET_NAMES = ('db', 'rabbit', 'admin', 'demo', 'alt', 'glance', 'placement', 'nova', 'neutron',
-                'metadata', 'barbican')
+                'metadata', 'barbican', 'horizon')
 # Generated keys (Box.secrets): Barbican's simple_crypto key-encryption key,
 # 32 random bytes in base64, made once per box; a new one would leave every
 # stored secret unreadable.
@@ -151,7 +153,7 @@ class Box:
         return pathlib.Path('/run/openstack-cloudlet') / self.name
 
     def port(self, service):
-        return {**BASE_PORTS, **INTERNAL_PORTS}[service] + self.port_offset
+        return {**BASE_PORTS, **INTERNAL_PORTS, **DASHBOARD_PORTS}[service] + self.port_offset
 
     @property
     def remote(self):

@@ -4,6 +4,7 @@ import dataclasses
 
 from cloudlet_box import agent_mounts
 from cloudlet_box import compute_host
+from cloudlet_box import dashboard
 from cloudlet_box import host_ssh
 from cloudlet_box import layout
 
@@ -16,12 +17,13 @@ class Service:
     ready_url: str = None     # answers HTTP once the API is up
 
 
-def uwsgi(box, name, module, config_env, config_dir, extra=(), env=None, paste=None):
+def uwsgi(box, name, module, config_env, config_dir, extra=(), env=None, paste=None, mount=None):
     """An API under uwsgi as the recipes say: `Connection: close` on every
     answer (pooled keystoneauth connections otherwise see resets). It listens
     on loopback and, for a remote box, on its WAN path's root end as well
     (but for the box's internal services, layout.INTERNAL_PORTS). The
-    application is a WSGI `module`, or the pipeline of a `paste` deploy file.
+    application is a WSGI `module`, the pipeline of a `paste` deploy file, or
+    a `mount` ('/prefix=module': the application sees the prefix as its script name).
     """
     listen = ()
     addresses = ('127.0.0.1',) if name in layout.INTERNAL_PORTS else box.listen_addresses
@@ -30,7 +32,9 @@ def uwsgi(box, name, module, config_env, config_dir, extra=(), env=None, paste=N
     argv = (
         str(layout.VENV / 'bin' / 'uwsgi'),
     ) + listen + (
-        ('--paste', 'config:%s' % paste) if paste else ('--module', module)
+        ('--paste', 'config:%s' % paste) if paste
+        else ('--mount', mount, '--manage-script-name') if mount
+        else ('--module', module)
     ) + (
         '--master', '--processes', '1', '--threads', '4', '--die-on-term',
         '--virtualenv', str(layout.VENV), '--add-header', 'Connection: close',
@@ -90,6 +94,16 @@ def api_services(box):
                                env={'OS_NOVA_CONFIG_FILES': 'api-paste.ini;nova.conf;nova-metadata.conf'}),
         'barbican-api': barbican_api(box),
     }
+
+
+def dashboard_service(box):
+    """Horizon at /dashboard/ (dashboard.py writes its settings and collects its static files)."""
+    # uwsgi matches --static-map against the path without the mount's prefix (--manage-script-name).
+    extra = ('--pythonpath', str(dashboard.settings_dir(box)),
+             '--static-map', '/static=%s' % dashboard.static_root(box),
+             '--lazy-apps')
+    return uwsgi(box, 'horizon', None, 'DJANGO_SETTINGS_MODULE', 'openstack_dashboard.settings', extra,
+                 mount=dashboard.WEBROOT.rstrip('/') + '=openstack_dashboard.wsgi:application')
 
 
 def nova_service(box, binary, config_file, host=None):
@@ -185,6 +199,12 @@ def cloudlet_services(box):
             'cloudlet-advertise': Service('cloudlet-advertise', advertise, {})}
 
 
+def dashboard_services(box):
+    """Horizon runs in the first box only (a remote box is a handoff's destination, used through its APIs)."""
+    return {} if box.remote else {'horizon': dashboard_service(box)}
+
+
 def all_services(box):
     """In start order (stop goes the other way)."""
-    return {**api_services(box), **neutron_services(box), **nova_services(box), **cloudlet_services(box)}
+    return {**api_services(box), **neutron_services(box), **nova_services(box), **cloudlet_services(box),
+            **dashboard_services(box)}
