@@ -120,7 +120,8 @@ class Browser:
     # ------------------------------------------------------------ forms
 
     def modal(self):
-        return self.wait_for('.modal.in .modal-content, .modal-dialog')
+        """The form of the modal dialog that opened (Horizon loads it by ajax)."""
+        return self.wait_for('.modal.in form')
 
     def fill(self, values, scope=None):
         """Set fields by name: selects through their (hidden) <select>, so that Horizon's

@@ -40,7 +40,7 @@ class SynthesizeForm(forms.SelfHandlingForm):
     flavor = forms.ThemableChoiceField(label=_('Flavor'), required=False,
                                        help_text=_("Default: the smallest flavor with the base's RAM and vCPUs."))
     network = forms.ThemableChoiceField(label=_('Network'), required=False)
-    lease_seconds = forms.IntegerField(label=_('Lease (seconds)'), required=False, min_value=1)
+    lease_seconds = forms.IntegerField(required=False)     # replaced with the cloud's bounds, or removed
 
     def __init__(self, request, *args, **kwargs):
         super().__init__(request, *args, **kwargs)
@@ -58,13 +58,15 @@ class SynthesizeForm(forms.SelfHandlingForm):
             + self._choices(request, api.network_list, lambda n: n.name_or_id, _('networks'),
                             key=lambda n: n.id)
             + [(NO_NETWORK, _('No network'))])
-        self.lease = self._lease_bounds(request)
-        if self.lease:
-            self.fields['lease_seconds'].min_value = self.lease['min_seconds']
-            self.fields['lease_seconds'].max_value = self.lease['max_seconds']
-            self.fields['lease_seconds'].help_text = _(
-                'Optional: the server lives while its device renews the lease (%(min)d to %(max)d s).') % {
-                    'min': self.lease['min_seconds'], 'max': self.lease['max_seconds']}
+        lease = self._lease_bounds(request)
+        if lease:
+            # The cloud's bounds (a value outside them is nova's 400).
+            self.fields['lease_seconds'] = forms.IntegerField(
+                label=_('Lease (seconds)'), required=False, min_value=lease['min_seconds'],
+                max_value=lease['max_seconds'],
+                help_text=_('Optional: the server lives while its device renews the lease '
+                            '(%(min)d to %(max)d s).') % {'min': lease['min_seconds'],
+                                                           'max': lease['max_seconds']})
         else:
             del self.fields['lease_seconds']
 
