@@ -215,6 +215,15 @@ function import_cloudlet_base {
 # The tempest plugin's options (doc/tempest-plugin.md) in devstack's tempest.conf;
 # the plugin itself is installed into tempest's venv by devstack when
 # TEMPEST_PLUGINS names this repository.
+# The dashboard plugin into devstack's Horizon: its enabled files and the cloudlet API's policy
+# (cloudlet-dashboard-install), then Horizon's static files again with ours. In post-config:
+# devstack starts Horizon (apache) after it.
+function configure_cloudlet_dashboard {
+    "$(get_python_exec_prefix)/cloudlet-dashboard-install" --horizon-dir "$HORIZON_DIR/openstack_dashboard"
+    "$PYTHON" "$HORIZON_DIR/manage.py" collectstatic --noinput --clear -v0
+    "$PYTHON" "$HORIZON_DIR/manage.py" compress --force -v0
+}
+
 function configure_cloudlet_tempest {
     iniset "$TEMPEST_CONFIG" service_available cloudlet True
     local option
@@ -256,6 +265,10 @@ if is_service_enabled cloudlet; then
         fi
         if _cloudlet_reaps; then
             configure_cloudlet_reaper
+        fi
+        if is_service_enabled horizon; then
+            echo_summary "Adding openstack-cloudlet's panels to Horizon"
+            configure_cloudlet_dashboard
         fi
     elif [[ "$1" == "stack" && "$2" == "extra" ]]; then
         if _cloudlet_advertises; then

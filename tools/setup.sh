@@ -16,6 +16,8 @@ APT_PACKAGES=(
   libvirt-dev pkg-config gcc python3-venv python3-dev
   xdelta3 zstd xz-utils busybox-static kmod e2fsprogs iproute2 curl
   shellcheck
+  # the dashboard's browser tests (tests/e2e/test_dashboard.py): headless, through Selenium
+  chromium chromium-driver
 )
 
 ensure_debian_packages setup "${APT_PACKAGES[@]}"

@@ -55,8 +55,10 @@ run_set() {
 results=() rc=0
 if [ "$sets" != cloudlet ]; then
   # = --smoke limited to tempest.api.compute and tempest.api.network (tempest run
-  # refuses --smoke with --regex); tempest's scenario tests need SSH into the guest.
-  run_set 'compute and network smoke' '^tempest\.api\.(compute|network)\..*\[.*\bsmoke\b' "$@" || rc=1
+  # refuses --smoke with --regex), and the dashboard's log-in; tempest's other
+  # scenario tests need SSH into the guest.
+  run_set 'compute, network and dashboard smoke' \
+    '^tempest\.(api\.(compute|network)\.|scenario\.test_dashboard_basic_ops\.).*\[.*\bsmoke\b' "$@" || rc=1
 fi
 if [ "$sets" != smoke ]; then
   run_set 'cloudlet plugin' '^cloudlet_tempest_plugin\.' "$@" || rc=1

@@ -10,8 +10,8 @@ import os
 import pathlib
 import time
 
-from selenium import webdriver
 from selenium.common import exceptions as selenium_exceptions
+from selenium import webdriver
 from selenium.webdriver.chrome import service as chrome_service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions

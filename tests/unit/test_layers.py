@@ -19,6 +19,8 @@ LAYERS = {
     'cloudlet_client': {'cloudlet_engine', 'cloudlet_glance'},
     'cloudlet_osc': {'cloudlet_engine', 'cloudlet_glance', 'cloudlet_nova', 'cloudlet_client'},
     'cloudlet_cmd': {'cloudlet_engine', 'cloudlet_glance', 'cloudlet_nova', 'api_extensions'},
+    # the Horizon plugin: the CLI's client, flavor and overlay choices; the API's policy defaults
+    'cloudlet_dashboard': {'cloudlet_engine', 'cloudlet_glance', 'cloudlet_osc', 'api_extensions'},
 }
 
 

@@ -21,10 +21,12 @@ import sys
 import time
 
 from cloudlet_box import cloud
+from cloudlet_box import dashboard
 from cloudlet_box import guest_app
 from cloudlet_box import http_serve
 from cloudlet_box import layout
 from cloudlet_box import resources
+from cloudlet_box import services
 from cloudlet_glance import images as glance_images
 from cloudlet_glance import model
 
@@ -189,7 +191,16 @@ def main():
             table.print()
         if timings:
             print_network_timings(timings)
+        print_dashboard(box)
     return 0
+
+
+def print_dashboard(box):
+    """Where to see the cloudlet in a browser, and as whom."""
+    if not services.dashboard_services(box):
+        return
+    print('\nDashboard: %s  (user demo, password %s; admin: password %s; the Cloudlet panels are '
+          'under Project)' % (dashboard.url(box), box.secrets()['demo'], box.secrets()['admin']))
 
 
 if __name__ == '__main__':

@@ -18,15 +18,17 @@ import subprocess
 import sys
 
 from cloudlet_box import configs
+from cloudlet_box import dashboard
 from cloudlet_box import http_serve
 from cloudlet_box import identity
 from cloudlet_box import layout
 from cloudlet_box import network
 from cloudlet_box import resources
+from cloudlet_box import services
 from cloudlet_box import wan
 
 # Services this box does not run (tempest's own, and common plugins').
-NOT_RUNNING = ('cinder', 'swift', 'horizon', 'heat', 'ironic', 'designate', 'octavia',
+NOT_RUNNING = ('cinder', 'swift', 'heat', 'ironic', 'designate', 'octavia',
                'manila', 'aodh', 'ceilometer', 'gnocchi')
 
 
@@ -75,6 +77,7 @@ def handoff_destination(box):
 def sections(box):
     image_id, flavors, net_extensions, public_id = _lookups(box)
     path = workspace(box)
+    horizon = bool(services.dashboard_services(box))
     return {
         'DEFAULT': {'log_dir': path / 'logs', 'log_file': 'tempest.log'},
         'oslo_concurrency': {'lock_path': path / 'tempest_lock'},
@@ -88,8 +91,10 @@ def sections(box):
             'create_isolated_networks': 'true',
         },
         'service_available': dict({'nova': 'true', 'glance': 'true', 'neutron': 'true',
-                                   'cloudlet': 'true'},
+                                   'cloudlet': 'true', 'horizon': 'true' if horizon else 'false'},
                                   **{name: 'false' for name in NOT_RUNNING}),
+        # tempest's dashboard scenario (a log-in through Horizon's form) runs with the smoke tests.
+        'dashboard': {'dashboard_url': dashboard.url(box), 'login_url': dashboard.url(box) + 'auth/login/'},
         'cloudlet': dict({
             'app_port': str(network.APP_PORT),
             'overlay_serve_address': http_serve.ADDRESS,

@@ -3,8 +3,8 @@
 from unittest import mock
 
 from openstack_auth import utils as auth_utils
-from osc_lib import exceptions as osc_exceptions
 from openstack_dashboard.test import helpers
+from osc_lib import exceptions as osc_exceptions
 
 from cloudlet_dashboard import api
 from cloudlet_engine import errors as engine_errors

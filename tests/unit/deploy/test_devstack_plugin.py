@@ -367,6 +367,25 @@ def test_the_reaper_alone_can_be_disabled(devstack):
         assert 'cloudlet-reaper' not in acted and 'cloudlet-advertise' in acted
 
 
+def test_post_config_adds_the_panels_to_horizon_and_compresses_its_static_files_again(devstack):
+    devstack.env.update(ENABLED_SERVICES=devstack.env['ENABLED_SERVICES'] + ',horizon',
+                        HORIZON_DIR=str(devstack.root / 'opt-stack' / 'horizon'))
+    devstack._command('cloudlet-dashboard-install')
+    run_ok(devstack, 'stack', 'post-config')
+    horizon = devstack.env['HORIZON_DIR']
+    manage = [devstack.env['PYTHON'].rsplit('/', 1)[1], horizon + '/manage.py']
+    ran = [call for call in devstack.calls() if call[0] in ('cloudlet-dashboard-install', 'python3')]
+    assert ran == [['cloudlet-dashboard-install', '--horizon-dir', horizon + '/openstack_dashboard'],
+                   manage + ['collectstatic', '--noinput', '--clear', '-v0'],
+                   manage + ['compress', '--force', '-v0']]
+
+
+def test_post_config_without_horizon_leaves_it_alone(devstack):
+    devstack._command('cloudlet-dashboard-install')
+    run_ok(devstack, 'stack', 'post-config')
+    assert not devstack.calls('cloudlet-dashboard-install')
+
+
 # --------------------------------------------------------------------------- unstack, clean, disabled
 
 def test_test_config_sets_the_tempest_plugin_s_options_that_are_given(devstack):
