@@ -8,11 +8,8 @@ from django.utils.translation import ngettext_lazy
 from horizon import tables
 
 from cloudlet_dashboard import api
+from cloudlet_dashboard.content.common import tables as common_tables
 from cloudlet_glance import properties as props
-
-
-def _size(datum):
-    return defaultfilters.filesizeformat(datum.get('size') or 0)
 
 
 def _ram(datum):
@@ -22,16 +19,6 @@ def _ram(datum):
 
 def _short_base_id(datum):
     return (datum.get(props.BASE_ID) or '')[:12]
-
-
-class _Rows:
-    """Rows are dicts (the Glance model's images, nova's import records)."""
-
-    def get_object_id(self, datum):
-        return datum['id']
-
-    def get_object_display(self, datum):
-        return datum.get('name') or datum['id']
 
 
 class ImportBase(tables.LinkAction):
@@ -72,9 +59,7 @@ class SynthesizeFromBase(tables.LinkAction):
                           urlencode({'source': 'base', 'base': datum['id']}))
 
 
-class DeleteBase(tables.DeleteAction):
-    policy_rules = (('image', 'delete_image'),)
-
+class DeleteBase(common_tables.DeleteOwnedImage):
     @staticmethod
     def action_present(count):
         return ngettext_lazy('Delete Base VM', 'Delete Base VMs', count)
@@ -82,12 +67,6 @@ class DeleteBase(tables.DeleteAction):
     @staticmethod
     def action_past(count):
         return ngettext_lazy('Deleted Base VM', 'Deleted Base VMs', count)
-
-    def get_policy_target(self, request, datum=None):
-        return {'project_id': datum.get('owner')} if datum else {}
-
-    def allowed(self, request, datum=None):
-        return datum is None or datum.get('owner') == request.user.project_id
 
     def delete(self, request, obj_id):
         api.base_delete(request, obj_id)
@@ -99,10 +78,10 @@ class BasesFilter(tables.FilterAction):
         return [base for base in bases if query in (base.get('name') or '').lower()]
 
 
-class BasesTable(_Rows, tables.DataTable):
+class BasesTable(common_tables.DictRows, tables.DataTable):
     name = tables.WrappingColumn('name', verbose_name=_('Name'))
     base_id = tables.Column(_short_base_id, verbose_name=_('Base ID'))
-    size = tables.Column(_size, verbose_name=_('Disk Size'), attrs={'data-type': 'size'})
+    size = tables.Column(common_tables.size, verbose_name=_('Disk Size'), attrs={'data-type': 'size'})
     ram = tables.Column(_ram, verbose_name=_('RAM'))
     vcpus = tables.Column(props.VCPUS, verbose_name=_('vCPUs'), empty_value='-')
     visibility = tables.Column('visibility', verbose_name=_('Visibility'),
@@ -153,7 +132,7 @@ class DeleteImport(tables.DeleteAction):
         api.base_import_delete(request, obj_id)
 
 
-class ImportsTable(_Rows, tables.DataTable):
+class ImportsTable(common_tables.DictRows, tables.DataTable):
     STATUS_CHOICES = tuple((status, None) for status in api.IMPORT_RUNNING) + (
         ('active', True), ('error', False))
     name = tables.WrappingColumn('name', verbose_name=_('Name'))

@@ -8,11 +8,8 @@ from django.utils.translation import ngettext_lazy
 from horizon import tables
 
 from cloudlet_dashboard import api
+from cloudlet_dashboard.content.common import tables as common_tables
 from cloudlet_glance import properties as props
-
-
-def _size(datum):
-    return defaultfilters.filesizeformat(datum.get('size') or 0)
 
 
 def _base(datum):
@@ -37,9 +34,7 @@ class SynthesizeOverlay(tables.LinkAction):
                           urlencode({'source': 'image', 'overlay': datum['id']}))
 
 
-class DeleteOverlay(tables.DeleteAction):
-    policy_rules = (('image', 'delete_image'),)
-
+class DeleteOverlay(common_tables.DeleteOwnedImage):
     @staticmethod
     def action_present(count):
         return ngettext_lazy('Delete Overlay', 'Delete Overlays', count)
@@ -47,12 +42,6 @@ class DeleteOverlay(tables.DeleteAction):
     @staticmethod
     def action_past(count):
         return ngettext_lazy('Deleted Overlay', 'Deleted Overlays', count)
-
-    def get_policy_target(self, request, datum=None):
-        return {'project_id': datum.get('owner')} if datum else {}
-
-    def allowed(self, request, datum=None):
-        return datum is None or datum.get('owner') == request.user.project_id
 
     def delete(self, request, obj_id):
         api.overlay_delete(request, obj_id)
@@ -64,19 +53,13 @@ class OverlaysFilter(tables.FilterAction):
         return [o for o in overlays if query in (o.get('name') or '').lower() or query in _base(o).lower()]
 
 
-class OverlaysTable(tables.DataTable):
+class OverlaysTable(common_tables.DictRows, tables.DataTable):
     name = tables.WrappingColumn('name', verbose_name=_('Name'))
     base = tables.Column(_base, verbose_name=_('Base VM'))
-    size = tables.Column(_size, verbose_name=_('Size'), attrs={'data-type': 'size'})
+    size = tables.Column(common_tables.size, verbose_name=_('Size'), attrs={'data-type': 'size'})
     codec = tables.Column(props.CODEC, verbose_name=_('Codec'), empty_value='-')
     status = tables.Column('status', verbose_name=_('Status'), filters=(defaultfilters.title,))
     created = tables.Column('created_at', verbose_name=_('Created'))
-
-    def get_object_id(self, datum):
-        return datum['id']
-
-    def get_object_display(self, datum):
-        return datum.get('name') or datum['id']
 
     class Meta:
         name = 'overlays'
