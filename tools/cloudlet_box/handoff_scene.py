@@ -20,6 +20,7 @@ import datetime
 import json
 import pathlib
 import secrets
+import subprocess
 import time
 
 from cloudlet_box import cloud
@@ -123,8 +124,52 @@ def app_server(conn, base, name, ram, disk, metadata=None):
 
 
 def app_state(conn, server_id):
-    """The app's state of a server of `conn`'s cloud, at the server's floating IP."""
-    return guest_app.app_answers(conn, server_id, '/cgi-bin/state')
+    """The app's state of a server of `conn`'s cloud, at the server's floating IP.
+
+    When the app does not answer, the error carries what tells a guest that never
+    renewed its address from a network that dropped it (doc/multi-host.md): the
+    guest's console (`dhcp: <nic> <address>` once it has its lease there), its ports'
+    status and binding, and each port's tap as this machine sees it.
+    """
+    try:
+        return guest_app.app_answers(conn, server_id, '/cgi-bin/state')
+    except guest_app.Unreachable as exc:
+        raise guest_app.Unreachable('%s\n%s' % (exc, arrival_evidence(conn, server_id))) from exc
+
+
+def _quietly(what, call):
+    try:
+        return call()
+    except Exception as exc:   # noqa: BLE001 - evidence for a failure: never a second one
+        return '(%s: %s)' % (what, exc)
+
+
+def _run(*argv):
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    return (result.stdout + result.stderr).strip()
+
+
+def arrival_evidence(conn, server_id, console_lines=30):
+    """Text: the server's console tail, its ports (status, host, MAC, addresses) and their taps."""
+    lines = ['--- evidence for server %s' % server_id]
+    console = _quietly('console', lambda: conn.compute.post(
+        '/servers/%s/action' % server_id,
+        json={'os-getConsoleOutput': {'length': console_lines}}).json().get('output', ''))
+    lines += ['console (last %d lines):' % console_lines, console]
+    ports = _quietly('ports', lambda: list(conn.network.ports(device_id=server_id)))
+    for port in ports if isinstance(ports, list) else ():
+        tap = 'tap' + port.id[:11]
+        lines.append('port %s mac %s status %s host %s ips %s' % (
+            port.id, port.mac_address, port.status, port.binding_host_id,
+            [ip['ip_address'] for ip in port.fixed_ips or ()]))
+        lines.append(_quietly('ip link', lambda: _run('ip', '-s', 'link', 'show', tap)))
+        lines.append(_quietly('ovs', lambda: _run(
+            'ovs-vsctl', '--columns=name,ofport,link_state,admin_state,mtu,statistics,error',
+            'list', 'Interface', tap)))
+        lines.append('tag %s' % _quietly('ovs tag', lambda: _run('ovs-vsctl', 'get', 'Port', tap, 'tag')))
+    if not isinstance(ports, list):
+        lines.append(ports)
+    return '\n'.join(lines)
 
 
 @dataclasses.dataclass
