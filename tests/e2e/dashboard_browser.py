@@ -64,6 +64,13 @@ class Browser:
             expected_conditions.visibility_of_element_located((By.CSS_SELECTOR, css)))
 
     def text(self):
+        """The page's text; a page that is being replaced (a form's redirect) is read again."""
+        for _attempt in range(20):
+            try:
+                return self.driver.find_element(By.TAG_NAME, 'body').text
+            except (selenium_exceptions.StaleElementReferenceException,
+                    selenium_exceptions.NoSuchElementException):
+                time.sleep(0.25)
         return self.driver.find_element(By.TAG_NAME, 'body').text
 
     def wait_text(self, text, timeout=None, reload_every=None):
@@ -98,6 +105,23 @@ class Browser:
 
     def row(self, table, display_name, timeout=None):
         return self.wait_for('table#%s tr[data-display="%s"]' % (table, display_name), timeout)
+
+    def wait_row_text(self, table, display_name, text, timeout=None, reload_every=5):
+        """Until the row shows `text` (the page reloaded every `reload_every` s meanwhile)."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while True:
+            try:
+                if text in self.row(table, display_name, timeout=reload_every).text:
+                    return
+            except (selenium_exceptions.TimeoutException,
+                    selenium_exceptions.StaleElementReferenceException):
+                pass        # not listed yet, or the table refreshed its row
+            if time.monotonic() > deadline:
+                raise AssertionError('row %s of %s never showed %r:\n%s' % (display_name, table, text,
+                                                                             self.text()[-2000:]))
+            time.sleep(reload_every)
+            self.driver.refresh()
+            self.wait_ready()
 
     def row_actions(self, table, display_name):
         """The names of the row's actions (those Horizon rendered for this user)."""

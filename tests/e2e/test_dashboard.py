@@ -88,8 +88,8 @@ def test_the_dashboard_journey(browser, alt, box2, wan, base, made, tmp_path):
         made['imports'].extend(r['id'] for r in records)
         assert records, 'no import record'
         browser.shot('import-started')
-        browser.wait_text('Active', timeout=600, reload_every=5)
-    browser.row('bases', PREFIX + 'base')
+        browser.wait_row_text('imports', PREFIX + 'base', 'Active', timeout=600)
+    browser.wait_row_text('bases', PREFIX + 'base', 'Active', timeout=120)
     browser.shot('bases')
     imported = next(i for i in alt.image.images() if i.name == PREFIX + 'base')
     assert imported.properties.get(props.BASE_ID) == base['base_id']
@@ -175,7 +175,7 @@ def test_the_synthesize_form_refuses_what_nova_would(browser, alt):
     browser.driver.find_element('css selector', '#synthesize_form [type=submit]').click()
     browser.wait_text("Choose the overlay's base")
     browser.shot('synthesize-refused')
-    browser.fill({'source': 'image'})
+    browser.fill({'source': 'file'})      # and no file chosen
     browser.driver.find_element('css selector', '#synthesize_form [type=submit]').click()
     browser.wait_text('This source needs this field')
     assert not [s for s in alt.compute.servers() if s.name == PREFIX + 'refused']
