@@ -41,16 +41,29 @@ def browser(box):
 
 @pytest.fixture(scope='module')
 def made(alt, box2):
-    """What the journey makes: servers (here and on box2), overlay images, base import records."""
-    things = {'servers': [], 'box2_servers': [], 'images': [], 'imports': []}
+    """What the journey makes: servers (here and on box2), overlay images; base import records (by name)."""
+    things = {'servers': [], 'box2_servers': [], 'images': []}
     yield things
     cloud.delete_servers(alt, things['servers'])
     if things['box2_servers']:
         cloud.delete_servers(cloud.connect('%s-alt' % box2.name), things['box2_servers'])
     for image_id in things['images']:
         alt.image.delete_image(image_id, ignore_missing=True)
-    for record_id in things['imports']:     # deletes the imported base's images too
-        alt.compute.delete('/os-cloudlet/bases/%s' % record_id, microversion=cloud.MICROVERSION)
+    # Every import of ours, also one a failed run left: once it has ended, deleting it deletes its images.
+    for record in _imports(alt):
+        if record['status'] in ('queued', 'downloading', 'validating', 'uploading'):
+            record = _until('import %s ended' % record['id'], lambda: _ended(alt, record['id']), 600)
+        alt.compute.delete('/os-cloudlet/bases/%s' % record['id'], microversion=cloud.MICROVERSION)
+
+
+def _imports(conn):
+    return [r for r in conn.compute.get('/os-cloudlet/bases', microversion=cloud.MICROVERSION).json()['bases']
+            if (r.get('name') or '').startswith(PREFIX)]
+
+
+def _ended(conn, record_id):
+    record = conn.compute.get('/os-cloudlet/bases/%s' % record_id, microversion=cloud.MICROVERSION).json()['base']
+    return record if record['status'] in ('active', 'error') else None
 
 
 def _wait_active(conn, server_id):
@@ -83,10 +96,7 @@ def test_the_dashboard_journey(browser, alt, box2, wan, base, made, tmp_path):
         browser.fill({'url': '%s/%s' % (url, base['package'].name)}, browser.modal())
         browser.submit(browser.modal())
         browser.wait_text('Importing base VM package')
-        records = [r for r in alt.compute.get('/os-cloudlet/bases', microversion=cloud.MICROVERSION)
-                   .json()['bases'] if r.get('name') == PREFIX + 'base']
-        made['imports'].extend(r['id'] for r in records)
-        assert records, 'no import record'
+        assert [r for r in _imports(alt) if r['status'] != 'error'], 'no import record'
         browser.shot('import-started')
         browser.wait_row_text('imports', PREFIX + 'base', 'Active', timeout=600)
     browser.wait_row_text('bases', PREFIX + 'base', 'Active', timeout=120)

@@ -102,6 +102,8 @@ def _progress(datum):
     progress = datum.get('progress') or {}
     done, total = progress.get('bytes_done'), progress.get('bytes_total')
     stage = progress.get('stage') or ''
+    if datum.get('status') in ('active', 'error'):
+        return stage or '-'         # the bytes of the last stage, not of the import
     if done is not None and total:
         return '%s %d%% (%s / %s)' % (stage, 100 * done // total, defaultfilters.filesizeformat(done),
                                        defaultfilters.filesizeformat(total))

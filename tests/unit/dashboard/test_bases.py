@@ -49,6 +49,15 @@ class BasesIndexTests(helpers.TestCase):
         self.assertIn('ajax-update', content)
 
     @helpers.create_mocks({api: ['base_list', 'base_import_list']})
+    def test_an_ended_import_shows_its_stage_not_the_bytes_of_its_last_step(self):
+        self.mock_base_list.return_value = []
+        self.mock_base_import_list.return_value = [record(status='active', progress={
+            'stage': 'done', 'bytes_done': 994, 'bytes_total': 1024})]
+        content = self.client.get(INDEX).content.decode()
+        self.assertNotIn('97%', content)
+        self.assertIn('>done<', content.replace('\n', '').replace(' ', ''))
+
+    @helpers.create_mocks({api: ['base_list', 'base_import_list']})
     def test_a_refused_list_shows_the_services_message_and_the_page_stays(self):
         self.mock_base_list.side_effect = api.CloudletError('Glance is down for maintenance')
         self.mock_base_import_list.return_value = []
