@@ -259,8 +259,25 @@ def up(box, timings):
     record_code()
 
 
+def hosts_changed(box):
+    """Why `box` cannot come up as asked, or None: its tenant networks were made for another number of
+    compute hosts (VXLAN with one, VLANs with two: doc/multi-host.md), and servers on a further host
+    would fail to bind their ports.
+    """
+    recorded = layout.recorded_hosts(box.name)
+    if recorded and recorded != box.hosts:
+        return ('box %s was brought up with %d compute host(s), not %d: its tenant networks are those of %d. '
+                '`tools/box.sh destroy` first (tools/test.sh does), or set CLOUDLET_BOX_HOSTS=%d'
+                % (box.name, recorded, box.hosts, recorded, recorded))
+    return None
+
+
 def main_up(box):
     timings = Timings()
+    refused = hosts_changed(box)
+    if refused:
+        print('[box] ERROR: %s' % refused, file=sys.stderr)
+        return 1
     try:
         up(box, timings)
     except processes.StartError as error:

@@ -12,6 +12,7 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO / 'tools'))
 
+from cloudlet_box import bringup  # noqa: E402
 from cloudlet_box import configs  # noqa: E402
 from cloudlet_box import identity  # noqa: E402
 from cloudlet_box import layout  # noqa: E402
@@ -129,6 +130,14 @@ def test_named_boxes(box_roots, monkeypatch):
     monkeypatch.delenv('CLOUDLET_BOX')
     monkeypatch.delenv('CLOUDLET_BOX_PORT_OFFSET')
     assert layout.named('other') == layout.Box('other', 300)     # as its last `up` recorded it
+
+
+def test_up_refuses_another_number_of_compute_hosts_than_the_box_was_made_with(box_roots):
+    assert bringup.hosts_changed(layout.Box('box', 0, 2)) is None        # never brought up here
+    layout.record(layout.Box('box', 0, 1))
+    assert bringup.hosts_changed(layout.Box('box', 0, 1)) is None
+    assert 'destroy' in bringup.hosts_changed(layout.Box('box', 0, 2))
+    assert bringup.main_up(layout.Box('box', 0, 2)) == 1                   # before anything starts
 
 
 @pytest.mark.parametrize('rate, bits', [('25mbit', 25e6), ('500kbit', 5e5), ('1gbit', 1e9),
