@@ -301,8 +301,8 @@ def hosts(request):
 
 
 def _free_capacity(cloudlet, provider):
-    inventories = _placement_get(cloudlet, '/resource_providers/%s/inventories' % provider)['inventories']
-    usages = _placement_get(cloudlet, '/resource_providers/%s/usages' % provider)['usages']
+    inventories = cloudlet.placement_get('/resource_providers/%s/inventories' % provider)['inventories']
+    usages = cloudlet.placement_get('/resource_providers/%s/usages' % provider)['usages']
     free = {}
     for resource in CAPACITY_CLASSES:
         inventory = inventories.get(resource)
@@ -310,13 +310,6 @@ def _free_capacity(cloudlet, provider):
             total = (inventory['total'] - inventory.get('reserved', 0)) * inventory.get('allocation_ratio', 1.0)
             free[resource] = int(total - usages.get(resource, 0))
     return free
-
-
-def _placement_get(cloudlet, path):
-    response = cloudlet.placement.get(path)
-    if response.status_code >= 400:
-        raise client_mod.http_error(response)
-    return response.json()
 
 
 def trait_of_image(image_id):

@@ -272,8 +272,12 @@ class CloudletClient:
                                interface=self.interface, default_microversion=PLACEMENT_MICROVERSION,
                                raise_exc=False)
 
-    def provider_traits(self, provider_id):
-        response = self.placement.get('/resource_providers/%s/traits' % _quote(provider_id))
+    def placement_get(self, path):
+        """GET a Placement path; its JSON body (http_error on a refusal)."""
+        response = self.placement.get(path)
         if response.status_code >= 400:
             raise http_error(response)
-        return set(response.json()['traits'])
+        return response.json()
+
+    def provider_traits(self, provider_id):
+        return set(self.placement_get('/resource_providers/%s/traits' % _quote(provider_id))['traits'])

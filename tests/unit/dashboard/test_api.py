@@ -65,8 +65,7 @@ class ApiTests(helpers.TestCase):
                 'VCPU': {'total': 4, 'reserved': 0, 'allocation_ratio': 4.0},
                 'MEMORY_MB': {'total': 4096, 'reserved': 512, 'allocation_ratio': 1.0}}},
             '/resource_providers/rp/usages': {'usages': {'VCPU': 3, 'MEMORY_MB': 1024}}}
-        cloudlet.placement.get.side_effect = lambda path: mock.Mock(status_code=200,
-                                                                    json=lambda: answers[path])
+        cloudlet.placement_get.side_effect = answers.__getitem__
         with mock.patch.object(api, 'client', return_value=cloudlet):
             rows = api.hosts(self.request)
         self.assertEqual([{'host': 'edge-1', 'state': 'up', 'status': 'enabled',
