@@ -9,7 +9,9 @@ last, small one:
    the base's, read while QEMU may write it (a torn read is harmless: phase 3
    compares again);
 2. memory, VM running: QEMU's pre-copy migration (livemigration.py) paced by
-   the network; QEMU pauses the VM for its last iteration;
+   the network; QEMU pauses the VM for its last iteration. Where that
+   pre-copy is not exact (a TCG guest of QEMU before 9.0: `memory`), the VM
+   is paused before QEMU sends its memory;
 3. VM paused: the disk chunks that changed since phase 1 (or went back to the
    base's content) are sent again; a later item for a disk offset replaces an
    earlier one when the overlay is applied. When the disk file was not
@@ -50,6 +52,10 @@ MIGRATION_END_TIMEOUT = 120
 # the disk's mtime is this far behind, so a later write cannot share its tick.
 STAMP_SETTLE_SECONDS = 0.05
 STAMP_SETTLE_TRIES = 10
+# How the memory crosses (LiveResidue's `memory`): `live`, QEMU's pre-copy with
+# the VM running; `stopped`, the VM paused first; `auto`, live where the
+# pre-copy is exact (livemigration.precopy_is_exact), else stopped.
+MEMORY_TRANSFERS = ('auto', 'live', 'stopped')
 
 
 @dataclasses.dataclass
@@ -69,6 +75,7 @@ class ResidueStats:
     send_wait_seconds: float = 0.0   # blocked sending (the link, the destination's pace)
     memory_cpu_seconds: float = 0.0  # this thread's CPU time: the rest is waiting for a core
     bytes_after_pause: int = 0
+    memory_transfer: str = None      # 'live' or 'stopped' (see MEMORY_TRANSFERS)
     codecs: dict = dataclasses.field(default_factory=dict)
     migration: dict = dataclasses.field(default_factory=dict)   # QEMU's last query-migrate
     overlay: create.CreateStats = None
@@ -151,8 +158,11 @@ class LiveResidue:
     """The residue of a running domain (resumed or synthesized from `base`)."""
 
     def __init__(self, domain, base, workdir, *, codec='auto', max_downtime_ms=300, progress=None,
-                 bandwidth=None, key=None):
+                 bandwidth=None, key=None, memory='auto'):
+        if memory not in MEMORY_TRANSFERS:
+            raise ValueError('memory transfer %r is not one of %s' % (memory, ', '.join(MEMORY_TRANSFERS)))
         self.domain, self.base, self.workdir = domain, base, workdir
+        self.memory = memory
         # Encrypts the residue (format version 2); checked now, before anything runs.
         self._key = None if key is None else crypto.check_key(key)
         self.codec, self.max_downtime_ms = codec, max_downtime_ms
@@ -205,7 +215,9 @@ class LiveResidue:
                 before_memory()
                 self.stats.ready_wait_seconds = time.monotonic() - waited
                 self._check_cancelled()
-            self._migration = livemigration.LiveMigration(self.domain, spool, self.max_downtime_ms)
+            self.stats.memory_transfer = self._memory_transfer(live_xml)
+            self._migration = livemigration.LiveMigration(self.domain, spool, self.max_downtime_ms,
+                                                          stop_first=self.stats.memory_transfer == 'stopped')
             self._paused_by_us = True      # from here on a failure must resume the VM
             self._migration.start()
             memory_started, sending_before = time.monotonic(), counted.seconds
@@ -245,6 +257,12 @@ class LiveResidue:
         self.stats.codecs = dict(chooser.chosen) if chooser else {self.codec: overlay_stats.segments}
         self.stats.overlay = overlay_stats
         return self.stats
+
+    def _memory_transfer(self, live_xml):
+        if self.memory != 'auto':
+            return self.memory
+        exact = livemigration.precopy_is_exact(live_xml, livemigration.qemu_version(self.domain))
+        return 'live' if exact else 'stopped'
 
     def _precopy_disk(self, disk, disk_path):
         """Phase 1. The VM writes meanwhile: any error here only means phase 3 sends more."""

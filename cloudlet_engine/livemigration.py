@@ -16,7 +16,11 @@ Backpressure: `Spool` accepts QEMU's bytes only while it is at most `ahead`
 bytes past what its reader consumed. The reader is the overlay builder,
 which waits for the network, so QEMU's migration runs at the speed the
 residue crosses the WAN, and QEMU keeps iterating while the guest runs
-instead of pausing the guest early. Nothing here imports nova.
+instead of pausing the guest early.
+
+Where the pre-copy is not exact (`precopy_is_exact`), the migration runs
+with the guest paused from its start (`stop_first`): the same stream, every
+page sent once. Nothing here imports nova.
 """
 
 import json
@@ -24,6 +28,7 @@ import os
 import socket
 import threading
 import time
+from xml.etree import ElementTree
 
 import libvirt
 import libvirt_qemu
@@ -32,6 +37,14 @@ from cloudlet_engine import errors
 
 RECV_BYTES = 1 << 20
 POLL_SECONDS = 0.05
+# The first QEMU whose pre-copy of a TCG guest re-sends every page the guest
+# dirtied (virConnectGetVersion's number for 9.0.0). Before it, a bitmap sync
+# clears the pages' migration dirty bits without re-arming the write traps in
+# the vCPUs' TLBs, so a page written again through a TLB entry that outlived
+# the sync is never sent again: QEMU commit 03bfc2188f ("physmem: Fix
+# migration dirty bitmap coherency with TCG memory access"). doc/handoff.md,
+# "The memory of a TCG guest", has what that did to handoffs here.
+TCG_EXACT_PRECOPY_VERSION = 9000000
 # QEMU statuses after which the guest no longer runs at the source.
 STOPPED_STATUSES = ('pre-switchover', 'device', 'completed')
 ENDED_STATUSES = ('completed', 'failed', 'cancelled')
@@ -131,12 +144,37 @@ class Spool:
         os.close(self._fd)
 
 
-class LiveMigration:
-    """QEMU's migration of `domain` into a `Spool`; the guest keeps running until QEMU's last iteration."""
+def precopy_is_exact(domain_xml, qemu_version):
+    """Whether QEMU's pre-copy of this domain sends again every page its guest dirties.
 
-    def __init__(self, domain, spool, max_downtime_ms=300):
+    `qemu_version`: virConnectGetVersion() of the domain's libvirt (major *
+    1 000 000 + minor * 1 000 + release). KVM's dirty log is exact; TCG's is
+    from QEMU 9.0 on (TCG_EXACT_PRECOPY_VERSION).
+    """
+    try:
+        kind = ElementTree.fromstring(domain_xml).get('type')
+    except ElementTree.ParseError as exc:
+        raise errors.HypervisorError('cannot read the domain XML: %s' % exc) from exc
+    return kind != 'qemu' or qemu_version >= TCG_EXACT_PRECOPY_VERSION
+
+
+def qemu_version(domain):
+    """virConnectGetVersion() of the domain's libvirt: its QEMU's version number."""
+    try:
+        return domain.connect().getVersion()
+    except libvirt.libvirtError as exc:
+        raise errors.HypervisorError('cannot read the QEMU version: %s' % exc.get_error_message()) from exc
+
+
+class LiveMigration:
+    """QEMU's migration of `domain` into a `Spool`; the guest keeps running until QEMU's last
+    iteration, or, with `stop_first`, is paused before QEMU sends anything.
+    """
+
+    def __init__(self, domain, spool, max_downtime_ms=300, stop_first=False):
         self.domain, self.spool = domain, spool
         self.max_downtime_ms = max_downtime_ms
+        self.stop_first = stop_first
         self.fd_name = 'cloudlet-%d' % id(self)
         self.paused_at = None          # time.monotonic() when QEMU stopped the guest
         self.status = {}
@@ -175,6 +213,14 @@ class LiveMigration:
                                   name='cloudlet-migration-feed', daemon=True)
         feeder.start()
         self._threads.append(feeder)
+        if self.stop_first:
+            # QEMU resumes after a failed migration only a guest it stopped itself:
+            # the caller's roll back resumes this one (resume_if_paused).
+            try:
+                self.domain.suspend()
+            except libvirt.libvirtError as exc:
+                raise errors.HypervisorError('cannot pause the VM: %s' % exc.get_error_message()) from exc
+            self.paused_at = time.monotonic()
         self._qmp('migrate', {'uri': 'fd:%s' % self.fd_name})
         watcher = threading.Thread(target=self._watch, name='cloudlet-migration-watch', daemon=True)
         watcher.start()
@@ -191,7 +237,7 @@ class LiveMigration:
             state = status.get('status')
             if state in STOPPED_STATUSES and self.paused_at is None:
                 self.paused_at = time.monotonic()
-            if state == 'completed' and status.get('downtime') is not None:
+            if state == 'completed' and status.get('downtime') is not None and not self.stop_first:
                 # QEMU measured the stop itself; our poll may have seen it late.
                 self.paused_at = min(self.paused_at, time.monotonic() - status['downtime'] / 1000.0)
             if state in ENDED_STATUSES:

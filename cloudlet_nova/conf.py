@@ -164,6 +164,16 @@ handoff_opts = [
                     'milliseconds (QEMU\'s migration downtime limit). QEMU pauses the VM once what '
                     'is left fits this time at the pace the residue leaves; the smaller, the fewer '
                     'bytes cross after the pause (and the more iterations before it).'),
+    cfg.StrOpt('memory_transfer', default='auto',
+               choices=[('auto', 'live where QEMU\'s pre-copy re-sends every page the guest dirties '
+                                 '(KVM; TCG from QEMU 9.0), else stopped'),
+                        ('live', 'QEMU\'s pre-copy with the VM running; it pauses the VM for the last '
+                                 'iteration only'),
+                        ('stopped', 'the VM paused before QEMU sends its memory (a longer pause)')],
+               help='How a handoff moves the VM\'s memory. Before QEMU 9.0, a live migration of a '
+                    'TCG guest (a host without KVM) can miss pages the guest writes meanwhile, and '
+                    'the guest arrives with damaged memory; `auto` then pauses the VM first. Set '
+                    '`live` only for a QEMU with the fix (commit 03bfc2188f) backported.'),
     cfg.StrOpt('credential_store', default='key_manager',
                choices=[('key_manager', 'nova-api keeps the credential in the key manager (castellan: '
                                         'Barbican) and the RPC message names it; the compute host '

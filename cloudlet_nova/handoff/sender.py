@@ -544,6 +544,7 @@ class Handoff:
                 self.residue = engine_handoff.LiveResidue(
                     self.guest._domain, base, workdir, codec=codec, key=self.residue_key,
                     max_downtime_ms=CONF.cloudlet_handoff.max_downtime_ms,
+                    memory=CONF.cloudlet_handoff.memory_transfer,
                     progress=launch.LogProgress(self.instance.uuid), bandwidth=upload.bandwidth)
             self._check_cancelled()
             stats = self.residue.run(upload, before_memory=self._wait_ready)
@@ -556,7 +557,8 @@ class Handoff:
             residue={key: getattr(stats, key, None) for key in (
                 'bytes_out', 'precopy_seconds', 'ready_wait_seconds', 'final_seconds', 'disk_chunks_sent',
                 'disk_chunks_resent', 'memory_stream_bytes', 'bytes_after_pause', 'memory_seconds',
-                'qemu_wait_seconds', 'send_wait_seconds', 'memory_cpu_seconds', 'disk_pass_skipped')})
+                'qemu_wait_seconds', 'send_wait_seconds', 'memory_cpu_seconds', 'disk_pass_skipped',
+                'memory_transfer')})
         return stats
 
     def _wait_ready(self):

@@ -367,7 +367,8 @@ class FakeLiveResidue:
                                      disk_chunks_sent=3, disk_chunks_resent=1,
                                      memory_stream_bytes=4096, memory_seconds=1.0,
                                      qemu_wait_seconds=0.5, send_wait_seconds=0.25,
-                                     memory_cpu_seconds=0.125, disk_pass_skipped=False)
+                                     memory_cpu_seconds=0.125, disk_pass_skipped=False,
+                                     memory_transfer='stopped')
 
     def cancel(self):
         self.log.append(('residue-cancel',))
@@ -537,6 +538,7 @@ class SuccessTest(SenderTestCase):
                                       'cloudlet-handoff-' + HANDOFF_ID), residue[3])
         self.assertEqual('xz', residue[4]['codec'])
         self.assertEqual(100, residue[4]['max_downtime_ms'])
+        self.assertEqual('auto', residue[4]['memory'])
         self.assertEqual(8e6, residue[4]['bandwidth']())
         # Before the memory: the destination is waited for ([cloudlet_handoff] ready_timeout),
         # the disk pre-copy already in the upload.
@@ -577,7 +579,8 @@ class SuccessTest(SenderTestCase):
                           'final_seconds': 0.1, 'disk_chunks_sent': 3, 'disk_chunks_resent': 1,
                           'memory_stream_bytes': 4096, 'bytes_after_pause': None, 'memory_seconds': 1.0,
                           'qemu_wait_seconds': 0.5, 'send_wait_seconds': 0.25,
-                          'memory_cpu_seconds': 0.125, 'disk_pass_skipped': False}, record['residue'])
+                          'memory_cpu_seconds': 0.125, 'disk_pass_skipped': False,
+                          'memory_transfer': 'stopped'}, record['residue'])
         self.assertGreaterEqual(record['downtime_seconds'], 0)
         self.assertNotIn(SECRET, self.record_text())
         self.assertNotIn(APP_ID, self.record_text())
@@ -666,7 +669,7 @@ class SuccessTest(SenderTestCase):
     def test_configured_cloud_flavor_and_options(self):
         self.flags(destinations={'edge-b': 'https://edge-b.example:5000/v3'}, ca_file='/etc/ca.pem',
                    stall_timeout=7, connect_timeout=3, activate_timeout=42, max_downtime_ms=150, ready_timeout=77,
-                   destination_networks='auto', carry_nics=False, group='cloudlet_handoff')
+                   memory_transfer='stopped', destination_networks='auto', carry_nics=False, group='cloudlet_handoff')
         self.flags(outbound_allowed_hosts=['Edge-B.example.'], outbound_allowed_networks=['10.2.0.0/16'],
                    group='cloudlet')
         req = request(credential={'token': TOKEN}, cloud='edge-b', flavor='f-9',
@@ -684,6 +687,7 @@ class SuccessTest(SenderTestCase):
         self.assertEqual('auto', self.log[4][5])
         self.assertEqual('auto', self.log[7][4]['codec'])
         self.assertEqual(150, self.log[7][4]['max_downtime_ms'])
+        self.assertEqual('stopped', self.log[7][4]['memory'])
         self.assertEqual(('wait_ready', 'dest-server', HANDOFF_ID, 77, b'residue-part-1;'), self.log[8])
         self.assertEqual(('wait_active', 'dest-server', 42), self.log[10])
         record = self.record()
