@@ -261,7 +261,8 @@ class LiveResidue:
     def _memory_transfer(self, live_xml):
         if self.memory != 'auto':
             return self.memory
-        exact = livemigration.precopy_is_exact(live_xml, livemigration.qemu_version(self.domain))
+        exact = livemigration.precopy_is_exact(livemigration.domain_type(live_xml),
+                                               livemigration.qemu_version(self.domain))
         return 'live' if exact else 'stopped'
 
     def _precopy_disk(self, disk, disk_path):

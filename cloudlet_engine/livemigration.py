@@ -144,18 +144,23 @@ class Spool:
         os.close(self._fd)
 
 
-def precopy_is_exact(domain_xml, qemu_version):
-    """Whether QEMU's pre-copy of this domain sends again every page its guest dirties.
+def precopy_is_exact(virt_type, qemu_version):
+    """Whether QEMU's pre-copy sends again every page the guest dirties.
 
-    `qemu_version`: virConnectGetVersion() of the domain's libvirt (major *
-    1 000 000 + minor * 1 000 + release). KVM's dirty log is exact; TCG's is
-    from QEMU 9.0 on (TCG_EXACT_PRECOPY_VERSION).
+    `virt_type`: the domain's type (`kvm`, or `qemu` for TCG), as nova's
+    [libvirt] virt_type names it. `qemu_version`: virConnectGetVersion() of
+    the domain's libvirt (major * 1 000 000 + minor * 1 000 + release).
+    KVM's dirty log is exact; TCG's is from QEMU 9.0 on.
     """
+    return virt_type != 'qemu' or qemu_version >= TCG_EXACT_PRECOPY_VERSION
+
+
+def domain_type(domain_xml):
+    """The type of a domain (`kvm`, `qemu`, ...) from its XML."""
     try:
-        kind = ElementTree.fromstring(domain_xml).get('type')
+        return ElementTree.fromstring(domain_xml).get('type')
     except ElementTree.ParseError as exc:
         raise errors.HypervisorError('cannot read the domain XML: %s' % exc) from exc
-    return kind != 'qemu' or qemu_version >= TCG_EXACT_PRECOPY_VERSION
 
 
 def qemu_version(domain):

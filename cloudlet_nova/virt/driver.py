@@ -506,6 +506,16 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
 
     # -- live migration: the destination holds the base (migration.py) -----------------
 
+    # Private LibvirtDriver override (nova reads the flags once, in init_host): a
+    # host whose QEMU pre-copy misses pages (TCG before QEMU 9.0, doc/multi-host.md)
+    # migrates its VMs paused, as libvirt does without VIR_MIGRATE_LIVE.
+    def _parse_migration_flags(self):
+        super()._parse_migration_flags()
+        flags = migration_mod.exact_migration_flags(
+            CONF.libvirt.virt_type, self._host.get_connection().getVersion(),
+            self._live_migration_flags, self._block_migration_flags)
+        self._live_migration_flags, self._block_migration_flags = flags
+
     def check_can_live_migrate_destination(self, context, instance, src_compute_info,
                                            dst_compute_info, block_migration=False,
                                            disk_over_commit=False):

@@ -24,6 +24,10 @@ RAM:
   base: capture, ageing and hard reboot find it there as on the source.
 - `unmap_definition` (post_live_migration_at_destination): the persistent
   definition without the RAM file, as a restore leaves it.
+- `exact_migration_flags` (every server of the host, cloudlet or not): no
+  VIR_MIGRATE_LIVE where QEMU's pre-copy misses pages the guest writes again
+  (TCG before QEMU 9.0: cloudlet_engine.livemigration), so that libvirt pauses
+  the VM for the migration rather than deliver it with damaged memory.
 
 nova's rollback (destination cleanup) removes the instance directory and so
 the record; the fetched base stays cached.
@@ -31,8 +35,11 @@ the record; the fetched base stays cached.
 
 from oslo_log import log as logging
 
+from nova.virt.libvirt import driver as libvirt_driver
+
 from cloudlet_engine import domainxml
 from cloudlet_engine import errors
+from cloudlet_engine import livemigration
 from cloudlet_engine import qcow2
 from cloudlet_engine import ramfile
 from cloudlet_glance import hostcache
@@ -107,3 +114,13 @@ def unmap_definition(host, instance):
     xml = host.get_guest(instance).get_xml_desc(dump_inactive=True)
     if domainxml.ram_file(xml, ramfile.BACKEND_ID) is not None:
         host.write_instance_config(domainxml.without_ram_file(xml, ramfile.BACKEND_ID))
+
+
+def exact_migration_flags(virt_type, qemu_version, live_flags, block_flags):
+    """nova's (live, block) migration flags, without VIR_MIGRATE_LIVE where the pre-copy is not exact."""
+    if livemigration.precopy_is_exact(virt_type, qemu_version):
+        return live_flags, block_flags
+    LOG.warning('QEMU %d.%d under TCG misses pages in a live migration (fixed in QEMU 9.0): this host '
+                'migrates its VMs paused', qemu_version // 1000000, qemu_version // 1000 % 1000)
+    live = libvirt_driver.libvirt.VIR_MIGRATE_LIVE    # nova imports libvirt (or its test fake) itself
+    return live_flags & ~live, block_flags & ~live

@@ -17,6 +17,7 @@ from cloudlet_engine import basestore
 from cloudlet_engine import capture
 from cloudlet_engine import handoff
 from cloudlet_engine import hypervisor
+from cloudlet_engine import livemigration
 from cloudlet_engine import synthesis
 from tests.integration.test_synthesis import _app_call
 from tests.integration.test_synthesis import _app_state
@@ -65,21 +66,29 @@ def changed_vm(running_guest, guest_workdir, libvirt_conn):
     return base, 'cl-ho-src', fwd, state
 
 
+@pytest.mark.parametrize('memory', ['live', 'auto'])
 def test_residue_streams_while_running_and_synthesizes(changed_vm, guest_workdir, libvirt_conn,
-                                                        http_server, running_guest):  # noqa: F811
+                                                        http_server, running_guest, memory):  # noqa: F811
+    # `live` forces QEMU's pre-copy, which under TCG before QEMU 9.0 may miss a page now
+    # and then (doc/handoff.md, "The memory of a TCG guest"); `auto` pauses such a guest first.
     base, name, fwd, state = changed_vm
     www, url = http_server
     dom = hypervisor.lookup(libvirt_conn, name)
     sink = _SlowFile(os.path.join(www, 'residue.clo'), rate=3e6)
-    live = handoff.LiveResidue(dom, base, str(guest_workdir), codec='auto', bandwidth=sink.bandwidth)
+    live = handoff.LiveResidue(dom, base, str(guest_workdir), codec='auto', bandwidth=sink.bandwidth,
+                               memory=memory)
     stats = live.run(sink)
     sink.f.close()
     print('residue', stats)
     assert dom.state()[0] == 3                                    # paused at the source
     assert stats.bytes_out == os.path.getsize(os.path.join(www, 'residue.clo'))
     assert stats.disk_chunks_sent * 4096 > 20e6                   # the installed app, sent while running
-    assert stats.bytes_after_pause < stats.bytes_out / 4          # most of it went before the pause
-    assert stats.precopy_seconds > stats.final_seconds
+    exact = livemigration.precopy_is_exact(livemigration.domain_type(dom.XMLDesc(0)),
+                                           livemigration.qemu_version(dom))
+    assert stats.memory_transfer == ('live' if memory == 'live' or exact else 'stopped')
+    if stats.memory_transfer == 'live':
+        assert stats.bytes_after_pause < stats.bytes_out / 4      # most of it went before the pause
+        assert stats.precopy_seconds > stats.final_seconds
     # The slow sink limits the memory phase: it is where the pipeline waited.
     assert 0 < stats.send_wait_seconds
     assert stats.qemu_wait_seconds + stats.send_wait_seconds <= stats.memory_seconds

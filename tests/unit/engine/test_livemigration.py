@@ -18,20 +18,21 @@ KVM = "<domain type='kvm'><name>a</name></domain>"
 TCG = "<domain type='qemu'><name>a</name></domain>"
 
 
-@pytest.mark.parametrize('xml, version, exact', [
-    (KVM, 7002022, True),        # KVM's dirty log: any QEMU
-    (TCG, 7002022, False),       # Debian 12's QEMU 7.2 under TCG
-    (TCG, 8002000, False),
-    (TCG, 9000000, True),        # QEMU 9.0 has the fix
-    (TCG, 10001002, True),
+@pytest.mark.parametrize('virt_type, version, exact', [
+    ('kvm', 7002022, True),        # KVM's dirty log: any QEMU
+    ('qemu', 7002022, False),      # Debian 12's QEMU 7.2 under TCG
+    ('qemu', 8002000, False),
+    ('qemu', 9000000, True),       # QEMU 9.0 has the fix
+    ('qemu', 10001002, True),
 ])
-def test_precopy_is_exact_for_kvm_and_for_tcg_from_qemu_9(xml, version, exact):
-    assert livemigration.precopy_is_exact(xml, version) is exact
+def test_precopy_is_exact_for_kvm_and_for_tcg_from_qemu_9(virt_type, version, exact):
+    assert livemigration.precopy_is_exact(virt_type, version) is exact
 
 
-def test_precopy_is_exact_refuses_a_domain_xml_it_cannot_read():
+def test_domain_type_reads_the_xml_and_refuses_what_it_cannot_read():
+    assert (livemigration.domain_type(KVM), livemigration.domain_type(TCG)) == ('kvm', 'qemu')
     with pytest.raises(errors.HypervisorError, match='domain XML'):
-        livemigration.precopy_is_exact('<domain', 9000000)
+        livemigration.domain_type('<domain')
 
 
 class FakeDomain:

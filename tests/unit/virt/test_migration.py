@@ -114,3 +114,16 @@ def test_a_definition_without_the_mapping_is_left_alone():
     host.get_guest.return_value.get_xml_desc.return_value = '<domain><name>i</name></domain>'
     migration.unmap_definition(host, 'instance')
     host.write_instance_config.assert_not_called()
+
+
+@pytest.mark.parametrize('virt_type, version, live_kept', [
+    ('kvm', 7002022, True),
+    ('qemu', 7002022, False),      # TCG before QEMU 9.0 misses pages in a live migration
+    ('qemu', 9002000, True),
+])
+def test_a_host_whose_precopy_misses_pages_migrates_paused(virt_type, version, live_kept):
+    live = 1        # libvirt's VIR_MIGRATE_LIVE
+    with mock.patch.object(migration.libvirt_driver, 'libvirt', mock.Mock(VIR_MIGRATE_LIVE=live)):
+        flags = migration.exact_migration_flags(virt_type, version, live | 8 | 64, live | 8 | 128)
+    expected = (live | 8 | 64, live | 8 | 128) if live_kept else (8 | 64, 8 | 128)
+    assert flags == expected
