@@ -24,6 +24,8 @@ import re
 
 from lxml import etree
 
+from cloudlet_engine import errors
+
 QEMU_NS = 'http://libvirt.org/schemas/domain/qemu/1.0'
 _Q = '{%s}' % QEMU_NS
 
@@ -246,6 +248,14 @@ def without_ram_file(xml_text, backend_id):
     if len(commandline) == 0:
         root.remove(commandline)
     return etree.tostring(root, encoding='unicode')
+
+
+def virt_type(xml_text):
+    """The domain's type: `kvm`, or `qemu` for TCG."""
+    try:
+        return _parse(xml_text).get('type')
+    except etree.XMLSyntaxError as exc:
+        raise errors.HypervisorError('cannot read the domain XML: %s' % exc) from exc
 
 
 def ram_file(xml_text, backend_id):

@@ -35,6 +35,7 @@ from cloudlet_engine import chunks
 from cloudlet_engine import codecs
 from cloudlet_engine import create
 from cloudlet_engine import crypto
+from cloudlet_engine import domainxml
 from cloudlet_engine import errors
 from cloudlet_engine import format as fmt
 from cloudlet_engine import livemigration
@@ -261,7 +262,7 @@ class LiveResidue:
     def _memory_transfer(self, live_xml):
         if self.memory != 'auto':
             return self.memory
-        exact = livemigration.precopy_is_exact(livemigration.domain_type(live_xml),
+        exact = livemigration.precopy_is_exact(domainxml.virt_type(live_xml),
                                                livemigration.qemu_version(self.domain))
         return 'live' if exact else 'stopped'
 

@@ -28,7 +28,6 @@ import os
 import socket
 import threading
 import time
-from xml.etree import ElementTree
 
 import libvirt
 import libvirt_qemu
@@ -153,14 +152,6 @@ def precopy_is_exact(virt_type, qemu_version):
     KVM's dirty log is exact; TCG's is from QEMU 9.0 on.
     """
     return virt_type != 'qemu' or qemu_version >= TCG_EXACT_PRECOPY_VERSION
-
-
-def domain_type(domain_xml):
-    """The type of a domain (`kvm`, `qemu`, ...) from its XML."""
-    try:
-        return ElementTree.fromstring(domain_xml).get('type')
-    except ElementTree.ParseError as exc:
-        raise errors.HypervisorError('cannot read the domain XML: %s' % exc) from exc
 
 
 def qemu_version(domain):

@@ -512,7 +512,7 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
     def _parse_migration_flags(self):
         super()._parse_migration_flags()
         flags = migration_mod.exact_migration_flags(
-            CONF.libvirt.virt_type, self._host.get_connection().getVersion(),
+            CONF.libvirt.virt_type, self._host.get_version(),
             self._live_migration_flags, self._block_migration_flags)
         self._live_migration_flags, self._block_migration_flags = flags
 

@@ -15,6 +15,7 @@ import pytest
 
 from cloudlet_engine import basestore
 from cloudlet_engine import capture
+from cloudlet_engine import domainxml
 from cloudlet_engine import handoff
 from cloudlet_engine import hypervisor
 from cloudlet_engine import livemigration
@@ -83,7 +84,7 @@ def test_residue_streams_while_running_and_synthesizes(changed_vm, guest_workdir
     assert dom.state()[0] == 3                                    # paused at the source
     assert stats.bytes_out == os.path.getsize(os.path.join(www, 'residue.clo'))
     assert stats.disk_chunks_sent * 4096 > 20e6                   # the installed app, sent while running
-    exact = livemigration.precopy_is_exact(livemigration.domain_type(dom.XMLDesc(0)),
+    exact = livemigration.precopy_is_exact(domainxml.virt_type(dom.XMLDesc(0)),
                                            livemigration.qemu_version(dom))
     assert stats.memory_transfer == ('live' if memory == 'live' or exact else 'stopped')
     if stats.memory_transfer == 'live':

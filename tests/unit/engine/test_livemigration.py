@@ -10,6 +10,7 @@ from unittest import mock
 import libvirt
 import pytest
 
+from cloudlet_engine import domainxml
 from cloudlet_engine import errors
 from cloudlet_engine import handoff
 from cloudlet_engine import livemigration
@@ -29,10 +30,10 @@ def test_precopy_is_exact_for_kvm_and_for_tcg_from_qemu_9(virt_type, version, ex
     assert livemigration.precopy_is_exact(virt_type, version) is exact
 
 
-def test_domain_type_reads_the_xml_and_refuses_what_it_cannot_read():
-    assert (livemigration.domain_type(KVM), livemigration.domain_type(TCG)) == ('kvm', 'qemu')
+def test_the_virt_type_is_read_from_the_domain_xml_and_bad_xml_refused():
+    assert (domainxml.virt_type(KVM), domainxml.virt_type(TCG)) == ('kvm', 'qemu')
     with pytest.raises(errors.HypervisorError, match='domain XML'):
-        livemigration.domain_type('<domain')
+        domainxml.virt_type('<domain')
 
 
 class FakeDomain:
