@@ -12,22 +12,21 @@
 #   integration  real libvirtd + QEMU guests, no nova: save/restore, base capture,
 #                overlay, synthesis (not in all: e2e drives the same code through nova)
 #   e2e          the real box (tools/box.sh up: Keystone, Glance, Placement, Neutron,
-#                Nova with CloudletDriver, libvirtd + QEMU; one compute host: a box up
-#                with two is destroyed first), through the `openstack` CLI and raw
-#                HTTP, two projects; and the second cloud box2 (own libvirtd, public
-#                endpoints behind an emulated WAN path) for handoffs; all but the tests
-#                marked `faults`
+#                Nova with CloudletDriver, libvirtd + QEMU; two compute hosts,
+#                CLOUDLET_BOX_HOSTS=2: a box up with one is destroyed first), through
+#                the `openstack` CLI and raw HTTP, two projects; and the second cloud
+#                box2 (one host, own libvirtd, public endpoints behind an emulated WAN
+#                path) for handoffs; all but the tests marked `faults`
 #   faults       the same clouds, the e2e tests marked `faults`: failure injection into
 #                the running clouds (links cut, nova-compute killed or restarted
 #                mid-handoff or mid-migration); not in all
-#   hosts        the box with two compute hosts (CLOUDLET_BOX_HOSTS=2; a box up with
-#                another number is destroyed first): base pre-cache, placement, ageing,
-#                the concurrency run, live and cold migration (tests/e2e/test_hosts.py,
-#                test_migration.py, faults included); not in all (README.md, "Tests")
+#   hosts        only the two-host tests of e2e, faults included, on the same box:
+#                base pre-cache, placement, ageing, the concurrency run, live and cold
+#                migration (tests/e2e/test_hosts.py, test_migration.py)
 #   clouds       only bring up both clouds, box and box2 (no tests)
 #   tempest      tempest's compute API smoke tests against the box (tools/tempest.sh)
 #   all          quick, functional, e2e, tempest: what CI runs (its time: README.md)
-#   full         all, integration, faults and hosts
+#   full         all, integration and faults
 # Extra arguments go to pytest. The house checks run first, but fail the run
 # only at the end: the tests run either way.
 set -euo pipefail
@@ -86,10 +85,11 @@ box_up() {
   fi
   CLOUDLET_BOX_HOSTS=$1 "$here/tools/box.sh" up
 }
-# Both test clouds: box (one host: the host's libvirtd) and box2 (its own libvirtd,
-# public endpoints through the WAN path: doc/handoff.md).
+# Both test clouds: box (two compute hosts: the machine's libvirtd and box-compute2's,
+# doc/multi-host.md) and box2 (one host, its own libvirtd, public endpoints through the
+# WAN path: doc/handoff.md).
 clouds_up() {
-  box_up 1
+  box_up 2
   CLOUDLET_BOX=box2 CLOUDLET_BOX_PORT_OFFSET=100 "$here/tools/box.sh" up
 }
 if in_tier clouds e2e faults all full; then
@@ -107,7 +107,7 @@ if in_tier tempest all full; then
   "$here/tools/box.sh" up
   "$here/tools/tempest.sh"
 fi
-if in_tier hosts full; then
+if in_tier hosts; then
   box_up 2
   "${pytest[@]}" tests/e2e/test_hosts.py tests/e2e/test_migration.py "$@"
 fi

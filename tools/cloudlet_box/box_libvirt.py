@@ -48,6 +48,28 @@ DAEMONS = ('virtlogd', 'libvirtd')     # start order; stop goes the other way
 SOCKET_WAIT = 30      # seconds
 WARM_TIMEOUT = 300    # seconds: a cold QEMU probe takes ~45 s here
 STOP_WAIT = 15        # seconds before SIGKILL
+NOVA_METADATA = 'http://openstack.org/xmlns/libvirt/nova/'
+
+
+def destroy_nova_domains(uri):
+    """Destroy and undefine the domains nova made in the libvirtd at `uri`.
+
+    For the first box, which shares the machine's libvirtd (tools/libvirtd.sh)
+    with the integration tests: a box destroyed while it had servers (a
+    session that ended, a machine restarted) would otherwise leave their
+    definitions, and the next box's nova-compute refuses to start as a new
+    service on a hypervisor with instances. nova marks its domains with its
+    metadata namespace; nothing else here does.
+    """
+    listed = subprocess.run(['virsh', '-c', uri, 'list', '--all', '--name'],
+                            capture_output=True, text=True)
+    for name in listed.stdout.split() if listed.returncode == 0 else ():
+        xml = subprocess.run(['virsh', '-c', uri, 'dumpxml', name], capture_output=True, text=True)
+        if NOVA_METADATA not in xml.stdout:
+            continue
+        subprocess.run(['virsh', '-c', uri, 'destroy', name], capture_output=True)
+        subprocess.run(['virsh', '-c', uri, 'undefine', '--nvram', name], capture_output=True)
+        print('[box] destroyed domain %s' % name)
 
 
 class BoxLibvirt:

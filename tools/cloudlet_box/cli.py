@@ -97,6 +97,8 @@ def logs(box, service):
 
 def destroy(box):
     stop(box, keep_shared=True, destroy_domains=True)
+    if not box.remote:
+        box_libvirt.destroy_nova_domains(box.libvirt_uri)
     network.teardown(box)
     host_ssh.remove(box)
     for host in box.compute_hosts:
