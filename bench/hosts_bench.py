@@ -79,7 +79,8 @@ def at_once(admin, image_id, hosts, count):
 
 def precache(box, admin, aggregate, image_id, hosts):
     """{host: seconds from the POST to its progress notification}."""
-    with notifications.Listener(box, 'aggregate.cache_images.progress') as events:
+    with notifications.Listener(box, 'aggregate.cache_images.progress',
+                                where={'uuid': aggregate.uuid}) as events:
         started = time.monotonic()
         answer = admin.compute.post('/os-aggregates/%s/images' % aggregate.id,
                                     json={'cache': [{'id': image_id}]}, microversion='2.81')

@@ -45,7 +45,7 @@ def test_precache_fills_every_host_of_the_aggregate_and_nova_reports_each(
     first, second = hosts
     wait_until('base aged out of %s' % second, lambda: not holds(box, second, base['base_id']), AGED_OUT)
     both = aggregate('e2e-hosts-both', first, second)
-    with notifications.Listener(box, 'aggregate.cache_images.progress') as events:
+    with notifications.Listener(box, 'aggregate.cache_images.progress', where={'uuid': both.uuid}) as events:
         started = time.monotonic()
         rows = admin_cli.json('cloudlet', 'base', 'precache', base['image_id'], '--aggregate', both.name,
                               '--wait', '--timeout', '600')
@@ -64,7 +64,7 @@ def test_precache_of_an_image_that_is_not_a_base_is_each_host_s_error(box, admin
     memory_id = admin.image.get_image(base['image_id']).properties[props.BASE_MEMORY]
     both = aggregate('e2e-hosts-bad', first, second)
     stores = {path for state_dir in box.state_dirs for path in (state_dir / 'bases').glob('*')}
-    with notifications.Listener(box, 'aggregate.cache_images.progress') as events:
+    with notifications.Listener(box, 'aggregate.cache_images.progress', where={'uuid': both.uuid}) as events:
         answer = admin.compute.post('/os-aggregates/%s/images' % both.id, json={'cache': [{'id': memory_id}]},
                                     microversion='2.81')
         assert answer.status_code == 202, answer.text

@@ -5,9 +5,15 @@ notification_format = versioned, driver messagingv2), topic
 `versioned_notifications` of exchange `nova`. A Listener binds a queue of its
 own (its pool) beside any other consumer, from `start()` on:
 
-    with notifications.Listener(box, 'aggregate.cache_images.progress') as events:
+    with notifications.Listener(box, 'aggregate.cache_images.progress',
+                                where={'uuid': aggregate.uuid}) as events:
         ... POST /os-aggregates/{id}/images ...
         reports = events.wait_for_hosts(['vm', 'box-compute2'])   # {host: payload}
+
+The pool's queue outlives a listener (RabbitMQ keeps it, and what arrives
+while no listener runs): the next listener of that pool gets those stale
+notifications first. `where` keeps only the payloads with those fields, e.g.
+the aggregate one pre-cache was asked for.
 """
 
 import threading
@@ -18,8 +24,9 @@ import oslo_messaging
 
 
 class Listener:
-    def __init__(self, box, event_type):
+    def __init__(self, box, event_type, where=None):
         self.event_type, self.payloads, self.lock = event_type, [], threading.Lock()
+        self.where = dict(where or {})
         self.arrived = {}          # host -> time.monotonic() of its first notification
         conf = cfg.ConfigOpts()
         conf([], project='cloudlet-box-notifications')
@@ -31,6 +38,8 @@ class Listener:
     def info(self, ctxt, publisher_id, event_type, payload, metadata):
         if event_type == self.event_type:
             data = payload['nova_object.data']
+            if any(data.get(key) != value for key, value in self.where.items()):
+                return
             with self.lock:
                 self.payloads.append(data)
                 self.arrived.setdefault(data.get('host'), time.monotonic())
