@@ -53,6 +53,19 @@ class Browser:
         WebDriverWait(self.driver, self.timeout).until(
             lambda d: d.execute_script('return document.readyState') == 'complete')
 
+    def wait_url(self, part, timeout=None):
+        """The URL once it holds `part`.
+
+        After a click that navigates, the old page is still "complete" until the
+        new one starts loading, so wait_ready alone can return too soon.
+        """
+        try:
+            WebDriverWait(self.driver, timeout or self.timeout).until(lambda d: part in d.current_url)
+        except selenium_exceptions.TimeoutException:
+            raise AssertionError('%r not in the URL %s:\n%s' % (part, self.driver.current_url, self.messages()))
+        self.wait_ready()
+        return self.driver.current_url
+
     def shot(self, name):
         path = self.shots_dir / ('%02d-%s.png' % (len(self.shots) + 1, name))
         self.driver.save_screenshot(str(path))

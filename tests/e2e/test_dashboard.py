@@ -73,9 +73,8 @@ def _wait_active(conn, server_id):
 
 
 def _server_id_from_url(browser):
-    url = browser.driver.current_url
-    assert '/project/instances/' in url, 'not on an instance page: %s\n%s' % (url, browser.messages())
-    return url.rstrip('/').split('/')[-1]
+    """The id of the server whose page the form's success opens."""
+    return browser.wait_url('/project/instances/').rstrip('/').split('/')[-1]
 
 
 def test_the_dashboard_journey(browser, alt, box2, wan, base, made, tmp_path):
@@ -110,7 +109,6 @@ def test_the_dashboard_journey(browser, alt, box2, wan, base, made, tmp_path):
     browser.fill({'name': PREFIX + 'resumed'})
     browser.shot('synthesize-resume')
     browser.driver.find_element('css selector', '#synthesize_form [type=submit]').click()
-    browser.wait_ready()
     resumed = _server_id_from_url(browser)
     made['servers'].append(resumed)
     _wait_active(alt, resumed)
@@ -141,7 +139,6 @@ def test_the_dashboard_journey(browser, alt, box2, wan, base, made, tmp_path):
     browser.wait_for('#synthesize_form')
     browser.fill({'name': PREFIX + 'synth'})
     browser.driver.find_element('css selector', '#synthesize_form [type=submit]').click()
-    browser.wait_ready()
     synthesized = _server_id_from_url(browser)
     made['servers'].append(synthesized)
     _wait_active(alt, synthesized)
