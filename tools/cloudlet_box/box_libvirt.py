@@ -65,11 +65,15 @@ def destroy_nova_domains(uri):
                             capture_output=True, text=True)
     for name in listed.stdout.split() if listed.returncode == 0 else ():
         xml = subprocess.run(['virsh', '-c', uri, 'dumpxml', name], capture_output=True, text=True)
-        if NOVA_METADATA not in xml.stdout:
-            continue
-        subprocess.run(['virsh', '-c', uri, 'destroy', name], capture_output=True)
-        subprocess.run(['virsh', '-c', uri, 'undefine', '--nvram', name], capture_output=True)
-        print('[box] destroyed domain %s' % name)
+        if NOVA_METADATA in xml.stdout:
+            remove_domain(uri, name)
+
+
+def remove_domain(uri, name):
+    """Destroy (if it runs) and undefine one domain of the libvirtd at `uri`."""
+    subprocess.run(['virsh', '-c', uri, 'destroy', name], capture_output=True)
+    subprocess.run(['virsh', '-c', uri, 'undefine', '--nvram', name], capture_output=True)
+    print('[box] destroyed domain %s' % name)
 
 
 class BoxLibvirt:
@@ -261,9 +265,7 @@ class BoxLibvirt:
     def destroy_domains(self):
         """Destroy and undefine every domain (the box is being destroyed)."""
         for name in self.domains():
-            subprocess.run(['virsh', '-c', self.uri, 'destroy', name], capture_output=True)
-            subprocess.run(['virsh', '-c', self.uri, 'undefine', '--nvram', name], capture_output=True)
-            print('[box] destroyed domain %s' % name)
+            remove_domain(self.uri, name)
 
     def has_guests(self):
         """Whether QEMU guests of this daemon may still run (status files left)."""
