@@ -21,9 +21,18 @@ class StartError(RuntimeError):
 
 
 def pid_of(pidfile):
-    """The live pid recorded in `pidfile`, or None."""
+    """The live pid recorded in `pidfile`, or None.
+
+    The box's files can outlive its processes (a reboot, a copied machine),
+    and a recorded pid may by then be another program's, which must be
+    neither waited for nor killed. start() records the process's start
+    time next to its pid; for a pidfile a daemon wrote itself (Open vSwitch,
+    libvirtd), a process that began after the file was written is not its writer.
+    """
     try:
-        pid = int(pidfile.read_text().split()[0])
+        recorded = pidfile.read_text().split()
+        pid = int(recorded[0])
+        written = pidfile.stat().st_mtime
     except (OSError, ValueError, IndexError):
         return None
     try:
@@ -32,12 +41,31 @@ def pid_of(pidfile):
         return None
     except PermissionError:
         return pid
-    # A zombie or a reused pid of another program is not our daemon.
+    started = _start_ticks(pid)
+    if started is None:
+        return None
+    if recorded[1:]:
+        return pid if recorded[1] == str(started) else None
+    return None if _boot_time() + started / os.sysconf('SC_CLK_TCK') > written + START_SLACK else pid
+
+
+# /proc/stat's boot time has whole seconds, and a file's mtime may be
+# coarse: a process is not taken for a newcomer within this many seconds.
+START_SLACK = 2.0
+
+
+def _start_ticks(pid):
+    """When `pid` began, in clock ticks after boot (/proc/<pid>/stat); None if it is gone or a zombie."""
     try:
-        state = open('/proc/%d/stat' % pid).read().rsplit(')', 1)[1].split()[0]
+        fields = open('/proc/%d/stat' % pid).read().rsplit(')', 1)[1].split()
     except OSError:
         return None
-    return None if state == 'Z' else pid
+    return None if fields[0] == 'Z' else int(fields[19])
+
+
+def _boot_time():
+    with open('/proc/stat') as handle:
+        return next(int(line.split()[1]) for line in handle if line.startswith('btime '))
 
 
 def start(name, argv, run_dir, log_dir, env=None):
@@ -54,7 +82,7 @@ def start(name, argv, run_dir, log_dir, env=None):
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                    env=dict(os.environ, **(env or {})), start_new_session=True,
                                    close_fds=True, cwd='/')
-    pidfile.write_text('%d\n' % process.pid)
+    pidfile.write_text('%d %s\n' % (process.pid, _start_ticks(process.pid)))
     return process.pid
 
 
