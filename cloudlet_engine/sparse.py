@@ -377,6 +377,8 @@ class PipeWriter(_Walker):
             return
         try:
             os.unlink(self.path)
+        except FileNotFoundError:
+            pass     # the apply, failing on the abandoned launch, removed its files first
         finally:
             os.close(fd)
 

@@ -255,6 +255,21 @@ def test_an_apply_that_fails_before_its_files_exist_says_why_to_the_restore(ram_
         streamed.header(10)
 
 
+def test_abort_tolerates_the_apply_removing_the_pipe_first(ram_scenario, ram, tmp_path, monkeypatch):
+    pieces, writer, _image, pipe = pipe_writer(ram_scenario, ram, tmp_path)
+    real_open = os.open
+
+    def open_then_apply_cleans_up(path, *args):
+        fd = real_open(path, *args)
+        if path == pipe:
+            os.remove(pipe)          # the failing apply removes its launch files meanwhile
+        return fd
+    monkeypatch.setattr(sparse.os, 'open', open_then_apply_cleans_up)
+    writer.abort()
+    assert not os.path.exists(pipe)
+    pieces.close()
+
+
 def test_abort_releases_a_reader_waiting_for_a_writer(ram_scenario, ram, tmp_path):
     pieces, writer, _image, pipe = pipe_writer(ram_scenario, ram, tmp_path)   # no XML given: no open
     reader = PipeReader(pipe)                         # libvirt's open() waits for a writer
