@@ -29,8 +29,7 @@ if [ "$command" = up ]; then
   ensure_debian_packages box mariadb-server mariadb-client rabbitmq-server \
     openvswitch-switch dnsmasq-base dnsmasq-utils iptables conntrack iputils-arping haproxy \
     openssh-server
-  ensure_requirements box "$VENV" "$STAMP_DIR/box-requirements.stamp" \
-    "$here/requirements.txt" "$here/tools/cloudlet_box/requirements.txt"
+  ensure_box_requirements "$here" "$VENV" "$STAMP_DIR"
 fi
 cd "$here/tools"
 PYTHONPATH="$here/tools" exec "$VENV/bin/python" -m cloudlet_box "$@"

@@ -51,6 +51,11 @@ esac
 in_tier() { local t; for t in "$@"; do [ "$tier" = "$t" ] && return 0; done; return 1; }
 "$here/tools/setup.sh"
 export CLOUDLET_SETUP_DONE=1   # box.sh up need not run it again
+if in_tier quick all full; then
+  # shellcheck source=tools/lib/ensure.sh
+  . "$here/tools/lib/ensure.sh"
+  ensure_box_requirements "$here" "$VENV" "${CLOUDLET_CACHE:-/var/cache/openstack-cloudlet}"
+fi
 cd "$here"
 # Run from the checkout so the tests exercise these sources.
 export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"

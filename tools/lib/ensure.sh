@@ -1,4 +1,4 @@
-# Shared by tools/setup.sh and tools/box.sh (source it): install what is
+# Shared by tools/setup.sh, tools/box.sh and tools/test.sh (source it): install what is
 # missing, and only that, so a second run only checks.
 
 # ensure_debian_packages LABEL PACKAGE...: apt-get install the ones not installed.
@@ -33,4 +33,12 @@ ensure_requirements() {
   else
     echo "[$label] Python requirements present ($venv)"
   fi
+}
+
+# ensure_box_requirements CHECKOUT VENV STAMP_DIR: the box's services (keystone, glance,
+# neutron, barbican...: tools/cloudlet_box/requirements.txt) with the project's own; the
+# box's unit tests read the files those packages install, as its bring-up does.
+ensure_box_requirements() {
+  ensure_requirements box "$2" "$3/box-requirements.stamp" \
+    "$1/requirements.txt" "$1/tools/cloudlet_box/requirements.txt"
 }
