@@ -30,6 +30,11 @@ class AgentMounts:
     def ensure(self):
         """Create the mount namespace unless it exists (it outlives the agents)."""
         self.netns_dir.mkdir(parents=True, exist_ok=True)
+        if not self.exists():
+            # Names of namespaces bound in a mount namespace that is gone (a reboot):
+            # nothing is behind them, and the agents would take them for their namespaces.
+            for stale in self.netns_dir.glob('*'):
+                stale.unlink()
         mounts.ensure(self.path, ['mkdir -p /run/netns', 'mount --bind %s /run/netns' % self.netns_dir],
                       'the agents of box %s' % self.box.name)
 

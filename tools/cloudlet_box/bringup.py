@@ -20,6 +20,7 @@ from cloudlet_box import http_serve
 from cloudlet_box import identity
 from cloudlet_box import infra
 from cloudlet_box import layout
+from cloudlet_box import netns_link
 from cloudlet_box import network
 from cloudlet_box import processes
 from cloudlet_box import resources
@@ -184,6 +185,9 @@ def up(box, timings):
     for path in (box.etc, box.logs, box.run):
         path.mkdir(parents=True, exist_ok=True)
     layout.record(box)
+    stale = netns_link.remove_stale_namespaces()
+    if stale:
+        print('[box] removed the names of network namespaces a reboot left: %s' % ', '.join(stale), flush=True)
     record_code = restart_if_reinstalled(box)
     with timings.step('MariaDB, RabbitMQ, libvirtd' + (' (the box\'s own)' if box.remote else '')):
         infra.start_mariadb()

@@ -14,9 +14,12 @@ tbf on the egress of an end is all the shaping there is.
     link.unshape(); link.down()        # down removes the namespace and the pair
 """
 
+import pathlib
 import re
 import subprocess
 import time
+
+from cloudlet_box import mounts
 
 LATENCY = '400ms'
 # The burst grows with the rate (2 ms worth) so that fast rates are not
@@ -45,6 +48,38 @@ def default_burst(rate):
     return '%db' % max(MIN_BURST_BYTES, int(rate_bits(rate) * 0.002 / 8))
 
 
+# Where `ip netns` binds each named network namespace.
+NETNS_DIR = pathlib.Path('/run/netns')
+
+# `ip netns add` makes the name's file, then binds the namespace on it: a file
+# younger than this may be one being made, not one a reboot left.
+STALE_AFTER = 60.0
+
+
+def namespace_bound(name):
+    """True if a network namespace is bound at /run/netns/<name>: not just a file a reboot left."""
+    return mounts.is_mount_point(NETNS_DIR / name)
+
+
+def remove_stale_namespaces():
+    """Delete the names in /run/netns that no namespace is bound to any more; return them.
+
+    /run is on disk here, so a reboot leaves the names without their
+    namespaces: `ip netns list`, and Neutron's agents, take them for
+    namespaces, and `ip netns add` refuses them.
+    """
+    stale = []
+    for path in sorted(NETNS_DIR.glob('*')):
+        try:
+            old = time.time() - path.lstat().st_mtime > STALE_AFTER
+        except FileNotFoundError:
+            continue
+        if old and not namespace_bound(path.name):
+            path.unlink(missing_ok=True)
+            stale.append(path.name)
+    return stale
+
+
 def run(*argv, check=True):
     result = subprocess.run([str(a) for a in argv], capture_output=True, text=True)
     if check and result.returncode:
@@ -63,7 +98,7 @@ class NetnsLink:
         self.host_address, self.peer_address, self.prefix = host_address, peer_address, prefix
 
     def namespace_exists(self):
-        return self.namespace in run('ip', 'netns', 'list').stdout.split()
+        return namespace_bound(self.namespace)
 
     def link_exists(self):
         return run('ip', 'link', 'show', 'dev', self.host_if, check=False).returncode == 0
@@ -78,6 +113,7 @@ class NetnsLink:
         """
         ns = ('ip', '-n', self.namespace)
         if not self.namespace_exists():
+            (NETNS_DIR / self.namespace).unlink(missing_ok=True)    # a name a reboot left
             run('ip', 'netns', 'add', self.namespace)
         if not self.link_exists():
             # A stale peer (left by an interrupted run) would block the name.

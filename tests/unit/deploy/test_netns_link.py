@@ -2,9 +2,11 @@
 (wan.py) and the synthesis bench (bench/linkemu.py) use it; `ip` and `tc` faked."""
 
 import ipaddress
+import os
 import pathlib
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -12,6 +14,7 @@ REPO = pathlib.Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO / 'tools'))
 
 from bench import linkemu  # noqa: E402
+from cloudlet_box import agent_mounts  # noqa: E402
 from cloudlet_box import layout  # noqa: E402
 from cloudlet_box import netns_link  # noqa: E402
 from cloudlet_box import wan  # noqa: E402
@@ -20,7 +23,8 @@ from cloudlet_box import wan  # noqa: E402
 class FakeHost:
     """Just enough of `ip` and `tc`: namespaces, veth pairs, addresses, root qdiscs."""
 
-    def __init__(self, fail=None):
+    def __init__(self, netns_dir, fail=None):
+        self.netns_dir = netns_dir   # `ip netns add` makes the name's file there, and refuses an existing one
         self.namespaces = set()
         self.links = {}          # name -> namespace (None: the root namespace)
         self.peers = {}          # name -> the other end
@@ -61,11 +65,14 @@ class FakeHost:
         if argv[:3] == ['ip', 'netns', 'list']:
             return self._result(argv, out=''.join('%s (id: 0)\n' % n for n in sorted(self.namespaces)))
         if argv[:3] == ['ip', 'netns', 'add']:
-            if argv[3] in self.namespaces:
+            if (self.netns_dir / argv[3]).exists():
                 return self._result(argv, 1)
+            self.netns_dir.mkdir(exist_ok=True)
+            (self.netns_dir / argv[3]).touch()
             self.namespaces.add(argv[3])
             return self._result(argv)
         if argv[:3] == ['ip', 'netns', 'delete']:
+            (self.netns_dir / argv[3]).unlink(missing_ok=True)
             self.namespaces.discard(argv[3])
             for name, where in list(self.links.items()):
                 if where == argv[3]:
@@ -117,9 +124,11 @@ class FakeHost:
 
 
 @pytest.fixture
-def host(monkeypatch):
-    fake = FakeHost()
+def host(monkeypatch, tmp_path):
+    fake = FakeHost(tmp_path / 'netns')
     monkeypatch.setattr(netns_link, 'run', fake.run)
+    monkeypatch.setattr(netns_link, 'NETNS_DIR', fake.netns_dir)
+    monkeypatch.setattr(netns_link, 'namespace_bound', lambda name: name in fake.namespaces)
     return fake
 
 
@@ -140,6 +149,33 @@ def test_up_replaces_a_stale_peer(host):
     host.links['p1'] = 'ns1'                    # its root end is gone
     netns_link.NetnsLink('ns1', 'h1', 'p1', '10.0.0.1', '10.0.0.2').up()
     assert host.links == {'h1': None, 'p1': 'ns1'}
+
+
+def stale_name(host, name, age=3600):
+    """The file of a namespace name with no namespace behind it, as a reboot leaves it (/run is on disk)."""
+    host.netns_dir.mkdir(exist_ok=True)
+    path = host.netns_dir / name
+    path.touch()
+    os.utime(path, (time.time() - age, time.time() - age))
+    return path
+
+
+def test_up_over_a_name_a_reboot_left_makes_the_namespace(host):
+    stale_name(host, 'ns1')
+    netns_link.NetnsLink('ns1', 'h1', 'p1', '10.0.0.1', '10.0.0.2').up()
+    assert host.namespaces == {'ns1'}
+    assert host.links == {'h1': None, 'p1': 'ns1'}
+
+
+def test_stale_namespace_names_are_removed_and_live_or_new_ones_kept(host):
+    netns_link.NetnsLink('live', 'h1', 'p1', '10.0.0.1', '10.0.0.2').up()
+    os.utime(host.netns_dir / 'live', (time.time() - 3600, time.time() - 3600))
+    stale_name(host, 'qrouter-1')
+    stale_name(host, 'qdhcp-2')
+    being_made = stale_name(host, 'qdhcp-3', age=1)    # `ip netns add` has not bound it yet
+    assert netns_link.remove_stale_namespaces() == ['qdhcp-2', 'qrouter-1']
+    assert sorted(p.name for p in host.netns_dir.iterdir()) == ['live', 'qdhcp-3']
+    assert being_made.exists()
 
 
 def test_down_removes_everything_and_is_idempotent(host):
@@ -227,3 +263,19 @@ def test_free_pair():
     assert linkemu.free_pair(network, 30, taken) == ('10.254.77.13', '10.254.77.14')
     everything = ''.join(' %s/' % a for a in network.hosts())
     assert linkemu.free_pair(network, 30, everything) is None
+
+
+def test_a_remote_box_s_agents_drop_the_names_of_a_mount_namespace_a_reboot_took(tmp_path, monkeypatch):
+    box = layout.Box('box2')
+    monkeypatch.setattr(layout.Box, 'run', property(lambda self: tmp_path / 'run' / self.name))
+    made = []
+    monkeypatch.setattr(agent_mounts.mounts, 'ensure', lambda path, *args, **kwargs: made.append(path))
+    agents = agent_mounts.AgentMounts(box)
+    agents.netns_dir.mkdir(parents=True)
+    (agents.netns_dir / 'qrouter-1').touch()
+    monkeypatch.setattr(agents, 'exists', lambda: True)
+    agents.ensure()                                   # its mount namespace lives: the names are its namespaces
+    assert (agents.netns_dir / 'qrouter-1').exists()
+    monkeypatch.setattr(agents, 'exists', lambda: False)
+    agents.ensure()                                   # gone: nothing is behind them
+    assert list(agents.netns_dir.iterdir()) == [] and made == [agents.path, agents.path]
