@@ -147,8 +147,13 @@ class CloudletDriver(libvirt_driver.LibvirtDriver):
         return super().cache_image(context, image_id) if cached is None else cached
 
     def manage_image_cache(self, context, all_instances):
-        super().manage_image_cache(context, all_instances)
-        basecache.age(all_instances)
+        # The base store ages even when nova's own pass fails: that pass raises
+        # DiskNotFound for an instance deleted between its listing and its
+        # qemu-img call, and would skip the ageing whenever servers come and go.
+        try:
+            super().manage_image_cache(context, all_instances)
+        finally:
+            basecache.age(all_instances)
 
     # -- spawn: restore instead of boot ----------------------------------------------
 

@@ -615,6 +615,15 @@ class LifecycleDecisionTest(DriverTestCase):
         age.assert_called_once_with([self.instance])
 
 
+    @mock.patch.object(LibvirtDriver, 'manage_image_cache',
+                       side_effect=exception.DiskNotFound(location='/instances/deleted-meanwhile/disk'))
+    def test_the_base_store_ages_when_nova_s_own_pass_fails(self, super_manage):
+        with mock.patch.object(driver.basecache, 'age') as age:
+            self.assertRaises(exception.DiskNotFound, self.driver.manage_image_cache, self.context,
+                              [self.instance])
+        age.assert_called_once_with([self.instance])
+
+
 class FakeStreamed:
     """Test double of apply.Streamed: writes the image at `image_path` into the pipe `pipe_path`
     with the XML it is given (only its first half, then the pipe closed, with `error`).
