@@ -81,6 +81,11 @@ def test_eight_syntheses_at_once_across_both_hosts_then_the_unused_base_ages_out
     both = aggregate('e2e-hosts-eight', first, second)
     admin_cli.json('cloudlet', 'base', 'precache', base['image_id'], '--aggregate', both.name, '--wait',
                    '--timeout', '600')
+    # Both hosts hold the base, so the stock weighers choose; they see a host's claims only
+    # once it reports them, and may send a whole burst to one host. nova's per-aggregate
+    # instance limit (four more than the busier host has) spreads the eight over both.
+    on_host = [sum(1 for s in admin.compute.servers(all_projects=True) if s.compute_host == h) for h in hosts]
+    admin.compute.set_aggregate_metadata(both, {'max_instances_per_host': str(max(on_host) + 4)})
     with http_serve.serve(app_overlay['path'].parent) as url:
         by_url = {'overlay_url': '%s/%s' % (url, app_overlay['path'].name)}
         by_id = {'cloudlet_overlay_id': app_overlay['image_id']}
