@@ -101,7 +101,8 @@ if in_tier clouds e2e faults all full; then
   clouds_up
 fi
 if in_tier e2e all full; then
-  "${pytest[@]}" tests/e2e -m 'not faults' "$@"
+  # The slowest tests in the log: where the tier's time (README.md, "Tests") goes.
+  "${pytest[@]}" tests/e2e -m 'not faults' --durations=15 "$@"
 fi
 if in_tier faults full; then
   "${pytest[@]}" tests/e2e -m faults "$@"
