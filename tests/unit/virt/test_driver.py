@@ -614,7 +614,6 @@ class LifecycleDecisionTest(DriverTestCase):
         super_manage.assert_called_once_with(self.context, [self.instance])
         age.assert_called_once_with([self.instance])
 
-
     @mock.patch.object(LibvirtDriver, 'manage_image_cache',
                        side_effect=exception.DiskNotFound(location='/instances/deleted-meanwhile/disk'))
     def test_the_base_store_ages_when_nova_s_own_pass_fails(self, super_manage):
