@@ -14,6 +14,7 @@ unshaped, no delay, not cut after every test that uses it), `box2_demo`,
 through the WAN path).
 """
 
+import collections
 import json
 import pathlib
 import subprocess
@@ -345,6 +346,11 @@ def wait_until(what, check, timeout):
 
 def host_of(admin, server_id):
     return admin.compute.get_server(server_id).compute_host
+
+
+def servers_per_host(admin):
+    """How many servers, of every project, each compute host has (a Counter: 0 for a host with none)."""
+    return collections.Counter(s.compute_host for s in admin.compute.servers(all_projects=True))
 
 
 def synthesize(conn, name, base_image_id, overlay, **kwargs):

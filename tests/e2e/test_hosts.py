@@ -30,6 +30,7 @@ from tests.e2e.conftest import holds
 from tests.e2e.conftest import host_of
 from tests.e2e.conftest import OpenStackCLI
 from tests.e2e.conftest import RAM_STATE
+from tests.e2e.conftest import servers_per_host
 from tests.e2e.conftest import synthesize
 from tests.e2e.conftest import traits
 from tests.e2e.conftest import wait_until
@@ -84,8 +85,8 @@ def test_eight_syntheses_at_once_across_both_hosts_then_the_unused_base_ages_out
     # Both hosts hold the base, so the stock weighers choose; they see a host's claims only
     # once it reports them, and may send a whole burst to one host. nova's per-aggregate
     # instance limit (four more than the busier host has) spreads the eight over both.
-    on_host = [sum(1 for s in admin.compute.servers(all_projects=True) if s.compute_host == h) for h in hosts]
-    admin.compute.set_aggregate_metadata(both, {'max_instances_per_host': str(max(on_host) + 4)})
+    on_host = servers_per_host(admin)
+    admin.compute.set_aggregate_metadata(both, {'max_instances_per_host': str(max(on_host[h] for h in hosts) + 4)})
     with http_serve.serve(app_overlay['path'].parent) as url:
         by_url = {'overlay_url': '%s/%s' % (url, app_overlay['path'].name)}
         by_id = {'cloudlet_overlay_id': app_overlay['image_id']}
@@ -155,7 +156,7 @@ def test_syntheses_go_to_the_host_that_holds_the_base_until_it_is_full(
     assert [host_of(admin, i) for i in ids] == [first] * 10
     # The first host full (nova's per-aggregate instance limit): the next goes to the other,
     # which fetches the base again (it aged out there).
-    on_first = sum(1 for s in admin.compute.servers(all_projects=True) if s.compute_host == first)
+    on_first = servers_per_host(admin)[first]
     admin.compute.set_aggregate_metadata(only_first, {'max_instances_per_host': str(on_first)})
     assert not holds(box, second, base['base_id'])
     started = time.monotonic()

@@ -62,8 +62,6 @@ class FakeHost:
             ns, argv = argv[2], ['ip'] + argv[3:]
         if ns is not None and ns not in self.namespaces:
             return self._result(argv, 1)
-        if argv[:3] == ['ip', 'netns', 'list']:
-            return self._result(argv, out=''.join('%s (id: 0)\n' % n for n in sorted(self.namespaces)))
         if argv[:3] == ['ip', 'netns', 'add']:
             if (self.netns_dir / argv[3]).exists():
                 return self._result(argv, 1)
